@@ -1,0 +1,8 @@
+//! The data model shared by the reader, the CLI and the daemon, and the JSON-RPC
+//! messages of the daemon's API. Everything here is plain serde data; the schema is
+//! documented in `docs/json.md` and `docs/protocol.md`.
+
+pub mod rpc;
+mod stack;
+
+pub use stack::{Frame, ProcessStack, ThreadStack};

@@ -1,0 +1,70 @@
+use serde::{Deserialize, Serialize};
+
+/// Every thread's Python stack of one process, as `pystackd stack --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessStack {
+    pub pid: u32,
+    /// Full interpreter version, e.g. `3.10.13`.
+    pub python_version: String,
+    /// Path of the object holding the interpreter (executable or libpython).
+    pub python_binary: String,
+    pub threads: Vec<ThreadStack>,
+    /// Non-fatal observations (e.g. debug offsets disagreeing with the built-in table).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// One Python thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadStack {
+    /// Interpreter id (0 for the main interpreter).
+    pub interpreter_id: i64,
+    /// `PyThreadState.thread_id`: `pthread_self()` of the thread (on illumos the LWP id).
+    pub thread_id: u64,
+    /// Kernel thread id (Linux LWP / illumos LWP id), what DTrace, bpftrace and perf call `tid`.
+    pub os_tid: Option<u64>,
+    /// Thread name as the OS reports it (`/proc/PID/task/TID/comm`), if any.
+    pub name: Option<String>,
+    /// Whether this thread holds the GIL; `None` where the version gives no way to tell.
+    pub holds_gil: Option<bool>,
+    /// Frames, innermost first.
+    pub frames: Vec<Frame>,
+}
+
+/// One Python frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// `co_name`.
+    pub function: String,
+    /// `co_qualname` (3.11+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qualname: Option<String>,
+    /// `co_filename` as the code object holds it (may be relative or `<string>`).
+    pub filename: String,
+    /// Line being executed; `None` where the line table says the instruction has no line.
+    pub line: Option<u32>,
+    /// `co_firstlineno`.
+    pub first_line: u32,
+    /// True for the outermost frame run by one C call of the eval loop: the frames from
+    /// the previous entry frame (exclusive) to this one (inclusive) belong to one
+    /// `_PyEval_EvalFrameDefault` frame of the native stack. Always true up to 3.10.
+    pub entry: bool,
+}
+
+impl ThreadStack {
+    /// The frames grouped by the C eval call that runs them, innermost group first.
+    pub fn eval_groups(&self) -> Vec<&[Frame]> {
+        let mut groups = Vec::new();
+        let mut start = 0;
+        for (i, f) in self.frames.iter().enumerate() {
+            if f.entry {
+                groups.push(&self.frames[start..=i]);
+                start = i + 1;
+            }
+        }
+        if start < self.frames.len() {
+            groups.push(&self.frames[start..]);
+        }
+        groups
+    }
+}

@@ -1,0 +1,54 @@
+use std::io;
+
+/// What went wrong reading a Python process. Each variant is a distinct outcome the
+/// CLI maps to its own exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no such process: {pid}")]
+    NoSuchProcess { pid: u32 },
+    #[error("permission denied reading process {pid}: {detail}")]
+    PermissionDenied { pid: u32, detail: String },
+    #[error("process {pid} does not look like a CPython process: {reason}")]
+    NotPython { pid: u32, reason: String },
+    #[error("CPython {version} is not supported (pystackd knows 3.8 to 3.15, GIL builds)")]
+    UnsupportedVersion { version: String },
+    #[error("process {pid} exited while being read")]
+    ProcessExited { pid: u32 },
+    /// The target changed under us on every retry (torn reads of a running process).
+    #[error("could not get a consistent read of process {pid} after {attempts} attempts: {last}")]
+    Inconsistent { pid: u32, attempts: u32, last: String },
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading {path}: {detail}")]
+    Binary { path: String, detail: String },
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}
+
+/// A failed read of remote memory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemoryError {
+    #[error("address {addr:#x} (+{len}) is not mapped in the target")]
+    Unmapped { addr: u64, len: usize },
+    #[error("the process is gone")]
+    Gone,
+    #[error("permission denied")]
+    PermissionDenied,
+    #[error("read of {len} bytes at {addr:#x} failed: {msg}")]
+    Other { addr: u64, len: usize, msg: String },
+    /// A value read from the target fails validation (a torn or garbage read).
+    #[error("invalid data: {0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

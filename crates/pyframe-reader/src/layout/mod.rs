@@ -1,0 +1,201 @@
+//! CPython struct layouts as data: one table per minor version (x86_64 / 64-bit
+//! little-endian, default GIL build). The walker reads only through these tables;
+//! nothing else in the reader knows a CPython offset.
+//!
+//! Offsets are byte offsets from the start of the named struct. Each table states the
+//! header it comes from and is checked against a real interpreter's DWARF
+//! (`gdb ptype /o`) in `tests/layout_dwarf.rs`; 3.13+ tables are also cross-checked
+//! against the target's own `_Py_DebugOffsets` at attach time.
+
+// mod v3_10;
+// mod v3_11;
+// mod v3_12;
+// mod v3_13;
+// mod v3_14;
+// mod v3_15;
+// mod v3_8;
+// mod v3_9;
+
+/// Everything the walker needs to know about one CPython minor version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// (major, minor)
+    pub version: (u8, u8),
+    pub runtime: RuntimeLayout,
+    pub interp: InterpLayout,
+    pub tstate: ThreadStateLayout,
+    pub frame: FrameLayout,
+    pub code: CodeLayout,
+    pub unicode: UnicodeLayout,
+    pub bytes: BytesLayout,
+    /// `PyTypeObject.tp_name` (type validation by name when a type symbol is missing).
+    pub type_tp_name: u64,
+}
+
+/// `_PyRuntimeState` (`Include/internal/pycore_runtime.h`; `pystate.h` on 3.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeLayout {
+    /// `interpreters.head`: first `PyInterpreterState*`.
+    pub interpreters_head: u64,
+    /// `gilstate.tstate_current` (≤3.11): the thread state holding the GIL.
+    pub gilstate_tstate_current: Option<u64>,
+}
+
+/// `PyInterpreterState` (`Include/internal/pycore_interp.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InterpLayout {
+    pub next: u64,
+    /// `threads.head` (`tstate_head` on 3.8–3.10).
+    pub threads_head: u64,
+    /// `id` (int64_t).
+    pub id: u64,
+    /// 3.12+: `ceval.gil`, a pointer to `struct _gil_runtime_state`.
+    pub gil: Option<GilLayout>,
+}
+
+/// 3.12+ GIL state reached from the interpreter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GilLayout {
+    /// Offset in `PyInterpreterState` of the `struct _gil_runtime_state *` (`ceval.gil`).
+    pub pointer: u64,
+    /// Offsets in `struct _gil_runtime_state`.
+    pub last_holder: u64,
+    pub locked: u64,
+}
+
+/// `PyThreadState` (`Include/cpython/pystate.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadStateLayout {
+    pub next: u64,
+    pub interp: u64,
+    /// How to get from the thread state to its innermost frame.
+    pub current_frame: CurrentFrame,
+    /// `thread_id` (`pthread_self()`).
+    pub thread_id: u64,
+    /// `native_thread_id` (3.11+).
+    pub native_thread_id: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CurrentFrame {
+    /// `tstate->FIELD` is the innermost frame (≤3.10 `frame`, 3.13+ `current_frame`).
+    Direct(u64),
+    /// `tstate->cframe->current_frame` (3.11, 3.12).
+    ViaCFrame { cframe: u64, current_frame: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameLayout {
+    /// ≤3.10: heap `PyFrameObject`s linked by `f_back`.
+    Object(FrameObjectLayout),
+    /// 3.11+: `_PyInterpreterFrame`s linked by `previous`.
+    Interpreter(InterpreterFrameLayout),
+}
+
+/// `PyFrameObject` (≤3.10, `Include/cpython/frameobject.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameObjectLayout {
+    pub back: u64,
+    pub code: u64,
+    /// `f_lasti` (int).
+    pub lasti: u64,
+    /// Unit of `f_lasti`: 1 (bytes, ≤3.9) or 2 (code units, 3.10).
+    pub lasti_unit: u32,
+    /// Bytes to read to cover every field above.
+    pub size: u64,
+}
+
+/// `_PyInterpreterFrame` (3.11+, `Include/internal/pycore_frame.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InterpreterFrameLayout {
+    pub previous: u64,
+    /// `f_code` (3.11/3.12) or `f_executable` (3.13+).
+    pub code: u64,
+    /// 3.14+: `f_executable` is a `_PyStackRef`; clear these low tag bits.
+    pub code_tag_mask: u64,
+    /// `prev_instr` (3.11/3.12, points at the last executed unit) or `instr_ptr` (3.13+,
+    /// the current unit).
+    pub instr: u64,
+    /// True for `prev_instr`.
+    pub instr_is_prev: bool,
+    /// `owner` (char).
+    pub owner: u64,
+    /// `is_entry` (bool, 3.11 only).
+    pub is_entry: Option<u64>,
+    /// Owner values at or above this mark a frame that is not a Python frame (the C-stack
+    /// shim / interpreter base frames of 3.12+). `None` on 3.11.
+    pub first_non_python_owner: Option<u8>,
+    /// Bytes to read to cover every field above.
+    pub size: u64,
+}
+
+/// `PyCodeObject` (`Include/cpython/code.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodeLayout {
+    pub filename: u64,
+    pub name: u64,
+    pub qualname: Option<u64>,
+    /// `co_firstlineno` (int).
+    pub firstlineno: u64,
+    /// `co_lnotab` (≤3.9) or `co_linetable` (3.10+): a `bytes` object.
+    pub linetable: u64,
+    pub linetable_format: LineTableFormat,
+    /// 3.11+: offset of the inline bytecode `co_code_adaptive`.
+    pub code_adaptive: Option<u64>,
+    /// Bytes to read to cover every pointer field above (not the inline bytecode).
+    pub size: u64,
+}
+
+/// Which line-table encoding a version uses (see `linetable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineTableFormat {
+    /// ≤3.9 `co_lnotab`.
+    Lnotab,
+    /// 3.10 PEP 626 `co_linetable`.
+    Pep626,
+    /// 3.11+ location table (`Objects/locations.md`).
+    Locations,
+}
+
+/// `PyASCIIObject` / `PyCompactUnicodeObject` (`Include/cpython/unicodeobject.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnicodeLayout {
+    pub length: u64,
+    pub state: u64,
+    /// `sizeof(PyASCIIObject)`: compact ASCII data follows.
+    pub ascii_data: u64,
+    /// `sizeof(PyCompactUnicodeObject)`: compact non-ASCII data follows.
+    pub compact_data: u64,
+    /// Bit positions inside the 32-bit `state` word.
+    pub kind_shift: u32,
+    pub compact_bit: u32,
+    pub ascii_bit: u32,
+}
+
+/// `PyBytesObject`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BytesLayout {
+    pub size: u64,
+    pub data: u64,
+}
+
+/// Every version with a table, oldest first.
+pub const ALL: &[&Layout] = &[
+    // &v3_8::LAYOUT,
+    // &v3_9::LAYOUT,
+    // &v3_10::LAYOUT,
+    // &v3_11::LAYOUT,
+    // &v3_12::LAYOUT,
+    // &v3_13::LAYOUT,
+    // &v3_14::LAYOUT,
+    // &v3_15::LAYOUT,
+];
+
+/// The table for `major.minor`, if pystackd has one.
+pub fn for_version(major: u8, minor: u8) -> Option<&'static Layout> {
+    ALL.iter().copied().find(|l| l.version == (major, minor))
+}
+
+/// Fields common to every version since 3.8: `PyObject.ob_type`, `PyVarObject.ob_size`.
+pub const OB_TYPE: u64 = 8;
+pub const OB_SIZE: u64 = 16;

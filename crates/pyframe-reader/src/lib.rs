@@ -1,0 +1,13 @@
+//! Read every thread's Python stack out of a live CPython process (or a memory
+//! snapshot) using known struct layouts, without running code in the target.
+
+pub mod error;
+pub mod layout;
+pub mod linetable;
+pub mod memory;
+pub mod platform;
+pub mod process;
+
+pub use error::{Error, MemoryError, Result};
+pub use memory::{Memory, MemoryExt, Snapshot};
+pub use process::{CacheStats, PythonProcess, StackOptions};

@@ -1,0 +1,162 @@
+//! Remote memory behind one small trait, so that a live process, a saved snapshot
+//! (tests, fuzzing) and later a core file look the same to the walker.
+
+use std::collections::BTreeMap;
+
+use crate::error::MemoryError;
+
+pub type MemResult<T> = std::result::Result<T, MemoryError>;
+
+/// Read-only access to another address space.
+pub trait Memory: Send + Sync {
+    /// Fill `buf` from `addr`; fails rather than returning a short read.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> MemResult<()>;
+}
+
+impl<M: Memory + ?Sized> Memory for &M {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> MemResult<()> {
+        (**self).read(addr, buf)
+    }
+}
+
+impl<M: Memory + ?Sized> Memory for Box<M> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> MemResult<()> {
+        (**self).read(addr, buf)
+    }
+}
+
+impl<M: Memory + ?Sized> Memory for std::sync::Arc<M> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> MemResult<()> {
+        (**self).read(addr, buf)
+    }
+}
+
+/// Typed little-endian reads on top of [`Memory`] (x86_64 and the 64-bit targets we support).
+pub trait MemoryExt: Memory {
+    fn read_array<const N: usize>(&self, addr: u64) -> MemResult<[u8; N]> {
+        let mut b = [0u8; N];
+        self.read(addr, &mut b)?;
+        Ok(b)
+    }
+    fn read_u64(&self, addr: u64) -> MemResult<u64> {
+        Ok(u64::from_le_bytes(self.read_array(addr)?))
+    }
+    fn read_u32(&self, addr: u64) -> MemResult<u32> {
+        Ok(u32::from_le_bytes(self.read_array(addr)?))
+    }
+    fn read_i32(&self, addr: u64) -> MemResult<i32> {
+        Ok(i32::from_le_bytes(self.read_array(addr)?))
+    }
+    fn read_u8(&self, addr: u64) -> MemResult<u8> {
+        Ok(self.read_array::<1>(addr)?[0])
+    }
+    /// Read `len` bytes, refusing lengths above `max` (a garbage length must not
+    /// become an unbounded allocation).
+    fn read_vec(&self, addr: u64, len: usize, max: usize) -> MemResult<Vec<u8>> {
+        if len > max {
+            return Err(MemoryError::Invalid(format!(
+                "length {len} at {addr:#x} exceeds limit {max}"
+            )));
+        }
+        let mut v = vec![0u8; len];
+        self.read(addr, &mut v)?;
+        Ok(v)
+    }
+}
+
+impl<M: Memory + ?Sized> MemoryExt for M {}
+
+/// Little-endian field access on a local copy of a remote struct.
+pub fn u64_at(buf: &[u8], off: usize) -> u64 {
+    buf.get(off..off + 8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+        .unwrap_or(0)
+}
+pub fn u32_at(buf: &[u8], off: usize) -> u32 {
+    buf.get(off..off + 4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        .unwrap_or(0)
+}
+pub fn i32_at(buf: &[u8], off: usize) -> i32 {
+    u32_at(buf, off) as i32
+}
+pub fn u8_at(buf: &[u8], off: usize) -> u8 {
+    buf.get(off).copied().unwrap_or(0)
+}
+
+/// A saved set of memory regions: what a test or a fuzzer hands the walker instead
+/// of a live process.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    regions: BTreeMap<u64, Vec<u8>>,
+}
+
+impl Snapshot {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add (or overwrite) the bytes at `addr`. Regions must not overlap.
+    pub fn insert(&mut self, addr: u64, bytes: Vec<u8>) {
+        self.regions.insert(addr, bytes);
+    }
+
+    pub fn regions(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.regions.iter().map(|(a, b)| (*a, b.as_slice()))
+    }
+
+    /// Serialise as a sequence of `addr:u64 len:u64 bytes` records.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (a, b) in &self.regions {
+            out.extend_from_slice(&a.to_le_bytes());
+            out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+            out.extend_from_slice(b);
+        }
+        out
+    }
+
+    /// Inverse of [`Snapshot::to_bytes`]; tolerant of truncation (fuzz input).
+    pub fn from_bytes(mut data: &[u8]) -> Self {
+        let mut s = Snapshot::new();
+        while data.len() >= 16 {
+            let addr = u64::from_le_bytes(data[..8].try_into().unwrap());
+            let len = u64::from_le_bytes(data[8..16].try_into().unwrap()) as usize;
+            data = &data[16..];
+            let len = len.min(data.len());
+            s.insert(addr, data[..len].to_vec());
+            data = &data[len..];
+        }
+        s
+    }
+}
+
+impl Memory for Snapshot {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> MemResult<()> {
+        let unmapped = MemoryError::Unmapped { addr, len: buf.len() };
+        let (start, bytes) = self.regions.range(..=addr).next_back().ok_or(unmapped.clone())?;
+        let off = (addr - start) as usize;
+        let end = off.checked_add(buf.len()).ok_or(unmapped.clone())?;
+        if end > bytes.len() {
+            return Err(unmapped);
+        }
+        buf.copy_from_slice(&bytes[off..end]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_reads_inside_regions_only() {
+        let mut s = Snapshot::new();
+        s.insert(0x1000, (0u8..32).collect());
+        assert_eq!(s.read_u32(0x1004).unwrap(), u32::from_le_bytes([4, 5, 6, 7]));
+        assert!(s.read_u64(0x101c).is_err());
+        assert!(s.read_u8(0xfff).is_err());
+        let round = Snapshot::from_bytes(&s.to_bytes());
+        assert_eq!(round.read_u8(0x101f).unwrap(), 31);
+    }
+}

@@ -1,0 +1,363 @@
+//! Linux: `process_vm_readv` (falling back to `/proc/PID/mem`), `/proc/PID/maps`,
+//! `/proc/PID/task`, ptrace for stopping.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::sys::ptrace;
+use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
+
+use super::{Credentials, Mapping};
+use crate::error::{Error, MemoryError, Result};
+use crate::memory::{Memory, MemoryExt};
+
+/// Live process memory.
+pub struct ProcessMemory {
+    pid: u32,
+    /// Set once `process_vm_readv` turns out to be unavailable (ENOSYS, seccomp).
+    use_file: AtomicBool,
+    mem_file: Option<File>,
+}
+
+pub fn open_memory(pid: u32) -> Result<ProcessMemory> {
+    if !exists(pid) {
+        return Err(Error::NoSuchProcess { pid });
+    }
+    let mem_file = File::open(format!("/proc/{pid}/mem")).ok();
+    let m = ProcessMemory { pid, use_file: AtomicBool::new(false), mem_file };
+    Ok(m)
+}
+
+fn errno_to_memory(e: nix::errno::Errno, addr: u64, len: usize) -> MemoryError {
+    use nix::errno::Errno;
+    match e {
+        Errno::ESRCH => MemoryError::Gone,
+        Errno::EFAULT | Errno::EIO => MemoryError::Unmapped { addr, len },
+        Errno::EPERM | Errno::EACCES => MemoryError::PermissionDenied,
+        other => MemoryError::Other { addr, len, msg: other.desc().to_string() },
+    }
+}
+
+impl ProcessMemory {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn read_file(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let f = self.mem_file.as_ref().ok_or(MemoryError::PermissionDenied)?;
+        match f.read_exact_at(buf, addr) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                Err(MemoryError::Unmapped { addr, len: buf.len() })
+            }
+            Err(e) => Err(match e.raw_os_error() {
+                Some(code) => errno_to_memory(nix::errno::Errno::from_raw(code), addr, buf.len()),
+                None => MemoryError::Other { addr, len: buf.len(), msg: e.to_string() },
+            }),
+        }
+    }
+}
+
+impl Memory for ProcessMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if addr.checked_add(buf.len() as u64).is_none() {
+            return Err(MemoryError::Unmapped { addr, len: buf.len() });
+        }
+        if self.use_file.load(Ordering::Relaxed) {
+            return self.read_file(addr, buf);
+        }
+        let len = buf.len();
+        let remote = [RemoteIoVec { base: addr as usize, len }];
+        let mut local = [io::IoSliceMut::new(buf)];
+        match process_vm_readv(Pid::from_raw(self.pid as i32), &mut local, &remote) {
+            Ok(n) if n == len => Ok(()),
+            Ok(_) => Err(MemoryError::Unmapped { addr, len }),
+            Err(nix::errno::Errno::ENOSYS) | Err(nix::errno::Errno::EINVAL)
+                if self.mem_file.is_some() =>
+            {
+                self.use_file.store(true, Ordering::Relaxed);
+                let buf = local[0].as_mut();
+                self.read_file(addr, buf)
+            }
+            Err(e) => Err(errno_to_memory(e, addr, len)),
+        }
+    }
+}
+
+pub fn exists(pid: u32) -> bool {
+    pid != 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn read_proc(pid: u32, what: &str) -> Result<String> {
+    let path = format!("/proc/{pid}/{what}");
+    std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => Error::NoSuchProcess { pid },
+        ErrorKind::PermissionDenied => Error::PermissionDenied {
+            pid,
+            detail: format!("cannot read {path}"),
+        },
+        _ => Error::io(format!("reading {path}"), e),
+    })
+}
+
+/// Parse `/proc/PID/maps` text.
+pub fn parse_maps(pid: u32, text: &str) -> Vec<Mapping> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut it = line.splitn(6, ' ');
+        let (Some(range), Some(perms), Some(offset), Some(_dev), Some(_inode)) =
+            (it.next(), it.next(), it.next(), it.next(), it.next())
+        else {
+            continue;
+        };
+        let path = it.next().map(str::trim_start).filter(|p| !p.is_empty());
+        let Some((s, e)) = range.split_once('-') else { continue };
+        let (Ok(start), Ok(end), Ok(offset)) = (
+            u64::from_str_radix(s, 16),
+            u64::from_str_radix(e, 16),
+            u64::from_str_radix(offset, 16),
+        ) else {
+            continue;
+        };
+        let p = perms.as_bytes();
+        let file_path = path.filter(|p| p.starts_with('/')).map(|p| {
+            p.strip_suffix(" (deleted)").unwrap_or(p).to_string()
+        });
+        let open_path = file_path.as_ref().map(|p| PathBuf::from(format!("/proc/{pid}/root{p}")));
+        out.push(Mapping {
+            start,
+            end,
+            offset,
+            read: p.first() == Some(&b'r'),
+            write: p.get(1) == Some(&b'w'),
+            exec: p.get(2) == Some(&b'x'),
+            path: path.map(str::to_string),
+            open_path,
+        });
+        // keep pseudo paths like [heap] in `path` but only real files get open_path
+    }
+    out
+}
+
+pub fn mappings(pid: u32) -> Result<Vec<Mapping>> {
+    Ok(parse_maps(pid, &read_proc(pid, "maps")?))
+}
+
+/// Start time in clock ticks since boot (field 22 of `/proc/PID/stat`): with the pid
+/// it identifies a process across pid reuse.
+pub fn start_time(pid: u32) -> Result<u64> {
+    let stat = read_proc(pid, "stat")?;
+    // comm may contain spaces and parentheses: fields start after the last ')'
+    let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    rest.split_whitespace()
+        .nth(19)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error::io(format!("parsing /proc/{pid}/stat"), io::ErrorKind::InvalidData.into()))
+}
+
+pub fn credentials(pid: u32) -> Result<Credentials> {
+    let status = read_proc(pid, "status")?;
+    let ids = |key: &str| -> Option<Vec<u32>> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        Some(line[key.len()..].split_whitespace().filter_map(|v| v.parse().ok()).collect())
+    };
+    let bad = || Error::io(format!("parsing /proc/{pid}/status"), io::ErrorKind::InvalidData.into());
+    let u = ids("Uid:").filter(|v| v.len() >= 3).ok_or_else(bad)?;
+    let g = ids("Gid:").filter(|v| v.len() >= 2).ok_or_else(bad)?;
+    Ok(Credentials { ruid: u[0], euid: u[1], suid: u[2], rgid: g[0], egid: g[1] })
+}
+
+/// OS thread ids (LWPs) of the process.
+pub fn threads(pid: u32) -> Result<Vec<u64>> {
+    let dir = format!("/proc/{pid}/task");
+    let rd = std::fs::read_dir(&dir).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => Error::NoSuchProcess { pid },
+        _ => Error::io(format!("listing {dir}"), e),
+    })?;
+    let mut v: Vec<u64> =
+        rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+pub fn thread_name(pid: u32, tid: u64) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+        .ok()
+        .map(|s| s.trim_end_matches('\n').to_string())
+}
+
+/// Executable path as the kernel reports it (the loader when started via `ld.so`).
+pub fn executable(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.display().to_string())
+}
+
+/// Default directory of the daemon's socket.
+pub const DEFAULT_RUN_DIR: &str = "/run/pystackd";
+
+/// Offset of `tid` inside glibc's/musl's `struct pthread`, found by calibration: the
+/// main thread's `pthread_self()` block holds the pid (its LWP id) at that offset.
+/// Cached per process by the caller.
+pub fn calibrate_pthread_tid_offset(
+    pid: u32,
+    mem: &dyn Memory,
+    thread_ids: &[u64],
+) -> Option<u64> {
+    let lwps = threads(pid).ok()?;
+    let lwp_set: std::collections::HashSet<u64> = lwps.iter().copied().collect();
+    const SPAN: usize = 0x800;
+    let mut blocks = Vec::new();
+    for &t in thread_ids {
+        let mut b = vec![0u8; SPAN];
+        if mem.read(t, &mut b).is_ok() {
+            blocks.push(b);
+        }
+    }
+    if blocks.is_empty() {
+        return None;
+    }
+    // candidate offsets: 4-byte aligned, where every thread's value is one of its LWPs
+    // and all values differ. glibc x86_64 has it at 0x2d0.
+    let mut best = None;
+    for off in (0..SPAN - 4).step_by(4) {
+        let vals: Vec<u64> = blocks
+            .iter()
+            .map(|b| u32::from_le_bytes(b[off..off + 4].try_into().unwrap()) as u64)
+            .collect();
+        if !vals.iter().all(|v| lwp_set.contains(v)) {
+            continue;
+        }
+        let mut uniq = vals.clone();
+        uniq.sort_unstable();
+        uniq.dedup();
+        if uniq.len() != vals.len() {
+            continue;
+        }
+        // prefer the offset where the main thread's value is the pid
+        if vals.contains(&(pid as u64)) || blocks.len() > 1 {
+            best = Some(off as u64);
+            break;
+        }
+        best.get_or_insert(off as u64);
+    }
+    best
+}
+
+/// Map `PyThreadState.thread_id` (`pthread_self()`) values to LWP ids.
+pub fn os_thread_ids(
+    pid: u32,
+    mem: &dyn Memory,
+    thread_ids: &[u64],
+    tid_offset: &mut Option<u64>,
+) -> HashMap<u64, u64> {
+    if tid_offset.is_none() {
+        *tid_offset = calibrate_pthread_tid_offset(pid, mem, thread_ids);
+    }
+    let mut map = HashMap::new();
+    let Some(off) = *tid_offset else { return map };
+    for &t in thread_ids {
+        if let Ok(v) = mem.read_i32(t + off) {
+            if v > 0 {
+                map.insert(t, v as u64);
+            }
+        }
+    }
+    map
+}
+
+/// While alive, every thread of the target is stopped (ptrace-seized and interrupted).
+/// Dropping it resumes them; if pystackd dies, the kernel detaches and they resume too.
+pub struct StopGuard {
+    tids: Vec<Pid>,
+}
+
+pub fn stop(pid: u32) -> Result<StopGuard> {
+    let mut guard = StopGuard { tids: Vec::new() };
+    // threads can be created while we seize: repeat until the set is stable
+    for _ in 0..10 {
+        let tids = threads(pid)?;
+        let mut new = false;
+        for t in tids {
+            let p = Pid::from_raw(t as i32);
+            if guard.tids.contains(&p) {
+                continue;
+            }
+            new = true;
+            match ptrace::seize(p, ptrace::Options::empty()) {
+                Ok(()) => {}
+                Err(nix::errno::Errno::ESRCH) => continue, // thread exited
+                Err(nix::errno::Errno::EPERM) => {
+                    return Err(Error::PermissionDenied {
+                        pid,
+                        detail: "ptrace attach refused: run as the process owner with \
+                                 kernel.yama.ptrace_scope <= 1, or as root / with CAP_SYS_PTRACE"
+                            .into(),
+                    })
+                }
+                Err(e) => return Err(Error::io(format!("ptrace seize of thread {t}"), e.into())),
+            }
+            guard.tids.push(p);
+            if ptrace::interrupt(p).is_ok() {
+                let _ = waitpid(p, Some(WaitPidFlag::__WALL));
+            }
+        }
+        if !new {
+            return Ok(guard);
+        }
+    }
+    Ok(guard)
+}
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        for &p in &self.tids {
+            let _ = ptrace::detach(p, None);
+        }
+    }
+}
+
+/// Resume a process stopped by someone else (a probe's `stop()`/`SIGSTOP`).
+pub fn resume(pid: u32) -> Result<()> {
+    nix::sys::signal::kill(Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGCONT)
+        .map_err(|e| Error::io(format!("sending SIGCONT to {pid}"), e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_lines() {
+        let text = "55d0c8a00000-55d0c8a01000 r--p 00000000 fd:00 1234   /usr/bin/python3.11\n\
+                    7f00-8f00 rw-p 00001000 00:00 0 \n\
+                    7ffd1000-7ffd2000 rw-p 00000000 00:00 0                          [stack]\n\
+                    garbage\n";
+        let m = parse_maps(42, text);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].path.as_deref(), Some("/usr/bin/python3.11"));
+        assert_eq!(m[0].open_path, Some(PathBuf::from("/proc/42/root/usr/bin/python3.11")));
+        assert!(m[0].read && !m[0].write);
+        assert_eq!(m[1].path, None);
+        assert_eq!(m[1].offset, 0x1000);
+        assert_eq!(m[2].path.as_deref(), Some("[stack]"));
+        assert_eq!(m[2].open_path, None);
+    }
+
+    #[test]
+    fn own_process_facts() {
+        let pid = std::process::id();
+        assert!(start_time(pid).unwrap() > 0);
+        assert!(threads(pid).unwrap().contains(&(pid as u64)));
+        let c = credentials(pid).unwrap();
+        assert_eq!(c.euid, nix::unistd::geteuid().as_raw());
+        assert!(!exists(0));
+    }
+}
