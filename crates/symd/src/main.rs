@@ -1,3 +1,11 @@
-fn main() {
-    println!("pystackd");
+//! `pystackd`: readable Python stacks in native stack traces of CPython processes.
+
+mod cli;
+mod exit;
+mod stack;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::run()
 }
