@@ -1,12 +1,17 @@
 //! Read every thread's Python stack out of a live CPython process (or a memory
 //! snapshot) using known struct layouts, without running code in the target.
 
+pub mod binary;
+pub mod code;
 pub mod error;
 pub mod layout;
 pub mod linetable;
 pub mod memory;
+pub mod objects;
 pub mod platform;
 pub mod process;
+pub mod version;
+pub mod walker;
 
 pub use error::{Error, MemoryError, Result};
 pub use memory::{Memory, MemoryExt, Snapshot};

@@ -1,9 +1,20 @@
 //! A Python process attached for reading: where its interpreter is, which layout it
 //! uses, and the per-process caches. This is the reader's public entry point.
 
-use protocol::ProcessStack;
+use protocol::{ProcessStack, ThreadStack};
 
-use crate::error::Result;
+use crate::binary::{find_python, PythonBinary};
+use crate::code::CodeCache;
+use crate::error::{Error, MemoryError, Result};
+use crate::layout::{self, Layout};
+use crate::memory::{Memory, MemoryExt};
+use crate::objects::Types;
+use crate::platform::{self, ProcessMemory};
+use crate::version::{self, Version, DEBUG_COOKIE};
+use crate::walker::{RawThread, Walker};
+
+/// Attempts at a consistent read of a running target before giving up.
+pub const MAX_ATTEMPTS: u32 = 8;
 
 /// Options for one stack read.
 #[derive(Debug, Clone, Default)]
@@ -23,34 +34,216 @@ pub struct CacheStats {
 
 /// An attached CPython process.
 pub struct PythonProcess {
-    _private: (),
+    pid: u32,
+    start_time: u64,
+    mem: ProcessMemory,
+    binary: PythonBinary,
+    runtime: u64,
+    layout: Layout,
+    version: Version,
+    types: Types,
+    codes: CodeCache,
+    pthread_tid_offset: Option<u64>,
+    warnings: Vec<String>,
+}
+
+fn map_mem_err(pid: u32, e: MemoryError) -> Error {
+    match e {
+        MemoryError::Gone => Error::ProcessExited { pid },
+        MemoryError::PermissionDenied => Error::PermissionDenied {
+            pid,
+            detail: "reading its memory was refused".into(),
+        },
+        other => Error::Memory(other),
+    }
 }
 
 impl PythonProcess {
     /// Find the interpreter in process `pid` and pick its layout.
-    pub fn attach(_pid: u32) -> Result<PythonProcess> {
-        todo!()
+    pub fn attach(pid: u32) -> Result<PythonProcess> {
+        if !platform::exists(pid) {
+            return Err(Error::NoSuchProcess { pid });
+        }
+        let start_time = platform::start_time(pid)?;
+        let maps = platform::mappings(pid)?;
+        let mem = platform::open_memory(pid)?;
+        // fail early and clearly when memory is not readable at all
+        if let Some(m) = maps.iter().find(|m| m.read) {
+            if let Err(e) = mem.read_u8(m.start) {
+                return Err(match e {
+                    MemoryError::Gone => Error::ProcessExited { pid },
+                    MemoryError::PermissionDenied => Error::PermissionDenied {
+                        pid,
+                        detail: "reading its memory was refused".into(),
+                    },
+                    _ => Error::Memory(e),
+                });
+            }
+        }
+        let binary = find_python(pid, &maps)?;
+        let runtime = find_runtime(&mem, &binary).ok_or_else(|| Error::NotPython {
+            pid,
+            reason: format!("{} has no _PyRuntime symbol, .PyRuntime section or debug cookie", binary.path),
+        })?;
+        let version = version::detect(&mem, &binary, runtime).ok_or_else(|| Error::NotPython {
+            pid,
+            reason: format!("cannot tell the Python version of {}", binary.path),
+        })?;
+        if version.free_threaded {
+            return Err(Error::UnsupportedVersion { version: format!("{} (free-threaded)", version.text) });
+        }
+        let layout = *layout::for_version(version.major, version.minor)
+            .ok_or_else(|| Error::UnsupportedVersion { version: version.text.clone() })?;
+        let s = &binary.symbols;
+        let types = Types::new(s.code_type, s.frame_type, s.unicode_type, s.bytes_type);
+        let warnings = Vec::new();
+        Ok(PythonProcess {
+            pid,
+            start_time,
+            mem,
+            binary,
+            runtime,
+            layout,
+            version,
+            types,
+            codes: CodeCache::default(),
+            pthread_tid_offset: None,
+            warnings,
+        })
     }
+
     pub fn pid(&self) -> u32 {
-        todo!()
+        self.pid
     }
     /// Start time of the process (opaque; with the pid it identifies the process).
     pub fn start_time(&self) -> u64 {
-        todo!()
+        self.start_time
     }
     /// Full version, e.g. "3.10.13".
     pub fn version(&self) -> &str {
-        todo!()
+        &self.version.text
     }
     /// Path of the object holding the interpreter.
     pub fn binary_path(&self) -> &str {
-        todo!()
+        &self.binary.path
     }
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+    /// Address of `_PyRuntime` in the target.
+    pub fn runtime_address(&self) -> u64 {
+        self.runtime
+    }
+
     /// Read every thread's stack (or one thread's, see [`StackOptions::tid`]).
-    pub fn stack(&mut self, _opts: &StackOptions) -> Result<ProcessStack> {
-        todo!()
+    pub fn stack(&mut self, opts: &StackOptions) -> Result<ProcessStack> {
+        let _stopped = if opts.pause { Some(platform::stop(self.pid)?) } else { None };
+        let raw = self.read_consistent()?;
+        let mut threads = self.finish_threads(raw);
+        if let Some(tid) = opts.tid {
+            threads.retain(|t| t.os_tid == Some(tid));
+        }
+        Ok(ProcessStack {
+            pid: self.pid,
+            python_version: self.version.text.clone(),
+            python_binary: self.binary.path.clone(),
+            threads,
+            warnings: self.warnings.clone(),
+        })
     }
+
+    fn read_consistent(&mut self) -> Result<Vec<RawThread>> {
+        let mut last = String::new();
+        for attempt in 0..MAX_ATTEMPTS {
+            let mut w = Walker {
+                mem: &self.mem,
+                layout: &self.layout,
+                types: &mut self.types,
+                codes: &mut self.codes,
+            };
+            match w.walk(self.runtime) {
+                Ok(t) => return Ok(t),
+                Err(MemoryError::Gone) => return Err(Error::ProcessExited { pid: self.pid }),
+                Err(MemoryError::PermissionDenied) => return Err(map_mem_err(self.pid, MemoryError::PermissionDenied)),
+                Err(e) => {
+                    if !platform::exists(self.pid) || platform::start_time(self.pid).ok() != Some(self.start_time) {
+                        return Err(Error::ProcessExited { pid: self.pid });
+                    }
+                    last = e.to_string();
+                    if attempt > 2 {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+        Err(Error::Inconsistent { pid: self.pid, attempts: MAX_ATTEMPTS, last })
+    }
+
+    fn finish_threads(&mut self, raw: Vec<RawThread>) -> Vec<ThreadStack> {
+        let need_map: Vec<u64> = raw
+            .iter()
+            .filter(|t| t.native_thread_id.unwrap_or(0) == 0)
+            .map(|t| t.thread_id)
+            .collect();
+        let mapped = if need_map.is_empty() {
+            Default::default()
+        } else {
+            platform::os_thread_ids(self.pid, &self.mem, &need_map, &mut self.pthread_tid_offset)
+        };
+        raw.into_iter()
+            .map(|t| {
+                let os_tid = match t.native_thread_id {
+                    Some(n) if n != 0 => Some(n),
+                    _ => mapped.get(&t.thread_id).copied(),
+                };
+                ThreadStack {
+                    interpreter_id: t.interpreter_id,
+                    thread_id: t.thread_id,
+                    os_tid,
+                    name: os_tid.and_then(|tid| platform::thread_name(self.pid, tid)),
+                    holds_gil: t.holds_gil,
+                    frames: t.frames,
+                }
+            })
+            .collect()
+    }
+
     pub fn cache_stats(&self) -> CacheStats {
-        todo!()
+        CacheStats { code_objects: self.codes.len(), bytes: self.codes.bytes() }
     }
+
+    /// The memory of the target (for tools and tests).
+    pub fn memory(&self) -> &dyn Memory {
+        &self.mem
+    }
+}
+
+/// `_PyRuntime`: the symbol, else the `.PyRuntime` section, else (3.13+) the debug
+/// cookie in the module's writable mappings.
+fn find_runtime(mem: &dyn Memory, bin: &PythonBinary) -> Option<u64> {
+    if let Some(a) = bin.symbols.py_runtime {
+        return Some(a);
+    }
+    if let Some((a, _)) = bin.pyruntime_section {
+        return Some(a);
+    }
+    const CHUNK: usize = 1 << 16;
+    const MAX_SCAN: u64 = 64 << 20;
+    let mut buf = vec![0u8; CHUNK];
+    for &(start, end) in &bin.writable {
+        let end = end.min(start + MAX_SCAN);
+        let mut a = start;
+        while a < end {
+            let n = ((end - a) as usize).min(CHUNK);
+            if mem.read(a, &mut buf[..n]).is_ok() {
+                for off in (0..n.saturating_sub(7)).step_by(8) {
+                    if &buf[off..off + 8] == DEBUG_COOKIE {
+                        return Some(a + off as u64);
+                    }
+                }
+            }
+            a += n as u64;
+        }
+    }
+    None
 }

@@ -1,0 +1,282 @@
+//! The object file holding the interpreter (the python executable of a static build,
+//! or `libpython3.X.so` of an `--enable-shared` build): found from the target's
+//! mappings, read with the `object` crate for the symbols the reader needs.
+
+use std::fs::File;
+
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
+
+use crate::error::{Error, Result};
+use crate::platform::Mapping;
+
+/// Addresses in the target (load bias applied) of the symbols the reader uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Symbols {
+    pub py_runtime: Option<u64>,
+    /// `Py_Version` (3.11+): `unsigned long` holding `PY_VERSION_HEX`.
+    pub py_version: Option<u64>,
+    pub code_type: Option<u64>,
+    pub frame_type: Option<u64>,
+    pub unicode_type: Option<u64>,
+    pub bytes_type: Option<u64>,
+}
+
+/// The interpreter's object file as mapped in the target.
+#[derive(Debug, Clone)]
+pub struct PythonBinary {
+    /// Path as the target sees it.
+    pub path: String,
+    /// Target address minus the file's virtual address.
+    pub load_bias: u64,
+    pub symbols: Symbols,
+    /// `.PyRuntime` section (address in the target, size), where the build has one.
+    pub pyruntime_section: Option<(u64, u64)>,
+    /// `(major, minor)` from the file name (`python3.10`, `libpython3.10.so.1.0`).
+    pub name_version: Option<(u8, u8)>,
+    /// `PY_VERSION` strings found in the read-only data (e.g. "3.10.13").
+    pub version_strings: Vec<String>,
+    /// The target's writable mappings of this file (for the 3.13+ cookie scan).
+    pub writable: Vec<(u64, u64)>,
+}
+
+/// Version `(3, minor)` from names like `python3.10`, `libpython3.10.so.1.0`,
+/// `libpython3.13d.so`, `python3.14t`.
+pub fn version_from_name(name: &str) -> Option<(u8, u8)> {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let rest = base.strip_prefix("lib").unwrap_or(base);
+    let rest = rest.strip_prefix("python")?;
+    let rest = rest.strip_prefix('3')?.strip_prefix('.')?;
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let after = &rest[digits.len()..];
+    if !(after.is_empty() || after.starts_with('.') || after.starts_with('d') || after.starts_with('t') || after.starts_with('-') || after.starts_with('m')) {
+        return None;
+    }
+    Some((3, digits.parse().ok()?))
+}
+
+/// Order in which mapped files are tried: libpython first, then anything named
+/// python, then every other file (a renamed interpreter still exports `_PyRuntime`).
+fn candidates(maps: &[Mapping]) -> Vec<&Mapping> {
+    let mut seen = std::collections::HashSet::new();
+    let mut files: Vec<&Mapping> = Vec::new();
+    for m in maps {
+        if m.open_path.is_none() {
+            continue;
+        }
+        if seen.insert(m.path.clone()) {
+            files.push(m);
+        }
+    }
+    let rank = |m: &&Mapping| {
+        let b = m.basename().unwrap_or("");
+        if b.starts_with("libpython") {
+            0
+        } else if b.contains("python") {
+            1
+        } else if b.starts_with("ld-") || b.starts_with("libc.") || b.starts_with("libm.") || b.ends_with(".cpython-") {
+            3
+        } else {
+            2
+        }
+    };
+    files.sort_by_key(rank);
+    files
+}
+
+/// Find the object holding `_PyRuntime` among the target's mappings.
+pub fn find_python(pid: u32, maps: &[Mapping]) -> Result<PythonBinary> {
+    let mut tried = Vec::new();
+    for m in candidates(maps) {
+        let path = m.path.clone().unwrap_or_default();
+        // extension modules and unrelated libraries rarely matter; bound the work
+        if tried.len() > 64 {
+            break;
+        }
+        match inspect(m, maps) {
+            Ok(Some(bin)) => return Ok(bin),
+            Ok(None) => tried.push(path),
+            Err(e) => tried.push(format!("{path} ({e})")),
+        }
+    }
+    Err(Error::NotPython {
+        pid,
+        reason: if tried.is_empty() {
+            "it maps no files".to_string()
+        } else {
+            format!(
+                "no mapped object defines _PyRuntime (looked at {} files: {}{})",
+                tried.len(),
+                tried.iter().take(4).cloned().collect::<Vec<_>>().join(", "),
+                if tried.len() > 4 { ", ..." } else { "" }
+            )
+        },
+    })
+}
+
+fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
+    let open_path = m.open_path.as_ref().expect("candidates have open paths");
+    let path = m.path.clone().unwrap_or_default();
+    let bin_err = |detail: String| Error::Binary { path: path.clone(), detail };
+    let file = File::open(open_path).map_err(|e| bin_err(e.to_string()))?;
+    // SAFETY: read-only private mapping of a file we only read; a concurrent truncation
+    // would fault, as for any mmap reader (the interpreter itself has the file mapped).
+    let data = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bin_err(e.to_string()))?;
+    let obj = match object::File::parse(&*data) {
+        Ok(o) => o,
+        Err(_) => return Ok(None), // not an object file we understand
+    };
+    let name_version = version_from_name(&path);
+    let section = obj
+        .section_by_name(".PyRuntime")
+        .map(|s| (s.address(), s.size()));
+    let mut syms = Symbols::default();
+    fn fill(syms: &mut Symbols, name: &str, addr: u64) {
+        let slot = match name {
+            "_PyRuntime" => &mut syms.py_runtime,
+            "Py_Version" => &mut syms.py_version,
+            "PyCode_Type" => &mut syms.code_type,
+            "PyFrame_Type" => &mut syms.frame_type,
+            "PyUnicode_Type" => &mut syms.unicode_type,
+            "PyBytes_Type" => &mut syms.bytes_type,
+            _ => return,
+        };
+        if slot.is_none() && addr != 0 {
+            *slot = Some(addr);
+        }
+    }
+    for s in obj.dynamic_symbols() {
+        if let Ok(n) = s.name() {
+            fill(&mut syms, n, s.address());
+        }
+    }
+    if syms.py_runtime.is_none() || syms.code_type.is_none() {
+        for s in obj.symbols() {
+            if let Ok(n) = s.name() {
+                fill(&mut syms, n, s.address());
+            }
+        }
+    }
+    if syms.py_runtime.is_none() && section.is_none() && name_version.is_none() {
+        return Ok(None);
+    }
+    if syms.py_runtime.is_none() && section.is_none() && name_version.map_or(true, |v| v < (3, 13)) {
+        // a python-named file without the runtime (e.g. a launcher executable next to libpython)
+        return Ok(None);
+    }
+    let Some(load_bias) = load_bias(&obj, m.path.as_deref(), maps) else {
+        return Err(bin_err("cannot match its ELF segments to the target's mappings".into()));
+    };
+    let rebase = |a: Option<u64>| a.map(|a| a.wrapping_add(load_bias));
+    let symbols = Symbols {
+        py_runtime: rebase(syms.py_runtime),
+        py_version: rebase(syms.py_version),
+        code_type: rebase(syms.code_type),
+        frame_type: rebase(syms.frame_type),
+        unicode_type: rebase(syms.unicode_type),
+        bytes_type: rebase(syms.bytes_type),
+    };
+    let writable = maps
+        .iter()
+        .filter(|x| x.path == m.path && x.write)
+        .map(|x| (x.start, x.end))
+        .collect();
+    Ok(Some(PythonBinary {
+        path,
+        load_bias,
+        symbols,
+        pyruntime_section: section.map(|(a, s)| (a.wrapping_add(load_bias), s)),
+        name_version,
+        version_strings: version_strings(&obj),
+        writable,
+    }))
+}
+
+/// Load bias from the file's PT_LOAD segments and the target's mappings of the file:
+/// the mapping at file offset O of a segment with (vaddr, offset) puts vaddr+(O-offset)
+/// at the mapping's start.
+fn load_bias(obj: &object::File, path: Option<&str>, maps: &[Mapping]) -> Option<u64> {
+    let mine: Vec<&Mapping> = maps.iter().filter(|m| m.path.as_deref() == path).collect();
+    for m in &mine {
+        for seg in obj.segments() {
+            let (off, size) = seg.file_range();
+            let page_off = off & !0xfff;
+            if m.offset >= page_off && m.offset < off + size.max(1) {
+                let vaddr_at = seg.address().wrapping_sub(off).wrapping_add(m.offset);
+                return Some(m.start.wrapping_sub(vaddr_at));
+            }
+        }
+    }
+    None
+}
+
+/// `PY_VERSION` literals ("3.10.13", "3.14.0rc1") in the read-only data.
+fn version_strings(obj: &object::File) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in [".rodata", ".rodata1"] {
+        let Some(sec) = obj.section_by_name(name) else { continue };
+        let Ok(data) = sec.data() else { continue };
+        // look for "\03.": cheap first filter with memchr over '3'
+        let mut i = 0;
+        while let Some(p) = memchr::memmem::find(&data[i..], b"\x003.") {
+            let start = i + p + 1;
+            let end = data[start..].iter().position(|&b| b == 0).map(|e| start + e);
+            i = start;
+            let Some(end) = end else { break };
+            if end - start > 16 {
+                continue;
+            }
+            let Ok(s) = std::str::from_utf8(&data[start..end]) else { continue };
+            if is_py_version(s) && !out.iter().any(|o| o == s) {
+                out.push(s.to_string());
+            }
+        }
+    }
+    out
+}
+
+fn is_py_version(s: &str) -> bool {
+    let mut parts = s.splitn(3, '.');
+    let (Some(a), Some(b), Some(c)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let minor: Option<u8> = b.parse().ok();
+    let micro_digits = c.chars().take_while(|c| c.is_ascii_digit()).count();
+    let suffix = &c[micro_digits..];
+    a == "3"
+        && matches!(minor, Some(8..=20))
+        && micro_digits > 0
+        && micro_digits <= 2
+        && (suffix.is_empty()
+            || suffix == "+"
+            || ["a", "b", "rc"].iter().any(|p| {
+                suffix.strip_prefix(p).is_some_and(|n| {
+                    let n = n.strip_suffix('+').unwrap_or(n);
+                    !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())
+                })
+            }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(version_from_name("/usr/lib/libpython3.10.so.1.0"), Some((3, 10)));
+        assert_eq!(version_from_name("python3.13"), Some((3, 13)));
+        assert_eq!(version_from_name("/x/python3.14t"), Some((3, 14)));
+        assert_eq!(version_from_name("python3"), None);
+        assert_eq!(version_from_name("pythonista"), None);
+        assert_eq!(version_from_name("libpython3.8d.so"), Some((3, 8)));
+    }
+
+    #[test]
+    fn version_literals() {
+        for ok in ["3.10.13", "3.14.0rc1", "3.8.18", "3.12.0a7", "3.11.2+"] {
+            assert!(is_py_version(ok), "{ok}");
+        }
+        for bad in ["3.1.2", "3.10", "1.2.13", "3.10.x", "3.10.13rc"] {
+            assert!(!is_py_version(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Walking interpreters → thread states → frames with a [`Layout`]. Everything read is
+//! validated as it goes (type pointers, bounds, cycles); a failed check is reported as
+//! [`MemoryError::Invalid`] so the caller can retry a torn read of a running target.
+
+use std::collections::HashSet;
+
+use protocol::Frame;
+
+use crate::code::CodeCache;
+use crate::error::MemoryError;
+use crate::layout::{CurrentFrame, FrameLayout, Layout, OB_TYPE};
+use crate::memory::{i32_at, u64_at, u8_at, MemResult, Memory, MemoryExt};
+use crate::objects::{Kind, Types};
+
+pub const MAX_INTERPRETERS: usize = 256;
+pub const MAX_THREADS: usize = 4096;
+pub const MAX_FRAMES: usize = 16_384;
+
+/// One thread state as read from the target, before OS thread ids are attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawThread {
+    pub tstate: u64,
+    pub interpreter_id: i64,
+    pub thread_id: u64,
+    pub native_thread_id: Option<u64>,
+    pub holds_gil: Option<bool>,
+    /// Innermost first.
+    pub frames: Vec<Frame>,
+}
+
+pub struct Walker<'a> {
+    pub mem: &'a dyn Memory,
+    pub layout: &'a Layout,
+    pub types: &'a mut Types,
+    pub codes: &'a mut CodeCache,
+}
+
+fn invalid(msg: String) -> MemoryError {
+    MemoryError::Invalid(msg)
+}
+
+fn struct_span(offsets: &[u64]) -> usize {
+    offsets.iter().copied().max().unwrap_or(0) as usize + 8
+}
+
+impl Walker<'_> {
+    /// Every thread of every interpreter reachable from `_PyRuntime` at `runtime`.
+    pub fn walk(&mut self, runtime: u64) -> MemResult<Vec<RawThread>> {
+        let l = self.layout;
+        let head = self.mem.read_u64(runtime + l.runtime.interpreters_head)?;
+        let gil_current = match l.runtime.gilstate_tstate_current {
+            Some(off) => Some(self.mem.read_u64(runtime + off)?),
+            None => None,
+        };
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut interp = head;
+        while interp != 0 {
+            if !seen.insert(interp) || seen.len() > MAX_INTERPRETERS {
+                return Err(invalid(format!("interpreter list loops at {interp:#x}")));
+            }
+            let (next, mut threads) = self.interpreter(interp, gil_current)?;
+            out.append(&mut threads);
+            interp = next;
+        }
+        Ok(out)
+    }
+
+    fn interpreter(&mut self, interp: u64, gil_current: Option<u64>) -> MemResult<(u64, Vec<RawThread>)> {
+        let il = &self.layout.interp;
+        let mut offs = vec![il.next, il.threads_head, il.id];
+        if let Some(g) = il.gil {
+            offs.push(g.pointer);
+        }
+        let buf = self.mem.read_vec(interp, struct_span(&offs), 1 << 20)?;
+        let next = u64_at(&buf, il.next as usize);
+        let id = u64_at(&buf, il.id as usize) as i64;
+        let gil_holder = match (gil_current, il.gil) {
+            (Some(cur), _) => Some(cur),
+            (None, Some(g)) => {
+                let gil = u64_at(&buf, g.pointer as usize);
+                if gil == 0 {
+                    None
+                } else {
+                    let holder = self.mem.read_u64(gil + g.last_holder)?;
+                    let locked = self.mem.read_i32(gil + g.locked)?;
+                    Some(if locked != 0 { holder } else { 0 })
+                }
+            }
+            (None, None) => None,
+        };
+        let mut threads = Vec::new();
+        let mut seen = HashSet::new();
+        let mut t = u64_at(&buf, il.threads_head as usize);
+        while t != 0 {
+            if !seen.insert(t) || seen.len() > MAX_THREADS {
+                return Err(invalid(format!("thread list loops at {t:#x}")));
+            }
+            let (next, thread) = self.thread(t, id, interp, gil_holder)?;
+            threads.push(thread);
+            t = next;
+        }
+        // the list is newest first; the main thread reads better first
+        threads.reverse();
+        Ok((next, threads))
+    }
+
+    fn thread(&mut self, t: u64, interp_id: i64, interp: u64, gil_holder: Option<u64>) -> MemResult<(u64, RawThread)> {
+        let tl = &self.layout.tstate;
+        let mut offs = vec![tl.next, tl.interp, tl.thread_id];
+        offs.extend(tl.native_thread_id);
+        match tl.current_frame {
+            CurrentFrame::Direct(o) => offs.push(o),
+            CurrentFrame::ViaCFrame { cframe, .. } => offs.push(cframe),
+        }
+        let buf = self.mem.read_vec(t, struct_span(&offs), 1 << 20)?;
+        if u64_at(&buf, tl.interp as usize) != interp {
+            return Err(invalid(format!("thread state {t:#x} does not point back to its interpreter")));
+        }
+        let frame = match tl.current_frame {
+            CurrentFrame::Direct(o) => u64_at(&buf, o as usize),
+            CurrentFrame::ViaCFrame { cframe, current_frame } => {
+                let cf = u64_at(&buf, cframe as usize);
+                if cf == 0 {
+                    0
+                } else {
+                    self.mem.read_u64(cf + current_frame)?
+                }
+            }
+        };
+        let frames = match self.layout.frame {
+            FrameLayout::Object(_) => self.object_frames(frame)?,
+            FrameLayout::Interpreter(_) => self.interpreter_frames(frame)?,
+        };
+        Ok((
+            u64_at(&buf, tl.next as usize),
+            RawThread {
+                tstate: t,
+                interpreter_id: interp_id,
+                thread_id: u64_at(&buf, tl.thread_id as usize),
+                native_thread_id: tl.native_thread_id.map(|o| u64_at(&buf, o as usize)),
+                holds_gil: gil_holder.map(|h| h == t),
+                frames,
+            },
+        ))
+    }
+
+    /// ≤3.10: `PyFrameObject` chain; every frame is its own eval call.
+    fn object_frames(&mut self, mut addr: u64) -> MemResult<Vec<Frame>> {
+        let FrameLayout::Object(fl) = self.layout.frame else { unreachable!() };
+        let mut frames = Vec::new();
+        let mut seen = HashSet::new();
+        let mut buf = vec![0u8; fl.size as usize];
+        while addr != 0 {
+            if !seen.insert(addr) || frames.len() >= MAX_FRAMES {
+                return Err(invalid(format!("frame chain loops or exceeds {MAX_FRAMES} at {addr:#x}")));
+            }
+            self.mem.read(addr, &mut buf)?;
+            self.types.expect(self.mem, self.layout, Kind::Frame, addr, u64_at(&buf, OB_TYPE as usize))?;
+            let code = self.codes.get(self.mem, self.layout, self.types, u64_at(&buf, fl.code as usize))?;
+            let lasti = i32_at(&buf, fl.lasti as usize);
+            let line = if lasti < 0 {
+                Some(code.first_line)
+            } else {
+                code.lines.line_for_offset((lasti as u32).saturating_mul(fl.lasti_unit))
+            };
+            frames.push(Frame {
+                function: code.name.clone(),
+                qualname: code.qualname.clone(),
+                filename: code.filename.clone(),
+                line,
+                first_line: code.first_line,
+                entry: true,
+            });
+            addr = u64_at(&buf, fl.back as usize);
+        }
+        Ok(frames)
+    }
+
+    /// 3.11+: `_PyInterpreterFrame` chain; entry frames close each eval call's group.
+    fn interpreter_frames(&mut self, mut addr: u64) -> MemResult<Vec<Frame>> {
+        let FrameLayout::Interpreter(fl) = self.layout.frame else { unreachable!() };
+        let code_adaptive = self.layout.code.code_adaptive.unwrap_or(0);
+        let mut frames: Vec<Frame> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut buf = vec![0u8; fl.size as usize];
+        while addr != 0 {
+            if !seen.insert(addr) || seen.len() > MAX_FRAMES {
+                return Err(invalid(format!("frame chain loops or exceeds {MAX_FRAMES} at {addr:#x}")));
+            }
+            self.mem.read(addr, &mut buf)?;
+            let previous = u64_at(&buf, fl.previous as usize);
+            let owner = u8_at(&buf, fl.owner as usize);
+            if fl.first_non_python_owner.is_some_and(|mark| owner >= mark) {
+                // the C-stack shim (or interpreter base frame): the frame inside it was
+                // the first one its eval call ran
+                if let Some(last) = frames.last_mut() {
+                    last.entry = true;
+                }
+                addr = previous;
+                continue;
+            }
+            let code_addr = u64_at(&buf, fl.code as usize) & !fl.code_tag_mask;
+            let code = self.codes.get(self.mem, self.layout, self.types, code_addr)?;
+            let instr = u64_at(&buf, fl.instr as usize);
+            let start = code_addr.wrapping_add(code_adaptive);
+            let units = (instr as i64).wrapping_sub(start as i64) / 2;
+            if let Some(n) = code.code_units {
+                if units > n as i64 || units < -1 {
+                    return Err(invalid(format!(
+                        "frame {addr:#x}: instruction pointer {instr:#x} outside its code ({n} units)"
+                    )));
+                }
+            }
+            let line = if units < 0 {
+                Some(code.first_line)
+            } else {
+                code.lines.line_for_offset((units as u32).saturating_mul(2))
+            };
+            let entry = fl.is_entry.is_some_and(|o| u8_at(&buf, o as usize) != 0);
+            frames.push(Frame {
+                function: code.name.clone(),
+                qualname: code.qualname.clone(),
+                filename: code.filename.clone(),
+                line,
+                first_line: code.first_line,
+                entry,
+            });
+            addr = previous;
+        }
+        if let Some(last) = frames.last_mut() {
+            last.entry = true;
+        }
+        Ok(frames)
+    }
+}
