@@ -29,11 +29,14 @@
 //! [`LineTable::line_for_lasti`] takes such a signed offset and does this.
 //!
 //! Subtleties the walker should know:
-//! - 3.11/3.12 `prev_instr` of a caller frame can point at an inline `CACHE` entry of its
-//!   `CALL` (3.11 skips the caches before pushing the callee frame), and 3.13+ `instr_ptr`
-//!   points at the instruction being executed. The location table covers every code unit
-//!   including caches and `EXTENDED_ARG` prefixes with the instruction's own entry, so
-//!   these offsets resolve to the instruction's line; no rounding is needed.
+//! - 3.11/3.12 `prev_instr` of a caller frame points at the last inline `CACHE` entry of
+//!   its `CALL` (the caches are skipped before the callee frame is pushed), while 3.13+
+//!   `instr_ptr` points at the `CALL` itself. The location table covers every code unit,
+//!   caches and `EXTENDED_ARG` prefixes included, with the instruction's own entry, so
+//!   both resolve to the call's line; no rounding is needed.
+//! - Generator frames that have not run yet: 3.8–3.10 have `f_lasti == -1`; from 3.11
+//!   `RETURN_GENERATOR` has already run, so the offset is a small non-negative one at the
+//!   start of the code (seen: 0 on 3.11/3.12, 2 on 3.13+) whose line is the `def` line.
 //! - In 3.8–3.10 `f_lasti` points at the instruction proper, after any `EXTENDED_ARG`.
 //! - A line of `None` means "no line" (artificial instructions, 3.10+); the interpreter
 //!   reports -1 there. An offset past the end of a 3.10+ table is also `None`; 3.8/3.9
@@ -41,6 +44,9 @@
 //! - 3.14+ free-threaded builds execute thread-local bytecode copies (`tlbc_index`), so
 //!   `instr_ptr` must be taken relative to that copy, not `co_code_adaptive`. GIL builds
 //!   are unaffected.
+//! - These rules are checked against live frames of every available interpreter by
+//!   `tests/linetable/frame_offsets.py` (run from `tests/linetable_real.rs`): the offset
+//!   computed from the raw frame field equals `frame.f_lasti` and its line `f_lineno`.
 //! - When a frame is being traced, 3.8–3.10 report the cached `f_lineno` instead; a
 //!   reader of memory cannot tell and uses the table, which agrees except mid-jump.
 

@@ -211,3 +211,85 @@ fn live_interpreters_match() {
         eprintln!("skip: no interpreter present for the live line-table check");
     }
 }
+
+#[derive(Deserialize)]
+struct FrameCapture {
+    version: String,
+    frames: Vec<FrameState>,
+}
+
+#[derive(Deserialize)]
+struct FrameState {
+    label: String,
+    first_line: u32,
+    table_hex: String,
+    byte_offset: i64,
+    f_lineno: i64,
+    offset_matches_f_lasti: bool,
+}
+
+/// The walker contract in the `linetable` module docs, against live frames: the byte
+/// offset computed from the raw frame field (as the walker will) must give the line
+/// the interpreter reports for that frame.
+#[test]
+fn live_frame_offsets_give_frame_lines() {
+    let script = workspace_root().join("tests/linetable/frame_offsets.py");
+    let mut ran = 0;
+    for python in candidate_interpreters() {
+        if !python.exists() {
+            eprintln!("skip: interpreter {} is absent", python.display());
+            continue;
+        }
+        let output = Command::new(&python)
+            .arg(&script)
+            .output()
+            .expect("run interpreter");
+        assert!(
+            output.status.success(),
+            "{} frame_offsets.py failed: {}",
+            python.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let capture: FrameCapture = serde_json::from_slice(&output.stdout).expect("parse");
+        let (major, minor) = minor_version(&capture.version);
+        let field = if (major, minor) < (3, 10) {
+            "co_lnotab"
+        } else {
+            "co_linetable"
+        };
+        let format = format_of(&Capture {
+            version: capture.version.clone(),
+            table_field: field.to_string(),
+            code_unit_bytes: 2,
+            code_objects: Vec::new(),
+        });
+        assert!(capture.frames.len() >= 4, "too few frames captured");
+        for frame in &capture.frames {
+            assert!(
+                frame.offset_matches_f_lasti,
+                "{} {}: raw frame field disagrees with frame.f_lasti",
+                capture.version, frame.label
+            );
+            let table = LineTable::decode(format, &hex_decode(&frame.table_hex), frame.first_line);
+            let got = table.line_for_lasti(frame.byte_offset);
+            assert_eq!(
+                got.map(i64::from),
+                Some(frame.f_lineno),
+                "{} {} at byte offset {}",
+                capture.version,
+                frame.label,
+                frame.byte_offset
+            );
+        }
+        println!(
+            "live frames {}: CPython {}: {} frames OK",
+            python.display(),
+            capture.version,
+            capture.frames.len()
+        );
+        ran += 1;
+    }
+    if ran == 0 {
+        eprintln!("skip: no interpreter present for the live frame-offset check");
+    }
+}
