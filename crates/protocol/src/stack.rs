@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// Every thread's Python stack of one process, as `pystackd stack --json` prints it.
@@ -31,16 +33,17 @@ pub struct ThreadStack {
     pub frames: Vec<Frame>,
 }
 
-/// One Python frame.
+/// One Python frame. Strings are shared with the reader's code-object cache, so a
+/// warm read allocates nothing per frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     /// `co_name`.
-    pub function: String,
+    pub function: Arc<str>,
     /// `co_qualname` (3.11+).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub qualname: Option<String>,
+    pub qualname: Option<Arc<str>>,
     /// `co_filename` as the code object holds it (may be relative or `<string>`).
-    pub filename: String,
+    pub filename: Arc<str>,
     /// Line being executed; `None` where the line table says the instruction has no line.
     pub line: Option<u32>,
     /// `co_firstlineno`.

@@ -3,7 +3,7 @@
 //! (type, name/filename/line-table pointers, first line), so a freed and reused address
 //! is decoded afresh.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use crate::layout::{Layout, OB_SIZE, OB_TYPE};
@@ -15,9 +15,9 @@ use crate::error::MemoryError;
 /// What the walker needs of one code object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeInfo {
-    pub filename: String,
-    pub name: String,
-    pub qualname: Option<String>,
+    pub filename: Arc<str>,
+    pub name: Arc<str>,
+    pub qualname: Option<Arc<str>>,
     pub first_line: u32,
     pub lines: LineTable,
     /// 3.11+: number of code units of the inline bytecode (`Py_SIZE(co)`).
@@ -92,10 +92,10 @@ impl CodeCache {
         if id.first_line < 0 {
             return Err(MemoryError::Invalid(format!("code at {addr:#x} has first line {}", id.first_line)));
         }
-        let filename = read_str(mem, layout, types, id.filename)?;
-        let name = read_str(mem, layout, types, id.name)?;
+        let filename: Arc<str> = read_str(mem, layout, types, id.filename)?.into();
+        let name: Arc<str> = read_str(mem, layout, types, id.name)?.into();
         let qualname = match layout.code.qualname {
-            Some(_) => Some(read_str(mem, layout, types, id.qualname)?),
+            Some(_) => Some(read_str(mem, layout, types, id.qualname)?.into()),
             None => None,
         };
         let table = read_bytes(mem, layout, types, id.linetable)?;

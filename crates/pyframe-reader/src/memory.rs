@@ -160,3 +160,60 @@ mod tests {
         assert_eq!(round.read_u8(0x101f).unwrap(), 31);
     }
 }
+
+/// Serves small reads from 4 KiB blocks fetched once per walk: frames of 3.11+ sit
+/// together in the thread's data stack and recursion reuses one code object, so one
+/// syscall covers many reads. Created afresh for each walk (it never goes stale).
+pub struct BlockCache<'a> {
+    inner: &'a dyn Memory,
+    blocks: std::sync::Mutex<rustc_hash::FxHashMap<u64, Box<[u8; BLOCK]>>>,
+}
+
+const BLOCK: usize = 4096;
+/// Blocks kept per walk (bounded memory on garbage chains).
+const MAX_BLOCKS: usize = 4096;
+
+impl<'a> BlockCache<'a> {
+    pub fn new(inner: &'a dyn Memory) -> Self {
+        BlockCache { inner, blocks: Default::default() }
+    }
+}
+
+impl Memory for BlockCache<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> MemResult<()> {
+        let len = buf.len() as u64;
+        let first = addr & !(BLOCK as u64 - 1);
+        let Some(end) = addr.checked_add(len) else {
+            return Err(MemoryError::Unmapped { addr, len: buf.len() });
+        };
+        if buf.is_empty() || end - first > 2 * BLOCK as u64 {
+            return self.inner.read(addr, buf);
+        }
+        let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pos = first;
+        let mut done = 0usize;
+        while pos < end {
+            if !blocks.contains_key(&pos) {
+                if blocks.len() >= MAX_BLOCKS {
+                    drop(blocks);
+                    return self.inner.read(addr, buf);
+                }
+                let mut b = Box::new([0u8; BLOCK]);
+                if self.inner.read(pos, &mut b[..]).is_err() {
+                    // a page we may not read whole (guard pages, special mappings)
+                    drop(blocks);
+                    return self.inner.read(addr, buf);
+                }
+                blocks.insert(pos, b);
+            }
+            let b = &blocks[&pos];
+            let from = addr.max(pos) - pos;
+            let to = end.min(pos + BLOCK as u64) - pos;
+            let n = (to - from) as usize;
+            buf[done..done + n].copy_from_slice(&b[from as usize..to as usize]);
+            done += n;
+            pos += BLOCK as u64;
+        }
+        Ok(())
+    }
+}

@@ -1,6 +1,6 @@
 //! Reading Python objects the walker needs: type checks, `str` and `bytes`.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::error::MemoryError;
 use crate::layout::{Layout, OB_SIZE, OB_TYPE};
@@ -40,13 +40,13 @@ pub struct Types {
 
 impl Types {
     pub fn new(code: Option<u64>, frame: Option<u64>, str_: Option<u64>, bytes: Option<u64>) -> Self {
-        let mut known = HashMap::new();
+        let mut known = HashMap::default();
         for (k, v) in [(Kind::Code, code), (Kind::Frame, frame), (Kind::Str, str_), (Kind::Bytes, bytes)] {
             if let Some(v) = v {
                 known.insert(k, v);
             }
         }
-        Types { known, rejected: HashMap::new() }
+        Types { known, rejected: HashMap::default() }
     }
 
     /// Is `type_ptr` the type `kind`?

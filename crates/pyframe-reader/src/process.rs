@@ -1,13 +1,16 @@
 //! A Python process attached for reading: where its interpreter is, which layout it
 //! uses, and the per-process caches. This is the reader's public entry point.
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
 use protocol::{ProcessStack, ThreadStack};
 
 use crate::binary::{find_python, PythonBinary};
 use crate::code::CodeCache;
 use crate::error::{Error, MemoryError, Result};
 use crate::layout::{self, Layout};
-use crate::memory::{Memory, MemoryExt};
+use crate::memory::{BlockCache, Memory, MemoryExt};
 use crate::objects::Types;
 use crate::platform::{self, ProcessMemory};
 use crate::version::{self, Version, DEBUG_COOKIE};
@@ -44,8 +47,13 @@ pub struct PythonProcess {
     types: Types,
     codes: CodeCache,
     pthread_tid_offset: Option<u64>,
+    /// OS thread names by tid, with when they were read (names change rarely; reading
+    /// /proc for each thread of each stack would dominate a warm read).
+    names: HashMap<u64, (Instant, Option<String>)>,
     warnings: Vec<String>,
 }
+
+const NAME_TTL: Duration = Duration::from_secs(1);
 
 fn map_mem_err(pid: u32, e: MemoryError) -> Error {
     match e {
@@ -108,6 +116,7 @@ impl PythonProcess {
             types,
             codes: CodeCache::default(),
             pthread_tid_offset: None,
+            names: HashMap::new(),
             warnings,
         })
     }
@@ -155,8 +164,9 @@ impl PythonProcess {
     fn read_consistent(&mut self) -> Result<Vec<RawThread>> {
         let mut last = String::new();
         for attempt in 0..MAX_ATTEMPTS {
+            let cached = BlockCache::new(&self.mem);
             let mut w = Walker {
-                mem: &self.mem,
+                mem: &cached,
                 layout: &self.layout,
                 types: &mut self.types,
                 codes: &mut self.codes,
@@ -190,6 +200,9 @@ impl PythonProcess {
         } else {
             platform::os_thread_ids(self.pid, &self.mem, &need_map, &mut self.pthread_tid_offset)
         };
+        let now = Instant::now();
+        let live: std::collections::HashSet<u64> = raw.iter().filter_map(|t| t.native_thread_id).collect();
+        self.names.retain(|tid, (at, _)| now.duration_since(*at) < NAME_TTL * 30 || live.contains(tid));
         raw.into_iter()
             .map(|t| {
                 let os_tid = match t.native_thread_id {
@@ -200,7 +213,14 @@ impl PythonProcess {
                     interpreter_id: t.interpreter_id,
                     thread_id: t.thread_id,
                     os_tid,
-                    name: os_tid.and_then(|tid| platform::thread_name(self.pid, tid)),
+                    name: os_tid.and_then(|tid| {
+                        let pid = self.pid;
+                        let e = self.names.entry(tid).or_insert_with(|| (now, platform::thread_name(pid, tid)));
+                        if now.duration_since(e.0) > NAME_TTL {
+                            *e = (now, platform::thread_name(pid, tid));
+                        }
+                        e.1.clone()
+                    }),
                     holds_gil: t.holds_gil,
                     frames: t.frames,
                 }

@@ -2,7 +2,7 @@
 //! validated as it goes (type pointers, bounds, cycles); a failed check is reported as
 //! [`MemoryError::Invalid`] so the caller can retry a torn read of a running target.
 
-use std::collections::HashSet;
+use rustc_hash::FxHashSet as HashSet;
 
 use protocol::Frame;
 
@@ -53,7 +53,7 @@ impl Walker<'_> {
             None => None,
         };
         let mut out = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         let mut interp = head;
         while interp != 0 {
             if !seen.insert(interp) || seen.len() > MAX_INTERPRETERS {
@@ -90,7 +90,7 @@ impl Walker<'_> {
             (None, None) => None,
         };
         let mut threads = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         let mut t = u64_at(&buf, il.threads_head as usize);
         while t != 0 {
             if !seen.insert(t) || seen.len() > MAX_THREADS {
@@ -149,7 +149,7 @@ impl Walker<'_> {
     fn object_frames(&mut self, mut addr: u64) -> MemResult<Vec<Frame>> {
         let FrameLayout::Object(fl) = self.layout.frame else { unreachable!() };
         let mut frames = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         let mut buf = vec![0u8; fl.size as usize];
         while addr != 0 {
             if !seen.insert(addr) || frames.len() >= MAX_FRAMES {
@@ -182,7 +182,7 @@ impl Walker<'_> {
         let FrameLayout::Interpreter(fl) = self.layout.frame else { unreachable!() };
         let code_adaptive = self.layout.code.code_adaptive.unwrap_or(0);
         let mut frames: Vec<Frame> = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         let mut buf = vec![0u8; fl.size as usize];
         while addr != 0 {
             if !seen.insert(addr) || seen.len() > MAX_FRAMES {
