@@ -40,7 +40,8 @@ pub const LAYOUT: Layout = Layout {
         instr_is_prev: true,
         owner: 69,
         is_entry: Some(68),
-        // owners: THREAD=0, GENERATOR=1, FRAME_OBJECT=2; C entry frames are marked by `is_entry` instead
+        // owners: THREAD=0, GENERATOR=1, FRAME_OBJECT=2; the frame a C call entered
+        // the interpreter with is marked by `is_entry` instead
         first_non_python_owner: None,
         size: 72,
     }),
@@ -56,7 +57,8 @@ pub const LAYOUT: Layout = Layout {
         code_adaptive: Some(184),
         size: 184,
     },
-    // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h), with the `wstr` / `wstr_length` fields;
+    // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),
+    // still with the `wstr` / `wstr_length` fields;
     // `state` bitfield: interned:2, kind:3, compact:1, ascii:1, ...
     unicode: UnicodeLayout {
         length: 16,

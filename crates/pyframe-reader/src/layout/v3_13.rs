@@ -58,7 +58,8 @@ pub const LAYOUT: Layout = Layout {
         code_adaptive: Some(200),
         size: 200,
     },
-    // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h), `wstr` fields removed in 3.12;
+    // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),
+    // without the `wstr` fields (removed in 3.12);
     // `state` bitfield: interned:2, kind:3, compact:1, ascii:1, ...
     unicode: UnicodeLayout {
         length: 16,

@@ -1,4 +1,5 @@
-//! Python 3.15 (checked against Debian 3.15.2's DWARF from python3.15-dbg and its `_Py_DebugOffsets`).
+//! Python 3.15 (checked against Debian 3.15.2's DWARF (python3.15-dbg)
+//! and its `_Py_DebugOffsets`).
 //! Offsets from `ptype /o` of each named struct; see `tests/layout_dwarf.rs`.
 use super::*;
 pub const LAYOUT: Layout = Layout {
@@ -34,7 +35,8 @@ pub const LAYOUT: Layout = Layout {
     // `struct _PyInterpreterFrame` (Include/internal/pycore_interpframe_structs.h)
     frame: FrameLayout::Interpreter(InterpreterFrameLayout {
         previous: 8,
-        // `f_executable`, a `_PyStackRef`: the GIL build tags bit 0; Py_TAG_BITS is 3 (pycore_stackref.h), objects are 8-aligned so clearing both bits is safe
+        // `f_executable` is a `_PyStackRef` (Include/internal/pycore_stackref.h): the
+        // low bits are tags (Py_TAG_BITS); objects are 8-aligned, so clearing 2 bits is safe.
         code: 0,
         code_tag_mask: 3,
         // `instr_ptr`
@@ -58,7 +60,8 @@ pub const LAYOUT: Layout = Layout {
         code_adaptive: Some(208),
         size: 208,
     },
-    // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h), `wstr` fields removed in 3.12;
+    // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),
+    // without the `wstr` fields (removed in 3.12);
     // `state` bitfield: interned:2, kind:3, compact:1, ascii:1, ...
     unicode: UnicodeLayout {
         length: 16,

@@ -46,7 +46,8 @@ pub const LAYOUT: Layout = Layout {
         code_adaptive: None,
         size: 128,
     },
-    // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h), with the `wstr` / `wstr_length` fields;
+    // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),
+    // still with the `wstr` / `wstr_length` fields;
     // `state` bitfield: interned:2, kind:3, compact:1, ascii:1, ...
     unicode: UnicodeLayout {
         length: 16,
