@@ -13,12 +13,14 @@ use std::process::Command;
 /// One struct as gdb prints it: dotted member path -> (byte offset, bit offset);
 /// `@size` is the struct's total size.
 type Members = HashMap<String, (u64, u32)>;
+/// (path, byte offset, bit offset) while parsing.
+type Member = (String, u64, u32);
 
 /// Parses `ptype /o` output of one type, flattening nested structs and unions into
 /// dotted paths (`interpreters.head`, `ceval.gil`, `state.kind`).
 fn parse_ptype(text: &str) -> Option<Members> {
-    // Each open level: (member path prefix collected so far, offset where it opened).
-    let mut stack: Vec<(Vec<(String, u64, u32)>, u64)> = Vec::new();
+    // Each open level: (members collected so far, offset where it opened).
+    let mut stack: Vec<(Vec<Member>, u64)> = Vec::new();
     let mut started = false;
     for raw in text.lines() {
         let (off, bit, rest) = split_offset_comment(raw);
@@ -42,9 +44,9 @@ fn parse_ptype(text: &str) -> Option<Members> {
             stack.push((Vec::new(), at));
             continue;
         }
-        if rest.starts_with('}') {
+        if let Some(after) = rest.strip_prefix('}') {
             let (members, at) = stack.pop()?;
-            let name: String = rest[1..]
+            let name: String = after
                 .trim()
                 .trim_end_matches(';')
                 .split('[')
