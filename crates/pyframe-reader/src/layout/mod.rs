@@ -7,14 +7,15 @@
 //! (`gdb ptype /o`) in `tests/layout_dwarf.rs`; 3.13+ tables are also cross-checked
 //! against the target's own `_Py_DebugOffsets` at attach time.
 
-// mod v3_10;
-// mod v3_11;
-// mod v3_12;
-// mod v3_13;
-// mod v3_14;
-// mod v3_15;
-// mod v3_8;
-// mod v3_9;
+pub mod debug_offsets;
+mod v3_10;
+mod v3_11;
+mod v3_12;
+mod v3_13;
+mod v3_14;
+mod v3_15;
+mod v3_8;
+mod v3_9;
 
 /// Everything the walker needs to know about one CPython minor version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,14 +182,14 @@ pub struct BytesLayout {
 
 /// Every version with a table, oldest first.
 pub const ALL: &[&Layout] = &[
-    // &v3_8::LAYOUT,
-    // &v3_9::LAYOUT,
-    // &v3_10::LAYOUT,
-    // &v3_11::LAYOUT,
-    // &v3_12::LAYOUT,
-    // &v3_13::LAYOUT,
-    // &v3_14::LAYOUT,
-    // &v3_15::LAYOUT,
+    &v3_8::LAYOUT,
+    &v3_9::LAYOUT,
+    &v3_10::LAYOUT,
+    &v3_11::LAYOUT,
+    &v3_12::LAYOUT,
+    &v3_13::LAYOUT,
+    &v3_14::LAYOUT,
+    &v3_15::LAYOUT,
 ];
 
 /// The table for `major.minor`, if pystackd has one.

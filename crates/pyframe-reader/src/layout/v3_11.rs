@@ -1,0 +1,76 @@
+//! Python 3.11 (checked against pyenv 3.11.7's DWARF).
+//! Offsets from `ptype /o` of each named struct; see `tests/layout_dwarf.rs`.
+use super::*;
+pub const LAYOUT: Layout = Layout {
+    version: (3, 11),
+    // `struct pyruntimestate` (Include/internal/pycore_runtime.h)
+    runtime: RuntimeLayout {
+        interpreters_head: 40,
+        // gilstate.tstate_current
+        gilstate_tstate_current: Some(576),
+    },
+    // `struct _is` (Include/internal/pycore_interp.h)
+    interp: InterpLayout {
+        next: 0,
+        // `threads.head`
+        threads_head: 16,
+        id: 48,
+        gil: None,
+    },
+    // `struct _ts` (Include/cpython/pystate.h)
+    tstate: ThreadStateLayout {
+        next: 8,
+        interp: 16,
+        // `cframe` -> `_PyCFrame.current_frame` (_PyCFrame in Include/cpython/pystate.h)
+        current_frame: CurrentFrame::ViaCFrame {
+            cframe: 56,
+            current_frame: 8,
+        },
+        thread_id: 152,
+        native_thread_id: Some(160),
+    },
+    // `struct _PyInterpreterFrame` (Include/internal/pycore_frame.h)
+    frame: FrameLayout::Interpreter(InterpreterFrameLayout {
+        previous: 48,
+        // `f_code`
+        code: 32,
+        code_tag_mask: 0,
+        // `prev_instr`
+        instr: 56,
+        instr_is_prev: true,
+        owner: 69,
+        is_entry: Some(68),
+        // owners: THREAD=0, GENERATOR=1, FRAME_OBJECT=2; the frame a C call entered
+        // the interpreter with is marked by `is_entry` instead
+        first_non_python_owner: None,
+        size: 72,
+    }),
+    // `PyCodeObject` (Include/cpython/code.h)
+    code: CodeLayout {
+        filename: 112,
+        name: 120,
+        qualname: Some(128),
+        firstlineno: 72,
+        // `co_linetable`
+        linetable: 136,
+        linetable_format: LineTableFormat::Locations,
+        code_adaptive: Some(184),
+        size: 184,
+    },
+    // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),
+    // still with the `wstr` / `wstr_length` fields;
+    // `state` bitfield: interned:2, kind:3, compact:1, ascii:1, ...
+    unicode: UnicodeLayout {
+        length: 16,
+        state: 32,
+        ascii_data: 48,
+        compact_data: 72,
+        kind_shift: 2,
+        compact_bit: 5,
+        ascii_bit: 6,
+    },
+    // `PyBytesObject` (Include/cpython/bytesobject.h): ob_base.ob_size, ob_sval
+    bytes: BytesLayout { size: 16, data: 32 },
+    // `PyTypeObject.tp_name` (Include/cpython/object.h)
+    type_tp_name: 24,
+};

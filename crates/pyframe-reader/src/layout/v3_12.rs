@@ -1,0 +1,80 @@
+//! Python 3.12 (checked against pyenv 3.12.1's DWARF).
+//! Offsets from `ptype /o` of each named struct; see `tests/layout_dwarf.rs`.
+use super::*;
+pub const LAYOUT: Layout = Layout {
+    version: (3, 12),
+    // `struct pyruntimestate` (Include/internal/pycore_runtime.h)
+    runtime: RuntimeLayout {
+        interpreters_head: 40,
+        // 3.12+: gone (the current thread state is a thread-local `_Py_tss_tstate`)
+        gilstate_tstate_current: None,
+    },
+    // `struct _is` (Include/internal/pycore_interp.h)
+    interp: InterpLayout {
+        next: 0,
+        // `threads.head`
+        threads_head: 72,
+        id: 8,
+        gil: Some(GilLayout {
+            // `ceval.gil`; `struct _gil_runtime_state` is in Include/internal/pycore_gil.h
+            pointer: 384,
+            last_holder: 8,
+            locked: 16,
+        }),
+    },
+    // `struct _ts` (Include/cpython/pystate.h)
+    tstate: ThreadStateLayout {
+        next: 8,
+        interp: 16,
+        // `cframe` -> `_PyCFrame.current_frame` (_PyCFrame in Include/cpython/pystate.h)
+        current_frame: CurrentFrame::ViaCFrame {
+            cframe: 56,
+            current_frame: 0,
+        },
+        thread_id: 136,
+        native_thread_id: Some(144),
+    },
+    // `struct _PyInterpreterFrame` (Include/internal/pycore_frame.h)
+    frame: FrameLayout::Interpreter(InterpreterFrameLayout {
+        previous: 8,
+        // `f_code`
+        code: 0,
+        code_tag_mask: 0,
+        // `prev_instr`
+        instr: 56,
+        instr_is_prev: true,
+        owner: 70,
+        is_entry: None,
+        // `enum _frameowner`: FRAME_OWNED_BY_CSTACK = 3 marks the C-stack shim frame
+        first_non_python_owner: Some(3),
+        size: 72,
+    }),
+    // `PyCodeObject` (Include/cpython/code.h)
+    code: CodeLayout {
+        filename: 112,
+        name: 120,
+        qualname: Some(128),
+        firstlineno: 68,
+        // `co_linetable`
+        linetable: 136,
+        linetable_format: LineTableFormat::Locations,
+        code_adaptive: Some(192),
+        size: 192,
+    },
+    // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),
+    // without the `wstr` fields (removed in 3.12);
+    // `state` bitfield: interned:2, kind:3, compact:1, ascii:1, ...
+    unicode: UnicodeLayout {
+        length: 16,
+        state: 32,
+        ascii_data: 40,
+        compact_data: 56,
+        kind_shift: 2,
+        compact_bit: 5,
+        ascii_bit: 6,
+    },
+    // `PyBytesObject` (Include/cpython/bytesobject.h): ob_base.ob_size, ob_sval
+    bytes: BytesLayout { size: 16, data: 32 },
+    // `PyTypeObject.tp_name` (Include/cpython/object.h)
+    type_tp_name: 24,
+};

@@ -1,0 +1,79 @@
+//! Python 3.15 (checked against Debian 3.15.2's DWARF (python3.15-dbg)
+//! and its `_Py_DebugOffsets`).
+//! Offsets from `ptype /o` of each named struct; see `tests/layout_dwarf.rs`.
+use super::*;
+pub const LAYOUT: Layout = Layout {
+    version: (3, 15),
+    // `struct pyruntimestate` (Include/internal/pycore_runtime.h)
+    runtime: RuntimeLayout {
+        interpreters_head: 936,
+        // 3.12+: gone (the current thread state is a thread-local `_Py_tss_tstate`)
+        gilstate_tstate_current: None,
+    },
+    // `struct _is` (Include/internal/pycore_interp.h)
+    interp: InterpLayout {
+        next: 7264,
+        // `threads.head`
+        threads_head: 7336,
+        id: 7272,
+        gil: Some(GilLayout {
+            // `ceval.gil`; `struct _gil_runtime_state` is in Include/internal/pycore_gil.h
+            pointer: 16,
+            last_holder: 8,
+            locked: 16,
+        }),
+    },
+    // `struct _ts` (Include/cpython/pystate.h)
+    tstate: ThreadStateLayout {
+        next: 8,
+        interp: 16,
+        // `current_frame`
+        current_frame: CurrentFrame::Direct(72),
+        thread_id: 176,
+        native_thread_id: Some(184),
+    },
+    // `struct _PyInterpreterFrame` (Include/internal/pycore_interpframe_structs.h)
+    frame: FrameLayout::Interpreter(InterpreterFrameLayout {
+        previous: 8,
+        // `f_executable` is a `_PyStackRef` (Include/internal/pycore_stackref.h): the
+        // low bits are tags (Py_TAG_BITS); objects are 8-aligned, so clearing 2 bits is safe.
+        code: 0,
+        code_tag_mask: 3,
+        // `instr_ptr`
+        instr: 56,
+        instr_is_prev: false,
+        owner: 74,
+        is_entry: None,
+        // `enum _frameowner`: FRAME_OWNED_BY_INTERPRETER = 3 (no CSTACK owner any more)
+        first_non_python_owner: Some(3),
+        size: 80,
+    }),
+    // `PyCodeObject` (Include/cpython/code.h)
+    code: CodeLayout {
+        filename: 112,
+        name: 120,
+        qualname: Some(128),
+        firstlineno: 68,
+        // `co_linetable`
+        linetable: 136,
+        linetable_format: LineTableFormat::Locations,
+        code_adaptive: Some(208),
+        size: 208,
+    },
+    // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),
+    // without the `wstr` fields (removed in 3.12);
+    // `state` bitfield: interned:2, kind:3, compact:1, ascii:1, ...
+    unicode: UnicodeLayout {
+        length: 16,
+        state: 32,
+        ascii_data: 40,
+        compact_data: 56,
+        kind_shift: 2,
+        compact_bit: 5,
+        ascii_bit: 6,
+    },
+    // `PyBytesObject` (Include/cpython/bytesobject.h): ob_base.ob_size, ob_sval
+    bytes: BytesLayout { size: 16, data: 32 },
+    // `PyTypeObject.tp_name` (Include/cpython/object.h)
+    type_tp_name: 24,
+};

@@ -1,0 +1,65 @@
+//! Python 3.9 (checked against pyenv 3.9.18's DWARF).
+//! Offsets from `ptype /o` of each named struct; see `tests/layout_dwarf.rs`.
+use super::*;
+pub const LAYOUT: Layout = Layout {
+    version: (3, 9),
+    // `struct pyruntimestate` (Include/internal/pycore_runtime.h)
+    runtime: RuntimeLayout {
+        interpreters_head: 32,
+        // gilstate.tstate_current
+        gilstate_tstate_current: Some(568),
+    },
+    // `struct _is` (Include/internal/pycore_interp.h)
+    interp: InterpLayout {
+        next: 0,
+        // `tstate_head`
+        threads_head: 8,
+        id: 24,
+        gil: None,
+    },
+    // `struct _ts` (Include/cpython/pystate.h)
+    tstate: ThreadStateLayout {
+        next: 8,
+        interp: 16,
+        // `frame`
+        current_frame: CurrentFrame::Direct(24),
+        thread_id: 176,
+        native_thread_id: None,
+    },
+    // `struct _frame` (Include/cpython/frameobject.h)
+    frame: FrameLayout::Object(FrameObjectLayout {
+        back: 24,
+        code: 32,
+        lasti: 104,
+        lasti_unit: 1,
+        size: 112,
+    }),
+    // `PyCodeObject` (Include/cpython/code.h)
+    code: CodeLayout {
+        filename: 104,
+        name: 112,
+        qualname: None,
+        firstlineno: 40,
+        // `co_lnotab`
+        linetable: 120,
+        linetable_format: LineTableFormat::Lnotab,
+        code_adaptive: None,
+        size: 128,
+    },
+    // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),
+    // still with the `wstr` / `wstr_length` fields;
+    // `state` bitfield: interned:2, kind:3, compact:1, ascii:1, ...
+    unicode: UnicodeLayout {
+        length: 16,
+        state: 32,
+        ascii_data: 48,
+        compact_data: 72,
+        kind_shift: 2,
+        compact_bit: 5,
+        ascii_bit: 6,
+    },
+    // `PyBytesObject` (Include/cpython/bytesobject.h): ob_base.ob_size, ob_sval
+    bytes: BytesLayout { size: 16, data: 32 },
+    // `PyTypeObject.tp_name` (Include/cpython/object.h)
+    type_tp_name: 24,
+};

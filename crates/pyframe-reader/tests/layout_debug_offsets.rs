@@ -1,0 +1,150 @@
+//! Reads the statically initialised `_Py_DebugOffsets` at the start of the
+//! `.PyRuntime` section of real 3.13+ interpreters (pyenv 3.13.0's libpython and the
+//! Debian 3.13/3.14/3.15 binaries), parses it, and checks that our tables agree with
+//! every offset the interpreter states about itself. Absent builds are skipped with a
+//! printed reason.
+
+use object::{Object, ObjectSection};
+use pyframe_reader::layout::{self, debug_offsets};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The `_Py_DebugOffsets` bytes of an ELF file.
+fn debug_offsets_bytes(path: &Path) -> Result<Vec<u8>, String> {
+    let data = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let file = object::File::parse(&*data).map_err(|e| format!("parse {}: {e}", path.display()))?;
+    let section = file
+        .section_by_name(".PyRuntime")
+        .ok_or_else(|| format!("{}: no .PyRuntime section", path.display()))?;
+    let bytes = section
+        .data()
+        .map_err(|e| format!("{}: .PyRuntime: {e}", path.display()))?;
+    Ok(bytes[..bytes.len().min(debug_offsets::MAX_SIZE)].to_vec())
+}
+
+fn pyenv_root() -> Option<PathBuf> {
+    let out = Command::new("pyenv").arg("root").output().ok()?;
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !s.is_empty()).then(|| PathBuf::from(s))
+}
+
+/// `sys.hexversion` as the interpreter itself reports it, if it can be run.
+fn hexversion(python: &Path) -> Option<u64> {
+    let out = Command::new(python)
+        .args(["-c", "import sys; print(sys.hexversion)"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+struct Target {
+    label: String,
+    minor: u8,
+    /// ELF file holding `.PyRuntime`.
+    elf: PathBuf,
+    /// A way to run that interpreter.
+    python: PathBuf,
+}
+
+fn targets() -> Vec<Target> {
+    let mut v = Vec::new();
+    match pyenv_root() {
+        Some(root) => {
+            let base = root.join("versions/3.13.0");
+            v.push(Target {
+                label: "pyenv 3.13.0".into(),
+                minor: 13,
+                elf: base.join("lib/libpython3.13.so.1.0"),
+                python: base.join("bin/python3.13"),
+            });
+        }
+        None => eprintln!("skip pyenv 3.13.0: no pyenv"),
+    }
+    let cache = PathBuf::from("/root/.cache/pystackd/pythons");
+    for minor in [13u8, 14, 15] {
+        v.push(Target {
+            label: format!("Debian 3.{minor}"),
+            minor,
+            elf: cache.join(format!("py3.{minor}/root/usr/bin/python3.{minor}")),
+            python: cache.join(format!("bin/python3.{minor}")),
+        });
+    }
+    v.retain(|t| {
+        let ok = t.elf.exists();
+        if !ok {
+            eprintln!("skip {}: {} absent", t.label, t.elf.display());
+        }
+        ok
+    });
+    v
+}
+
+#[test]
+fn tables_agree_with_the_interpreters_own_debug_offsets() {
+    let targets = targets();
+    if targets.is_empty() {
+        eprintln!("skip: no 3.13+ interpreter found");
+        return;
+    }
+    let mut failures = Vec::new();
+    for t in &targets {
+        let bytes = match debug_offsets_bytes(&t.elf) {
+            Ok(b) => b,
+            Err(e) => {
+                failures.push(format!("{}: {e}", t.label));
+                continue;
+            }
+        };
+        let parsed = match debug_offsets::parse(&bytes, (3, t.minor)) {
+            Ok(p) => p,
+            Err(e) => {
+                failures.push(format!("{}: parse: {e}", t.label));
+                continue;
+            }
+        };
+        // The version it states is the one the interpreter reports when run.
+        match hexversion(&t.python) {
+            Some(h) if h == parsed.version_hex => {}
+            Some(h) => failures.push(format!(
+                "{}: _Py_DebugOffsets version {:#x}, sys.hexversion {h:#x}",
+                t.label, parsed.version_hex
+            )),
+            None => eprintln!(
+                "{}: could not run {} to compare hexversion",
+                t.label,
+                t.python.display()
+            ),
+        }
+        let format = debug_offsets::format_for(3, t.minor).expect("format");
+        let carried = format
+            .slots
+            .iter()
+            .filter(|(s, _)| parsed.get(*s).is_some())
+            .count();
+        let table = layout::for_version(3, t.minor).expect("table");
+        let (applied, diffs) = debug_offsets::apply(table, &parsed);
+        eprintln!(
+            "{}: version {:#x}, {carried} values carried, {} differences",
+            t.label,
+            parsed.version_hex,
+            diffs.len()
+        );
+        if !diffs.is_empty() {
+            failures.push(format!(
+                "{}: table differs from _Py_DebugOffsets: {diffs:?}",
+                t.label
+            ));
+        }
+        if applied != *table {
+            failures.push(format!(
+                "{}: apply changed the table without reporting it",
+                t.label
+            ));
+        }
+        // A wrong expected version is rejected, not misread.
+        if debug_offsets::parse(&bytes, (3, t.minor + 1)).is_ok() {
+            failures.push(format!("{}: parsed as 3.{}", t.label, t.minor + 1));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1,0 +1,625 @@
+//! Checks every offset of the per-version layout tables against the DWARF of real
+//! interpreters, as printed by `gdb ptype /o`: the pyenv builds 3.8–3.13 (shared
+//! libpython with debug info) and, when their `-dbg` debug files have been fetched
+//! (`WITH_DBG=1 tests/pythons/get-pythons /tmp/pydbg 3.14 3.15`, or
+//! `PYSTACKD_DBG_ROOT=dir`), Debian's 3.14 and 3.15. Absent builds or gdb are skipped
+//! with a printed reason.
+
+use pyframe_reader::layout::{self, debug_offsets, CurrentFrame, FrameLayout, Layout};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One struct as gdb prints it: dotted member path -> (byte offset, bit offset);
+/// `@size` is the struct's total size.
+type Members = HashMap<String, (u64, u32)>;
+/// (path, byte offset, bit offset) while parsing.
+type Member = (String, u64, u32);
+
+/// Parses `ptype /o` output of one type, flattening nested structs and unions into
+/// dotted paths (`interpreters.head`, `ceval.gil`, `state.kind`).
+fn parse_ptype(text: &str) -> Option<Members> {
+    // Each open level: (members collected so far, offset where it opened).
+    let mut stack: Vec<(Vec<Member>, u64)> = Vec::new();
+    let mut started = false;
+    for raw in text.lines() {
+        let (off, bit, rest) = split_offset_comment(raw);
+        let rest = rest.trim();
+        if !started {
+            if rest.starts_with("type = ") && rest.ends_with('{') {
+                started = true;
+                stack.push((Vec::new(), 0));
+            }
+            continue;
+        }
+        if let Some(total) = rest.strip_prefix("/* total size (bytes):") {
+            let n = total.trim_end_matches("*/").trim().parse().ok()?;
+            stack.last_mut()?.0.push(("@size".into(), n, 0));
+            continue;
+        }
+        if rest.ends_with('{') {
+            // A nested struct/union; union members print no offset: they sit at the
+            // union's own offset.
+            let at = off.unwrap_or(stack.last()?.1);
+            stack.push((Vec::new(), at));
+            continue;
+        }
+        if let Some(after) = rest.strip_prefix('}') {
+            let (members, at) = stack.pop()?;
+            let name: String = after
+                .trim()
+                .trim_end_matches(';')
+                .split('[')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            match stack.last_mut() {
+                None => return Some(members.into_iter().map(|(n, o, b)| (n, (o, b))).collect()),
+                Some(parent) => {
+                    if !name.is_empty() {
+                        parent.0.push((name.clone(), at, 0));
+                    }
+                    for (n, o, b) in members {
+                        let path = if name.is_empty() {
+                            n
+                        } else {
+                            format!("{name}.{n}")
+                        };
+                        parent.0.push((path, o, b));
+                    }
+                }
+            }
+            continue;
+        }
+        if !rest.ends_with(';') || rest.starts_with("/*") {
+            continue;
+        }
+        let Some(name) = member_name(&rest[..rest.len() - 1]) else {
+            continue;
+        };
+        let at = match off {
+            Some(o) => o,
+            None => stack.last()?.1,
+        };
+        stack.last_mut()?.0.push((name, at, bit.unwrap_or(0)));
+    }
+    None
+}
+
+/// Splits `/*  32: 2   |  4 */ rest` into (Some(32), Some(2), rest); lines without an
+/// offset (`/*   16 */`, union members) give (None, None, rest).
+fn split_offset_comment(line: &str) -> (Option<u64>, Option<u32>, &str) {
+    let t = line.trim_start();
+    if !t.starts_with("/*") {
+        return (None, None, line);
+    }
+    let Some(end) = t.find("*/") else {
+        return (None, None, line);
+    };
+    let inner = &t[2..end];
+    if inner.contains("total size") || inner.contains("XXX") || inner.contains("offset") {
+        // `/* offset | size */ type = ...` header: keep what follows.
+        if inner.contains("offset") {
+            return (None, None, &t[end + 2..]);
+        }
+        return (None, None, line);
+    }
+    let rest = &t[end + 2..];
+    let Some((left, _size)) = inner.split_once('|') else {
+        return (None, None, rest);
+    };
+    let mut parts = left.split(':');
+    let off = parts.next().and_then(|s| s.trim().parse().ok());
+    let bit = parts.next().and_then(|s| s.trim().parse().ok());
+    (off, bit, rest)
+}
+
+/// The member name of a declaration: `PyObject *co_name`, `char f_trace_lines`,
+/// `unsigned int kind : 3`, `freefunc co_extra_freefuncs[255]`, `void (*func)(void)`.
+fn member_name(decl: &str) -> Option<String> {
+    if let Some(i) = decl.find("(*") {
+        let tail = &decl[i + 2..];
+        let end = tail.find(')')?;
+        return Some(tail[..end].trim().to_string());
+    }
+    let decl = decl.split(" : ").next()?;
+    let decl = decl.split('[').next()?;
+    let name = decl
+        .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .next()?;
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// Runs gdb once on `binary`, one `ptype` per requested type, and splits the output.
+fn gdb_types(
+    binary: &Path,
+    debug_dir: Option<&Path>,
+    types: &[(&str, &str)],
+) -> HashMap<String, String> {
+    let mut cmd = Command::new("gdb");
+    cmd.arg("-nx").arg("-batch");
+    if let Some(d) = debug_dir {
+        cmd.arg("-iex")
+            .arg(format!("set debug-file-directory {}", d.display()));
+    }
+    cmd.arg("-ex").arg("set max-value-size unlimited");
+    cmd.arg("-ex").arg("set width 0");
+    for (key, ptype) in types {
+        cmd.arg("-ex").arg(format!("echo @@@ {key}\\n"));
+        cmd.arg("-ex").arg(ptype);
+    }
+    cmd.arg(binary);
+    let out = cmd.output().expect("run gdb");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let mut sections = HashMap::new();
+    let mut current: Option<(String, String)> = None;
+    for line in text.lines() {
+        if let Some(key) = line.strip_prefix("@@@ ") {
+            if let Some((k, v)) = current.take() {
+                sections.insert(k, v);
+            }
+            current = Some((key.trim().to_string(), String::new()));
+        } else if let Some((_, v)) = current.as_mut() {
+            v.push_str(line);
+            v.push('\n');
+        }
+    }
+    if let Some((k, v)) = current {
+        sections.insert(k, v);
+    }
+    sections
+}
+
+fn pyenv_root() -> Option<PathBuf> {
+    if let Ok(out) = Command::new("pyenv").arg("root").output() {
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !s.is_empty() {
+            return Some(PathBuf::from(s));
+        }
+    }
+    std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".pyenv")))
+}
+
+fn have_gdb() -> bool {
+    Command::new("gdb")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// One build to check: where its DWARF is.
+struct Build {
+    minor: u8,
+    binary: PathBuf,
+    debug_dir: Option<PathBuf>,
+    label: String,
+}
+
+fn builds() -> Vec<Build> {
+    let mut v = Vec::new();
+    if let Some(root) = pyenv_root() {
+        for full in ["3.8.18", "3.9.18", "3.10.13", "3.11.7", "3.12.1", "3.13.0"] {
+            let minor: u8 = full.split('.').nth(1).unwrap().parse().unwrap();
+            let lib = root.join(format!("versions/{full}/lib/libpython3.{minor}.so.1.0"));
+            if lib.exists() {
+                v.push(Build {
+                    minor,
+                    binary: lib,
+                    debug_dir: None,
+                    label: format!("pyenv {full}"),
+                });
+            } else {
+                eprintln!("skip pyenv {full}: {} absent", lib.display());
+            }
+        }
+    } else {
+        eprintln!("skip pyenv builds: no pyenv root");
+    }
+    let dbg_root = std::env::var_os("PYSTACKD_DBG_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/pydbg"));
+    for minor in [14u8, 15] {
+        let tree = dbg_root.join(format!("py3.{minor}/root"));
+        let binary = tree.join(format!("usr/bin/python3.{minor}"));
+        let debug = tree.join("usr/lib/debug");
+        if binary.exists() && debug.join(".build-id").exists() {
+            v.push(Build {
+                minor,
+                binary,
+                debug_dir: Some(debug),
+                label: format!("Debian 3.{minor} + dbg"),
+            });
+        } else {
+            eprintln!(
+                "skip 3.{minor} DWARF: no {} with debug files (fetch with WITH_DBG=1 get-pythons)",
+                binary.display()
+            );
+        }
+    }
+    v
+}
+
+/// Compares table values with DWARF, collecting mismatches.
+struct Checker<'a> {
+    label: &'a str,
+    structs: HashMap<&'static str, Members>,
+    failures: Vec<String>,
+    checked: usize,
+}
+
+impl Checker<'_> {
+    fn dwarf(&self, st: &str, path: &str) -> Option<(u64, u32)> {
+        self.structs.get(st).and_then(|m| m.get(path)).copied()
+    }
+    fn offset(&mut self, what: &str, table: u64, st: &str, path: &str) {
+        self.checked += 1;
+        match self.dwarf(st, path) {
+            Some((o, _)) if o == table => {}
+            Some((o, _)) => self.failures.push(format!(
+                "{}: {what} = {table}, DWARF {st}.{path} = {o}",
+                self.label
+            )),
+            None => self
+                .failures
+                .push(format!("{}: {what}: no {st}.{path} in DWARF", self.label)),
+        }
+    }
+    fn bit(&mut self, what: &str, table: u32, st: &str, path: &str) {
+        self.checked += 1;
+        match self.dwarf(st, path) {
+            Some((_, b)) if b == table => {}
+            other => self
+                .failures
+                .push(format!("{}: {what} = {table}, DWARF {other:?}", self.label)),
+        }
+    }
+    fn absent(&mut self, what: &str, st: &str, path: &str) {
+        self.checked += 1;
+        if let Some(o) = self.dwarf(st, path) {
+            self.failures.push(format!(
+                "{}: {what} is None but DWARF has {st}.{path} at {o:?}",
+                self.label
+            ));
+        }
+    }
+    /// `size` covers `[field, field + width)` and does not exceed the struct.
+    fn covers(&mut self, what: &str, size: u64, st: &str, ends: &[u64]) {
+        self.checked += 1;
+        let need = ends.iter().copied().max().unwrap_or(0);
+        let total = self.dwarf(st, "@size").map(|s| s.0).unwrap_or(0);
+        if size < need || size > total {
+            self.failures.push(format!(
+                "{}: {what} = {size}, fields end at {need}, sizeof({st}) = {total}",
+                self.label
+            ));
+        }
+    }
+}
+
+const RUNTIME: &str = "struct pyruntimestate";
+const INTERP: &str = "struct _is";
+const TSTATE: &str = "struct _ts";
+const CFRAME: &str = "struct _PyCFrame";
+const FRAME_OBJ: &str = "struct _frame";
+const IFRAME: &str = "struct _PyInterpreterFrame";
+const GIL: &str = "struct _gil_runtime_state";
+const CODE: &str = "PyCodeObject";
+const ASCII: &str = "PyASCIIObject";
+const COMPACT: &str = "PyCompactUnicodeObject";
+const BYTES: &str = "PyBytesObject";
+const VAROBJ: &str = "PyVarObject";
+const TYPE: &str = "PyTypeObject";
+const DEBUG_OFFSETS: &str = "struct _Py_DebugOffsets";
+
+fn check_layout(c: &mut Checker, t: &Layout) {
+    c.offset(
+        "runtime.interpreters_head",
+        t.runtime.interpreters_head,
+        RUNTIME,
+        "interpreters.head",
+    );
+    match t.runtime.gilstate_tstate_current {
+        Some(o) => c.offset(
+            "runtime.gilstate_tstate_current",
+            o,
+            RUNTIME,
+            "gilstate.tstate_current",
+        ),
+        None => c.absent(
+            "runtime.gilstate_tstate_current",
+            RUNTIME,
+            "gilstate.tstate_current",
+        ),
+    }
+    c.offset("interp.next", t.interp.next, INTERP, "next");
+    let heads = if t.version.1 <= 10 {
+        "tstate_head"
+    } else {
+        "threads.head"
+    };
+    c.offset("interp.threads_head", t.interp.threads_head, INTERP, heads);
+    c.offset("interp.id", t.interp.id, INTERP, "id");
+    match t.interp.gil {
+        Some(g) => {
+            c.offset("interp.gil.pointer", g.pointer, INTERP, "ceval.gil");
+            c.offset("interp.gil.last_holder", g.last_holder, GIL, "last_holder");
+            c.offset("interp.gil.locked", g.locked, GIL, "locked");
+        }
+        None => c.absent("interp.gil", INTERP, "ceval.gil"),
+    }
+    c.offset("tstate.next", t.tstate.next, TSTATE, "next");
+    c.offset("tstate.interp", t.tstate.interp, TSTATE, "interp");
+    match t.tstate.current_frame {
+        CurrentFrame::Direct(o) => {
+            let f = if t.version.1 <= 10 {
+                "frame"
+            } else {
+                "current_frame"
+            };
+            c.offset("tstate.current_frame", o, TSTATE, f);
+        }
+        CurrentFrame::ViaCFrame {
+            cframe,
+            current_frame,
+        } => {
+            c.offset("tstate.cframe", cframe, TSTATE, "cframe");
+            c.offset(
+                "_PyCFrame.current_frame",
+                current_frame,
+                CFRAME,
+                "current_frame",
+            );
+        }
+    }
+    c.offset("tstate.thread_id", t.tstate.thread_id, TSTATE, "thread_id");
+    match t.tstate.native_thread_id {
+        Some(o) => c.offset("tstate.native_thread_id", o, TSTATE, "native_thread_id"),
+        None => c.absent("tstate.native_thread_id", TSTATE, "native_thread_id"),
+    }
+    match t.frame {
+        FrameLayout::Object(f) => {
+            c.offset("frame.back", f.back, FRAME_OBJ, "f_back");
+            c.offset("frame.code", f.code, FRAME_OBJ, "f_code");
+            c.offset("frame.lasti", f.lasti, FRAME_OBJ, "f_lasti");
+            c.covers(
+                "frame.size",
+                f.size,
+                FRAME_OBJ,
+                &[f.back + 8, f.code + 8, f.lasti + 4],
+            );
+        }
+        FrameLayout::Interpreter(f) => {
+            c.offset("frame.previous", f.previous, IFRAME, "previous");
+            let code = if t.version.1 <= 12 {
+                "f_code"
+            } else {
+                "f_executable"
+            };
+            c.offset("frame.code", f.code, IFRAME, code);
+            let instr = if f.instr_is_prev {
+                "prev_instr"
+            } else {
+                "instr_ptr"
+            };
+            c.offset("frame.instr", f.instr, IFRAME, instr);
+            c.offset("frame.owner", f.owner, IFRAME, "owner");
+            match f.is_entry {
+                Some(o) => c.offset("frame.is_entry", o, IFRAME, "is_entry"),
+                None => c.absent("frame.is_entry", IFRAME, "is_entry"),
+            }
+            let mut ends = vec![f.previous + 8, f.code + 8, f.instr + 8, f.owner + 1];
+            ends.extend(f.is_entry.map(|e| e + 1));
+            c.covers("frame.size", f.size, IFRAME, &ends);
+        }
+    }
+    let k = &t.code;
+    c.offset("code.filename", k.filename, CODE, "co_filename");
+    c.offset("code.name", k.name, CODE, "co_name");
+    match k.qualname {
+        Some(o) => c.offset("code.qualname", o, CODE, "co_qualname"),
+        None => c.absent("code.qualname", CODE, "co_qualname"),
+    }
+    c.offset("code.firstlineno", k.firstlineno, CODE, "co_firstlineno");
+    let lt = match k.linetable_format {
+        layout::LineTableFormat::Lnotab => "co_lnotab",
+        _ => "co_linetable",
+    };
+    c.offset("code.linetable", k.linetable, CODE, lt);
+    match k.code_adaptive {
+        Some(o) => c.offset("code.code_adaptive", o, CODE, "co_code_adaptive"),
+        None => c.absent("code.code_adaptive", CODE, "co_code_adaptive"),
+    }
+    let mut ends = vec![
+        k.filename + 8,
+        k.name + 8,
+        k.firstlineno + 4,
+        k.linetable + 8,
+    ];
+    ends.extend(k.qualname.map(|q| q + 8));
+    c.covers("code.size", k.size, CODE, &ends);
+    let u = &t.unicode;
+    c.offset("unicode.length", u.length, ASCII, "length");
+    c.offset("unicode.state", u.state, ASCII, "state");
+    c.offset("unicode.ascii_data", u.ascii_data, ASCII, "@size");
+    c.offset("unicode.compact_data", u.compact_data, COMPACT, "@size");
+    c.bit("unicode.kind_shift", u.kind_shift, ASCII, "state.kind");
+    c.bit("unicode.compact_bit", u.compact_bit, ASCII, "state.compact");
+    c.bit("unicode.ascii_bit", u.ascii_bit, ASCII, "state.ascii");
+    c.offset("bytes.size", t.bytes.size, VAROBJ, "ob_size");
+    c.offset("bytes.data", t.bytes.data, BYTES, "ob_sval");
+    c.offset("OB_SIZE", layout::OB_SIZE, VAROBJ, "ob_size");
+    c.offset("OB_TYPE", layout::OB_TYPE, "PyObject", "ob_type");
+    c.offset("type_tp_name", t.type_tp_name, TYPE, "tp_name");
+}
+
+/// `enum _frameowner {FRAME_OWNED_BY_THREAD, ...}`: the first value that is not a
+/// Python frame owner (thread, generator, frame object).
+fn first_non_python_owner(enum_text: &str) -> Option<Option<u8>> {
+    let line = enum_text.lines().find(|l| l.contains("enum _frameowner"))?;
+    let body = &line[line.find('{')? + 1..line.rfind('}')?];
+    let mut value: i64 = -1;
+    for item in body.split(',') {
+        let item = item.trim();
+        let (name, v) = match item.split_once('=') {
+            Some((n, v)) => (n.trim(), v.trim().parse().ok()?),
+            None => (item, value + 1),
+        };
+        value = v;
+        if !matches!(
+            name,
+            "FRAME_OWNED_BY_THREAD" | "FRAME_OWNED_BY_GENERATOR" | "FRAME_OWNED_BY_FRAME_OBJECT"
+        ) {
+            return Some(Some(u8::try_from(v).ok()?));
+        }
+    }
+    Some(None)
+}
+
+#[test]
+fn tables_match_dwarf() {
+    if !have_gdb() {
+        eprintln!("skip: gdb not found");
+        return;
+    }
+    let builds = builds();
+    if builds.is_empty() {
+        eprintln!("skip: no interpreter with DWARF found");
+        return;
+    }
+    let mut failures = Vec::new();
+    for b in &builds {
+        let table = layout::for_version(3, b.minor).expect("a table for every checked version");
+        let mut types: Vec<(&str, String)> = [
+            RUNTIME,
+            INTERP,
+            TSTATE,
+            CFRAME,
+            FRAME_OBJ,
+            IFRAME,
+            GIL,
+            CODE,
+            ASCII,
+            COMPACT,
+            BYTES,
+            VAROBJ,
+            TYPE,
+            "PyObject",
+            DEBUG_OFFSETS,
+        ]
+        .iter()
+        .map(|t| (*t, format!("ptype /o {t}")))
+        .collect();
+        types.push(("owner", "ptype enum _frameowner".into()));
+        let refs: Vec<(&str, &str)> = types.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let out = gdb_types(&b.binary, b.debug_dir.as_deref(), &refs);
+        let mut structs = HashMap::new();
+        for (key, _) in &types {
+            if let Some(m) = out.get(*key).and_then(|t| parse_ptype(t)) {
+                structs.insert(*key, m);
+            }
+        }
+        if !structs.contains_key(TSTATE) || !structs.contains_key(CODE) {
+            failures.push(format!(
+                "{}: gdb printed no DWARF types for {}",
+                b.label,
+                b.binary.display()
+            ));
+            continue;
+        }
+        let mut c = Checker {
+            label: &b.label,
+            structs,
+            failures: Vec::new(),
+            checked: 0,
+        };
+        check_layout(&mut c, table);
+        // Frame owners that mark non-Python frames.
+        if let FrameLayout::Interpreter(f) = table.frame {
+            c.checked += 1;
+            match out.get("owner").and_then(|t| first_non_python_owner(t)) {
+                Some(dwarf) if dwarf == f.first_non_python_owner => {}
+                other => c.failures.push(format!(
+                    "{}: first_non_python_owner = {:?}, DWARF enum gives {other:?}",
+                    b.label, f.first_non_python_owner
+                )),
+            }
+        }
+        // Where each value sits in `_Py_DebugOffsets`.
+        if let Some(format) = debug_offsets::format_for(3, b.minor) {
+            c.offset(
+                "sizeof(_Py_DebugOffsets)",
+                format.size as u64,
+                DEBUG_OFFSETS,
+                "@size",
+            );
+            for &(slot, at) in format.slots {
+                c.offset(
+                    &format!("{slot:?}"),
+                    at as u64,
+                    DEBUG_OFFSETS,
+                    slot.dwarf_path(),
+                );
+            }
+        }
+        eprintln!(
+            "{}: {} values checked against DWARF, {} mismatches",
+            b.label,
+            c.checked,
+            c.failures.len()
+        );
+        failures.extend(c.failures);
+    }
+    assert!(
+        failures.is_empty(),
+        "layout tables disagree with DWARF:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn ptype_parser_handles_nesting_unions_and_bitfields() {
+    // Shaped like real `ptype /o` output (3.8 PyASCIIObject and a union from 3.12's
+    // runtime state).
+    let text = "\
+/* offset      |    size */  type = struct {
+/*      0      |      16 */    PyObject ob_base;
+/*     16      |       8 */    Py_ssize_t length;
+/*     32      |       4 */    struct {
+/*     32: 0   |       4 */        unsigned int interned : 2;
+/*     32: 2   |       4 */        unsigned int kind : 3;
+/* XXX  3-byte padding   */
+
+                                   /* total size (bytes):    4 */
+                               } state;
+/*     40      |      24 */    union {
+/*                    16 */        struct {
+/*     40      |       8 */            void *x;
+/*     48      |       8 */            void *y;
+
+                                       /* total size (bytes):   16 */
+                                   } a;
+/*                     8 */        PyObject *z;
+
+                                   /* total size (bytes):   24 */
+                               } u;
+/*     64      |       8 */    void (*func)(void);
+/*     72      |      16 */    freefunc extra[2];
+
+                               /* total size (bytes):   88 */
+                             }
+";
+    let m = parse_ptype(text).expect("parses");
+    assert_eq!(m["length"], (16, 0));
+    assert_eq!(m["state.kind"], (32, 2));
+    assert_eq!(m["u.a.y"], (48, 0));
+    assert_eq!(m["u.z"], (40, 0));
+    assert_eq!(m["func"], (64, 0));
+    assert_eq!(m["extra"], (72, 0));
+    assert_eq!(m["@size"], (88, 0));
+    assert_eq!(m["state.@size"], (4, 0));
+}
