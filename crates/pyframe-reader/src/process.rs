@@ -9,7 +9,7 @@ use protocol::{ProcessStack, ThreadStack};
 use crate::binary::{find_python, PythonBinary};
 use crate::code::CodeCache;
 use crate::error::{Error, MemoryError, Result};
-use crate::layout::{self, Layout};
+use crate::layout::{self, debug_offsets, Layout};
 use crate::memory::{BlockCache, Memory, MemoryExt};
 use crate::objects::Types;
 use crate::platform::{self, ProcessMemory};
@@ -100,11 +100,30 @@ impl PythonProcess {
         if version.free_threaded {
             return Err(Error::UnsupportedVersion { version: format!("{} (free-threaded)", version.text) });
         }
-        let layout = *layout::for_version(version.major, version.minor)
+        let mut layout = *layout::for_version(version.major, version.minor)
             .ok_or_else(|| Error::UnsupportedVersion { version: version.text.clone() })?;
+        let mut warnings = Vec::new();
+        // 3.13+: the target describes its own layout; prefer it, and say where the
+        // built-in table disagrees (a distro patch or a version we have not seen)
+        if debug_offsets::format_for(version.major, version.minor).is_some() {
+            let mut buf = vec![0u8; debug_offsets::MAX_SIZE];
+            match mem
+                .read(runtime, &mut buf)
+                .map_err(|e| e.to_string())
+                .and_then(|_| debug_offsets::parse(&buf, (version.major, version.minor)).map_err(|e| e.to_string()))
+            {
+                Ok(parsed) => {
+                    let (merged, diffs) = debug_offsets::apply(&layout, &parsed);
+                    layout = merged;
+                    warnings.extend(diffs.into_iter().map(|d| {
+                        format!("_Py_DebugOffsets of the target differs from the built-in {}.{} table: {d} (using the target's)", version.major, version.minor)
+                    }));
+                }
+                Err(e) => warnings.push(format!("ignoring the target's _Py_DebugOffsets: {e}")),
+            }
+        }
         let s = &binary.symbols;
         let types = Types::new(s.code_type, s.frame_type, s.unicode_type, s.bytes_type);
-        let warnings = Vec::new();
         Ok(PythonProcess {
             pid,
             start_time,
