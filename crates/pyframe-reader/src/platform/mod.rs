@@ -8,6 +8,10 @@
 
 use std::path::PathBuf;
 
+/// Parsers of illumos `/proc` structures: plain byte-slice code, built (and tested) on
+/// every OS.
+pub mod illumos_procfs;
+
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
