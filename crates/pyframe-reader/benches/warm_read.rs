@@ -11,11 +11,16 @@ fn python() -> Option<String> {
     if let Ok(p) = std::env::var("PYSTACKD_BENCH_PYTHON") {
         return Some(p);
     }
-    let root = std::env::var("PYENV_ROOT").unwrap_or_else(|_| format!("{}/.pyenv", std::env::var("HOME").unwrap_or_default()));
-    ["3.12.1/bin/python3.12", "3.11.7/bin/python3.11", "3.10.13/bin/python3.10"]
-        .iter()
-        .map(|p| format!("{root}/versions/{p}"))
-        .find(|p| std::path::Path::new(p).exists())
+    let root = std::env::var("PYENV_ROOT")
+        .unwrap_or_else(|_| format!("{}/.pyenv", std::env::var("HOME").unwrap_or_default()));
+    [
+        "3.12.1/bin/python3.12",
+        "3.11.7/bin/python3.11",
+        "3.10.13/bin/python3.10",
+    ]
+    .iter()
+    .map(|p| format!("{root}/versions/{p}"))
+    .find(|p| std::path::Path::new(p).exists())
 }
 
 fn bench(c: &mut Criterion) {
@@ -24,15 +29,27 @@ fn bench(c: &mut Criterion) {
         return;
     };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/bench_target.py");
-    let mut child = Command::new(&py).arg(script).arg("40").stdout(Stdio::piped()).spawn().expect("spawn python");
+    let mut child = Command::new(&py)
+        .arg(script)
+        .arg("40")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn python");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let mut p = PythonProcess::attach(child.id()).expect("attach");
     let s = p.stack(&StackOptions::default()).expect("stack");
     let frames: usize = s.threads.iter().map(|t| t.frames.len()).sum();
-    eprintln!("warm_read: {py} {} threads, {frames} frames", s.threads.len());
+    eprintln!(
+        "warm_read: {py} {} threads, {frames} frames",
+        s.threads.len()
+    );
     let mut g = c.benchmark_group(format!("python{}", p.version()));
-    g.bench_function("stack_all_threads_warm", |b| b.iter(|| p.stack(&StackOptions::default()).unwrap()));
+    g.bench_function("stack_all_threads_warm", |b| {
+        b.iter(|| p.stack(&StackOptions::default()).unwrap())
+    });
     let tid = s.threads[0].os_tid;
     g.bench_function("stack_one_thread_warm", |b| {
         b.iter(|| p.stack(&StackOptions { pause: false, tid }).unwrap())

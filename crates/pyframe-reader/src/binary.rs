@@ -48,7 +48,13 @@ pub fn version_from_name(name: &str) -> Option<(u8, u8)> {
     let rest = rest.strip_prefix('3')?.strip_prefix('.')?;
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
     let after = &rest[digits.len()..];
-    if !(after.is_empty() || after.starts_with('.') || after.starts_with('d') || after.starts_with('t') || after.starts_with('-') || after.starts_with('m')) {
+    if !(after.is_empty()
+        || after.starts_with('.')
+        || after.starts_with('d')
+        || after.starts_with('t')
+        || after.starts_with('-')
+        || after.starts_with('m'))
+    {
         return None;
     }
     Some((3, digits.parse().ok()?))
@@ -73,7 +79,11 @@ fn candidates(maps: &[Mapping]) -> Vec<&Mapping> {
             0
         } else if b.contains("python") {
             1
-        } else if b.starts_with("ld-") || b.starts_with("libc.") || b.starts_with("libm.") || b.ends_with(".cpython-") {
+        } else if b.starts_with("ld-")
+            || b.starts_with("libc.")
+            || b.starts_with("libm.")
+            || b.ends_with(".cpython-")
+        {
             3
         } else {
             2
@@ -116,7 +126,10 @@ pub fn find_python(pid: u32, maps: &[Mapping]) -> Result<PythonBinary> {
 fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
     let open_path = m.open_path.as_ref().expect("candidates have open paths");
     let path = m.path.clone().unwrap_or_default();
-    let bin_err = |detail: String| Error::Binary { path: path.clone(), detail };
+    let bin_err = |detail: String| Error::Binary {
+        path: path.clone(),
+        detail,
+    };
     let file = File::open(open_path).map_err(|e| bin_err(e.to_string()))?;
     // SAFETY: read-only private mapping of a file we only read; a concurrent truncation
     // would fault, as for any mmap reader (the interpreter itself has the file mapped).
@@ -159,12 +172,15 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
     if syms.py_runtime.is_none() && section.is_none() && name_version.is_none() {
         return Ok(None);
     }
-    if syms.py_runtime.is_none() && section.is_none() && name_version.map_or(true, |v| v < (3, 13)) {
+    if syms.py_runtime.is_none() && section.is_none() && name_version.map_or(true, |v| v < (3, 13))
+    {
         // a python-named file without the runtime (e.g. a launcher executable next to libpython)
         return Ok(None);
     }
     let Some(load_bias) = load_bias(&obj, m.path.as_deref(), maps) else {
-        return Err(bin_err("cannot match its ELF segments to the target's mappings".into()));
+        return Err(bin_err(
+            "cannot match its ELF segments to the target's mappings".into(),
+        ));
     };
     let rebase = |a: Option<u64>| a.map(|a| a.wrapping_add(load_bias));
     let symbols = Symbols {
@@ -213,19 +229,26 @@ fn load_bias(obj: &object::File, path: Option<&str>, maps: &[Mapping]) -> Option
 fn version_strings(obj: &object::File) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for name in [".rodata", ".rodata1"] {
-        let Some(sec) = obj.section_by_name(name) else { continue };
+        let Some(sec) = obj.section_by_name(name) else {
+            continue;
+        };
         let Ok(data) = sec.data() else { continue };
         // look for "\03.": cheap first filter with memchr over '3'
         let mut i = 0;
         while let Some(p) = memchr::memmem::find(&data[i..], b"\x003.") {
             let start = i + p + 1;
-            let end = data[start..].iter().position(|&b| b == 0).map(|e| start + e);
+            let end = data[start..]
+                .iter()
+                .position(|&b| b == 0)
+                .map(|e| start + e);
             i = start;
             let Some(end) = end else { break };
             if end - start > 16 {
                 continue;
             }
-            let Ok(s) = std::str::from_utf8(&data[start..end]) else { continue };
+            let Ok(s) = std::str::from_utf8(&data[start..end]) else {
+                continue;
+            };
             if is_py_version(s) && !out.iter().any(|o| o == s) {
                 out.push(s.to_string());
             }
@@ -262,7 +285,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(version_from_name("/usr/lib/libpython3.10.so.1.0"), Some((3, 10)));
+        assert_eq!(
+            version_from_name("/usr/lib/libpython3.10.so.1.0"),
+            Some((3, 10))
+        );
         assert_eq!(version_from_name("python3.13"), Some((3, 13)));
         assert_eq!(version_from_name("/x/python3.14t"), Some((3, 14)));
         assert_eq!(version_from_name("python3"), None);

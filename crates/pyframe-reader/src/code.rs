@@ -6,11 +6,11 @@
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
+use crate::error::MemoryError;
 use crate::layout::{Layout, OB_SIZE, OB_TYPE};
 use crate::linetable::LineTable;
 use crate::memory::{i32_at, u64_at, MemResult, Memory};
 use crate::objects::{read_bytes, read_str, Kind, Types};
-use crate::error::MemoryError;
 
 /// What the walker needs of one code object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +90,10 @@ impl CodeCache {
         }
         types.expect(mem, layout, Kind::Code, addr, id.ob_type)?;
         if id.first_line < 0 {
-            return Err(MemoryError::Invalid(format!("code at {addr:#x} has first line {}", id.first_line)));
+            return Err(MemoryError::Invalid(format!(
+                "code at {addr:#x} has first line {}",
+                id.first_line
+            )));
         }
         let filename: Arc<str> = read_str(mem, layout, types, id.filename)?.into();
         let name: Arc<str> = read_str(mem, layout, types, id.name)?.into();
@@ -101,8 +104,18 @@ impl CodeCache {
         let table = read_bytes(mem, layout, types, id.linetable)?;
         let first_line = id.first_line as u32;
         let lines = LineTable::decode(layout.code.linetable_format, &table, first_line);
-        let code_units = layout.code.code_adaptive.map(|_| u64_at(head, OB_SIZE as usize));
-        let info = Arc::new(CodeInfo { filename, name, qualname, first_line, lines, code_units });
+        let code_units = layout
+            .code
+            .code_adaptive
+            .map(|_| u64_at(head, OB_SIZE as usize));
+        let info = Arc::new(CodeInfo {
+            filename,
+            name,
+            qualname,
+            first_line,
+            lines,
+            code_units,
+        });
         if self.map.len() >= MAX_ENTRIES {
             self.map.clear();
             self.bytes = 0;

@@ -16,7 +16,11 @@ pub enum Error {
     ProcessExited { pid: u32 },
     /// The target changed under us on every retry (torn reads of a running process).
     #[error("could not get a consistent read of process {pid} after {attempts} attempts: {last}")]
-    Inconsistent { pid: u32, attempts: u32, last: String },
+    Inconsistent {
+        pid: u32,
+        attempts: u32,
+        last: String,
+    },
     #[error(transparent)]
     Memory(#[from] MemoryError),
     #[error("{context}: {source}")]
@@ -31,7 +35,10 @@ pub enum Error {
 
 impl Error {
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 

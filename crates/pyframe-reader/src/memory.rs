@@ -133,8 +133,15 @@ impl Snapshot {
 
 impl Memory for Snapshot {
     fn read(&self, addr: u64, buf: &mut [u8]) -> MemResult<()> {
-        let unmapped = MemoryError::Unmapped { addr, len: buf.len() };
-        let (start, bytes) = self.regions.range(..=addr).next_back().ok_or(unmapped.clone())?;
+        let unmapped = MemoryError::Unmapped {
+            addr,
+            len: buf.len(),
+        };
+        let (start, bytes) = self
+            .regions
+            .range(..=addr)
+            .next_back()
+            .ok_or(unmapped.clone())?;
         let off = (addr - start) as usize;
         let end = off.checked_add(buf.len()).ok_or(unmapped.clone())?;
         if end > bytes.len() {
@@ -153,7 +160,10 @@ mod tests {
     fn snapshot_reads_inside_regions_only() {
         let mut s = Snapshot::new();
         s.insert(0x1000, (0u8..32).collect());
-        assert_eq!(s.read_u32(0x1004).unwrap(), u32::from_le_bytes([4, 5, 6, 7]));
+        assert_eq!(
+            s.read_u32(0x1004).unwrap(),
+            u32::from_le_bytes([4, 5, 6, 7])
+        );
         assert!(s.read_u64(0x101c).is_err());
         assert!(s.read_u8(0xfff).is_err());
         let round = Snapshot::from_bytes(&s.to_bytes());
@@ -175,7 +185,10 @@ const MAX_BLOCKS: usize = 4096;
 
 impl<'a> BlockCache<'a> {
     pub fn new(inner: &'a dyn Memory) -> Self {
-        BlockCache { inner, blocks: Default::default() }
+        BlockCache {
+            inner,
+            blocks: Default::default(),
+        }
     }
 }
 
@@ -184,7 +197,10 @@ impl Memory for BlockCache<'_> {
         let len = buf.len() as u64;
         let first = addr & !(BLOCK as u64 - 1);
         let Some(end) = addr.checked_add(len) else {
-            return Err(MemoryError::Unmapped { addr, len: buf.len() });
+            return Err(MemoryError::Unmapped {
+                addr,
+                len: buf.len(),
+            });
         };
         if buf.is_empty() || end - first > 2 * BLOCK as u64 {
             return self.inner.read(addr, buf);

@@ -39,14 +39,27 @@ pub struct Types {
 }
 
 impl Types {
-    pub fn new(code: Option<u64>, frame: Option<u64>, str_: Option<u64>, bytes: Option<u64>) -> Self {
+    pub fn new(
+        code: Option<u64>,
+        frame: Option<u64>,
+        str_: Option<u64>,
+        bytes: Option<u64>,
+    ) -> Self {
         let mut known = HashMap::default();
-        for (k, v) in [(Kind::Code, code), (Kind::Frame, frame), (Kind::Str, str_), (Kind::Bytes, bytes)] {
+        for (k, v) in [
+            (Kind::Code, code),
+            (Kind::Frame, frame),
+            (Kind::Str, str_),
+            (Kind::Bytes, bytes),
+        ] {
             if let Some(v) = v {
                 known.insert(k, v);
             }
         }
-        Types { known, rejected: HashMap::default() }
+        Types {
+            known,
+            rejected: HashMap::default(),
+        }
     }
 
     /// Is `type_ptr` the type `kind`?
@@ -84,13 +97,20 @@ impl Types {
         if self.check(mem, layout, kind, type_ptr) {
             Ok(())
         } else {
-            Err(MemoryError::Invalid(format!("object at {obj:#x} is not a {kind:?} object")))
+            Err(MemoryError::Invalid(format!(
+                "object at {obj:#x} is not a {kind:?} object"
+            )))
         }
     }
 }
 
 /// Read a compact `str` and return it as UTF-8.
-pub fn read_str(mem: &dyn Memory, layout: &Layout, types: &mut Types, addr: u64) -> MemResult<String> {
+pub fn read_str(
+    mem: &dyn Memory,
+    layout: &Layout,
+    types: &mut Types,
+    addr: u64,
+) -> MemResult<String> {
     let u = &layout.unicode;
     let mut head = [0u8; 80];
     let head = &mut head[..(u.compact_data as usize).min(80)];
@@ -102,19 +122,27 @@ pub fn read_str(mem: &dyn Memory, layout: &Layout, types: &mut Types, addr: u64)
     let compact = (state >> u.compact_bit) & 1 == 1;
     let ascii = (state >> u.ascii_bit) & 1 == 1;
     if !compact {
-        return Err(MemoryError::Invalid(format!("str at {addr:#x} is not compact")));
+        return Err(MemoryError::Invalid(format!(
+            "str at {addr:#x} is not compact"
+        )));
     }
     if len > MAX_STRING_CHARS {
-        return Err(MemoryError::Invalid(format!("str at {addr:#x} claims {len} characters")));
+        return Err(MemoryError::Invalid(format!(
+            "str at {addr:#x} claims {len} characters"
+        )));
     }
     let n = len as usize;
     if ascii {
         if kind != 1 {
-            return Err(MemoryError::Invalid(format!("ASCII str at {addr:#x} has kind {kind}")));
+            return Err(MemoryError::Invalid(format!(
+                "ASCII str at {addr:#x} has kind {kind}"
+            )));
         }
         let bytes = mem.read_vec(addr + u.ascii_data, n, MAX_STRING_CHARS as usize)?;
         if !bytes.is_ascii() {
-            return Err(MemoryError::Invalid(format!("ASCII str at {addr:#x} has non-ASCII data")));
+            return Err(MemoryError::Invalid(format!(
+                "ASCII str at {addr:#x} has non-ASCII data"
+            )));
         }
         // SAFETY-free: checked ASCII
         return Ok(String::from_utf8(bytes).expect("ascii"));
@@ -129,31 +157,52 @@ pub fn read_str(mem: &dyn Memory, layout: &Layout, types: &mut Types, addr: u64)
             let b = mem.read_vec(data, n * 2, 2 * MAX_STRING_CHARS as usize)?;
             let units = b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
             // UCS2 holds no surrogate pairs in a valid str; map lone ones to U+FFFD
-            Ok(units.map(|c| char::from_u32(c as u32).unwrap_or('\u{fffd}')).collect())
+            Ok(units
+                .map(|c| char::from_u32(c as u32).unwrap_or('\u{fffd}'))
+                .collect())
         }
         4 => {
             let b = mem.read_vec(data, n * 4, 4 * MAX_STRING_CHARS as usize)?;
-            let chars = b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+            let chars = b
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
             let mut s = String::with_capacity(n);
             for c in chars {
                 s.push(char::from_u32(c).ok_or_else(|| {
-                    MemoryError::Invalid(format!("str at {addr:#x} holds invalid code point {c:#x}"))
+                    MemoryError::Invalid(format!(
+                        "str at {addr:#x} holds invalid code point {c:#x}"
+                    ))
                 })?);
             }
             Ok(s)
         }
-        other => Err(MemoryError::Invalid(format!("str at {addr:#x} has kind {other}"))),
+        other => Err(MemoryError::Invalid(format!(
+            "str at {addr:#x} has kind {other}"
+        ))),
     }
 }
 
 /// Read the contents of a `bytes` object.
-pub fn read_bytes(mem: &dyn Memory, layout: &Layout, types: &mut Types, addr: u64) -> MemResult<Vec<u8>> {
+pub fn read_bytes(
+    mem: &dyn Memory,
+    layout: &Layout,
+    types: &mut Types,
+    addr: u64,
+) -> MemResult<Vec<u8>> {
     let mut head = [0u8; 24];
     mem.read(addr, &mut head)?;
-    types.expect(mem, layout, Kind::Bytes, addr, u64_at(&head, OB_TYPE as usize))?;
+    types.expect(
+        mem,
+        layout,
+        Kind::Bytes,
+        addr,
+        u64_at(&head, OB_TYPE as usize),
+    )?;
     let len = u64_at(&head, OB_SIZE as usize);
     if len > MAX_BYTES {
-        return Err(MemoryError::Invalid(format!("bytes at {addr:#x} claims {len} bytes")));
+        return Err(MemoryError::Invalid(format!(
+            "bytes at {addr:#x} claims {len} bytes"
+        )));
     }
     mem.read_vec(addr + layout.bytes.data, len as usize, MAX_BYTES as usize)
 }

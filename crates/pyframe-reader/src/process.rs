@@ -91,17 +91,25 @@ impl PythonProcess {
         let binary = find_python(pid, &maps)?;
         let runtime = find_runtime(&mem, &binary).ok_or_else(|| Error::NotPython {
             pid,
-            reason: format!("{} has no _PyRuntime symbol, .PyRuntime section or debug cookie", binary.path),
+            reason: format!(
+                "{} has no _PyRuntime symbol, .PyRuntime section or debug cookie",
+                binary.path
+            ),
         })?;
         let version = version::detect(&mem, &binary, runtime).ok_or_else(|| Error::NotPython {
             pid,
             reason: format!("cannot tell the Python version of {}", binary.path),
         })?;
         if version.free_threaded {
-            return Err(Error::UnsupportedVersion { version: format!("{} (free-threaded)", version.text) });
+            return Err(Error::UnsupportedVersion {
+                version: format!("{} (free-threaded)", version.text),
+            });
         }
-        let mut layout = *layout::for_version(version.major, version.minor)
-            .ok_or_else(|| Error::UnsupportedVersion { version: version.text.clone() })?;
+        let mut layout = *layout::for_version(version.major, version.minor).ok_or_else(|| {
+            Error::UnsupportedVersion {
+                version: version.text.clone(),
+            }
+        })?;
         let mut warnings = Vec::new();
         // 3.13+: the target describes its own layout; prefer it, and say where the
         // built-in table disagrees (a distro patch or a version we have not seen)
@@ -110,8 +118,10 @@ impl PythonProcess {
             match mem
                 .read(runtime, &mut buf)
                 .map_err(|e| e.to_string())
-                .and_then(|_| debug_offsets::parse(&buf, (version.major, version.minor)).map_err(|e| e.to_string()))
-            {
+                .and_then(|_| {
+                    debug_offsets::parse(&buf, (version.major, version.minor))
+                        .map_err(|e| e.to_string())
+                }) {
                 Ok(parsed) => {
                     let (merged, diffs) = debug_offsets::apply(&layout, &parsed);
                     layout = merged;
@@ -165,7 +175,11 @@ impl PythonProcess {
 
     /// Read every thread's stack (or one thread's, see [`StackOptions::tid`]).
     pub fn stack(&mut self, opts: &StackOptions) -> Result<ProcessStack> {
-        let _stopped = if opts.pause { Some(platform::stop(self.pid)?) } else { None };
+        let _stopped = if opts.pause {
+            Some(platform::stop(self.pid)?)
+        } else {
+            None
+        };
         let raw = self.read_consistent()?;
         let mut threads = self.finish_threads(raw);
         if let Some(tid) = opts.tid {
@@ -193,9 +207,13 @@ impl PythonProcess {
             match w.walk(self.runtime) {
                 Ok(t) => return Ok(t),
                 Err(MemoryError::Gone) => return Err(Error::ProcessExited { pid: self.pid }),
-                Err(MemoryError::PermissionDenied) => return Err(map_mem_err(self.pid, MemoryError::PermissionDenied)),
+                Err(MemoryError::PermissionDenied) => {
+                    return Err(map_mem_err(self.pid, MemoryError::PermissionDenied))
+                }
                 Err(e) => {
-                    if !platform::exists(self.pid) || platform::start_time(self.pid).ok() != Some(self.start_time) {
+                    if !platform::exists(self.pid)
+                        || platform::start_time(self.pid).ok() != Some(self.start_time)
+                    {
                         return Err(Error::ProcessExited { pid: self.pid });
                     }
                     last = e.to_string();
@@ -205,7 +223,11 @@ impl PythonProcess {
                 }
             }
         }
-        Err(Error::Inconsistent { pid: self.pid, attempts: MAX_ATTEMPTS, last })
+        Err(Error::Inconsistent {
+            pid: self.pid,
+            attempts: MAX_ATTEMPTS,
+            last,
+        })
     }
 
     fn finish_threads(&mut self, raw: Vec<RawThread>) -> Vec<ThreadStack> {
@@ -220,8 +242,10 @@ impl PythonProcess {
             platform::os_thread_ids(self.pid, &self.mem, &need_map, &mut self.pthread_tid_offset)
         };
         let now = Instant::now();
-        let live: std::collections::HashSet<u64> = raw.iter().filter_map(|t| t.native_thread_id).collect();
-        self.names.retain(|tid, (at, _)| now.duration_since(*at) < NAME_TTL * 30 || live.contains(tid));
+        let live: std::collections::HashSet<u64> =
+            raw.iter().filter_map(|t| t.native_thread_id).collect();
+        self.names
+            .retain(|tid, (at, _)| now.duration_since(*at) < NAME_TTL * 30 || live.contains(tid));
         raw.into_iter()
             .map(|t| {
                 let os_tid = match t.native_thread_id {
@@ -234,7 +258,10 @@ impl PythonProcess {
                     os_tid,
                     name: os_tid.and_then(|tid| {
                         let pid = self.pid;
-                        let e = self.names.entry(tid).or_insert_with(|| (now, platform::thread_name(pid, tid)));
+                        let e = self
+                            .names
+                            .entry(tid)
+                            .or_insert_with(|| (now, platform::thread_name(pid, tid)));
                         if now.duration_since(e.0) > NAME_TTL {
                             *e = (now, platform::thread_name(pid, tid));
                         }
@@ -248,7 +275,10 @@ impl PythonProcess {
     }
 
     pub fn cache_stats(&self) -> CacheStats {
-        CacheStats { code_objects: self.codes.len(), bytes: self.codes.bytes() }
+        CacheStats {
+            code_objects: self.codes.len(),
+            bytes: self.codes.bytes(),
+        }
     }
 
     /// The memory of the target (for tools and tests).

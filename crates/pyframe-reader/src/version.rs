@@ -48,8 +48,15 @@ pub fn from_hex(hex: u64) -> Option<Version> {
 /// Detect the version of the interpreter whose `_PyRuntime` is at `runtime`.
 pub fn detect(mem: &dyn Memory, bin: &PythonBinary, runtime: u64) -> Option<Version> {
     if let Some(addr) = bin.symbols.py_version {
-        if let Some(v) = mem.read_u64(addr).ok().and_then(|h| from_hex(h & 0xffff_ffff)) {
-            return Some(Version { source: "Py_Version", ..v });
+        if let Some(v) = mem
+            .read_u64(addr)
+            .ok()
+            .and_then(|h| from_hex(h & 0xffff_ffff))
+        {
+            return Some(Version {
+                source: "Py_Version",
+                ..v
+            });
         }
     }
     if let Ok(head) = mem.read_array::<24>(runtime) {
@@ -57,7 +64,11 @@ pub fn detect(mem: &dyn Memory, bin: &PythonBinary, runtime: u64) -> Option<Vers
             let hex = u64::from_le_bytes(head[8..16].try_into().unwrap());
             let free_threaded = u64::from_le_bytes(head[16..24].try_into().unwrap()) != 0;
             if let Some(v) = from_hex(hex) {
-                return Some(Version { free_threaded, source: "_Py_DebugOffsets", ..v });
+                return Some(Version {
+                    free_threaded,
+                    source: "_Py_DebugOffsets",
+                    ..v
+                });
             }
         }
     }
@@ -70,7 +81,13 @@ pub fn detect(mem: &dyn Memory, bin: &PythonBinary, runtime: u64) -> Option<Vers
             .find(|s| s.starts_with(&prefix))
             .cloned()
             .unwrap_or_else(|| format!("{major}.{minor}"));
-        return Some(Version { major, minor, text, free_threaded: false, source: "file name" });
+        return Some(Version {
+            major,
+            minor,
+            text,
+            free_threaded: false,
+            source: "file name",
+        });
     }
     // a single unambiguous literal
     let mut minors: Vec<&String> = bin.version_strings.iter().collect();

@@ -66,7 +66,11 @@ impl Walker<'_> {
         Ok(out)
     }
 
-    fn interpreter(&mut self, interp: u64, gil_current: Option<u64>) -> MemResult<(u64, Vec<RawThread>)> {
+    fn interpreter(
+        &mut self,
+        interp: u64,
+        gil_current: Option<u64>,
+    ) -> MemResult<(u64, Vec<RawThread>)> {
         let il = &self.layout.interp;
         let mut offs = vec![il.next, il.threads_head, il.id];
         if let Some(g) = il.gil {
@@ -105,7 +109,13 @@ impl Walker<'_> {
         Ok((next, threads))
     }
 
-    fn thread(&mut self, t: u64, interp_id: i64, interp: u64, gil_holder: Option<u64>) -> MemResult<(u64, RawThread)> {
+    fn thread(
+        &mut self,
+        t: u64,
+        interp_id: i64,
+        interp: u64,
+        gil_holder: Option<u64>,
+    ) -> MemResult<(u64, RawThread)> {
         let tl = &self.layout.tstate;
         let mut offs = vec![tl.next, tl.interp, tl.thread_id];
         offs.extend(tl.native_thread_id);
@@ -115,11 +125,16 @@ impl Walker<'_> {
         }
         let buf = self.mem.read_vec(t, struct_span(&offs), 1 << 20)?;
         if u64_at(&buf, tl.interp as usize) != interp {
-            return Err(invalid(format!("thread state {t:#x} does not point back to its interpreter")));
+            return Err(invalid(format!(
+                "thread state {t:#x} does not point back to its interpreter"
+            )));
         }
         let frame = match tl.current_frame {
             CurrentFrame::Direct(o) => u64_at(&buf, o as usize),
-            CurrentFrame::ViaCFrame { cframe, current_frame } => {
+            CurrentFrame::ViaCFrame {
+                cframe,
+                current_frame,
+            } => {
                 let cf = u64_at(&buf, cframe as usize);
                 if cf == 0 {
                     0
@@ -147,22 +162,38 @@ impl Walker<'_> {
 
     /// ≤3.10: `PyFrameObject` chain; every frame is its own eval call.
     fn object_frames(&mut self, mut addr: u64) -> MemResult<Vec<Frame>> {
-        let FrameLayout::Object(fl) = self.layout.frame else { unreachable!() };
+        let FrameLayout::Object(fl) = self.layout.frame else {
+            unreachable!()
+        };
         let mut frames = Vec::new();
         let mut seen = HashSet::default();
         let mut buf = vec![0u8; fl.size as usize];
         while addr != 0 {
             if !seen.insert(addr) || frames.len() >= MAX_FRAMES {
-                return Err(invalid(format!("frame chain loops or exceeds {MAX_FRAMES} at {addr:#x}")));
+                return Err(invalid(format!(
+                    "frame chain loops or exceeds {MAX_FRAMES} at {addr:#x}"
+                )));
             }
             self.mem.read(addr, &mut buf)?;
-            self.types.expect(self.mem, self.layout, Kind::Frame, addr, u64_at(&buf, OB_TYPE as usize))?;
-            let code = self.codes.get(self.mem, self.layout, self.types, u64_at(&buf, fl.code as usize))?;
+            self.types.expect(
+                self.mem,
+                self.layout,
+                Kind::Frame,
+                addr,
+                u64_at(&buf, OB_TYPE as usize),
+            )?;
+            let code = self.codes.get(
+                self.mem,
+                self.layout,
+                self.types,
+                u64_at(&buf, fl.code as usize),
+            )?;
             let lasti = i32_at(&buf, fl.lasti as usize);
             let line = if lasti < 0 {
                 Some(code.first_line)
             } else {
-                code.lines.line_for_offset((lasti as u32).saturating_mul(fl.lasti_unit))
+                code.lines
+                    .line_for_offset((lasti as u32).saturating_mul(fl.lasti_unit))
             };
             frames.push(Frame {
                 function: code.name.clone(),
@@ -179,14 +210,18 @@ impl Walker<'_> {
 
     /// 3.11+: `_PyInterpreterFrame` chain; entry frames close each eval call's group.
     fn interpreter_frames(&mut self, mut addr: u64) -> MemResult<Vec<Frame>> {
-        let FrameLayout::Interpreter(fl) = self.layout.frame else { unreachable!() };
+        let FrameLayout::Interpreter(fl) = self.layout.frame else {
+            unreachable!()
+        };
         let code_adaptive = self.layout.code.code_adaptive.unwrap_or(0);
         let mut frames: Vec<Frame> = Vec::new();
         let mut seen = HashSet::default();
         let mut buf = vec![0u8; fl.size as usize];
         while addr != 0 {
             if !seen.insert(addr) || seen.len() > MAX_FRAMES {
-                return Err(invalid(format!("frame chain loops or exceeds {MAX_FRAMES} at {addr:#x}")));
+                return Err(invalid(format!(
+                    "frame chain loops or exceeds {MAX_FRAMES} at {addr:#x}"
+                )));
             }
             self.mem.read(addr, &mut buf)?;
             let previous = u64_at(&buf, fl.previous as usize);
@@ -201,7 +236,9 @@ impl Walker<'_> {
                 continue;
             }
             let code_addr = u64_at(&buf, fl.code as usize) & !fl.code_tag_mask;
-            let code = self.codes.get(self.mem, self.layout, self.types, code_addr)?;
+            let code = self
+                .codes
+                .get(self.mem, self.layout, self.types, code_addr)?;
             let instr = u64_at(&buf, fl.instr as usize);
             let start = code_addr.wrapping_add(code_adaptive);
             let units = (instr as i64).wrapping_sub(start as i64) / 2;

@@ -2,6 +2,9 @@
 
 mod cli;
 mod exit;
+// The daemon's OS layer (peer credentials, default paths).
+#[allow(dead_code, unused_imports)]
+mod platform;
 mod stack;
 
 use std::process::ExitCode;

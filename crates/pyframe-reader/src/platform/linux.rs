@@ -30,7 +30,11 @@ pub fn open_memory(pid: u32) -> Result<ProcessMemory> {
         return Err(Error::NoSuchProcess { pid });
     }
     let mem_file = File::open(format!("/proc/{pid}/mem")).ok();
-    let m = ProcessMemory { pid, use_file: AtomicBool::new(false), mem_file };
+    let m = ProcessMemory {
+        pid,
+        use_file: AtomicBool::new(false),
+        mem_file,
+    };
     Ok(m)
 }
 
@@ -40,7 +44,11 @@ fn errno_to_memory(e: nix::errno::Errno, addr: u64, len: usize) -> MemoryError {
         Errno::ESRCH => MemoryError::Gone,
         Errno::EFAULT | Errno::EIO => MemoryError::Unmapped { addr, len },
         Errno::EPERM | Errno::EACCES => MemoryError::PermissionDenied,
-        other => MemoryError::Other { addr, len, msg: other.desc().to_string() },
+        other => MemoryError::Other {
+            addr,
+            len,
+            msg: other.desc().to_string(),
+        },
     }
 }
 
@@ -50,15 +58,23 @@ impl ProcessMemory {
     }
 
     fn read_file(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let f = self.mem_file.as_ref().ok_or(MemoryError::PermissionDenied)?;
+        let f = self
+            .mem_file
+            .as_ref()
+            .ok_or(MemoryError::PermissionDenied)?;
         match f.read_exact_at(buf, addr) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
-                Err(MemoryError::Unmapped { addr, len: buf.len() })
-            }
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => Err(MemoryError::Unmapped {
+                addr,
+                len: buf.len(),
+            }),
             Err(e) => Err(match e.raw_os_error() {
                 Some(code) => errno_to_memory(nix::errno::Errno::from_raw(code), addr, buf.len()),
-                None => MemoryError::Other { addr, len: buf.len(), msg: e.to_string() },
+                None => MemoryError::Other {
+                    addr,
+                    len: buf.len(),
+                    msg: e.to_string(),
+                },
             }),
         }
     }
@@ -70,13 +86,19 @@ impl Memory for ProcessMemory {
             return Ok(());
         }
         if addr.checked_add(buf.len() as u64).is_none() {
-            return Err(MemoryError::Unmapped { addr, len: buf.len() });
+            return Err(MemoryError::Unmapped {
+                addr,
+                len: buf.len(),
+            });
         }
         if self.use_file.load(Ordering::Relaxed) {
             return self.read_file(addr, buf);
         }
         let len = buf.len();
-        let remote = [RemoteIoVec { base: addr as usize, len }];
+        let remote = [RemoteIoVec {
+            base: addr as usize,
+            len,
+        }];
         let mut local = [io::IoSliceMut::new(buf)];
         match process_vm_readv(Pid::from_raw(self.pid as i32), &mut local, &remote) {
             Ok(n) if n == len => Ok(()),
@@ -120,7 +142,9 @@ pub fn parse_maps(pid: u32, text: &str) -> Vec<Mapping> {
             continue;
         };
         let path = it.next().map(str::trim_start).filter(|p| !p.is_empty());
-        let Some((s, e)) = range.split_once('-') else { continue };
+        let Some((s, e)) = range.split_once('-') else {
+            continue;
+        };
         let (Ok(start), Ok(end), Ok(offset)) = (
             u64::from_str_radix(s, 16),
             u64::from_str_radix(e, 16),
@@ -129,10 +153,12 @@ pub fn parse_maps(pid: u32, text: &str) -> Vec<Mapping> {
             continue;
         };
         let p = perms.as_bytes();
-        let file_path = path.filter(|p| p.starts_with('/')).map(|p| {
-            p.strip_suffix(" (deleted)").unwrap_or(p).to_string()
-        });
-        let open_path = file_path.as_ref().map(|p| PathBuf::from(format!("/proc/{pid}/root{p}")));
+        let file_path = path
+            .filter(|p| p.starts_with('/'))
+            .map(|p| p.strip_suffix(" (deleted)").unwrap_or(p).to_string());
+        let open_path = file_path
+            .as_ref()
+            .map(|p| PathBuf::from(format!("/proc/{pid}/root{p}")));
         out.push(Mapping {
             start,
             end,
@@ -161,19 +187,40 @@ pub fn start_time(pid: u32) -> Result<u64> {
     rest.split_whitespace()
         .nth(19)
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Error::io(format!("parsing /proc/{pid}/stat"), io::ErrorKind::InvalidData.into()))
+        .ok_or_else(|| {
+            Error::io(
+                format!("parsing /proc/{pid}/stat"),
+                io::ErrorKind::InvalidData.into(),
+            )
+        })
 }
 
 pub fn credentials(pid: u32) -> Result<Credentials> {
     let status = read_proc(pid, "status")?;
     let ids = |key: &str| -> Option<Vec<u32>> {
         let line = status.lines().find(|l| l.starts_with(key))?;
-        Some(line[key.len()..].split_whitespace().filter_map(|v| v.parse().ok()).collect())
+        Some(
+            line[key.len()..]
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect(),
+        )
     };
-    let bad = || Error::io(format!("parsing /proc/{pid}/status"), io::ErrorKind::InvalidData.into());
+    let bad = || {
+        Error::io(
+            format!("parsing /proc/{pid}/status"),
+            io::ErrorKind::InvalidData.into(),
+        )
+    };
     let u = ids("Uid:").filter(|v| v.len() >= 3).ok_or_else(bad)?;
     let g = ids("Gid:").filter(|v| v.len() >= 2).ok_or_else(bad)?;
-    Ok(Credentials { ruid: u[0], euid: u[1], suid: u[2], rgid: g[0], egid: g[1] })
+    Ok(Credentials {
+        ruid: u[0],
+        euid: u[1],
+        suid: u[2],
+        rgid: g[0],
+        egid: g[1],
+    })
 }
 
 /// OS thread ids (LWPs) of the process.
@@ -183,8 +230,9 @@ pub fn threads(pid: u32) -> Result<Vec<u64>> {
         ErrorKind::NotFound => Error::NoSuchProcess { pid },
         _ => Error::io(format!("listing {dir}"), e),
     })?;
-    let mut v: Vec<u64> =
-        rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    let mut v: Vec<u64> = rd
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
     v.sort_unstable();
     Ok(v)
 }
@@ -197,7 +245,9 @@ pub fn thread_name(pid: u32, tid: u64) -> Option<String> {
 
 /// Executable path as the kernel reports it (the loader when started via `ld.so`).
 pub fn executable(pid: u32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.display().to_string())
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| p.display().to_string())
 }
 
 /// Default directory of the daemon's socket.
@@ -206,11 +256,7 @@ pub const DEFAULT_RUN_DIR: &str = "/run/pystackd";
 /// Offset of `tid` inside glibc's/musl's `struct pthread`, found by calibration: the
 /// main thread's `pthread_self()` block holds the pid (its LWP id) at that offset.
 /// Cached per process by the caller.
-pub fn calibrate_pthread_tid_offset(
-    pid: u32,
-    mem: &dyn Memory,
-    thread_ids: &[u64],
-) -> Option<u64> {
+pub fn calibrate_pthread_tid_offset(pid: u32, mem: &dyn Memory, thread_ids: &[u64]) -> Option<u64> {
     let lwps = threads(pid).ok()?;
     let lwp_set: std::collections::HashSet<u64> = lwps.iter().copied().collect();
     const SPAN: usize = 0x800;
@@ -343,7 +389,10 @@ mod tests {
         let m = parse_maps(42, text);
         assert_eq!(m.len(), 3);
         assert_eq!(m[0].path.as_deref(), Some("/usr/bin/python3.11"));
-        assert_eq!(m[0].open_path, Some(PathBuf::from("/proc/42/root/usr/bin/python3.11")));
+        assert_eq!(
+            m[0].open_path,
+            Some(PathBuf::from("/proc/42/root/usr/bin/python3.11"))
+        );
         assert!(m[0].read && !m[0].write);
         assert_eq!(m[1].path, None);
         assert_eq!(m[1].offset, 0x1000);

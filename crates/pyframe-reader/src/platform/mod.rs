@@ -8,6 +8,10 @@
 
 use std::path::PathBuf;
 
+/// Parsers of illumos `/proc` structures: plain byte-slice code, built (and tested) on
+/// every OS.
+pub mod illumos_procfs;
+
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
@@ -41,7 +45,9 @@ impl Mapping {
         self.start <= addr && addr < self.end
     }
     pub fn basename(&self) -> Option<&str> {
-        self.path.as_deref().map(|p| p.rsplit('/').next().unwrap_or(p))
+        self.path
+            .as_deref()
+            .map(|p| p.rsplit('/').next().unwrap_or(p))
     }
 }
 

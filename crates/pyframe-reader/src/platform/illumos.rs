@@ -1,0 +1,264 @@
+//! illumos: `pread` on `/proc/PID/as`, the binary `/proc` files (`map`, `psinfo`,
+//! `cred`, parsed by [`super::illumos_procfs`]), `/proc/PID/lwp/` for threads and `ctl`
+//! messages for stopping. See proc(5).
+//!
+//! Type-checked with `tools/check-illumos`; not yet run on an illumos machine.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::illumos_procfs::{self as procfs, ctl_message, PCRUN, PCSET, PCSTOP, PR_RLC};
+use super::{Credentials, Mapping};
+use crate::error::{Error, MemoryError, Result};
+use crate::memory::Memory;
+
+/// Largest `/proc` file read whole (`map` holds 104 bytes per mapping).
+const MAX_PROC_FILE: u64 = 64 << 20;
+
+const PRIVILEGE_HINT: &str = "reading or stopping another user's process needs the \
+                              proc_owner privilege (see docs/illumos.md)";
+
+/// Live process memory: the target's address space as the file `/proc/PID/as`.
+pub struct ProcessMemory {
+    pid: u32,
+    as_file: File,
+}
+
+fn proc_path(pid: u32, what: &str) -> String {
+    format!("/proc/{pid}/{what}")
+}
+
+/// Map an error opening or reading `/proc/PID/...` to the reader's error.
+fn proc_error(pid: u32, path: &str, e: io::Error) -> Error {
+    match e.kind() {
+        // a /proc file of a process that has exited reads as ENOENT
+        ErrorKind::NotFound => Error::NoSuchProcess { pid },
+        ErrorKind::PermissionDenied => Error::PermissionDenied {
+            pid,
+            detail: format!("cannot open {path}: {PRIVILEGE_HINT}"),
+        },
+        _ if e.raw_os_error() == Some(libc::EBUSY) => Error::io(
+            format!(
+                "{path} is held exclusively by another controlling process \
+                 (a debugger, or dtrace -p/-c)"
+            ),
+            e,
+        ),
+        _ => Error::io(format!("reading {path}"), e),
+    }
+}
+
+pub fn open_memory(pid: u32) -> Result<ProcessMemory> {
+    if !exists(pid) {
+        return Err(Error::NoSuchProcess { pid });
+    }
+    let path = proc_path(pid, "as");
+    let as_file = File::open(&path).map_err(|e| proc_error(pid, &path, e))?;
+    Ok(ProcessMemory { pid, as_file })
+}
+
+fn errno_to_memory(e: &io::Error, addr: u64, len: usize) -> MemoryError {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ESRCH) => MemoryError::Gone,
+        Some(libc::EIO) | Some(libc::EFAULT) | Some(libc::ENXIO) | Some(libc::EINVAL) => {
+            MemoryError::Unmapped { addr, len }
+        }
+        Some(libc::EPERM) | Some(libc::EACCES) => MemoryError::PermissionDenied,
+        // the descriptor went stale: the target exec'd a set-id or unreadable image
+        Some(libc::EAGAIN) => MemoryError::Other {
+            addr,
+            len,
+            msg: "the process image was replaced (exec); reopen the process".into(),
+        },
+        _ => MemoryError::Other {
+            addr,
+            len,
+            msg: e.to_string(),
+        },
+    }
+}
+
+impl ProcessMemory {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+impl Memory for ProcessMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let len = buf.len();
+        // the file offset is a signed off_t: higher addresses are never user memory
+        match addr.checked_add(len as u64) {
+            Some(end) if end <= i64::MAX as u64 => {}
+            _ => return Err(MemoryError::Unmapped { addr, len }),
+        }
+        match self.as_file.read_exact_at(buf, addr) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                Err(MemoryError::Unmapped { addr, len })
+            }
+            Err(e) => Err(errno_to_memory(&e, addr, len)),
+        }
+    }
+}
+
+pub fn exists(pid: u32) -> bool {
+    pid != 0 && Path::new(&proc_path(pid, "psinfo")).exists()
+}
+
+fn read_proc_bytes(pid: u32, what: &str) -> Result<Vec<u8>> {
+    let path = proc_path(pid, what);
+    let f = File::open(&path).map_err(|e| proc_error(pid, &path, e))?;
+    let mut v = Vec::new();
+    f.take(MAX_PROC_FILE)
+        .read_to_end(&mut v)
+        .map_err(|e| proc_error(pid, &path, e))?;
+    Ok(v)
+}
+
+fn bad_data(pid: u32, what: &str) -> Error {
+    Error::io(
+        format!("parsing /proc/{pid}/{what}"),
+        ErrorKind::InvalidData.into(),
+    )
+}
+
+fn psinfo(pid: u32) -> Result<procfs::PsInfo> {
+    procfs::parse_psinfo(&read_proc_bytes(pid, "psinfo")?).ok_or_else(|| bad_data(pid, "psinfo"))
+}
+
+/// Mappings from the `prmap_t` records of `/proc/PID/map`; object paths from the
+/// `/proc/PID/path/<pr_mapname>` links.
+pub fn mappings(pid: u32) -> Result<Vec<Mapping>> {
+    let maps = procfs::parse_prmaps(&read_proc_bytes(pid, "map")?);
+    Ok(procfs::mappings_from_prmaps(pid, &maps, |name| {
+        std::fs::read_link(proc_path(pid, &format!("path/{name}")))
+            .ok()
+            .map(|p| p.display().to_string())
+    }))
+}
+
+/// Start time in nanoseconds since the epoch (`psinfo_t.pr_start`): with the pid it
+/// identifies a process across pid reuse.
+pub fn start_time(pid: u32) -> Result<u64> {
+    Ok(psinfo(pid)?.start_time_ns())
+}
+
+/// Ids from `/proc/PID/cred` (readable by the owner and by proc_owner); from the
+/// world-readable `psinfo` when `cred` cannot be read (no saved uid there: the
+/// effective uid stands in for it).
+pub fn credentials(pid: u32) -> Result<Credentials> {
+    match read_proc_bytes(pid, "cred") {
+        Ok(b) => procfs::parse_prcred(&b)
+            .map(|c| c.credentials())
+            .ok_or_else(|| bad_data(pid, "cred")),
+        Err(Error::NoSuchProcess { pid }) => Err(Error::NoSuchProcess { pid }),
+        Err(_) => Ok(psinfo(pid)?.credentials()),
+    }
+}
+
+/// LWP ids of the process (`/proc/PID/lwp/` entries).
+pub fn threads(pid: u32) -> Result<Vec<u64>> {
+    let dir = proc_path(pid, "lwp");
+    let rd = std::fs::read_dir(&dir).map_err(|e| proc_error(pid, &dir, e))?;
+    let mut v: Vec<u64> = rd
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+/// `pthread_setname_np` name of an LWP (`/proc/PID/lwp/N/lwpname`), `None` if unnamed.
+pub fn thread_name(pid: u32, tid: u64) -> Option<String> {
+    let f = File::open(proc_path(pid, &format!("lwp/{tid}/lwpname"))).ok()?;
+    let mut b = Vec::new();
+    f.take(4096).read_to_end(&mut b).ok()?;
+    procfs::parse_lwpname(&b)
+}
+
+/// Executable path as the kernel resolved it (`/proc/PID/path/a.out`).
+pub fn executable(pid: u32) -> Option<String> {
+    std::fs::read_link(proc_path(pid, "path/a.out"))
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+/// Default directory of the daemon's socket.
+pub const DEFAULT_RUN_DIR: &str = "/var/run/pystackd";
+
+/// Linux finds the LWP id inside `struct pthread` by calibration; on illumos
+/// `pthread_self()` is the LWP id itself, so there is no offset to find.
+pub fn calibrate_pthread_tid_offset(
+    _pid: u32,
+    _mem: &dyn Memory,
+    _thread_ids: &[u64],
+) -> Option<u64> {
+    None
+}
+
+/// Map `PyThreadState.thread_id` (`pthread_self()`) values to LWP ids. On illumos a
+/// `pthread_t` is the LWP id (DTrace's `tid`), so the map is the identity, restricted to
+/// LWPs the process has now when they can be listed.
+pub fn os_thread_ids(
+    pid: u32,
+    _mem: &dyn Memory,
+    thread_ids: &[u64],
+    _tid_offset: &mut Option<u64>,
+) -> HashMap<u64, u64> {
+    let live: Option<HashSet<u64>> = threads(pid).ok().map(|v| v.into_iter().collect());
+    thread_ids
+        .iter()
+        .copied()
+        .filter(|&t| t > 0 && t <= i32::MAX as u64)
+        .filter(|t| live.as_ref().map_or(true, |l| l.contains(t)))
+        .map(|t| (t, t))
+        .collect()
+}
+
+/// While alive, every LWP of the target is stopped (`PCSTOP` on its `ctl` file).
+/// Dropping it writes `PCRUN`; run-on-last-close (`PR_RLC`) makes the kernel set the
+/// target running if pystackd dies first.
+pub struct StopGuard {
+    ctl: File,
+}
+
+fn open_ctl(pid: u32) -> Result<File> {
+    let path = proc_path(pid, "ctl");
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| proc_error(pid, &path, e))
+}
+
+pub fn stop(pid: u32) -> Result<StopGuard> {
+    let mut ctl = open_ctl(pid)?;
+    // PCSTOP directs every LWP to stop and waits until all have
+    ctl.write_all(&ctl_message(&[PCSET, PR_RLC, PCSTOP]))
+        .map_err(|e| proc_error(pid, &proc_path(pid, "ctl"), e))?;
+    Ok(StopGuard { ctl })
+}
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        let _ = self.ctl.write_all(&ctl_message(&[PCRUN, 0]));
+    }
+}
+
+/// Resume a process stopped by someone else: DTrace's `stop()` action and `pstop(1)`
+/// leave it stopped on `PR_REQUESTED`, which `PCRUN` on the process `ctl` file ends for
+/// every LWP (what `prun(1)` does). A process that is not stopped is left alone.
+pub fn resume(pid: u32) -> Result<()> {
+    let mut ctl = open_ctl(pid)?;
+    match ctl.write_all(&ctl_message(&[PCRUN, 0])) {
+        Ok(()) => Ok(()),
+        // EBUSY from PCRUN: no LWP is stopped, nothing to do
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+        Err(e) => Err(proc_error(pid, &proc_path(pid, "ctl"), e)),
+    }
+}

@@ -1,0 +1,54 @@
+//! Linux: `SO_PEERCRED`; privilege is uid 0 or `CAP_SYS_PTRACE`.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use super::PeerCred;
+
+/// Credentials the kernel recorded for the peer of a connected Unix socket.
+pub fn peer_credentials(fd: RawFd) -> io::Result<PeerCred> {
+    let mut uc = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `uc` and `len` are valid for writes of the sizes passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut uc as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(PeerCred {
+        uid: uc.uid,
+        gid: uc.gid,
+        pid: u32::try_from(uc.pid).ok().filter(|&p| p > 0),
+    })
+}
+
+const CAP_SYS_PTRACE: u32 = 19;
+
+/// Whether the peer may read any process: uid 0, or `CAP_SYS_PTRACE` in its effective
+/// set (read from `/proc/PID/status` of the peer's pid; a peer that exited since
+/// connecting is not privileged).
+pub fn has_proc_owner_privilege(_fd: RawFd, peer: &PeerCred) -> bool {
+    if peer.uid == 0 {
+        return true;
+    }
+    let Some(pid) = peer.pid else { return false };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SYS_PTRACE) != 0)
+}
