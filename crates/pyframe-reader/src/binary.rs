@@ -191,11 +191,20 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
         unicode_type: rebase(syms.unicode_type),
         bytes_type: rebase(syms.bytes_type),
     };
-    let writable = maps
+    let mut writable: Vec<(u64, u64)> = maps
         .iter()
         .filter(|x| x.path == m.path && x.write)
         .map(|x| (x.start, x.end))
         .collect();
+    // .bss continues in the anonymous mapping right after the file's last writable one
+    if let Some(&(_, end)) = writable.last() {
+        if let Some(bss) = maps
+            .iter()
+            .find(|x| x.start == end && x.path.is_none() && x.write)
+        {
+            writable.push((bss.start, bss.end));
+        }
+    }
     Ok(Some(PythonBinary {
         path,
         load_bias,
@@ -257,7 +266,7 @@ fn version_strings(obj: &object::File) -> Vec<String> {
     out
 }
 
-fn is_py_version(s: &str) -> bool {
+pub(crate) fn is_py_version(s: &str) -> bool {
     let mut parts = s.splitn(3, '.');
     let (Some(a), Some(b), Some(c)) = (parts.next(), parts.next(), parts.next()) else {
         return false;

@@ -80,6 +80,7 @@ pub fn detect(mem: &dyn Memory, bin: &PythonBinary, runtime: u64) -> Option<Vers
             .iter()
             .find(|s| s.starts_with(&prefix))
             .cloned()
+            .or_else(|| runtime_version_buffer(mem, bin, &prefix))
             .unwrap_or_else(|| format!("{major}.{minor}"));
         return Some(Version {
             major,
@@ -101,6 +102,42 @@ pub fn detect(mem: &dyn Memory, bin: &PythonBinary, runtime: u64) -> Option<Vers
             free_threaded: false,
             source: "version string",
         });
+    }
+    None
+}
+
+/// `Py_GetVersion()` formats `"3.X.Y (build info) [compiler]"` into a static buffer at
+/// start-up (for `sys.version`); builds whose `PY_VERSION` literal was folded into that
+/// format string have it nowhere else. Look for it in the module's data and bss.
+fn runtime_version_buffer(mem: &dyn Memory, bin: &PythonBinary, prefix: &str) -> Option<String> {
+    const CHUNK: usize = 1 << 16;
+    const MAX_SCAN: u64 = 16 << 20;
+    let mut scanned = 0u64;
+    let mut buf = vec![0u8; CHUNK + 32];
+    let needle = format!("\0{prefix}");
+    for &(start, end) in &bin.writable {
+        let mut a = start;
+        while a < end && scanned < MAX_SCAN {
+            let n = ((end - a) as usize).min(CHUNK + 32);
+            if mem.read(a, &mut buf[..n]).is_ok() {
+                let hay = &buf[..n];
+                let mut i = 0;
+                while let Some(p) = memchr::memmem::find(&hay[i..], needle.as_bytes()) {
+                    let s = i + p + 1;
+                    let tail = &hay[s..(s + 24).min(n)];
+                    if let Some(sp) = tail.windows(2).position(|w| w == b" (") {
+                        if let Ok(v) = std::str::from_utf8(&tail[..sp]) {
+                            if crate::binary::is_py_version(v) {
+                                return Some(v.to_string());
+                            }
+                        }
+                    }
+                    i = s;
+                }
+            }
+            a += CHUNK as u64;
+            scanned += CHUNK as u64;
+        }
     }
     None
 }
