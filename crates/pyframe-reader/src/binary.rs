@@ -60,6 +60,19 @@ pub fn version_from_name(name: &str) -> Option<(u8, u8)> {
     Some((3, digits.parse().ok()?))
 }
 
+/// "2.7" for `libpython2.7.so.1.0` / `python2.7`, "3.6" for `python3.6m`: versions
+/// older than pystackd reads.
+fn old_python_name(base: &str) -> Option<String> {
+    let rest = base
+        .strip_prefix("lib")
+        .unwrap_or(base)
+        .strip_prefix("python")?;
+    let (major, rest) = rest.split_once('.')?;
+    let minor: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let (major, minor): (u8, u8) = (major.parse().ok()?, minor.parse().ok()?);
+    (major == 2 || (major == 3 && minor < 8)).then(|| format!("{major}.{minor}"))
+}
+
 /// Order in which mapped files are tried: libpython first, then anything named
 /// python, then every other file (a renamed interpreter still exports `_PyRuntime`).
 fn candidates(maps: &[Mapping]) -> Vec<&Mapping> {
@@ -107,6 +120,14 @@ pub fn find_python(pid: u32, maps: &[Mapping]) -> Result<PythonBinary> {
             Ok(None) => tried.push(path),
             Err(e) => tried.push(format!("{path} ({e})")),
         }
+    }
+    // an old interpreter (2.x, 3.0-3.6 have no _PyRuntime): name the version
+    if let Some(v) = maps
+        .iter()
+        .filter_map(|m| old_python_name(m.basename()?))
+        .next()
+    {
+        return Err(Error::UnsupportedVersion { version: v });
     }
     Err(Error::NotPython {
         pid,
@@ -303,6 +324,17 @@ mod tests {
         assert_eq!(version_from_name("python3"), None);
         assert_eq!(version_from_name("pythonista"), None);
         assert_eq!(version_from_name("libpython3.8d.so"), Some((3, 8)));
+    }
+
+    #[test]
+    fn old_names() {
+        assert_eq!(
+            old_python_name("libpython2.7.so.1.0").as_deref(),
+            Some("2.7")
+        );
+        assert_eq!(old_python_name("python3.6m").as_deref(), Some("3.6"));
+        assert_eq!(old_python_name("python3.10"), None);
+        assert_eq!(old_python_name("python3"), None);
     }
 
     #[test]
