@@ -316,7 +316,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             }
         }
         let ids = if let Some(ids) =
-            perf::parse_header(content).or_else(|| gdb::parse_thread_header(content))
+            gdb::parse_thread_header(content).or_else(|| perf::parse_header(content))
         {
             ids
         } else {
