@@ -164,7 +164,9 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
     /// One line with its terminator; `complete` false for a piece of an overlong line.
     pub fn push_line(&mut self, raw: &[u8], complete: bool) -> Result<(), AnnotateError> {
         if self.long_line || !complete {
-            self.end_stack(None)?;
+            while self.in_stack {
+                self.end_stack(None)?;
+            }
             self.post_other()?;
             self.pass(raw)?;
             self.long_line = !complete;
@@ -172,15 +174,20 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             return Ok(());
         }
         let (content, _) = split_eol(raw);
-        if self.in_stack && self.stack_line(raw, content)? {
-            return Ok(());
+        // Ending a stack re-reads its trailing foreign lines, which may start another one.
+        while self.in_stack {
+            if self.stack_line(raw, content)? {
+                return Ok(());
+            }
         }
         self.idle_line(raw, content)
     }
 
     /// Ends the input: prints what is pending; returns the summary.
     pub fn finish(mut self) -> Result<Summary, AnnotateError> {
-        self.end_stack(None)?;
+        while self.in_stack {
+            self.end_stack(None)?;
+        }
         self.flush_held(None)?;
         self.out.flush()?;
         Ok(self.summary)
@@ -211,6 +218,14 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
     /// A line while a stack is pending; false if it ended the stack without consuming it.
     fn stack_line(&mut self, raw: &[u8], content: &[u8]) -> Result<bool, AnnotateError> {
         if is_blank(content) {
+            self.end_stack(None)?;
+            return Ok(false);
+        }
+        if self.foreign > 0
+            && (parse_count(content).is_some() || bpftrace::map_close(content).is_some())
+        {
+            // A count after foreign lines: those end this stack, and may start the one the count
+            // belongs to.
             self.end_stack(None)?;
             return Ok(false);
         }
@@ -278,6 +293,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             }
             self.buf.clear();
             self.lines.clear();
+            self.foreign = 0;
             return Ok(());
         }
         let start = self.buf.len();
@@ -403,9 +419,9 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         self.foreign = 0;
         self.stack_pid = None;
         self.stack_tid = None;
+        // They may name the next stack's process, or even start it.
         for l in rest.split_inclusive(|&b| b == b'\n') {
-            let (c, _) = split_eol(l);
-            self.idle_line(l, c)?;
+            self.push_line(l, true)?;
         }
         self.scratch = rest;
         Ok(())
