@@ -1,0 +1,583 @@
+//! The streaming state machine: lines in, each stack out as soon as it is complete.
+
+use crate::detect::{detect_frame, Format};
+use crate::lines::{indent_len, is_blank, parse_count, scan_ids, split_eol, trim};
+use crate::matching::{eval_calls, match_thread, Unmatched};
+use crate::output::{write_annotations, write_folded, NativeFrameRecord, StackRecord};
+use crate::reader::LineReader;
+use crate::{bpftrace, dtrace, gdb, perf, AnnotateError, ParsedFrame, StackSource, Summary};
+use protocol::ThreadStack;
+use std::io::{self, Read, Write};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutputMode {
+    /// The input with `[ file:line (func) ]` lines added.
+    #[default]
+    Text,
+    /// One JSON object per stack and line.
+    Json,
+    /// `frame;frame;... count` lines.
+    Folded,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The process of every stack (else taken from `pid=`/headers in the text).
+    pub pid: Option<u32>,
+    /// Force one input format instead of detecting it per stack.
+    pub format: Option<Format>,
+    pub output: OutputMode,
+    /// Use `co_qualname` where known.
+    pub qualname: bool,
+    /// The tracer stopped the target for each stack: resume it after reading.
+    pub stopped: bool,
+    /// Caps of a pending stack; beyond them it is printed unannotated.
+    pub max_stack_lines: usize,
+    pub max_stack_bytes: usize,
+    /// Lines longer than this pass through in pieces.
+    pub max_line: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            pid: None,
+            format: None,
+            output: OutputMode::Text,
+            qualname: false,
+            stopped: false,
+            max_stack_lines: 16 * 1024,
+            max_stack_bytes: 8 << 20,
+            max_line: 256 * 1024,
+        }
+    }
+}
+
+/// Non-frame lines tolerated inside a stack (the traced program's own output) when frames
+/// of the same stack follow them.
+const MAX_FOREIGN: usize = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Frame,
+    Helper,
+    Foreign,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Line {
+    start: usize,
+    content_end: usize,
+    end: usize,
+    kind: Kind,
+    frame: ParsedFrame,
+    has_helper: bool,
+}
+
+/// After a stack (JSON/folded): waiting for its count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Post {
+    None,
+    AfterStack,
+    Quantize(u64),
+}
+
+/// Reads all of `input`, writes to `output`; returns what happened for the caller to report.
+pub fn annotate<R: Read, W: Write, S: StackSource + ?Sized>(
+    input: R,
+    output: W,
+    source: &mut S,
+    opts: &Options,
+) -> Result<Summary, AnnotateError> {
+    let mut reader = LineReader::new(input, opts.max_line);
+    let mut a = Annotator::new(output, source, opts.clone());
+    while let Some((line, complete)) = reader.next_line()? {
+        a.push_line(line, complete)?;
+    }
+    a.finish()
+}
+
+pub struct Annotator<'s, W: Write, S: StackSource + ?Sized> {
+    opts: Options,
+    out: W,
+    source: &'s mut S,
+    in_stack: bool,
+    overflow: bool,
+    fmt: Format,
+    indent: usize,
+    map_open: bool,
+    buf: Vec<u8>,
+    lines: Vec<Line>,
+    foreign: usize,
+    stack_pid: Option<u32>,
+    stack_tid: Option<u64>,
+    ctx_pid: Option<u32>,
+    ctx_tid: Option<u64>,
+    after_blank: bool,
+    long_line: bool,
+    post: Post,
+    held: Option<StackRecord>,
+    summary: Summary,
+    calls: Vec<usize>,
+    scratch: Vec<u8>,
+}
+
+impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
+    pub fn new(out: W, source: &'s mut S, opts: Options) -> Self {
+        Annotator {
+            opts,
+            out,
+            source,
+            in_stack: false,
+            overflow: false,
+            fmt: Format::Dtrace,
+            indent: 0,
+            map_open: false,
+            buf: Vec::with_capacity(16 * 1024),
+            lines: Vec::with_capacity(256),
+            foreign: 0,
+            stack_pid: None,
+            stack_tid: None,
+            ctx_pid: None,
+            ctx_tid: None,
+            after_blank: true,
+            long_line: false,
+            post: Post::None,
+            held: None,
+            summary: Summary::default(),
+            calls: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn text(&self) -> bool {
+        self.opts.output == OutputMode::Text
+    }
+
+    fn pass(&mut self, raw: &[u8]) -> io::Result<()> {
+        if self.text() {
+            self.out.write_all(raw)?;
+        }
+        Ok(())
+    }
+
+    /// One line with its terminator; `complete` false for a piece of an overlong line.
+    pub fn push_line(&mut self, raw: &[u8], complete: bool) -> Result<(), AnnotateError> {
+        if self.long_line || !complete {
+            while self.in_stack {
+                self.end_stack(None)?;
+            }
+            self.post_other()?;
+            self.pass(raw)?;
+            self.long_line = !complete;
+            self.after_blank = false;
+            return Ok(());
+        }
+        let (content, _) = split_eol(raw);
+        // Ending a stack re-reads its trailing foreign lines, which may start another one.
+        while self.in_stack {
+            if self.stack_line(raw, content)? {
+                return Ok(());
+            }
+        }
+        self.idle_line(raw, content)
+    }
+
+    /// Ends the input: prints what is pending; returns the summary.
+    pub fn finish(mut self) -> Result<Summary, AnnotateError> {
+        while self.in_stack {
+            self.end_stack(None)?;
+        }
+        self.flush_held(None)?;
+        self.out.flush()?;
+        Ok(self.summary)
+    }
+
+    fn continues(&self, content: &[u8]) -> Option<ParsedFrame> {
+        match self.fmt {
+            Format::Dtrace | Format::Bpftrace => {
+                if indent_len(content) != self.indent {
+                    return None;
+                }
+                self.fmt
+                    .parse_frame(content)
+                    .or_else(|| dtrace::opaque_frame(content, self.indent))
+            }
+            Format::Perf | Format::Gdb => self.fmt.parse_frame(content),
+        }
+    }
+
+    fn is_terminator(content: &[u8]) -> bool {
+        dtrace::is_probe_heading(content)
+            || gdb::parse_thread_header(content).is_some()
+            || perf::parse_header(content).is_some()
+            || bpftrace::is_map_open(content)
+            || scan_ids(content) != (None, None)
+    }
+
+    /// A line while a stack is pending; false if it ended the stack without consuming it.
+    fn stack_line(&mut self, raw: &[u8], content: &[u8]) -> Result<bool, AnnotateError> {
+        if is_blank(content) {
+            self.end_stack(None)?;
+            return Ok(false);
+        }
+        if self.foreign > 0
+            && (parse_count(content).is_some() || bpftrace::map_close(content).is_some())
+        {
+            // A count after foreign lines: those end this stack, and may start the one the count
+            // belongs to.
+            self.end_stack(None)?;
+            return Ok(false);
+        }
+        if self.map_open {
+            if let Some(c) = bpftrace::map_close(content) {
+                self.map_open = false;
+                self.end_stack(Some(c.unwrap_or(1)))?;
+                self.pass(raw)?;
+                return Ok(true);
+            }
+        }
+        if let Some(c) = parse_count(content) {
+            self.end_stack(Some(c))?;
+            self.pass(raw)?;
+            return Ok(true);
+        }
+        if let Some(f) = self.continues(content) {
+            self.foreign = 0;
+            self.push(raw, content.len(), Kind::Frame, f)?;
+            return Ok(true);
+        }
+        let t = trim(content);
+        let last_kind = self.lines.last().map(|l| l.kind);
+        if self.foreign == 0
+            && t.first() == Some(&b'[')
+            && t.last() == Some(&b']')
+            && indent_len(content) > self.indent
+            && (self.overflow || matches!(last_kind, Some(Kind::Frame | Kind::Helper)))
+        {
+            if let Some(l) = self.lines.iter_mut().rev().find(|l| l.kind == Kind::Frame) {
+                l.has_helper = true;
+            }
+            self.push(raw, content.len(), Kind::Helper, ParsedFrame::default())?;
+            return Ok(true);
+        }
+        if self.foreign < MAX_FOREIGN && !self.overflow && !Self::is_terminator(content) {
+            self.foreign += 1;
+            self.push(raw, content.len(), Kind::Foreign, ParsedFrame::default())?;
+            return Ok(true);
+        }
+        self.end_stack(None)?;
+        Ok(false)
+    }
+
+    fn push(
+        &mut self,
+        raw: &[u8],
+        content_len: usize,
+        kind: Kind,
+        frame: ParsedFrame,
+    ) -> io::Result<()> {
+        if self.overflow {
+            return self.pass(raw);
+        }
+        if self.lines.len() >= self.opts.max_stack_lines
+            || self.buf.len() + raw.len() > self.opts.max_stack_bytes
+        {
+            // Too long to hold: print what we have unannotated and pass the rest through.
+            self.summary.stacks += 1;
+            self.summary.too_long += 1;
+            self.overflow = true;
+            if self.text() {
+                self.out.write_all(&self.buf)?;
+                self.out.write_all(raw)?;
+            }
+            self.buf.clear();
+            self.lines.clear();
+            self.foreign = 0;
+            return Ok(());
+        }
+        let start = self.buf.len();
+        self.buf.extend_from_slice(raw);
+        self.lines.push(Line {
+            start,
+            content_end: start + content_len,
+            end: self.buf.len(),
+            kind,
+            frame,
+            has_helper: false,
+        });
+        Ok(())
+    }
+
+    fn idle_line(&mut self, raw: &[u8], content: &[u8]) -> Result<(), AnnotateError> {
+        if is_blank(content) {
+            self.after_blank = true;
+            if let Post::Quantize(sum) = self.post {
+                self.flush_held(Some(sum))?;
+            }
+            return Ok(self.pass(raw)?);
+        }
+        let after_blank = std::mem::replace(&mut self.after_blank, false);
+        if let Some((fmt, f)) = detect_frame(content, self.opts.format, after_blank) {
+            if !(fmt == Format::Perf && perf::parse_header(content).is_some()) {
+                self.flush_held(None)?;
+                self.in_stack = true;
+                self.overflow = false;
+                self.fmt = fmt;
+                self.indent = f.indent;
+                self.stack_pid = self.ctx_pid.take();
+                self.stack_tid = self.ctx_tid.take();
+                self.push(raw, content.len(), Kind::Frame, f)?;
+                return Ok(());
+            }
+        }
+        let ids = if let Some(ids) =
+            gdb::parse_thread_header(content).or_else(|| perf::parse_header(content))
+        {
+            ids
+        } else {
+            if bpftrace::is_map_open(content) {
+                self.map_open = true;
+            } else if bpftrace::map_close(content).is_some() {
+                self.map_open = false;
+            }
+            scan_ids(content)
+        };
+        if ids.0.is_some() || ids.1.is_some() {
+            self.ctx_pid = ids.0;
+            self.ctx_tid = ids.1;
+        }
+        if self.held.is_some() {
+            match self.post {
+                Post::AfterStack if dtrace::is_quantize_header(content) => {
+                    self.post = Post::Quantize(0)
+                }
+                Post::AfterStack => match parse_count(content) {
+                    Some(c) => self.flush_held(Some(c))?,
+                    None => self.flush_held(None)?,
+                },
+                Post::Quantize(sum) => match dtrace::quantize_row_count(content) {
+                    Some(c) => self.post = Post::Quantize(sum.saturating_add(c)),
+                    None => self.flush_held(Some(sum))?,
+                },
+                Post::None => {}
+            }
+        }
+        Ok(self.pass(raw)?)
+    }
+
+    fn post_other(&mut self) -> Result<(), AnnotateError> {
+        if let Post::Quantize(sum) = self.post {
+            self.flush_held(Some(sum))
+        } else {
+            self.flush_held(None)
+        }
+    }
+
+    fn flush_held(&mut self, count: Option<u64>) -> Result<(), AnnotateError> {
+        self.post = Post::None;
+        if let Some(mut rec) = self.held.take() {
+            rec.count = count.unwrap_or(1);
+            self.write_record(&rec)?;
+        }
+        Ok(())
+    }
+
+    fn write_record(&mut self, rec: &StackRecord) -> Result<(), AnnotateError> {
+        match self.opts.output {
+            OutputMode::Text => {}
+            OutputMode::Json => {
+                serde_json::to_writer(&mut self.out, rec)?;
+                self.out.write_all(b"\n")?;
+            }
+            OutputMode::Folded => write_folded(&mut self.out, rec, self.opts.qualname)?,
+        }
+        Ok(())
+    }
+
+    /// Ends the pending stack; trailing foreign lines go out after it as ordinary lines.
+    fn end_stack(&mut self, count: Option<u64>) -> Result<(), AnnotateError> {
+        if !self.in_stack {
+            return Ok(());
+        }
+        self.in_stack = false;
+        let keep = self.lines.len() - self.foreign;
+        let tail = if self.foreign > 0 {
+            self.lines[keep].start
+        } else {
+            self.buf.len()
+        };
+        if !self.overflow {
+            self.emit_stack(keep, tail, count)?;
+        }
+        self.overflow = false;
+        let mut rest = std::mem::take(&mut self.scratch);
+        rest.clear();
+        rest.extend_from_slice(&self.buf[tail..]);
+        self.buf.clear();
+        self.lines.clear();
+        self.foreign = 0;
+        self.stack_pid = None;
+        self.stack_tid = None;
+        // They may name the next stack's process, or even start it.
+        for l in rest.split_inclusive(|&b| b == b'\n') {
+            self.push_line(l, true)?;
+        }
+        self.scratch = rest;
+        Ok(())
+    }
+
+    fn emit_stack(
+        &mut self,
+        keep: usize,
+        tail: usize,
+        count: Option<u64>,
+    ) -> Result<(), AnnotateError> {
+        self.summary.stacks += 1;
+        let buf = &self.buf;
+        self.calls.clear();
+        eval_calls(
+            self.lines[..keep]
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.kind == Kind::Frame)
+                .map(|(i, l)| (i, l.frame.symbol.get(&buf[l.start..l.content_end]))),
+            &mut self.calls,
+        );
+        // The record's own lines may name the process (`pid=` printed inside the stack).
+        let (mut pid, mut tid) = (self.opts.pid.or(self.stack_pid), self.stack_tid);
+        if pid.is_none() || tid.is_none() {
+            for l in self.lines[..keep]
+                .iter()
+                .filter(|l| l.kind == Kind::Foreign)
+            {
+                let (p, t) = scan_ids(&buf[l.start..l.content_end]);
+                pid = pid.or(p);
+                tid = tid.or(t);
+            }
+        }
+        if pid.is_none() {
+            if let Some(t) = tid {
+                pid = self.source.pid_of_tid(t);
+            }
+        }
+        let mut threads: Vec<ThreadStack> = Vec::new();
+        let mut result: Result<(), Unmatched> = Ok(());
+        let status;
+        if self.calls.is_empty() {
+            status = "no_eval_frames";
+        } else {
+            self.summary.with_eval_frames += 1;
+            if self.calls.iter().all(|&i| self.lines[i].has_helper) {
+                status = "already_annotated";
+                self.summary.already_annotated += 1;
+            } else {
+                match pid {
+                    None => result = Err(Unmatched::NoPid),
+                    Some(p) => match self.source.thread_stacks(p) {
+                        Ok(t) => threads = t,
+                        Err(e) => result = Err(Unmatched::Source(e.to_string())),
+                    },
+                }
+                status = "annotated";
+            }
+        }
+        if self.opts.stopped {
+            if let Some(p) = pid {
+                if self.source.resume(p).is_err() {
+                    self.summary.resume_errors += 1;
+                }
+            }
+        }
+        let mut groups: Vec<&[protocol::Frame]> = Vec::new();
+        let mut status = status;
+        if status == "annotated" {
+            let r = std::mem::replace(&mut result, Ok(()));
+            match r.and_then(|_| match_thread(&threads, tid, self.calls.len())) {
+                Ok(m) => {
+                    self.summary.annotated += 1;
+                    if m.race {
+                        self.summary.race_outermost_bare += 1;
+                    }
+                    groups = m.groups;
+                }
+                Err(e) => {
+                    status = "unannotated";
+                    self.summary.unannotated(e.kind(), || e.to_string());
+                    result = Err(e);
+                }
+            }
+        }
+        let text = self.opts.output == OutputMode::Text;
+        if text {
+            let mut next_call = 0;
+            let mut from = 0;
+            for (i, l) in self.lines[..keep].iter().enumerate() {
+                if next_call < groups.len() && self.calls[next_call] == i {
+                    let group = groups[next_call];
+                    next_call += 1;
+                    if l.has_helper {
+                        continue;
+                    }
+                    self.out.write_all(&buf[from..l.end])?;
+                    from = l.end;
+                    let line = &buf[l.start..l.end];
+                    let eol = &line[l.content_end - l.start..];
+                    let indent = &line[..l.frame.indent];
+                    write_annotations(
+                        &mut self.out,
+                        &mut self.scratch,
+                        indent,
+                        eol,
+                        group,
+                        self.opts.qualname,
+                    )?;
+                }
+            }
+            self.out.write_all(&buf[from..tail])?;
+            return Ok(());
+        }
+        let mut native = Vec::with_capacity(keep);
+        let mut next_call = 0;
+        for (i, l) in self.lines[..keep].iter().enumerate() {
+            if l.kind != Kind::Frame {
+                continue;
+            }
+            let line = &buf[l.start..l.content_end];
+            let s = |sp: crate::Span| {
+                (!sp.is_empty()).then(|| String::from_utf8_lossy(sp.get(line)).into_owned())
+            };
+            let mut python = Vec::new();
+            if next_call < self.calls.len() && self.calls[next_call] == i {
+                if let Some(g) = groups.get(next_call) {
+                    python = g.to_vec();
+                }
+                next_call += 1;
+            }
+            native.push(NativeFrameRecord {
+                text: String::from_utf8_lossy(&line[l.frame.indent..]).into_owned(),
+                module: s(l.frame.module),
+                symbol: s(l.frame.symbol),
+                offset: l.frame.offset,
+                address: l.frame.address,
+                python,
+            });
+        }
+        let rec = StackRecord {
+            format: self.fmt,
+            pid,
+            tid,
+            count: count.unwrap_or(1),
+            status,
+            reason: result.err().map(|e| e.to_string()),
+            native,
+        };
+        if count.is_some() {
+            self.write_record(&rec)?;
+        } else {
+            self.held = Some(rec);
+            self.post = Post::AfterStack;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,113 @@
+//! The three outputs: annotated text (the input plus `[ ... ]` lines), JSON (one object per
+//! stack) and folded (`frame;frame;... count`, outermost first).
+
+use crate::detect::Format;
+use protocol::Frame;
+use serde::Serialize;
+use std::io::{self, Write};
+
+/// One native frame of a stack, with the Python frames of its eval call (innermost first).
+#[derive(Debug, Clone, Serialize)]
+pub struct NativeFrameRecord {
+    /// The line as printed, without indentation.
+    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub symbol: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub python: Vec<Frame>,
+}
+
+/// One stack of the JSON output.
+#[derive(Debug, Clone, Serialize)]
+pub struct StackRecord {
+    pub format: Format,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u64>,
+    /// Aggregation count (1 for a plain stack).
+    pub count: u64,
+    /// `annotated`, `no_eval_frames`, `already_annotated` or `unannotated`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Innermost first.
+    pub native: Vec<NativeFrameRecord>,
+}
+
+/// Writes one `[ file:line (func) ]` line for each frame of a group, innermost first,
+/// indented two columns deeper than the frame line (`indent` is its leading whitespace).
+pub(crate) fn write_annotations<W: Write>(
+    out: &mut W,
+    scratch: &mut Vec<u8>,
+    indent: &[u8],
+    eol: &[u8],
+    group: &[Frame],
+    qualname: bool,
+) -> io::Result<()> {
+    scratch.clear();
+    for f in group {
+        scratch.extend_from_slice(indent);
+        scratch.extend_from_slice(b"  [ ");
+        scratch.extend_from_slice(f.filename.as_bytes());
+        scratch.push(b':');
+        match f.line {
+            Some(l) => {
+                let _ = write!(scratch, "{l}");
+            }
+            None => scratch.push(b'?'),
+        }
+        scratch.extend_from_slice(b" (");
+        let name = if qualname {
+            f.qualname.as_deref().unwrap_or(&f.function)
+        } else {
+            &f.function
+        };
+        scratch.extend_from_slice(name.as_bytes());
+        scratch.extend_from_slice(b") ]");
+        scratch.extend_from_slice(if eol.is_empty() { b"\n" } else { eol });
+    }
+    out.write_all(scratch)
+}
+
+fn clean(s: &str) -> String {
+    s.replace(';', ":")
+}
+
+/// One folded line: frames outermost first, Python frames (as `file:func:line`) right inside
+/// the eval frame that runs them.
+pub fn write_folded<W: Write>(out: &mut W, rec: &StackRecord, qualname: bool) -> io::Result<()> {
+    let mut line = String::new();
+    for nf in rec.native.iter().rev() {
+        let name = match (&nf.module, &nf.symbol, nf.address) {
+            (Some(m), Some(s), _) if rec.format == Format::Dtrace => format!("{m}`{s}"),
+            (_, Some(s), _) => s.clone(),
+            (_, None, Some(a)) => format!("{a:#x}"),
+            _ => nf.text.clone(),
+        };
+        if !line.is_empty() {
+            line.push(';');
+        }
+        line.push_str(&clean(&name));
+        for f in nf.python.iter().rev() {
+            let func = if qualname {
+                f.qualname.as_deref().unwrap_or(&f.function)
+            } else {
+                &f.function
+            };
+            let l = f.line.map_or_else(|| "?".to_string(), |l| l.to_string());
+            line.push(';');
+            line.push_str(&clean(&format!("{}:{}:{}", f.filename, func, l)));
+        }
+    }
+    if line.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "{} {}", line, rec.count)
+}

@@ -1,0 +1,43 @@
+//! Where Python stacks come from: the live reader or the daemon, plugged in by the binary.
+
+use protocol::ThreadStack;
+
+/// Why a source could not give a process's Python stacks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    #[error("no such process {0}")]
+    NoSuchProcess(u32),
+    #[error("process {0} is not a Python process")]
+    NotPython(u32),
+    #[error("permission denied reading process {0}")]
+    PermissionDenied(u32),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A provider of the Python stacks of a process.
+pub trait StackSource {
+    /// Every Python thread of `pid`, frames innermost first.
+    fn thread_stacks(&mut self, pid: u32) -> Result<Vec<ThreadStack>, SourceError>;
+
+    /// Resume a target that the tracer stopped (`--stopped`), after its stack was read.
+    fn resume(&mut self, pid: u32) -> Result<(), SourceError>;
+
+    /// The process a thread id belongs to, when the text names only the thread (gdb's
+    /// `LWP` headers). The default knows nothing.
+    fn pid_of_tid(&mut self, _tid: u64) -> Option<u32> {
+        None
+    }
+}
+
+impl<S: StackSource + ?Sized> StackSource for &mut S {
+    fn thread_stacks(&mut self, pid: u32) -> Result<Vec<ThreadStack>, SourceError> {
+        (**self).thread_stacks(pid)
+    }
+    fn resume(&mut self, pid: u32) -> Result<(), SourceError> {
+        (**self).resume(pid)
+    }
+    fn pid_of_tid(&mut self, tid: u64) -> Option<u32> {
+        (**self).pid_of_tid(tid)
+    }
+}
