@@ -12,9 +12,9 @@ pub fn fixture(name: &str) -> Vec<u8> {
 
 pub fn frame(filename: &str, function: &str, line: u32, entry: bool) -> Frame {
     Frame {
-        function: function.to_string(),
+        function: function.into(),
         qualname: None,
-        filename: filename.to_string(),
+        filename: filename.into(),
         line: Some(line),
         first_line: 1,
         entry,
