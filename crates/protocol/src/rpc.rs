@@ -262,7 +262,14 @@ mod tests {
         let back: Request = serde_json::from_str(&line).unwrap();
         assert_eq!(back, r);
         let p: StackParams = serde_json::from_value(back.params.unwrap()).unwrap();
-        assert_eq!(p, StackParams { pid: 42, tid: None, pause: false });
+        assert_eq!(
+            p,
+            StackParams {
+                pid: 42,
+                tid: None,
+                pause: false
+            }
+        );
     }
 
     #[test]
