@@ -19,9 +19,19 @@ use serde::Serialize;
 
 use crate::exit;
 
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Long enough for a paused read of a big process; a daemon silent for longer is wedged.
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Long enough for a paused read of a big process; a daemon silent for longer is
+/// wedged. `PYSTACKD_CLIENT_TIMEOUT` (seconds) overrides it.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn reply_timeout() -> Duration {
+    std::env::var("PYSTACKD_CLIENT_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(REPLY_TIMEOUT)
+}
 /// Largest reply accepted (a stack of every thread of a big process is a few MiB).
 const MAX_REPLY_BYTES: u64 = 256 << 20;
 
@@ -40,8 +50,8 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
-    #[error("the pystackd daemon at {} did not answer within {} s", path.display(), secs)]
-    Timeout { path: PathBuf, secs: u64 },
+    #[error("the pystackd daemon at {} did not answer within {} s (is it stopped or overloaded?)", path.display(), secs)]
+    Timeout { path: PathBuf, secs: f64 },
     #[error("the pystackd daemon closed the connection (did it stop?)")]
     Closed,
     #[error("talking to the daemon: {0}")]
@@ -78,6 +88,7 @@ impl ClientError {
 
 pub struct Client {
     path: PathBuf,
+    timeout: Duration,
     rd: BufReader<UnixStream>,
     wr: UnixStream,
     next_id: u64,
@@ -92,7 +103,8 @@ impl Client {
         std::thread::spawn(move || {
             let _ = tx.send(UnixStream::connect(&p));
         });
-        let stream = match rx.recv_timeout(CONNECT_TIMEOUT) {
+        let timeout = reply_timeout();
+        let stream = match rx.recv_timeout(CONNECT_TIMEOUT.min(timeout)) {
             Ok(Ok(s)) => s,
             Ok(Err(source)) => {
                 return Err(ClientError::NotRunning {
@@ -103,16 +115,17 @@ impl Client {
             Err(_) => {
                 return Err(ClientError::Timeout {
                     path: path.to_path_buf(),
-                    secs: CONNECT_TIMEOUT.as_secs(),
+                    secs: CONNECT_TIMEOUT.min(timeout).as_secs_f64(),
                 })
             }
         };
         let io = ClientError::Io;
-        stream.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(io)?;
-        stream.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(io)?;
+        stream.set_read_timeout(Some(timeout)).map_err(io)?;
+        stream.set_write_timeout(Some(timeout)).map_err(io)?;
         let wr = stream.try_clone().map_err(io)?;
         Ok(Client {
             path: path.to_path_buf(),
+            timeout,
             rd: BufReader::new(stream),
             wr,
             next_id: 1,
@@ -170,7 +183,7 @@ impl Client {
         match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout {
                 path: self.path.clone(),
-                secs: REPLY_TIMEOUT.as_secs(),
+                secs: self.timeout.as_secs_f64(),
             },
             io::ErrorKind::BrokenPipe
             | io::ErrorKind::ConnectionReset

@@ -36,6 +36,9 @@ pub fn run(socket: &Path, config_path: Option<&Path>) -> ExitCode {
         }
     };
     let log_handle = init_logging(&config);
+    // One log record instead of a multi-line backtrace (the daemon survives reader
+    // panics: they fail one request).
+    std::panic::set_hook(Box::new(|info| error!("panic: {info}")));
 
     let listener = match server::activated_listener() {
         Ok(Some(l)) => {
