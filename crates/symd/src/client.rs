@@ -165,7 +165,7 @@ impl Client {
         }
         let resp: Response = serde_json::from_slice(&buf)
             .map_err(|e| ClientError::Protocol(format!("invalid reply: {e}")))?;
-        if resp.id != serde_json::Value::from(id) {
+        if resp.id != id {
             return Err(ClientError::Protocol(format!(
                 "reply to request {} while waiting for {id}",
                 resp.id
@@ -240,24 +240,25 @@ pub fn run_attach(socket: &Path, pid: u32, json: bool) -> ExitCode {
     match call::<_, AttachResult>(socket, methods::ATTACH, Some(AttachParams { pid })) {
         Err(e) => fail(&e),
         Ok(r) if json => finish(print_json(&r)),
-        Ok(r) => finish((|| {
-            let mut out = io::stdout().lock();
-            let p = &r.process;
-            writeln!(
-                out,
-                "{} process {}: Python {} ({}), {} OS threads",
-                if r.newly_attached {
-                    "Attached"
-                } else {
-                    "Already attached:"
-                },
-                p.pid,
-                p.python_version,
-                p.python_binary,
-                r.os_threads
-            )
-        })()),
+        Ok(r) => finish(print_attach(&r)),
     }
+}
+
+fn print_attach(r: &AttachResult) -> io::Result<()> {
+    let p = &r.process;
+    let what = if r.newly_attached {
+        "Attached"
+    } else {
+        "Already attached:"
+    };
+    writeln!(
+        io::stdout(),
+        "{what} process {}: Python {} ({}), {} OS threads",
+        p.pid,
+        p.python_version,
+        p.python_binary,
+        r.os_threads
+    )
 }
 
 pub fn run_detach(socket: &Path, pid: u32, json: bool) -> ExitCode {
@@ -276,54 +277,47 @@ pub fn run_list(socket: &Path, json: bool) -> ExitCode {
     match call::<(), ListResult>(socket, methods::LIST, None) {
         Err(e) => fail(&e),
         Ok(r) if json => finish(print_json(&r)),
-        Ok(r) => finish((|| {
-            let mut out = io::stdout().lock();
-            if r.processes.is_empty() {
-                return writeln!(out, "No processes attached");
-            }
-            writeln!(
-                out,
-                "{:>8}  {:<8}  {:>9}  {:>7}  BINARY",
-                "PID", "PYTHON", "ATTACHED", "STACKS"
-            )?;
-            for p in &r.processes {
-                writeln!(
-                    out,
-                    "{:>8}  {:<8}  {:>8}s  {:>7}  {}",
-                    p.pid, p.python_version, p.attached_seconds, p.stacks_read, p.python_binary
-                )?;
-            }
-            Ok(())
-        })()),
+        Ok(r) => finish(print_list(&r)),
     }
+}
+
+fn print_list(r: &ListResult) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    if r.processes.is_empty() {
+        return writeln!(out, "No processes attached");
+    }
+    writeln!(
+        out,
+        "{:>8}  {:<8}  {:>9}  {:>7}  BINARY",
+        "PID", "PYTHON", "ATTACHED", "STACKS"
+    )?;
+    for p in &r.processes {
+        writeln!(
+            out,
+            "{:>8}  {:<8}  {:>8}s  {:>7}  {}",
+            p.pid, p.python_version, p.attached_seconds, p.stacks_read, p.python_binary
+        )?;
+    }
+    Ok(())
 }
 
 pub fn run_status(socket: &Path, json: bool) -> ExitCode {
     match call::<(), StatusResult>(socket, methods::STATUS, None) {
         Err(e) => fail(&e),
         Ok(r) if json => finish(print_json(&r)),
-        Ok(r) => finish((|| {
-            let mut out = io::stdout().lock();
-            writeln!(
-                out,
-                "pystackd {} (pid {}) on {}",
-                r.version,
-                r.pid,
-                socket.display()
-            )?;
-            writeln!(out, "uptime:     {} s", r.uptime_seconds)?;
-            writeln!(out, "attached:   {} (max {})", r.attached, r.max_attached)?;
-            writeln!(
-                out,
-                "requests:   {} ({} errors, {} denied)",
-                r.requests, r.errors, r.denied
-            )?;
-            writeln!(out, "clients:    {}", r.connections)?;
-            writeln!(
-                out,
-                "cache:      {} code objects, {} bytes",
-                r.cache.code_objects, r.cache.bytes
-            )
-        })()),
+        Ok(r) => finish(print_status(socket, &r)),
     }
+}
+
+fn print_status(socket: &Path, r: &StatusResult) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    let (v, pid, sock) = (&r.version, r.pid, socket.display());
+    writeln!(out, "pystackd {v} (pid {pid}) on {sock}")?;
+    writeln!(out, "uptime:     {} s", r.uptime_seconds)?;
+    writeln!(out, "attached:   {} (max {})", r.attached, r.max_attached)?;
+    let (n, e, d) = (r.requests, r.errors, r.denied);
+    writeln!(out, "requests:   {n} ({e} errors, {d} denied)")?;
+    writeln!(out, "clients:    {}", r.connections)?;
+    let (c, b) = (r.cache.code_objects, r.cache.bytes);
+    writeln!(out, "cache:      {c} code objects, {b} bytes")
 }

@@ -104,7 +104,7 @@ impl Cache {
 
     /// Insert unless present (a concurrent attach won); returns the entry in the map
     /// and whether it is `entry`. Gives `entry` back when the map is full.
-    pub fn insert(&self, entry: Entry, max: usize) -> Result<(Arc<Entry>, bool), Entry> {
+    pub fn insert(&self, entry: Entry, max: usize) -> Result<(Arc<Entry>, bool), Box<Entry>> {
         let mut m = self.map();
         let key = entry.key;
         m.retain(|k, _| k.pid != key.pid || k.start_time == key.start_time);
@@ -112,7 +112,7 @@ impl Cache {
             return Ok((e.clone(), false));
         }
         if m.len() >= max {
-            return Err(entry);
+            return Err(Box::new(entry));
         }
         let e = Arc::new(entry);
         m.insert(key, e.clone());

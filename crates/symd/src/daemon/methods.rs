@@ -201,7 +201,7 @@ fn alive(key: Key) -> bool {
 enum Attached {
     Cached(Arc<Entry>, bool),
     /// The cache is full: usable for this request only.
-    Uncached(Entry),
+    Uncached(Box<Entry>),
 }
 
 fn get_or_attach(state: &State, key: Key) -> RpcResult<Attached> {
@@ -291,7 +291,7 @@ fn stack(
     let attached = get_or_attach(state, key)?;
     let (entry, cached) = match &attached {
         Attached::Cached(e, _) => (&**e, true),
-        Attached::Uncached(e) => (e, false),
+        Attached::Uncached(e) => (&**e, false),
     };
     let opts = StackOptions {
         pause: p.pause,
