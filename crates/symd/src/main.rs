@@ -1,6 +1,8 @@
 //! `pystackd`: readable Python stacks in native stack traces of CPython processes.
 
 mod cli;
+mod client;
+mod daemon;
 mod exit;
 // The daemon's OS layer (peer credentials, default paths).
 #[allow(dead_code, unused_imports)]

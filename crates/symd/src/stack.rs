@@ -6,10 +6,27 @@ use std::process::ExitCode;
 use protocol::ProcessStack;
 use pyframe_reader::{PythonProcess, StackOptions};
 
-use crate::cli::StackArgs;
+use crate::cli::{Global, StackArgs};
+use crate::client::{self, ClientError};
 use crate::exit;
 
-pub fn run(args: &StackArgs) -> ExitCode {
+pub fn run(args: &StackArgs, global: &Global) -> ExitCode {
+    // The daemon when it answers (it may read what the caller may not open itself,
+    // and keeps caches warm); the process directly when there is none.
+    if !global.no_daemon {
+        match client::stack(&global.socket, args.pid, args.tid, args.pause) {
+            Ok(stack) => return print(args, &stack),
+            Err(e) if e.is_not_running() => {}
+            Err(e @ (ClientError::Rpc(_) | ClientError::Closed | ClientError::Timeout { .. })) => {
+                eprintln!("pystackd: {e}");
+                if !matches!(e, ClientError::Rpc(_)) {
+                    eprintln!("hint: --no-daemon reads the process directly");
+                }
+                return ExitCode::from(e.exit_status());
+            }
+            Err(e) => eprintln!("pystackd: daemon: {e}; reading the process directly"),
+        }
+    }
     let result = PythonProcess::attach(args.pid).and_then(|mut p| {
         p.stack(&StackOptions {
             pause: args.pause,
@@ -17,30 +34,32 @@ pub fn run(args: &StackArgs) -> ExitCode {
         })
     });
     match result {
-        Ok(stack) => {
-            let mut out = std::io::stdout().lock();
-            let r = if args.json {
-                serde_json::to_writer_pretty(&mut out, &stack)
-                    .map_err(std::io::Error::from)
-                    .and_then(|_| writeln!(out))
-            } else {
-                write_text(&mut out, &stack)
-            };
-            match r {
-                Ok(()) => ExitCode::from(exit::OK),
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(exit::OK),
-                Err(e) => {
-                    eprintln!("pystackd: writing output: {e}");
-                    ExitCode::from(exit::FAILURE)
-                }
-            }
-        }
+        Ok(stack) => print(args, &stack),
         Err(e) => {
             eprintln!("pystackd: {e}");
             if let Some(hint) = hint(&e) {
                 eprintln!("hint: {hint}");
             }
             ExitCode::from(exit::for_reader_error(&e))
+        }
+    }
+}
+
+fn print(args: &StackArgs, stack: &ProcessStack) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let r = if args.json {
+        serde_json::to_writer_pretty(&mut out, stack)
+            .map_err(std::io::Error::from)
+            .and_then(|_| writeln!(out))
+    } else {
+        write_text(&mut out, stack)
+    };
+    match r {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("pystackd: writing output: {e}");
+            ExitCode::from(exit::FAILURE)
         }
     }
 }

@@ -1,0 +1,120 @@
+//! Daemon benchmark: `stack` latency over the socket for a 40-frame target (p50,
+//! p99), requests/s with 8 concurrent clients, and the daemon's RSS with 100
+//! attached processes. Run with `cargo bench -p symd --bench daemon_latency`.
+
+#[path = "../tests/daemon_common/mod.rs"]
+mod daemon_common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use daemon_common::*;
+use serde_json::{json, Value};
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let Some(py) = pyenv_python("3.10.13") else {
+        eprintln!("skipped: Python 3.10.13 not installed under pyenv");
+        return;
+    };
+    let d = Daemon::start(Some("log_level = \"warn\"\n"));
+    // depth 37: <module> + 38 x level + leaf = 40 frames
+    let t = Target::start(&py, 37);
+    let pid = t.pid();
+    let mut c = d.connect();
+    let first = c.call("stack", json!({"pid": pid}));
+    if first.get("error").is_some() {
+        eprintln!("the daemon cannot read stacks yet: {}", first["error"]);
+        return;
+    }
+    let frames = main_thread_frames(&first["result"], pid).len();
+    for _ in 0..100 {
+        c.ok("stack", json!({"pid": pid}));
+    }
+    let n = 2000;
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        c.ok("stack", json!({"pid": pid}));
+        lat.push(t0.elapsed());
+    }
+    lat.sort();
+    println!(
+        "stack latency, {frames}-frame target, {n} requests on one connection: p50 {:?}, p99 {:?}, max {:?}",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat[n - 1]
+    );
+
+    let run_for = Duration::from_secs(3);
+    let t0 = Instant::now();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let socket = d.socket.clone();
+            std::thread::spawn(move || {
+                let mut c = Conn::new(&socket);
+                let mut n = 0u64;
+                while t0.elapsed() < run_for {
+                    c.ok("stack", json!({"pid": pid}));
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    println!(
+        "8 concurrent clients, stack of the same target: {:.0} requests/s",
+        total as f64 / t0.elapsed().as_secs_f64()
+    );
+
+    let daemon_pid = d.child.id();
+    let before = rss_kib(daemon_pid);
+    let mut sleepers: Vec<Child> = (0..100)
+        .map(|_| {
+            Command::new(&py)
+                .args(["-c", "import time; time.sleep(100000)"])
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let d100 = Daemon::start(Some("log_level = \"warn\"\n"));
+    let mut c = d100.connect();
+    let base = rss_kib(d100.child.id());
+    let mut attached = 0;
+    for s in &sleepers {
+        let v = c.call("attach", json!({"pid": s.id()}));
+        if v.get("error").is_none() {
+            c.ok("stack", json!({"pid": s.id()}));
+            attached += 1;
+        }
+    }
+    let st: Value = c.ok("status", Value::Null);
+    println!(
+        "RSS: {} KiB idle, {} KiB with {attached} attached processes (after one stack each; caches {} bytes); first daemon {} KiB after the runs above",
+        base,
+        rss_kib(d100.child.id()),
+        st["cache"]["bytes"],
+        before
+    );
+    for s in &mut sleepers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+}

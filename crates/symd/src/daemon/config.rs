@@ -1,0 +1,154 @@
+//! The daemon's configuration file: `key = value` lines (a subset of TOML, so a TOML
+//! editor or linter accepts it), `#` comments, values bare or in double quotes.
+//! Read at start and again on SIGHUP.
+
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `tracing` filter directive (`info`, `debug`, `pystackd=trace`, ...). The
+    /// `PYSTACKD_LOG` / `RUST_LOG` environment variables take precedence.
+    pub log_level: String,
+    /// Most processes kept attached; `stack` on more reads without caching.
+    pub max_attached: usize,
+    /// Longest request line accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// Most client connections open at once.
+    pub max_connections: usize,
+    /// How often attached processes are checked for exit, in seconds.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log_level: "info".into(),
+            max_attached: 256,
+            max_request_bytes: 1 << 20,
+            max_connections: 1024,
+            sweep_interval_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {msg}")]
+    Syntax {
+        path: String,
+        line: usize,
+        msg: String,
+    },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|(line, msg)| ConfigError::Syntax {
+            path: path.display().to_string(),
+            line,
+            msg,
+        })
+    }
+
+    /// Parse the file's text; errors carry the 1-based line number.
+    pub fn parse(text: &str) -> Result<Config, (usize, String)> {
+        let mut c = Config::default();
+        for (i, raw) in text.lines().enumerate() {
+            let n = i + 1;
+            let line = strip_comment(raw).trim();
+            if line.is_empty() {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                return Err((n, format!("expected `key = value`, got `{line}`")));
+            };
+            let key = key.trim();
+            let value = unquote(value.trim()).map_err(|m| (n, m))?;
+            let int = |v: &str| -> Result<u64, (usize, String)> {
+                v.replace('_', "").parse::<u64>().map_err(|_| {
+                    (
+                        n,
+                        format!("{key}: expected a non-negative integer, got `{v}`"),
+                    )
+                })
+            };
+            match key {
+                "log_level" => c.log_level = value.to_string(),
+                "max_attached" => c.max_attached = int(value)? as usize,
+                "max_request_bytes" => {
+                    let v = int(value)?;
+                    if !(64..=(64 << 20)).contains(&v) {
+                        return Err((n, "max_request_bytes must be 64 .. 67108864".into()));
+                    }
+                    c.max_request_bytes = v as usize;
+                }
+                "max_connections" => c.max_connections = int(value)?.max(1) as usize,
+                "sweep_interval_secs" => c.sweep_interval_secs = int(value)?.max(1),
+                _ => return Err((n, format!("unknown key `{key}`"))),
+            }
+        }
+        Ok(c)
+    }
+}
+
+fn strip_comment(line: &str) -> &str {
+    // a '#' inside a quoted value is part of the value
+    let mut in_quotes = false;
+    for (i, ch) in line.char_indices() {
+        match ch {
+            '"' => in_quotes = !in_quotes,
+            '#' if !in_quotes => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+fn unquote(v: &str) -> Result<&str, String> {
+    match v.strip_prefix('"') {
+        Some(rest) => rest
+            .strip_suffix('"')
+            .filter(|s| !s.contains('"'))
+            .ok_or_else(|| format!("unterminated or malformed string `{v}`")),
+        None => Ok(v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_keys_comments_and_quotes() {
+        let c = Config::parse(
+            "# pystackd\nlog_level = \"debug\" # more\n\nmax_attached=3\nmax_request_bytes = 4_096\n",
+        )
+        .unwrap();
+        assert_eq!(c.log_level, "debug");
+        assert_eq!(c.max_attached, 3);
+        assert_eq!(c.max_request_bytes, 4096);
+        assert_eq!(c.max_connections, Config::default().max_connections);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        assert_eq!(Config::parse("a = 1").unwrap_err().0, 1);
+        assert!(Config::parse("\nmax_attached = -1")
+            .unwrap_err()
+            .1
+            .contains("max_attached"));
+        assert!(Config::parse("log_level = \"x").is_err());
+        assert!(Config::parse("max_request_bytes = 1").is_err());
+        assert!(Config::parse("just words").is_err());
+    }
+}

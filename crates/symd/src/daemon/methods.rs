@@ -1,0 +1,364 @@
+//! The JSON-RPC methods: parameter checking, the access check and the reads, each
+//! read on tokio's blocking pool (reads are syscalls that may take milliseconds).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use protocol::rpc::{
+    codes, methods, AnnotateParams, AnnotateResult, AttachParams, AttachResult, DetachParams,
+    DetachResult, ListResult, RpcError, StackParams, StatusResult, VersionResult, PROTOCOL_VERSION,
+};
+use pyframe_reader::{platform, MemoryError, PythonProcess, StackOptions};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use tracing::{debug, info, warn};
+
+use super::auth;
+use super::cache::{Entry, Key};
+use super::peer::PeerCredentials;
+use super::server::State;
+
+type RpcResult<T> = Result<T, RpcError>;
+
+/// Run one method for a client; the result is the `result` member of the response.
+pub async fn dispatch(
+    state: &Arc<State>,
+    peer: PeerCredentials,
+    method: &str,
+    params: Option<Value>,
+) -> RpcResult<Value> {
+    match method {
+        methods::VERSION => {
+            no_params(method, params)?;
+            to_value(VersionResult {
+                version: env!("CARGO_PKG_VERSION").into(),
+                protocol: PROTOCOL_VERSION,
+            })
+        }
+        methods::STATUS => {
+            no_params(method, params)?;
+            to_value(status(state))
+        }
+        methods::LIST => {
+            no_params(method, params)?;
+            let st = state.clone();
+            to_value(blocking(move || list(&st, peer)).await?)
+        }
+        methods::ATTACH => {
+            let p: AttachParams = parse_params(method, params, r#"{"pid": 1234}"#)?;
+            let st = state.clone();
+            to_value(blocking(move || attach(&st, peer, p.pid)).await??)
+        }
+        methods::DETACH => {
+            let p: DetachParams = parse_params(method, params, r#"{"pid": 1234}"#)?;
+            let st = state.clone();
+            to_value(blocking(move || detach(&st, peer, p.pid)).await??)
+        }
+        methods::STACK => {
+            let p: StackParams = parse_params(
+                method,
+                params,
+                r#"{"pid": 1234, "tid": 1235, "pause": false} (tid and pause optional)"#,
+            )?;
+            let st = state.clone();
+            to_value(blocking(move || stack(&st, peer, &p)).await??)
+        }
+        methods::ANNOTATE => {
+            let p: AnnotateParams = parse_params(
+                method,
+                params,
+                r#"{"text": "...", "pid": 1234, "format": "dtrace"} (pid and format optional)"#,
+            )?;
+            to_value(annotate(state, peer, p)?)
+        }
+        _ => Err(RpcError::new(
+            codes::METHOD_NOT_FOUND,
+            format!(
+                "unknown method `{method}` (methods: attach, detach, list, stack, annotate, \
+                 status, version)"
+            ),
+        )),
+    }
+}
+
+fn to_value(v: impl Serialize) -> RpcResult<Value> {
+    serde_json::to_value(v)
+        .map_err(|e| RpcError::new(codes::INTERNAL_ERROR, format!("encoding result: {e}")))
+}
+
+fn no_params(method: &str, params: Option<Value>) -> RpcResult<()> {
+    match params {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Object(o)) if o.is_empty() => Ok(()),
+        Some(Value::Array(a)) if a.is_empty() => Ok(()),
+        Some(_) => Err(RpcError::new(
+            codes::INVALID_PARAMS,
+            format!("method `{method}` takes no params"),
+        )),
+    }
+}
+
+fn parse_params<T: DeserializeOwned>(
+    method: &str,
+    params: Option<Value>,
+    example: &str,
+) -> RpcResult<T> {
+    let Some(params) = params else {
+        return Err(RpcError::new(
+            codes::INVALID_PARAMS,
+            format!("method `{method}` needs params, e.g. {example}"),
+        ));
+    };
+    serde_json::from_value(params).map_err(|e| {
+        RpcError::new(
+            codes::INVALID_PARAMS,
+            format!("invalid params for `{method}`: {e}; expected e.g. {example}"),
+        )
+    })
+}
+
+/// Run a blocking read on the blocking pool. A panic in the reader becomes an
+/// internal error for this request; the daemon goes on.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> RpcResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        let what = if e.is_panic() {
+            let p = e.into_panic();
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            format!("the reader failed unexpectedly: {msg}")
+        } else {
+            "the request was cancelled".into()
+        };
+        warn!("internal error: {what}");
+        RpcError::new(codes::INTERNAL_ERROR, format!("internal error: {what}"))
+    })
+}
+
+/// The JSON-RPC error for a reader error.
+pub fn reader_error(e: &pyframe_reader::Error) -> RpcError {
+    use pyframe_reader::Error as E;
+    let code = match e {
+        E::NoSuchProcess { .. } => codes::NO_SUCH_PROCESS,
+        E::NotPython { .. } => codes::NOT_PYTHON,
+        E::PermissionDenied { .. } | E::Memory(MemoryError::PermissionDenied) => {
+            codes::PERMISSION_DENIED
+        }
+        E::UnsupportedVersion { .. } => codes::UNSUPPORTED_VERSION,
+        E::ProcessExited { .. } | E::Memory(MemoryError::Gone) => codes::PROCESS_EXITED,
+        E::Inconsistent { .. } => codes::INCONSISTENT_READ,
+        _ => codes::INTERNAL_ERROR,
+    };
+    RpcError::new(code, e.to_string())
+}
+
+fn exited(pid: u32) -> RpcError {
+    RpcError::new(
+        codes::PROCESS_EXITED,
+        format!("process {pid} exited while being read"),
+    )
+}
+
+/// Identify process `pid` and check that `peer` may inspect it.
+fn authorize(state: &State, peer: PeerCredentials, pid: u32) -> RpcResult<Key> {
+    if pid == 0 {
+        return Err(RpcError::new(
+            codes::INVALID_PARAMS,
+            "pid 0 is not a process",
+        ));
+    }
+    let start_time = platform::start_time(pid).map_err(|e| reader_error(&e))?;
+    if peer.uid != 0 {
+        let creds = platform::credentials(pid).map_err(|e| reader_error(&e))?;
+        if let Err(d) = auth::check(&peer, pid, &creds, auth::proc_owner(pid)) {
+            state.denied.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                client_uid = peer.uid,
+                client_pid = peer.pid,
+                target = pid,
+                "denied: {}",
+                d.reason
+            );
+            return Err(RpcError::new(codes::PERMISSION_DENIED, d.to_string()));
+        }
+        // The ids belong to the process identified by `start_time` only if it is
+        // still the one holding the pid.
+        if platform::start_time(pid).ok() != Some(start_time) {
+            return Err(exited(pid));
+        }
+    }
+    Ok(Key { pid, start_time })
+}
+
+/// Whether the process of `key` still holds its pid.
+fn alive(key: Key) -> bool {
+    platform::start_time(key.pid).ok() == Some(key.start_time)
+}
+
+enum Attached {
+    Cached(Arc<Entry>, bool),
+    /// The cache is full: usable for this request only.
+    Uncached(Box<Entry>),
+}
+
+fn get_or_attach(state: &State, key: Key) -> RpcResult<Attached> {
+    if let Some(e) = state.cache.get(key) {
+        return Ok(Attached::Cached(e, false));
+    }
+    let process = PythonProcess::attach(key.pid).map_err(|e| reader_error(&e))?;
+    if !alive(key) {
+        return Err(exited(key.pid));
+    }
+    let entry = Entry::new(key, process, platform::executable(key.pid));
+    let max = state.config().max_attached;
+    match state.cache.insert(entry, max) {
+        Ok((e, new)) => {
+            if new {
+                info!(
+                    pid = key.pid,
+                    version = %e.python_version,
+                    binary = %e.python_binary,
+                    "attached"
+                );
+            }
+            Ok(Attached::Cached(e, new))
+        }
+        Err(entry) => Ok(Attached::Uncached(entry)),
+    }
+}
+
+fn attach(state: &State, peer: PeerCredentials, pid: u32) -> RpcResult<AttachResult> {
+    let key = authorize(state, peer, pid)?;
+    let (entry, newly_attached) = match get_or_attach(state, key)? {
+        Attached::Cached(e, new) => (e, new),
+        Attached::Uncached(_) => {
+            return Err(RpcError::new(
+                codes::LIMIT_REACHED,
+                format!(
+                    "{} processes are attached (max_attached); detach some first",
+                    state.cache.len()
+                ),
+            ))
+        }
+    };
+    Ok(AttachResult {
+        process: entry.describe(),
+        newly_attached,
+        os_threads: platform::threads(pid).map(|t| t.len()).unwrap_or(0),
+    })
+}
+
+fn detach(state: &State, peer: PeerCredentials, pid: u32) -> RpcResult<DetachResult> {
+    let detached = match authorize(state, peer, pid) {
+        Ok(key) => state.cache.remove(key),
+        // Gone: whatever is cached under the pid is stale anyway.
+        Err(e) if e.code == codes::NO_SUCH_PROCESS || e.code == codes::PROCESS_EXITED => {
+            state.cache.remove_pid(pid)
+        }
+        Err(e) => return Err(e),
+    };
+    if detached {
+        info!(pid, "detached");
+    }
+    Ok(DetachResult { pid, detached })
+}
+
+fn list(state: &State, peer: PeerCredentials) -> ListResult {
+    let processes = state
+        .cache
+        .entries()
+        .into_iter()
+        .filter(|e| {
+            peer.uid == 0
+                || platform::credentials(e.key.pid).is_ok_and(|c| {
+                    auth::check(&peer, e.key.pid, &c, auth::proc_owner(e.key.pid)).is_ok()
+                })
+        })
+        .map(|e| e.describe())
+        .collect();
+    ListResult { processes }
+}
+
+fn stack(
+    state: &State,
+    peer: PeerCredentials,
+    p: &StackParams,
+) -> RpcResult<protocol::ProcessStack> {
+    let key = authorize(state, peer, p.pid)?;
+    let attached = get_or_attach(state, key)?;
+    let (entry, cached) = match &attached {
+        Attached::Cached(e, _) => (&**e, true),
+        Attached::Uncached(e) => (&**e, false),
+    };
+    let opts = StackOptions {
+        pause: p.pause,
+        tid: p.tid,
+    };
+    let Some(mut process) = entry.lock() else {
+        // An earlier read panicked halfway: forget this state, the next request
+        // attaches afresh.
+        state.cache.remove(key);
+        return Err(RpcError::new(
+            codes::INTERNAL_ERROR,
+            "internal error: the reader state of this process was lost; retry",
+        ));
+    };
+    let result = process.stack(&opts);
+    entry.record_stats(process.cache_stats());
+    drop(process);
+    // Never hand out what may be another process's data.
+    let still_there = alive(key);
+    match result {
+        Ok(s) if still_there => {
+            entry.count_stack();
+            Ok(s)
+        }
+        Ok(_) => {
+            if cached {
+                state.cache.remove(key);
+            }
+            Err(exited(p.pid))
+        }
+        Err(e) => {
+            if !still_there && cached && state.cache.remove(key) {
+                debug!(pid = p.pid, "dropped: process exited");
+            }
+            Err(reader_error(&e))
+        }
+    }
+}
+
+/// HOOK(stacktext): `annotate` is answered here once the `stacktext` crate lands.
+/// Wiring it: parse `p.text` (format `p.format` or guessed), collect the pids it
+/// names (or `p.pid`), call [`authorize`] for each and read each one's stack through
+/// [`get_or_attach`] on the blocking pool, then render. Until then: NOT_AVAILABLE.
+fn annotate(
+    _state: &State,
+    _peer: PeerCredentials,
+    p: AnnotateParams,
+) -> RpcResult<AnnotateResult> {
+    let _ = (p.pid, p.text, p.format);
+    Err(RpcError::new(
+        codes::NOT_AVAILABLE,
+        "annotate is not yet available in this daemon (the stack-text engine is not built in); \
+         use `pystackd stack` for now",
+    ))
+}
+
+fn status(state: &State) -> StatusResult {
+    StatusResult {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        requests: state.requests.load(Ordering::Relaxed),
+        errors: state.errors.load(Ordering::Relaxed),
+        denied: state.denied.load(Ordering::Relaxed),
+        connections: state.connections.load(Ordering::Relaxed),
+        attached: state.cache.len(),
+        max_attached: state.config().max_attached,
+        cache: state.cache.total_sizes(),
+    }
+}

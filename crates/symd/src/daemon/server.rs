@@ -1,0 +1,450 @@
+//! The socket: binding it (or taking it from systemd), accepting clients, and the
+//! line protocol of one connection.
+
+use std::io;
+use std::os::fd::{AsFd, FromRawFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener as StdListener, UnixStream as StdStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use protocol::rpc::{codes, Request, Response, RpcError, JSONRPC_VERSION};
+use serde_json::Value;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{debug, info, warn};
+
+use super::cache::Cache;
+use super::config::Config;
+use super::methods;
+use super::peer::{peer_credentials, PeerCredentials};
+
+/// Everything the connections share.
+pub struct State {
+    pub config: RwLock<Config>,
+    pub cache: Cache,
+    pub started: Instant,
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub denied: AtomicU64,
+    /// Open connections.
+    pub connections: AtomicU64,
+}
+
+impl State {
+    pub fn new(config: Config) -> State {
+        State {
+            config: RwLock::new(config),
+            cache: Cache::default(),
+            started: Instant::now(),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Where the listening socket came from; decides who removes it at exit.
+pub enum Origin {
+    /// We bound it at this path (device and inode, to remove only our own socket).
+    Bound { path: PathBuf, dev: u64, ino: u64 },
+    /// Passed by systemd socket activation: systemd owns the path.
+    Activated,
+}
+
+impl Origin {
+    /// Remove the socket file if it is still the one we created.
+    pub fn cleanup(&self) {
+        if let Origin::Bound { path, dev, ino } = self {
+            if let Ok(m) = std::fs::symlink_metadata(path) {
+                if m.dev() == *dev && m.ino() == *ino {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+    }
+}
+
+/// The first socket passed by systemd (`LISTEN_PID`/`LISTEN_FDS`, fd 3), if any.
+pub fn activated_listener() -> io::Result<Option<StdListener>> {
+    const SD_LISTEN_FDS_START: RawFd = 3;
+    let for_us = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    let count = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    // Children must not think the sockets are theirs.
+    std::env::remove_var("LISTEN_PID");
+    std::env::remove_var("LISTEN_FDS");
+    std::env::remove_var("LISTEN_FDNAMES");
+    if !for_us || count == 0 {
+        return Ok(None);
+    }
+    if count > 1 {
+        warn!("systemd passed {count} sockets; using the first (fd 3)");
+    }
+    let fd = SD_LISTEN_FDS_START;
+    // SAFETY: fstat on an fd number only inspects it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "fd 3 passed by systemd is not a socket",
+        ));
+    }
+    // SAFETY: systemd hands us ownership of fd 3, a listening Unix socket.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let l = unsafe { StdListener::from_raw_fd(fd) };
+    l.set_nonblocking(true)?;
+    Ok(Some(l))
+}
+
+/// Bind the socket at `path`: create its directory (0755) if missing, take over a
+/// stale socket left by a dead daemon, refuse when another daemon answers on it.
+pub fn bind(path: &Path) -> Result<(StdListener, Origin), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(format!(
+                "{} exists and is not a socket; not touching it",
+                path.display()
+            ))
+        }
+        Ok(_) => match StdStream::connect(path) {
+            Ok(_) => {
+                return Err(format!(
+                    "another pystackd daemon is already serving {}",
+                    path.display()
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path)
+                    .map_err(|e| format!("removing stale socket {}: {e}", path.display()))?;
+                info!("removed stale socket {}", path.display());
+            }
+            Err(e) => return Err(format!("probing {}: {e}", path.display())),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    let l = StdListener::bind(path).map_err(|e| format!("binding {}: {e}", path.display()))?;
+    // World-connectable on purpose: unprivileged users are meant to use the daemon,
+    // and no request is served on the strength of having connected. Every request is
+    // authorised by the peer credentials the kernel attaches to the connection
+    // (SO_PEERCRED / getpeerucred), which a client cannot forge. The directory stays
+    // 0755 and root's, so nobody else can replace the socket.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    l.set_nonblocking(true)
+        .map_err(|e| format!("socket {}: {e}", path.display()))?;
+    let m = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((
+        l,
+        Origin::Bound {
+            path: path.to_path_buf(),
+            dev: m.dev(),
+            ino: m.ino(),
+        },
+    ))
+}
+
+/// Accept clients until the future is dropped.
+pub async fn accept_loop(state: Arc<State>, listener: UnixListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(state.clone(), stream));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+struct OpenConnection<'a>(&'a AtomicU64);
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn connection(state: Arc<State>, stream: UnixStream) {
+    let peer = match peer_credentials(stream.as_fd()) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!("cannot identify client, dropping it: {e}");
+            return;
+        }
+    };
+    let open = state.connections.fetch_add(1, Ordering::Relaxed) + 1;
+    let _open = OpenConnection(&state.connections);
+    let (rd, mut wr) = stream.into_split();
+    let max = state.config().max_connections as u64;
+    if open > max {
+        warn!(
+            client_uid = peer.uid,
+            "refused a client: {max} connections open"
+        );
+        let resp = Response::err(
+            Value::Null,
+            RpcError::new(
+                codes::LIMIT_REACHED,
+                format!("too many connections ({max}); try again later"),
+            ),
+        );
+        let _ = write_response(&mut wr, &resp).await;
+        return;
+    }
+    debug!(
+        client_uid = peer.uid,
+        client_pid = peer.pid,
+        "client connected"
+    );
+    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let mut line = Vec::new();
+    loop {
+        let limit = state.config().max_request_bytes;
+        let resp = match read_line(&mut rd, &mut line, limit).await {
+            Err(e) => {
+                debug!("client read: {e}");
+                break;
+            }
+            Ok(Line::Eof) => break,
+            Ok(Line::TooLong) => Some(Response::err(
+                Value::Null,
+                RpcError::new(
+                    codes::REQUEST_TOO_LARGE,
+                    format!("request line longer than {limit} bytes; discarded"),
+                ),
+            )),
+            Ok(Line::Complete) if line.iter().all(u8::is_ascii_whitespace) => continue,
+            Ok(Line::Complete) => handle_line(&state, peer, &line).await,
+        };
+        let Some(resp) = resp else { continue };
+        state.requests.fetch_add(1, Ordering::Relaxed);
+        if resp.error.is_some() {
+            state.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(e) = write_response(&mut wr, &resp).await {
+            debug!("client write: {e}");
+            break;
+        }
+    }
+    debug!(client_uid = peer.uid, "client disconnected");
+}
+
+async fn write_response(
+    wr: &mut tokio::net::unix::OwnedWriteHalf,
+    resp: &Response,
+) -> io::Result<()> {
+    let mut out = serde_json::to_vec(resp).map_err(io::Error::from)?;
+    out.push(b'\n');
+    wr.write_all(&out).await
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// `buf` holds a line (without its newline).
+    Complete,
+    /// The line was longer than the limit; it was read and thrown away.
+    TooLong,
+    Eof,
+}
+
+/// Read one line into `buf` holding at most `limit` bytes of it: a longer line is
+/// consumed up to its newline without being stored, so the connection stays usable.
+pub async fn read_line<R: AsyncBufRead + Unpin>(
+    rd: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<Line> {
+    buf.clear();
+    let mut too_long = false;
+    loop {
+        let avail = rd.fill_buf().await?;
+        if avail.is_empty() {
+            return Ok(if too_long {
+                Line::TooLong
+            } else if buf.is_empty() {
+                Line::Eof
+            } else {
+                Line::Complete
+            });
+        }
+        let (chunk, used, done) = match memchr::memchr(b'\n', avail) {
+            Some(i) => (&avail[..i], i + 1, true),
+            None => (avail, avail.len(), false),
+        };
+        if !too_long {
+            if buf.len() + chunk.len() > limit {
+                too_long = true;
+                buf.clear();
+                buf.shrink_to(64 * 1024);
+            } else {
+                buf.extend_from_slice(chunk);
+            }
+        }
+        rd.consume(used);
+        if done {
+            return Ok(if too_long {
+                Line::TooLong
+            } else {
+                Line::Complete
+            });
+        }
+    }
+}
+
+/// Answer one request line; `None` for a notification (a request without id).
+async fn handle_line(state: &Arc<State>, peer: PeerCredentials, line: &[u8]) -> Option<Response> {
+    let fail = |id: Value, code, msg: String| Some(Response::err(id, RpcError::new(code, msg)));
+    let text = match std::str::from_utf8(line) {
+        Ok(t) => t,
+        Err(e) => {
+            return fail(
+                Value::Null,
+                codes::PARSE_ERROR,
+                format!(
+                    "request is not valid UTF-8 (bad byte at offset {})",
+                    e.valid_up_to()
+                ),
+            )
+        }
+    };
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return fail(
+                Value::Null,
+                codes::PARSE_ERROR,
+                format!("invalid JSON: {e}"),
+            )
+        }
+    };
+    let obj = match value {
+        Value::Object(o) => o,
+        Value::Array(_) => {
+            return fail(
+                Value::Null,
+                codes::INVALID_REQUEST,
+                "batch requests (JSON arrays) are not supported; send one object per line".into(),
+            )
+        }
+        _ => {
+            return fail(
+                Value::Null,
+                codes::INVALID_REQUEST,
+                "a request must be a JSON object".into(),
+            )
+        }
+    };
+    let id = match obj.get("id") {
+        None => None,
+        Some(v @ (Value::String(_) | Value::Number(_) | Value::Null)) => Some(v.clone()),
+        Some(_) => {
+            return fail(
+                Value::Null,
+                codes::INVALID_REQUEST,
+                "id must be a string, a number or null".into(),
+            )
+        }
+    };
+    let reply_id = id.clone().unwrap_or(Value::Null);
+    let req: Request = match serde_json::from_value(Value::Object(obj)) {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                reply_id,
+                codes::INVALID_REQUEST,
+                format!("invalid request: {e}"),
+            )
+        }
+    };
+    if req.jsonrpc != JSONRPC_VERSION {
+        return fail(
+            reply_id,
+            codes::INVALID_REQUEST,
+            format!("jsonrpc must be \"{JSONRPC_VERSION}\""),
+        );
+    }
+    let t0 = Instant::now();
+    let result = methods::dispatch(state, peer, &req.method, req.params).await;
+    debug!(
+        method = %req.method,
+        client_uid = peer.uid,
+        ok = result.is_ok(),
+        micros = t0.elapsed().as_micros() as u64,
+        "request"
+    );
+    // JSON-RPC 2.0: notifications get no answer, not even an error.
+    id.as_ref()?;
+    Some(match result {
+        Ok(v) => Response::ok(reply_id, v),
+        Err(e) => Response::err(reply_id, e),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines(input: &[u8], limit: usize) -> Vec<(Line, Vec<u8>)> {
+        // a tiny buffer so lines cross buffer refills
+        let mut rd = BufReader::with_capacity(4, input);
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        loop {
+            let l = read_line(&mut rd, &mut buf, limit).await.unwrap();
+            if l == Line::Eof {
+                return out;
+            }
+            out.push((l, buf.clone()));
+        }
+    }
+
+    #[tokio::test]
+    async fn bounded_lines() {
+        let got = lines(b"short\nthis one is too long\nok\nlast", 8).await;
+        assert_eq!(
+            got,
+            vec![
+                (Line::Complete, b"short".to_vec()),
+                (Line::TooLong, vec![]),
+                (Line::Complete, b"ok".to_vec()),
+                (Line::Complete, b"last".to_vec()),
+            ]
+        );
+        let got = lines(b"0123456789", 8).await;
+        assert_eq!(got, vec![(Line::TooLong, vec![])]);
+        let got = lines(b"01234567\n", 8).await;
+        assert_eq!(got, vec![(Line::Complete, b"01234567".to_vec())]);
+    }
+}

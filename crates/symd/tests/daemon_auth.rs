@@ -1,0 +1,133 @@
+//! Access control: a client running as an unprivileged user is refused a root-owned
+//! target and served its own. Needs root (to create the user and switch to it).
+
+mod daemon_common;
+
+use std::process::{Command, Output};
+
+use daemon_common::*;
+use serde_json::{json, Value};
+
+const USER: &str = "pystackd-test";
+/// Readable by other users (pyenv's builds live under /root, which is 0700).
+const USER_PYTHON: &str = "/usr/bin/python3.11";
+
+fn test_user() -> Option<(u32, u32)> {
+    if !is_root() {
+        eprintln!("skipped: needs root to create a user and switch to it");
+        return None;
+    }
+    let id = |flag: &str| -> Option<u32> {
+        let o = Command::new("id").args([flag, USER]).output().ok()?;
+        String::from_utf8_lossy(&o.stdout).trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        let st = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                USER,
+            ])
+            .status();
+        if !matches!(st, Ok(s) if s.success()) && id("-u").is_none() {
+            eprintln!("skipped: useradd {USER} failed: {st:?}");
+            return None;
+        }
+    }
+    Some((id("-u")?, id("-g")?))
+}
+
+fn as_user(uid: u32, gid: u32, program: &str) -> Command {
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg("--clear-groups")
+        .arg(program);
+    c
+}
+
+fn client(d: &Daemon, uid: u32, gid: u32, args: &[&str]) -> Output {
+    as_user(uid, gid, BIN)
+        .args(args)
+        .arg("--socket")
+        .arg(&d.socket)
+        .env("PYSTACKD_CLIENT_TIMEOUT", "10")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn unprivileged_client_is_refused_a_root_target() {
+    let Some((uid, gid)) = test_user() else {
+        return;
+    };
+    // not Python at all: the refusal must come before any read
+    let mut root_target = Command::new("sleep").arg("1000").spawn().unwrap();
+    let pid = root_target.id().to_string();
+    let d = Daemon::start(None);
+    for args in [
+        &["stack", pid.as_str()][..],
+        &["attach", pid.as_str()],
+        &["detach", pid.as_str()],
+    ] {
+        let out = client(&d, uid, gid, args);
+        assert_eq!(out.status.code(), Some(5), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("uid {uid} may not inspect process {pid}")),
+            "{err}"
+        );
+    }
+    let _ = root_target.kill();
+    let _ = root_target.wait();
+    let s = d.connect().ok("status", Value::Null);
+    assert_eq!(s["denied"], 3, "{s}");
+    assert!(d.log_text().contains("denied"), "{}", d.log_text());
+    // the user can still talk to the daemon
+    let out = client(&d, uid, gid, &["status"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn unprivileged_client_reads_its_own_target_only() {
+    let Some((uid, gid)) = test_user() else {
+        return;
+    };
+    if !std::path::Path::new(USER_PYTHON).exists() {
+        eprintln!("skipped: {USER_PYTHON} absent");
+        return;
+    }
+    let own = Target::start_with(as_user(uid, gid, USER_PYTHON), 2);
+    let own_pid = own.pid();
+    let d = Daemon::start(None);
+    let out = client(&d, uid, gid, &["stack", &own_pid.to_string(), "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(main_thread_frames(&v, own_pid), own.expected);
+
+    // a root-owned Python attached by root is not shown to, nor served to, the user
+    let py = pyenv_python("3.10.13").unwrap_or_else(|| USER_PYTHON.into());
+    let root_t = Target::start(&py, 1);
+    let mut c = d.connect();
+    c.ok("attach", json!({"pid": root_t.pid()}));
+    assert_eq!(
+        c.ok("list", Value::Null)["processes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let out = client(&d, uid, gid, &["list", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pids: Vec<_> = v["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].clone())
+        .collect();
+    assert_eq!(pids, vec![json!(own_pid)]);
+    let out = client(&d, uid, gid, &["stack", &root_t.pid().to_string()]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+}

@@ -1,0 +1,241 @@
+//! The daemon's life: socket creation and permissions, stale sockets, a second
+//! instance, signals (SIGTERM/SIGINT stop, SIGHUP reloads), systemd socket
+//! activation, and clients facing a dead, restarted or stopped daemon.
+
+mod daemon_common;
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use daemon_common::*;
+use serde_json::{json, Value};
+
+#[test]
+fn creates_socket_and_removes_it_on_sigterm_and_sigint() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let mut d = Daemon::start(None);
+        let meta = std::fs::symlink_metadata(&d.socket).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o666);
+        let dir = std::fs::metadata(d.socket.parent().unwrap()).unwrap();
+        assert_eq!(dir.permissions().mode() & 0o777, 0o755);
+        d.connect().ok("version", Value::Null);
+        d.signal(sig);
+        let st = wait_timeout(&mut d.child, Duration::from_secs(10)).expect("daemon stops");
+        assert!(st.success(), "{st}: {}", d.log_text());
+        assert!(!d.socket.exists(), "socket left behind after signal {sig}");
+    }
+}
+
+#[test]
+fn stale_socket_is_replaced() {
+    let dir = TempDir::new("stale");
+    let socket = dir.path().join("s.sock");
+    drop(UnixListener::bind(&socket).unwrap()); // the file stays, nobody listens
+    assert!(socket.exists());
+    let d = Daemon::start_in(dir, socket, None);
+    d.connect().ok("version", Value::Null);
+    assert!(
+        d.log_text().contains("removed stale socket"),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn refuses_a_second_instance_and_foreign_files() {
+    let d = Daemon::start(None);
+    let out = Command::new(BIN)
+        .args(["serve", "--socket"])
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already serving"),
+        "{out:?}"
+    );
+    // the first one is untouched
+    d.connect().ok("version", Value::Null);
+
+    let dir = TempDir::new("file");
+    let path = dir.path().join("not-a-socket");
+    std::fs::write(&path, "precious").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--socket"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a socket"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+}
+
+#[test]
+fn bad_config_refuses_to_start() {
+    let dir = TempDir::new("badcfg");
+    let cfg = dir.path().join("c.conf");
+    std::fs::write(&cfg, "max_attached = 3\nno_such_key = 1\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--socket"])
+        .arg(dir.path().join("s.sock"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":2:") && err.contains("no_such_key"), "{err}");
+}
+
+fn max_attached(d: &Daemon) -> Value {
+    d.connect().ok("status", Value::Null)["max_attached"].clone()
+}
+
+fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn sighup_reloads_the_config() {
+    let d = Daemon::start(Some("# test\nmax_attached = 7\nlog_level = \"info\"\n"));
+    assert_eq!(max_attached(&d), json!(7));
+    std::fs::write(d.config_path(), "max_attached = 9\n").unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(
+        wait_for(|| max_attached(&d) == json!(9)),
+        "{}",
+        d.log_text()
+    );
+    // a broken file leaves the running configuration alone
+    std::fs::write(d.config_path(), "max_attached = many\n").unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(
+        wait_for(|| d.log_text().contains("keeping the running one")),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(max_attached(&d), json!(9));
+}
+
+#[test]
+fn systemd_socket_activation() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let dir = TempDir::new("sd");
+    let socket = dir.path().join("activated.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new("/bin/sh");
+    // LISTEN_PID must be the daemon's own pid: set it in the shell that execs it.
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" serve --socket /nonexistent/dir/x.sock")
+        .arg(BIN)
+        .env("PYSTACKD_LOG", "debug")
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec: clear it explicitly
+            if (fd != 3 && libc::dup2(fd, 3) < 0) || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(listener); // the daemon holds its own copy
+    let mut c = Conn::new(&socket);
+    assert_eq!(c.ok("status", Value::Null)["pid"], json!(child.id()));
+    drop(c);
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = wait_timeout(&mut child, Duration::from_secs(10)).expect("daemon stops");
+    assert!(st.success());
+    // systemd owns the socket file: the daemon leaves it
+    assert!(socket.exists());
+    assert!(!std::path::Path::new("/nonexistent/dir").exists());
+}
+
+#[test]
+fn clients_get_a_clear_error_while_the_daemon_is_down_and_after_restart() {
+    let mut d = Daemon::start(None);
+    let out = d.cli(&["status"]);
+    assert!(out.status.success());
+    let mut c = d.connect();
+    c.ok("version", Value::Null);
+    // killed hard: the socket file stays behind
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    assert!(d.socket.exists());
+    assert!(c.is_closed(), "the old connection must see EOF");
+    for args in [&["status"][..], &["list", "--json"], &["attach", "1"]] {
+        let t0 = Instant::now();
+        let out = d.cli(args);
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{args:?} took too long"
+        );
+        assert_eq!(out.status.code(), Some(10), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("daemon is not running"), "{err}");
+    }
+    // restart on the same path: the stale socket is taken over
+    let socket = d.socket.clone();
+    let dir = std::mem::replace(&mut d.dir, TempDir::new("unused"));
+    let d2 = Daemon::start_in(dir, socket, None);
+    let out = d2.cli(&["status", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pid"], json!(d2.child.id()));
+}
+
+#[test]
+fn a_stopped_daemon_times_out_instead_of_hanging() {
+    let d = Daemon::start(None);
+    d.signal(libc::SIGSTOP);
+    let t0 = Instant::now();
+    let out = Command::new(BIN)
+        .args(["status", "--socket"])
+        .arg(&d.socket)
+        .env("PYSTACKD_CLIENT_TIMEOUT", "1.5")
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    d.signal(libc::SIGCONT);
+    assert_eq!(out.status.code(), Some(10), "{out:?}");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did not answer"), "{err}");
+    d.connect().ok("version", Value::Null);
+}
+
+#[test]
+fn stack_falls_back_or_reports_daemon_errors() {
+    // --no-daemon and a dead socket both read directly: for a missing pid that is
+    // the reader's "no such process" (exit 3) without any daemon message.
+    let dir = TempDir::new("nod");
+    for extra in [&["--no-daemon"][..], &[]] {
+        let out = Command::new(BIN)
+            .args(["stack", "4194321", "--socket"])
+            .arg(dir.path().join("none.sock"))
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("pystackd: daemon") && !err.contains("daemon is not running"),
+            "{extra:?}: {err}"
+        );
+        assert_eq!(out.status.code(), Some(3), "{extra:?}: {out:?}");
+    }
+}

@@ -1,0 +1,275 @@
+//! The daemon's JSON-RPC handling that needs no Python target: every method's
+//! parameter checking, malformed, oversized and non-UTF-8 input, notifications,
+//! pipelining, counters. A real `pystackd serve` on a temporary socket.
+
+mod daemon_common;
+
+use daemon_common::*;
+use protocol::rpc::codes;
+use serde_json::{json, Value};
+
+#[test]
+fn version_status_list_annotate() {
+    let d = Daemon::start(None);
+    let mut c = d.connect();
+    let v = c.ok("version", Value::Null);
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["protocol"], 1);
+    // params may be absent, null, {} or []
+    for p in [json!({}), json!([])] {
+        c.ok("version", p);
+    }
+    let s = c.ok("status", Value::Null);
+    assert_eq!(s["pid"], json!(d.child.id()));
+    assert_eq!(s["attached"], 0);
+    assert_eq!(s["max_attached"], 256);
+    // ours, plus perhaps the readiness probe not yet seen closing
+    assert!(s["connections"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(s["requests"], 3, "{s}");
+    let l = c.ok("list", Value::Null);
+    assert_eq!(l["processes"], json!([]));
+    let code = c.err_code(
+        "annotate",
+        json!({"text": "foo\nbar\n", "format": "dtrace"}),
+    );
+    assert_eq!(code, codes::NOT_AVAILABLE);
+    // counters: 6 requests so far (one an error), this is the 7th
+    let s = c.ok("status", Value::Null);
+    assert_eq!(s["requests"], 6, "{s}");
+    assert_eq!(s["errors"], 1, "{s}");
+}
+
+#[test]
+fn bad_methods_and_params() {
+    let d = Daemon::start(None);
+    let mut c = d.connect();
+    assert_eq!(c.err_code("nosuch", Value::Null), codes::METHOD_NOT_FOUND);
+    assert_eq!(
+        c.err_code("Stack", json!({"pid": 1})),
+        codes::METHOD_NOT_FOUND
+    );
+    for m in ["attach", "detach", "stack"] {
+        assert_eq!(c.err_code(m, Value::Null), codes::INVALID_PARAMS, "{m}");
+        assert_eq!(c.err_code(m, json!({})), codes::INVALID_PARAMS, "{m}");
+        assert_eq!(
+            c.err_code(m, json!({"pid": "1"})),
+            codes::INVALID_PARAMS,
+            "{m}"
+        );
+        assert_eq!(
+            c.err_code(m, json!({"pid": -1})),
+            codes::INVALID_PARAMS,
+            "{m}"
+        );
+        assert_eq!(
+            c.err_code(m, json!({"pid": 1, "x": 1})),
+            codes::INVALID_PARAMS,
+            "{m}"
+        );
+        assert_eq!(
+            c.err_code(m, json!({"pid": 0})),
+            codes::INVALID_PARAMS,
+            "{m}"
+        );
+    }
+    let v = c.call("stack", json!({"pid": 1, "pause": "yes"}));
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("stack") && msg.contains("pause"), "{msg}");
+    assert_eq!(c.err_code("status", json!({"a": 1})), codes::INVALID_PARAMS);
+    assert_eq!(c.err_code("list", json!([1])), codes::INVALID_PARAMS);
+    assert_eq!(
+        c.err_code("annotate", json!({"pid": 1})),
+        codes::INVALID_PARAMS
+    );
+    // still serving on the same connection
+    c.ok("version", Value::Null);
+}
+
+#[test]
+fn missing_process_is_no_such_process() {
+    let d = Daemon::start(None);
+    let mut c = d.connect();
+    // pid_max is at most 2^22 on Linux
+    let pid = 4_194_304 + 17;
+    for m in ["attach", "stack"] {
+        assert_eq!(
+            c.err_code(m, json!({"pid": pid})),
+            codes::NO_SUCH_PROCESS,
+            "{m}"
+        );
+    }
+    let r = c.ok("detach", json!({"pid": pid}));
+    assert_eq!(r, json!({"pid": pid, "detached": false}));
+}
+
+fn error_of(v: &Value) -> (i64, String) {
+    assert_eq!(v["id"], Value::Null, "{v}");
+    (
+        v["error"]["code"].as_i64().unwrap(),
+        v["error"]["message"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn malformed_requests_get_errors_and_the_connection_survives() {
+    let d = Daemon::start(None);
+    let mut c = d.connect();
+    let cases: &[(&[u8], i64, &str)] = &[
+        (b"not json\n", codes::PARSE_ERROR, "invalid JSON"),
+        (
+            b"{\"jsonrpc\":\"2.0\",\n",
+            codes::PARSE_ERROR,
+            "invalid JSON",
+        ),
+        (b"\xff\xfe{}\n", codes::PARSE_ERROR, "UTF-8"),
+        (
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ver\xc3\x28\"}\n",
+            codes::PARSE_ERROR,
+            "UTF-8",
+        ),
+        (
+            b"[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"version\"}]\n",
+            codes::INVALID_REQUEST,
+            "batch",
+        ),
+        (b"42\n", codes::INVALID_REQUEST, "object"),
+        (
+            b"{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"version\"}\n",
+            codes::INVALID_REQUEST,
+            "id",
+        ),
+        (
+            b"{\"jsonrpc\":\"2.0\",\"id\":[1],\"method\":\"version\"}\n",
+            codes::INVALID_REQUEST,
+            "id",
+        ),
+    ];
+    for (line, code, needle) in cases {
+        c.send_raw(line);
+        let (got, msg) = error_of(&c.recv());
+        assert_eq!(got, *code, "{:?}: {msg}", String::from_utf8_lossy(line));
+        assert!(
+            msg.contains(needle),
+            "{:?}: {msg}",
+            String::from_utf8_lossy(line)
+        );
+        c.ok("version", Value::Null);
+    }
+    // invalid requests that carry an id are answered with it
+    c.send_raw(b"{\"jsonrpc\":\"1.0\",\"id\":7,\"method\":\"version\"}\n");
+    let v = c.recv();
+    assert_eq!(v["id"], 7);
+    assert_eq!(v["error"]["code"], codes::INVALID_REQUEST);
+    c.send_raw(b"{\"jsonrpc\":\"2.0\",\"id\":\"abc\",\"params\":{}}\n");
+    let v = c.recv();
+    assert_eq!(v["id"], "abc");
+    assert_eq!(v["error"]["code"], codes::INVALID_REQUEST);
+    // blank lines are ignored
+    c.send_raw(b"\n   \n");
+    c.ok("version", Value::Null);
+}
+
+#[test]
+fn oversized_lines_are_discarded() {
+    let d = Daemon::start(None);
+    let mut c = d.connect();
+    let limit = 1 << 20;
+    // exactly at the limit (padding after the object): accepted
+    let mut line = br#"{"jsonrpc":"2.0","id":1,"method":"version"}"#.to_vec();
+    line.resize(limit, b' ');
+    line.push(b'\n');
+    c.send_raw(&line);
+    let v = c.recv();
+    assert_eq!(v["id"], 1, "{v}");
+    assert!(v["result"].is_object(), "{v}");
+    // one byte over: refused, rest of the line thrown away
+    let mut big = line.clone();
+    big.insert(limit - 1, b' ');
+    c.send_raw(&big);
+    let (code, msg) = error_of(&c.recv());
+    assert_eq!(code, codes::REQUEST_TOO_LARGE, "{msg}");
+    assert!(msg.contains("1048576"), "{msg}");
+    // a much larger one, written while we wait for the answer
+    let huge = vec![b'x'; 8 << 20];
+    let mut w = c.wr.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        w.write_all(&huge).unwrap();
+        w.write_all(b"\n").unwrap();
+    });
+    let (code, _) = error_of(&c.recv());
+    writer.join().unwrap();
+    assert_eq!(code, codes::REQUEST_TOO_LARGE);
+    c.ok("version", Value::Null);
+    let s = c.ok("status", Value::Null);
+    assert_eq!(s["errors"], 2, "{s}");
+}
+
+#[test]
+fn request_size_limit_comes_from_config() {
+    let d = Daemon::start(Some("max_request_bytes = 100\n"));
+    let mut c = d.connect();
+    c.ok("version", Value::Null);
+    let mut line = br#"{"jsonrpc":"2.0","id":1,"method":"version"}"#.to_vec();
+    line.resize(200, b' ');
+    line.push(b'\n');
+    c.send_raw(&line);
+    let (code, msg) = error_of(&c.recv());
+    assert_eq!(code, codes::REQUEST_TOO_LARGE);
+    assert!(msg.contains("100 bytes"), "{msg}");
+}
+
+#[test]
+fn notifications_get_no_reply_and_pipelined_requests_keep_order() {
+    let d = Daemon::start(None);
+    let mut c = d.connect();
+    let mut batch = Vec::new();
+    batch.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"method\":\"version\"}\n");
+    batch.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"method\":\"nosuch\"}\n");
+    for i in 0..200 {
+        let m = ["version", "status", "list"][i % 3];
+        batch.extend_from_slice(
+            format!("{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"{m}\"}}\n").as_bytes(),
+        );
+    }
+    c.send_raw(&batch);
+    for i in 0..200 {
+        let v = c.recv();
+        assert_eq!(v["id"], i, "{v}");
+        assert!(v["result"].is_object(), "{v}");
+    }
+}
+
+#[test]
+fn client_subcommands_text_and_json() {
+    let d = Daemon::start(None);
+    let out = d.cli(&["status"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("uptime:") && text.contains("attached:"),
+        "{text}"
+    );
+    let out = d.cli(&["status", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pid"], json!(d.child.id()));
+    let out = d.cli(&["list"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "No processes attached\n"
+    );
+    let out = d.cli(&["list", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, json!({"processes": []}));
+    // reader errors map to the CLI's exit statuses
+    let out = d.cli(&["attach", "4194321"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such process"));
+    let out = d.cli(&["detach", "4194321"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("was not attached"));
+    let out = d.cli(&["stack", "4194321"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+}
