@@ -170,7 +170,11 @@ fn authorize(state: &State, peer: PeerCredentials, pid: u32) -> RpcResult<Key> {
             "pid 0 is not a process",
         ));
     }
-    let start_time = platform::start_time(pid).map_err(|e| reader_error(&e))?;
+    let start_time = platform::start_time(pid).map_err(|e| {
+        // gone: forget whatever was cached under this pid
+        state.cache.remove_pid(pid);
+        reader_error(&e)
+    })?;
     if peer.uid != 0 {
         let creds = platform::credentials(pid).map_err(|e| reader_error(&e))?;
         if let Err(d) = auth::check(&peer, pid, &creds, auth::proc_owner(pid)) {
