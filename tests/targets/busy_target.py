@@ -179,7 +179,7 @@ def main():
         "pid": os.getpid(),
         "version": platform.python_version(),
         "target": "busy_target",
-        "threads": nthreads,
+        "worker_threads": nthreads,
         "functions": functions,
         "files": [me],
         "self_check": {"samples": checks, "functions_seen": seen},

@@ -314,6 +314,11 @@ fn busy_target_under_every_interpreter() {
         let mut target = Target::try_spawn(interp, "busy_target.py", &["--self-check", "20"])?;
         let truth = target.truth().clone();
         ensure!(truth.target == "busy_target", "target {}", truth.target);
+        ensure!(
+            truth.worker_threads == Some(3),
+            "worker_threads {:?}",
+            truth.worker_threads
+        );
         let (x, y) = interp.version;
         ensure!(
             truth.version.starts_with(&format!("{x}.{y}.")),

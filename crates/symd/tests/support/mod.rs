@@ -135,7 +135,7 @@ pub struct GroundTruth {
     /// `main_target`, `nested_eval` or `busy_target`.
     pub target: String,
     /// Blocking targets: every thread, as the interpreter saw it while blocked.
-    #[serde(default, deserialize_with = "threads_or_count")]
+    #[serde(default)]
     pub threads: Vec<ThreadTruth>,
     /// The program's own source files (absolute paths, as `co_filename` holds them).
     #[serde(default)]
@@ -152,6 +152,9 @@ pub struct GroundTruth {
     /// main_target: recursion depth of the deep-recursion thread.
     #[serde(default)]
     pub depth: Option<u32>,
+    /// busy_target: number of busy worker threads (started with `_thread`, unnamed).
+    #[serde(default)]
+    pub worker_threads: Option<u32>,
     /// busy_target: every `co_name` of the code objects compiled from its file.
     #[serde(default)]
     pub functions: Vec<String>,
@@ -189,20 +192,6 @@ pub struct FrameTruth {
     pub qualname: Option<String>,
     /// `co_firstlineno`.
     pub first_line: u32,
-}
-
-// busy_target writes "threads": N (a count); the blocking targets write a list
-fn threads_or_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ThreadTruth>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        List(Vec<ThreadTruth>),
-        Count(u64),
-    }
-    Ok(match Either::deserialize(d)? {
-        Either::List(l) => l,
-        Either::Count(_) => Vec::new(),
-    })
 }
 
 impl GroundTruth {
@@ -291,6 +280,7 @@ impl Target {
                 stdlib_dir: None,
                 executable: None,
                 depth: None,
+                worker_threads: None,
                 functions: Vec::new(),
                 self_check: None,
             },
