@@ -54,6 +54,15 @@ def check_against_traceback(frames, f):
         raise RuntimeError("frame walk and traceback.extract_stack disagree:\n%r\n%r" % (ours, theirs))
 
 
+def os_thread_name(native_id):
+    # what the OS calls the thread (pystackd reports this one); Linux only
+    try:
+        with open("/proc/self/task/%d/comm" % native_id, "rb") as fh:
+            return fh.read().rstrip(b"\n").decode("utf-8", "surrogateescape")
+    except OSError:
+        return None
+
+
 def wait_ready(n, timeout):
     got = 0
     deadline = time.monotonic() + timeout
@@ -81,6 +90,7 @@ def snapshot(main_frame):
             "ident": t.ident,
             "native_id": t.native_id,
             "name": t.name,
+            "os_name": os_thread_name(t.native_id),
             "frames": stack,
         })
     out.sort(key=lambda t: t["native_id"])

@@ -89,6 +89,7 @@ fn check_blocking(interp: &Interpreter, target: &Target, workers: &[&str]) -> Re
         );
     }
     for t in &truth.threads {
+        ensure!(t.os_name.is_some(), "thread {} has no OS name", t.name);
         ensure!(!t.frames.is_empty(), "thread {} has no frames", t.name);
         for f in &t.frames {
             ensure!(

@@ -175,7 +175,11 @@ pub struct ThreadTruth {
     pub ident: u64,
     /// `threading.get_native_id()` (the kernel thread id).
     pub native_id: u64,
+    /// `threading.Thread.name`.
     pub name: String,
+    /// The OS's name for the thread (`/proc/self/task/TID/comm`); 3.14+ sets it from `name`.
+    #[serde(default)]
+    pub os_name: Option<String>,
     /// Innermost first.
     pub frames: Vec<FrameTruth>,
 }
