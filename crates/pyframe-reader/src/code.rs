@@ -22,6 +22,8 @@ pub struct CodeInfo {
     pub lines: LineTable,
     /// 3.11+: number of code units of the inline bytecode (`Py_SIZE(co)`).
     pub code_units: Option<u64>,
+    /// 3.11+: `_co_firsttraceable`, in code units (0 where the version has none).
+    pub first_traceable: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +110,10 @@ impl CodeCache {
             .code
             .code_adaptive
             .map(|_| u64_at(head, OB_SIZE as usize));
+        let first_traceable = layout
+            .code
+            .first_traceable
+            .map_or(0, |o| i32_at(head, o as usize).max(0) as u32);
         let info = Arc::new(CodeInfo {
             filename,
             name,
@@ -115,6 +121,7 @@ impl CodeCache {
             first_line,
             lines,
             code_units,
+            first_traceable,
         });
         if self.map.len() >= MAX_ENTRIES {
             self.map.clear();

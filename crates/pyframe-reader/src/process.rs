@@ -180,7 +180,7 @@ impl PythonProcess {
         } else {
             None
         };
-        let raw = self.read_consistent()?;
+        let raw = self.read_consistent(opts.tid)?;
         let mut threads = self.finish_threads(raw);
         if let Some(tid) = opts.tid {
             threads.retain(|t| t.os_tid == Some(tid));
@@ -194,11 +194,34 @@ impl PythonProcess {
         })
     }
 
-    fn read_consistent(&mut self) -> Result<Vec<RawThread>> {
+    fn read_consistent(&mut self, tid: Option<u64>) -> Result<Vec<RawThread>> {
         let mut last = String::new();
+        // one thread wanted: recognise it before reading its frames. Without
+        // `native_thread_id` the pthread → LWP offset tells (found once per process).
+        if tid.is_some()
+            && self.layout.tstate.native_thread_id.is_none()
+            && self.pthread_tid_offset.is_none()
+        {
+            let all = self.read_consistent(None)?;
+            let ids: Vec<u64> = all.iter().map(|t| t.thread_id).collect();
+            platform::os_thread_ids(self.pid, &self.mem, &ids, &mut self.pthread_tid_offset);
+        }
+        let pid = self.pid;
+        let mem = &self.mem;
+        let offset = self.pthread_tid_offset;
+        let filter = move |thread_id: u64, native: Option<u64>| -> bool {
+            let Some(want) = tid else { return true };
+            match native {
+                Some(n) if n != 0 => n == want,
+                _ => platform::os_thread_ids(pid, mem, &[thread_id], &mut offset.clone())
+                    .get(&thread_id)
+                    .is_none_or(|&t| t == want),
+            }
+        };
         for attempt in 0..MAX_ATTEMPTS {
             let cached = BlockCache::new(&self.mem);
             let mut w = Walker {
+                want: Some(&filter),
                 mem: &cached,
                 layout: &self.layout,
                 types: &mut self.types,

@@ -33,6 +33,9 @@ pub struct Walker<'a> {
     pub layout: &'a Layout,
     pub types: &'a mut Types,
     pub codes: &'a mut CodeCache,
+    /// Only threads for which this returns true (given `thread_id` and
+    /// `native_thread_id`) have their frames read; the others are skipped entirely.
+    pub want: Option<&'a dyn Fn(u64, Option<u64>) -> bool>,
 }
 
 fn invalid(msg: String) -> MemoryError {
@@ -101,7 +104,7 @@ impl Walker<'_> {
                 return Err(invalid(format!("thread list loops at {t:#x}")));
             }
             let (next, thread) = self.thread(t, id, interp, gil_holder)?;
-            threads.push(thread);
+            threads.extend(thread);
             t = next;
         }
         // the list is newest first; the main thread reads better first
@@ -115,7 +118,7 @@ impl Walker<'_> {
         interp_id: i64,
         interp: u64,
         gil_holder: Option<u64>,
-    ) -> MemResult<(u64, RawThread)> {
+    ) -> MemResult<(u64, Option<RawThread>)> {
         let tl = &self.layout.tstate;
         let mut offs = vec![tl.next, tl.interp, tl.thread_id];
         offs.extend(tl.native_thread_id);
@@ -143,20 +146,28 @@ impl Walker<'_> {
                 }
             }
         };
+        let thread_id = u64_at(&buf, tl.thread_id as usize);
+        let native_thread_id = tl.native_thread_id.map(|o| u64_at(&buf, o as usize));
+        let next = u64_at(&buf, tl.next as usize);
+        if let Some(want) = self.want {
+            if !want(thread_id, native_thread_id) {
+                return Ok((next, None));
+            }
+        }
         let frames = match self.layout.frame {
             FrameLayout::Object(_) => self.object_frames(frame)?,
             FrameLayout::Interpreter(_) => self.interpreter_frames(frame)?,
         };
         Ok((
-            u64_at(&buf, tl.next as usize),
-            RawThread {
+            next,
+            Some(RawThread {
                 tstate: t,
                 interpreter_id: interp_id,
-                thread_id: u64_at(&buf, tl.thread_id as usize),
-                native_thread_id: tl.native_thread_id.map(|o| u64_at(&buf, o as usize)),
+                thread_id,
+                native_thread_id,
                 holds_gil: gil_holder.map(|h| h == t),
                 frames,
-            },
+            }),
         ))
     }
 
@@ -249,12 +260,23 @@ impl Walker<'_> {
                     )));
                 }
             }
+            let entry = fl.is_entry.is_some_and(|o| u8_at(&buf, o as usize) != 0);
+            if owner != fl.generator_owner && units < code.first_traceable as i64 {
+                // incomplete (not yet started, or an internal cleanup frame): CPython's
+                // tracebacks skip it; its eval call's grouping stays with the frames inside
+                if entry {
+                    if let Some(last) = frames.last_mut() {
+                        last.entry = true;
+                    }
+                }
+                addr = previous;
+                continue;
+            }
             let line = if units < 0 {
                 Some(code.first_line)
             } else {
                 code.lines.line_for_offset((units as u32).saturating_mul(2))
             };
-            let entry = fl.is_entry.is_some_and(|o| u8_at(&buf, o as usize) != 0);
             frames.push(Frame {
                 function: code.name.clone(),
                 qualname: code.qualname.clone(),

@@ -434,6 +434,10 @@ fn check_layout(c: &mut Checker, t: &Layout) {
         Some(o) => c.offset("code.code_adaptive", o, CODE, "co_code_adaptive"),
         None => c.absent("code.code_adaptive", CODE, "co_code_adaptive"),
     }
+    match k.first_traceable {
+        Some(o) => c.offset("code.first_traceable", o, CODE, "_co_firsttraceable"),
+        None => c.absent("code.first_traceable", CODE, "_co_firsttraceable"),
+    }
     let mut ends = vec![
         k.filename + 8,
         k.name + 8,

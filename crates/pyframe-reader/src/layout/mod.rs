@@ -126,6 +126,8 @@ pub struct InterpreterFrameLayout {
     /// Owner values at or above this mark a frame that is not a Python frame (the C-stack
     /// shim / interpreter base frames of 3.12+). `None` on 3.11.
     pub first_non_python_owner: Option<u8>,
+    /// `FRAME_OWNED_BY_GENERATOR`: generator frames are never incomplete.
+    pub generator_owner: u8,
     /// Bytes to read to cover every field above.
     pub size: u64,
 }
@@ -143,6 +145,10 @@ pub struct CodeLayout {
     pub linetable_format: LineTableFormat,
     /// 3.11+: offset of the inline bytecode `co_code_adaptive`.
     pub code_adaptive: Option<u64>,
+    /// 3.11+: `_co_firsttraceable` (int): a frame whose instruction is still before this
+    /// code unit is "incomplete" (being set up, or an internal frame such as 3.13's
+    /// `__init__` cleanup shim) and is not shown, as CPython's own tracebacks do not.
+    pub first_traceable: Option<u64>,
     /// Bytes to read to cover every pointer field above (not the inline bytecode).
     pub size: u64,
 }

@@ -43,6 +43,8 @@ pub const LAYOUT: Layout = Layout {
         // owners: THREAD=0, GENERATOR=1, FRAME_OBJECT=2; the frame a C call entered
         // the interpreter with is marked by `is_entry` instead
         first_non_python_owner: None,
+        // `enum _frameowner`: FRAME_OWNED_BY_GENERATOR
+        generator_owner: 1,
         size: 72,
     }),
     // `PyCodeObject` (Include/cpython/code.h)
@@ -55,6 +57,8 @@ pub const LAYOUT: Layout = Layout {
         linetable: 136,
         linetable_format: LineTableFormat::Locations,
         code_adaptive: Some(184),
+        // `_co_firsttraceable`
+        first_traceable: Some(168),
         size: 184,
     },
     // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),

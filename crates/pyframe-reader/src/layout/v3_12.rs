@@ -47,6 +47,8 @@ pub const LAYOUT: Layout = Layout {
         is_entry: None,
         // `enum _frameowner`: FRAME_OWNED_BY_CSTACK = 3 marks the C-stack shim frame
         first_non_python_owner: Some(3),
+        // `enum _frameowner`: FRAME_OWNED_BY_GENERATOR
+        generator_owner: 1,
         size: 72,
     }),
     // `PyCodeObject` (Include/cpython/code.h)
@@ -59,6 +61,8 @@ pub const LAYOUT: Layout = Layout {
         linetable: 136,
         linetable_format: LineTableFormat::Locations,
         code_adaptive: Some(192),
+        // `_co_firsttraceable`
+        first_traceable: Some(176),
         size: 192,
     },
     // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),

@@ -44,6 +44,8 @@ pub const LAYOUT: Layout = Layout {
         is_entry: None,
         // `enum _frameowner`: FRAME_OWNED_BY_CSTACK = 3 marks the C-stack shim frame
         first_non_python_owner: Some(3),
+        // `enum _frameowner`: FRAME_OWNED_BY_GENERATOR
+        generator_owner: 1,
         size: 72,
     }),
     // `PyCodeObject` (Include/cpython/code.h)
@@ -56,6 +58,8 @@ pub const LAYOUT: Layout = Layout {
         linetable: 136,
         linetable_format: LineTableFormat::Locations,
         code_adaptive: Some(200),
+        // `_co_firsttraceable`
+        first_traceable: Some(184),
         size: 200,
     },
     // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),

@@ -46,6 +46,8 @@ pub const LAYOUT: Layout = Layout {
         is_entry: None,
         // `enum _frameowner`: FRAME_OWNED_BY_INTERPRETER = 3, FRAME_OWNED_BY_CSTACK = 4
         first_non_python_owner: Some(3),
+        // `enum _frameowner`: FRAME_OWNED_BY_GENERATOR
+        generator_owner: 1,
         size: 80,
     }),
     // `PyCodeObject` (Include/cpython/code.h)
@@ -58,6 +60,8 @@ pub const LAYOUT: Layout = Layout {
         linetable: 136,
         linetable_format: LineTableFormat::Locations,
         code_adaptive: Some(208),
+        // `_co_firsttraceable`
+        first_traceable: Some(192),
         size: 208,
     },
     // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),

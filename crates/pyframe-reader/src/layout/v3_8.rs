@@ -44,6 +44,7 @@ pub const LAYOUT: Layout = Layout {
         linetable: 120,
         linetable_format: LineTableFormat::Lnotab,
         code_adaptive: None,
+        first_traceable: None,
         size: 128,
     },
     // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),
