@@ -55,6 +55,8 @@ impl Identity {
 pub struct CodeCache {
     map: HashMap<u64, (Identity, Arc<CodeInfo>)>,
     bytes: usize,
+    /// Cached entries handed out during the current walk, not yet re-validated.
+    deferred: Vec<u64>,
 }
 
 /// Entries kept before the cache is cleared (a long-running daemon must stay bounded).
@@ -72,6 +74,50 @@ impl CodeCache {
         self.bytes
     }
 
+    /// Start a walk: forget what the previous one left to verify.
+    pub fn begin_walk(&mut self) {
+        self.deferred.clear();
+    }
+
+    /// Re-read the identity fields of every cached code object the walk used, in one
+    /// batched read. An entry whose object changed (freed, address reused) is dropped
+    /// and the walk must be redone: its frames may name the wrong code.
+    pub fn verify_deferred(&mut self, mem: &dyn Memory, layout: &Layout) -> MemResult<()> {
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
+        let size = (layout.code.size as usize).clamp(24, 256);
+        let mut heads = vec![0u8; size * self.deferred.len()];
+        {
+            let mut reqs: Vec<(u64, &mut [u8])> = self
+                .deferred
+                .iter()
+                .copied()
+                .zip(heads.chunks_mut(size))
+                .collect();
+            mem.read_many(&mut reqs)?;
+        }
+        let mut stale = Vec::new();
+        for (addr, head) in self.deferred.iter().zip(heads.chunks(size)) {
+            let id = Identity::of(layout, head);
+            if self.map.get(addr).is_some_and(|(cached, _)| *cached != id) {
+                stale.push(*addr);
+            }
+        }
+        self.deferred.clear();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        for a in &stale {
+            self.map.remove(a);
+        }
+        Err(MemoryError::Invalid(format!(
+            "{} cached code object(s) changed (first at {:#x})",
+            stale.len(),
+            stale[0]
+        )))
+    }
+
     /// The decoded code object at `addr`, from the cache when still valid.
     pub fn get(
         &mut self,
@@ -80,16 +126,19 @@ impl CodeCache {
         types: &mut Types,
         addr: u64,
     ) -> MemResult<Arc<CodeInfo>> {
+        // cached: hand it out now and check its identity later, together with every
+        // other code object of this walk, in one batched read (see `verify_deferred`)
+        if let Some((_, info)) = self.map.get(&addr) {
+            if !self.deferred.contains(&addr) {
+                self.deferred.push(addr);
+            }
+            return Ok(info.clone());
+        }
         let mut head = [0u8; 256];
         let size = (layout.code.size as usize).clamp(24, 256);
         let head = &mut head[..size];
         mem.read(addr, head)?;
         let id = Identity::of(layout, head);
-        if let Some((cached_id, info)) = self.map.get(&addr) {
-            if *cached_id == id {
-                return Ok(info.clone());
-            }
-        }
         types.expect(mem, layout, Kind::Code, addr, id.ob_type)?;
         if id.first_line < 0 {
             return Err(MemoryError::Invalid(format!(

@@ -11,11 +11,22 @@ pub type MemResult<T> = std::result::Result<T, MemoryError>;
 pub trait Memory: Send + Sync {
     /// Fill `buf` from `addr`; fails rather than returning a short read.
     fn read(&self, addr: u64, buf: &mut [u8]) -> MemResult<()>;
+
+    /// Several reads at once (one syscall where the OS allows); fails if any fails.
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> MemResult<()> {
+        for (addr, buf) in reqs.iter_mut() {
+            self.read(*addr, buf)?;
+        }
+        Ok(())
+    }
 }
 
 impl<M: Memory + ?Sized> Memory for &M {
     fn read(&self, addr: u64, buf: &mut [u8]) -> MemResult<()> {
         (**self).read(addr, buf)
+    }
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> MemResult<()> {
+        (**self).read_many(reqs)
     }
 }
 
@@ -23,11 +34,17 @@ impl<M: Memory + ?Sized> Memory for Box<M> {
     fn read(&self, addr: u64, buf: &mut [u8]) -> MemResult<()> {
         (**self).read(addr, buf)
     }
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> MemResult<()> {
+        (**self).read_many(reqs)
+    }
 }
 
 impl<M: Memory + ?Sized> Memory for std::sync::Arc<M> {
     fn read(&self, addr: u64, buf: &mut [u8]) -> MemResult<()> {
         (**self).read(addr, buf)
+    }
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> MemResult<()> {
+        (**self).read_many(reqs)
     }
 }
 
@@ -193,6 +210,11 @@ impl<'a> BlockCache<'a> {
 }
 
 impl Memory for BlockCache<'_> {
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> MemResult<()> {
+        // verification reads must see the target now, not this walk's blocks
+        self.inner.read_many(reqs)
+    }
+
     fn read(&self, addr: u64, buf: &mut [u8]) -> MemResult<()> {
         let len = buf.len() as u64;
         let first = addr & !(BLOCK as u64 - 1);

@@ -219,6 +219,7 @@ impl PythonProcess {
             }
         };
         for attempt in 0..MAX_ATTEMPTS {
+            self.codes.begin_walk();
             let cached = BlockCache::new(&self.mem);
             let mut w = Walker {
                 want: Some(&filter),
@@ -227,7 +228,13 @@ impl PythonProcess {
                 types: &mut self.types,
                 codes: &mut self.codes,
             };
-            match w.walk(self.runtime) {
+            let walked = w.walk(self.runtime);
+            let walked = walked.and_then(|t| {
+                self.codes
+                    .verify_deferred(&self.mem, &self.layout)
+                    .map(|_| t)
+            });
+            match walked {
                 Ok(t) => return Ok(t),
                 Err(MemoryError::Gone) => return Err(Error::ProcessExited { pid: self.pid }),
                 Err(MemoryError::PermissionDenied) => {

@@ -81,6 +81,24 @@ impl ProcessMemory {
 }
 
 impl Memory for ProcessMemory {
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), MemoryError> {
+        if self.use_file.load(Ordering::Relaxed) || reqs.len() == 1 {
+            for (a, b) in reqs.iter_mut() {
+                self.read(*a, b)?;
+            }
+            return Ok(());
+        }
+        for chunk in reqs.chunks_mut(MAX_IOV) {
+            if self.read_batch(chunk).is_err() {
+                // find out which one failed, with its own error
+                for (a, b) in chunk.iter_mut() {
+                    self.read(*a, b)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
         if buf.is_empty() {
             return Ok(());
@@ -111,6 +129,34 @@ impl Memory for ProcessMemory {
                 self.read_file(addr, buf)
             }
             Err(e) => Err(errno_to_memory(e, addr, len)),
+        }
+    }
+}
+
+/// `process_vm_readv` takes at most this many iovecs (`UIO_MAXIOV`).
+const MAX_IOV: usize = 1024;
+
+impl ProcessMemory {
+    fn read_batch(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), MemoryError> {
+        let total: usize = reqs.iter().map(|(_, b)| b.len()).sum();
+        let remote: Vec<RemoteIoVec> = reqs
+            .iter()
+            .map(|(a, b)| RemoteIoVec {
+                base: *a as usize,
+                len: b.len(),
+            })
+            .collect();
+        let mut local: Vec<io::IoSliceMut> = reqs
+            .iter_mut()
+            .map(|(_, b)| io::IoSliceMut::new(b))
+            .collect();
+        match process_vm_readv(Pid::from_raw(self.pid as i32), &mut local, &remote) {
+            Ok(n) if n == total => Ok(()),
+            Ok(_) => Err(MemoryError::Unmapped {
+                addr: reqs[0].0,
+                len: total,
+            }),
+            Err(e) => Err(errno_to_memory(e, reqs[0].0, total)),
         }
     }
 }
