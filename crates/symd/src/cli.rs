@@ -64,7 +64,7 @@ For exact results, have the probe stop the target and pass --stopped: annotate r
 Python stack and then resumes the process (SIGCONT on Linux, PCRUN on illumos):
   dtrace -w -n 'pid$target::PyObject_GetAttr:entry { printf(\"pid=%d tid=%d\\n\", pid, tid);
       ustack(); stop(); exit(0); }' -p PID | pystackd annotate --stopped
-  bpftrace -e 'uprobe:/path/libpython3.12.so:PyObject_GetAttr /pid == PID/ {
+  bpftrace --unsafe -e 'uprobe:/path/libpython3.12.so:PyObject_GetAttr /pid == PID/ {
       printf(\"pid=%d tid=%d\\n\", pid, tid); print(ustack(perf)); signal(\"SIGSTOP\"); exit(); }'
       | pystackd annotate --stopped
 

@@ -334,7 +334,7 @@ fn libpython_of(pid: u32) -> Option<String> {
         .iter()
         .find(|p| p.contains("libpython3"))
         .or_else(|| paths.iter().find(|p| p.contains("python3")))
-        .map(|p| format!("/proc/{pid}/root{p}"))
+        .map(|p| p.to_string())
 }
 
 fn process_state(pid: u32) -> Option<char> {
@@ -342,14 +342,11 @@ fn process_state(pid: u32) -> Option<char> {
     s.rsplit_once(") ")?.1.chars().next()
 }
 
-/// One bpftrace capture: a uprobe on a function every thread of nested_eval runs on its way
-/// to blocking... the threads are blocked, so the probe fires on the main thread when a
-/// second target call happens. Instead: a profile probe would see no running thread. So
-/// the target is busy_target (always running Python), sampled by a uprobe on the eval loop
-/// callee `PyObject_GetAttr`? We use nested_eval woken up by nothing: see `run_bpftrace`.
+/// One bpftrace capture of a running target, stopped by the probe (`signal("SIGSTOP")`),
+/// annotated with `--stopped`, which must resume it. nested_eval's and main_target's threads
+/// block, so the probe would never fire there: busy_target runs Python all the time and
+/// calls `PyObject_GetAttr` at once.
 fn run_bpftrace(interp: &Interpreter) -> Result<String, String> {
-    // main_target's and nested_eval's threads block; the busy target runs Python all the
-    // time, so a uprobe on a function the eval loop calls fires at once.
     let mut target = Target::try_spawn(interp, "busy_target.py", &[])?;
     let pid = target.pid();
     let Some(lib) = libpython_of(pid) else {
@@ -360,7 +357,7 @@ fn run_bpftrace(interp: &Interpreter) -> Result<String, String> {
          print(ustack(perf)); signal(\"SIGSTOP\"); exit(); }}"
     );
     let bt = Command::new("timeout")
-        .args(["60", "bpftrace", "-e", &prog])
+        .args(["60", "bpftrace", "--unsafe", "-e", &prog])
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("bpftrace: {e}"))?;
@@ -399,7 +396,8 @@ fn run_bpftrace(interp: &Interpreter) -> Result<String, String> {
     let summary = String::from_utf8_lossy(&out.stderr).into_owned();
     if !has_eval {
         return Ok(format!(
-            "SKIP {}: ustack shows no eval frame (no frame pointers?): {}",
+            "SKIP {} (the probe stopped it, annotate --stopped resumed it): ustack shows no eval \
+             frame, so nothing to check (no frame pointers?): {}",
             target.label(),
             text.lines().take(6).collect::<Vec<_>>().join(" | ")
         ));
