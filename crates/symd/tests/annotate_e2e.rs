@@ -370,3 +370,64 @@ fn bpftrace_stopped_target() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// In the middle of a pipe: a stack comes out as soon as it is complete (its blank line
+/// read), while the input is still open.
+#[test]
+fn output_streams_before_input_ends() {
+    use std::io::{BufRead, BufReader};
+    if !have("gdb", "--version") {
+        eprintln!("SKIP: gdb not installed (apt-get install gdb)");
+        return;
+    }
+    let Some(interp) = interpreters()
+        .into_iter()
+        .find(|i| i.label.starts_with("pyenv-3.12"))
+    else {
+        eprintln!("SKIP: pyenv 3.12 not available");
+        return;
+    };
+    let target = Target::spawn(&interp, "nested_eval.py", &[]);
+    let pid = target.pid();
+    let dtrace = gdb_to_dtrace(&gdb_all_threads(pid), pid);
+    // the first stack only, with the blank line that ends it
+    let first_end = dtrace
+        .match_indices("\ntid=")
+        .nth(1)
+        .map(|(p, _)| p + 1)
+        .expect("two stacks");
+    let mut child = Command::new(pystackd_bin())
+        .args(["--no-daemon", "annotate", "--pid", &pid.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(dtrace[..first_end].as_bytes()).unwrap();
+    stdin.write_all(b"\n").unwrap();
+    stdin.flush().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if parse_annotation(&line).is_some() {
+                let _ = tx.send(line);
+                break;
+            }
+        }
+    });
+    let got = rx.recv_timeout(Duration::from_secs(20));
+    drop(stdin);
+    let _ = child.wait();
+    let line = got.expect("an annotation line while the input was still open");
+    let ann = parse_annotation(&line).unwrap();
+    assert!(
+        target
+            .truth()
+            .threads
+            .iter()
+            .any(|t| t.frames.first().map(|f| &f.function) == Some(&ann.2)),
+        "{line}"
+    );
+}
