@@ -403,7 +403,7 @@ fn output_streams_before_input_ends() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(dtrace[..first_end].as_bytes()).unwrap();
+    stdin.write_all(&dtrace.as_bytes()[..first_end]).unwrap();
     stdin.write_all(b"\n").unwrap();
     stdin.flush().unwrap();
     let stdout = child.stdout.take().unwrap();
