@@ -37,6 +37,92 @@ pub enum Command {
     List(OutputArgs),
     /// Show the daemon's counters.
     Status(OutputArgs),
+    /// Add Python frames to native stack traces (DTrace, bpftrace, perf, gdb) read from
+    /// stdin or files.
+    #[command(after_help = ANNOTATE_HELP)]
+    Annotate(AnnotateArgs),
+}
+
+const ANNOTATE_HELP: &str = "\
+Under every native frame of CPython's eval loop (_PyEval_EvalFrameDefault and friends),
+annotate adds the Python frames that frame runs, innermost first:
+      libpython3.12.so.1.0`_PyEval_EvalFrameDefault+0x1b3c
+        [ /srv/app/jobs.py:42 (handle) ]
+Everything else passes through unchanged.
+
+Naming the process (first match wins):
+  --pid PID        every stack comes from this process
+  pid=N / tid=N    tokens printed by the probe before each stack; tid picks the thread:
+                     printf(\"pid=%d tid=%d\\n\", pid, tid);
+  headers          bpftrace/perf sample headers and gdb's `Thread N (... (LWP tid))`
+                   (the process of a tid is looked up; Linux only)
+
+Timing: the Python frames are read from the live process when annotate sees the stack, not
+when the probe fired. If the target ran on in between, its Python stack may differ: such a
+stack is left unannotated (never annotated wrongly), and the summary on stderr says why.
+For exact results, have the probe stop the target and pass --stopped: annotate reads the
+Python stack and then resumes the process (SIGCONT on Linux, PCRUN on illumos):
+  dtrace -w -n 'pid$target::PyObject_GetAttr:entry { printf(\"pid=%d tid=%d\\n\", pid, tid);
+      ustack(); stop(); exit(0); }' -p PID | pystackd annotate --stopped
+  bpftrace --unsafe -e 'uprobe:/path/libpython3.12.so:PyObject_GetAttr /pid == PID/ {
+      printf(\"pid=%d tid=%d\\n\", pid, tid); print(ustack(perf)); signal(\"SIGSTOP\"); exit(); }'
+      | pystackd annotate --stopped
+
+Examples:
+  dtrace -n 'profile-97 /pid == $target/ { printf(\"pid=%d tid=%d\\n\", pid, tid); ustack(); }' \\
+      -p PID | pystackd annotate
+  bpftrace -e 'profile:hz:99 /pid == PID/ { printf(\"pid=%d tid=%d\\n\", pid, tid);
+      print(ustack(perf)); }' | pystackd annotate
+  perf record -g -p PID -- sleep 5; perf script | pystackd annotate
+  gdb -batch -p PID -ex 'thread apply all bt' | pystackd annotate
+  pystackd annotate --pid PID --output folded trace.txt > stacks.folded
+
+Output: text (the input plus annotation lines), json (one object per stack and line), folded
+(`frame;frame;... count`, for flame graphs). Problems are summarized on stderr at the end and
+the exit status is 9 when some stacks stayed unannotated. The daemon is used when it runs
+(unless --no-daemon).";
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FormatArg {
+    /// Detect per stack.
+    #[default]
+    Auto,
+    Dtrace,
+    Bpftrace,
+    Perf,
+    Gdb,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutputArg {
+    /// The input with `[ file:line (function) ]` lines added.
+    #[default]
+    Text,
+    /// One JSON object per stack and line.
+    Json,
+    /// `frame;frame;... count` lines, outermost first.
+    Folded,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AnnotateArgs {
+    /// Files to read, in order [default: standard input].
+    pub files: Vec<PathBuf>,
+    /// Input format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    pub format: FormatArg,
+    /// The process every stack comes from (else named by the text: pid=/tid=, headers).
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// The probe stopped the target for each stack: resume it after reading.
+    #[arg(long)]
+    pub stopped: bool,
+    /// Qualified names (`Class.method`, 3.11+) instead of bare function names.
+    #[arg(long)]
+    pub qualname: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
 }
 
 #[derive(clap::Args, Debug)]
@@ -98,5 +184,6 @@ pub fn run() -> ExitCode {
         Command::Detach(a) => crate::client::run_detach(socket, a.pid, a.json),
         Command::List(a) => crate::client::run_list(socket, a.json),
         Command::Status(a) => crate::client::run_status(socket, a.json),
+        Command::Annotate(a) => crate::annotate::run(&a, &global),
     }
 }

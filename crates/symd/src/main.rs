@@ -1,5 +1,6 @@
 //! `pystackd`: readable Python stacks in native stack traces of CPython processes.
 
+mod annotate;
 mod cli;
 mod client;
 mod daemon;

@@ -182,6 +182,12 @@ pub fn thread_name(pid: u32, tid: u64) -> Option<String> {
     procfs::parse_lwpname(&b)
 }
 
+/// The process a thread id belongs to: on illumos an LWP id is only unique inside its
+/// process (every process has an LWP 1), so a bare thread id names no process.
+pub fn pid_of_tid(_tid: u64) -> Option<u32> {
+    None
+}
+
 /// Executable path as the kernel resolved it (`/proc/PID/path/a.out`).
 pub fn executable(pid: u32) -> Option<String> {
     std::fs::read_link(proc_path(pid, "path/a.out"))

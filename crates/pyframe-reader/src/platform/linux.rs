@@ -289,6 +289,18 @@ pub fn thread_name(pid: u32, tid: u64) -> Option<String> {
         .map(|s| s.trim_end_matches('\n').to_string())
 }
 
+/// The process a thread id belongs to (`Tgid:` of `/proc/TID/status`; Linux thread ids
+/// are unique system-wide), `None` if no such thread exists.
+pub fn pid_of_tid(tid: u64) -> Option<u32> {
+    let tid = u32::try_from(tid).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&p: &u32| p != 0)
+}
+
 /// Executable path as the kernel reports it (the loader when started via `ld.so`).
 pub fn executable(pid: u32) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/exe"))
@@ -454,5 +466,18 @@ mod tests {
         let c = credentials(pid).unwrap();
         assert_eq!(c.euid, nix::unistd::geteuid().as_raw());
         assert!(!exists(0));
+        assert_eq!(pid_of_tid(u64::from(pid)), Some(pid));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let h = std::thread::spawn(move || {
+            tx.send(nix::unistd::gettid().as_raw() as u64).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        assert_ne!(tid, u64::from(pid));
+        assert_eq!(pid_of_tid(tid), Some(pid));
+        drop(done_tx);
+        h.join().unwrap();
+        assert_eq!(pid_of_tid(u64::MAX), None);
     }
 }

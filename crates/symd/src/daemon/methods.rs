@@ -70,7 +70,8 @@ pub async fn dispatch(
                 params,
                 r#"{"text": "...", "pid": 1234, "format": "dtrace"} (pid and format optional)"#,
             )?;
-            to_value(annotate(state, peer, p)?)
+            let st = state.clone();
+            to_value(blocking(move || annotate(&st, peer, p)).await??)
         }
         _ => Err(RpcError::new(
             codes::METHOD_NOT_FOUND,
@@ -335,21 +336,93 @@ fn stack(
     }
 }
 
-/// HOOK(stacktext): `annotate` is answered here once the `stacktext` crate lands.
-/// Wiring it: parse `p.text` (format `p.format` or guessed), collect the pids it
-/// names (or `p.pid`), call [`authorize`] for each and read each one's stack through
-/// [`get_or_attach`] on the blocking pool, then render. Until then: NOT_AVAILABLE.
-fn annotate(
-    _state: &State,
-    _peer: PeerCredentials,
-    p: AnnotateParams,
-) -> RpcResult<AnnotateResult> {
-    let _ = (p.pid, p.text, p.format);
-    Err(RpcError::new(
-        codes::NOT_AVAILABLE,
-        "annotate is not yet available in this daemon (the stack-text engine is not built in); \
-         use `pystackd stack` for now",
-    ))
+/// The daemon's own cache as the engine's source of Python stacks, for one request:
+/// every pid the text names goes through [`stack`], so through [`authorize`] with the
+/// client's credentials (a client learns no stack of a process it could not read).
+struct CacheSource<'a> {
+    state: &'a State,
+    peer: PeerCredentials,
+    /// Each pid's failure, so a refused or dead pid costs one check per request.
+    failed: std::collections::HashMap<u32, stacktext::SourceError>,
+}
+
+impl stacktext::StackSource for CacheSource<'_> {
+    fn thread_stacks(
+        &mut self,
+        pid: u32,
+    ) -> Result<Vec<protocol::ThreadStack>, stacktext::SourceError> {
+        use stacktext::SourceError as S;
+        if let Some(e) = self.failed.get(&pid) {
+            return Err(e.clone());
+        }
+        let p = StackParams {
+            pid,
+            tid: None,
+            pause: false,
+        };
+        stack(self.state, self.peer, &p)
+            .map(|s| s.threads)
+            .map_err(|e| {
+                let se = match e.code {
+                    codes::NO_SUCH_PROCESS => S::NoSuchProcess(pid),
+                    _ => S::Other(e.message),
+                };
+                if e.code != codes::INCONSISTENT_READ && self.failed.len() < 4096 {
+                    self.failed.insert(pid, se.clone());
+                }
+                se
+            })
+    }
+
+    fn resume(&mut self, pid: u32) -> Result<(), stacktext::SourceError> {
+        // Not offered: continuing a stopped process is the client's business.
+        Err(stacktext::SourceError::Other(format!(
+            "the daemon does not resume processes ({pid})"
+        )))
+    }
+
+    fn pid_of_tid(&mut self, tid: u64) -> Option<u32> {
+        platform::pid_of_tid(tid)
+    }
+}
+
+/// `annotate`'s answer: the protocol's result plus the engine's summary.
+#[derive(Serialize)]
+struct AnnotateAnswer {
+    #[serde(flatten)]
+    result: AnnotateResult,
+    summary: stacktext::Summary,
+}
+
+fn annotate(state: &State, peer: PeerCredentials, p: AnnotateParams) -> RpcResult<AnnotateAnswer> {
+    let format = match p.format.as_deref() {
+        None | Some("auto") => None,
+        Some(f) => Some(
+            f.parse::<stacktext::Format>()
+                .map_err(|e| RpcError::new(codes::INVALID_PARAMS, e))?,
+        ),
+    };
+    let opts = stacktext::Options {
+        pid: p.pid,
+        format,
+        ..stacktext::Options::default()
+    };
+    let mut source = CacheSource {
+        state,
+        peer,
+        failed: Default::default(),
+    };
+    let mut out = Vec::with_capacity(p.text.len() + p.text.len() / 4);
+    let summary = stacktext::annotate(p.text.as_bytes(), &mut out, &mut source, &opts)
+        .map_err(|e| RpcError::new(codes::INTERNAL_ERROR, format!("annotating: {e}")))?;
+    Ok(AnnotateAnswer {
+        result: AnnotateResult {
+            // the input was UTF-8 and only UTF-8 was added
+            text: String::from_utf8_lossy(&out).into_owned(),
+            partial: summary.has_problems(),
+        },
+        summary,
+    })
 }
 
 fn status(state: &State) -> StatusResult {

@@ -1,0 +1,133 @@
+//! Throughput of the real `pystackd annotate` binary on a large trace file, next to
+//! `cat FILE > /dev/null` of the same file.
+//!
+//! A live CPython 3.12 target (tests/targets/nested_eval.py) is captured once with gdb, the
+//! capture is rewritten into DTrace's layout (a `tid=N` line before each stack) and repeated
+//! to ~200 MB (PYSTACKD_BENCH_MB overrides). Then `pystackd --no-daemon annotate --pid PID
+//! < FILE > /dev/null` runs with the target alive, so every stack is a real read of the
+//! process (one attached reader for the run: warm caches). Prints MB/s and stacks/s.
+
+#[path = "../tests/gdb_layout/mod.rs"]
+mod gdb_layout;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pystackd");
+
+fn python() -> Option<PathBuf> {
+    let root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root/.pyenv"));
+    let p = root.join("versions/3.12.1/bin/python3.12");
+    p.exists().then_some(p)
+}
+
+fn timed(mut cmd: Command, input: &PathBuf) -> (f64, std::process::ExitStatus, String) {
+    let t = Instant::now();
+    let out = cmd
+        .stdin(File::open(input).unwrap())
+        .stdout(File::create("/dev/null").unwrap())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        t.elapsed().as_secs_f64(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let Some(py) = python() else {
+        eprintln!("SKIP: pyenv 3.12.1 not installed");
+        return;
+    };
+    if Command::new("gdb").arg("--version").output().is_err() {
+        eprintln!("SKIP: gdb not installed");
+        return;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = std::env::temp_dir().join(format!("pystackd-annotate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut target = Command::new(&py)
+        .args(["-E", "-s", "-B"])
+        .arg(root.join("tests/targets/nested_eval.py"))
+        .arg(dir.join("truth.json"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(target.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "READY");
+    let pid = target.id();
+
+    let gdb = Command::new("gdb")
+        .args([
+            "-batch",
+            "-nx",
+            "-p",
+            &pid.to_string(),
+            "-ex",
+            "thread apply all bt",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let capture = gdb_layout::gdb_to_dtrace(&String::from_utf8_lossy(&gdb.stdout), pid);
+    let stacks_per_capture = capture.lines().filter(|l| l.starts_with("tid=")).count();
+    let mb: usize = std::env::var("PYSTACKD_BENCH_MB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let reps = (mb << 20) / capture.len().max(1) + 1;
+    let file = dir.join("trace.txt");
+    {
+        let mut w = BufWriter::new(File::create(&file).unwrap());
+        for _ in 0..reps {
+            w.write_all(capture.as_bytes()).unwrap();
+        }
+        w.flush().unwrap();
+    }
+    let bytes = (capture.len() * reps) as f64;
+    let stacks = (stacks_per_capture * reps) as f64;
+    let mib = bytes / (1 << 20) as f64;
+
+    // warm the page cache, then time
+    let _ = timed(Command::new("cat"), &file);
+    let (cat_s, _, _) = timed(Command::new("cat"), &file);
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--no-daemon", "annotate", "--pid", &pid.to_string()]);
+    let (ann_s, status, stderr) = timed(cmd, &file);
+
+    println!(
+        "annotate input: {mib:.1} MiB, {stacks:.0} stacks ({stacks_per_capture} per gdb capture \
+         of a live CPython 3.12 nested_eval.py, DTrace layout, {reps} repetitions)"
+    );
+    println!(
+        "cat FILE > /dev/null:                        {cat_s:7.2} s  {:9.1} MiB/s",
+        mib / cat_s
+    );
+    println!(
+        "pystackd annotate --pid PID < FILE > /dev/null: {ann_s:7.2} s  {:9.1} MiB/s  {:9.0} stacks/s  (exit {status})",
+        mib / ann_s,
+        stacks / ann_s
+    );
+    if !status.success() {
+        println!("annotate stderr:\n{stderr}");
+    }
+    drop(target.stdin.take());
+    let _ = target.kill();
+    let _ = target.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,404 @@
+//! `pystackd annotate`: native stack text in, the same text with Python frames out.
+//!
+//! The engine is the `stacktext` crate; this module plugs in where the Python stacks come
+//! from (the daemon's `stack` method when it runs, else the process read directly, one
+//! attached reader per pid for the whole run so its caches stay warm), and does the I/O:
+//! streaming, flushing whenever input is awaited, quiet exit on a closed pipe.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::rc::Rc;
+
+use protocol::rpc::{codes, methods, StackParams};
+use protocol::{ProcessStack, ThreadStack};
+use pyframe_reader::{platform, PythonProcess, StackOptions};
+use stacktext::{AnnotateError, Format, Options, OutputMode, SourceError, StackSource, Summary};
+
+use crate::cli::{AnnotateArgs, FormatArg, Global, OutputArg};
+use crate::client::{Client, ClientError};
+use crate::exit;
+
+/// Processes kept attached at once; beyond it the oldest is dropped (a trace naming
+/// thousands of short-lived processes must not grow without bound).
+const MAX_PROCESSES: usize = 64;
+/// Pids whose failure is remembered at once.
+const MAX_FAILED: usize = 4096;
+/// Detailed reasons kept when the summaries of several files are added up.
+const MAX_DETAILS: usize = 20;
+
+/// The error a reader failure becomes for the engine.
+fn source_error(e: &pyframe_reader::Error) -> SourceError {
+    match e {
+        pyframe_reader::Error::NoSuchProcess { pid } => SourceError::NoSuchProcess(*pid),
+        other => SourceError::Other(other.to_string()),
+    }
+}
+
+/// Whether a failure is a property of the process (not worth retrying for every stack)
+/// rather than of one read (a torn read of a running target).
+fn is_lasting(e: &pyframe_reader::Error) -> bool {
+    use pyframe_reader::Error as E;
+    matches!(
+        e,
+        E::NoSuchProcess { .. }
+            | E::NotPython { .. }
+            | E::PermissionDenied { .. }
+            | E::UnsupportedVersion { .. }
+            | E::ProcessExited { .. }
+            | E::Binary { .. }
+    )
+}
+
+/// Failures per pid, bounded.
+#[derive(Default)]
+struct Failed(HashMap<u32, SourceError>);
+
+impl Failed {
+    fn get(&self, pid: u32) -> Option<SourceError> {
+        self.0.get(&pid).cloned()
+    }
+    fn insert(&mut self, pid: u32, e: SourceError) {
+        if self.0.len() >= MAX_FAILED {
+            self.0.clear();
+        }
+        self.0.insert(pid, e);
+    }
+}
+
+/// Python stacks read directly from the processes' memory.
+#[derive(Default)]
+pub struct LiveSource {
+    processes: HashMap<u32, PythonProcess>,
+    /// Attach order, for eviction.
+    order: Vec<u32>,
+    failed: Failed,
+}
+
+impl LiveSource {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn process(&mut self, pid: u32) -> Result<&mut PythonProcess, SourceError> {
+        if let Some(e) = self.failed.get(pid) {
+            return Err(e);
+        }
+        if !self.processes.contains_key(&pid) {
+            let p = PythonProcess::attach(pid).map_err(|e| {
+                let se = source_error(&e);
+                if is_lasting(&e) {
+                    self.failed.insert(pid, se.clone());
+                }
+                se
+            })?;
+            if self.processes.len() >= MAX_PROCESSES {
+                let old = self.order.remove(0);
+                self.processes.remove(&old);
+            }
+            self.order.push(pid);
+            self.processes.insert(pid, p);
+        }
+        Ok(self.processes.get_mut(&pid).expect("inserted above"))
+    }
+}
+
+impl StackSource for LiveSource {
+    fn thread_stacks(&mut self, pid: u32) -> Result<Vec<ThreadStack>, SourceError> {
+        let p = self.process(pid)?;
+        match p.stack(&StackOptions {
+            pause: false,
+            tid: None,
+        }) {
+            Ok(s) => Ok(s.threads),
+            Err(e) => {
+                let se = source_error(&e);
+                if is_lasting(&e) {
+                    self.processes.remove(&pid);
+                    self.order.retain(|&p| p != pid);
+                    self.failed.insert(pid, se.clone());
+                }
+                Err(se)
+            }
+        }
+    }
+
+    fn resume(&mut self, pid: u32) -> Result<(), SourceError> {
+        platform::resume(pid).map_err(|e| source_error(&e))
+    }
+
+    fn pid_of_tid(&mut self, tid: u64) -> Option<u32> {
+        platform::pid_of_tid(tid)
+    }
+}
+
+/// Python stacks from the daemon's `stack` method, over one connection for the run.
+pub struct DaemonSource {
+    socket: PathBuf,
+    client: Option<Client>,
+    failed: Failed,
+}
+
+impl DaemonSource {
+    /// Connects; `Err` when no daemon answers there.
+    pub fn connect(socket: &Path) -> Result<Self, ClientError> {
+        let client = Client::connect(socket)?;
+        Ok(DaemonSource {
+            socket: socket.to_path_buf(),
+            client: Some(client),
+            failed: Failed::default(),
+        })
+    }
+
+    fn call(&mut self, pid: u32) -> Result<ProcessStack, ClientError> {
+        let params = StackParams {
+            pid,
+            tid: None,
+            pause: false,
+        };
+        if self.client.is_none() {
+            self.client = Some(Client::connect(&self.socket)?);
+        }
+        let c = self.client.as_mut().expect("connected above");
+        let r = c.call(methods::STACK, Some(&params));
+        if let Err(ClientError::Closed | ClientError::Io(_) | ClientError::Protocol(_)) = &r {
+            // a restarted daemon: one new connection, then give up on this stack
+            self.client = None;
+            let mut c = Client::connect(&self.socket)?;
+            let r = c.call(methods::STACK, Some(&params));
+            self.client = Some(c);
+            return r;
+        }
+        r
+    }
+}
+
+impl StackSource for DaemonSource {
+    fn thread_stacks(&mut self, pid: u32) -> Result<Vec<ThreadStack>, SourceError> {
+        if let Some(e) = self.failed.get(pid) {
+            return Err(e);
+        }
+        match self.call(pid) {
+            Ok(s) => Ok(s.threads),
+            Err(ClientError::Rpc(e)) => {
+                let se = match e.code {
+                    codes::NO_SUCH_PROCESS => SourceError::NoSuchProcess(pid),
+                    _ => SourceError::Other(format!("daemon: {}", e.message)),
+                };
+                if matches!(
+                    e.code,
+                    codes::NO_SUCH_PROCESS
+                        | codes::NOT_PYTHON
+                        | codes::PERMISSION_DENIED
+                        | codes::UNSUPPORTED_VERSION
+                        | codes::PROCESS_EXITED
+                ) {
+                    self.failed.insert(pid, se.clone());
+                }
+                Err(se)
+            }
+            Err(e) => Err(SourceError::Other(format!("daemon: {e}"))),
+        }
+    }
+
+    fn resume(&mut self, pid: u32) -> Result<(), SourceError> {
+        // The caller stopped the target, so the caller may continue it.
+        platform::resume(pid).map_err(|e| source_error(&e))
+    }
+
+    fn pid_of_tid(&mut self, tid: u64) -> Option<u32> {
+        platform::pid_of_tid(tid)
+    }
+}
+
+/// The output, shared with the input side so it is flushed before every wait for input:
+/// a stack reaches a pipe's reader as soon as it is complete, yet a file is written in
+/// big chunks.
+#[derive(Clone)]
+struct SharedOut(Rc<RefCell<BufWriter<File>>>);
+
+impl Write for SharedOut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.borrow_mut().write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.borrow_mut().write_all(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.borrow_mut().flush()
+    }
+}
+
+struct FlushingReader<R> {
+    inner: R,
+    out: SharedOut,
+}
+
+impl<R: Read> Read for FlushingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.out.flush()?;
+        self.inner.read(buf)
+    }
+}
+
+fn options(args: &AnnotateArgs) -> Options {
+    Options {
+        pid: args.pid,
+        format: match args.format {
+            FormatArg::Auto => None,
+            FormatArg::Dtrace => Some(Format::Dtrace),
+            FormatArg::Bpftrace => Some(Format::Bpftrace),
+            FormatArg::Perf => Some(Format::Perf),
+            FormatArg::Gdb => Some(Format::Gdb),
+        },
+        output: match args.output {
+            OutputArg::Text => OutputMode::Text,
+            OutputArg::Json => OutputMode::Json,
+            OutputArg::Folded => OutputMode::Folded,
+        },
+        qualname: args.qualname,
+        stopped: args.stopped,
+        ..Options::default()
+    }
+}
+
+/// Adds the counts of `b` to `a` (several input files, one report).
+fn merge(a: &mut Summary, b: Summary, file: &str) {
+    a.stacks += b.stacks;
+    a.with_eval_frames += b.with_eval_frames;
+    a.annotated += b.annotated;
+    a.race_outermost_bare += b.race_outermost_bare;
+    a.already_annotated += b.already_annotated;
+    a.too_long += b.too_long;
+    a.resume_errors += b.resume_errors;
+    for (k, n) in b.unannotated {
+        *a.unannotated.entry(k).or_default() += n;
+    }
+    for d in b.details {
+        if a.details.len() < MAX_DETAILS {
+            a.details.push(format!("{file}: {d}"));
+        }
+    }
+}
+
+pub fn run(args: &AnnotateArgs, global: &Global) -> ExitCode {
+    let mut source: Box<dyn StackSource> = if global.no_daemon {
+        Box::new(LiveSource::new())
+    } else {
+        match DaemonSource::connect(&global.socket) {
+            Ok(d) => Box::new(d),
+            Err(e) if e.is_not_running() => Box::new(LiveSource::new()),
+            Err(e) => {
+                eprintln!("pystackd: daemon: {e}; reading the processes directly");
+                Box::new(LiveSource::new())
+            }
+        }
+    };
+    let stdout = match io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => File::from(fd),
+        Err(e) => {
+            eprintln!("pystackd: standard output: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let out = SharedOut(Rc::new(RefCell::new(BufWriter::with_capacity(
+        64 * 1024,
+        stdout,
+    ))));
+    let opts = options(args);
+    let mut total = Summary::default();
+    let result = if args.files.is_empty() {
+        run_one(io::stdin().lock(), &out, &mut *source, &opts).map(|s| total = s)
+    } else {
+        let mut r = Ok(());
+        for path in &args.files {
+            let f = match File::open(path) {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = out.clone().flush();
+                    eprintln!("pystackd: {}: {e}", path.display());
+                    return ExitCode::from(exit::FAILURE);
+                }
+            };
+            match run_one(f, &out, &mut *source, &opts) {
+                Ok(s) => merge(&mut total, s, &path.display().to_string()),
+                Err(e) => {
+                    r = Err(e);
+                    break;
+                }
+            }
+        }
+        r
+    };
+    match result.and_then(|_| out.clone().flush().map_err(AnnotateError::Io)) {
+        Ok(()) => {}
+        Err(AnnotateError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+            // the reader went away (`| head`): nothing more to say
+            return ExitCode::from(exit::OK);
+        }
+        Err(e) => {
+            eprintln!("pystackd: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    }
+    if total.has_problems() {
+        eprint!("pystackd annotate: {total}");
+        return ExitCode::from(exit::PARTIAL);
+    }
+    ExitCode::from(exit::OK)
+}
+
+fn run_one<R: Read>(
+    input: R,
+    out: &SharedOut,
+    source: &mut dyn StackSource,
+    opts: &Options,
+) -> Result<Summary, AnnotateError> {
+    let input = FlushingReader {
+        inner: input,
+        out: out.clone(),
+    };
+    stacktext::annotate(input, out.clone(), source, opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_summaries_add_up() {
+        let mut a = Summary {
+            stacks: 2,
+            annotated: 1,
+            ..Summary::default()
+        };
+        a.unannotated.insert("no pid known".into(), 1);
+        let mut b = Summary {
+            stacks: 3,
+            resume_errors: 1,
+            ..Summary::default()
+        };
+        b.unannotated.insert("no pid known".into(), 2);
+        b.details.push("stack 1: x".into());
+        merge(&mut a, b, "f");
+        assert_eq!(a.stacks, 5);
+        assert_eq!(a.unannotated["no pid known"], 3);
+        assert_eq!(a.details, vec!["f: stack 1: x".to_string()]);
+        assert_eq!(a.resume_errors, 1);
+    }
+
+    #[test]
+    fn a_pid_that_is_no_python_is_tried_once() {
+        // our own process: alive, readable, and not a CPython interpreter
+        let pid = std::process::id();
+        let mut s = LiveSource::new();
+        let e = s.thread_stacks(pid).unwrap_err();
+        assert!(s.failed.get(pid).is_some(), "{e}");
+        assert_eq!(s.thread_stacks(pid).unwrap_err(), e);
+        assert_eq!(s.pid_of_tid(u64::from(pid)), Some(pid));
+    }
+}

@@ -1,0 +1,433 @@
+//! `pystackd annotate` end to end with real tools: native stacks of real targets taken by
+//! gdb (every interpreter) and bpftrace (where it works), annotated by the binary, and every
+//! inserted `[ file:line (func) ]` line checked against the target's own view of its stack:
+//! the annotations of one native stack, top to bottom, must be exactly the Python frames of
+//! that thread, innermost first, nothing missing and nothing invented.
+
+mod gdb_layout;
+mod support;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use gdb_layout::{gdb_to_dtrace, header_tid};
+use support::{interpreters, pystackd_bin, FrameTruth, Interpreter, Target};
+
+/// (filename, line, function) as annotate prints them.
+type Ann = (String, Option<u32>, String);
+
+fn truth_frames(frames: &[FrameTruth]) -> Vec<Ann> {
+    frames
+        .iter()
+        .map(|f| (f.filename.clone(), f.line, f.function.clone()))
+        .collect()
+}
+
+/// Parses `[ file:line (func) ]` (None for anything else).
+fn parse_annotation(line: &str) -> Option<Ann> {
+    let l = line.trim().strip_prefix("[ ")?.strip_suffix(" ]")?;
+    let (loc, func) = l.rsplit_once(" (")?;
+    let (file, ln) = loc.rsplit_once(':')?;
+    Some((
+        file.to_string(),
+        ln.parse().ok(),
+        func.strip_suffix(')')?.to_string(),
+    ))
+}
+
+/// The annotations of the output, per stack, keyed by the stack's thread id.
+fn annotations_by_tid(out: &str) -> Result<HashMap<u64, Vec<Ann>>, String> {
+    let mut map: HashMap<u64, Vec<Ann>> = HashMap::new();
+    let mut cur: Option<u64> = None;
+    for line in out.lines() {
+        if let Some(a) = parse_annotation(line) {
+            let tid = cur.ok_or_else(|| format!("annotation before any thread: {line}"))?;
+            map.entry(tid).or_default().push(a);
+        } else if let Some(t) = header_tid(line) {
+            if map.contains_key(&t) {
+                return Err(format!("thread {t} twice"));
+            }
+            map.insert(t, Vec::new());
+            cur = Some(t);
+        }
+    }
+    Ok(map)
+}
+
+/// Checks every Python thread of the ground truth against its stack's annotations.
+fn check(target: &Target, out: &str, what: &str) -> Result<usize, String> {
+    let got = annotations_by_tid(out).map_err(|e| format!("{what}: {e}\n{out}"))?;
+    let truth = target.truth();
+    let mut checked = 0;
+    for t in &truth.threads {
+        let want = truth_frames(&t.frames);
+        let have = got.get(&t.native_id).cloned().unwrap_or_default();
+        if have != want {
+            return Err(format!(
+                "{what}: thread {} ({}):\n  want {want:?}\n  have {have:?}\n--- output ---\n{out}",
+                t.native_id, t.name
+            ));
+        }
+        checked += want.len();
+    }
+    // nothing invented for threads the interpreter does not know
+    for (tid, anns) in &got {
+        if !anns.is_empty() && !truth.threads.iter().any(|t| t.native_id == *tid) {
+            return Err(format!("{what}: annotations for unknown thread {tid}"));
+        }
+    }
+    Ok(checked)
+}
+
+fn have(tool: &str, arg: &str) -> bool {
+    Command::new(tool)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+fn gdb_all_threads(pid: u32) -> String {
+    let out = Command::new("gdb")
+        .args(["-batch", "-nx", "-p", &pid.to_string()])
+        .args(["-ex", "thread apply all bt"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("gdb runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn annotate(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(pystackd_bin())
+        .arg("--no-daemon")
+        .arg("annotate")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pystackd runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    let w = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    w.join().unwrap();
+    out
+}
+
+/// Whether gdb named the eval loop at all (a binary without symbols shows `??`).
+fn names_eval_loop(gdb: &str) -> bool {
+    gdb.contains("_PyEval_EvalFrame") || gdb.contains("_TAIL_CALL_")
+}
+
+fn run_gdb_case(interp: &Interpreter, script: &str) -> Result<String, String> {
+    let target = Target::try_spawn(interp, script, &[])?;
+    let pid = target.pid();
+    let gdb = gdb_all_threads(pid);
+    if !names_eval_loop(&gdb) {
+        return Ok(format!(
+            "SKIP {}: gdb shows no eval-loop symbol (no symbols?)",
+            target.label()
+        ));
+    }
+    let pid_s = pid.to_string();
+    let dtrace = gdb_to_dtrace(&gdb, pid);
+    let mut total = 0;
+    for (what, args, input) in [
+        ("gdb --pid", vec!["--pid", pid_s.as_str()], &gdb),
+        ("gdb, LWP headers", vec![], &gdb),
+        (
+            "dtrace layout --pid",
+            vec!["--pid", pid_s.as_str()],
+            &dtrace,
+        ),
+        (
+            "dtrace layout --format dtrace",
+            vec!["--pid", pid_s.as_str(), "--format", "dtrace"],
+            &dtrace,
+        ),
+    ] {
+        let what = format!("{} / {what}", target.label());
+        let out = annotate(&args, input);
+        let text = String::from_utf8_lossy(&out.stdout);
+        if out.status.code() != Some(0) {
+            return Err(format!(
+                "{what}: exit {:?}\n{}\n{text}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        total += check(&target, &text, &what)?;
+        // only lines were added
+        let stripped: Vec<&str> = text
+            .lines()
+            .filter(|l| parse_annotation(l).is_none())
+            .collect();
+        if stripped != input.lines().collect::<Vec<_>>() {
+            return Err(format!("{what}: the input was changed"));
+        }
+    }
+    if total == 0 {
+        return Err(format!("{}: no Python frame checked", target.label()));
+    }
+    Ok(format!(
+        "ok {}: {total} annotations checked",
+        target.label()
+    ))
+}
+
+#[test]
+fn gdb_stacks_of_every_interpreter() {
+    if !have("gdb", "--version") {
+        eprintln!("SKIP: gdb not installed (apt-get install gdb)");
+        return;
+    }
+    let list = interpreters();
+    if list.is_empty() {
+        eprintln!("SKIP: no interpreters");
+        return;
+    }
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for interp in &list {
+        for script in ["nested_eval.py", "main_target.py"] {
+            match run_gdb_case(interp, script) {
+                Ok(msg) => {
+                    if msg.starts_with("ok") {
+                        checked += 1;
+                    }
+                    eprintln!("{msg}");
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(checked > 0, "no interpreter could be checked");
+}
+
+// ---- bpftrace ----
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn tracefs_ready() -> bool {
+    let p = std::path::Path::new("/sys/kernel/tracing/events");
+    if p.exists() {
+        return true;
+    }
+    let _ = Command::new("mount")
+        .args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])
+        .status();
+    p.exists()
+}
+
+/// The file holding the eval loop's callees: libpython when the interpreter has one, else
+/// the executable.
+fn libpython_of(pid: u32) -> Option<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let paths: Vec<&str> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .collect();
+    paths
+        .iter()
+        .find(|p| p.contains("libpython3"))
+        .or_else(|| paths.iter().find(|p| p.contains("python3")))
+        .map(|p| p.to_string())
+}
+
+fn process_state(pid: u32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(") ")?.1.chars().next()
+}
+
+/// One bpftrace capture of a running target, stopped by the probe (`signal("SIGSTOP")`),
+/// annotated with `--stopped`, which must resume it. nested_eval's and main_target's threads
+/// block, so the probe would never fire there: busy_target runs Python all the time and
+/// calls `PyObject_GetAttr` at once.
+fn run_bpftrace(interp: &Interpreter) -> Result<String, String> {
+    let mut target = Target::try_spawn(interp, "busy_target.py", &[])?;
+    let pid = target.pid();
+    let Some(lib) = libpython_of(pid) else {
+        return Ok(format!("SKIP {}: no python mapping", target.label()));
+    };
+    let prog = format!(
+        "uprobe:{lib}:PyObject_GetAttr /pid == {pid}/ {{ printf(\"pid=%d tid=%d\\n\", pid, tid); \
+         print(ustack(perf)); signal(\"SIGSTOP\"); exit(); }}"
+    );
+    let bt = Command::new("timeout")
+        .args(["60", "bpftrace", "--unsafe", "-e", &prog])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("bpftrace: {e}"))?;
+    let text = String::from_utf8_lossy(&bt.stdout).into_owned();
+    if !bt.status.success() || !text.contains("pid=") {
+        return Ok(format!(
+            "SKIP {}: bpftrace failed: {:?} {}",
+            target.label(),
+            bt.status,
+            String::from_utf8_lossy(&bt.stderr)
+        ));
+    }
+    // the probe stopped the target; annotate reads it and resumes it
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while process_state(pid) != Some('T') && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if process_state(pid) != Some('T') {
+        return Err(format!(
+            "{}: the probe did not stop the target",
+            target.label()
+        ));
+    }
+    let out = annotate(&["--stopped"], &text);
+    let ann = String::from_utf8_lossy(&out.stdout).into_owned();
+    std::thread::sleep(Duration::from_millis(200));
+    let state = process_state(pid);
+    if state == Some('T') || !target.is_running() {
+        return Err(format!(
+            "{}: not running after annotate --stopped (state {state:?})",
+            target.label()
+        ));
+    }
+    let anns: Vec<Ann> = ann.lines().filter_map(parse_annotation).collect();
+    let has_eval = text.contains("_PyEval_EvalFrameDefault");
+    let summary = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !has_eval {
+        return Ok(format!(
+            "SKIP {} (the probe stopped it, annotate --stopped resumed it): ustack shows no eval \
+             frame, so nothing to check (no frame pointers?): {}",
+            target.label(),
+            text.lines().take(6).collect::<Vec<_>>().join(" | ")
+        ));
+    }
+    // A busy thread's stack moves on between the probe and our read only if it runs: it
+    // is stopped, so its Python frames must be complete and in the program's files or the
+    // standard library, innermost first, ending in the thread's entry point.
+    let truth = target.truth();
+    for (f, _, func) in &anns {
+        if !(truth.is_program_file(f) || truth.is_stdlib_file(f)) {
+            return Err(format!(
+                "{}: unexpected file {f} ({func})\n{ann}",
+                target.label()
+            ));
+        }
+    }
+    if out.status.code() == Some(0) && !anns.is_empty() {
+        Ok(format!(
+            "ok {}: bpftrace stack annotated with {} frames, target resumed",
+            target.label(),
+            anns.len()
+        ))
+    } else {
+        Ok(format!(
+            "PARTIAL {}: exit {:?}, {} annotations; {summary}\n{text}",
+            target.label(),
+            out.status.code(),
+            anns.len()
+        ))
+    }
+}
+
+#[test]
+fn bpftrace_stopped_target() {
+    if !is_root() {
+        eprintln!("SKIP: bpftrace needs root");
+        return;
+    }
+    if !have("bpftrace", "--version") {
+        eprintln!("SKIP: bpftrace not installed (apt-get install bpftrace)");
+        return;
+    }
+    if !tracefs_ready() {
+        eprintln!("SKIP: no tracefs at /sys/kernel/tracing");
+        return;
+    }
+    let list = interpreters();
+    // a frame-pointer build and a pyenv build at most: bpftrace starts take seconds
+    let picks: Vec<&Interpreter> = ["debian-3.14-direct", "pyenv-3.12.1"]
+        .iter()
+        .filter_map(|l| list.iter().find(|i| i.label == *l))
+        .collect();
+    if picks.is_empty() {
+        eprintln!("SKIP: neither debian-3.14-direct nor pyenv-3.12.1 available");
+        return;
+    }
+    let mut failures = Vec::new();
+    for interp in picks {
+        match run_bpftrace(interp) {
+            Ok(msg) => eprintln!("{msg}"),
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// In the middle of a pipe: a stack comes out as soon as it is complete (its blank line
+/// read), while the input is still open.
+#[test]
+fn output_streams_before_input_ends() {
+    use std::io::{BufRead, BufReader};
+    if !have("gdb", "--version") {
+        eprintln!("SKIP: gdb not installed (apt-get install gdb)");
+        return;
+    }
+    let Some(interp) = interpreters()
+        .into_iter()
+        .find(|i| i.label.starts_with("pyenv-3.12"))
+    else {
+        eprintln!("SKIP: pyenv 3.12 not available");
+        return;
+    };
+    let target = Target::spawn(&interp, "nested_eval.py", &[]);
+    let pid = target.pid();
+    let dtrace = gdb_to_dtrace(&gdb_all_threads(pid), pid);
+    // the first stack only, with the blank line that ends it
+    let first_end = dtrace
+        .match_indices("\ntid=")
+        .nth(1)
+        .map(|(p, _)| p + 1)
+        .expect("two stacks");
+    let mut child = Command::new(pystackd_bin())
+        .args(["--no-daemon", "annotate", "--pid", &pid.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&dtrace.as_bytes()[..first_end]).unwrap();
+    stdin.write_all(b"\n").unwrap();
+    stdin.flush().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if parse_annotation(&line).is_some() {
+                let _ = tx.send(line);
+                break;
+            }
+        }
+    });
+    let got = rx.recv_timeout(Duration::from_secs(20));
+    drop(stdin);
+    let _ = child.wait();
+    let line = got.expect("an annotation line while the input was still open");
+    let ann = parse_annotation(&line).unwrap();
+    assert!(
+        target
+            .truth()
+            .threads
+            .iter()
+            .any(|t| t.frames.first().map(|f| &f.function) == Some(&ann.2)),
+        "{line}"
+    );
+}

@@ -1,0 +1,98 @@
+//! gdb's `thread apply all bt` text rewritten into DTrace's `ustack()` layout, for tests and
+//! the annotate benchmark (no DTrace on Linux: the same stacks in the other tool's layout).
+#![allow(dead_code)]
+
+/// The tid a stack header names: gdb's `(LWP N)`, or a `tid=N` line.
+pub fn header_tid(line: &str) -> Option<u64> {
+    let rest = if let Some(p) = line.find("(LWP ") {
+        &line[p + 5..]
+    } else {
+        line.strip_prefix("tid=")
+            .or_else(|| line.split_whitespace().find_map(|w| w.strip_prefix("tid=")))?
+    };
+    let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    n.parse().ok()
+}
+
+/// The mappings of `pid` as (start, end, basename), to name the module of an address the
+/// way DTrace does.
+fn modules(pid: u32) -> Vec<(u64, u64, String)> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    maps.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (a, b) = f.next()?.split_once('-')?;
+            let path = f.nth(4)?;
+            let name = path.rsplit('/').next()?.to_string();
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+                name,
+            ))
+        })
+        .collect()
+}
+
+/// Rewrites gdb's `thread apply all bt` into DTrace's `ustack()` layout: per thread a
+/// `tid=N` line (the probe's printf), a blank line, then `module`symbol+0xoff` frames
+/// indented 14 spaces. DTrace sees physical frames only: gdb's inlined frames (no address)
+/// belong to the frame above them, whose symbol is the outermost function of that chain
+/// (the one the symbol table names for the address). Offsets are not known from gdb's text
+/// and take no part in matching: 0x0.
+pub fn gdb_to_dtrace(gdb: &str, pid: u32) -> String {
+    let mods = modules(pid);
+    let mut out = String::new();
+    // the pending physical frame: (address, outermost symbol so far)
+    let mut pending: Option<(Option<u64>, Option<String>)> = None;
+    let flush = |out: &mut String, p: &mut Option<(Option<u64>, Option<String>)>| {
+        if let Some((addr, sym)) = p.take() {
+            let module = addr
+                .and_then(|a| mods.iter().find(|(s, e, _)| *s <= a && a < *e))
+                .map(|m| m.2.as_str())
+                .unwrap_or("unknown");
+            match (sym, addr) {
+                (Some(s), _) => out.push_str(&format!("              {module}`{s}+0x0\n")),
+                (None, Some(a)) => out.push_str(&format!("              {module}`0x{a:x}\n")),
+                (None, None) => out.push_str("              0x0\n"),
+            }
+        }
+    };
+    for line in gdb.lines() {
+        if let Some(tid) = line
+            .starts_with("Thread ")
+            .then(|| header_tid(line))
+            .flatten()
+        {
+            flush(&mut out, &mut pending);
+            out.push_str(&format!("tid={tid}\n\n"));
+            continue;
+        }
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let num: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let rest = rest[num.len()..].trim();
+        let (addr, func) = match rest.strip_prefix("0x") {
+            Some(a) => {
+                let hex: String = a.chars().take_while(char::is_ascii_hexdigit).collect();
+                let func = a[hex.len()..].strip_prefix(" in ").unwrap_or("??");
+                (u64::from_str_radix(&hex, 16).ok(), func)
+            }
+            None => (None, rest),
+        };
+        let sym = func
+            .split(" (")
+            .next()
+            .filter(|s| *s != "??" && !s.is_empty())
+            .map(str::to_string);
+        if addr.is_some() || num == "0" {
+            flush(&mut out, &mut pending);
+            pending = Some((addr, sym));
+        } else if let Some(p) = pending.as_mut() {
+            // inlined into the physical frame: the outermost name wins
+            p.1 = sym.or(p.1.take());
+        }
+    }
+    flush(&mut out, &mut pending);
+    out
+}
