@@ -41,3 +41,15 @@ impl<S: StackSource + ?Sized> StackSource for &mut S {
         (**self).pid_of_tid(tid)
     }
 }
+
+impl<S: StackSource + ?Sized> StackSource for Box<S> {
+    fn thread_stacks(&mut self, pid: u32) -> Result<Vec<ThreadStack>, SourceError> {
+        (**self).thread_stacks(pid)
+    }
+    fn resume(&mut self, pid: u32) -> Result<(), SourceError> {
+        (**self).resume(pid)
+    }
+    fn pid_of_tid(&mut self, tid: u64) -> Option<u32> {
+        (**self).pid_of_tid(tid)
+    }
+}

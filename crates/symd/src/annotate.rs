@@ -13,6 +13,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use protocol::rpc::{codes, methods, StackParams};
 use protocol::{ProcessStack, ThreadStack};
@@ -285,8 +286,61 @@ fn merge(a: &mut Summary, b: Summary, file: &str) {
     }
 }
 
+/// Hands out a process's last read again while it is younger than `max_age`
+/// (`--max-age`): a burst of records costs one read of the target, not one each.
+pub struct Reuse<S> {
+    inner: S,
+    max_age: Duration,
+    last: HashMap<u32, (Instant, Vec<ThreadStack>)>,
+}
+
+impl<S: StackSource> Reuse<S> {
+    pub fn new(inner: S, max_age: Duration) -> Self {
+        Reuse {
+            inner,
+            max_age,
+            last: HashMap::new(),
+        }
+    }
+}
+
+impl<S: StackSource> StackSource for Reuse<S> {
+    fn thread_stacks(&mut self, pid: u32) -> Result<Vec<ThreadStack>, SourceError> {
+        if self.max_age.is_zero() {
+            return self.inner.thread_stacks(pid);
+        }
+        let now = Instant::now();
+        if let Some((at, threads)) = self.last.get(&pid) {
+            if now.duration_since(*at) < self.max_age {
+                return Ok(threads.clone());
+            }
+        }
+        let threads = self.inner.thread_stacks(pid)?;
+        if self.last.len() >= MAX_PROCESSES {
+            self.last.clear();
+        }
+        self.last.insert(pid, (now, threads.clone()));
+        Ok(threads)
+    }
+
+    fn resume(&mut self, pid: u32) -> Result<(), SourceError> {
+        // a resumed target moves on: never reuse a read across a resume
+        self.last.remove(&pid);
+        self.inner.resume(pid)
+    }
+
+    fn pid_of_tid(&mut self, tid: u64) -> Option<u32> {
+        self.inner.pid_of_tid(tid)
+    }
+}
+
 pub fn run(args: &AnnotateArgs, global: &Global) -> ExitCode {
-    let mut source: Box<dyn StackSource> = if global.no_daemon {
+    let max_age = if args.stopped {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(args.max_age)
+    };
+    let source: Box<dyn StackSource> = if global.no_daemon {
         Box::new(LiveSource::new())
     } else {
         match DaemonSource::connect(&global.socket) {
@@ -298,6 +352,7 @@ pub fn run(args: &AnnotateArgs, global: &Global) -> ExitCode {
             }
         }
     };
+    let mut source = Reuse::new(source, max_age);
     let stdout = match io::stdout().as_fd().try_clone_to_owned() {
         Ok(fd) => File::from(fd),
         Err(e) => {
@@ -312,7 +367,7 @@ pub fn run(args: &AnnotateArgs, global: &Global) -> ExitCode {
     let opts = options(args);
     let mut total = Summary::default();
     let result = if args.files.is_empty() {
-        run_one(io::stdin().lock(), &out, &mut *source, &opts).map(|s| total = s)
+        run_one(io::stdin().lock(), &out, &mut source, &opts).map(|s| total = s)
     } else {
         let mut r = Ok(());
         for path in &args.files {
@@ -324,7 +379,7 @@ pub fn run(args: &AnnotateArgs, global: &Global) -> ExitCode {
                     return ExitCode::from(exit::FAILURE);
                 }
             };
-            match run_one(f, &out, &mut *source, &opts) {
+            match run_one(f, &out, &mut source, &opts) {
                 Ok(s) => merge(&mut total, s, &path.display().to_string()),
                 Err(e) => {
                     r = Err(e);

@@ -123,6 +123,13 @@ pub struct AnnotateArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputArg::Text)]
     pub output: OutputArg,
+    /// Reuse a process's Python stacks for stacks arriving within this many
+    /// milliseconds of the read (0: read the process again for every stack). The probe
+    /// fired before the record reached annotate anyway (DTrace prints its buffers
+    /// about once a second), so 1 ms costs no accuracy and lets a fast stream run at
+    /// parser speed. Ignored with --stopped: each stopped target is read afresh.
+    #[arg(long, value_name = "MS", default_value_t = 1)]
+    pub max_age: u64,
 }
 
 #[derive(clap::Args, Debug)]
