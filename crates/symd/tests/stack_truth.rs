@@ -385,3 +385,31 @@ fn process_exits_while_attached() {
         other => panic!("expected ProcessExited, got {other:?}"),
     }
 }
+
+/// Function and file names of every compact `str` kind (UCS1, UCS2, UCS4).
+#[test]
+fn stack_json_equals_ground_truth_wide_unicode() {
+    for_each_interpreter("stack --json vs ground truth (wide_unicode)", |interp| {
+        let target = Target::try_spawn(interp, "wide_unicode.py", &[])?;
+        let got = stack_json(target.pid(), &[])?;
+        compare(&target, &got, interp.version)?;
+        let names: Vec<&str> = got
+            .threads
+            .iter()
+            .flat_map(|t| &t.frames)
+            .map(|f| &*f.function)
+            .collect();
+        ensure!(
+            names.contains(&"関数_\u{20000}"),
+            "no UCS4 function name in {names:?}"
+        );
+        ensure!(
+            got.threads
+                .iter()
+                .flat_map(|t| &t.frames)
+                .any(|f| f.filename.ends_with("ユニコード_\u{1F600}.py")),
+            "no UCS4 file name"
+        );
+        Ok(())
+    });
+}
