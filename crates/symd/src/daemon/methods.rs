@@ -175,7 +175,7 @@ fn authorize(state: &State, peer: PeerCredentials, pid: u32) -> RpcResult<Key> {
         state.cache.remove_pid(pid);
         reader_error(&e)
     })?;
-    if peer.uid != 0 {
+    if !peer.privileged {
         let creds = platform::credentials(pid).map_err(|e| reader_error(&e))?;
         if let Err(d) = auth::check(&peer, pid, &creds, auth::proc_owner(pid)) {
             state.denied.fetch_add(1, Ordering::Relaxed);
@@ -276,7 +276,7 @@ fn list(state: &State, peer: PeerCredentials) -> ListResult {
         .entries()
         .into_iter()
         .filter(|e| {
-            peer.uid == 0
+            peer.privileged
                 || platform::credentials(e.key.pid).is_ok_and(|c| {
                     auth::check(&peer, e.key.pid, &c, auth::proc_owner(e.key.pid)).is_ok()
                 })
