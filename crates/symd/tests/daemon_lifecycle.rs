@@ -239,3 +239,116 @@ fn stack_falls_back_or_reports_daemon_errors() {
         assert_eq!(out.status.code(), Some(3), "{extra:?}: {out:?}");
     }
 }
+
+/// The arguments after the binary in `ExecStart=` of the shipped unit file.
+fn unit_exec_args() -> Vec<String> {
+    let unit =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../systemd/pystackd.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart= in pystackd.service");
+    line.split_whitespace()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn activated_by_systemd_socket_activate_with_the_units_command_line() {
+    let Ok(tool) = which("systemd-socket-activate") else {
+        eprintln!("skipped: systemd-socket-activate missing (Debian package systemd)");
+        return;
+    };
+    let dir = TempDir::new("sda");
+    let socket = dir.path().join("pystackd.sock");
+    let args = unit_exec_args();
+    assert_eq!(
+        args,
+        ["serve"],
+        "the unit's ExecStart changed: update this test"
+    );
+    let mut child = Command::new(tool)
+        .arg("--listen")
+        .arg(&socket)
+        .arg(BIN)
+        .args(&args)
+        .env("PYSTACKD_LOG", "debug")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !socket.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // the first connection starts the daemon, which takes over the listening socket
+    let mut c = Conn::new(&socket);
+    let s = c.ok("status", Value::Null);
+    assert_eq!(s["pid"], json!(child.id()), "{s}");
+    drop(c);
+    Conn::new(&socket).ok("version", Value::Null);
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = wait_timeout(&mut child, Duration::from_secs(10)).expect("daemon stops");
+    assert!(st.success(), "{st}");
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
+
+#[test]
+fn log_level_option_as_the_smf_method_passes_it() {
+    let dir = TempDir::new("loglevel");
+    let socket = dir.path().join("run/pystackd.sock");
+    let log = dir.path().join("log");
+    // what smf/method/svc-pystackd runs: serve --socket PATH --log-level LEVEL
+    let mut child = Command::new(BIN)
+        .args(["serve", "--socket"])
+        .arg(&socket)
+        .args(["--log-level", "debug"])
+        .env_remove("PYSTACKD_LOG")
+        .env("RUST_LOG", "error")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let mut c = loop {
+        if let Ok(s) = std::os::unix::net::UnixStream::connect(&socket) {
+            drop(s);
+            break Conn::new(&socket);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    c.ok("version", Value::Null);
+    drop(c);
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_timeout(&mut child, Duration::from_secs(10)).is_some_and(|s| s.success()));
+    // debug records appear although RUST_LOG says error: the option wins
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("DEBUG") && text.contains("client connected"),
+        "{text}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["serve", "--socket"])
+        .arg(dir.path().join("x.sock"))
+        .args(["--log-level", "info,=[bad"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--log-level"));
+}
