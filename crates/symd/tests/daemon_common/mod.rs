@@ -55,8 +55,18 @@ impl Daemon {
     }
 
     pub fn start_in(dir: TempDir, socket: PathBuf, config: Option<&str>) -> Daemon {
+        Self::start_with(Command::new(BIN), dir, socket, config)
+    }
+
+    /// `cmd` runs the `pystackd` binary (possibly through setpriv); `serve` and its
+    /// options are appended.
+    pub fn start_with(
+        mut cmd: Command,
+        dir: TempDir,
+        socket: PathBuf,
+        config: Option<&str>,
+    ) -> Daemon {
         let log = dir.path().join("daemon.log");
-        let mut cmd = Command::new(BIN);
         cmd.arg("serve").arg("--socket").arg(&socket);
         if let Some(text) = config {
             let cfg = dir.path().join("pystackd.conf");
