@@ -168,11 +168,19 @@ fn systemd_socket_activation() {
 
 #[test]
 fn clients_get_a_clear_error_while_the_daemon_is_down_and_after_restart() {
+    let target = pyenv_python("3.10.13").map(|py| Target::start(&py, 2));
+    if target.is_none() {
+        eprintln!("pyenv 3.10.13 absent: restart checked without a Python target");
+    }
     let mut d = Daemon::start(None);
     let out = d.cli(&["status"]);
     assert!(out.status.success());
     let mut c = d.connect();
     c.ok("version", Value::Null);
+    if let Some(t) = &target {
+        let s = c.ok("stack", json!({"pid": t.pid()}));
+        assert_eq!(main_thread_frames(&s, t.pid()), t.expected);
+    }
     // killed hard: the socket file stays behind
     d.child.kill().unwrap();
     d.child.wait().unwrap();
@@ -197,6 +205,13 @@ fn clients_get_a_clear_error_while_the_daemon_is_down_and_after_restart() {
     assert!(out.status.success(), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["pid"], json!(d2.child.id()));
+    // the new daemon attaches afresh and reads the same stack
+    if let Some(t) = &target {
+        let mut c = d2.connect();
+        let s = c.ok("stack", json!({"pid": t.pid()}));
+        assert_eq!(main_thread_frames(&s, t.pid()), t.expected);
+        assert_eq!(c.ok("status", Value::Null)["attached"], 1);
+    }
 }
 
 #[test]
