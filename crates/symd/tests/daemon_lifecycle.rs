@@ -284,30 +284,43 @@ fn activated_by_systemd_socket_activate_with_the_units_command_line() {
         ["serve"],
         "the unit's ExecStart changed: update this test"
     );
-    let mut child = Command::new(tool)
+    let child = Command::new(tool)
         .arg("--listen")
         .arg(&socket)
         .arg(BIN)
         .args(&args)
         .env("PYSTACKD_LOG", "debug")
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // killed even when an assertion fails
+    let mut child = KillOnDrop(child);
+    // the socket file appears at bind(), before listen(): retry until it accepts
     let t0 = Instant::now();
-    while !socket.exists() {
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
         assert!(t0.elapsed() < Duration::from_secs(10), "no socket");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // the first connection starts the daemon, which takes over the listening socket
+    // the first connection started the daemon, which took over the listening socket
     let mut c = Conn::new(&socket);
     let s = c.ok("status", Value::Null);
-    assert_eq!(s["pid"], json!(child.id()), "{s}");
+    assert_eq!(s["pid"], json!(child.0.id()), "{s}");
     drop(c);
     Conn::new(&socket).ok("version", Value::Null);
     // SAFETY: kill(2) on our child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let st = wait_timeout(&mut child, Duration::from_secs(10)).expect("daemon stops");
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let st = wait_timeout(&mut child.0, Duration::from_secs(10)).expect("daemon stops");
     assert!(st.success(), "{st}");
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn which(name: &str) -> Result<std::path::PathBuf, ()> {
