@@ -73,8 +73,11 @@ impl Daemon {
             std::fs::write(&cfg, text).unwrap();
             cmd.arg("--config").arg(cfg);
         }
-        cmd.env("PYSTACKD_LOG", "debug")
-            .env_remove("RUST_LOG")
+        // debug records for the tests unless the caller chose a filter (benchmarks)
+        if !cmd.get_envs().any(|(k, _)| k == "PYSTACKD_LOG") {
+            cmd.env("PYSTACKD_LOG", "debug");
+        }
+        cmd.env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
