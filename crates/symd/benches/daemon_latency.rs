@@ -5,6 +5,7 @@
 #[path = "../tests/daemon_common/mod.rs"]
 mod daemon_common;
 
+use std::io::{BufRead, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,12 +27,35 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// A daemon logging warnings only, as in production (the tests' default is debug).
+fn quiet_daemon(tag: &str) -> Daemon {
+    let dir = TempDir::new(tag);
+    let socket = dir.path().join("pystackd.sock");
+    let mut cmd = Command::new(BIN);
+    cmd.env("PYSTACKD_LOG", "warn");
+    Daemon::start_with(cmd, dir, socket, None)
+}
+
+/// Kills and reaps the processes even when the benchmark panics.
+struct Reaper(Vec<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
+    }
+}
+
 fn main() {
     let Some(py) = pyenv_python("3.10.13") else {
         eprintln!("skipped: Python 3.10.13 not installed under pyenv");
         return;
     };
-    let d = Daemon::start(Some("log_level = \"warn\"\n"));
+    let d = quiet_daemon("bench");
     // depth 37: <module> + 38 x level + leaf = 40 frames
     let t = Target::start(&py, 37);
     let pid = t.pid();
@@ -45,19 +69,37 @@ fn main() {
     for _ in 0..100 {
         c.ok("stack", json!({"pid": pid}));
     }
-    let n = 2000;
+    let n = 5000;
+    // Round trip of one request: from writing the line to having the whole reply
+    // line; the client's own JSON parsing of the reply is timed separately.
+    let req = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"stack\",\"params\":{{\"pid\":{pid}}}}}\n"
+    );
     let mut lat = Vec::with_capacity(n);
+    let mut with_parse = Vec::with_capacity(n);
+    let mut line = Vec::new();
     for _ in 0..n {
+        line.clear();
         let t0 = Instant::now();
-        c.ok("stack", json!({"pid": pid}));
+        c.wr.write_all(req.as_bytes()).unwrap();
+        c.rd.read_until(b'\n', &mut line).unwrap();
         lat.push(t0.elapsed());
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        with_parse.push(t0.elapsed());
+        assert!(v.get("result").is_some(), "{v}");
     }
     lat.sort();
+    with_parse.sort();
     println!(
-        "stack latency, {frames}-frame target, {n} requests on one connection: p50 {:?}, p99 {:?}, max {:?}",
+        "stack latency, {frames}-frame target, {n} requests on one connection ({} bytes a \
+         reply): p50 {:?}, p99 {:?}, max {:?}; with the client parsing the reply into a \
+         serde_json::Value: p50 {:?}, p99 {:?}",
+        line.len(),
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
-        lat[n - 1]
+        lat[n - 1],
+        percentile(&with_parse, 0.5),
+        percentile(&with_parse, 0.99),
     );
 
     let run_for = Duration::from_secs(3);
@@ -84,37 +126,42 @@ fn main() {
 
     let daemon_pid = d.child.id();
     let before = rss_kib(daemon_pid);
-    let mut sleepers: Vec<Child> = (0..100)
-        .map(|_| {
-            Command::new(&py)
-                .args(["-c", "import time; time.sleep(100000)"])
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(500));
-    let d100 = Daemon::start(Some("log_level = \"warn\"\n"));
+    // 100 small targets of a cheap interpreter (3.12 starts fastest of the pyenv builds)
+    let small = pyenv_python("3.12.1").unwrap_or(py);
+    let sleepers = Reaper(
+        (0..100)
+            .map(|_| {
+                Command::new(&small)
+                    .args(["-c", "import time; time.sleep(600)"])
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let d100 = quiet_daemon("bench100");
     let mut c = d100.connect();
     let base = rss_kib(d100.child.id());
     let mut attached = 0;
-    for s in &sleepers {
+    for s in &sleepers.0 {
         let v = c.call("attach", json!({"pid": s.id()}));
         if v.get("error").is_none() {
             c.ok("stack", json!({"pid": s.id()}));
             attached += 1;
+        } else {
+            eprintln!("attach {}: {}", s.id(), v["error"]);
         }
     }
     let st: Value = c.ok("status", Value::Null);
     println!(
-        "RSS: {} KiB idle, {} KiB with {attached} attached processes (after one stack each; caches {} bytes); first daemon {} KiB after the runs above",
+        "RSS (VmRSS): {} KiB idle, {} KiB with {attached} attached {} processes (after one \
+         stack each; caches {} bytes); first daemon {} KiB after the runs above",
         base,
         rss_kib(d100.child.id()),
+        small.display(),
         st["cache"]["bytes"],
         before
     );
-    for s in &mut sleepers {
-        let _ = s.kill();
-        let _ = s.wait();
-    }
+    drop(sleepers);
 }

@@ -137,6 +137,11 @@ pub struct ServeArgs {
     /// Configuration file (`key = value` lines; reloaded on SIGHUP).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Log filter: error, warn, info, debug, trace, or a `tracing` directive such as
+    /// `info,pystackd=debug`. Beats `PYSTACKD_LOG`/`RUST_LOG` and the config file's
+    /// `log_level` (which SIGHUP then no longer changes). Logs go to stderr.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -186,7 +191,9 @@ pub fn run() -> ExitCode {
     let socket = global.socket.as_path();
     match cli.command {
         Command::Stack(args) => crate::stack::run(&args, &global),
-        Command::Serve(args) => crate::daemon::run(socket, args.config.as_deref()),
+        Command::Serve(args) => {
+            crate::daemon::run(socket, args.config.as_deref(), args.log_level.as_deref())
+        }
         Command::Attach(a) => crate::client::run_attach(socket, a.pid, a.json),
         Command::Detach(a) => crate::client::run_detach(socket, a.pid, a.json),
         Command::List(a) => crate::client::run_list(socket, a.json),

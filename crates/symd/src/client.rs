@@ -39,7 +39,7 @@ const MAX_REPLY_BYTES: u64 = 256 << 20;
 pub fn socket_path(opt: Option<&Path>) -> PathBuf {
     opt.map(Path::to_path_buf)
         .or_else(|| std::env::var_os("PYSTACKD_SOCKET").map(PathBuf::from))
-        .unwrap_or_else(crate::daemon::peer::default_socket_path)
+        .unwrap_or_else(crate::platform::default_socket_path)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,8 +5,8 @@ mod cli;
 mod client;
 mod daemon;
 mod exit;
-// The daemon's OS layer (peer credentials, default paths).
-#[allow(dead_code, unused_imports)]
+// The daemon's OS layer (peer credentials, privilege, access rule, default paths):
+// the only module of this crate with `cfg(target_os)`.
 mod platform;
 mod stack;
 

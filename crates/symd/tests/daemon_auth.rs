@@ -131,3 +131,121 @@ fn unprivileged_client_reads_its_own_target_only() {
     let out = client(&d, uid, gid, &["stack", &root_t.pid().to_string()]);
     assert_eq!(out.status.code(), Some(5), "{out:?}");
 }
+
+/// An unprivileged uid other than the daemon's (Debian's `nobody`; numeric, so it
+/// needs no passwd entry).
+const OTHER_UID: u32 = 65534;
+
+/// `pystackd` run as the test user holding exactly `caps` (e.g. `+sys_ptrace`) in
+/// its inheritable, ambient and so effective sets, the way systemd's
+/// `AmbientCapabilities=` starts the service.
+fn daemon_as_user_with_caps(uid: u32, gid: u32, caps: &str, dir: TempDir) -> Daemon {
+    use std::os::unix::fs::chown;
+    chown(dir.path(), Some(uid), Some(gid)).unwrap();
+    let socket = dir.path().join("run/pystackd.sock");
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg("--clear-groups")
+        .arg(format!("--inh-caps={caps}"))
+        .arg(format!("--ambient-caps={caps}"))
+        .arg(BIN);
+    Daemon::start_with(cmd, dir, socket, None)
+}
+
+/// Effective capability mask and effective uid of a process (its own /proc view).
+fn caps_and_euid(pid: u32) -> (u64, u32) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |n: &str| s.lines().find_map(|l| l.strip_prefix(n)).unwrap().trim();
+    let caps = u64::from_str_radix(field("CapEff:"), 16).unwrap();
+    let euid = field("Uid:")
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    (caps, euid)
+}
+
+const CAP_DAC_READ_SEARCH: u64 = 1 << 2;
+const CAP_SYS_PTRACE: u64 = 1 << 19;
+
+/// Whether `uid` (without capabilities) may not search some directory above `path`.
+fn hidden_from(path: &std::path::Path, uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    path.ancestors()
+        .skip(1)
+        .any(|d| std::fs::metadata(d).is_ok_and(|m| m.uid() != uid && m.mode() & 0o001 == 0))
+}
+
+#[test]
+fn daemon_as_unprivileged_user_with_cap_sys_ptrace() {
+    let Some((uid, gid)) = test_user() else {
+        return;
+    };
+    if !std::path::Path::new(USER_PYTHON).exists() {
+        eprintln!("skipped: {USER_PYTHON} absent");
+        return;
+    }
+    let root_target = Target::start(std::path::Path::new(USER_PYTHON), 3);
+    let pid = root_target.pid();
+    let d = daemon_as_user_with_caps(uid, gid, "+sys_ptrace", TempDir::new("cap"));
+    assert_eq!(caps_and_euid(d.child.id()), (CAP_SYS_PTRACE, uid));
+
+    // root is served the root-owned target, read with nothing but CAP_SYS_PTRACE
+    let mut c = d.connect();
+    let s = c.ok("stack", json!({"pid": pid}));
+    assert_eq!(main_thread_frames(&s, pid), root_target.expected, "{s}");
+    // another unprivileged user is refused it, and is not shown it attached
+    let out = as_user(OTHER_UID, OTHER_UID, BIN)
+        .args(["stack", &pid.to_string(), "--socket"])
+        .arg(&d.socket)
+        .env("PYSTACKD_CLIENT_TIMEOUT", "10")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("uid {OTHER_UID} may not inspect process {pid}")),
+        "{err}"
+    );
+    let out = client(&d, OTHER_UID, OTHER_UID, &["list", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["processes"], json!([]), "{v}");
+    assert_eq!(c.ok("status", Value::Null)["denied"], 1);
+
+    // A pyenv build under a home the daemon's uid may not search (/root is 0700):
+    // its libpython cannot be opened for its symbols without CAP_DAC_READ_SEARCH.
+    let Some(py) = pyenv_python("3.12.1") else {
+        eprintln!("skipped the CAP_DAC_READ_SEARCH part: pyenv 3.12.1 absent");
+        return;
+    };
+    if !hidden_from(&py, uid) {
+        eprintln!(
+            "skipped the CAP_DAC_READ_SEARCH part: {} is searchable by uid {uid}",
+            py.display()
+        );
+        return;
+    }
+    let hidden = Target::start(&py, 2);
+    let v = c.call("stack", json!({"pid": hidden.pid()}));
+    let msg = v["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(msg.contains("Permission denied"), "{v}");
+    drop(c);
+    drop(d);
+    let d = daemon_as_user_with_caps(
+        uid,
+        gid,
+        "+sys_ptrace,+dac_read_search",
+        TempDir::new("cap2"),
+    );
+    assert_eq!(
+        caps_and_euid(d.child.id()),
+        (CAP_SYS_PTRACE | CAP_DAC_READ_SEARCH, uid)
+    );
+    let s = d.connect().ok("stack", json!({"pid": hidden.pid()}));
+    assert_eq!(main_thread_frames(&s, hidden.pid()), hidden.expected, "{s}");
+}

@@ -168,11 +168,19 @@ fn systemd_socket_activation() {
 
 #[test]
 fn clients_get_a_clear_error_while_the_daemon_is_down_and_after_restart() {
+    let target = pyenv_python("3.10.13").map(|py| Target::start(&py, 2));
+    if target.is_none() {
+        eprintln!("pyenv 3.10.13 absent: restart checked without a Python target");
+    }
     let mut d = Daemon::start(None);
     let out = d.cli(&["status"]);
     assert!(out.status.success());
     let mut c = d.connect();
     c.ok("version", Value::Null);
+    if let Some(t) = &target {
+        let s = c.ok("stack", json!({"pid": t.pid()}));
+        assert_eq!(main_thread_frames(&s, t.pid()), t.expected);
+    }
     // killed hard: the socket file stays behind
     d.child.kill().unwrap();
     d.child.wait().unwrap();
@@ -197,6 +205,13 @@ fn clients_get_a_clear_error_while_the_daemon_is_down_and_after_restart() {
     assert!(out.status.success(), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["pid"], json!(d2.child.id()));
+    // the new daemon attaches afresh and reads the same stack
+    if let Some(t) = &target {
+        let mut c = d2.connect();
+        let s = c.ok("stack", json!({"pid": t.pid()}));
+        assert_eq!(main_thread_frames(&s, t.pid()), t.expected);
+        assert_eq!(c.ok("status", Value::Null)["attached"], 1);
+    }
 }
 
 #[test]
@@ -238,4 +253,130 @@ fn stack_falls_back_or_reports_daemon_errors() {
         );
         assert_eq!(out.status.code(), Some(3), "{extra:?}: {out:?}");
     }
+}
+
+/// The arguments after the binary in `ExecStart=` of the shipped unit file.
+fn unit_exec_args() -> Vec<String> {
+    let unit =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../systemd/pystackd.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart= in pystackd.service");
+    line.split_whitespace()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn activated_by_systemd_socket_activate_with_the_units_command_line() {
+    let Ok(tool) = which("systemd-socket-activate") else {
+        eprintln!("skipped: systemd-socket-activate missing (Debian package systemd)");
+        return;
+    };
+    let dir = TempDir::new("sda");
+    let socket = dir.path().join("pystackd.sock");
+    let args = unit_exec_args();
+    assert_eq!(
+        args,
+        ["serve"],
+        "the unit's ExecStart changed: update this test"
+    );
+    let child = Command::new(tool)
+        .arg("--listen")
+        .arg(&socket)
+        .arg(BIN)
+        .args(&args)
+        .env("PYSTACKD_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // killed even when an assertion fails
+    let mut child = KillOnDrop(child);
+    // the socket file appears at bind(), before listen(): retry until it accepts
+    let t0 = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // the first connection started the daemon, which took over the listening socket
+    let mut c = Conn::new(&socket);
+    let s = c.ok("status", Value::Null);
+    assert_eq!(s["pid"], json!(child.0.id()), "{s}");
+    drop(c);
+    Conn::new(&socket).ok("version", Value::Null);
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let st = wait_timeout(&mut child.0, Duration::from_secs(10)).expect("daemon stops");
+    assert!(st.success(), "{st}");
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
+
+#[test]
+fn log_level_option_as_the_smf_method_passes_it() {
+    let dir = TempDir::new("loglevel");
+    let socket = dir.path().join("run/pystackd.sock");
+    let log = dir.path().join("log");
+    // what smf/method/svc-pystackd runs: serve --socket PATH --log-level LEVEL
+    let mut child = Command::new(BIN)
+        .args(["serve", "--socket"])
+        .arg(&socket)
+        .args(["--log-level", "debug"])
+        .env_remove("PYSTACKD_LOG")
+        .env("RUST_LOG", "error")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let mut c = loop {
+        if let Ok(s) = std::os::unix::net::UnixStream::connect(&socket) {
+            drop(s);
+            break Conn::new(&socket);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    c.ok("version", Value::Null);
+    drop(c);
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_timeout(&mut child, Duration::from_secs(10)).is_some_and(|s| s.success()));
+    // debug records appear although RUST_LOG says error: the option wins
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("DEBUG") && text.contains("client connected"),
+        "{text}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["serve", "--socket"])
+        .arg(dir.path().join("x.sock"))
+        .args(["--log-level", "info,=[bad"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--log-level"));
 }

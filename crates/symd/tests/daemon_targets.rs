@@ -151,7 +151,11 @@ fn fifty_clients_in_parallel() {
             let expected = expected.clone();
             std::thread::spawn(move || {
                 let mut c = Conn::new(&socket);
+                // every request gets its own reply (Conn checks the id) and succeeds
+                let mut replies = 0;
+                let mut stacks = 0;
                 for i in 0..200 {
+                    replies += 1;
                     match (w + i) % 4 {
                         0 => {
                             c.ok("status", Value::Null);
@@ -165,15 +169,21 @@ fn fifty_clients_in_parallel() {
                         _ => {
                             let s = c.ok("stack", json!({"pid": pid}));
                             assert_eq!(main_thread_frames(&s, pid), expected);
+                            stacks += 1;
                         }
                     }
                 }
+                (replies, stacks)
             })
         })
         .collect();
+    let (mut replies, mut stacks) = (0, 0);
     for w in workers {
-        w.join().expect("a client failed");
+        let (r, s) = w.join().expect("a client failed");
+        replies += r;
+        stacks += s;
     }
+    assert_eq!((replies, stacks), (50 * 200, 50 * 200 / 4));
     let s = d.connect().ok("status", Value::Null);
     assert_eq!(s["requests"], 50 * 200, "{s}");
     assert_eq!(s["errors"], 0, "{s}");

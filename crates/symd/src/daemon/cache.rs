@@ -10,6 +10,8 @@ use std::time::Instant;
 use protocol::rpc::{AttachedProcess, CacheSizes};
 use pyframe_reader::{CacheStats, PythonProcess};
 
+use crate::platform::ProcessHandle;
+
 /// Identity of a process across pid reuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key {
@@ -23,6 +25,9 @@ pub struct Entry {
     pub python_version: String,
     pub python_binary: String,
     pub executable: Option<String>,
+    /// Tells cheaply whether the process exited (`None` where the OS has no such
+    /// handle: compare start times instead).
+    pub handle: Option<ProcessHandle>,
     attached_at: Instant,
     stacks_read: AtomicU64,
     // Last known cache sizes, so that `status` and `list` never wait for a read.
@@ -31,9 +36,15 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn new(key: Key, process: PythonProcess, executable: Option<String>) -> Entry {
+    pub fn new(
+        key: Key,
+        process: PythonProcess,
+        executable: Option<String>,
+        handle: Option<ProcessHandle>,
+    ) -> Entry {
         let e = Entry {
             key,
+            handle,
             python_version: process.version().to_string(),
             python_binary: process.binary_path().to_string(),
             executable,
@@ -117,6 +128,22 @@ impl Cache {
         let e = Arc::new(entry);
         m.insert(key, e.clone());
         Ok((e, true))
+    }
+
+    /// Whether some process with this pid is attached (maybe an earlier holder).
+    pub fn contains_pid(&self, pid: u32) -> bool {
+        self.map().keys().any(|k| k.pid == pid)
+    }
+
+    /// An attached process with this pid that holds a handle and has not exited:
+    /// then it is the process that holds the pid now.
+    pub fn live_by_handle(&self, pid: u32) -> Option<Arc<Entry>> {
+        let e = self
+            .map()
+            .iter()
+            .find(|(k, e)| k.pid == pid && e.handle.is_some())
+            .map(|(_, e)| e.clone())?;
+        (!e.handle.as_ref()?.exited()).then_some(e)
     }
 
     /// Drop every entry of `pid` (the process is gone).

@@ -61,8 +61,13 @@ pub async fn dispatch(
                 params,
                 r#"{"pid": 1234, "tid": 1235, "pause": false} (tid and pause optional)"#,
             )?;
-            let st = state.clone();
-            to_value(blocking(move || stack(&st, peer, &p)).await??)
+            match inline(|| stack_inline(state, peer, &p)) {
+                Some(r) => to_value(r?),
+                None => {
+                    let st = state.clone();
+                    to_value(blocking(move || stack(&st, peer, &p)).await??)
+                }
+            }
         }
         methods::ANNOTATE => {
             let p: AnnotateParams = parse_params(
@@ -139,6 +144,18 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     })
 }
 
+/// Run a short read on the calling (async worker) thread, a panic becoming an internal
+/// error as in [`blocking`]. `f` returns `None` when the read must go to the pool.
+fn inline<T>(f: impl FnOnce() -> Option<RpcResult<T>>) -> Option<RpcResult<T>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        warn!("internal error: the reader failed unexpectedly");
+        Some(Err(RpcError::new(
+            codes::INTERNAL_ERROR,
+            "internal error: the reader failed unexpectedly",
+        )))
+    })
+}
+
 /// The JSON-RPC error for a reader error.
 pub fn reader_error(e: &pyframe_reader::Error) -> RpcError {
     use pyframe_reader::Error as E;
@@ -176,7 +193,7 @@ fn authorize(state: &State, peer: PeerCredentials, pid: u32) -> RpcResult<Key> {
         state.cache.remove_pid(pid);
         reader_error(&e)
     })?;
-    if peer.uid != 0 {
+    if !peer.privileged {
         let creds = platform::credentials(pid).map_err(|e| reader_error(&e))?;
         if let Err(d) = auth::check(&peer, pid, &creds, auth::proc_owner(pid)) {
             state.denied.fetch_add(1, Ordering::Relaxed);
@@ -214,10 +231,12 @@ fn get_or_attach(state: &State, key: Key) -> RpcResult<Attached> {
         return Ok(Attached::Cached(e, false));
     }
     let process = PythonProcess::attach(key.pid).map_err(|e| reader_error(&e))?;
+    // The handle is on whatever holds the pid now: checked by the start time below.
+    let handle = crate::platform::ProcessHandle::open(key.pid).ok();
     if !alive(key) {
         return Err(exited(key.pid));
     }
-    let entry = Entry::new(key, process, platform::executable(key.pid));
+    let entry = Entry::new(key, process, platform::executable(key.pid), handle);
     let max = state.config().max_attached;
     match state.cache.insert(entry, max) {
         Ok((e, new)) => {
@@ -277,7 +296,7 @@ fn list(state: &State, peer: PeerCredentials) -> ListResult {
         .entries()
         .into_iter()
         .filter(|e| {
-            peer.uid == 0
+            peer.privileged
                 || platform::credentials(e.key.pid).is_ok_and(|c| {
                     auth::check(&peer, e.key.pid, &c, auth::proc_owner(e.key.pid)).is_ok()
                 })
@@ -298,11 +317,7 @@ fn stack(
         Attached::Cached(e, _) => (&**e, true),
         Attached::Uncached(e) => (&**e, false),
     };
-    let opts = StackOptions {
-        pause: p.pause,
-        tid: p.tid,
-    };
-    let Some(mut process) = entry.lock() else {
+    let Some(process) = entry.lock() else {
         // An earlier read panicked halfway: forget this state, the next request
         // attaches afresh.
         state.cache.remove(key);
@@ -311,11 +326,64 @@ fn stack(
             "internal error: the reader state of this process was lost; retry",
         ));
     };
+    read_stack(state, key, entry, cached, process, p)
+}
+
+/// `stack` of an already attached process, read on the async worker: with the
+/// process's layouts and code objects cached a read is a few `process_vm_readv` calls
+/// (tens of microseconds), less than handing it to the blocking pool and back costs.
+/// `None` sends the request to the pool: not attached yet (attaching parses ELF
+/// files), `pause` (stopping a process can take long), or another request is reading
+/// the process (waiting for it would block this worker).
+fn stack_inline(
+    state: &State,
+    peer: PeerCredentials,
+    p: &StackParams,
+) -> Option<RpcResult<protocol::ProcessStack>> {
+    if p.pause || !state.cache.contains_pid(p.pid) {
+        return None;
+    }
+    // A privileged client may read any process: all that matters is which process
+    // holds the pid, which a live handle tells without reading /proc.
+    let live = peer
+        .privileged
+        .then(|| state.cache.live_by_handle(p.pid))
+        .flatten();
+    let entry = match live {
+        Some(e) => e,
+        None => {
+            let key = match authorize(state, peer, p.pid) {
+                Ok(k) => k,
+                Err(e) => return Some(Err(e)),
+            };
+            state.cache.get(key)?
+        }
+    };
+    let key = entry.key;
+    let process = entry.process.try_lock().ok()?;
+    Some(read_stack(state, key, &entry, true, process, p))
+}
+
+fn read_stack(
+    state: &State,
+    key: Key,
+    entry: &Entry,
+    cached: bool,
+    mut process: std::sync::MutexGuard<'_, PythonProcess>,
+    p: &StackParams,
+) -> RpcResult<protocol::ProcessStack> {
+    let opts = StackOptions {
+        pause: p.pause,
+        tid: p.tid,
+    };
     let result = process.stack(&opts);
     entry.record_stats(process.cache_stats());
     drop(process);
     // Never hand out what may be another process's data.
-    let still_there = alive(key);
+    let still_there = match &entry.handle {
+        Some(h) => !h.exited(),
+        None => alive(key),
+    };
     match result {
         Ok(s) if still_there => {
             entry.count_stack();

@@ -26,8 +26,15 @@ use server::{Origin, State};
 
 type FilterHandle = reload::Handle<EnvFilter, Registry>;
 
-/// Run the daemon until SIGTERM/SIGINT.
-pub fn run(socket: &Path, config_path: Option<&Path>) -> ExitCode {
+/// Run the daemon until SIGTERM/SIGINT. `socket` is used unless systemd passed one.
+pub fn run(socket: &Path, config_path: Option<&Path>, log_level: Option<&str>) -> ExitCode {
+    if let Some(Err(e)) = log_level.map(EnvFilter::try_new) {
+        eprintln!(
+            "pystackd: --log-level `{}`: {e}",
+            log_level.unwrap_or_default()
+        );
+        return ExitCode::from(exit::FAILURE);
+    }
     let config = match config_path.map(Config::load).transpose() {
         Ok(c) => c.unwrap_or_default(),
         Err(e) => {
@@ -35,7 +42,7 @@ pub fn run(socket: &Path, config_path: Option<&Path>) -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    let log_handle = init_logging(&config);
+    let log_handle = init_logging(&config, log_level);
     // One log record instead of a multi-line backtrace (the daemon survives reader
     // panics: they fail one request).
     std::panic::set_hook(Box::new(|info| error!("panic: {info}")));
@@ -176,12 +183,15 @@ async fn sweep(state: Arc<State>) {
 }
 
 /// Plain one-line records without colours on stderr (journald, SMF log files). The
-/// filter comes from `PYSTACKD_LOG` or `RUST_LOG`, else the config's `log_level`;
-/// the returned handle reloads the latter on SIGHUP (`None`: the environment rules).
-fn init_logging(config: &Config) -> Option<FilterHandle> {
-    let from_env = std::env::var("PYSTACKD_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .ok();
+/// filter comes from `--log-level`, else `PYSTACKD_LOG` or `RUST_LOG`, else the
+/// config's `log_level`; the returned handle reloads the latter on SIGHUP (`None`:
+/// the command line or the environment rules).
+fn init_logging(config: &Config, log_level: Option<&str>) -> Option<FilterHandle> {
+    let from_env = log_level.map(str::to_string).or_else(|| {
+        std::env::var("PYSTACKD_LOG")
+            .or_else(|_| std::env::var("RUST_LOG"))
+            .ok()
+    });
     let directive = from_env.as_deref().unwrap_or(&config.log_level);
     let filter = EnvFilter::try_new(directive).unwrap_or_else(|e| {
         eprintln!("pystackd: log filter `{directive}`: {e}; using `info`");

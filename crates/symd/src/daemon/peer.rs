@@ -1,14 +1,13 @@
-//! Socket-level OS specifics of the daemon: the default socket path and the peer
-//! credentials of a connected client.
-//!
-//! TODO: switch to `crate::platform::{default_socket_path, peer_credentials}` when
-//! that module lands; the signatures here are meant to be the same.
+//! The client at the other end of a connection, as the kernel identified it when it
+//! connected (the OS specifics are in `crate::platform`).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::path::PathBuf;
 
-/// Who is at the other end of a Unix socket, as the kernel saw it at connect time.
+use crate::platform::{self, PeerCred};
+
+/// Who the client is, taken once per connection: the kernel records the credentials
+/// at connect time, so they cannot change for the connection's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerCredentials {
     /// Effective uid.
@@ -16,64 +15,27 @@ pub struct PeerCredentials {
     /// Effective gid.
     pub gid: u32,
     pub pid: Option<u32>,
+    /// Root, or holds the OS privilege to read any process (`CAP_SYS_PTRACE`,
+    /// `proc_owner`): may inspect every process.
+    pub privileged: bool,
 }
 
-pub fn default_socket_path() -> PathBuf {
-    if cfg!(target_os = "illumos") {
-        PathBuf::from("/var/run/pystackd/pystackd.sock")
-    } else {
-        PathBuf::from("/run/pystackd/pystackd.sock")
+impl PeerCredentials {
+    pub fn of(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
+        let cred = platform::peer_credentials(fd.as_raw_fd())?;
+        Ok(PeerCredentials {
+            uid: cred.uid,
+            gid: cred.gid,
+            pid: cred.pid,
+            privileged: platform::has_proc_owner_privilege(fd.as_raw_fd(), &cred),
+        })
     }
-}
 
-#[cfg(target_os = "linux")]
-pub fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes and describe a `ucred`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
+    pub fn cred(&self) -> PeerCred {
+        PeerCred {
+            uid: self.uid,
+            gid: self.gid,
+            pid: self.pid,
+        }
     }
-    Ok(PeerCredentials {
-        uid: cred.uid,
-        gid: cred.gid,
-        pid: u32::try_from(cred.pid).ok().filter(|&p| p != 0),
-    })
-}
-
-#[cfg(any(target_os = "illumos", target_os = "solaris"))]
-pub fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<PeerCredentials> {
-    let mut uc: *mut libc::ucred_t = std::ptr::null_mut();
-    // SAFETY: getpeerucred allocates `uc`, freed below.
-    if unsafe { libc::getpeerucred(fd.as_raw_fd(), &mut uc) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `uc` is a valid ucred from getpeerucred.
-    let (uid, gid, pid) = unsafe {
-        let r = (
-            libc::ucred_geteuid(uc),
-            libc::ucred_getegid(uc),
-            libc::ucred_getpid(uc),
-        );
-        libc::ucred_free(uc);
-        r
-    };
-    Ok(PeerCredentials {
-        uid,
-        gid,
-        pid: u32::try_from(pid).ok().filter(|&p| p != 0),
-    })
 }

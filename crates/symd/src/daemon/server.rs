@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use super::cache::Cache;
 use super::config::Config;
 use super::methods;
-use super::peer::{peer_credentials, PeerCredentials};
+use super::peer::PeerCredentials;
 
 /// Everything the connections share.
 pub struct State {
@@ -197,7 +197,7 @@ impl Drop for OpenConnection<'_> {
 }
 
 async fn connection(state: Arc<State>, stream: UnixStream) {
-    let peer = match peer_credentials(stream.as_fd()) {
+    let peer = match PeerCredentials::of(stream.as_fd()) {
         Ok(p) => p,
         Err(e) => {
             warn!("cannot identify client, dropping it: {e}");
@@ -226,6 +226,7 @@ async fn connection(state: Arc<State>, stream: UnixStream) {
     debug!(
         client_uid = peer.uid,
         client_pid = peer.pid,
+        privileged = peer.privileged,
         "client connected"
     );
     let mut rd = BufReader::with_capacity(64 * 1024, rd);

@@ -34,27 +34,68 @@ pub fn default_socket_path() -> PathBuf {
     PathBuf::from(pyframe_reader::platform::DEFAULT_RUN_DIR).join(SOCKET_NAME)
 }
 
+/// Why a peer may not inspect a process (said to the client and logged).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("it runs as uid {ruid}/{euid}/{suid} (real/effective/saved)")]
+    OtherUser { ruid: u32, euid: u32, suid: u32 },
+    #[error("its group ids {rgid}/{egid} (real/effective) differ from the client's {gid}")]
+    OtherGroup { rgid: u32, egid: u32, gid: u32 },
+    #[error("it is not dumpable (it changed credentials)")]
+    NotDumpable,
+}
+
 /// The daemon reads processes with its own privileges, so it serves a peer only what
 /// the peer could read itself: a privileged peer (see `has_proc_owner_privilege`) any
 /// process; anyone else only processes whose real, effective and saved uids are all
-/// the peer's effective uid. That is the rule both kernels apply to ptrace and
-/// `/proc` control (illumos also refuses set-id targets, which the uid test covers).
-pub fn may_inspect(peer: &PeerCred, peer_privileged: bool, target: &Credentials) -> bool {
-    peer_privileged
-        || (target.ruid == peer.uid && target.euid == peer.uid && target.suid == peer.uid)
+/// the peer's effective uid and whose real and effective gids are the peer's gid.
+/// That is the rule both kernels apply to ptrace and `/proc` control, so set-id
+/// programs are refused. `proc_owner` (see [`proc_owner`]) is the owner of the
+/// target's `/proc` entry where it tells non-dumpable processes apart (Linux makes it
+/// root for a process that changed credentials; the kernel refuses to ptrace those).
+pub fn may_inspect(
+    peer: &PeerCred,
+    peer_privileged: bool,
+    target: &Credentials,
+    proc_owner: Option<u32>,
+) -> Result<(), Refusal> {
+    if peer_privileged {
+        return Ok(());
+    }
+    if [target.ruid, target.euid, target.suid]
+        .iter()
+        .any(|&u| u != peer.uid)
+    {
+        return Err(Refusal::OtherUser {
+            ruid: target.ruid,
+            euid: target.euid,
+            suid: target.suid,
+        });
+    }
+    if target.rgid != peer.gid || target.egid != peer.gid {
+        return Err(Refusal::OtherGroup {
+            rgid: target.rgid,
+            egid: target.egid,
+            gid: peer.gid,
+        });
+    }
+    if proc_owner.is_some_and(|owner| owner != peer.uid) {
+        return Err(Refusal::NotDumpable);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn creds(ruid: u32, euid: u32, suid: u32) -> Credentials {
+    fn creds(ruid: u32, euid: u32, suid: u32, rgid: u32, egid: u32) -> Credentials {
         Credentials {
             ruid,
             euid,
             suid,
-            rgid: 0,
-            egid: 0,
+            rgid,
+            egid,
         }
     }
 
@@ -62,15 +103,29 @@ mod tests {
     fn inspect_rule() {
         let peer = PeerCred {
             uid: 1000,
-            gid: 1000,
+            gid: 100,
             pid: Some(5),
         };
-        assert!(may_inspect(&peer, false, &creds(1000, 1000, 1000)));
-        assert!(!may_inspect(&peer, false, &creds(1001, 1001, 1001)));
-        // a set-uid target (saved or effective id differs) is not the peer's to read
-        assert!(!may_inspect(&peer, false, &creds(1000, 0, 0)));
-        assert!(!may_inspect(&peer, false, &creds(1000, 1000, 0)));
-        assert!(may_inspect(&peer, true, &creds(0, 0, 0)));
+        let own = creds(1000, 1000, 1000, 100, 100);
+        assert_eq!(may_inspect(&peer, false, &own, Some(1000)), Ok(()));
+        assert_eq!(may_inspect(&peer, false, &own, None), Ok(()));
+        // another user's process
+        let e = may_inspect(&peer, false, &creds(1001, 1001, 1001, 100, 100), None);
+        assert!(matches!(e, Err(Refusal::OtherUser { .. })), "{e:?}");
+        // set-uid programs: effective or saved id differs
+        assert!(may_inspect(&peer, false, &creds(1000, 0, 0, 100, 100), None).is_err());
+        assert!(may_inspect(&peer, false, &creds(1000, 1000, 0, 100, 100), None).is_err());
+        // set-gid program
+        let e = may_inspect(&peer, false, &creds(1000, 1000, 1000, 100, 5), None);
+        assert!(matches!(e, Err(Refusal::OtherGroup { .. })), "{e:?}");
+        // dropped privileges: ids match but the process is not dumpable
+        let e = may_inspect(&peer, false, &own, Some(0)).unwrap_err();
+        assert!(e.to_string().contains("dumpable"), "{e}");
+        // privileged peers may read anything
+        assert_eq!(
+            may_inspect(&peer, true, &creds(0, 0, 0, 0, 0), Some(0)),
+            Ok(())
+        );
     }
 
     #[test]

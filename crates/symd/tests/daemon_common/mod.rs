@@ -55,16 +55,29 @@ impl Daemon {
     }
 
     pub fn start_in(dir: TempDir, socket: PathBuf, config: Option<&str>) -> Daemon {
+        Self::start_with(Command::new(BIN), dir, socket, config)
+    }
+
+    /// `cmd` runs the `pystackd` binary (possibly through setpriv); `serve` and its
+    /// options are appended.
+    pub fn start_with(
+        mut cmd: Command,
+        dir: TempDir,
+        socket: PathBuf,
+        config: Option<&str>,
+    ) -> Daemon {
         let log = dir.path().join("daemon.log");
-        let mut cmd = Command::new(BIN);
         cmd.arg("serve").arg("--socket").arg(&socket);
         if let Some(text) = config {
             let cfg = dir.path().join("pystackd.conf");
             std::fs::write(&cfg, text).unwrap();
             cmd.arg("--config").arg(cfg);
         }
-        cmd.env("PYSTACKD_LOG", "debug")
-            .env_remove("RUST_LOG")
+        // debug records for the tests unless the caller chose a filter (benchmarks)
+        if !cmd.get_envs().any(|(k, _)| k == "PYSTACKD_LOG") {
+            cmd.env("PYSTACKD_LOG", "debug");
+        }
+        cmd.env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
