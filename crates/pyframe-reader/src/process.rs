@@ -47,6 +47,8 @@ pub struct PythonProcess {
     types: Types,
     codes: CodeCache,
     pthread_tid_offset: Option<u64>,
+    /// 4 KiB blocks the last walk read, fetched in one batch at the start of the next.
+    hot_blocks: Vec<u64>,
     /// OS thread names by tid, with when they were read (names change rarely; reading
     /// /proc for each thread of each stack would dominate a warm read).
     names: HashMap<u64, (Instant, Option<String>)>,
@@ -145,6 +147,7 @@ impl PythonProcess {
             types,
             codes: CodeCache::default(),
             pthread_tid_offset: None,
+            hot_blocks: Vec::new(),
             names: HashMap::new(),
             warnings,
         })
@@ -207,9 +210,8 @@ impl PythonProcess {
             platform::os_thread_ids(self.pid, &self.mem, &ids, &mut self.pthread_tid_offset);
         }
         let pid = self.pid;
-        let mem = &self.mem;
         let offset = self.pthread_tid_offset;
-        let filter = move |thread_id: u64, native: Option<u64>| -> bool {
+        let filter = move |mem: &dyn Memory, thread_id: u64, native: Option<u64>| -> bool {
             let Some(want) = tid else { return true };
             match native {
                 Some(n) if n != 0 => n == want,
@@ -221,6 +223,7 @@ impl PythonProcess {
         for attempt in 0..MAX_ATTEMPTS {
             self.codes.begin_walk();
             let cached = BlockCache::new(&self.mem);
+            cached.prefetch(&self.hot_blocks);
             let mut w = Walker {
                 want: Some(&filter),
                 mem: &cached,
@@ -229,11 +232,9 @@ impl PythonProcess {
                 codes: &mut self.codes,
             };
             let walked = w.walk(self.runtime);
-            let walked = walked.and_then(|t| {
-                self.codes
-                    .verify_deferred(&self.mem, &self.layout)
-                    .map(|_| t)
-            });
+            let walked =
+                walked.and_then(|t| self.codes.verify_deferred(&cached, &self.layout).map(|_| t));
+            self.hot_blocks = cached.touched();
             match walked {
                 Ok(t) => return Ok(t),
                 Err(MemoryError::Gone) => return Err(Error::ProcessExited { pid: self.pid }),

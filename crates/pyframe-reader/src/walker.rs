@@ -35,7 +35,7 @@ pub struct Walker<'a> {
     pub codes: &'a mut CodeCache,
     /// Only threads for which this returns true (given `thread_id` and
     /// `native_thread_id`) have their frames read; the others are skipped entirely.
-    pub want: Option<&'a dyn Fn(u64, Option<u64>) -> bool>,
+    pub want: Option<&'a dyn Fn(&dyn Memory, u64, Option<u64>) -> bool>,
 }
 
 fn invalid(msg: String) -> MemoryError {
@@ -150,7 +150,7 @@ impl Walker<'_> {
         let native_thread_id = tl.native_thread_id.map(|o| u64_at(&buf, o as usize));
         let next = u64_at(&buf, tl.next as usize);
         if let Some(want) = self.want {
-            if !want(thread_id, native_thread_id) {
+            if !want(self.mem, thread_id, native_thread_id) {
                 return Ok((next, None));
             }
         }
