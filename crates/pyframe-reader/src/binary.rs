@@ -118,6 +118,12 @@ pub fn find_python(pid: u32, maps: &[Mapping]) -> Result<PythonBinary> {
         match inspect(m, maps) {
             Ok(Some(bin)) => return Ok(bin),
             Ok(None) => tried.push(path),
+            // the interpreter we cannot open is the likely one: say so, not "not Python"
+            Err(Error::PermissionDenied { detail, .. })
+                if m.basename().is_some_and(|b| b.contains("python")) =>
+            {
+                return Err(Error::PermissionDenied { pid, detail });
+            }
             Err(e) => tried.push(format!("{path} ({e})")),
         }
     }
@@ -151,7 +157,19 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
         path: path.clone(),
         detail,
     };
-    let file = File::open(open_path).map_err(|e| bin_err(e.to_string()))?;
+    let file = File::open(open_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            Error::PermissionDenied {
+                pid: 0,
+                detail: format!(
+                    "cannot open {path}, the interpreter's object file (needs read access to \
+                     it and search access to its directories; as a service: CAP_DAC_READ_SEARCH)"
+                ),
+            }
+        } else {
+            bin_err(e.to_string())
+        }
+    })?;
     // SAFETY: read-only private mapping of a file we only read; a concurrent truncation
     // would fault, as for any mmap reader (the interpreter itself has the file mapped).
     let data = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bin_err(e.to_string()))?;

@@ -23,9 +23,30 @@ pub struct Cli {
     pub command: Command,
 }
 
+const STACK_HELP: &str = "\
+The target keeps running while it is read (no ptrace stop, nothing injected); a torn read of a
+busy thread is detected and retried, and reported (exit 8) rather than printed wrong. --pause
+stops every thread for the read and always resumes it, also on errors and Ctrl-C.
+
+Threads are listed with their OS thread id (what top, perf, gdb and DTrace call the tid/LWP),
+the OS thread name and whether they hold the GIL; frames innermost first, as
+`function (file:line)` (qualified names on 3.11+).
+
+Examples:
+  pystackd stack 4242                 every thread of process 4242
+  pystackd stack --tid 4250 4242      one thread
+  pystackd stack --json 4242 | jq .   machine-readable (schema: docs/json.md)
+  sudo pystackd stack --pause 4242    consistent snapshot of a busy process
+
+Exit status: 0 ok, 3 no such process, 4 not a CPython process, 5 permission denied (needs
+ptrace rights: the process owner with kernel.yama.ptrace_scope <= 1, or root/CAP_SYS_PTRACE),
+6 unsupported version (3.8 to 3.15 are known), 7 the process exited while being read,
+8 no consistent read (retry, or use --pause), 10 daemon error.";
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Print every thread's Python stack of a running process.
+    #[command(after_help = STACK_HELP)]
     Stack(StackArgs),
     /// Run the daemon: a JSON-RPC service on a Unix socket (see docs/service.md).
     Serve(ServeArgs),
