@@ -250,7 +250,12 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
         symbols,
         pyruntime_section: section.map(|(a, s)| (a.wrapping_add(load_bias), s)),
         name_version,
-        version_strings: version_strings(&obj),
+        // only needed where `Py_Version` (3.11+) is missing: the scan reads all of .rodata
+        version_strings: if syms.py_version.is_none() {
+            version_strings(&obj)
+        } else {
+            Vec::new()
+        },
         writable,
     }))
 }

@@ -5,8 +5,7 @@ use pyframe_reader::Error;
 pub const OK: u8 = 0;
 /// A generic failure (I/O, internal).
 pub const FAILURE: u8 = 1;
-/// Bad command line (clap's own code).
-pub const USAGE: u8 = 2;
+// 2: bad command line (clap exits with it itself)
 pub const NO_SUCH_PROCESS: u8 = 3;
 pub const NOT_PYTHON: u8 = 4;
 pub const PERMISSION_DENIED: u8 = 5;

@@ -46,7 +46,8 @@ pub fn run(args: &StackArgs, global: &Global) -> ExitCode {
 }
 
 fn print(args: &StackArgs, stack: &ProcessStack) -> ExitCode {
-    let mut out = std::io::stdout().lock();
+    // one write for the whole report, not one per line (stdout is line-buffered)
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     let r = if args.json {
         serde_json::to_writer_pretty(&mut out, stack)
             .map_err(std::io::Error::from)
@@ -54,6 +55,7 @@ fn print(args: &StackArgs, stack: &ProcessStack) -> ExitCode {
     } else {
         write_text(&mut out, stack)
     };
+    let r = r.and_then(|_| out.flush());
     match r {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(exit::OK),
