@@ -4,5 +4,7 @@
 
 pub mod rpc;
 mod stack;
+mod summary;
 
 pub use stack::{Frame, ProcessStack, ThreadStack};
+pub use summary::AnnotateSummary;

@@ -218,6 +218,9 @@ pub struct AnnotateResult {
     /// True when some stacks could not be annotated.
     #[serde(default)]
     pub partial: bool,
+    /// What happened to each kind of stack (counts, and the first reasons in full).
+    #[serde(default)]
+    pub summary: crate::AnnotateSummary,
 }
 
 /// `status`: the daemon's counters.

@@ -503,7 +503,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
                 }
                 Err(e) => {
                     status = "unannotated";
-                    self.summary.unannotated(e.kind(), || e.to_string());
+                    self.summary.record_unannotated(e.kind(), || e.to_string());
                     result = Err(e);
                 }
             }

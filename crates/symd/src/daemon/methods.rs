@@ -454,15 +454,7 @@ impl stacktext::StackSource for CacheSource<'_> {
     }
 }
 
-/// `annotate`'s answer: the protocol's result plus the engine's summary.
-#[derive(Serialize)]
-struct AnnotateAnswer {
-    #[serde(flatten)]
-    result: AnnotateResult,
-    summary: stacktext::Summary,
-}
-
-fn annotate(state: &State, peer: PeerCredentials, p: AnnotateParams) -> RpcResult<AnnotateAnswer> {
+fn annotate(state: &State, peer: PeerCredentials, p: AnnotateParams) -> RpcResult<AnnotateResult> {
     let format = match p.format.as_deref() {
         None | Some("auto") => None,
         Some(f) => Some(
@@ -483,12 +475,10 @@ fn annotate(state: &State, peer: PeerCredentials, p: AnnotateParams) -> RpcResul
     let mut out = Vec::with_capacity(p.text.len() + p.text.len() / 4);
     let summary = stacktext::annotate(p.text.as_bytes(), &mut out, &mut source, &opts)
         .map_err(|e| RpcError::new(codes::INTERNAL_ERROR, format!("annotating: {e}")))?;
-    Ok(AnnotateAnswer {
-        result: AnnotateResult {
-            // the input was UTF-8 and only UTF-8 was added
-            text: String::from_utf8_lossy(&out).into_owned(),
-            partial: summary.has_problems(),
-        },
+    Ok(AnnotateResult {
+        // the input was UTF-8 and only UTF-8 was added
+        text: String::from_utf8_lossy(&out).into_owned(),
+        partial: summary.has_problems(),
         summary,
     })
 }
