@@ -105,8 +105,6 @@ pub mod codes {
     pub const REQUEST_TOO_LARGE: i64 = -32007;
     /// A configured limit is reached (attached processes, connections).
     pub const LIMIT_REACHED: i64 = -32008;
-    /// The method exists but this build or configuration cannot serve it yet.
-    pub const NOT_AVAILABLE: i64 = -32009;
 }
 
 /// Method names.
