@@ -6,6 +6,8 @@
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
+use protocol::Frame;
+
 use crate::error::MemoryError;
 use crate::layout::{Layout, OB_SIZE, OB_TYPE};
 use crate::linetable::LineTable;
@@ -24,6 +26,21 @@ pub struct CodeInfo {
     pub code_units: Option<u64>,
     /// 3.11+: `_co_firsttraceable`, in code units (0 where the version has none).
     pub first_traceable: u32,
+}
+
+impl CodeInfo {
+    /// The frame running this code at `byte_offset` into its bytecode (negative: not
+    /// started yet, reported at `co_firstlineno` as CPython does).
+    pub fn frame(&self, byte_offset: i64, entry: bool) -> Frame {
+        Frame {
+            function: self.name.clone(),
+            qualname: self.qualname.clone(),
+            filename: self.filename.clone(),
+            line: self.lines.line_for_lasti(byte_offset),
+            first_line: self.first_line,
+            entry,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -199,21 +199,8 @@ impl Walker<'_> {
                 self.types,
                 u64_at(&buf, fl.code as usize),
             )?;
-            let lasti = i32_at(&buf, fl.lasti as usize);
-            let line = if lasti < 0 {
-                Some(code.first_line)
-            } else {
-                code.lines
-                    .line_for_offset((lasti as u32).saturating_mul(fl.lasti_unit))
-            };
-            frames.push(Frame {
-                function: code.name.clone(),
-                qualname: code.qualname.clone(),
-                filename: code.filename.clone(),
-                line,
-                first_line: code.first_line,
-                entry: true,
-            });
+            let lasti = i32_at(&buf, fl.lasti as usize) as i64;
+            frames.push(code.frame(lasti * i64::from(fl.lasti_unit), true));
             addr = u64_at(&buf, fl.back as usize);
         }
         Ok(frames)
@@ -272,19 +259,7 @@ impl Walker<'_> {
                 addr = previous;
                 continue;
             }
-            let line = if units < 0 {
-                Some(code.first_line)
-            } else {
-                code.lines.line_for_offset((units as u32).saturating_mul(2))
-            };
-            frames.push(Frame {
-                function: code.name.clone(),
-                qualname: code.qualname.clone(),
-                filename: code.filename.clone(),
-                line,
-                first_line: code.first_line,
-                entry,
-            });
+            frames.push(code.frame(units * 2, entry));
             addr = previous;
         }
         if let Some(last) = frames.last_mut() {

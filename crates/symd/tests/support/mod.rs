@@ -331,6 +331,20 @@ impl Target {
             Ok(t) => t,
             Err(e) => return Err(fail(&mut target, format!("bad ground truth: {e}"))),
         };
+        // READY is printed just before the main thread returns into its blocking read of
+        // stdin: wait until the kernel shows it there, or a read can catch it a frame early
+        let pid = target.child.id();
+        let blocked = Instant::now();
+        while !Self::main_thread_reads_stdin(pid) {
+            if blocked.elapsed() > Duration::from_secs(10) {
+                eprintln!(
+                    "[{}] main thread not seen in read(0) after 10 s",
+                    target.label
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
         if target.truth.pid != target.child.id() {
             // a wrapper that forks instead of exec'ing: pid() and Drop would be wrong
             let msg = format!(
@@ -341,6 +355,13 @@ impl Target {
             return Err(fail(&mut target, msg));
         }
         Ok(target)
+    }
+
+    /// Whether the process's main thread is blocked in `read(0, ...)` (x86_64 syscall 0).
+    fn main_thread_reads_stdin(pid: u32) -> bool {
+        fs::read_to_string(format!("/proc/{pid}/syscall"))
+            .map(|s| s.starts_with("0 0x0 "))
+            .unwrap_or(true) // cannot tell (no access): do not wait
     }
 
     /// Process id of the target (the interpreter itself).
