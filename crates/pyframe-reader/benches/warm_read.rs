@@ -7,21 +7,9 @@ use std::process::{Command, Stdio};
 use criterion::{criterion_group, criterion_main, Criterion};
 use pyframe_reader::{PythonProcess, StackOptions};
 
-fn python() -> Option<String> {
-    if let Ok(p) = std::env::var("PYSTACKD_BENCH_PYTHON") {
-        return Some(p);
-    }
-    let root = std::env::var("PYENV_ROOT")
-        .unwrap_or_else(|_| format!("{}/.pyenv", std::env::var("HOME").unwrap_or_default()));
-    [
-        "3.12.1/bin/python3.12",
-        "3.11.7/bin/python3.11",
-        "3.10.13/bin/python3.10",
-    ]
-    .iter()
-    .map(|p| format!("{root}/versions/{p}"))
-    .find(|p| std::path::Path::new(p).exists())
-}
+#[path = "support/python.rs"]
+mod bench_python;
+use bench_python::python;
 
 fn bench(c: &mut Criterion) {
     let Some(py) = python() else {

@@ -25,21 +25,9 @@ fn find_tool(name: &str) -> Option<PathBuf> {
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-fn python() -> Option<String> {
-    if let Ok(p) = std::env::var("PYSTACKD_BENCH_PYTHON") {
-        return Some(p);
-    }
-    let root = std::env::var("PYENV_ROOT")
-        .unwrap_or_else(|_| format!("{}/.pyenv", std::env::var("HOME").unwrap_or_default()));
-    [
-        "3.12.1/bin/python3.12",
-        "3.11.7/bin/python3.11",
-        "3.10.13/bin/python3.10",
-    ]
-    .iter()
-    .map(|p| format!("{root}/versions/{p}"))
-    .find(|p| std::path::Path::new(p).exists())
-}
+#[path = "../../pyframe-reader/benches/support/python.rs"]
+mod bench_python;
+use bench_python::python;
 
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
