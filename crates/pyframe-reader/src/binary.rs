@@ -211,8 +211,7 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
     if syms.py_runtime.is_none() && section.is_none() && name_version.is_none() {
         return Ok(None);
     }
-    if syms.py_runtime.is_none() && section.is_none() && name_version.map_or(true, |v| v < (3, 13))
-    {
+    if syms.py_runtime.is_none() && section.is_none() && name_version.is_none_or(|v| v < (3, 13)) {
         // a python-named file without the runtime (e.g. a launcher executable next to libpython)
         return Ok(None);
     }

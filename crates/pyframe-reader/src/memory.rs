@@ -169,25 +169,6 @@ impl Memory for Snapshot {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn snapshot_reads_inside_regions_only() {
-        let mut s = Snapshot::new();
-        s.insert(0x1000, (0u8..32).collect());
-        assert_eq!(
-            s.read_u32(0x1004).unwrap(),
-            u32::from_le_bytes([4, 5, 6, 7])
-        );
-        assert!(s.read_u64(0x101c).is_err());
-        assert!(s.read_u8(0xfff).is_err());
-        let round = Snapshot::from_bytes(&s.to_bytes());
-        assert_eq!(round.read_u8(0x101f).unwrap(), 31);
-    }
-}
-
 /// Serves small reads from 4 KiB blocks fetched once per walk: frames of 3.11+ sit
 /// together in the thread's data stack and recursion reuses one code object, so one
 /// syscall covers many reads. Created afresh for each walk (it never goes stale).
@@ -290,5 +271,24 @@ impl Memory for BlockCache<'_> {
             pos += BLOCK as u64;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_reads_inside_regions_only() {
+        let mut s = Snapshot::new();
+        s.insert(0x1000, (0u8..32).collect());
+        assert_eq!(
+            s.read_u32(0x1004).unwrap(),
+            u32::from_le_bytes([4, 5, 6, 7])
+        );
+        assert!(s.read_u64(0x101c).is_err());
+        assert!(s.read_u8(0xfff).is_err());
+        let round = Snapshot::from_bytes(&s.to_bytes());
+        assert_eq!(round.read_u8(0x101f).unwrap(), 31);
     }
 }

@@ -28,6 +28,9 @@ pub struct RawThread {
     pub frames: Vec<Frame>,
 }
 
+/// Decides from `(memory, thread_id, native_thread_id)` whether a thread's frames are read.
+pub type ThreadFilter = dyn Fn(&dyn Memory, u64, Option<u64>) -> bool;
+
 pub struct Walker<'a> {
     pub mem: &'a dyn Memory,
     pub layout: &'a Layout,
@@ -35,7 +38,7 @@ pub struct Walker<'a> {
     pub codes: &'a mut CodeCache,
     /// Only threads for which this returns true (given `thread_id` and
     /// `native_thread_id`) have their frames read; the others are skipped entirely.
-    pub want: Option<&'a dyn Fn(&dyn Memory, u64, Option<u64>) -> bool>,
+    pub want: Option<&'a ThreadFilter>,
 }
 
 fn invalid(msg: String) -> MemoryError {

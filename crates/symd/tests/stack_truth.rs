@@ -195,8 +195,7 @@ fn paused_stack_and_one_thread() {
             .map_err(|e| e.to_string())?;
         let state = stat
             .rsplit_once(')')
-            .map(|x| x.1.trim_start().chars().next())
-            .flatten();
+            .and_then(|x| x.1.trim_start().chars().next());
         ensure!(
             !matches!(state, Some('t') | Some('T')),
             "target left stopped: {state:?}"
