@@ -233,7 +233,9 @@ fn daemon_as_unprivileged_user_with_cap_sys_ptrace() {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    assert!(msg.contains("Permission denied"), "{v}");
+    // named as what it is: a permission problem with the interpreter's file, and the fix
+    assert_eq!(v["error"]["code"], json!(protocol::rpc::codes::PERMISSION_DENIED), "{v}");
+    assert!(msg.contains("cannot open") && msg.contains("CAP_DAC_READ_SEARCH"), "{v}");
     drop(c);
     drop(d);
     let d = daemon_as_user_with_caps(
