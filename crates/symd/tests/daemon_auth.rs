@@ -234,8 +234,15 @@ fn daemon_as_unprivileged_user_with_cap_sys_ptrace() {
         .unwrap_or_default()
         .to_string();
     // named as what it is: a permission problem with the interpreter's file, and the fix
-    assert_eq!(v["error"]["code"], json!(protocol::rpc::codes::PERMISSION_DENIED), "{v}");
-    assert!(msg.contains("cannot open") && msg.contains("CAP_DAC_READ_SEARCH"), "{v}");
+    assert_eq!(
+        v["error"]["code"],
+        json!(protocol::rpc::codes::PERMISSION_DENIED),
+        "{v}"
+    );
+    assert!(
+        msg.contains("cannot open") && msg.contains("CAP_DAC_READ_SEARCH"),
+        "{v}"
+    );
     drop(c);
     drop(d);
     let d = daemon_as_user_with_caps(
