@@ -131,8 +131,13 @@ fn run_gdb_case(interp: &Interpreter, script: &str) -> Result<String, String> {
     let gdb = gdb_all_threads(pid);
     if !names_eval_loop(&gdb) {
         return Ok(format!(
-            "SKIP {}: gdb shows no eval-loop symbol (no symbols?)",
-            target.label()
+            "SKIP {}: gdb names no eval-loop function ({})",
+            target.label(),
+            if interp.label.ends_with("-ldso") {
+                "started through its own ld.so, gdb loads no symbols of the program"
+            } else {
+                "the loop body is in the unexported _PyEval_EvalFrameDefault.cold of this build"
+            }
         ));
     }
     let pid_s = pid.to_string();
