@@ -31,6 +31,10 @@ pub fn parse_frame(content: &[u8]) -> Option<ParsedFrame> {
         i = e + 4;
     }
     let end = trim_end(content).len();
+    if i >= end {
+        // `#0 ` or `#1  0x.. in ` with nothing after: a frame without a name
+        return Some(f);
+    }
     let name_end = memchr::memmem::find(&content[i..end], b" (").map_or(end, |p| i + p);
     if &content[i..name_end] != b"??" {
         f.symbol = Span::new(i, name_end);

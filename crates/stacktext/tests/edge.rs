@@ -168,8 +168,28 @@ fn pending_stack_cap() {
     assert_eq!(sum.too_long, 1);
 }
 
+/// Real lines of each format, cut at every length by the proptest.
+const TRUNCATED: &[&[u8]] = &[
+    b"#1  0x00007f3a2b4c5d6e in _PyEval_EvalFrameDefault (tstate=0x1, f=0x2) at Python/ceval.c:4181",
+    b"#12 0x000055d0c8a01234 in ?? () from /usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0",
+    b"Thread 2 (Thread 0x7f3a2b4c5640 (LWP 4242) \"worker\"):",
+    b"python3 4242/4243 [001] 1234.567890: cpu-clock:",
+    b"\t    7f3a2b4c5d6e _PyEval_EvalFrameDefault+0x57b4 (/usr/lib/libpython3.10.so.1.0)",
+    b"              libpython3.10.so.1.0`_PyEval_EvalFrameDefaultReal+0x57b4",
+    b"        _PyEval_EvalFrameDefault+22452",
+];
+
+#[test]
+fn truncated_gdb_frames_pass_through() {
+    for line in [&b"#0 \n"[..], b"#1  0x00007f in \n", b"#2\n", b"#3  0x1\n"] {
+        let mut src = FakeSource::default();
+        let (out, _) = run(line, &mut src, &opts(Some(1)));
+        assert_eq!(out, line, "{:?}", String::from_utf8_lossy(line));
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(512))]
     #[test]
     fn any_bytes_no_panic_and_input_kept(
         chunks in proptest::collection::vec(prop_oneof![
@@ -184,6 +204,13 @@ proptest! {
             Just(b"pid=1 tid=2\n".to_vec()),
             Just(b"                [ a.py:1 (f) ]\n".to_vec()),
             proptest::collection::vec(any::<u8>(), 0..40),
+            // every prefix of a real line of each format (a truncated or cut-off record)
+            (0usize..TRUNCATED.len(), 0usize..90).prop_map(|(k, n)| {
+                let l = TRUNCATED[k];
+                let mut v = l[..n.min(l.len())].to_vec();
+                v.push(b'\n');
+                v
+            }),
         ], 0..40),
         max_line in 16usize..200,
     ) {
