@@ -268,7 +268,10 @@ impl Memory for BlockCache<'_> {
             let n = (to - from) as usize;
             buf[done..done + n].copy_from_slice(&b[from as usize..to as usize]);
             done += n;
-            pos += BLOCK as u64;
+            let Some(next) = pos.checked_add(BLOCK as u64) else {
+                break;
+            };
+            pos = next;
         }
         Ok(())
     }

@@ -71,7 +71,7 @@ impl Types {
             return false;
         }
         let ok = (|| -> MemResult<bool> {
-            let name_ptr = mem.read_u64(type_ptr + layout.type_tp_name)?;
+            let name_ptr = mem.read_u64(type_ptr.wrapping_add(layout.type_tp_name))?;
             let mut buf = [0u8; 8];
             mem.read(name_ptr, &mut buf)?;
             let want = kind.tp_name();
@@ -138,7 +138,11 @@ pub fn read_str(
                 "ASCII str at {addr:#x} has kind {kind}"
             )));
         }
-        let bytes = mem.read_vec(addr + u.ascii_data, n, MAX_STRING_CHARS as usize)?;
+        let bytes = mem.read_vec(
+            addr.wrapping_add(u.ascii_data),
+            n,
+            MAX_STRING_CHARS as usize,
+        )?;
         if !bytes.is_ascii() {
             return Err(MemoryError::Invalid(format!(
                 "ASCII str at {addr:#x} has non-ASCII data"
@@ -147,7 +151,7 @@ pub fn read_str(
         // SAFETY-free: checked ASCII
         return Ok(String::from_utf8(bytes).expect("ascii"));
     }
-    let data = addr + u.compact_data;
+    let data = addr.wrapping_add(u.compact_data);
     match kind {
         1 => {
             let b = mem.read_vec(data, n, MAX_STRING_CHARS as usize)?;
@@ -204,5 +208,9 @@ pub fn read_bytes(
             "bytes at {addr:#x} claims {len} bytes"
         )));
     }
-    mem.read_vec(addr + layout.bytes.data, len as usize, MAX_BYTES as usize)
+    mem.read_vec(
+        addr.wrapping_add(layout.bytes.data),
+        len as usize,
+        MAX_BYTES as usize,
+    )
 }

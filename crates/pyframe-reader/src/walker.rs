@@ -53,9 +53,11 @@ impl Walker<'_> {
     /// Every thread of every interpreter reachable from `_PyRuntime` at `runtime`.
     pub fn walk(&mut self, runtime: u64) -> MemResult<Vec<RawThread>> {
         let l = self.layout;
-        let head = self.mem.read_u64(runtime + l.runtime.interpreters_head)?;
+        let head = self
+            .mem
+            .read_u64(runtime.wrapping_add(l.runtime.interpreters_head))?;
         let gil_current = match l.runtime.gilstate_tstate_current {
-            Some(off) => Some(self.mem.read_u64(runtime + off)?),
+            Some(off) => Some(self.mem.read_u64(runtime.wrapping_add(off))?),
             None => None,
         };
         let mut out = Vec::new();
@@ -92,8 +94,8 @@ impl Walker<'_> {
                 if gil == 0 {
                     None
                 } else {
-                    let holder = self.mem.read_u64(gil + g.last_holder)?;
-                    let locked = self.mem.read_i32(gil + g.locked)?;
+                    let holder = self.mem.read_u64(gil.wrapping_add(g.last_holder))?;
+                    let locked = self.mem.read_i32(gil.wrapping_add(g.locked))?;
                     Some(if locked != 0 { holder } else { 0 })
                 }
             }
@@ -145,7 +147,7 @@ impl Walker<'_> {
                 if cf == 0 {
                     0
                 } else {
-                    self.mem.read_u64(cf + current_frame)?
+                    self.mem.read_u64(cf.wrapping_add(current_frame))?
                 }
             }
         };

@@ -24,7 +24,7 @@ fn walk(mem: &Snapshot, l: &layout::Layout) -> Result<usize, String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// Random bytes at the runtime and at a handful of addresses the pointers in it may hit.
     #[test]
@@ -36,6 +36,11 @@ proptest! {
             if chunk.len() == 8 && i % 3 == 0 {
                 let target = RUNTIME + ((u64::from(chunk[0]) * 8 + bias * 8) % seed.len() as u64);
                 chunk.copy_from_slice(&target.to_le_bytes());
+            } else if chunk.len() == 8 && i % 7 == 1 {
+                // pointers at the very top of the address space: offsets added to them
+                // must not overflow
+                let top = u64::MAX - u64::from(chunk[0]) * 16;
+                chunk.copy_from_slice(&top.to_le_bytes());
             }
         }
         mem.insert(RUNTIME, bytes);
@@ -98,5 +103,37 @@ fn unmapped_runtime_is_an_error() {
     let mem = Snapshot::new();
     for l in layout::ALL {
         assert!(walk(&mem, l).is_err());
+    }
+}
+
+/// Pointers at the top of the address space: adding a field offset must not overflow
+/// (a debug build would panic), the read just fails.
+#[test]
+fn pointers_near_the_top_are_errors_not_overflows() {
+    use pyframe_reader::objects::{read_bytes, read_str, Kind};
+    let mut mem = Snapshot::new();
+    // an object whose type pointer is near u64::MAX
+    let obj = 0x60_0000u64;
+    let mut o = vec![0u8; 256];
+    o[8..16].copy_from_slice(&(u64::MAX - 4).to_le_bytes());
+    o[16..24].copy_from_slice(&4u64.to_le_bytes());
+    mem.insert(obj, o);
+    for l in layout::ALL {
+        let mut types = Types::default();
+        for kind in [Kind::Code, Kind::Frame, Kind::Str, Kind::Bytes] {
+            assert!(!types.check(&mem, l, kind, u64::MAX - 4));
+        }
+        assert!(read_str(&mem, l, &mut types, obj).is_err());
+        assert!(read_str(&mem, l, &mut types, u64::MAX - 8).is_err());
+        assert!(read_bytes(&mem, l, &mut types, u64::MAX - 8).is_err());
+        let mut codes = CodeCache::default();
+        let mut w = Walker {
+            mem: &mem,
+            layout: l,
+            types: &mut types,
+            codes: &mut codes,
+            want: None,
+        };
+        assert!(w.walk(u64::MAX - 8).is_err());
     }
 }

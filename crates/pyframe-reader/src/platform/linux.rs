@@ -368,7 +368,7 @@ pub fn os_thread_ids(
     let mut map = HashMap::new();
     let Some(off) = *tid_offset else { return map };
     for &t in thread_ids {
-        if let Ok(v) = mem.read_i32(t + off) {
+        if let Ok(v) = mem.read_i32(t.wrapping_add(off)) {
             if v > 0 {
                 map.insert(t, v as u64);
             }
