@@ -347,3 +347,55 @@ fn find_runtime(mem: &dyn Memory, bin: &PythonBinary) -> Option<u64> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binary::Symbols;
+    use crate::memory::Snapshot;
+
+    fn binary(
+        symbols: Symbols,
+        section: Option<(u64, u64)>,
+        writable: Vec<(u64, u64)>,
+    ) -> PythonBinary {
+        PythonBinary {
+            path: "/usr/bin/python3.14".into(),
+            load_bias: 0,
+            symbols,
+            pyruntime_section: section,
+            name_version: Some((3, 14)),
+            version_strings: Vec::new(),
+            writable,
+        }
+    }
+
+    /// Symbol first, then the `.PyRuntime` section, then the 3.13+ cookie scan.
+    #[test]
+    fn runtime_is_found_in_order() {
+        let mut mem = Snapshot::new();
+        let mut data = vec![0u8; 0x30000];
+        // the cookie 8-aligned somewhere past the first 64 KiB chunk
+        data[0x1_2340..0x1_2348].copy_from_slice(DEBUG_COOKIE);
+        mem.insert(0x70_0000, data);
+        let scan = binary(Symbols::default(), None, vec![(0x70_0000, 0x73_0000)]);
+        assert_eq!(find_runtime(&mem, &scan), Some(0x71_2340));
+        let section = binary(
+            Symbols::default(),
+            Some((0x55_0000, 0x1000)),
+            vec![(0x70_0000, 0x73_0000)],
+        );
+        assert_eq!(find_runtime(&mem, &section), Some(0x55_0000));
+        let sym = Symbols {
+            py_runtime: Some(0x44_0000),
+            ..Symbols::default()
+        };
+        assert_eq!(
+            find_runtime(&mem, &binary(sym, Some((0x55_0000, 0x1000)), vec![])),
+            Some(0x44_0000)
+        );
+        // nothing anywhere, unreadable ranges included
+        let none = binary(Symbols::default(), None, vec![(0x10_0000, 0x20_0000)]);
+        assert_eq!(find_runtime(&mem, &none), None);
+    }
+}
