@@ -258,3 +258,62 @@ fn daemon_as_unprivileged_user_with_cap_sys_ptrace() {
     let s = d.connect().ok("stack", json!({"pid": hidden.pid()}));
     assert_eq!(main_thread_frames(&s, hidden.pid()), hidden.expected, "{s}");
 }
+
+/// Root of a user namespace of its own is not root: `unshare -U -r` gives an
+/// unprivileged client uid 0 and every capability (CAP_SYS_PTRACE included) inside
+/// its namespace, but the kernel reports its outer uid to the daemon, and that is
+/// all the daemon goes by.
+#[test]
+fn root_of_a_user_namespace_is_refused_a_root_target() {
+    if !is_root() {
+        eprintln!("skipped: needs root to switch to another uid");
+        return;
+    }
+    let probe = as_user(OTHER_UID, OTHER_UID, "unshare")
+        .args([
+            "-U",
+            "-r",
+            "sh",
+            "-c",
+            "id -u; grep CapEff /proc/self/status",
+        ])
+        .output();
+    let inside = match probe {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        other => {
+            eprintln!("skipped: unshare -U -r is not permitted here: {other:?}");
+            return;
+        }
+    };
+    // the premise: inside, the client is uid 0 with CAP_SYS_PTRACE in CapEff
+    let caps = inside
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    assert!(inside.starts_with("0\n"), "{inside}");
+    assert_ne!(caps & CAP_SYS_PTRACE, 0, "{inside}");
+
+    let mut root_target = Command::new("sleep").arg("1000").spawn().unwrap();
+    let pid = root_target.id().to_string();
+    let d = Daemon::start(None);
+    for args in [&["stack", pid.as_str()][..], &["attach", pid.as_str()]] {
+        let out = as_user(OTHER_UID, OTHER_UID, "unshare")
+            .args(["-U", "-r", BIN])
+            .args(args)
+            .arg("--socket")
+            .arg(&d.socket)
+            .env("PYSTACKD_CLIENT_TIMEOUT", "10")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(5), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("uid {OTHER_UID} may not inspect process {pid}")),
+            "{err}"
+        );
+    }
+    let _ = root_target.kill();
+    let _ = root_target.wait();
+    assert_eq!(d.connect().ok("status", Value::Null)["denied"], 2);
+}

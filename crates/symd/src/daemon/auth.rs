@@ -17,14 +17,23 @@ pub struct Denied {
 }
 
 /// Decide whether `peer` may inspect process `pid` whose ids are `target`;
-/// `proc_owner` as in [`platform::may_inspect`].
+/// `proc_owner` as in [`platform::may_inspect`]. Yama's scope is read on every call
+/// (an administrator may raise it while the daemon runs).
 pub fn check(
     peer: &PeerCredentials,
     pid: u32,
     target: &Credentials,
     proc_owner: Option<u32>,
 ) -> Result<(), Denied> {
-    platform::may_inspect(&peer.cred(), peer.privileged, target, proc_owner).map_err(|reason| {
+    let scope = if peer.privileged {
+        0
+    } else {
+        platform::ptrace_scope()
+    };
+    // The client's pid is the one the kernel recorded at connect; unknown (another
+    // pid namespace) means "not an ancestor".
+    let descendant = || peer.pid.is_some_and(|p| platform::is_descendant(pid, p));
+    platform::may_inspect(&peer.cred(), target, proc_owner, scope, descendant).map_err(|reason| {
         Denied {
             client_uid: peer.uid,
             pid,

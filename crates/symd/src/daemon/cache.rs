@@ -1,6 +1,9 @@
 //! The attached processes. Each is keyed by (pid, start time) so that a reused pid
 //! never reaches the state of the process that had it before; each `PythonProcess`
 //! sits behind its own mutex so reads of different processes run in parallel.
+//! An exec keeps both pid and start time, so an entry also remembers the device and
+//! inode of the executable it was attached to (Linux; on illumos `exe_identity` is
+//! `None` and the start time is the whole identity) and is dropped when they change.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,6 +31,13 @@ pub struct Entry {
     /// Tells cheaply whether the process exited (`None` where the OS has no such
     /// handle: compare start times instead).
     pub handle: Option<ProcessHandle>,
+    /// Device and inode of the executable when attached (`platform::exe_identity`).
+    pub exe: Option<(u64, u64)>,
+    /// Uid of the client whose request attached it (counted against
+    /// `max_attached_per_uid` unless 0).
+    pub owner_uid: u32,
+    /// When a request last used it, in nanoseconds since [`epoch`]: eviction order.
+    last_used: AtomicU64,
     attached_at: Instant,
     stacks_read: AtomicU64,
     // Last known cache sizes, so that `status` and `list` never wait for a read.
@@ -41,10 +51,14 @@ impl Entry {
         process: PythonProcess,
         executable: Option<String>,
         handle: Option<ProcessHandle>,
+        exe: Option<(u64, u64)>,
     ) -> Entry {
         let e = Entry {
             key,
             handle,
+            exe,
+            owner_uid: 0,
+            last_used: AtomicU64::new(now()),
             python_version: process.version().to_string(),
             python_binary: process.binary_path().to_string(),
             executable,
@@ -62,6 +76,15 @@ impl Entry {
     /// The process, or `None` when a reader panic poisoned it (the caller drops it).
     pub fn lock(&self) -> Option<MutexGuard<'_, PythonProcess>> {
         self.process.lock().ok()
+    }
+
+    /// Whether the process still runs the executable it was attached to.
+    pub fn same_image(&self) -> bool {
+        crate::platform::exe_identity(self.key.pid) == self.exe
+    }
+
+    fn touch(&self) {
+        self.last_used.store(now(), Ordering::Relaxed);
     }
 
     pub fn record_stats(&self, s: CacheStats) {
@@ -94,6 +117,15 @@ impl Entry {
     }
 }
 
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
 #[derive(Default)]
 pub struct Cache {
     map: Mutex<HashMap<Key, Arc<Entry>>>,
@@ -106,28 +138,64 @@ impl Cache {
     }
 
     /// The entry of exactly this process; entries of earlier holders of the pid are
-    /// dropped on the way.
+    /// dropped on the way, and so is this one if the process has exec'd since.
     pub fn get(&self, key: Key) -> Option<Arc<Entry>> {
-        let mut m = self.map();
-        m.retain(|k, _| k.pid != key.pid || k.start_time == key.start_time);
-        m.get(&key).cloned()
+        let e = {
+            let mut m = self.map();
+            m.retain(|k, _| k.pid != key.pid || k.start_time == key.start_time);
+            m.get(&key).cloned()?
+        };
+        // (a stat of /proc/PID/exe: not under the map's lock)
+        if !e.same_image() {
+            self.remove(key);
+            return None;
+        }
+        e.touch();
+        Some(e)
     }
 
     /// Insert unless present (a concurrent attach won); returns the entry in the map
-    /// and whether it is `entry`. Gives `entry` back when the map is full.
-    pub fn insert(&self, entry: Entry, max: usize) -> Result<(Arc<Entry>, bool), Box<Entry>> {
+    /// and whether it is `entry`. When `max` entries are attached the least recently
+    /// used one is evicted, but never for an owner (non-root) who already has
+    /// `max_per_uid`: then `entry` is given back, usable for one request only.
+    pub fn insert(
+        &self,
+        entry: Entry,
+        max: usize,
+        max_per_uid: usize,
+    ) -> Result<(Arc<Entry>, bool), Box<Entry>> {
         let mut m = self.map();
         let key = entry.key;
         m.retain(|k, _| k.pid != key.pid || k.start_time == key.start_time);
         if let Some(e) = m.get(&key) {
             return Ok((e.clone(), false));
         }
-        if m.len() >= max {
+        let owner = entry.owner_uid;
+        if owner != 0 && m.values().filter(|e| e.owner_uid == owner).count() >= max_per_uid {
             return Err(Box::new(entry));
+        }
+        if max == 0 {
+            return Err(Box::new(entry));
+        }
+        while m.len() >= max {
+            let Some(lru) = m
+                .iter()
+                .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            m.remove(&lru);
+            tracing::info!(pid = lru.pid, "evicted (max_attached; least recently used)");
         }
         let e = Arc::new(entry);
         m.insert(key, e.clone());
         Ok((e, true))
+    }
+
+    /// How many entries requests of `uid` attached.
+    pub fn count_owned_by(&self, uid: u32) -> usize {
+        self.map().values().filter(|e| e.owner_uid == uid).count()
     }
 
     /// Whether some process with this pid is attached (maybe an earlier holder).
@@ -143,7 +211,16 @@ impl Cache {
             .iter()
             .find(|(k, e)| k.pid == pid && e.handle.is_some())
             .map(|(_, e)| e.clone())?;
-        (!e.handle.as_ref()?.exited()).then_some(e)
+        if e.handle.as_ref()?.exited() {
+            return None;
+        }
+        // exec keeps the pid and the pidfd: the image tells
+        if !e.same_image() {
+            self.remove(e.key);
+            return None;
+        }
+        e.touch();
+        Some(e)
     }
 
     /// Drop every entry of `pid` (the process is gone).

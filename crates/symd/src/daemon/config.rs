@@ -17,6 +17,12 @@ pub struct Config {
     pub max_connections: usize,
     /// How often attached processes are checked for exit, in seconds.
     pub sweep_interval_secs: u64,
+    /// Most connections one non-root uid may hold open.
+    pub max_connections_per_uid: usize,
+    /// Most processes one non-root uid's requests may keep attached.
+    pub max_attached_per_uid: usize,
+    /// A connection that completes no request line for this long is closed.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -27,6 +33,9 @@ impl Default for Config {
             max_request_bytes: 1 << 20,
             max_connections: 1024,
             sweep_interval_secs: 5,
+            max_connections_per_uid: 64,
+            max_attached_per_uid: 64,
+            idle_timeout_secs: 300,
         }
     }
 }
@@ -94,6 +103,11 @@ impl Config {
                 }
                 "max_connections" => c.max_connections = int(value)?.max(1) as usize,
                 "sweep_interval_secs" => c.sweep_interval_secs = int(value)?.max(1),
+                "max_connections_per_uid" => {
+                    c.max_connections_per_uid = int(value)?.max(1) as usize
+                }
+                "max_attached_per_uid" => c.max_attached_per_uid = int(value)? as usize,
+                "idle_timeout_secs" => c.idle_timeout_secs = int(value)?.max(1),
                 _ => return Err((n, format!("unknown key `{key}`"))),
             }
         }
@@ -138,6 +152,18 @@ mod tests {
         assert_eq!(c.max_attached, 3);
         assert_eq!(c.max_request_bytes, 4096);
         assert_eq!(c.max_connections, Config::default().max_connections);
+        let c = Config::parse(
+            "max_connections_per_uid = 2\nmax_attached_per_uid = 3\nidle_timeout_secs = 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.max_connections_per_uid,
+                c.max_attached_per_uid,
+                c.idle_timeout_secs
+            ),
+            (2, 3, 1)
+        );
     }
 
     #[test]

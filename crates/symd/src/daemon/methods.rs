@@ -226,7 +226,7 @@ enum Attached {
     Uncached(Box<Entry>),
 }
 
-fn get_or_attach(state: &State, key: Key) -> RpcResult<Attached> {
+fn get_or_attach(state: &State, peer: PeerCredentials, key: Key) -> RpcResult<Attached> {
     if let Some(e) = state.cache.get(key) {
         return Ok(Attached::Cached(e, false));
     }
@@ -236,9 +236,14 @@ fn get_or_attach(state: &State, key: Key) -> RpcResult<Attached> {
     if !alive(key) {
         return Err(exited(key.pid));
     }
-    let entry = Entry::new(key, process, platform::executable(key.pid), handle);
-    let max = state.config().max_attached;
-    match state.cache.insert(entry, max) {
+    let exe = crate::platform::exe_identity(key.pid);
+    let mut entry = Entry::new(key, process, platform::executable(key.pid), handle, exe);
+    entry.owner_uid = peer.uid;
+    let config = state.config();
+    match state
+        .cache
+        .insert(entry, config.max_attached, config.max_attached_per_uid)
+    {
         Ok((e, new)) => {
             if new {
                 info!(
@@ -256,14 +261,15 @@ fn get_or_attach(state: &State, key: Key) -> RpcResult<Attached> {
 
 fn attach(state: &State, peer: PeerCredentials, pid: u32) -> RpcResult<AttachResult> {
     let key = authorize(state, peer, pid)?;
-    let (entry, newly_attached) = match get_or_attach(state, key)? {
+    let (entry, newly_attached) = match get_or_attach(state, peer, key)? {
         Attached::Cached(e, new) => (e, new),
         Attached::Uncached(_) => {
             return Err(RpcError::new(
                 codes::LIMIT_REACHED,
                 format!(
-                    "{} processes are attached (max_attached); detach some first",
-                    state.cache.len()
+                    "uid {} has {} processes attached (max_attached_per_uid); detach some first",
+                    peer.uid,
+                    state.cache.count_owned_by(peer.uid)
                 ),
             ))
         }
@@ -295,6 +301,8 @@ fn list(state: &State, peer: PeerCredentials) -> ListResult {
         .cache
         .entries()
         .into_iter()
+        // an entry whose process is gone (or whose pid is now another's) is stale
+        .filter(|e| alive(e.key))
         .filter(|e| {
             peer.privileged
                 || platform::credentials(e.key.pid).is_ok_and(|c| {
@@ -312,7 +320,7 @@ fn stack(
     p: &StackParams,
 ) -> RpcResult<protocol::ProcessStack> {
     let key = authorize(state, peer, p.pid)?;
-    let attached = get_or_attach(state, key)?;
+    let attached = get_or_attach(state, peer, key)?;
     let (entry, cached) = match &attached {
         Attached::Cached(e, _) => (&**e, true),
         Attached::Uncached(e) => (&**e, false),
@@ -379,11 +387,12 @@ fn read_stack(
     let result = process.stack(&opts);
     entry.record_stats(process.cache_stats());
     drop(process);
-    // Never hand out what may be another process's data.
+    // Never hand out what may be another process's data (nor that of an image the
+    // process has since exec'd).
     let still_there = match &entry.handle {
         Some(h) => !h.exited(),
         None => alive(key),
-    };
+    } && entry.same_image();
     match result {
         Ok(s) if still_there => {
             entry.count_stack();

@@ -15,8 +15,9 @@ pub struct PeerCredentials {
     /// Effective gid.
     pub gid: u32,
     pub pid: Option<u32>,
-    /// Root, or holds the OS privilege to read any process (`CAP_SYS_PTRACE`,
-    /// `proc_owner`): may inspect every process.
+    /// May inspect every process: on Linux uid 0 (as `SO_PEERCRED` reports it, in the
+    /// daemon's user namespace), on illumos `proc_owner` in the effective set of the
+    /// ucred taken at connect time.
     pub privileged: bool,
 }
 
@@ -27,7 +28,7 @@ impl PeerCredentials {
             uid: cred.uid,
             gid: cred.gid,
             pid: cred.pid,
-            privileged: platform::has_proc_owner_privilege(fd.as_raw_fd(), &cred),
+            privileged: cred.privileged,
         })
     }
 
@@ -36,6 +37,7 @@ impl PeerCredentials {
             uid: self.uid,
             gid: self.gid,
             pid: self.pid,
+            privileged: self.privileged,
         }
     }
 }

@@ -1,13 +1,14 @@
 //! The socket: binding it (or taking it from systemd), accepting clients, and the
 //! line protocol of one connection.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, FromRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener as StdListener, UnixStream as StdStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use protocol::rpc::{codes, Request, Response, RpcError, JSONRPC_VERSION};
@@ -31,6 +32,8 @@ pub struct State {
     pub denied: AtomicU64,
     /// Open connections.
     pub connections: AtomicU64,
+    /// Open connections by client uid (root's are not counted).
+    pub connections_by_uid: Mutex<HashMap<u32, usize>>,
 }
 
 impl State {
@@ -43,6 +46,7 @@ impl State {
             errors: AtomicU64::new(0),
             denied: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            connections_by_uid: Mutex::new(HashMap::new()),
         }
     }
 
@@ -196,6 +200,40 @@ impl Drop for OpenConnection<'_> {
     }
 }
 
+/// One connection of a non-root uid, counted against `max_connections_per_uid`.
+struct UidConnection<'a> {
+    map: &'a Mutex<HashMap<u32, usize>>,
+    uid: u32,
+}
+
+impl<'a> UidConnection<'a> {
+    /// Count one more connection of `uid`; the count after it.
+    fn open(map: &'a Mutex<HashMap<u32, usize>>, uid: u32) -> (UidConnection<'a>, usize) {
+        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(uid).or_insert(0);
+        *n += 1;
+        let n = *n;
+        (UidConnection { map, uid }, n)
+    }
+}
+
+impl Drop for UidConnection<'_> {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.uid);
+            }
+        }
+    }
+}
+
+async fn refuse(wr: &mut tokio::net::unix::OwnedWriteHalf, msg: String) {
+    let resp = Response::err(Value::Null, RpcError::new(codes::LIMIT_REACHED, msg));
+    let _ = write_response(wr, &resp).await;
+}
+
 async fn connection(state: Arc<State>, stream: UnixStream) {
     let peer = match PeerCredentials::of(stream.as_fd()) {
         Ok(p) => p,
@@ -207,22 +245,44 @@ async fn connection(state: Arc<State>, stream: UnixStream) {
     let open = state.connections.fetch_add(1, Ordering::Relaxed) + 1;
     let _open = OpenConnection(&state.connections);
     let (rd, mut wr) = stream.into_split();
-    let max = state.config().max_connections as u64;
+    let config = state.config();
+    let max = config.max_connections as u64;
     if open > max {
         warn!(
             client_uid = peer.uid,
             "refused a client: {max} connections open"
         );
-        let resp = Response::err(
-            Value::Null,
-            RpcError::new(
-                codes::LIMIT_REACHED,
-                format!("too many connections ({max}); try again later"),
-            ),
-        );
-        let _ = write_response(&mut wr, &resp).await;
+        refuse(
+            &mut wr,
+            format!("too many connections ({max}); try again later"),
+        )
+        .await;
         return;
     }
+    // One user must not take every connection: root is exempt (it is the operator).
+    let _per_uid = if peer.uid != 0 {
+        let (guard, n) = UidConnection::open(&state.connections_by_uid, peer.uid);
+        let max = config.max_connections_per_uid;
+        if n > max {
+            warn!(
+                client_uid = peer.uid,
+                "refused a client: uid {} has {max} connections open", peer.uid
+            );
+            refuse(
+                &mut wr,
+                format!(
+                    "too many connections of uid {} ({max}, max_connections_per_uid); \
+                     close some first",
+                    peer.uid
+                ),
+            )
+            .await;
+            return;
+        }
+        Some(guard)
+    } else {
+        None
+    };
     debug!(
         client_uid = peer.uid,
         client_pid = peer.pid,
@@ -232,8 +292,17 @@ async fn connection(state: Arc<State>, stream: UnixStream) {
     let mut rd = BufReader::with_capacity(64 * 1024, rd);
     let mut line = Vec::new();
     loop {
-        let limit = state.config().max_request_bytes;
-        let resp = match read_line(&mut rd, &mut line, limit).await {
+        let config = state.config();
+        let limit = config.max_request_bytes;
+        // A client that sends nothing (or dribbles a line) for this long is dropped:
+        // it would hold a connection slot forever.
+        let idle = Duration::from_secs(config.idle_timeout_secs.max(1));
+        let read = tokio::time::timeout(idle, read_line(&mut rd, &mut line, limit)).await;
+        let Ok(read) = read else {
+            debug!(client_uid = peer.uid, "idle for {idle:?}; closing");
+            break;
+        };
+        let resp = match read {
             Err(e) => {
                 debug!("client read: {e}");
                 break;

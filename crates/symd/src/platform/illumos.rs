@@ -1,5 +1,5 @@
 //! illumos: `getpeerucred(3C)` for peer credentials; privilege is `proc_owner` in the
-//! peer's effective privilege set (privileges(7)), which is what lets a process read
+//! peer's effective privilege set of that same ucred (privileges(7)), which is what lets a process read
 //! and control processes of other users through `/proc`.
 //!
 //! Type-checked with `tools/check-illumos`; not yet run on an illumos machine.
@@ -70,22 +70,38 @@ pub fn peer_credentials(fd: RawFd) -> io::Result<PeerCred> {
         uid,
         gid,
         pid: u32::try_from(pid).ok().filter(|&p| p > 0),
+        privileged: has_proc_owner(&uc),
     })
 }
 
-/// Whether the peer holds `proc_owner` in its effective set. With it the kernel lets a
-/// process open `/proc/PID/as` and `ctl` of any process of the zone (a target with
-/// more privileges than the peer also needs the peer to hold those; pystackd does not
+/// Whether the peer holds `proc_owner` in its effective set, read from the same
+/// `ucred_t` as its ids: the kernel took it at connect time, so neither pid reuse nor
+/// a later exec of the peer can change it. With it the kernel lets a process open
+/// `/proc/PID/as` and `ctl` of any process of the zone (a target with more
+/// privileges than the peer also needs the peer to hold those; pystackd does not
 /// extend that further than "proc_owner means any process").
-pub fn has_proc_owner_privilege(fd: RawFd, _peer: &PeerCred) -> bool {
-    let Ok(uc) = Ucred::of_peer(fd) else {
-        return false;
-    };
+fn has_proc_owner(uc: &Ucred) -> bool {
     // SAFETY: valid ucred_t; the returned set lives inside it; names are NUL-terminated.
     unsafe {
         let set = ucred_getprivset(uc.0, PRIV_EFFECTIVE.as_ptr().cast());
         !set.is_null() && priv_ismember(set, PRIV_PROC_OWNER.as_ptr().cast()) != 0
     }
+}
+
+/// No Yama on illumos: the id rules of `may_inspect` are the whole policy.
+pub fn ptrace_scope() -> u32 {
+    0
+}
+
+/// Only asked for at a Yama scope of 1, which illumos never reports.
+pub fn is_descendant(_pid: u32, _ancestor: u32) -> bool {
+    false
+}
+
+/// illumos has no cheap, stable identity of a process's executable image here: the
+/// cache tells processes apart by pid and start time only (an exec keeps both).
+pub fn exe_identity(_pid: u32) -> Option<(u64, u64)> {
+    None
 }
 
 /// `/proc/PID`'s owner says nothing about dumpability here (a set-id process keeps

@@ -1,4 +1,5 @@
-//! Linux: `SO_PEERCRED`; privilege is uid 0 or `CAP_SYS_PTRACE`.
+//! Linux: `SO_PEERCRED`; privilege is uid 0 as `SO_PEERCRED` reports it; Yama's
+//! `ptrace_scope`.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -30,32 +31,19 @@ pub fn peer_credentials(fd: RawFd) -> io::Result<PeerCred> {
         uid: uc.uid,
         gid: uc.gid,
         pid: u32::try_from(uc.pid).ok().filter(|&p| p > 0),
+        privileged: is_privileged_uid(uc.uid),
     })
 }
 
-const CAP_SYS_PTRACE: u32 = 19;
-
-/// Whether the peer may read any process: uid 0, or `CAP_SYS_PTRACE` in its effective
-/// set (read from `/proc/PID/status` of the peer's pid; a peer that exited since
-/// connecting is not privileged). Called once, right after accept; the effective uid
-/// in that file must still be the peer's, so that a pid reused by a process of
-/// another user does not lend it its capabilities.
-pub fn has_proc_owner_privilege(_fd: RawFd, peer: &PeerCred) -> bool {
-    if peer.uid == 0 {
-        return true;
-    }
-    let Some(pid) = peer.pid else { return false };
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name));
-    let euid = field("Uid:")
-        .and_then(|v| v.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<u32>().ok());
-    euid == Some(peer.uid)
-        && field("CapEff:")
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .is_some_and(|caps| caps & (1 << CAP_SYS_PTRACE) != 0)
+/// Privilege is decided from the credentials the kernel captured at connect time
+/// only, and only by the uid: `SO_PEERCRED` translates it into the daemon's user
+/// namespace, so root of a user namespace (`unshare -U -r`) is its unprivileged
+/// outer uid here. Capabilities are not looked at: `CapEff` in `/proc/PID/status` is
+/// relative to the peer's own user namespace, and reading it by pid after connect
+/// races pid reuse and exec. A non-root client holding CAP_SYS_PTRACE is therefore
+/// served as an ordinary user.
+fn is_privileged_uid(uid: u32) -> bool {
+    uid == 0
 }
 
 /// Owner of `/proc/PID`: the kernel makes it root for a process that is not dumpable
@@ -103,4 +91,61 @@ impl ProcessHandle {
         let n = unsafe { libc::poll(&mut p, 1, 0) };
         n != 0
     }
+}
+
+/// Yama's `/proc/sys/kernel/yama/ptrace_scope`: 0 when Yama is not built in (the file
+/// is absent); an unreadable or unknown value counts as the strictest, 3.
+pub fn ptrace_scope() -> u32 {
+    match std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope") {
+        Ok(s) => s
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|&v| v <= 3)
+            .unwrap_or(3),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(_) => 3,
+    }
+}
+
+/// Whether `ancestor` is on the parent chain of `pid` (the chain is walked through
+/// `/proc/PID/stat` up to pid 1). Any read or parse failure, or a chain longer than
+/// any real one, answers `false`.
+pub fn is_descendant(pid: u32, ancestor: u32) -> bool {
+    const MAX_DEPTH: usize = 4096;
+    if ancestor == 0 || pid == ancestor {
+        return false;
+    }
+    let mut cur = pid;
+    for _ in 0..MAX_DEPTH {
+        let Some(ppid) = parent_pid(cur) else {
+            return false;
+        };
+        if ppid == ancestor {
+            return true;
+        }
+        if ppid <= 1 {
+            return false;
+        }
+        cur = ppid;
+    }
+    false
+}
+
+/// The 4th field of `/proc/PID/stat`, after the parenthesised command name (which
+/// may itself hold spaces and parentheses, hence the last `)`).
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Device and inode of the executable the process runs now (`/proc/PID/exe`, the
+/// link followed): changes when the process execs, unlike its pid and start time.
+pub fn exe_identity(pid: u32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }

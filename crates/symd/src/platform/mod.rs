@@ -24,6 +24,9 @@ pub struct PeerCred {
     pub gid: u32,
     /// `None` when the kernel does not say (illumos: a peer in another zone).
     pub pid: Option<u32>,
+    /// May inspect any process, decided from these same connect-time credentials
+    /// (Linux: uid 0; illumos: `proc_owner` in the ucred's effective set).
+    pub privileged: bool,
 }
 
 /// Name of the socket inside the run directory.
@@ -43,24 +46,43 @@ pub enum Refusal {
     OtherGroup { rgid: u32, egid: u32, gid: u32 },
     #[error("it is not dumpable (it changed credentials)")]
     NotDumpable,
+    #[error("kernel.yama.ptrace_scope is 3: no process may be attached to")]
+    YamaNoAttach,
+    #[error("kernel.yama.ptrace_scope is 2: only root may attach to processes")]
+    YamaAdminOnly,
+    #[error("kernel.yama.ptrace_scope is 1: only its ancestors may attach to it, and the client is not one")]
+    YamaNotAncestor,
 }
 
 /// The daemon reads processes with its own privileges, so it serves a peer only what
-/// the peer could read itself: a privileged peer (see `has_proc_owner_privilege`) any
+/// the peer could read itself: a privileged peer (see [`PeerCred::privileged`]) any
 /// process; anyone else only processes whose real, effective and saved uids are all
 /// the peer's effective uid and whose real and effective gids are the peer's gid.
 /// That is the rule both kernels apply to ptrace and `/proc` control, so set-id
 /// programs are refused. `proc_owner` (see [`proc_owner`]) is the owner of the
 /// target's `/proc` entry where it tells non-dumpable processes apart (Linux makes it
 /// root for a process that changed credentials; the kernel refuses to ptrace those).
+///
+/// On top of that, Yama's `ptrace_scope` (see [`ptrace_scope`]; 0 where there is no
+/// Yama) narrows what an unprivileged peer could attach to: at 1 only its
+/// descendants (`is_descendant`, asked only then; it must answer `false` when
+/// unsure), at 2 nothing (only CAP_SYS_PTRACE may attach, and a peer with it but not
+/// root counts as unprivileged here), at 3 (or any unknown value) nothing at all.
+/// Kept free of OS calls so the decision can be tested for every scope.
 pub fn may_inspect(
     peer: &PeerCred,
-    peer_privileged: bool,
     target: &Credentials,
     proc_owner: Option<u32>,
+    ptrace_scope: u32,
+    is_descendant: impl FnOnce() -> bool,
 ) -> Result<(), Refusal> {
-    if peer_privileged {
+    if peer.privileged {
         return Ok(());
+    }
+    match ptrace_scope {
+        0 | 1 => {}
+        2 => return Err(Refusal::YamaAdminOnly),
+        _ => return Err(Refusal::YamaNoAttach),
     }
     if [target.ruid, target.euid, target.suid]
         .iter()
@@ -81,6 +103,9 @@ pub fn may_inspect(
     }
     if proc_owner.is_some_and(|owner| owner != peer.uid) {
         return Err(Refusal::NotDumpable);
+    }
+    if ptrace_scope == 1 && !is_descendant() {
+        return Err(Refusal::YamaNotAncestor);
     }
     Ok(())
 }
@@ -105,6 +130,14 @@ mod tests {
             uid: 1000,
             gid: 100,
             pid: Some(5),
+            privileged: false,
+        };
+        let may_inspect = |peer: &PeerCred, privileged: bool, t: &Credentials, o: Option<u32>| {
+            let peer = PeerCred {
+                privileged,
+                ..*peer
+            };
+            may_inspect(&peer, t, o, 0, || panic!("asked for ancestry at scope 0"))
         };
         let own = creds(1000, 1000, 1000, 100, 100);
         assert_eq!(may_inspect(&peer, false, &own, Some(1000)), Ok(()));
@@ -129,6 +162,57 @@ mod tests {
     }
 
     #[test]
+    fn yama_scopes() {
+        let peer = PeerCred {
+            uid: 1000,
+            gid: 100,
+            pid: Some(5),
+            privileged: false,
+        };
+        let root = PeerCred {
+            uid: 0,
+            gid: 0,
+            pid: Some(6),
+            privileged: true,
+        };
+        let own = creds(1000, 1000, 1000, 100, 100);
+        let other = creds(1001, 1001, 1001, 100, 100);
+        // 0: the id rules alone; ancestry is not asked
+        let never = || -> bool { panic!("ancestry asked") };
+        assert_eq!(may_inspect(&peer, &own, None, 0, never), Ok(()));
+        // 1: own processes only if they descend from the client
+        assert_eq!(may_inspect(&peer, &own, None, 1, || true), Ok(()));
+        assert_eq!(
+            may_inspect(&peer, &own, None, 1, || false),
+            Err(Refusal::YamaNotAncestor)
+        );
+        // ... and being an ancestor never lends another user's process
+        assert!(matches!(
+            may_inspect(&peer, &other, None, 1, || true),
+            Err(Refusal::OtherUser { .. })
+        ));
+        // 2: no unprivileged client at all, even for its own child
+        assert_eq!(
+            may_inspect(&peer, &own, None, 2, || true),
+            Err(Refusal::YamaAdminOnly)
+        );
+        // 3, and values Yama does not define: nothing
+        for scope in [3, 4, u32::MAX] {
+            assert_eq!(
+                may_inspect(&peer, &own, None, scope, || true),
+                Err(Refusal::YamaNoAttach)
+            );
+        }
+        // the daemon reads as root: a root client is served at every scope
+        for scope in 0..=3 {
+            assert_eq!(may_inspect(&root, &other, Some(0), scope, never), Ok(()));
+        }
+        assert!(Refusal::YamaNotAncestor
+            .to_string()
+            .contains("ptrace_scope is 1"));
+    }
+
+    #[test]
     fn socket_path_is_in_the_run_dir() {
         let p = default_socket_path();
         assert!(p.ends_with("pystackd/pystackd.sock"), "{}", p.display());
@@ -145,21 +229,31 @@ mod tests {
         let gid = unsafe { libc::getegid() };
         assert_eq!((peer.uid, peer.gid), (uid, gid));
         assert_eq!(peer.pid, Some(std::process::id()));
-        assert_eq!(
-            has_proc_owner_privilege(a.as_raw_fd(), &peer),
-            uid == 0 || peer_has_ptrace_cap()
-        );
+        #[cfg(target_os = "linux")]
+        assert_eq!(peer.privileged, uid == 0);
     }
 
-    /// Whether this test process itself holds CAP_SYS_PTRACE (Linux) or proc_owner.
-    fn peer_has_ptrace_cap() -> bool {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                let l = s.lines().find(|l| l.starts_with("CapEff:"))?.to_string();
-                u64::from_str_radix(l["CapEff:".len()..].trim(), 16).ok()
-            })
-            .is_some_and(|caps| caps & (1 << 19) != 0)
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn parent_chain() {
+        let me = std::process::id();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        // ground truth: the kernel's own parent links, from getppid(2)
+        let parent = unsafe { libc::getppid() } as u32;
+        assert!(is_descendant(child.id(), me));
+        if parent > 1 {
+            assert!(is_descendant(child.id(), parent));
+            assert!(is_descendant(me, parent));
+        }
+        assert!(!is_descendant(me, child.id()));
+        assert!(!is_descendant(me, me));
+        assert!(!is_descendant(u32::MAX, me));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(ptrace_scope() <= 3);
     }
 
     #[test]
