@@ -181,7 +181,10 @@ pub async fn accept_loop(state: Arc<State>, listener: UnixListener) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(connection(state.clone(), stream));
+                // identified and counted here, in accept order, so that the connection
+                // over a limit is the one refused (a spawned task may run out of order)
+                let admission = admit(&state, &stream);
+                tokio::spawn(connection(state.clone(), stream, admission));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -192,59 +195,46 @@ pub async fn accept_loop(state: Arc<State>, listener: UnixListener) {
     }
 }
 
-struct OpenConnection<'a>(&'a AtomicU64);
+/// A counted connection: one of `max_connections`, and for a non-root uid one of its
+/// `max_connections_per_uid`. Dropping it gives both back.
+struct Admission {
+    state: Arc<State>,
+    uid: Option<u32>,
+}
 
-impl Drop for OpenConnection<'_> {
+impl Drop for Admission {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// One connection of a non-root uid, counted against `max_connections_per_uid`.
-struct UidConnection<'a> {
-    map: &'a Mutex<HashMap<u32, usize>>,
-    uid: u32,
-}
-
-impl<'a> UidConnection<'a> {
-    /// Count one more connection of `uid`; the count after it.
-    fn open(map: &'a Mutex<HashMap<u32, usize>>, uid: u32) -> (UidConnection<'a>, usize) {
-        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(uid).or_insert(0);
-        *n += 1;
-        let n = *n;
-        (UidConnection { map, uid }, n)
-    }
-}
-
-impl Drop for UidConnection<'_> {
-    fn drop(&mut self) {
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.uid) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.uid);
+        self.state.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(uid) = self.uid {
+            let mut m = self
+                .state
+                .connections_by_uid
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = m.get_mut(&uid) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&uid);
+                }
             }
         }
     }
 }
 
-async fn refuse(wr: &mut tokio::net::unix::OwnedWriteHalf, msg: String) {
-    let resp = Response::err(Value::Null, RpcError::new(codes::LIMIT_REACHED, msg));
-    let _ = write_response(wr, &resp).await;
-}
-
-async fn connection(state: Arc<State>, stream: UnixStream) {
-    let peer = match PeerCredentials::of(stream.as_fd()) {
-        Ok(p) => p,
-        Err(e) => {
-            warn!("cannot identify client, dropping it: {e}");
-            return;
-        }
-    };
+/// Who the client is and whether it may have one more connection.
+fn admit(
+    state: &Arc<State>,
+    stream: &UnixStream,
+) -> Result<(PeerCredentials, Admission), Option<String>> {
+    let peer = PeerCredentials::of(stream.as_fd()).map_err(|e| {
+        warn!("cannot identify client, dropping it: {e}");
+        None
+    })?;
     let open = state.connections.fetch_add(1, Ordering::Relaxed) + 1;
-    let _open = OpenConnection(&state.connections);
-    let (rd, mut wr) = stream.into_split();
+    let mut admission = Admission {
+        state: state.clone(),
+        uid: None,
+    };
     let config = state.config();
     let max = config.max_connections as u64;
     if open > max {
@@ -252,36 +242,57 @@ async fn connection(state: Arc<State>, stream: UnixStream) {
             client_uid = peer.uid,
             "refused a client: {max} connections open"
         );
-        refuse(
-            &mut wr,
-            format!("too many connections ({max}); try again later"),
-        )
-        .await;
-        return;
+        return Err(Some(format!(
+            "too many connections ({max}); try again later"
+        )));
     }
     // One user must not take every connection: root is exempt (it is the operator).
-    let _per_uid = if peer.uid != 0 {
-        let (guard, n) = UidConnection::open(&state.connections_by_uid, peer.uid);
+    if peer.uid != 0 {
+        let n = {
+            let mut m = state
+                .connections_by_uid
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let n = m.entry(peer.uid).or_insert(0);
+            *n += 1;
+            *n
+        };
+        admission.uid = Some(peer.uid);
         let max = config.max_connections_per_uid;
         if n > max {
             warn!(
                 client_uid = peer.uid,
                 "refused a client: uid {} has {max} connections open", peer.uid
             );
-            refuse(
-                &mut wr,
-                format!(
-                    "too many connections of uid {} ({max}, max_connections_per_uid); \
-                     close some first",
-                    peer.uid
-                ),
-            )
-            .await;
+            return Err(Some(format!(
+                "too many connections of uid {} ({max}, max_connections_per_uid); \
+                 close some first",
+                peer.uid
+            )));
+        }
+    }
+    Ok((peer, admission))
+}
+
+async fn refuse(wr: &mut tokio::net::unix::OwnedWriteHalf, msg: String) {
+    let resp = Response::err(Value::Null, RpcError::new(codes::LIMIT_REACHED, msg));
+    let _ = write_response(wr, &resp).await;
+}
+
+async fn connection(
+    state: Arc<State>,
+    stream: UnixStream,
+    admission: Result<(PeerCredentials, Admission), Option<String>>,
+) {
+    let (rd, mut wr) = stream.into_split();
+    let (peer, _admission) = match admission {
+        Ok(a) => a,
+        Err(Some(msg)) => {
+            // (its counts were given back when `admit` dropped its Admission)
+            refuse(&mut wr, msg).await;
             return;
         }
-        Some(guard)
-    } else {
-        None
+        Err(None) => return,
     };
     debug!(
         client_uid = peer.uid,
