@@ -356,12 +356,11 @@ fn exec_into_another_interpreter_is_reattached() {
     exec_is_noticed(&first, &then, "3.11.7");
 }
 
-/// Known bug: an exec of the same executable keeps pid, start time and the device and
-/// inode of /proc/PID/exe, so the cache keeps the old image's state; every `stack`
-/// then fails with INCONSISTENT_READ (addresses of the old image not mapped) until an
-/// explicit `detach` (the sweep only checks start times).
+/// An exec of the same executable keeps pid, start time and the device and inode of
+/// /proc/PID/exe, so nothing tells the cache; the old image's addresses then give
+/// inconsistent reads, and the daemon drops the entry and attaches afresh (once, within
+/// the same request).
 #[test]
-#[ignore = "known bug: exec of the same interpreter binary is not noticed (same exe dev+inode)"]
 fn exec_of_the_same_interpreter_with_another_script_is_reattached() {
     let Some(py) = pyenv_python("3.12.1") else {
         eprintln!("skipped: Python 3.12.1 not installed under pyenv");

@@ -231,6 +231,11 @@ impl Cache {
         m.len() != before
     }
 
+    /// Whether this very process (pid and start time) is attached.
+    pub fn contains_key(&self, key: Key) -> bool {
+        self.map().contains_key(&key)
+    }
+
     pub fn remove(&self, key: Key) -> bool {
         self.map().remove(&key).is_some()
     }

@@ -334,7 +334,25 @@ fn stack(
             "internal error: the reader state of this process was lost; retry",
         ));
     };
-    read_stack(state, key, entry, cached, process, p)
+    let result = read_stack(state, key, entry, cached, process, p);
+    match result {
+        // the cached state was dropped as stale: one more try with a fresh attach
+        Err(e)
+            if cached && e.code == codes::INCONSISTENT_READ && !state.cache.contains_key(key) =>
+        {
+            let attached = get_or_attach(state, peer, key)?;
+            let (entry, cached) = match &attached {
+                Attached::Cached(e, _) => (&**e, true),
+                Attached::Uncached(e) => (&**e, false),
+            };
+            let retried = match entry.lock() {
+                Some(process) => read_stack(state, key, entry, cached, process, p),
+                None => Err(e),
+            };
+            retried
+        }
+        other => other,
+    }
 }
 
 /// `stack` of an already attached process, read on the async worker: with the
@@ -369,7 +387,11 @@ fn stack_inline(
     };
     let key = entry.key;
     let process = entry.process.try_lock().ok()?;
-    Some(read_stack(state, key, &entry, true, process, p))
+    match read_stack(state, key, &entry, true, process, p) {
+        // dropped as stale: the blocking path attaches afresh and retries
+        Err(e) if e.code == codes::INCONSISTENT_READ && !state.cache.contains_key(key) => None,
+        other => Some(other),
+    }
 }
 
 fn read_stack(
@@ -407,6 +429,13 @@ fn read_stack(
         Err(e) => {
             if !still_there && cached && state.cache.remove(key) {
                 debug!(pid = p.pid, "dropped: process exited");
+            } else if cached
+                && matches!(e, pyframe_reader::Error::Inconsistent { .. })
+                && state.cache.remove(key)
+            {
+                // what was learned at attach may no longer hold (an exec of the same
+                // binary keeps pid, start time and executable): attach afresh
+                debug!(pid = p.pid, "dropped: reads no longer consistent");
             }
             Err(reader_error(&e))
         }
