@@ -41,6 +41,13 @@ pub struct Walker<'a> {
     pub want: Option<&'a ThreadFilter>,
 }
 
+/// Mark the frame read last (the outermost so far) as its eval call's entry frame.
+fn close_group(frames: &mut [Frame]) {
+    if let Some(last) = frames.last_mut() {
+        last.entry = true;
+    }
+}
+
 fn invalid(msg: String) -> MemoryError {
     MemoryError::Invalid(msg)
 }
@@ -232,9 +239,7 @@ impl Walker<'_> {
             if fl.first_non_python_owner.is_some_and(|mark| owner >= mark) {
                 // the C-stack shim (or interpreter base frame): the frame inside it was
                 // the first one its eval call ran
-                if let Some(last) = frames.last_mut() {
-                    last.entry = true;
-                }
+                close_group(&mut frames);
                 addr = previous;
                 continue;
             }
@@ -257,9 +262,7 @@ impl Walker<'_> {
                 // incomplete (not yet started, or an internal cleanup frame): CPython's
                 // tracebacks skip it; its eval call's grouping stays with the frames inside
                 if entry {
-                    if let Some(last) = frames.last_mut() {
-                        last.entry = true;
-                    }
+                    close_group(&mut frames);
                 }
                 addr = previous;
                 continue;
@@ -267,9 +270,8 @@ impl Walker<'_> {
             frames.push(code.frame(units * 2, entry));
             addr = previous;
         }
-        if let Some(last) = frames.last_mut() {
-            last.entry = true;
-        }
+        // the outermost frame was run by the outermost eval call
+        close_group(&mut frames);
         Ok(frames)
     }
 }

@@ -320,6 +320,27 @@ fn stack(
     p: &StackParams,
 ) -> RpcResult<protocol::ProcessStack> {
     let key = authorize(state, peer, p.pid)?;
+    let (result, cached) = attach_and_read(state, peer, key, p)?;
+    match result {
+        // the cached state was dropped as stale (reads turned inconsistent, as after an
+        // exec of the same binary): one more try with a fresh attach
+        Err(e)
+            if cached && e.code == codes::INCONSISTENT_READ && !state.cache.contains_key(key) =>
+        {
+            attach_and_read(state, peer, key, p)?.0
+        }
+        other => other,
+    }
+}
+
+/// Attach (or take the cached process) and read its stack; also says whether the read
+/// used a cached process.
+fn attach_and_read(
+    state: &State,
+    peer: PeerCredentials,
+    key: Key,
+    p: &StackParams,
+) -> RpcResult<(RpcResult<protocol::ProcessStack>, bool)> {
     let attached = get_or_attach(state, peer, key)?;
     let (entry, cached) = match &attached {
         Attached::Cached(e, _) => (&**e, true),
@@ -334,25 +355,7 @@ fn stack(
             "internal error: the reader state of this process was lost; retry",
         ));
     };
-    let result = read_stack(state, key, entry, cached, process, p);
-    match result {
-        // the cached state was dropped as stale: one more try with a fresh attach
-        Err(e)
-            if cached && e.code == codes::INCONSISTENT_READ && !state.cache.contains_key(key) =>
-        {
-            let attached = get_or_attach(state, peer, key)?;
-            let (entry, cached) = match &attached {
-                Attached::Cached(e, _) => (&**e, true),
-                Attached::Uncached(e) => (&**e, false),
-            };
-            let retried = match entry.lock() {
-                Some(process) => read_stack(state, key, entry, cached, process, p),
-                None => Err(e),
-            };
-            retried
-        }
-        other => other,
-    }
+    Ok((read_stack(state, key, entry, cached, process, p), cached))
 }
 
 /// `stack` of an already attached process, read on the async worker: with the
