@@ -12,6 +12,7 @@ pub mod platform;
 pub mod process;
 pub mod version;
 pub mod walker;
+pub mod witness;
 
 pub use error::{Error, MemoryError, Result};
 pub use memory::{Memory, MemoryExt, Snapshot};

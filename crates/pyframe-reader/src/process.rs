@@ -15,9 +15,16 @@ use crate::objects::Types;
 use crate::platform::{self, ProcessMemory};
 use crate::version::{self, Version, DEBUG_COOKIE};
 use crate::walker::{RawThread, Walker};
+use crate::witness;
 
-/// Attempts at a consistent read of a running target before giving up.
-pub const MAX_ATTEMPTS: u32 = 8;
+/// Attempts at a consistent read of a running target: at least `MIN_ATTEMPTS`, then more
+/// while `RETRY_BUDGET` lasts, never more than `MAX_ATTEMPTS`. A thread whose stack
+/// changes faster than a walk takes (deep recursion on 3.8-3.10, where every frame is on
+/// its own page) is caught still in one attempt of several; a bounded budget keeps the
+/// answer prompt when it never is.
+pub const MIN_ATTEMPTS: u32 = 8;
+pub const MAX_ATTEMPTS: u32 = 64;
+pub const RETRY_BUDGET: Duration = Duration::from_millis(20);
 
 /// Options for one stack read.
 #[derive(Debug, Clone, Default)]
@@ -75,6 +82,9 @@ impl PythonProcess {
             return Err(Error::NoSuchProcess { pid });
         }
         let start_time = platform::start_time(pid)?;
+        if platform::has_exited(pid) {
+            return Err(Error::ProcessExited { pid });
+        }
         let maps = platform::mappings(pid)?;
         let mem = platform::open_memory(pid)?;
         // fail early and clearly when memory is not readable at all
@@ -90,7 +100,18 @@ impl PythonProcess {
                 });
             }
         }
-        let binary = find_python(pid, &maps)?;
+        // a zombie maps nothing: that is an exit, not a process without Python
+        let binary = find_python(pid, &maps).map_err(|e| {
+            // a live user process always maps something: nothing mapped is an exit
+            if (maps.is_empty() && !platform::is_kernel_thread(pid))
+                || platform::has_exited(pid)
+                || platform::start_time(pid).ok() != Some(start_time)
+            {
+                Error::ProcessExited { pid }
+            } else {
+                e
+            }
+        })?;
         let runtime = find_runtime(&mem, &binary).ok_or_else(|| Error::NotPython {
             pid,
             reason: format!(
@@ -179,11 +200,16 @@ impl PythonProcess {
     /// Read every thread's stack (or one thread's, see [`StackOptions::tid`]).
     pub fn stack(&mut self, opts: &StackOptions) -> Result<ProcessStack> {
         let _stopped = if opts.pause {
-            Some(platform::stop(self.pid)?)
+            // attached before: a process that is gone now has exited
+            Some(platform::stop(self.pid).map_err(|e| match e {
+                Error::NoSuchProcess { pid } => Error::ProcessExited { pid },
+                _ if platform::has_exited(self.pid) => Error::ProcessExited { pid: self.pid },
+                e => e,
+            })?)
         } else {
             None
         };
-        let raw = self.read_consistent(opts.tid)?;
+        let raw = self.read_consistent(opts.tid, opts.pause)?;
         let mut threads = self.finish_threads(raw);
         if let Some(tid) = opts.tid {
             threads.retain(|t| t.os_tid == Some(tid));
@@ -197,7 +223,7 @@ impl PythonProcess {
         })
     }
 
-    fn read_consistent(&mut self, tid: Option<u64>) -> Result<Vec<RawThread>> {
+    fn read_consistent(&mut self, tid: Option<u64>, paused: bool) -> Result<Vec<RawThread>> {
         let mut last = String::new();
         // one thread wanted: recognise it before reading its frames. Without
         // `native_thread_id` the pthread → LWP offset tells (found once per process).
@@ -205,7 +231,7 @@ impl PythonProcess {
             && self.layout.tstate.native_thread_id.is_none()
             && self.pthread_tid_offset.is_none()
         {
-            let all = self.read_consistent(None)?;
+            let all = self.read_consistent(None, paused)?;
             let ids: Vec<u64> = all.iter().map(|t| t.thread_id).collect();
             platform::os_thread_ids(self.pid, &self.mem, &ids, &mut self.pthread_tid_offset);
         }
@@ -220,20 +246,30 @@ impl PythonProcess {
                     .is_none_or(|&t| t == want),
             }
         };
-        for attempt in 0..MAX_ATTEMPTS {
+        let started = Instant::now();
+        let mut attempts = 0;
+        while attempts < MAX_ATTEMPTS
+            && (attempts < MIN_ATTEMPTS || started.elapsed() < RETRY_BUDGET)
+        {
+            let attempt = attempts;
+            attempts += 1;
             self.codes.begin_walk();
             let cached = BlockCache::new(&self.mem);
             cached.prefetch(&self.hot_blocks);
-            let mut w = Walker {
-                want: Some(&filter),
-                mem: &cached,
-                layout: &self.layout,
-                types: &mut self.types,
-                codes: &mut self.codes,
-            };
+            let mut w = Walker::new(&cached, &self.layout, &mut self.types, &mut self.codes);
+            w.want = Some(&filter);
+            w.stopped = paused;
             let walked = w.walk(self.runtime);
+            let witnesses = std::mem::take(&mut w.witnesses);
+            let bounds = std::mem::take(&mut w.bounds);
             let walked =
                 walked.and_then(|t| self.codes.verify_deferred(&cached, &self.layout).map(|_| t));
+            // unpaused: everything the walk followed must read back the same now, from the
+            // process itself (not the walk's block cache); stopped, nothing can move
+            let walked = match walked {
+                Ok(t) if !paused => witness::verify(&self.mem, &witnesses, &bounds).map(|_| t),
+                other => other,
+            };
             self.hot_blocks = cached.touched();
             match walked {
                 Ok(t) => return Ok(t),
@@ -243,6 +279,7 @@ impl PythonProcess {
                 }
                 Err(e) => {
                     if !platform::exists(self.pid)
+                        || platform::has_exited(self.pid)
                         || platform::start_time(self.pid).ok() != Some(self.start_time)
                     {
                         return Err(Error::ProcessExited { pid: self.pid });
@@ -256,7 +293,7 @@ impl PythonProcess {
         }
         Err(Error::Inconsistent {
             pid: self.pid,
-            attempts: MAX_ATTEMPTS,
+            attempts,
             last,
         })
     }

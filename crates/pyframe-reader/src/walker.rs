@@ -11,6 +11,7 @@ use crate::error::MemoryError;
 use crate::layout::{CurrentFrame, FrameLayout, Layout, OB_TYPE};
 use crate::memory::{i32_at, u64_at, u8_at, MemResult, Memory, MemoryExt};
 use crate::objects::{Kind, Types};
+use crate::witness::{StackBound, Witness};
 
 pub const MAX_INTERPRETERS: usize = 256;
 pub const MAX_THREADS: usize = 4096;
@@ -39,6 +40,13 @@ pub struct Walker<'a> {
     /// Only threads for which this returns true (given `thread_id` and
     /// `native_thread_id`) have their frames read; the others are skipped entirely.
     pub want: Option<&'a ThreadFilter>,
+    /// Every pointer and field the walk followed, as read (see [`crate::witness`]): the
+    /// caller reads them again after the walk and retries when any changed.
+    pub witnesses: Vec<Witness>,
+    /// 3.11+: each walked thread's data stack, checked after the walk.
+    pub bounds: Vec<StackBound>,
+    /// The target's threads are stopped for this walk (nothing moves while it reads).
+    pub stopped: bool,
 }
 
 /// Mark the frame read last (the outermost so far) as its eval call's entry frame.
@@ -56,7 +64,25 @@ fn struct_span(offsets: &[u64]) -> usize {
     offsets.iter().copied().max().unwrap_or(0) as usize + 8
 }
 
-impl Walker<'_> {
+impl<'a> Walker<'a> {
+    pub fn new(
+        mem: &'a dyn Memory,
+        layout: &'a Layout,
+        types: &'a mut Types,
+        codes: &'a mut CodeCache,
+    ) -> Self {
+        Walker {
+            mem,
+            layout,
+            types,
+            codes,
+            want: None,
+            witnesses: Vec::new(),
+            bounds: Vec::new(),
+            stopped: false,
+        }
+    }
+
     /// Every thread of every interpreter reachable from `_PyRuntime` at `runtime`.
     pub fn walk(&mut self, runtime: u64) -> MemResult<Vec<RawThread>> {
         let l = self.layout;
@@ -134,6 +160,7 @@ impl Walker<'_> {
         let tl = &self.layout.tstate;
         let mut offs = vec![tl.next, tl.interp, tl.thread_id];
         offs.extend(tl.native_thread_id);
+        offs.extend(tl.tracing);
         match tl.current_frame {
             CurrentFrame::Direct(o) => offs.push(o),
             CurrentFrame::ViaCFrame { cframe, .. } => offs.push(cframe),
@@ -158,6 +185,7 @@ impl Walker<'_> {
                 }
             }
         };
+        let tracing = tl.tracing.is_some_and(|o| i32_at(&buf, o as usize) != 0);
         let thread_id = u64_at(&buf, tl.thread_id as usize);
         let native_thread_id = tl.native_thread_id.map(|o| u64_at(&buf, o as usize));
         let next = u64_at(&buf, tl.next as usize);
@@ -167,8 +195,20 @@ impl Walker<'_> {
             }
         }
         let frames = match self.layout.frame {
-            FrameLayout::Object(_) => self.object_frames(frame)?,
-            FrameLayout::Interpreter(_) => self.interpreter_frames(frame)?,
+            FrameLayout::Object(_) => self.object_frames(frame, tracing)?,
+            FrameLayout::Interpreter(fl) => {
+                let mut addrs = Vec::new();
+                let frames = self.interpreter_frames(frame, &mut addrs)?;
+                if let Some(ds) = tl.datastack {
+                    self.bounds.push(StackBound {
+                        chunk_field: t.wrapping_add(ds.chunk),
+                        top: ds.top.wrapping_sub(ds.chunk),
+                        limit: ds.limit.wrapping_sub(ds.chunk),
+                        frames: addrs.into_iter().map(|a| (a, fl.size)).collect(),
+                    });
+                }
+                frames
+            }
         };
         Ok((
             next,
@@ -183,8 +223,12 @@ impl Walker<'_> {
         ))
     }
 
-    /// ≤3.10: `PyFrameObject` chain; every frame is its own eval call.
-    fn object_frames(&mut self, mut addr: u64) -> MemResult<Vec<Frame>> {
+    /// ≤3.10: `PyFrameObject` chain; every frame is its own eval call. Each frame must be
+    /// running: one that returned may sit whole on a free list or as its code's zombie
+    /// frame, and its stale back link would cut the chain short. Inside a trace or profile
+    /// function (`tracing`), the traced frame itself may not be running yet (call event)
+    /// or any more (return event), so the flag is then only compared after the walk.
+    fn object_frames(&mut self, mut addr: u64, tracing: bool) -> MemResult<Vec<Frame>> {
         let FrameLayout::Object(fl) = self.layout.frame else {
             unreachable!()
         };
@@ -198,6 +242,17 @@ impl Walker<'_> {
                 )));
             }
             self.mem.read(addr, &mut buf)?;
+            let live = u8_at(&buf, fl.live.offset() as usize);
+            // A stopped thread's innermost frame may be caught on its way in or out of its
+            // eval call (the thread state already or still points at it): true at that
+            // moment. Running, that window is a few instructions and a retry passes it;
+            // a dead frame read as innermost (popped after its address was read) is not.
+            let window = self.stopped && frames.is_empty();
+            if !tracing && !window && !fl.live.running(live) {
+                return Err(invalid(format!(
+                    "frame {addr:#x} is not running (flag {live}): it returned during the read"
+                )));
+            }
             self.types.expect(
                 self.mem,
                 self.layout,
@@ -213,13 +268,24 @@ impl Walker<'_> {
             )?;
             let lasti = i32_at(&buf, fl.lasti as usize) as i64;
             frames.push(code.frame(lasti * i64::from(fl.lasti_unit), true));
-            addr = u64_at(&buf, fl.back as usize);
+            let back = u64_at(&buf, fl.back as usize);
+            let mut w = Witness::new(addr)
+                .field(OB_TYPE, 8, u64_at(&buf, OB_TYPE as usize))
+                .field(fl.back, 8, back)
+                .field(fl.code, 8, u64_at(&buf, fl.code as usize))
+                .field(fl.live.offset(), 1, live as u64);
+            if frames.len() > 1 {
+                // the innermost frame's position moves while it runs (see witness.rs)
+                w = w.field(fl.lasti, 4, lasti as u32 as u64);
+            }
+            self.witnesses.push(w);
+            addr = back;
         }
         Ok(frames)
     }
 
     /// 3.11+: `_PyInterpreterFrame` chain; entry frames close each eval call's group.
-    fn interpreter_frames(&mut self, mut addr: u64) -> MemResult<Vec<Frame>> {
+    fn interpreter_frames(&mut self, mut addr: u64, addrs: &mut Vec<u64>) -> MemResult<Vec<Frame>> {
         let FrameLayout::Interpreter(fl) = self.layout.frame else {
             unreachable!()
         };
@@ -227,6 +293,7 @@ impl Walker<'_> {
         let mut frames: Vec<Frame> = Vec::new();
         let mut seen = HashSet::default();
         let mut buf = vec![0u8; fl.size as usize];
+        let mut innermost = true;
         while addr != 0 {
             if !seen.insert(addr) || seen.len() > MAX_FRAMES {
                 return Err(invalid(format!(
@@ -236,6 +303,17 @@ impl Walker<'_> {
             self.mem.read(addr, &mut buf)?;
             let previous = u64_at(&buf, fl.previous as usize);
             let owner = u8_at(&buf, fl.owner as usize);
+            let mut w = Witness::new(addr)
+                .field(fl.previous, 8, previous)
+                .field(fl.owner, 1, owner as u64)
+                .field(fl.code, 8, u64_at(&buf, fl.code as usize));
+            if !innermost {
+                // the innermost frame's position moves while it runs (see witness.rs)
+                w = w.field(fl.instr, 8, u64_at(&buf, fl.instr as usize));
+            }
+            innermost = false;
+            self.witnesses.push(w);
+            addrs.push(addr);
             if fl.first_non_python_owner.is_some_and(|mark| owner >= mark) {
                 // the C-stack shim (or interpreter base frame): the frame inside it was
                 // the first one its eval call ran

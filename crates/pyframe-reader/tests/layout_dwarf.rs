@@ -381,16 +381,33 @@ fn check_layout(c: &mut Checker, t: &Layout) {
         Some(o) => c.offset("tstate.native_thread_id", o, TSTATE, "native_thread_id"),
         None => c.absent("tstate.native_thread_id", TSTATE, "native_thread_id"),
     }
+    // `tracing` exists in every version; the walker needs it only up to 3.10
+    if let Some(o) = t.tstate.tracing {
+        c.offset("tstate.tracing", o, TSTATE, "tracing");
+    }
+    match t.tstate.datastack {
+        Some(d) => {
+            c.offset("tstate.datastack.chunk", d.chunk, TSTATE, "datastack_chunk");
+            c.offset("tstate.datastack.top", d.top, TSTATE, "datastack_top");
+            c.offset("tstate.datastack.limit", d.limit, TSTATE, "datastack_limit");
+        }
+        None => c.absent("tstate.datastack", TSTATE, "datastack_top"),
+    }
     match t.frame {
         FrameLayout::Object(f) => {
             c.offset("frame.back", f.back, FRAME_OBJ, "f_back");
             c.offset("frame.code", f.code, FRAME_OBJ, "f_code");
             c.offset("frame.lasti", f.lasti, FRAME_OBJ, "f_lasti");
+            let live = match f.live {
+                layout::FrameLive::Executing(_) => "f_executing",
+                layout::FrameLive::State(_) => "f_state",
+            };
+            c.offset("frame.live", f.live.offset(), FRAME_OBJ, live);
             c.covers(
                 "frame.size",
                 f.size,
                 FRAME_OBJ,
-                &[f.back + 8, f.code + 8, f.lasti + 4],
+                &[f.back + 8, f.code + 8, f.lasti + 4, f.live.offset() + 1],
             );
         }
         FrameLayout::Interpreter(f) => {

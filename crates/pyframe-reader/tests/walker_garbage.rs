@@ -13,13 +13,7 @@ const RUNTIME: u64 = 0x10_0000;
 fn walk(mem: &Snapshot, l: &layout::Layout) -> Result<usize, String> {
     let mut types = Types::default();
     let mut codes = CodeCache::default();
-    let mut w = Walker {
-        mem,
-        layout: l,
-        types: &mut types,
-        codes: &mut codes,
-        want: None,
-    };
+    let mut w = Walker::new(mem, l, &mut types, &mut codes);
     w.walk(RUNTIME).map(|t| t.len()).map_err(|e| e.to_string())
 }
 
@@ -127,13 +121,7 @@ fn pointers_near_the_top_are_errors_not_overflows() {
         assert!(read_str(&mem, l, &mut types, u64::MAX - 8).is_err());
         assert!(read_bytes(&mem, l, &mut types, u64::MAX - 8).is_err());
         let mut codes = CodeCache::default();
-        let mut w = Walker {
-            mem: &mem,
-            layout: l,
-            types: &mut types,
-            codes: &mut codes,
-            want: None,
-        };
+        let mut w = Walker::new(&mem, l, &mut types, &mut codes);
         assert!(w.walk(u64::MAX - 8).is_err());
     }
 }

@@ -75,6 +75,20 @@ pub struct ThreadStateLayout {
     pub thread_id: u64,
     /// `native_thread_id` (3.11+).
     pub native_thread_id: Option<u64>,
+    /// `tracing` (int, ≤3.10): non-zero while the thread runs a trace or profile
+    /// function, the one time a frame on its chain may legitimately not be executing.
+    pub tracing: Option<u64>,
+    /// `datastack_chunk`, `datastack_top`, `datastack_limit` (3.11+): the live part of
+    /// the current data-stack chunk, where the thread's frames are.
+    pub datastack: Option<DataStackLayout>,
+}
+
+/// Where a 3.11+ thread's data stack is (`PyThreadState` fields, pointers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataStackLayout {
+    pub chunk: u64,
+    pub top: u64,
+    pub limit: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,8 +116,36 @@ pub struct FrameObjectLayout {
     pub lasti: u64,
     /// Unit of `f_lasti`: 1 (bytes, ≤3.9) or 2 (code units, 3.10).
     pub lasti_unit: u32,
+    /// How to tell a frame that is running from one that has returned (its memory may
+    /// be freed, on a free list or a code object's zombie frame, and still look whole).
+    pub live: FrameLive,
     /// Bytes to read to cover every field above.
     pub size: u64,
+}
+
+/// The field of a `PyFrameObject` that says whether it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameLive {
+    /// `f_executing` (char, 3.8/3.9): 1 from the start of its eval call to the end.
+    Executing(u64),
+    /// `f_state` (signed char, 3.10): `FRAME_EXECUTING` (0) or `FRAME_UNWINDING` (2)
+    /// while it runs.
+    State(u64),
+}
+
+impl FrameLive {
+    pub fn offset(self) -> u64 {
+        match self {
+            FrameLive::Executing(o) | FrameLive::State(o) => o,
+        }
+    }
+    /// Whether the byte at [`FrameLive::offset`] says the frame is running.
+    pub fn running(self, byte: u8) -> bool {
+        match self {
+            FrameLive::Executing(_) => byte != 0,
+            FrameLive::State(_) => matches!(byte as i8, 0 | 2),
+        }
+    }
 }
 
 /// `_PyInterpreterFrame` (3.11+, `Include/internal/pycore_frame.h`).

@@ -25,6 +25,9 @@ pub const LAYOUT: Layout = Layout {
         current_frame: CurrentFrame::Direct(24),
         thread_id: 176,
         native_thread_id: None,
+        // `tracing`
+        tracing: Some(44),
+        datastack: None,
     },
     // `struct _frame` (Include/cpython/frameobject.h)
     frame: FrameLayout::Object(FrameObjectLayout {
@@ -32,7 +35,9 @@ pub const LAYOUT: Layout = Layout {
         code: 32,
         lasti: 96,
         lasti_unit: 2,
-        size: 104,
+        // `f_state`
+        live: FrameLive::State(108),
+        size: 109,
     }),
     // `PyCodeObject` (Include/cpython/code.h)
     code: CodeLayout {

@@ -28,6 +28,13 @@ pub const LAYOUT: Layout = Layout {
         },
         thread_id: 152,
         native_thread_id: Some(160),
+        tracing: None,
+        // `datastack_chunk`, `datastack_top`, `datastack_limit`
+        datastack: Some(DataStackLayout {
+            chunk: 296,
+            top: 304,
+            limit: 312,
+        }),
     },
     // `struct _PyInterpreterFrame` (Include/internal/pycore_frame.h)
     frame: FrameLayout::Interpreter(InterpreterFrameLayout {

@@ -33,6 +33,13 @@ pub const LAYOUT: Layout = Layout {
         },
         thread_id: 136,
         native_thread_id: Some(144),
+        tracing: None,
+        // `datastack_chunk`, `datastack_top`, `datastack_limit`
+        datastack: Some(DataStackLayout {
+            chunk: 232,
+            top: 240,
+            limit: 248,
+        }),
     },
     // `struct _PyInterpreterFrame` (Include/internal/pycore_frame.h)
     frame: FrameLayout::Interpreter(InterpreterFrameLayout {

@@ -30,6 +30,13 @@ pub const LAYOUT: Layout = Layout {
         current_frame: CurrentFrame::Direct(72),
         thread_id: 152,
         native_thread_id: Some(160),
+        tracing: None,
+        // `datastack_chunk`, `datastack_top`, `datastack_limit`
+        datastack: Some(DataStackLayout {
+            chunk: 232,
+            top: 240,
+            limit: 248,
+        }),
     },
     // `struct _PyInterpreterFrame` (Include/internal/pycore_frame.h)
     frame: FrameLayout::Interpreter(InterpreterFrameLayout {

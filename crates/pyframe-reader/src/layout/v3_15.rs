@@ -31,6 +31,13 @@ pub const LAYOUT: Layout = Layout {
         current_frame: CurrentFrame::Direct(72),
         thread_id: 176,
         native_thread_id: Some(184),
+        tracing: None,
+        // `datastack_chunk`, `datastack_top`, `datastack_limit`
+        datastack: Some(DataStackLayout {
+            chunk: 256,
+            top: 264,
+            limit: 272,
+        }),
     },
     // `struct _PyInterpreterFrame` (Include/internal/pycore_interpframe_structs.h)
     frame: FrameLayout::Interpreter(InterpreterFrameLayout {

@@ -25,6 +25,9 @@ pub const LAYOUT: Layout = Layout {
         current_frame: CurrentFrame::Direct(24),
         thread_id: 176,
         native_thread_id: None,
+        // `tracing`
+        tracing: Some(44),
+        datastack: None,
     },
     // `struct _frame` (Include/frameobject.h)
     frame: FrameLayout::Object(FrameObjectLayout {
@@ -32,7 +35,9 @@ pub const LAYOUT: Layout = Layout {
         code: 32,
         lasti: 104,
         lasti_unit: 1,
-        size: 112,
+        // `f_executing`
+        live: FrameLive::Executing(116),
+        size: 117,
     }),
     // `PyCodeObject` (Include/code.h)
     code: CodeLayout {

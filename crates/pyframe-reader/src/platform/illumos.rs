@@ -135,6 +135,20 @@ fn psinfo(pid: u32) -> Result<procfs::PsInfo> {
 
 /// Mappings from the `prmap_t` records of `/proc/PID/map`; object paths from the
 /// `/proc/PID/path/<pr_mapname>` links.
+/// Whether process `pid` is gone or a zombie (no LWPs left).
+pub fn has_exited(pid: u32) -> bool {
+    match psinfo(pid) {
+        Ok(p) => p.nlwp == 0,
+        Err(_) => true,
+    }
+}
+
+/// illumos shows no kernel threads as processes with an empty address space that
+/// pystackd could be pointed at, except the system processes, which map nothing.
+pub fn is_kernel_thread(pid: u32) -> bool {
+    psinfo(pid).is_ok_and(|p| p.nlwp > 0 && mappings(pid).is_ok_and(|m| m.is_empty()))
+}
+
 pub fn mappings(pid: u32) -> Result<Vec<Mapping>> {
     let maps = procfs::parse_prmaps(&read_proc_bytes(pid, "map")?);
     Ok(procfs::mappings_from_prmaps(pid, &maps, |name| {

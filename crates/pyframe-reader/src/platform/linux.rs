@@ -241,6 +241,63 @@ pub fn start_time(pid: u32) -> Result<u64> {
         })
 }
 
+/// Whether process `pid` is gone or a zombie (exited, not yet reaped: it maps nothing and
+/// cannot be attached to, which must be reported as an exit, not as "not Python").
+pub fn has_exited(pid: u32) -> bool {
+    match read_proc(pid, "stat") {
+        // a leader that called pthread_exit is a zombie while its other threads run
+        Ok(stat) if stat_state_exited(&stat) => !threads(pid)
+            .unwrap_or_default()
+            .into_iter()
+            .any(|t| !thread_exited(pid, t)),
+        Ok(_) => false,
+        Err(_) => true,
+    }
+}
+
+/// Whether `pid` is a kernel thread (`PF_KTHREAD`): it maps nothing and never did.
+pub fn is_kernel_thread(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    read_proc(pid, "stat").ok().is_some_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(6)?.parse::<u64>().ok())
+            .is_some_and(|flags| flags & PF_KTHREAD != 0)
+    })
+}
+
+/// Whether thread `tid` of `pid` is gone or exiting.
+fn thread_exited(pid: u32, tid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) {
+        Ok(stat) => stat_state_exited(&stat),
+        Err(_) => true,
+    }
+}
+
+/// Exiting, zombie or dead, from a `stat` line: the state letter (after the last ')') or
+/// the kernel's `PF_EXITING` flag (field 9), set from the start of the exit, before the
+/// memory is released and long before the state turns to zombie.
+fn stat_state_exited(stat: &str) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let mut fields = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace())
+        .into_iter()
+        .flatten();
+    let state = fields.next();
+    let flags: u64 = fields.nth(5).and_then(|f| f.parse().ok()).unwrap_or(0);
+    matches!(state, Some("Z" | "X" | "x")) || flags & PF_EXITING != 0
+}
+
+/// The pid tracing `pid`, if any (`TracerPid` in /proc/PID/status).
+fn tracer(pid: u32) -> Option<u32> {
+    let status = read_proc(pid, "status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&t| t != 0)
+}
+
 pub fn credentials(pid: u32) -> Result<Credentials> {
     let status = read_proc(pid, "status")?;
     let ids = |key: &str| -> Option<Vec<u32>> {
@@ -398,19 +455,28 @@ pub fn stop(pid: u32) -> Result<StopGuard> {
             match ptrace::seize(p, ptrace::Options::empty()) {
                 Ok(()) => {}
                 Err(nix::errno::Errno::ESRCH) => continue, // thread exited
+                // the kernel also refuses a thread that is exiting: say what happened
+                Err(nix::errno::Errno::EPERM) if has_exited(pid) => {
+                    return Err(Error::ProcessExited { pid })
+                }
+                Err(nix::errno::Errno::EPERM) if thread_exited(pid, t) => continue,
                 Err(nix::errno::Errno::EPERM) => {
-                    return Err(Error::PermissionDenied {
-                        pid,
-                        detail: "ptrace attach refused: run as the process owner with \
+                    let detail = match tracer(pid) {
+                        Some(by) => format!(
+                            "ptrace attach refused: it is already being traced by process {by} \
+                             (a debugger or tracer); detach that first"
+                        ),
+                        None => "ptrace attach refused: run as the process owner with \
                                  kernel.yama.ptrace_scope <= 1, or as root / with CAP_SYS_PTRACE"
                             .into(),
-                    })
+                    };
+                    return Err(Error::PermissionDenied { pid, detail });
                 }
                 Err(e) => return Err(Error::io(format!("ptrace seize of thread {t}"), e.into())),
             }
             guard.tids.push(p);
             if ptrace::interrupt(p).is_ok() {
-                let _ = waitpid(p, Some(WaitPidFlag::__WALL));
+                wait_stopped(pid, t, p)?;
             }
         }
         if !new {
@@ -420,10 +486,65 @@ pub fn stop(pid: u32) -> Result<StopGuard> {
     Ok(guard)
 }
 
+/// Wait until seized thread `p` (`tid` of `pid`) reports its stop. Never blocks for
+/// good: a thread that is exiting may never stop (the group leader of an exiting process
+/// waits for its other threads, which we hold), so poll, and give up when it is gone.
+fn wait_stopped(pid: u32, tid: u64, p: Pid) -> Result<()> {
+    let flags = WaitPidFlag::__WALL | WaitPidFlag::WNOHANG;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match waitpid(p, Some(flags)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => {}
+            Ok(_) | Err(_) => return Ok(()),
+        }
+        if has_exited(pid) {
+            return Err(Error::ProcessExited { pid });
+        }
+        if thread_exited(pid, tid) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Error::io(
+                format!("thread {tid} of process {pid} did not stop within 1 s"),
+                io::Error::from(ErrorKind::TimedOut),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+}
+
+/// Detach from seized thread `p`. One that is exiting cannot be detached: as its tracer
+/// we must then collect its exit, or its process can never be reaped by its parent (the
+/// parent's wait would block for good). Bounded: gives up after a second.
+fn release(p: Pid) {
+    if ptrace::detach(p, None).is_ok() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match waitpid(p, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => {}
+            Ok(nix::sys::wait::WaitStatus::Exited(..))
+            | Ok(nix::sys::wait::WaitStatus::Signaled(..))
+            | Err(_) => return,
+            // some other stop (the exit event, a group stop): detach from it now
+            Ok(_) => {
+                if ptrace::detach(p, None).is_ok() {
+                    return;
+                }
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+}
+
 impl Drop for StopGuard {
     fn drop(&mut self) {
         for &p in &self.tids {
-            let _ = ptrace::detach(p, None);
+            release(p);
         }
     }
 }
@@ -437,6 +558,24 @@ pub fn resume(pid: u32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_states_from_stat_lines() {
+        // real lines: a sleeping python, a zombie, and one in its exit (flags with PF_EXITING)
+        let sleeping = "4242 (python3) S 1 4242 1 0 -1 4194560 1000 0 0 0 5 2 0 0 20 0 1 0 99 1 2";
+        let zombie = "4242 (python3) Z 1 4242 1 0 -1 4227084 1958 0 0 0 1 0 0 0 20 0 1 0 99 0 0";
+        let exiting = "4242 (py (x) 3) R 1 4242 1 0 -1 4194564 1958 0 0 0 1 0 0 0 20 0 1 0 99 0 0";
+        assert!(!stat_state_exited(sleeping));
+        assert!(stat_state_exited(zombie));
+        assert!(stat_state_exited(exiting));
+        assert!(!stat_state_exited("garbage"));
+        assert!(!has_exited(std::process::id()));
+        assert!(!is_kernel_thread(std::process::id()));
+        // kthreadd is pid 2 wherever the pid namespace is the host's
+        if std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd") {
+            assert!(is_kernel_thread(2));
+        }
+    }
 
     #[test]
     fn parses_maps_lines() {

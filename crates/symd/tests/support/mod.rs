@@ -161,6 +161,17 @@ pub struct GroundTruth {
     /// busy_target --self-check: what the target's own sampling saw.
     #[serde(default)]
     pub self_check: Option<SelfCheck>,
+    /// recur_target: function -> the lines it makes its calls from (its `# CALL` lines).
+    #[serde(default)]
+    pub call_lines: HashMap<String, Vec<u32>>,
+    /// recur_target: function -> the functions it calls.
+    #[serde(default)]
+    pub callees: HashMap<String, Vec<String>>,
+    /// recur_target: bounds of the worker threads' recursion depth.
+    #[serde(default)]
+    pub min_depth: Option<u32>,
+    #[serde(default)]
+    pub max_depth: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -287,6 +298,10 @@ impl Target {
                 worker_threads: None,
                 functions: Vec::new(),
                 self_check: None,
+                call_lines: HashMap::new(),
+                callees: HashMap::new(),
+                min_depth: None,
+                max_depth: None,
             },
             label: what.clone(),
         };

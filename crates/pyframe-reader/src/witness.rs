@@ -1,0 +1,242 @@
+//! What a walk depended on, checked again after it.
+//!
+//! A walk of a running target reads each frame at a different moment; a thread that
+//! returns and calls again meanwhile can leave the walk with a chain that never existed
+//! (cut short at a frame that had just died, or a slot already reused by another call).
+//! Checks on each value alone (types, bounds, cycles) cannot see that: every value was
+//! real, only not at the same time. So the walk records every field it followed (each
+//! thread's current-frame pointer, each frame's back link, code object and instruction
+//! position) and, after the walk, all of them are read again in one batched read and
+//! compared. A stack is returned only if the whole chain reads back the same: the reported
+//! stack is then what one fast, dependency-free re-read saw too, not a mixture gathered
+//! over the walk. The innermost frame's instruction is the one value allowed to differ (a
+//! running thread moves it with every instruction; where it stood when read is where that
+//! frame was at that moment, and nothing outside it depends on it).
+//!
+//! A frame that returned keeps its bytes, so "reads back the same" must also mean "still
+//! running": up to 3.10 the frame's own running flag is one of the compared fields (the
+//! walker also checks it when it reads the frame); from 3.11, frames live in the thread's
+//! data stack and one above `datastack_top` has been popped, so each thread's
+//! [`StackBound`] is read last and every frame of the current chunk must lie below the top.
+//! The thread may have called further meanwhile (the top only rises): the stack returned
+//! is the one it had when the walk began, which is still the base of what it runs.
+
+use crate::error::MemoryError;
+use crate::memory::{MemResult, Memory};
+
+/// Fields per witness at most (a frame: type or owner, back link, code, instruction,
+/// running flag).
+const MAX_FIELDS: usize = 5;
+/// Two witnesses closer than this are read as one range (frames in a data-stack chunk).
+const MERGE_GAP: u64 = 256;
+
+/// Values one struct held when the walk read it.
+#[derive(Debug, Clone, Copy)]
+pub struct Witness {
+    addr: u64,
+    n: u8,
+    /// (offset from `addr`, width in bytes: 1, 4 or 8, value read)
+    fields: [(u32, u8, u64); MAX_FIELDS],
+}
+
+/// A 3.11+ thread's data stack and the frames the walk found in it.
+#[derive(Debug, Clone)]
+pub struct StackBound {
+    /// Address of the thread's `datastack_chunk` field.
+    pub chunk_field: u64,
+    /// Offsets of `datastack_top` and `datastack_limit` from `chunk_field`.
+    pub top: u64,
+    pub limit: u64,
+    /// (address, size) of each frame the walk read.
+    pub frames: Vec<(u64, u64)>,
+}
+
+impl Witness {
+    pub fn new(addr: u64) -> Self {
+        Witness {
+            addr,
+            n: 0,
+            fields: [(0, 0, 0); MAX_FIELDS],
+        }
+    }
+
+    /// Also require `width` bytes at `addr + offset` to read back as `value`.
+    pub fn field(mut self, offset: u64, width: u8, value: u64) -> Self {
+        debug_assert!(matches!(width, 1 | 4 | 8));
+        if (self.n as usize) < MAX_FIELDS {
+            self.fields[self.n as usize] = (offset as u32, width, value);
+            self.n += 1;
+        }
+        self
+    }
+
+    fn span(&self) -> (u64, u64) {
+        let f = &self.fields[..self.n as usize];
+        let lo = f.iter().map(|&(o, _, _)| o as u64).min().unwrap_or(0);
+        let hi = f
+            .iter()
+            .map(|&(o, w, _)| o as u64 + w as u64)
+            .max()
+            .unwrap_or(0);
+        (self.addr.wrapping_add(lo), self.addr.wrapping_add(hi))
+    }
+}
+
+fn value_at(buf: &[u8], at: usize, width: u8) -> u64 {
+    let mut b = [0u8; 8];
+    b[..width as usize].copy_from_slice(&buf[at..at + width as usize]);
+    u64::from_le_bytes(b)
+}
+
+/// Read every witness again from `mem` (the process itself, not a per-walk cache), then
+/// every thread's data-stack top, and fail with [`MemoryError::Invalid`] naming the first
+/// value that changed or the first frame that is no longer on its thread's stack.
+pub fn verify(mem: &dyn Memory, witnesses: &[Witness], bounds: &[StackBound]) -> MemResult<()> {
+    compare(mem, witnesses)?;
+    check_bounds(mem, bounds)
+}
+
+fn compare(mem: &dyn Memory, witnesses: &[Witness]) -> MemResult<()> {
+    {
+        let mut ws: Vec<&Witness> = witnesses.iter().filter(|w| w.n > 0).collect();
+        if ws.is_empty() {
+            return Ok(());
+        }
+        ws.sort_unstable_by_key(|w| w.span().0);
+        // merge nearby spans into ranges: one iovec per data-stack chunk, not per frame
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for w in &ws {
+            let (lo, hi) = w.span();
+            if hi < lo {
+                return Err(MemoryError::Invalid(format!(
+                    "witness at {:#x} wraps the address space",
+                    w.addr
+                )));
+            }
+            match ranges.last_mut() {
+                Some((_, end)) if lo <= end.saturating_add(MERGE_GAP) => *end = (*end).max(hi),
+                _ => ranges.push((lo, hi)),
+            }
+        }
+        let mut bufs: Vec<Vec<u8>> = ranges
+            .iter()
+            .map(|&(lo, hi)| vec![0u8; (hi - lo) as usize])
+            .collect();
+        {
+            let mut reqs: Vec<(u64, &mut [u8])> = ranges
+                .iter()
+                .map(|r| r.0)
+                .zip(bufs.iter_mut().map(|b| &mut b[..]))
+                .collect();
+            mem.read_many(&mut reqs)?;
+        }
+        let mut r = 0;
+        for w in ws {
+            let (lo, hi) = w.span();
+            // spans were merged in this same order: each lies in the current range or a later one
+            while !(ranges[r].0 <= lo && hi <= ranges[r].1) {
+                r += 1;
+            }
+            let base = ranges[r].0;
+            for &(off, width, value) in &w.fields[..w.n as usize] {
+                let at = (w.addr.wrapping_add(off as u64) - base) as usize;
+                let now = value_at(&bufs[r], at, width);
+                if now != value {
+                    return Err(MemoryError::Invalid(format!(
+                        "{:#x}+{off} changed during the read ({value:#x} -> {now:#x}): the thread moved",
+                        w.addr
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_bounds(mem: &dyn Memory, bounds: &[StackBound]) -> MemResult<()> {
+    if bounds.is_empty() {
+        return Ok(());
+    }
+    let span = |b: &StackBound| b.top.max(b.limit) as usize + 8;
+    let mut bufs: Vec<Vec<u8>> = bounds.iter().map(|b| vec![0u8; span(b)]).collect();
+    {
+        let mut reqs: Vec<(u64, &mut [u8])> = bounds
+            .iter()
+            .map(|b| b.chunk_field)
+            .zip(bufs.iter_mut().map(|b| &mut b[..]))
+            .collect();
+        mem.read_many(&mut reqs)?;
+    }
+    for (b, buf) in bounds.iter().zip(&bufs) {
+        let chunk = value_at(buf, 0, 8);
+        let top = value_at(buf, b.top as usize, 8);
+        let limit = value_at(buf, b.limit as usize, 8);
+        for &(addr, size) in &b.frames {
+            // frames of older chunks and of generators are elsewhere: not bounded here
+            if addr >= chunk && addr < limit && addr.saturating_add(size) > top {
+                return Err(MemoryError::Invalid(format!(
+                    "frame {addr:#x} is above its thread's data-stack top {top:#x}: it returned during the read"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::Snapshot;
+
+    #[test]
+    fn unchanged_values_pass_and_any_change_is_named() {
+        let mut mem = Snapshot::new();
+        let mut data = vec![0u8; 0x2000];
+        data[0x10..0x18].copy_from_slice(&0xdead_beefu64.to_le_bytes());
+        data[0x40] = 7;
+        data[0x1800..0x1804].copy_from_slice(&42u32.to_le_bytes());
+        mem.insert(0x10000, data);
+        let ws = [
+            Witness::new(0x10000)
+                .field(0x10, 8, 0xdead_beef)
+                .field(0x40, 1, 7),
+            Witness::new(0x11800).field(0, 4, 42),
+            Witness::new(0x10008).field(8, 8, 0xdead_beef),
+        ];
+        verify(&mem, &ws, &[]).unwrap();
+        let changed = [Witness::new(0x11800).field(0, 4, 43)];
+        let e = verify(&mem, &changed, &[]).unwrap_err().to_string();
+        assert!(e.contains("changed during the read"), "{e}");
+        // a witness the process no longer maps is an error, not a pass
+        assert!(verify(&mem, &[Witness::new(0x90000).field(0, 8, 0)], &[]).is_err());
+        assert!(verify(&mem, &[], &[]).is_ok());
+    }
+
+    #[test]
+    fn frames_above_the_data_stack_top_have_returned() {
+        // a thread state whose chunk is [0x50000, 0x51000) with the top at 0x50400
+        let mut mem = Snapshot::new();
+        let mut ts = vec![0u8; 64];
+        ts[8..16].copy_from_slice(&0x50000u64.to_le_bytes());
+        ts[16..24].copy_from_slice(&0x50400u64.to_le_bytes());
+        ts[24..32].copy_from_slice(&0x51000u64.to_le_bytes());
+        mem.insert(0x9000, ts);
+        let bound = |frames: Vec<(u64, u64)>| StackBound {
+            chunk_field: 0x9008,
+            top: 8,
+            limit: 16,
+            frames,
+        };
+        // below the top, and outside the chunk (a generator's frame, an older chunk)
+        let ok = bound(vec![
+            (0x50100, 80),
+            (0x50380, 0x80),
+            (0x7000, 80),
+            (0x51000, 80),
+        ]);
+        verify(&mem, &[], &[ok]).unwrap();
+        let popped = bound(vec![(0x50100, 80), (0x503c0, 80)]);
+        let e = verify(&mem, &[], &[popped]).unwrap_err().to_string();
+        assert!(e.contains("returned during the read"), "{e}");
+    }
+}
