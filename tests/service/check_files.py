@@ -247,6 +247,9 @@ def systemd_checks():
         "NoNewPrivileges": "yes",
         "PrivateTmp": "yes",
         "RuntimeDirectory": "pystackd",
+        "PrivateMounts": "yes",
+        "IPAddressDeny": "any",
+        "DeviceAllow": "",
     }
     for k, v in want.items():
         check(f"service {k}={v}", s.get(k) == [v], s.get(k))
@@ -255,6 +258,22 @@ def systemd_checks():
           "CAP_SYS_PTRACE" in caps and caps <= {"CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"}, caps)
     check("ambient capabilities within the bounding set",
           set(" ".join(s.get("AmbientCapabilities", [])).split()) <= caps)
+    # The filter lines as systemd merges them are run for real by tests/service/check
+    # (unit_seccomp.py); here: the lines keep what reading targets and the access checker need.
+    filt = s.get("SystemCallFilter", [])
+    check("SystemCallFilter starts with the @system-service allow list plus ptrace and "
+          "process_vm_readv",
+          bool(filt) and set(filt[0].split()) >= {"@system-service", "ptrace", "process_vm_readv"},
+          filt)
+    removed = {n for line in filt[1:] if line.startswith("~") for n in line[1:].split()}
+    check("SystemCallFilter removes @privileged and @resources",
+          {"@privileged", "@resources"} <= removed, filt)
+    # later lines edit the list in order: the calls must come back after the removal
+    drop = [i for i, line in enumerate(filt) if line.startswith("~") and "@privileged" in line]
+    back = [i for i, line in enumerate(filt) if not line.startswith("~")
+            and {"setresuid", "setgroups"} <= set(line.split())]
+    check("SystemCallFilter gives back setresuid and setgroups after removing @privileged",
+          bool(drop) and bool(back) and back[-1] > drop[-1], filt)
     check("the service can still see all processes",
           s.get("ProtectProc", ["default"]) == ["default"] and s.get("ProcSubset", ["all"]) == ["all"])
 

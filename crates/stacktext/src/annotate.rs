@@ -1,6 +1,7 @@
 //! The streaming state machine: lines in, each stack out as soon as it is complete.
 
 use crate::detect::{detect_frame, Format};
+use crate::keys::{int_columns, KeyColumn, KeyColumns};
 use crate::lines::{indent_len, is_blank, parse_count, scan_ids, split_eol, trim};
 use crate::matching::{eval_calls, match_thread, Unmatched};
 use crate::output::{write_annotations, write_folded, NativeFrameRecord, StackRecord};
@@ -24,6 +25,9 @@ pub enum OutputMode {
 pub struct Options {
     /// The process of every stack (else taken from `pid=`/headers in the text).
     pub pid: Option<u32>,
+    /// What the integer key columns printed before a stack hold (a DTrace aggregation
+    /// such as `@[pid, tid, ustack()]`); `None`: they are not used.
+    pub keys: Option<KeyColumns>,
     /// Force one input format instead of detecting it per stack.
     pub format: Option<Format>,
     pub output: OutputMode,
@@ -42,6 +46,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             pid: None,
+            keys: None,
             format: None,
             output: OutputMode::Text,
             qualname: false,
@@ -72,6 +77,61 @@ struct Line {
     kind: Kind,
     frame: ParsedFrame,
     has_helper: bool,
+}
+
+/// Most distinct processes one record may name (each is resumed with `--stopped`).
+const MAX_IDS: usize = 8;
+
+/// What the lines of one record say about its process and thread. Several different
+/// values are a conflict: the record is refused, never annotated with a guess.
+#[derive(Clone, Debug, Default)]
+struct Ids {
+    /// Distinct pids in order of appearance (at most [`MAX_IDS`]).
+    pids: Vec<u32>,
+    tid: Option<u64>,
+    conflict: Option<Unmatched>,
+}
+
+impl Ids {
+    fn from_header(pid: Option<u32>, tid: Option<u64>) -> Self {
+        let mut i = Ids::default();
+        i.add(pid, tid);
+        i
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.pids.first().copied()
+    }
+
+    fn add(&mut self, pid: Option<u32>, tid: Option<u64>) {
+        if let Some(p) = pid {
+            if !self.pids.contains(&p) {
+                if let (Some(&first), None) = (self.pids.first(), &self.conflict) {
+                    self.conflict = Some(Unmatched::Interleaved {
+                        what: "pid",
+                        first: first.into(),
+                        second: p.into(),
+                    });
+                }
+                if self.pids.len() < MAX_IDS {
+                    self.pids.push(p);
+                }
+            }
+        }
+        if let Some(t) = tid {
+            match self.tid {
+                None => self.tid = Some(t),
+                Some(first) if first != t && self.conflict.is_none() => {
+                    self.conflict = Some(Unmatched::Interleaved {
+                        what: "tid",
+                        first,
+                        second: t,
+                    })
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// After a stack (JSON/folded): waiting for its count.
@@ -109,10 +169,14 @@ pub struct Annotator<'s, W: Write, S: StackSource + ?Sized> {
     buf: Vec<u8>,
     lines: Vec<Line>,
     foreign: usize,
-    stack_pid: Option<u32>,
-    stack_tid: Option<u64>,
-    ctx_pid: Option<u32>,
-    ctx_tid: Option<u64>,
+    /// What the lines before the pending stack said about its process.
+    stack_ids: Ids,
+    /// The integer key columns right before the pending stack.
+    stack_keys: Vec<i64>,
+    /// Since the last stack: `pid=`/`tid=` lines and headers.
+    ctx: Ids,
+    /// Integer key columns read since the last other line.
+    ctx_keys: Vec<i64>,
     after_blank: bool,
     long_line: bool,
     post: Post,
@@ -136,10 +200,10 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             buf: Vec::with_capacity(16 * 1024),
             lines: Vec::with_capacity(256),
             foreign: 0,
-            stack_pid: None,
-            stack_tid: None,
-            ctx_pid: None,
-            ctx_tid: None,
+            stack_ids: Ids::default(),
+            stack_keys: Vec::new(),
+            ctx: Ids::default(),
+            ctx_keys: Vec::new(),
             after_blank: true,
             long_line: false,
             post: Post::None,
@@ -207,12 +271,23 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         }
     }
 
-    fn is_terminator(content: &[u8]) -> bool {
+    fn is_terminator(&self, content: &[u8]) -> bool {
+        // with --keys, a line of several integers is the next entry's key, not program output
+        if self.opts.keys.is_some() {
+            let mut v = Vec::new();
+            if int_columns(content, &mut v) && v.len() > 1 {
+                return true;
+            }
+        }
         dtrace::is_probe_heading(content)
             || gdb::parse_thread_header(content).is_some()
             || perf::parse_header(content).is_some()
             || bpftrace::is_map_open(content)
-            || scan_ids(content) != (None, None)
+            // A DTrace stack starts after a newline of its own, so DTrace frames right after
+            // a `pid=` line continue the stack that line interrupted (another CPU's output):
+            // there the line is held like program output and, if frames follow, makes the
+            // record name two processes. Elsewhere such a line starts the next record.
+            || (self.fmt != Format::Dtrace && scan_ids(content) != (None, None))
     }
 
     /// A line while a stack is pending; false if it ended the stack without consuming it.
@@ -261,7 +336,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             self.push(raw, content.len(), Kind::Helper, ParsedFrame::default())?;
             return Ok(true);
         }
-        if self.foreign < MAX_FOREIGN && !self.overflow && !Self::is_terminator(content) {
+        if self.foreign < MAX_FOREIGN && !self.overflow && !self.is_terminator(content) {
             self.foreign += 1;
             self.push(raw, content.len(), Kind::Foreign, ParsedFrame::default())?;
             return Ok(true);
@@ -312,12 +387,32 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
     fn idle_line(&mut self, raw: &[u8], content: &[u8]) -> Result<(), AnnotateError> {
         if is_blank(content) {
             self.after_blank = true;
+            self.ctx_keys.clear();
             if let Post::Quantize(sum) = self.post {
                 self.flush_held(Some(sum))?;
             }
             return Ok(self.pass(raw)?);
         }
         let after_blank = std::mem::replace(&mut self.after_blank, false);
+        // The integer keys of an aggregation entry: one line right before its stack.
+        let mut cols = Vec::new();
+        if int_columns(content, &mut cols) {
+            self.ctx_keys = cols;
+            if self.held.is_some() {
+                match (self.post, parse_count(content)) {
+                    (Post::AfterStack, Some(c)) => {
+                        // the count of the stack before, not a key
+                        self.ctx_keys.clear();
+                        self.flush_held(Some(c))?;
+                    }
+                    (Post::Quantize(sum), _) => self.flush_held(Some(sum))?,
+                    _ => self.flush_held(None)?,
+                }
+            }
+            // the stack follows at once; DTrace's rules for a stack's first line apply
+            self.after_blank = true;
+            return Ok(self.pass(raw)?);
+        }
         if let Some((fmt, f)) = detect_frame(content, self.opts.format, after_blank) {
             if !(fmt == Format::Perf && perf::parse_header(content).is_some()) {
                 self.flush_held(None)?;
@@ -325,27 +420,33 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
                 self.overflow = false;
                 self.fmt = fmt;
                 self.indent = f.indent;
-                self.stack_pid = self.ctx_pid.take();
-                self.stack_tid = self.ctx_tid.take();
+                self.stack_ids = std::mem::take(&mut self.ctx);
+                std::mem::swap(&mut self.stack_keys, &mut self.ctx_keys);
+                self.ctx_keys.clear();
                 self.push(raw, content.len(), Kind::Frame, f)?;
                 return Ok(());
             }
         }
-        let ids = if let Some(ids) =
+        self.ctx_keys.clear();
+        // (a quantize row, `  0 |@@@   3  `, has the shape of a perf header without ':')
+        let header = if dtrace::quantize_row_count(content).is_some() {
+            None
+        } else {
             gdb::parse_thread_header(content).or_else(|| perf::parse_header(content))
-        {
-            ids
+        };
+        if let Some((p, t)) = header {
+            // a tool's sample header names its own stack: what came before is another's
+            self.ctx = Ids::from_header(p, t);
         } else {
             if bpftrace::is_map_open(content) {
                 self.map_open = true;
             } else if bpftrace::map_close(content).is_some() {
                 self.map_open = false;
             }
-            scan_ids(content)
-        };
-        if ids.0.is_some() || ids.1.is_some() {
-            self.ctx_pid = ids.0;
-            self.ctx_tid = ids.1;
+            // `pid=`/`tid=` lines add up: two different ones before a stack (probes on two
+            // CPUs interleaved) leave it without a process
+            let (p, t) = scan_ids(content);
+            self.ctx.add(p, t);
         }
         if self.held.is_some() {
             match self.post {
@@ -417,14 +518,76 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         self.buf.clear();
         self.lines.clear();
         self.foreign = 0;
-        self.stack_pid = None;
-        self.stack_tid = None;
+        self.stack_ids = Ids::default();
+        self.stack_keys.clear();
         // They may name the next stack's process, or even start it.
         for l in rest.split_inclusive(|&b| b == b'\n') {
             self.push_line(l, true)?;
         }
         self.scratch = rest;
         Ok(())
+    }
+
+    /// Adds what the integer key columns before the stack say (as `--keys` names them) to
+    /// `ids`; the reason to refuse the stack if they do not fit. Without `--keys`, columns
+    /// are only a better reason than "no pid known".
+    fn key_columns(&self, ids: &mut Ids) -> Option<Unmatched> {
+        if self.stack_keys.is_empty() {
+            return None;
+        }
+        let shown = || {
+            let v: Vec<String> = self.stack_keys.iter().map(i64::to_string).collect();
+            v.join(" ")
+        };
+        let Some(KeyColumns(cols)) = &self.opts.keys else {
+            return (self.opts.pid.is_none() && ids.pid().is_none() && ids.tid.is_none())
+                .then(|| Unmatched::UnnamedKeys(shown()));
+        };
+        if cols.len() != self.stack_keys.len() {
+            return Some(Unmatched::KeyColumns {
+                named: cols.len(),
+                found: shown(),
+            });
+        }
+        for (c, &v) in cols.iter().zip(&self.stack_keys) {
+            match c {
+                KeyColumn::Pid => match u32::try_from(v) {
+                    Ok(p) if p > 0 => ids.add(Some(p), None),
+                    _ => {
+                        return Some(Unmatched::KeyValue {
+                            what: "pid",
+                            value: v,
+                        })
+                    }
+                },
+                KeyColumn::Tid => match u64::try_from(v) {
+                    Ok(t) if t > 0 => ids.add(None, Some(t)),
+                    _ => {
+                        return Some(Unmatched::KeyValue {
+                            what: "tid",
+                            value: v,
+                        })
+                    }
+                },
+                KeyColumn::Other => {}
+            }
+        }
+        None
+    }
+
+    /// Where the system knows which process a thread is in (Linux), checks that the pid the
+    /// keys name is a process and the tid one of its threads: swapped columns (`--keys
+    /// pid,tid` for `@[tid, pid, ...]`) would otherwise read a thread as a process.
+    fn check_key_owner(source: &mut S, pid: Option<u32>, tid: Option<u64>) -> Option<Unmatched> {
+        let p = pid?;
+        for id in [Some(u64::from(p)), tid].into_iter().flatten() {
+            if let Some(owner) = source.pid_of_tid(id) {
+                if owner != p {
+                    return Some(Unmatched::KeyOwner { id, owner, pid: p });
+                }
+            }
+        }
+        None
     }
 
     fn emit_stack(
@@ -445,16 +608,18 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             &mut self.calls,
         );
         // The record's own lines may name the process (`pid=` printed inside the stack).
-        let (mut pid, mut tid) = (self.opts.pid.or(self.stack_pid), self.stack_tid);
-        if pid.is_none() || tid.is_none() {
-            for l in self.lines[..keep]
-                .iter()
-                .filter(|l| l.kind == Kind::Foreign)
-            {
-                let (p, t) = scan_ids(&buf[l.start..l.content_end]);
-                pid = pid.or(p);
-                tid = tid.or(t);
-            }
+        let mut ids = std::mem::take(&mut self.stack_ids);
+        for l in self.lines[..keep]
+            .iter()
+            .filter(|l| l.kind == Kind::Foreign)
+        {
+            let (p, t) = scan_ids(&buf[l.start..l.content_end]);
+            ids.add(p, t);
+        }
+        let mut key_problem = self.key_columns(&mut ids);
+        let (mut pid, tid) = (self.opts.pid.or(ids.pid()), ids.tid);
+        if key_problem.is_none() && self.opts.keys.is_some() && !self.stack_keys.is_empty() {
+            key_problem = Self::check_key_owner(self.source, pid, tid);
         }
         if pid.is_none() {
             if let Some(t) = tid {
@@ -472,7 +637,9 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
                 status = "already_annotated";
                 self.summary.already_annotated += 1;
             } else {
+                let refused = ids.conflict.take().or(key_problem);
                 match pid {
+                    _ if refused.is_some() => result = Err(refused.expect("checked")),
                     None => result = Err(Unmatched::NoPid),
                     Some(p) => match self.source.thread_stacks(p) {
                         Ok(t) => threads = t,
@@ -483,8 +650,14 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             }
         }
         if self.opts.stopped {
-            if let Some(p) = pid {
-                if self.source.resume(p).is_err() {
+            // every process the record names was stopped by its probe
+            let named = if self.opts.pid.is_some() {
+                &[][..]
+            } else {
+                &ids.pids[..]
+            };
+            for p in pid.iter().chain(named.iter().filter(|&&p| Some(p) != pid)) {
+                if self.source.resume(*p).is_err() {
                     self.summary.resume_errors += 1;
                 }
             }

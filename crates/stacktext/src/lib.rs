@@ -11,6 +11,7 @@ pub mod bpftrace;
 pub mod detect;
 pub mod dtrace;
 pub mod gdb;
+pub mod keys;
 mod lines;
 pub mod matching;
 pub mod output;
@@ -21,6 +22,7 @@ mod summary;
 
 pub use annotate::{annotate, Annotator, Options, OutputMode};
 pub use detect::Format;
+pub use keys::{KeyColumn, KeyColumns};
 pub use output::{NativeFrameRecord, StackRecord};
 pub use source::{SourceError, StackSource};
 pub use summary::Summary;

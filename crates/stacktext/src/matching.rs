@@ -119,11 +119,44 @@ pub fn eval_calls<'a, I: IntoIterator<Item = (usize, &'a [u8])>>(frames: I, out:
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unmatched {
     NoPid,
+    /// The record's lines name two different processes or threads (`pid=`/`tid=` lines of
+    /// probes on two CPUs interleaved, or a key column disagreeing with such a line).
+    Interleaved {
+        what: &'static str,
+        first: u64,
+        second: u64,
+    },
+    /// The aggregation key before the stack has integer columns and `--keys` names none.
+    UnnamedKeys(String),
+    /// `--keys` names a different number of columns than the key line holds.
+    KeyColumns {
+        named: usize,
+        found: String,
+    },
+    /// A key column `--keys` calls the pid or tid holds no such value.
+    KeyValue {
+        what: &'static str,
+        value: i64,
+    },
+    /// The system says the keys' thread belongs to another process (or the pid is itself
+    /// a thread of another process): the columns are not what `--keys` says.
+    KeyOwner {
+        id: u64,
+        owner: u32,
+        pid: u32,
+    },
     Source(String),
     ThreadNotFound(u64),
-    NoThreadFits { eval_calls: usize },
-    AmbiguousThread { candidates: usize },
-    Mismatch { eval_calls: usize, groups: usize },
+    NoThreadFits {
+        eval_calls: usize,
+    },
+    AmbiguousThread {
+        candidates: usize,
+    },
+    Mismatch {
+        eval_calls: usize,
+        groups: usize,
+    },
 }
 
 impl Unmatched {
@@ -131,6 +164,11 @@ impl Unmatched {
     pub fn kind(&self) -> &'static str {
         match self {
             Unmatched::NoPid => "no pid known",
+            Unmatched::Interleaved { .. } => "record names two processes or threads",
+            Unmatched::UnnamedKeys(_) => "aggregation key columns not named (--keys)",
+            Unmatched::KeyColumns { .. } => "aggregation key columns do not fit --keys",
+            Unmatched::KeyValue { .. } => "aggregation key column out of range",
+            Unmatched::KeyOwner { .. } => "aggregation key columns are not pid and tid",
             Unmatched::Source(_) => "Python stacks unavailable",
             Unmatched::ThreadNotFound(_) => "thread not a Python thread",
             Unmatched::NoThreadFits { .. } => "no Python thread fits",
@@ -144,6 +182,33 @@ impl std::fmt::Display for Unmatched {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Unmatched::NoPid => write!(f, "no pid known (use --pid or print pid=N)"),
+            Unmatched::Interleaved {
+                what,
+                first,
+                second,
+            } => write!(
+                f,
+                "the record names {what} {first} and {what} {second} (output of probes on \
+                 several CPUs interleaved?): which one the stack belongs to is unknown"
+            ),
+            Unmatched::UnnamedKeys(k) => write!(
+                f,
+                "no pid known: the aggregation key before the stack has integer columns ({k}); \
+                 say which is the pid with --keys (e.g. --keys pid,tid for @[pid, tid, ustack()])"
+            ),
+            Unmatched::KeyColumns { named, found } => write!(
+                f,
+                "--keys names {named} columns but the aggregation key before the stack has \
+                 these integers: {found}"
+            ),
+            Unmatched::KeyValue { what, value } => {
+                write!(f, "key column {what} holds {value}, not a {what}")
+            }
+            Unmatched::KeyOwner { id, owner, pid } => write!(
+                f,
+                "the key names pid {pid}, but thread {id} belongs to process {owner}: \
+                 are the --keys columns in the script's order?"
+            ),
             Unmatched::Source(e) => write!(f, "Python stacks unavailable: {e}"),
             Unmatched::ThreadNotFound(t) => {
                 write!(f, "thread {t} is not a Python thread of the process")

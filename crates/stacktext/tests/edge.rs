@@ -202,6 +202,10 @@ proptest! {
             Just(b"@[\n".to_vec()),
             Just(b"]: 3\n".to_vec()),
             Just(b"pid=1 tid=2\n".to_vec()),
+            Just(b"pid=3 tid=4\n".to_vec()),
+            // aggregation keys before a stack (`@[pid, tid, ustack()]`), and odd ones
+            Just(b"        1        2\n".to_vec()),
+            Just(b"       -1 99999999999\n".to_vec()),
             Just(b"                [ a.py:1 (f) ]\n".to_vec()),
             proptest::collection::vec(any::<u8>(), 0..40),
             // every prefix of a real line of each format (a truncated or cut-off record)
@@ -213,11 +217,13 @@ proptest! {
             }),
         ], 0..40),
         max_line in 16usize..200,
+        keys in proptest::bool::ANY,
     ) {
         let input: Vec<u8> = chunks.concat();
         let mut src = FakeSource::with(1, vec![thread(Some(2), vec![frame("a.py", "f", 1, true)])]);
         for output in [stacktext::OutputMode::Text, stacktext::OutputMode::Json, stacktext::OutputMode::Folded] {
-            let o = Options { pid: None, max_line, max_stack_lines: 8, output, ..Options::default() };
+            let keys = keys.then(|| "pid,tid".parse().unwrap());
+            let o = Options { pid: None, keys, max_line, max_stack_lines: 8, output, ..Options::default() };
             let mut out = Vec::new();
             stacktext::annotate(&input[..], &mut out, &mut src, &o).unwrap();
             if output == stacktext::OutputMode::Text {

@@ -15,9 +15,12 @@ const TRUTH: &str = "perf/script-syscalls-dwarf-pyenv3.11.7.truth.json";
 /// does not see where an eval call starts.
 const CALLED_FROM_C: &[&str] = &["sort_key", "spinner", "_bootstrap", "<module>"];
 
+/// (file, line, function) of one Python frame.
+type PyFrame = (String, u32, String);
+
 struct Truth {
     pid: u32,
-    threads: Vec<(u64, Vec<(String, u32, String)>)>,
+    threads: Vec<(u64, Vec<PyFrame>)>,
 }
 
 fn truth() -> Truth {

@@ -249,6 +249,7 @@ impl<R: Read> Read for FlushingReader<R> {
 fn options(args: &AnnotateArgs) -> Options {
     Options {
         pid: args.pid,
+        keys: args.keys.clone(),
         format: match args.format {
             FormatArg::Auto => None,
             FormatArg::Dtrace => Some(Format::Dtrace),

@@ -77,6 +77,14 @@ Naming the process (first match wins):
                      printf(\"pid=%d tid=%d\\n\", pid, tid);
   headers          bpftrace/perf sample headers and gdb's `Thread N (... (LWP tid))`
                    (the process of a tid is looked up; Linux only)
+  --keys pid,tid   a DTrace aggregation keyed by integers and a stack, such as
+                   @[pid, tid, ustack()] = count(): DTrace prints the integer keys on one
+                   line right before each stack; --keys names them in the script's order
+                   (pid, tid, or _ for any other integer: --keys _,pid for @[cpu, pid, ...]).
+                   Without --keys such stacks stay unannotated: the order is the script's.
+A record whose lines name two different processes or threads (pid= lines of probes on
+several CPUs interleaved, or a key disagreeing with a pid= line) is left unannotated, and
+counted in the summary: a wrong process is worse than none.
 
 Timing: the Python frames are read from the live process when annotate sees the stack, not
 when the probe fired. If the target ran on in between, its Python stack may differ: such a
@@ -135,6 +143,11 @@ pub struct AnnotateArgs {
     /// The process every stack comes from (else named by the text: pid=/tid=, headers).
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
+    /// Names the integer key columns DTrace prints before each stack of an aggregation,
+    /// in the script's order: `pid`, `tid`, or `_` for another integer
+    /// (`--keys pid,tid` for `@[pid, tid, ustack()]`).
+    #[arg(long, value_name = "COLUMNS")]
+    pub keys: Option<stacktext::KeyColumns>,
     /// The probe stopped the target for each stack: resume it after reading.
     #[arg(long)]
     pub stopped: bool,
