@@ -62,6 +62,9 @@ pub enum Command {
     /// stdin or files.
     #[command(after_help = ANNOTATE_HELP)]
     Annotate(AnnotateArgs),
+    /// Internal: the daemon's access checker for one uid (docs/service.md).
+    #[command(name = "__access-check", hide = true)]
+    AccessCheck { uid: u32, gid: u32 },
 }
 
 const ANNOTATE_HELP: &str = "\
@@ -220,5 +223,6 @@ pub fn run() -> ExitCode {
         Command::List(a) => crate::client::run_list(socket, a.json),
         Command::Status(a) => crate::client::run_status(socket, a.json),
         Command::Annotate(a) => crate::annotate::run(&a, &global),
+        Command::AccessCheck { uid, gid } => crate::daemon::checker::child_main(uid, gid),
     }
 }

@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use crate::platform::{self, PeerCred};
+use crate::platform;
 
 /// Who the client is, taken once per connection: the kernel records the credentials
 /// at connect time, so they cannot change for the connection's life.
@@ -30,14 +30,5 @@ impl PeerCredentials {
             pid: cred.pid,
             privileged: cred.privileged,
         })
-    }
-
-    pub fn cred(&self) -> PeerCred {
-        PeerCred {
-            uid: self.uid,
-            gid: self.gid,
-            pid: self.pid,
-            privileged: self.privileged,
-        }
     }
 }

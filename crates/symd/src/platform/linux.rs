@@ -46,13 +46,75 @@ fn is_privileged_uid(uid: u32) -> bool {
     uid == 0
 }
 
-/// Owner of `/proc/PID`: the kernel makes it root for a process that is not dumpable
-/// (it changed credentials), which ptrace refuses to anyone but a privileged caller.
-pub fn proc_owner(pid: u32) -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}"))
-        .ok()
-        .map(|m| m.uid())
+/// In the access checker, before it answers anything: become exactly `uid`/`gid`
+/// (supplementary groups: just `gid`), with no capabilities and no way to regain any.
+/// From root, `setresuid` to a non-zero uid clears the permitted, effective and
+/// ambient sets; the caller then checks with [`held_privileges`](super::held_privileges)
+/// that it really holds nothing (a daemon not running as root, or uid 0 asked for,
+/// would keep some: the checker refuses to run then).
+pub fn drop_to_user(uid: u32, gid: u32) -> Result<(), String> {
+    let os = |what: &str| format!("{what}: {}", io::Error::last_os_error());
+    // SAFETY: plain syscalls on this single-threaded process's credentials.
+    unsafe {
+        if libc::setgroups(1, &gid) != 0 {
+            return Err(os("setgroups"));
+        }
+        if libc::setresgid(gid, gid, gid) != 0 {
+            return Err(os("setresgid"));
+        }
+        if libc::setresuid(uid, uid, uid) != 0 {
+            return Err(os("setresuid"));
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(os("prctl(PR_SET_NO_NEW_PRIVS)"));
+        }
+    }
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY: three valid out-pointers each time.
+    unsafe { libc::getresuid(&mut r, &mut e, &mut s) };
+    if (r, e, s) != (uid, uid, uid) {
+        return Err(format!("uids are {r}/{e}/{s} after setresuid({uid})"));
+    }
+    unsafe { libc::getresgid(&mut r, &mut e, &mut s) };
+    if (r, e, s) != (gid, gid, gid) {
+        return Err(format!("gids are {r}/{e}/{s} after setresgid({gid})"));
+    }
+    Ok(())
+}
+
+/// Non-zero capability sets of this process (`CapPrm`, `CapEff`, `CapAmb` of
+/// `/proc/self/status`); an unreadable file counts as holding something.
+pub(super) fn held_privileges_impl() -> Vec<(String, String)> {
+    let status = match std::fs::read_to_string("/proc/self/status") {
+        Ok(s) => s,
+        Err(e) => return vec![("/proc/self/status".into(), e.to_string())],
+    };
+    let mut held = Vec::new();
+    for name in ["CapPrm", "CapEff", "CapAmb"] {
+        let v = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim);
+        match v.map(|v| u64::from_str_radix(v, 16)) {
+            Some(Ok(0)) => {}
+            // (CapAmb is absent before Linux 4.3: nothing held there)
+            None if name == "CapAmb" => {}
+            _ => held.push((name.to_string(), v.unwrap_or("missing").to_string())),
+        }
+    }
+    held
+}
+
+/// What the client's direct read would ask of the kernel, made by the checker as the
+/// client: opening `/proc/PID/mem` runs `ptrace_may_access` in ATTACH mode (uids,
+/// gids, dumpable, capability subset, user namespaces, Yama, LSMs); `environ` runs it
+/// in READ mode. The file is closed at once, nothing is read.
+pub fn open_as_client(pid: u32, mode: super::CheckMode) -> io::Result<()> {
+    let what = match mode {
+        super::CheckMode::Attach => "mem",
+        super::CheckMode::Read => "environ",
+    };
+    std::fs::File::open(format!("/proc/{pid}/{what}")).map(drop)
 }
 
 /// A process held by a pidfd (Linux 5.3+): whether it exited is one `poll`, not a

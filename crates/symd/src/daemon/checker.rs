@@ -1,0 +1,422 @@
+//! Access checkers: the kernel decides what a non-root client may read.
+//!
+//! The daemon reads every process with its own privileges, so for a client that is
+//! not privileged it first asks a checker: a process running with exactly the
+//! client's uid and gid and no privileges (the daemon's own binary, exec'd as
+//! `pystackd __access-check UID GID`, never a fork of the multi-threaded daemon). For
+//! each pid the checker opens what the client's own direct read would open
+//! (`/proc/PID/mem` on Linux, `/proc/PID/as` on illumos) and reports the kernel's
+//! answer: allowed, denied, or no such process (which is also what a process hidden
+//! from that user by `hidepid=2` looks like). With Yama `ptrace_scope` = 1 it opens
+//! `/proc/PID/environ` (READ mode) instead and the daemon adds Yama's ancestry rule:
+//! the only part of the decision written by hand.
+//!
+//! One checker per client uid, at most `max_access_checkers` (least recently used
+//! ones are ended), ended after [`IDLE`] without use; a dead one is respawned, one that
+//! does not answer within [`QUERY_TIMEOUT`] is killed. Answers are cached for [`TTL`]
+//! per (uid, pid, start time, mode).
+//!
+//! Line protocol on the checker's stdin/stdout: it first writes `ok` (or `fail REASON`
+//! and exits); then for each `attach PID` / `read PID` it answers `allowed`, `denied`,
+//! `gone` or `error REASON`. Stdin closing ends it.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, Read, Write};
+use std::os::fd::AsRawFd;
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use crate::platform::{self, Access, CheckMode};
+
+/// How long an answer is reused (per uid, pid, start time and mode).
+pub const TTL: Duration = Duration::from_secs(1);
+/// A checker unused for this long is ended.
+pub const IDLE: Duration = Duration::from_secs(60);
+/// A checker must answer a query within this.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// A new checker must be ready within this (exec, credential change).
+pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most cached answers.
+const MAX_ANSWERS: usize = 16384;
+
+/// The hidden subcommand that runs a checker.
+pub const SUBCOMMAND: &str = "__access-check";
+
+/// Why no answer could be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    /// The checker could not be set up as that user (e.g. the daemon lacks the
+    /// privilege to change uid): the daemon cannot serve this uid at all.
+    #[error("the daemon cannot check access as uid {uid}: {reason}")]
+    Unavailable { uid: u32, reason: String },
+    /// It died or did not answer in time (it was killed; the next request respawns it).
+    #[error("the access check as uid {uid} failed: {reason}; retry")]
+    Failed { uid: u32, reason: String },
+}
+
+/// A running checker process: ended (killed and reaped) on drop.
+struct Proc {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    /// Bytes read past the last line.
+    pending: Vec<u8>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn spawn(uid: u32, gid: u32) -> Result<Proc, CheckError> {
+        let unavailable = |reason: String| CheckError::Unavailable { uid, reason };
+        // `/proc/self/exe`: this very binary, even if the file was replaced since.
+        #[cfg(target_os = "linux")]
+        let exe = std::path::PathBuf::from("/proc/self/exe");
+        #[cfg(not(target_os = "linux"))]
+        let exe = std::env::current_exe().map_err(|e| unavailable(format!("own path: {e}")))?;
+        let mut child = Command::new(exe)
+            .arg(SUBCOMMAND)
+            .arg(uid.to_string())
+            .arg(gid.to_string())
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            // its complaints land in the daemon's log
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| unavailable(format!("starting a checker: {e}")))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(unavailable("checker without pipes".into()));
+        };
+        let mut p = Proc {
+            child,
+            stdin,
+            stdout,
+            pending: Vec::new(),
+        };
+        match p.read_line(SPAWN_TIMEOUT) {
+            Ok(l) if l == "ok" => Ok(p),
+            Ok(l) => Err(unavailable(
+                l.strip_prefix("fail ").unwrap_or(&l).to_string(),
+            )),
+            Err(e) => Err(unavailable(format!("checker did not start: {e}"))),
+        }
+    }
+
+    fn ask(&mut self, pid: u32, mode: CheckMode) -> io::Result<Access> {
+        let verb = match mode {
+            CheckMode::Attach => "attach",
+            CheckMode::Read => "read",
+        };
+        // a few bytes into an empty pipe: never blocks
+        writeln!(self.stdin, "{verb} {pid}")?;
+        let line = self.read_line(QUERY_TIMEOUT)?;
+        match line.as_str() {
+            "allowed" => Ok(Access::Allowed),
+            "denied" => Ok(Access::Denied),
+            "gone" => Ok(Access::NoSuchProcess),
+            other => Err(io::Error::other(format!(
+                "checker: {}",
+                other.strip_prefix("error ").unwrap_or(other)
+            ))),
+        }
+    }
+
+    /// One line of the checker's output, waiting at most `limit` in all.
+    fn read_line(&mut self, limit: Duration) -> io::Result<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=i).collect();
+                return Ok(String::from_utf8_lossy(&line[..i]).into_owned());
+            }
+            if self.pending.len() > 4096 {
+                return Err(io::Error::other("checker wrote an overlong line"));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {limit:?}"),
+                ));
+            }
+            let mut p = libc::pollfd {
+                fd: self.stdout.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut p, 1, ms) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                continue;
+            }
+            let mut buf = [0u8; 256];
+            match self.stdout.read(&mut buf) {
+                Ok(0) => return Err(io::Error::other("checker exited")),
+                Ok(k) => self.pending.extend_from_slice(&buf[..k]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The checker of one uid (its process is started on first use and after a failure).
+struct Slot {
+    gid: u32,
+    proc: Mutex<Option<Proc>>,
+    last_used: Mutex<Instant>,
+}
+
+impl Slot {
+    fn touch(&self) {
+        *lock(&self.last_used) = Instant::now();
+    }
+    fn last_used(&self) -> Instant {
+        *lock(&self.last_used)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // short critical sections that cannot leave the data half-changed
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+type AnswerKey = (u32, u32, u64, CheckMode);
+
+/// The daemon's checkers and their recent answers.
+#[derive(Default)]
+pub struct Checkers {
+    slots: Mutex<HashMap<u32, Arc<Slot>>>,
+    answers: Mutex<HashMap<AnswerKey, (Instant, Access)>>,
+}
+
+impl Checkers {
+    /// The kernel's answer for `uid`/`gid` opening process `pid` (which started at
+    /// `start_time`) in `mode`; `max` bounds the number of checkers.
+    pub fn check(
+        &self,
+        uid: u32,
+        gid: u32,
+        pid: u32,
+        start_time: u64,
+        mode: CheckMode,
+        max: usize,
+    ) -> Result<Access, CheckError> {
+        let key = (uid, pid, start_time, mode);
+        if let Some(&(at, a)) = lock(&self.answers).get(&key) {
+            if at.elapsed() < TTL {
+                return Ok(a);
+            }
+        }
+        let answer = self.ask(uid, gid, pid, mode, max)?;
+        let mut answers = lock(&self.answers);
+        if answers.len() >= MAX_ANSWERS {
+            answers.retain(|_, (at, _)| at.elapsed() < TTL);
+            if answers.len() >= MAX_ANSWERS {
+                answers.clear();
+            }
+        }
+        answers.insert(key, (Instant::now(), answer));
+        Ok(answer)
+    }
+
+    /// The cached answer, if fresh (lets callers on async workers avoid the checker).
+    pub fn cached(&self, uid: u32, pid: u32, start_time: u64, mode: CheckMode) -> Option<Access> {
+        lock(&self.answers)
+            .get(&(uid, pid, start_time, mode))
+            .filter(|(at, _)| at.elapsed() < TTL)
+            .map(|&(_, a)| a)
+    }
+
+    fn slot(&self, uid: u32, gid: u32, max: usize) -> Arc<Slot> {
+        let mut slots = lock(&self.slots);
+        if let Some(s) = slots.get(&uid).filter(|s| s.gid == gid) {
+            s.touch();
+            return s.clone();
+        }
+        // over the cap: end the least recently used (a query running on it finishes)
+        while slots.len() >= max.max(1) {
+            let Some(oldest) = slots
+                .iter()
+                .min_by_key(|(_, s)| s.last_used())
+                .map(|(&u, _)| u)
+            else {
+                break;
+            };
+            debug!(
+                uid = oldest,
+                "ending the least recently used access checker"
+            );
+            slots.remove(&oldest);
+        }
+        let s = Arc::new(Slot {
+            gid,
+            proc: Mutex::new(None),
+            last_used: Mutex::new(Instant::now()),
+        });
+        slots.insert(uid, s.clone());
+        s
+    }
+
+    fn ask(
+        &self,
+        uid: u32,
+        gid: u32,
+        pid: u32,
+        mode: CheckMode,
+        max: usize,
+    ) -> Result<Access, CheckError> {
+        let slot = self.slot(uid, gid, max);
+        // one query at a time per checker; a hung one holds this at most QUERY_TIMEOUT
+        let mut proc = lock(&slot.proc);
+        let fresh = proc.is_none();
+        if fresh {
+            *proc = Some(Proc::spawn(uid, gid).inspect_err(|e| warn!("{e}"))?);
+            info!(uid, gid, "access checker started");
+        }
+        let p = proc.as_mut().expect("just set");
+        let first = p.ask(pid, mode);
+        let result = match first {
+            Ok(a) => Ok(a),
+            // a checker that died since its last answer (idle-killed, killed by its
+            // user): once more with a new one; a timeout is not retried
+            Err(e) if !fresh && e.kind() != io::ErrorKind::TimedOut => {
+                debug!(uid, "access checker lost ({e}); starting another");
+                *proc = None;
+                let mut p = Proc::spawn(uid, gid).inspect_err(|e| warn!("{e}"))?;
+                let r = p.ask(pid, mode);
+                *proc = Some(p);
+                r
+            }
+            Err(e) => Err(e),
+        };
+        slot.touch();
+        result.map_err(|e| {
+            warn!(uid, "access checker failed: {e}; ending it");
+            *proc = None;
+            CheckError::Failed {
+                uid,
+                reason: e.to_string(),
+            }
+        })
+    }
+
+    /// End checkers idle for `idle` (not one answering right now).
+    pub fn reap_idle(&self, idle: Duration) {
+        let mut slots = lock(&self.slots);
+        slots.retain(|uid, s| {
+            let keep = s.last_used().elapsed() < idle || s.proc.try_lock().is_err();
+            if !keep {
+                debug!(uid, "ending an idle access checker");
+            }
+            keep
+        });
+        drop(slots);
+        lock(&self.answers).retain(|_, (at, _)| at.elapsed() < TTL);
+    }
+
+    /// Pids of the running checkers, by uid (tests and status).
+    pub fn running(&self) -> usize {
+        lock(&self.slots)
+            .values()
+            .filter(|s| s.proc.try_lock().map(|p| p.is_some()).unwrap_or(true))
+            .count()
+    }
+}
+
+/// `pystackd __access-check UID GID`: the checker process (see the module docs).
+pub fn child_main(uid: u32, gid: u32) -> ExitCode {
+    let mut out = io::stdout().lock();
+    let fail = |out: &mut io::StdoutLock, why: String| {
+        eprintln!("pystackd access checker for uid {uid}: {why}");
+        let _ = writeln!(out, "fail {why}");
+        let _ = out.flush();
+        ExitCode::from(crate::exit::FAILURE)
+    };
+    if uid == 0 {
+        return fail(&mut out, "refusing to run as uid 0".into());
+    }
+    if let Err(e) = platform::drop_to_user(uid, gid) {
+        return fail(&mut out, e);
+    }
+    let held = platform::held_privileges();
+    if !held.is_empty() {
+        let list: Vec<String> = held.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        return fail(
+            &mut out,
+            format!(
+                "still holds privileges after the switch: {}",
+                list.join(", ")
+            ),
+        );
+    }
+    if writeln!(out, "ok").and_then(|_| out.flush()).is_err() {
+        return ExitCode::from(crate::exit::FAILURE);
+    }
+    let stdin = io::stdin().lock();
+    for line in stdin.lines() {
+        let Ok(line) = line else { break };
+        let answer = match parse_query(&line) {
+            Some((pid, mode)) => match Access::of(platform::open_as_client(pid, mode)) {
+                Ok(Access::Allowed) => "allowed".to_string(),
+                Ok(Access::Denied) => "denied".to_string(),
+                Ok(Access::NoSuchProcess) => "gone".to_string(),
+                Err(e) => format!("error {e}"),
+            },
+            None => format!("error bad query `{}`", line.escape_debug()),
+        };
+        if writeln!(out, "{answer}").and_then(|_| out.flush()).is_err() {
+            break;
+        }
+    }
+    ExitCode::from(crate::exit::OK)
+}
+
+fn parse_query(line: &str) -> Option<(u32, CheckMode)> {
+    let (verb, pid) = line.split_once(' ')?;
+    let mode = match verb {
+        "attach" => CheckMode::Attach,
+        "read" => CheckMode::Read,
+        _ => return None,
+    };
+    Some((pid.parse().ok().filter(|&p| p > 0)?, mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries() {
+        assert_eq!(parse_query("attach 12"), Some((12, CheckMode::Attach)));
+        assert_eq!(parse_query("read 7"), Some((7, CheckMode::Read)));
+        for bad in [
+            "attach 0",
+            "attach -1",
+            "attach",
+            "write 3",
+            "attach 3 4",
+            "",
+        ] {
+            assert_eq!(parse_query(bad), None, "{bad}");
+        }
+    }
+}
