@@ -29,6 +29,8 @@ pub enum Refusal {
     /// No checker can run as the client: refused rather than guessed.
     #[error("{0}")]
     Unavailable(String),
+    #[error("the client runs in another user namespace than the daemon, whose access rules the daemon does not reproduce; read it with `pystackd stack --no-daemon`")]
+    ForeignUserNamespace,
 }
 
 /// The access decision for one request.
@@ -55,6 +57,9 @@ pub fn check(
     if peer.privileged {
         return Outcome::Allowed;
     }
+    if let Some(refused) = foreign(peer, pid) {
+        return refused;
+    }
     let scope = platform::ptrace_scope();
     let answer = checkers.check(
         peer.uid,
@@ -78,10 +83,24 @@ pub fn check_cached(
     if peer.privileged {
         return Some(Outcome::Allowed);
     }
+    if let Some(refused) = foreign(peer, pid) {
+        return Some(refused);
+    }
     let scope = platform::ptrace_scope();
     let a = checkers.cached(peer.uid, pid, start_time, mode_for(scope))?;
     Some(decide(peer, pid, Ok(a), scope, || {
         descends_from_client(peer, pid)
+    }))
+}
+
+/// A client in another user namespace: the kernel would judge its reads against
+/// that namespace too (a process outside it is refused to it even with matching
+/// uids), which a checker in the daemon's namespace does not reproduce. Refused.
+fn foreign(peer: &PeerCredentials, pid: u32) -> Option<Outcome> {
+    peer.foreign_userns.then_some(Outcome::Denied(Denied {
+        client_uid: peer.uid,
+        pid,
+        reason: Refusal::ForeignUserNamespace,
     }))
 }
 
@@ -136,6 +155,7 @@ mod tests {
         gid: 100,
         pid: Some(5),
         privileged: false,
+        foreign_userns: false,
     };
 
     #[test]
@@ -215,10 +235,22 @@ mod tests {
             gid: 0,
             pid: None,
             privileged: true,
+            foreign_userns: false,
         };
         // an empty pool would have to spawn for anyone else
         let c = Checkers::default();
         assert_eq!(check(&c, 1, &root, 1, 0), Outcome::Allowed);
+        assert_eq!(c.running(), 0);
+        // nor does a client of another user namespace: refused outright
+        let foreign = PeerCredentials {
+            foreign_userns: true,
+            ..PEER
+        };
+        let o = check(&c, 1, &foreign, 1, 0);
+        assert!(
+            matches!(&o, Outcome::Denied(d) if d.reason == Refusal::ForeignUserNamespace),
+            "{o:?}"
+        );
         assert_eq!(c.running(), 0);
     }
 }

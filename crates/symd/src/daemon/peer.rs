@@ -19,6 +19,9 @@ pub struct PeerCredentials {
     /// daemon's user namespace), on illumos `proc_owner` in the effective set of the
     /// ucred taken at connect time.
     pub privileged: bool,
+    /// In another user namespace than the daemon (Linux): refused, see
+    /// `platform::PeerCred::foreign_userns`.
+    pub foreign_userns: bool,
 }
 
 impl PeerCredentials {
@@ -29,6 +32,7 @@ impl PeerCredentials {
             gid: cred.gid,
             pid: cred.pid,
             privileged: cred.privileged,
+            foreign_userns: cred.foreign_userns,
         })
     }
 }

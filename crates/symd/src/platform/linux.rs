@@ -27,12 +27,81 @@ pub fn peer_credentials(fd: RawFd) -> io::Result<PeerCred> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
+    let pid = u32::try_from(uc.pid).ok().filter(|&p| p > 0);
+    let foreign_userns = match (pid, own_user_namespace()) {
+        (Some(p), Some(own)) => peer_user_namespace(fd, p) != Some(own),
+        // a peer in another pid namespace (pid 0) is judged by its uid alone
+        _ => false,
+    };
     Ok(PeerCred {
         uid: uc.uid,
         gid: uc.gid,
-        pid: u32::try_from(uc.pid).ok().filter(|&p| p > 0),
-        privileged: is_privileged_uid(uc.uid),
+        pid,
+        privileged: is_privileged_uid(uc.uid) && !foreign_userns,
+        foreign_userns,
     })
+}
+
+/// `SO_PEERPIDFD` (Linux 6.5+) on the architectures where it is 77.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "loongarch64",
+    target_arch = "s390x"
+))]
+const SO_PEERPIDFD: Option<libc::c_int> = Some(77);
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "loongarch64",
+    target_arch = "s390x"
+)))]
+const SO_PEERPIDFD: Option<libc::c_int> = None;
+
+fn ns_identity(path: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn own_user_namespace() -> Option<(u64, u64)> {
+    ns_identity("/proc/self/ns/user")
+}
+
+/// The user namespace of the peer process `pid`, read through `/proc/PID/ns/user`.
+/// With `SO_PEERPIDFD` the pid is known to be the peer's own while its pidfd shows
+/// it running after the read (a pid is not reused before its process is reaped);
+/// without (older kernels), a peer that exited right after connecting could have
+/// its pid reused in between (then it is most likely judged foreign: refused).
+fn peer_user_namespace(fd: RawFd, pid: u32) -> Option<(u64, u64)> {
+    use std::os::fd::FromRawFd;
+    let pidfd = SO_PEERPIDFD.and_then(|opt| {
+        let mut pfd: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `pfd` and `len` are valid for writes of the sizes passed.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&mut pfd as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        // SAFETY: a fresh descriptor that nothing else owns.
+        (rc == 0 && pfd >= 0)
+            .then(|| ProcessHandle(unsafe { std::os::fd::OwnedFd::from_raw_fd(pfd) }))
+    });
+    let ns = ns_identity(&format!("/proc/{pid}/ns/user"))?;
+    match pidfd {
+        Some(h) if h.exited() => None,
+        _ => Some(ns),
+    }
 }
 
 /// Privilege is decided from the credentials the kernel captured at connect time

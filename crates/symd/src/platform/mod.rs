@@ -26,6 +26,11 @@ pub struct PeerCred {
     /// May inspect any process, decided from these same connect-time credentials
     /// (Linux: uid 0; illumos: `proc_owner` in the ucred's effective set).
     pub privileged: bool,
+    /// Linux: the peer runs in another user namespace than the daemon (`unshare -U`,
+    /// rootless containers). The kernel then also applies namespace rules to the
+    /// peer's own reads that a checker in the daemon's namespace would not meet, so
+    /// such a peer is refused (see docs/service.md). Always false on illumos.
+    pub foreign_userns: bool,
 }
 
 /// Name of the socket inside the run directory.
@@ -136,6 +141,7 @@ mod tests {
         assert_eq!(peer.pid, Some(std::process::id()));
         #[cfg(target_os = "linux")]
         assert_eq!(peer.privileged, uid == 0);
+        assert!(!peer.foreign_userns);
     }
 
     #[cfg(target_os = "linux")]
