@@ -41,6 +41,10 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most cached answers.
 const MAX_ANSWERS: usize = 16384;
+/// A uid no checker could be started for is refused for this long without trying
+/// again (a daemon without the privilege to change uids would otherwise start a
+/// process for every request).
+const RETRY_UNAVAILABLE: Duration = Duration::from_secs(5);
 
 /// The hidden subcommand that runs a checker.
 pub const SUBCOMMAND: &str = "__access-check";
@@ -183,6 +187,8 @@ struct Slot {
     gid: u32,
     proc: Mutex<Option<Proc>>,
     last_used: Mutex<Instant>,
+    /// The last failure to start one, and when.
+    unavailable: Mutex<Option<(Instant, CheckError)>>,
 }
 
 impl Slot {
@@ -247,6 +253,14 @@ impl Checkers {
     }
 
     fn slot(&self, uid: u32, gid: u32, max: usize) -> Arc<Slot> {
+        let mut ended = Vec::new();
+        let s = self.slot_locked(uid, gid, max, &mut ended);
+        // (ending a checker waits for it: not under the lock)
+        drop(ended);
+        s
+    }
+
+    fn slot_locked(&self, uid: u32, gid: u32, max: usize, ended: &mut Vec<Arc<Slot>>) -> Arc<Slot> {
         let mut slots = lock(&self.slots);
         if let Some(s) = slots.get(&uid).filter(|s| s.gid == gid) {
             s.touch();
@@ -265,15 +279,39 @@ impl Checkers {
                 uid = oldest,
                 "ending the least recently used access checker"
             );
-            slots.remove(&oldest);
+            ended.extend(slots.remove(&oldest));
         }
         let s = Arc::new(Slot {
             gid,
             proc: Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
+            unavailable: Mutex::new(None),
         });
-        slots.insert(uid, s.clone());
+        // (a slot of the uid under another gid is replaced)
+        ended.extend(slots.insert(uid, s.clone()));
         s
+    }
+
+    /// A new checker for `slot`, or the reason none could be started (remembered
+    /// for [`RETRY_UNAVAILABLE`]).
+    fn spawn(slot: &Slot, uid: u32) -> Result<Proc, CheckError> {
+        if let Some((at, e)) = &*lock(&slot.unavailable) {
+            if at.elapsed() < RETRY_UNAVAILABLE {
+                return Err(e.clone());
+            }
+        }
+        let r = Proc::spawn(uid, slot.gid);
+        match &r {
+            Ok(_) => {
+                info!(uid, gid = slot.gid, "access checker started");
+                *lock(&slot.unavailable) = None;
+            }
+            Err(e) => {
+                warn!("{e}");
+                *lock(&slot.unavailable) = Some((Instant::now(), e.clone()));
+            }
+        }
+        r
     }
 
     fn ask(
@@ -289,8 +327,7 @@ impl Checkers {
         let mut proc = lock(&slot.proc);
         let fresh = proc.is_none();
         if fresh {
-            *proc = Some(Proc::spawn(uid, gid).inspect_err(|e| warn!("{e}"))?);
-            info!(uid, gid, "access checker started");
+            *proc = Some(Self::spawn(&slot, uid)?);
         }
         let p = proc.as_mut().expect("just set");
         let first = p.ask(pid, mode);
@@ -301,7 +338,7 @@ impl Checkers {
             Err(e) if !fresh && e.kind() != io::ErrorKind::TimedOut => {
                 debug!(uid, "access checker lost ({e}); starting another");
                 *proc = None;
-                let mut p = Proc::spawn(uid, gid).inspect_err(|e| warn!("{e}"))?;
+                let mut p = Self::spawn(&slot, uid)?;
                 let r = p.ask(pid, mode);
                 *proc = Some(p);
                 r
@@ -322,18 +359,25 @@ impl Checkers {
     /// End checkers idle for `idle` (not one answering right now).
     pub fn reap_idle(&self, idle: Duration) {
         let mut slots = lock(&self.slots);
-        slots.retain(|uid, s| {
-            let keep = s.last_used().elapsed() < idle || s.proc.try_lock().is_err();
-            if !keep {
-                debug!(uid, "ending an idle access checker");
-            }
-            keep
-        });
+        let idle_uids: Vec<u32> = slots
+            .iter()
+            .filter(|(_, s)| s.last_used().elapsed() >= idle && s.proc.try_lock().is_ok())
+            .map(|(&u, _)| u)
+            .collect();
+        let ended: Vec<_> = idle_uids
+            .into_iter()
+            .filter_map(|u| {
+                debug!(uid = u, "ending an idle access checker");
+                slots.remove(&u)
+            })
+            .collect();
         drop(slots);
+        // (ending a checker waits for it: not under the lock)
+        drop(ended);
         lock(&self.answers).retain(|_, (at, _)| at.elapsed() < TTL);
     }
 
-    /// Pids of the running checkers, by uid (tests and status).
+    /// How many checkers are running (`status`).
     pub fn running(&self) -> usize {
         lock(&self.slots)
             .values()
