@@ -209,6 +209,12 @@ fn daemon_as_unprivileged_user_with_cap_sys_ptrace() {
         err.contains(&format!("uid {OTHER_UID} may not inspect process {pid}")),
         "{err}"
     );
+    // refused because the daemon cannot run its access check as that uid (it may
+    // not change uids), and it says so rather than guessing
+    assert!(
+        err.contains(&format!("cannot check access as uid {OTHER_UID}")),
+        "{err}"
+    );
     let out = client(&d, OTHER_UID, OTHER_UID, &["list", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["processes"], json!([]), "{v}");

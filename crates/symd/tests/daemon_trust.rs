@@ -723,3 +723,54 @@ print(json.dumps({"cold": cold, "warm_median": warm, "uncached_median": sorted(u
     );
     assert!(cold > warm, "cold {cold} warm {warm}");
 }
+
+/// A pid reused by another user's process right after the client was served the old
+/// one (within the second answers are reused) is judged afresh: answers are keyed by
+/// the process's start time too. The pid is reused on purpose through
+/// `/proc/sys/kernel/ns_last_pid`; skipped when other processes keep taking it.
+#[test]
+fn a_reused_pid_is_judged_afresh() {
+    let Some((a, _b)) = users("pid_reuse") else {
+        return;
+    };
+    if std::fs::metadata("/proc/sys/kernel/ns_last_pid").is_err() {
+        eprintln!("SKIP a_reused_pid_is_judged_afresh: no /proc/sys/kernel/ns_last_pid");
+        return;
+    }
+    let d = Daemon::start(None);
+    let stack = |pid: u32| -> Output {
+        a.run(BIN)
+            .args(["stack", &pid.to_string(), "--socket"])
+            .arg(&d.socket)
+            .env("PYSTACKD_CLIENT_TIMEOUT", "10")
+            .output()
+            .unwrap()
+    };
+    for attempt in 0..20 {
+        let mut own = Py::start(a.run(PYTHON), "", "");
+        let pid = own.pid();
+        let out = stack(pid);
+        assert!(out.status.success(), "{out:?}");
+        let _ = own.child.kill();
+        let _ = own.child.wait();
+        // the next process forked gets `pid` unless another one takes it first
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+        let roots = Py::start(Command::new(PYTHON), "", "");
+        if roots.pid() != pid {
+            eprintln!("attempt {attempt}: pid {pid} was taken by another process; again");
+            continue;
+        }
+        // well within the second the old answer is kept
+        let out = stack(pid);
+        assert_eq!(out.status.code(), Some(5), "{out:?}");
+        let direct = a
+            .run(BIN)
+            .args(["stack", "--no-daemon", &pid.to_string()])
+            .output()
+            .unwrap();
+        assert_eq!(direct.status.code(), Some(5), "{direct:?}");
+        eprintln!("pid {pid} reused by root: refused as the kernel refuses it");
+        return;
+    }
+    eprintln!("SKIP a_reused_pid_is_judged_afresh: could not get a pid reused in 20 tries");
+}
