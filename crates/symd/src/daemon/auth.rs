@@ -87,7 +87,7 @@ pub fn check_cached(
         return Some(refused);
     }
     let scope = platform::ptrace_scope();
-    let a = checkers.cached(peer.uid, pid, start_time, mode_for(scope))?;
+    let a = checkers.cached(peer.uid, peer.gid, pid, start_time, mode_for(scope))?;
     Some(decide(peer, pid, Ok(a), scope, || {
         descends_from_client(peer, pid)
     }))

@@ -116,7 +116,9 @@ impl Proc {
         }
     }
 
-    fn ask(&mut self, pid: u32, mode: CheckMode) -> io::Result<Access> {
+    /// The checker's answer; `Ok(Err(_))` when it reported an error of the open
+    /// other than a refusal or absence (it is fine, the query failed).
+    fn ask(&mut self, pid: u32, mode: CheckMode) -> io::Result<Result<Access, String>> {
         let verb = match mode {
             CheckMode::Attach => "attach",
             CheckMode::Read => "read",
@@ -125,13 +127,16 @@ impl Proc {
         writeln!(self.stdin, "{verb} {pid}")?;
         let line = self.read_line(QUERY_TIMEOUT)?;
         match line.as_str() {
-            "allowed" => Ok(Access::Allowed),
-            "denied" => Ok(Access::Denied),
-            "gone" => Ok(Access::NoSuchProcess),
-            other => Err(io::Error::other(format!(
-                "checker: {}",
-                other.strip_prefix("error ").unwrap_or(other)
-            ))),
+            "allowed" => Ok(Ok(Access::Allowed)),
+            "denied" => Ok(Ok(Access::Denied)),
+            "gone" => Ok(Ok(Access::NoSuchProcess)),
+            other => match other.strip_prefix("error ") {
+                Some(e) => Ok(Err(format!("opening the process's memory: {e}"))),
+                None => Err(io::Error::other(format!(
+                    "checker answered `{}`",
+                    other.escape_debug()
+                ))),
+            },
         }
     }
 
@@ -205,7 +210,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-type AnswerKey = (u32, u32, u64, CheckMode);
+/// (uid, gid, pid, start time, mode): the kernel's answer depends on the gid too.
+type AnswerKey = (u32, u32, u32, u64, CheckMode);
 
 /// The daemon's checkers and their recent answers.
 #[derive(Default)]
@@ -226,7 +232,7 @@ impl Checkers {
         mode: CheckMode,
         max: usize,
     ) -> Result<Access, CheckError> {
-        let key = (uid, pid, start_time, mode);
+        let key = (uid, gid, pid, start_time, mode);
         if let Some(&(at, a)) = lock(&self.answers).get(&key) {
             if at.elapsed() < TTL {
                 return Ok(a);
@@ -245,9 +251,16 @@ impl Checkers {
     }
 
     /// The cached answer, if fresh (lets callers on async workers avoid the checker).
-    pub fn cached(&self, uid: u32, pid: u32, start_time: u64, mode: CheckMode) -> Option<Access> {
+    pub fn cached(
+        &self,
+        uid: u32,
+        gid: u32,
+        pid: u32,
+        start_time: u64,
+        mode: CheckMode,
+    ) -> Option<Access> {
         lock(&self.answers)
-            .get(&(uid, pid, start_time, mode))
+            .get(&(uid, gid, pid, start_time, mode))
             .filter(|(at, _)| at.elapsed() < TTL)
             .map(|&(_, a)| a)
     }
@@ -346,14 +359,18 @@ impl Checkers {
             Err(e) => Err(e),
         };
         slot.touch();
-        result.map_err(|e| {
-            warn!(uid, "access checker failed: {e}; ending it");
-            *proc = None;
-            CheckError::Failed {
-                uid,
-                reason: e.to_string(),
+        match result {
+            Ok(Ok(a)) => Ok(a),
+            Ok(Err(reason)) => Err(CheckError::Failed { uid, reason }),
+            Err(e) => {
+                warn!(uid, "access checker failed: {e}; ending it");
+                *proc = None;
+                Err(CheckError::Failed {
+                    uid,
+                    reason: e.to_string(),
+                })
             }
-        })
+        }
     }
 
     /// End checkers idle for `idle` (not one answering right now).
