@@ -118,9 +118,10 @@ fn is_privileged_uid(uid: u32) -> bool {
 /// In the access checker, before it answers anything: become exactly `uid`/`gid`
 /// (supplementary groups: just `gid`), with no capabilities and no way to regain any.
 /// From root, `setresuid` to a non-zero uid clears the permitted, effective and
-/// ambient sets; the caller then checks with [`held_privileges`](super::held_privileges)
-/// that it really holds nothing (a daemon not running as root, or uid 0 asked for,
-/// would keep some: the checker refuses to run then).
+/// ambient sets; a daemon running as another uid with capabilities (systemd's
+/// `DynamicUser=` with `AmbientCapabilities=CAP_SETUID CAP_SETGID ...`) keeps them
+/// across that call, so they are dropped explicitly too. The caller then checks with
+/// [`held_privileges`](super::held_privileges) that it really holds nothing.
 pub fn drop_to_user(uid: u32, gid: u32) -> Result<(), String> {
     let os = |what: &str| format!("{what}: {}", io::Error::last_os_error());
     // SAFETY: plain syscalls on this single-threaded process's credentials.
@@ -137,7 +138,20 @@ pub fn drop_to_user(uid: u32, gid: u32) -> Result<(), String> {
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return Err(os("prctl(PR_SET_NO_NEW_PRIVS)"));
         }
+        // (EINVAL: a kernel before 4.3 has no ambient set)
+        if libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        ) != 0
+            && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
+        {
+            return Err(os("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"));
+        }
     }
+    drop_all_capabilities().map_err(|e| format!("capset: {e}"))?;
     let (mut r, mut e, mut s) = (0, 0, 0);
     // SAFETY: three valid out-pointers each time.
     unsafe { libc::getresuid(&mut r, &mut e, &mut s) };
@@ -147,6 +161,39 @@ pub fn drop_to_user(uid: u32, gid: u32) -> Result<(), String> {
     unsafe { libc::getresgid(&mut r, &mut e, &mut s) };
     if (r, e, s) != (gid, gid, gid) {
         return Err(format!("gids are {r}/{e}/{s} after setresgid({gid})"));
+    }
+    Ok(())
+}
+
+/// Empty the permitted, effective and inheritable sets (always allowed: it only
+/// lowers them). `capset(2)` through the raw syscall: the libc crate has no wrapper.
+fn drop_all_capabilities() -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: a valid v3 header and the two data words v3 reads.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
