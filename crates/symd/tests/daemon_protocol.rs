@@ -426,3 +426,24 @@ fn root_has_a_connection_cap_of_its_own() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     d.connect().ok("version", Value::Null);
 }
+
+#[test]
+fn root_never_gets_more_than_half_of_all_connections() {
+    // the file asks for more than max_connections: half of them it is
+    let d = Daemon::start(Some("max_connections_root = 100\nmax_connections = 4\n"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut open: Vec<Conn> = (0..2).map(|_| d.connect()).collect();
+    for c in &mut open {
+        c.ok("version", Value::Null);
+    }
+    let mut extra = d.connect();
+    let v = extra.recv();
+    assert_eq!(v["error"]["code"], codes::LIMIT_REACHED, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("(2, max_connections_root)"),
+        "{v}"
+    );
+}

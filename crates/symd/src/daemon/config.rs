@@ -24,8 +24,8 @@ pub struct Config {
     /// A connection that completes no request line for this long is closed, and so is
     /// one whose reply cannot be written for this long.
     pub idle_timeout_secs: u64,
-    /// Most connections root may hold open (below `max_connections`, so that root
-    /// alone cannot take them all).
+    /// Most connections root may hold open; never more than half of
+    /// `max_connections`, so that root alone cannot take them all.
     pub max_connections_root: usize,
     /// Most access checkers (one per non-root client uid) running at once.
     pub max_access_checkers: usize,

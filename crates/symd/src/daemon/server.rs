@@ -331,7 +331,12 @@ fn admit(
     };
     admission.uid = Some(peer.uid);
     let (max, key) = if peer.uid == 0 {
-        (config.max_connections_root, "max_connections_root")
+        // never more than half of all, whatever the file says
+        let half = (config.max_connections / 2).max(1);
+        (
+            config.max_connections_root.min(half),
+            "max_connections_root",
+        )
     } else {
         (config.max_connections_per_uid, "max_connections_per_uid")
     };
