@@ -373,7 +373,7 @@ fn daemon_and_direct_read_agree_for_every_kind_of_target() {
             "user-namespace root client",
         );
         // its own process outside the namespace: the kernel refuses that too
-        // (namespace rules); the daemon refuses every client of another namespace
+        // (namespace rules), and so does the checker, which runs in the namespace
         agree(
             &d,
             &a,
@@ -382,6 +382,37 @@ fn daemon_and_direct_read_agree_for_every_kind_of_target() {
             5,
             "user-namespace client, own process outside the namespace",
         );
+        // a process started inside the namespace, by the client as its root there:
+        // the kernel lets the client read it, and the daemon serves it
+        let script = format!(
+            "{PYTHON} -c 'import time; print(\"ready\", flush=True); time.sleep(100)' > \"$0\" &\n\
+             P=$!\n\
+             until [ -s \"$0\" ]; do sleep 0.05; done\n\
+             {BIN} stack --json $P --socket {sock} > /dev/null; echo daemon=$?\n\
+             {BIN} stack --json --no-daemon $P > /dev/null; echo direct=$?\n\
+             grep -E '^(CapEff|Uid)' /proc/$P/status\n\
+             kill $P\n",
+            sock = d.socket.display()
+        );
+        let ready = d.dir.path().join("inner-ready");
+        std::fs::write(&ready, "").unwrap();
+        {
+            use std::os::unix::fs::chown;
+            chown(&ready, Some(a.uid), Some(a.gid)).unwrap();
+        }
+        let out = a
+            .run("unshare")
+            .args(["-U", "-r", "sh", "-c", &script])
+            .arg(&ready)
+            .env("PYSTACKD_CLIENT_TIMEOUT", "10")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("daemon=0") && text.contains("direct=0"),
+            "process inside the client's namespace: {out:?}"
+        );
+        eprintln!("user-namespace client, process inside its namespace: daemon and direct read both exit 0");
     } else {
         eprintln!("SKIP user-namespace case: unshare -U -r not permitted here: {probe:?}");
     }

@@ -3,7 +3,7 @@
 //! that is not privileged the kernel decides, asked by an access checker running as
 //! the client (`super::checker`); this module turns its answer into the daemon's.
 
-use super::checker::{CheckError, Checkers};
+use super::checker::{CheckError, CheckerId, Checkers};
 use super::peer::PeerCredentials;
 use crate::platform::{self, Access, CheckMode};
 
@@ -29,7 +29,7 @@ pub enum Refusal {
     /// No checker can run as the client: refused rather than guessed.
     #[error("{0}")]
     Unavailable(String),
-    #[error("the client runs in another user namespace than the daemon, whose access rules the daemon does not reproduce; read it with `pystackd stack --no-daemon`")]
+    #[error("the client runs in another user namespace than the daemon, which the daemon could not examine; read it with `pystackd stack --no-daemon`")]
     ForeignUserNamespace,
 }
 
@@ -62,8 +62,8 @@ pub fn check(
     }
     let scope = platform::ptrace_scope();
     let answer = checkers.check(
-        peer.uid,
-        peer.gid,
+        checker_of(peer),
+        peer.pid,
         pid,
         start_time,
         mode_for(scope),
@@ -87,17 +87,26 @@ pub fn check_cached(
         return Some(refused);
     }
     let scope = platform::ptrace_scope();
-    let a = checkers.cached(peer.uid, peer.gid, pid, start_time, mode_for(scope))?;
+    let a = checkers.cached(checker_of(peer), pid, start_time, mode_for(scope))?;
     Some(decide(peer, pid, Ok(a), scope, || {
         descends_from_client(peer, pid)
     }))
 }
 
-/// A client in another user namespace: the kernel would judge its reads against
-/// that namespace too (a process outside it is refused to it even with matching
-/// uids), which a checker in the daemon's namespace does not reproduce. Refused.
+/// The checker that answers for `peer`: its ids, and for a client of another user
+/// namespace that namespace (the checker runs inside it: the kernel judges the
+/// client's reads there, refusing it processes outside even with matching uids).
+fn checker_of(peer: &PeerCredentials) -> CheckerId {
+    CheckerId {
+        uid: peer.uid,
+        gid: peer.gid,
+        ns: peer.userns,
+    }
+}
+
+/// A client of another user namespace the daemon could not examine: refused.
 fn foreign(peer: &PeerCredentials, pid: u32) -> Option<Outcome> {
-    peer.foreign_userns.then_some(Outcome::Denied(Denied {
+    (peer.foreign_userns && peer.userns.is_none()).then_some(Outcome::Denied(Denied {
         client_uid: peer.uid,
         pid,
         reason: Refusal::ForeignUserNamespace,
@@ -156,6 +165,7 @@ mod tests {
         pid: Some(5),
         privileged: false,
         foreign_userns: false,
+        userns: None,
     };
 
     #[test]
@@ -236,6 +246,7 @@ mod tests {
             pid: None,
             privileged: true,
             foreign_userns: false,
+            userns: None,
         };
         // an empty pool would have to spawn for anyone else
         let c = Checkers::default();

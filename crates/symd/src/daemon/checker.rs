@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use crate::platform::{self, Access, CheckMode};
+use crate::platform::{self, Access, CheckMode, ForeignNs};
 
 /// How long an answer is reused (per uid, pid, start time and mode).
 pub const TTL: Duration = Duration::from_secs(1);
@@ -78,22 +78,30 @@ impl Drop for Proc {
 }
 
 impl Proc {
-    fn spawn(uid: u32, gid: u32) -> Result<Proc, CheckError> {
+    fn spawn(id: CheckerId, client_pid: Option<u32>) -> Result<Proc, CheckError> {
+        let uid = id.uid;
         let unavailable = |reason: String| CheckError::Unavailable { uid, reason };
         // `/proc/self/exe`: this very binary, even if the file was replaced since.
         #[cfg(target_os = "linux")]
         let exe = std::path::PathBuf::from("/proc/self/exe");
         #[cfg(not(target_os = "linux"))]
         let exe = std::env::current_exe().map_err(|e| unavailable(format!("own path: {e}")))?;
-        let mut child = Command::new(exe)
-            .arg(SUBCOMMAND)
-            .arg(uid.to_string())
-            .arg(gid.to_string())
+        let mut cmd = Command::new(exe);
+        cmd.arg(SUBCOMMAND)
             .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             // its complaints land in the daemon's log
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        // (held open until the child has exec'd)
+        let _ns_file = match id.ns {
+            None => {
+                cmd.arg(id.uid.to_string()).arg(id.gid.to_string());
+                None
+            }
+            Some(ns) => Some(enter_namespace(&mut cmd, ns, client_pid).map_err(unavailable)?),
+        };
+        let mut child = cmd
             .spawn()
             .map_err(|e| unavailable(format!("starting a checker: {e}")))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
@@ -187,9 +195,76 @@ impl Proc {
     }
 }
 
+/// Make `cmd` start inside the client's user namespace `ns` (Linux): the namespace is
+/// opened through the client's pid and checked to be the one it had at connect; the
+/// child drops its supplementary groups (while still the daemon's) and `setns`es into
+/// it before exec, and is told the client's ids and capabilities there.
+#[cfg(target_os = "linux")]
+fn enter_namespace(
+    cmd: &mut Command,
+    ns: ForeignNs,
+    client_pid: Option<u32>,
+) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let pid = client_pid.ok_or("the client's pid is unknown")?;
+    let f = std::fs::File::open(format!("/proc/{pid}/ns/user"))
+        .map_err(|e| format!("the client's user namespace: {e}"))?;
+    let m = f
+        .metadata()
+        .map_err(|e| format!("the client's user namespace: {e}"))?;
+    if (m.dev(), m.ino()) != ns.ns {
+        return Err("the client's user namespace is no longer its pid's".into());
+    }
+    cmd.arg(ns.uid.to_string())
+        .arg(ns.gid.to_string())
+        .arg("--userns")
+        .arg(format!("{:x}:{:x}", ns.cap_eff, ns.cap_prm));
+    let fd = f.as_raw_fd();
+    let (uid, gid) = (ns.uid as libc::c_long, ns.gid as libc::c_long);
+    // The ids change here, before exec: the capabilities `setns` gives last only
+    // until exec unless the process is then the namespace's root (the client's
+    // uid 0 there), and changing ids needs them.
+    // SAFETY: between fork and exec, only async-signal-safe raw syscalls (not
+    // glibc's set*id, which synchronise threads) on an fd that stays open in the
+    // parent until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setns(fd, libc::CLONE_NEWUSER) != 0
+                || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+                || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(f)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn enter_namespace(
+    _cmd: &mut Command,
+    _ns: ForeignNs,
+    _client_pid: Option<u32>,
+) -> Result<std::fs::File, String> {
+    Err("user namespaces are a Linux matter".into())
+}
+
+/// Whom a checker answers for: a client uid and gid, and for a client of another
+/// user namespace (Linux) that namespace with the client's ids and capabilities in
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CheckerId {
+    pub uid: u32,
+    pub gid: u32,
+    pub ns: Option<ForeignNs>,
+}
+
 /// The checker of one uid (its process is started on first use and after a failure).
 struct Slot {
-    gid: u32,
+    id: CheckerId,
     proc: Mutex<Option<Proc>>,
     last_used: Mutex<Instant>,
     /// The last failure to start one, and when.
@@ -210,35 +285,37 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// (uid, gid, pid, start time, mode): the kernel's answer depends on the gid too.
-type AnswerKey = (u32, u32, u32, u64, CheckMode);
+/// (checker, pid, start time, mode): the kernel's answer depends on the gid and the
+/// namespace too.
+type AnswerKey = (CheckerId, u32, u64, CheckMode);
 
 /// The daemon's checkers and their recent answers.
 #[derive(Default)]
 pub struct Checkers {
-    slots: Mutex<HashMap<u32, Arc<Slot>>>,
+    slots: Mutex<HashMap<CheckerId, Arc<Slot>>>,
     answers: Mutex<HashMap<AnswerKey, (Instant, Access)>>,
 }
 
 impl Checkers {
-    /// The kernel's answer for `uid`/`gid` opening process `pid` (which started at
-    /// `start_time`) in `mode`; `max` bounds the number of checkers.
+    /// The kernel's answer for the client `id` (whose pid, if known, is
+    /// `client_pid`) opening process `pid` (which started at `start_time`) in `mode`;
+    /// `max` bounds the number of checkers.
     pub fn check(
         &self,
-        uid: u32,
-        gid: u32,
+        id: CheckerId,
+        client_pid: Option<u32>,
         pid: u32,
         start_time: u64,
         mode: CheckMode,
         max: usize,
     ) -> Result<Access, CheckError> {
-        let key = (uid, gid, pid, start_time, mode);
+        let key = (id, pid, start_time, mode);
         if let Some(&(at, a)) = lock(&self.answers).get(&key) {
             if at.elapsed() < TTL {
                 return Ok(a);
             }
         }
-        let answer = self.ask(uid, gid, pid, mode, max)?;
+        let answer = self.ask(id, client_pid, pid, mode, max)?;
         let mut answers = lock(&self.answers);
         if answers.len() >= MAX_ANSWERS {
             answers.retain(|_, (at, _)| at.elapsed() < TTL);
@@ -253,29 +330,28 @@ impl Checkers {
     /// The cached answer, if fresh (lets callers on async workers avoid the checker).
     pub fn cached(
         &self,
-        uid: u32,
-        gid: u32,
+        id: CheckerId,
         pid: u32,
         start_time: u64,
         mode: CheckMode,
     ) -> Option<Access> {
         lock(&self.answers)
-            .get(&(uid, gid, pid, start_time, mode))
+            .get(&(id, pid, start_time, mode))
             .filter(|(at, _)| at.elapsed() < TTL)
             .map(|&(_, a)| a)
     }
 
-    fn slot(&self, uid: u32, gid: u32, max: usize) -> Arc<Slot> {
+    fn slot(&self, id: CheckerId, max: usize) -> Arc<Slot> {
         let mut ended = Vec::new();
-        let s = self.slot_locked(uid, gid, max, &mut ended);
+        let s = self.slot_locked(id, max, &mut ended);
         // (ending a checker waits for it: not under the lock)
         drop(ended);
         s
     }
 
-    fn slot_locked(&self, uid: u32, gid: u32, max: usize, ended: &mut Vec<Arc<Slot>>) -> Arc<Slot> {
+    fn slot_locked(&self, id: CheckerId, max: usize, ended: &mut Vec<Arc<Slot>>) -> Arc<Slot> {
         let mut slots = lock(&self.slots);
-        if let Some(s) = slots.get(&uid).filter(|s| s.gid == gid) {
+        if let Some(s) = slots.get(&id) {
             s.touch();
             return s.clone();
         }
@@ -289,34 +365,39 @@ impl Checkers {
                 break;
             };
             debug!(
-                uid = oldest,
+                uid = oldest.uid,
                 "ending the least recently used access checker"
             );
             ended.extend(slots.remove(&oldest));
         }
         let s = Arc::new(Slot {
-            gid,
+            id,
             proc: Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
             unavailable: Mutex::new(None),
         });
-        // (a slot of the uid under another gid is replaced)
-        ended.extend(slots.insert(uid, s.clone()));
+        slots.insert(id, s.clone());
         s
     }
 
     /// A new checker for `slot`, or the reason none could be started (remembered
     /// for [`RETRY_UNAVAILABLE`]).
-    fn spawn(slot: &Slot, uid: u32) -> Result<Proc, CheckError> {
+    fn spawn(slot: &Slot, client_pid: Option<u32>) -> Result<Proc, CheckError> {
+        let uid = slot.id.uid;
         if let Some((at, e)) = &*lock(&slot.unavailable) {
             if at.elapsed() < RETRY_UNAVAILABLE {
                 return Err(e.clone());
             }
         }
-        let r = Proc::spawn(uid, slot.gid);
+        let r = Proc::spawn(slot.id, client_pid);
         match &r {
             Ok(_) => {
-                info!(uid, gid = slot.gid, "access checker started");
+                info!(
+                    uid,
+                    gid = slot.id.gid,
+                    userns = slot.id.ns.is_some(),
+                    "access checker started"
+                );
                 *lock(&slot.unavailable) = None;
             }
             Err(e) => {
@@ -329,18 +410,19 @@ impl Checkers {
 
     fn ask(
         &self,
-        uid: u32,
-        gid: u32,
+        id: CheckerId,
+        client_pid: Option<u32>,
         pid: u32,
         mode: CheckMode,
         max: usize,
     ) -> Result<Access, CheckError> {
-        let slot = self.slot(uid, gid, max);
+        let uid = id.uid;
+        let slot = self.slot(id, max);
         // one query at a time per checker; a hung one holds this at most QUERY_TIMEOUT
         let mut proc = lock(&slot.proc);
         let fresh = proc.is_none();
         if fresh {
-            *proc = Some(Self::spawn(&slot, uid)?);
+            *proc = Some(Self::spawn(&slot, client_pid)?);
         }
         let p = proc.as_mut().expect("just set");
         let first = p.ask(pid, mode);
@@ -351,7 +433,7 @@ impl Checkers {
             Err(e) if !fresh && e.kind() != io::ErrorKind::TimedOut => {
                 debug!(uid, "access checker lost ({e}); starting another");
                 *proc = None;
-                let mut p = Self::spawn(&slot, uid)?;
+                let mut p = Self::spawn(&slot, client_pid)?;
                 let r = p.ask(pid, mode);
                 *proc = Some(p);
                 r
@@ -376,7 +458,7 @@ impl Checkers {
     /// End checkers idle for `idle` (not one answering right now).
     pub fn reap_idle(&self, idle: Duration) {
         let mut slots = lock(&self.slots);
-        let idle_uids: Vec<u32> = slots
+        let idle_uids: Vec<CheckerId> = slots
             .iter()
             .filter(|(_, s)| s.last_used().elapsed() >= idle && s.proc.try_lock().is_ok())
             .map(|(&u, _)| u)
@@ -384,7 +466,7 @@ impl Checkers {
         let ended: Vec<_> = idle_uids
             .into_iter()
             .filter_map(|u| {
-                debug!(uid = u, "ending an idle access checker");
+                debug!(uid = u.uid, "ending an idle access checker");
                 slots.remove(&u)
             })
             .collect();
@@ -403,8 +485,11 @@ impl Checkers {
     }
 }
 
-/// `pystackd __access-check UID GID`: the checker process (see the module docs).
-pub fn child_main(uid: u32, gid: u32) -> ExitCode {
+/// `pystackd __access-check UID GID [--userns EFF:PRM]`: the checker process (see
+/// the module docs). With `--userns` it was started inside a client's user
+/// namespace; the ids are the client's there, and it keeps the client's capability
+/// sets there (hexadecimal, as in `/proc/PID/status`).
+pub fn child_main(uid: u32, gid: u32, userns: Option<&str>) -> ExitCode {
     let mut out = io::stdout().lock();
     let fail = |out: &mut io::StdoutLock, why: String| {
         eprintln!("pystackd access checker for uid {uid}: {why}");
@@ -412,19 +497,25 @@ pub fn child_main(uid: u32, gid: u32) -> ExitCode {
         let _ = out.flush();
         ExitCode::from(crate::exit::FAILURE)
     };
-    if uid == 0 {
+    let caps = match userns.map(parse_caps) {
+        None => None,
+        Some(Some(c)) => Some(c),
+        Some(None) => return fail(&mut out, format!("bad --userns `{}`", userns.unwrap_or(""))),
+    };
+    // uid 0 only as root of a client's own namespace, never the daemon's root
+    if uid == 0 && caps.is_none() {
         return fail(&mut out, "refusing to run as uid 0".into());
     }
-    if let Err(e) = platform::drop_to_user(uid, gid) {
+    if let Err(e) = platform::drop_to_user(uid, gid, caps) {
         return fail(&mut out, e);
     }
-    let held = platform::held_privileges();
+    let held = platform::held_privileges(caps.unwrap_or((0, 0)));
     if !held.is_empty() {
         let list: Vec<String> = held.iter().map(|(k, v)| format!("{k} {v}")).collect();
         return fail(
             &mut out,
             format!(
-                "still holds privileges after the switch: {}",
+                "holds other privileges than it may after the switch: {}",
                 list.join(", ")
             ),
         );
@@ -449,6 +540,15 @@ pub fn child_main(uid: u32, gid: u32) -> ExitCode {
         }
     }
     ExitCode::from(crate::exit::OK)
+}
+
+/// `EFF:PRM` in hexadecimal.
+fn parse_caps(s: &str) -> Option<(u64, u64)> {
+    let (e, p) = s.split_once(':')?;
+    Some((
+        u64::from_str_radix(e, 16).ok()?,
+        u64::from_str_radix(p, 16).ok()?,
+    ))
 }
 
 fn parse_query(line: &str) -> Option<(u32, CheckMode)> {

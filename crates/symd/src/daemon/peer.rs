@@ -19,9 +19,11 @@ pub struct PeerCredentials {
     /// daemon's user namespace), on illumos `proc_owner` in the effective set of the
     /// ucred taken at connect time.
     pub privileged: bool,
-    /// In another user namespace than the daemon (Linux): refused, see
+    /// In another user namespace than the daemon (Linux), see
     /// `platform::PeerCred::foreign_userns`.
     pub foreign_userns: bool,
+    /// That namespace, and the client's ids and capabilities in it.
+    pub userns: Option<platform::ForeignNs>,
 }
 
 impl PeerCredentials {
@@ -33,6 +35,7 @@ impl PeerCredentials {
             pid: cred.pid,
             privileged: cred.privileged,
             foreign_userns: cred.foreign_userns,
+            userns: cred.userns,
         })
     }
 }

@@ -73,6 +73,7 @@ pub fn peer_credentials(fd: RawFd) -> io::Result<PeerCred> {
         privileged: has_proc_owner(&uc),
         // zones: the kernel's own check of the checker's open covers them
         foreign_userns: false,
+        userns: None,
     })
 }
 
@@ -159,7 +160,7 @@ impl Drop for PrivSet {
 /// `priv_proc_cred_perm` also wants the target's privileges to be a subset of the
 /// opener's, so an empty set would be refused every ordinary process; `basic` is
 /// what an ordinary user's process holds. Needs `proc_setid` in the daemon.
-pub fn drop_to_user(uid: u32, gid: u32) -> Result<(), String> {
+pub fn drop_to_user(uid: u32, gid: u32, _userns: Option<(u64, u64)>) -> Result<(), String> {
     let os = |what: &str| format!("{what}: {}", io::Error::last_os_error());
     let gid_t = gid as libc::gid_t;
     // SAFETY: plain calls on this single-threaded process's credentials.
@@ -197,7 +198,7 @@ pub fn drop_to_user(uid: u32, gid: u32) -> Result<(), String> {
 }
 
 /// Privilege sets of this process that hold more than `basic`.
-pub(super) fn held_privileges_impl() -> Vec<(String, String)> {
+pub(super) fn held_privileges_impl(_caps: (u64, u64)) -> Vec<(String, String)> {
     let basic = match PrivSet::basic() {
         Ok(b) => b,
         Err(e) => return vec![("basic".into(), e)],

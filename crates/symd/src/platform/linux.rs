@@ -28,10 +28,15 @@ pub fn peer_credentials(fd: RawFd) -> io::Result<PeerCred> {
         return Err(io::Error::last_os_error());
     }
     let pid = u32::try_from(uc.pid).ok().filter(|&p| p > 0);
-    let foreign_userns = match (pid, own_user_namespace()) {
-        (Some(p), Some(own)) => peer_user_namespace(fd, p) != Some(own),
+    let (foreign_userns, userns) = match (pid, own_user_namespace()) {
+        (Some(p), Some(own)) => match peer_user_namespace(fd, p, uc.uid, uc.gid, own) {
+            Ok(None) => (false, None),
+            Ok(Some(ns)) => (true, Some(ns)),
+            // could not tell: judged foreign (and refused, having no namespace)
+            Err(()) => (true, None),
+        },
         // a peer in another pid namespace (pid 0) is judged by its uid alone
-        _ => false,
+        _ => (false, None),
     };
     Ok(PeerCred {
         uid: uc.uid,
@@ -39,6 +44,7 @@ pub fn peer_credentials(fd: RawFd) -> io::Result<PeerCred> {
         pid,
         privileged: is_privileged_uid(uc.uid) && !foreign_userns,
         foreign_userns,
+        userns,
     })
 }
 
@@ -73,12 +79,20 @@ fn own_user_namespace() -> Option<(u64, u64)> {
     ns_identity("/proc/self/ns/user")
 }
 
-/// The user namespace of the peer process `pid`, read through `/proc/PID/ns/user`.
-/// With `SO_PEERPIDFD` the pid is known to be the peer's own while its pidfd shows
-/// it running after the read (a pid is not reused before its process is reaped);
-/// without (older kernels), a peer that exited right after connecting could have
-/// its pid reused in between (then it is most likely judged foreign: refused).
-fn peer_user_namespace(fd: RawFd, pid: u32) -> Option<(u64, u64)> {
+/// The user namespace of the peer process `pid` if it is not `own`, with the peer's
+/// ids in it (its `uid`/`gid` as the daemon sees them, translated through the
+/// namespace's maps) and its capability sets. Read through `/proc/PID`; with
+/// `SO_PEERPIDFD` (Linux 6.5+) the pid is known to be the peer's own as long as its
+/// pidfd shows it running after the reads (a pid is not reused before its process
+/// is reaped); without (older kernels), a peer that exited right after connecting
+/// could have its pid reused in between. `Err` when anything cannot be read.
+fn peer_user_namespace(
+    fd: RawFd,
+    pid: u32,
+    uid: u32,
+    gid: u32,
+    own: (u64, u64),
+) -> Result<Option<super::ForeignNs>, ()> {
     use std::os::fd::FromRawFd;
     let pidfd = SO_PEERPIDFD.and_then(|opt| {
         let mut pfd: libc::c_int = -1;
@@ -97,11 +111,51 @@ fn peer_user_namespace(fd: RawFd, pid: u32) -> Option<(u64, u64)> {
         (rc == 0 && pfd >= 0)
             .then(|| ProcessHandle(unsafe { std::os::fd::OwnedFd::from_raw_fd(pfd) }))
     });
-    let ns = ns_identity(&format!("/proc/{pid}/ns/user"))?;
+    let ns = ns_identity(&format!("/proc/{pid}/ns/user")).ok_or(())?;
+    let result = if ns == own {
+        None
+    } else {
+        let map = |what: &str, id: u32| -> Result<u32, ()> {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/{what}")).map_err(|_| ())?;
+            inner_id(&text, id).ok_or(())
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|_| ())?;
+        let cap = |name: &str| -> Result<u64, ()> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .ok_or(())
+        };
+        Some(super::ForeignNs {
+            ns,
+            uid: map("uid_map", uid)?,
+            gid: map("gid_map", gid)?,
+            cap_eff: cap("CapEff")?,
+            cap_prm: cap("CapPrm")?,
+        })
+    };
+    // still the peer (and still in that namespace) after the reads
+    let still = ns_identity(&format!("/proc/{pid}/ns/user")) == Some(ns);
     match pidfd {
-        Some(h) if h.exited() => None,
-        _ => Some(ns),
+        Some(h) if h.exited() => Err(()),
+        _ if !still => Err(()),
+        _ => Ok(result),
     }
+}
+
+/// The id inside a user namespace of `outer` (an id of the reader's namespace), from
+/// the namespace's `uid_map`/`gid_map` text as read from outside it
+/// (`inside outside count` lines).
+fn inner_id(map: &str, outer: u32) -> Option<u32> {
+    map.lines().find_map(|l| {
+        let mut f = l.split_whitespace().map(|v| v.parse::<u64>().ok());
+        let (inside, outside, count) = (f.next()??, f.next()??, f.next()??);
+        let o = u64::from(outer);
+        (outside <= o && o < outside + count)
+            .then(|| u32::try_from(inside + (o - outside)).ok())
+            .flatten()
+    })
 }
 
 /// Privilege is decided from the credentials the kernel captured at connect time
@@ -120,13 +174,19 @@ fn is_privileged_uid(uid: u32) -> bool {
 /// From root, `setresuid` to a non-zero uid clears the permitted, effective and
 /// ambient sets; a daemon running as another uid with capabilities (systemd's
 /// `DynamicUser=` with `AmbientCapabilities=CAP_SETUID CAP_SETGID ...`) keeps them
-/// across that call, so they are dropped explicitly too. The caller then checks with
-/// [`held_privileges`](super::held_privileges) that it really holds nothing.
-pub fn drop_to_user(uid: u32, gid: u32) -> Result<(), String> {
+/// across that call, so they are set explicitly too. The caller then checks with
+/// [`held_privileges`](super::held_privileges) that it really holds nothing more.
+///
+/// `userns`: the checker was started inside a client's user namespace, its ids set
+/// to the client's there and its supplementary groups emptied before exec (see
+/// `daemon::checker`); `uid`/`gid` are those ids (set again here, which needs no
+/// privilege), and it keeps the client's (effective, permitted) capabilities there
+/// if it has them, as the kernel counts them for the client's own reads.
+pub fn drop_to_user(uid: u32, gid: u32, userns: Option<(u64, u64)>) -> Result<(), String> {
     let os = |what: &str| format!("{what}: {}", io::Error::last_os_error());
     // SAFETY: plain syscalls on this single-threaded process's credentials.
     unsafe {
-        if libc::setgroups(1, &gid) != 0 {
+        if userns.is_none() && libc::setgroups(1, &gid) != 0 {
             return Err(os("setgroups"));
         }
         if libc::setresgid(gid, gid, gid) != 0 {
@@ -151,7 +211,7 @@ pub fn drop_to_user(uid: u32, gid: u32) -> Result<(), String> {
             return Err(os("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"));
         }
     }
-    drop_all_capabilities().map_err(|e| format!("capset: {e}"))?;
+    set_capabilities(userns.unwrap_or((0, 0))).map_err(|e| format!("capset: {e}"))?;
     let (mut r, mut e, mut s) = (0, 0, 0);
     // SAFETY: three valid out-pointers each time.
     unsafe { libc::getresuid(&mut r, &mut e, &mut s) };
@@ -165,9 +225,10 @@ pub fn drop_to_user(uid: u32, gid: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// Empty the permitted, effective and inheritable sets (always allowed: it only
-/// lowers them). `capset(2)` through the raw syscall: the libc crate has no wrapper.
-fn drop_all_capabilities() -> io::Result<()> {
+/// Set the (effective, permitted) capability sets, the inheritable one empty (only
+/// lowering them is allowed, and that is all the checker does). `capset(2)` through
+/// the raw syscall: the libc crate has no wrapper.
+fn set_capabilities((eff, prm): (u64, u64)) -> io::Result<()> {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -185,11 +246,12 @@ fn drop_all_capabilities() -> io::Result<()> {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
     };
-    let data = [Data {
-        effective: 0,
-        permitted: 0,
+    let word = |v: u64, i: u32| (v >> (32 * i)) as u32;
+    let data = [0, 1].map(|i| Data {
+        effective: word(eff, i),
+        permitted: word(prm, i),
         inheritable: 0,
-    }; 2];
+    });
     // SAFETY: a valid v3 header and the two data words v3 reads.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
     if rc != 0 {
@@ -198,21 +260,27 @@ fn drop_all_capabilities() -> io::Result<()> {
     Ok(())
 }
 
-/// Non-zero capability sets of this process (`CapPrm`, `CapEff`, `CapAmb` of
-/// `/proc/self/status`); an unreadable file counts as holding something.
-pub(super) fn held_privileges_impl() -> Vec<(String, String)> {
+/// Capability sets of this process other than `(eff, prm)` expected (`CapEff`,
+/// `CapPrm`; `CapAmb` and `CapInh` must be empty) in `/proc/self/status`; an
+/// unreadable file counts as holding something.
+pub(super) fn held_privileges_impl((eff, prm): (u64, u64)) -> Vec<(String, String)> {
     let status = match std::fs::read_to_string("/proc/self/status") {
         Ok(s) => s,
         Err(e) => return vec![("/proc/self/status".into(), e.to_string())],
     };
     let mut held = Vec::new();
-    for name in ["CapPrm", "CapEff", "CapAmb"] {
+    for (name, want) in [
+        ("CapPrm", prm),
+        ("CapEff", eff),
+        ("CapAmb", 0),
+        ("CapInh", 0),
+    ] {
         let v = status
             .lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
             .map(str::trim);
         match v.map(|v| u64::from_str_radix(v, 16)) {
-            Some(Ok(0)) => {}
+            Some(Ok(got)) if got == want => {}
             // (CapAmb is absent before Linux 4.3: nothing held there)
             None if name == "CapAmb" => {}
             _ => held.push((name.to_string(), v.unwrap_or("missing").to_string())),
@@ -326,4 +394,19 @@ pub fn exe_identity(pid: u32) -> Option<(u64, u64)> {
     std::fs::metadata(format!("/proc/{pid}/exe"))
         .ok()
         .map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_inside_a_namespace() {
+        // unshare -U -r by uid 1000: "0 1000 1"; a rootless container's range
+        let map = "         0       1000          1\n         1     100000      65536\n";
+        assert_eq!(super::inner_id(map, 1000), Some(0));
+        assert_eq!(super::inner_id(map, 100000), Some(1));
+        assert_eq!(super::inner_id(map, 165535), Some(65536));
+        assert_eq!(super::inner_id(map, 165536), None);
+        assert_eq!(super::inner_id(map, 0), None);
+        assert_eq!(super::inner_id("", 5), None);
+    }
 }

@@ -27,10 +27,27 @@ pub struct PeerCred {
     /// (Linux: uid 0; illumos: `proc_owner` in the ucred's effective set).
     pub privileged: bool,
     /// Linux: the peer runs in another user namespace than the daemon (`unshare -U`,
-    /// rootless containers). The kernel then also applies namespace rules to the
-    /// peer's own reads that a checker in the daemon's namespace would not meet, so
-    /// such a peer is refused (see docs/service.md). Always false on illumos.
+    /// rootless containers). The kernel judges the peer's own reads in that
+    /// namespace, so its access checker runs there too (see `userns`). Always false
+    /// on illumos.
     pub foreign_userns: bool,
+    /// With `foreign_userns`: the namespace and the peer's ids and capabilities in
+    /// it, as read at connect; `None` when they could not be told (then refused).
+    pub userns: Option<ForeignNs>,
+}
+
+/// A peer in another user namespace, as it was when it connected (Linux).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ForeignNs {
+    /// Device and inode of the namespace (`/proc/PID/ns/user`).
+    pub ns: (u64, u64),
+    /// The peer's effective uid and gid as seen inside it.
+    pub uid: u32,
+    pub gid: u32,
+    /// Its effective and permitted capability sets (they count in that namespace
+    /// and those below it only).
+    pub cap_eff: u64,
+    pub cap_prm: u64,
 }
 
 /// Name of the socket inside the run directory.
@@ -77,10 +94,11 @@ impl Access {
     }
 }
 
-/// Capability-like state of the calling process that must be empty in a checker,
-/// as `(name, value)` of whatever is not (empty: none).
-pub fn held_privileges() -> Vec<(String, String)> {
-    held_privileges_impl()
+/// Capability-like state of the calling process that differs from what a checker
+/// may hold (`caps`: the effective and permitted sets it must have, Linux; nothing
+/// otherwise), as `(name, value)` of each difference (empty: none).
+pub fn held_privileges(caps: (u64, u64)) -> Vec<(String, String)> {
+    held_privileges_impl(caps)
 }
 
 #[cfg(test)]
