@@ -390,8 +390,11 @@ fn daemon_and_direct_read_agree_for_every_kind_of_target() {
              until [ -s \"$0\" ]; do sleep 0.05; done\n\
              {BIN} stack --json $P --socket {sock} > /dev/null; echo daemon=$?\n\
              {BIN} stack --json --no-daemon $P > /dev/null; echo direct=$?\n\
-             grep -E '^(CapEff|Uid)' /proc/$P/status\n\
-             kill $P\n",
+             kill $P\n\
+             for c in /proc/[0-9]*; do\n\
+               tr '\\0' ' ' < $c/cmdline 2>/dev/null | grep -q '^/proc/self/exe __access-check ' || continue\n\
+               head -c1 $c/environ > /dev/null 2>&1; echo checker-readable=$?\n\
+             done\n",
             sock = d.socket.display()
         );
         let ready = d.dir.path().join("inner-ready");
@@ -412,6 +415,10 @@ fn daemon_and_direct_read_agree_for_every_kind_of_target() {
             text.contains("daemon=0") && text.contains("direct=0"),
             "process inside the client's namespace: {out:?}"
         );
+        // its checker runs in the client's namespace with the client's powers there,
+        // yet the client (root there) cannot read or ptrace it to forge its answers
+        assert!(text.contains("checker-readable=1"), "{out:?}");
+        assert!(!text.contains("checker-readable=0"), "{out:?}");
         eprintln!("user-namespace client, process inside its namespace: daemon and direct read both exit 0");
     } else {
         eprintln!("SKIP user-namespace case: unshare -U -r not permitted here: {probe:?}");
@@ -578,6 +585,13 @@ fn access_checkers_are_per_uid_bounded_and_replaced() {
     }
     assert_eq!(proc_status(c, "NoNewPrivs"), "1");
     assert_eq!(proc_status(c, "Groups"), a.gid.to_string());
+    // the user cannot read (or ptrace) its own checker: it is not dumpable
+    let peek = a
+        .run("head")
+        .args(["-c1", &format!("/proc/{c}/environ")])
+        .output()
+        .unwrap();
+    assert!(!peek.status.success(), "{peek:?}");
 
     // killed (by its own user, say): the next request starts another
     unsafe { libc::kill(c as i32, libc::SIGKILL) };

@@ -195,10 +195,12 @@ impl Proc {
     }
 }
 
-/// Make `cmd` start inside the client's user namespace `ns` (Linux): the namespace is
-/// opened through the client's pid and checked to be the one it had at connect; the
-/// child drops its supplementary groups (while still the daemon's) and `setns`es into
-/// it before exec, and is told the client's ids and capabilities there.
+/// Make `cmd` a checker for the client's user namespace `ns` (Linux): the namespace
+/// is opened through the client's pid and checked to be the one it had at connect,
+/// and handed to the child as fd [`NS_FD`]; the checker enters it itself after exec
+/// (`platform::drop_to_user`). Not before exec: the process image must belong to
+/// the daemon's namespace, or the client, privileged in its own namespace, could
+/// ptrace the checker and forge its answers.
 #[cfg(target_os = "linux")]
 fn enter_namespace(
     cmd: &mut Command,
@@ -221,20 +223,17 @@ fn enter_namespace(
         .arg("--userns")
         .arg(format!("{:x}:{:x}", ns.cap_eff, ns.cap_prm));
     let fd = f.as_raw_fd();
-    let (uid, gid) = (ns.uid as libc::c_long, ns.gid as libc::c_long);
-    // The ids change here, before exec: the capabilities `setns` gives last only
-    // until exec unless the process is then the namespace's root (the client's
-    // uid 0 there), and changing ids needs them.
-    // SAFETY: between fork and exec, only async-signal-safe raw syscalls (not
-    // glibc's set*id, which synchronise threads) on an fd that stays open in the
-    // parent until spawn returns.
+    // SAFETY: between fork and exec, only async-signal-safe calls on an fd that
+    // stays open in the parent until spawn returns.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setns(fd, libc::CLONE_NEWUSER) != 0
-                || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
-                || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
-            {
+            let r = if fd == platform::NS_FD {
+                // already there: only its close-on-exec flag must go
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, platform::NS_FD)
+            };
+            if r < 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())

@@ -48,6 +48,10 @@ pub fn peer_credentials(fd: RawFd) -> io::Result<PeerCred> {
     })
 }
 
+/// The descriptor on which a checker for a client of another user namespace finds
+/// that namespace (see [`drop_to_user`]).
+pub const NS_FD: libc::c_int = 3;
+
 /// `SO_PEERPIDFD` (Linux 6.5+) on the architectures where it is 77.
 #[cfg(any(
     target_arch = "x86_64",
@@ -177,16 +181,26 @@ fn is_privileged_uid(uid: u32) -> bool {
 /// across that call, so they are set explicitly too. The caller then checks with
 /// [`held_privileges`](super::held_privileges) that it really holds nothing more.
 ///
-/// `userns`: the checker was started inside a client's user namespace, its ids set
-/// to the client's there and its supplementary groups emptied before exec (see
-/// `daemon::checker`); `uid`/`gid` are those ids (set again here, which needs no
-/// privilege), and it keeps the client's (effective, permitted) capabilities there
-/// if it has them, as the kernel counts them for the client's own reads.
+/// `userns`: a checker for a client of another user namespace, which it finds open
+/// as fd [`NS_FD`] and enters first (`setns`, after emptying its supplementary
+/// groups, which that namespace may not let it set); `uid`/`gid` are the client's
+/// ids there, and it keeps the client's (effective, permitted) capabilities there,
+/// as the kernel counts them for the client's own reads. Entering after exec keeps
+/// the process image the daemon's namespace's: the client, privileged in its own,
+/// cannot ptrace the (non-dumpable) checker.
 pub fn drop_to_user(uid: u32, gid: u32, userns: Option<(u64, u64)>) -> Result<(), String> {
     let os = |what: &str| format!("{what}: {}", io::Error::last_os_error());
     // SAFETY: plain syscalls on this single-threaded process's credentials.
     unsafe {
-        if userns.is_none() && libc::setgroups(1, &gid) != 0 {
+        if userns.is_some() {
+            if libc::setgroups(0, std::ptr::null()) != 0 {
+                return Err(os("setgroups"));
+            }
+            if libc::setns(NS_FD, libc::CLONE_NEWUSER) != 0 {
+                return Err(os("setns"));
+            }
+            libc::close(NS_FD);
+        } else if libc::setgroups(1, &gid) != 0 {
             return Err(os("setgroups"));
         }
         if libc::setresgid(gid, gid, gid) != 0 {
@@ -194,6 +208,10 @@ pub fn drop_to_user(uid: u32, gid: u32, userns: Option<(u64, u64)>) -> Result<()
         }
         if libc::setresuid(uid, uid, uid) != 0 {
             return Err(os("setresuid"));
+        }
+        // (a uid change makes it so already; said explicitly, and checked below)
+        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 {
+            return Err(os("prctl(PR_SET_DUMPABLE)"));
         }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return Err(os("prctl(PR_SET_NO_NEW_PRIVS)"));
@@ -209,6 +227,9 @@ pub fn drop_to_user(uid: u32, gid: u32, userns: Option<(u64, u64)>) -> Result<()
             && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
         {
             return Err(os("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"));
+        }
+        if libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) != 0 {
+            return Err("still dumpable".into());
         }
     }
     set_capabilities(userns.unwrap_or((0, 0))).map_err(|e| format!("capset: {e}"))?;
