@@ -197,7 +197,7 @@ impl Proc {
 
 /// Make `cmd` a checker for the client's user namespace `ns` (Linux): the namespace
 /// is opened through the client's pid and checked to be the one it had at connect,
-/// and handed to the child as fd [`NS_FD`]; the checker enters it itself after exec
+/// and handed to the child as an inherited fd; the checker enters it itself after exec
 /// (`platform::drop_to_user`). Not before exec: the process image must belong to
 /// the daemon's namespace, or the client, privileged in its own namespace, could
 /// ptrace the checker and forge its answers.
@@ -218,22 +218,17 @@ fn enter_namespace(
     if (m.dev(), m.ino()) != ns.ns {
         return Err("the client's user namespace is no longer its pid's".into());
     }
+    let fd = f.as_raw_fd();
     cmd.arg(ns.uid.to_string())
         .arg(ns.gid.to_string())
         .arg("--userns")
-        .arg(format!("{:x}:{:x}", ns.cap_eff, ns.cap_prm));
-    let fd = f.as_raw_fd();
-    // SAFETY: between fork and exec, only async-signal-safe calls on an fd that
-    // stays open in the parent until spawn returns.
+        .arg(format!("{fd}:{:x}:{:x}", ns.cap_eff, ns.cap_prm));
+    // SAFETY: between fork and exec, one async-signal-safe call on the child's copy
+    // of an fd that stays open in the parent until spawn returns.
     unsafe {
         cmd.pre_exec(move || {
-            let r = if fd == platform::NS_FD {
-                // already there: only its close-on-exec flag must go
-                libc::fcntl(fd, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, platform::NS_FD)
-            };
-            if r < 0 {
+            // kept across exec (only this one)
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
@@ -484,10 +479,10 @@ impl Checkers {
     }
 }
 
-/// `pystackd __access-check UID GID [--userns EFF:PRM]`: the checker process (see
-/// the module docs). With `--userns` it was started inside a client's user
-/// namespace; the ids are the client's there, and it keeps the client's capability
-/// sets there (hexadecimal, as in `/proc/PID/status`).
+/// `pystackd __access-check UID GID [--userns FD:EFF:PRM]`: the checker process (see
+/// the module docs). With `--userns` it is for a client of another user namespace,
+/// open as FD, which it enters; the ids are the client's there, and it keeps the
+/// client's capability sets there (hexadecimal, as in `/proc/PID/status`).
 pub fn child_main(uid: u32, gid: u32, userns: Option<&str>) -> ExitCode {
     let mut out = io::stdout().lock();
     let fail = |out: &mut io::StdoutLock, why: String| {
@@ -496,16 +491,17 @@ pub fn child_main(uid: u32, gid: u32, userns: Option<&str>) -> ExitCode {
         let _ = out.flush();
         ExitCode::from(crate::exit::FAILURE)
     };
-    let caps = match userns.map(parse_caps) {
+    let ns = match userns.map(parse_userns) {
         None => None,
         Some(Some(c)) => Some(c),
         Some(None) => return fail(&mut out, format!("bad --userns `{}`", userns.unwrap_or(""))),
     };
+    let caps = ns.map(|(_, eff, prm)| (eff, prm));
     // uid 0 only as root of a client's own namespace, never the daemon's root
     if uid == 0 && caps.is_none() {
         return fail(&mut out, "refusing to run as uid 0".into());
     }
-    if let Err(e) = platform::drop_to_user(uid, gid, caps) {
+    if let Err(e) = platform::drop_to_user(uid, gid, ns) {
         return fail(&mut out, e);
     }
     let held = platform::held_privileges(caps.unwrap_or((0, 0)));
@@ -541,13 +537,13 @@ pub fn child_main(uid: u32, gid: u32, userns: Option<&str>) -> ExitCode {
     ExitCode::from(crate::exit::OK)
 }
 
-/// `EFF:PRM` in hexadecimal.
-fn parse_caps(s: &str) -> Option<(u64, u64)> {
-    let (e, p) = s.split_once(':')?;
-    Some((
-        u64::from_str_radix(e, 16).ok()?,
-        u64::from_str_radix(p, 16).ok()?,
-    ))
+/// `FD:EFF:PRM`, the sets in hexadecimal.
+fn parse_userns(s: &str) -> Option<(i32, u64, u64)> {
+    let mut it = s.split(':');
+    let fd = it.next()?.parse().ok().filter(|&f: &i32| f > 2)?;
+    let eff = u64::from_str_radix(it.next()?, 16).ok()?;
+    let prm = u64::from_str_radix(it.next()?, 16).ok()?;
+    it.next().is_none().then_some((fd, eff, prm))
 }
 
 fn parse_query(line: &str) -> Option<(u32, CheckMode)> {

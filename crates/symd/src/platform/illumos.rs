@@ -160,7 +160,11 @@ impl Drop for PrivSet {
 /// `priv_proc_cred_perm` also wants the target's privileges to be a subset of the
 /// opener's, so an empty set would be refused every ordinary process; `basic` is
 /// what an ordinary user's process holds. Needs `proc_setid` in the daemon.
-pub fn drop_to_user(uid: u32, gid: u32, _userns: Option<(u64, u64)>) -> Result<(), String> {
+pub fn drop_to_user(
+    uid: u32,
+    gid: u32,
+    _userns: Option<(libc::c_int, u64, u64)>,
+) -> Result<(), String> {
     let os = |what: &str| format!("{what}: {}", io::Error::last_os_error());
     let gid_t = gid as libc::gid_t;
     // SAFETY: plain calls on this single-threaded process's credentials.

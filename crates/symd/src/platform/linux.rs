@@ -48,10 +48,6 @@ pub fn peer_credentials(fd: RawFd) -> io::Result<PeerCred> {
     })
 }
 
-/// The descriptor on which a checker for a client of another user namespace finds
-/// that namespace (see [`drop_to_user`]).
-pub const NS_FD: libc::c_int = 3;
-
 /// `SO_PEERPIDFD` (Linux 6.5+) on the architectures where it is 77.
 #[cfg(any(
     target_arch = "x86_64",
@@ -181,25 +177,29 @@ fn is_privileged_uid(uid: u32) -> bool {
 /// across that call, so they are set explicitly too. The caller then checks with
 /// [`held_privileges`](super::held_privileges) that it really holds nothing more.
 ///
-/// `userns`: a checker for a client of another user namespace, which it finds open
-/// as fd [`NS_FD`] and enters first (`setns`, after emptying its supplementary
+/// `userns` (fd, effective, permitted): a checker for a client of another user
+/// namespace, which it finds open as that fd and enters first (`setns`, after emptying its supplementary
 /// groups, which that namespace may not let it set); `uid`/`gid` are the client's
 /// ids there, and it keeps the client's (effective, permitted) capabilities there,
 /// as the kernel counts them for the client's own reads. Entering after exec keeps
 /// the process image the daemon's namespace's: the client, privileged in its own,
 /// cannot ptrace the (non-dumpable) checker.
-pub fn drop_to_user(uid: u32, gid: u32, userns: Option<(u64, u64)>) -> Result<(), String> {
+pub fn drop_to_user(
+    uid: u32,
+    gid: u32,
+    userns: Option<(libc::c_int, u64, u64)>,
+) -> Result<(), String> {
     let os = |what: &str| format!("{what}: {}", io::Error::last_os_error());
     // SAFETY: plain syscalls on this single-threaded process's credentials.
     unsafe {
-        if userns.is_some() {
+        if let Some((fd, _, _)) = userns {
             if libc::setgroups(0, std::ptr::null()) != 0 {
                 return Err(os("setgroups"));
             }
-            if libc::setns(NS_FD, libc::CLONE_NEWUSER) != 0 {
+            if libc::setns(fd, libc::CLONE_NEWUSER) != 0 {
                 return Err(os("setns"));
             }
-            libc::close(NS_FD);
+            libc::close(fd);
         } else if libc::setgroups(1, &gid) != 0 {
             return Err(os("setgroups"));
         }
@@ -232,7 +232,8 @@ pub fn drop_to_user(uid: u32, gid: u32, userns: Option<(u64, u64)>) -> Result<()
             return Err("still dumpable".into());
         }
     }
-    set_capabilities(userns.unwrap_or((0, 0))).map_err(|e| format!("capset: {e}"))?;
+    let caps = userns.map_or((0, 0), |(_, eff, prm)| (eff, prm));
+    set_capabilities(caps).map_err(|e| format!("capset: {e}"))?;
     let (mut r, mut e, mut s) = (0, 0, 0);
     // SAFETY: three valid out-pointers each time.
     unsafe { libc::getresuid(&mut r, &mut e, &mut s) };
