@@ -4,6 +4,7 @@
 //! with an example.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::ProcessStack;
@@ -239,6 +240,14 @@ pub struct StatusResult {
     pub max_attached: usize,
     /// Sum of the attached processes' caches.
     pub cache: CacheSizes,
+    /// Present when the numbers are one client uid's only (a non-root client sees
+    /// its own requests, errors, denials, connections and the processes its requests
+    /// attached; `max_attached` is then the limit that applies to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Running access checkers (root clients only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_checkers: Option<usize>,
 }
 
 /// `version`.
@@ -246,6 +255,217 @@ pub struct StatusResult {
 pub struct VersionResult {
     pub version: String,
     pub protocol: u32,
+}
+
+/// A request as the daemon received it: `id` exactly as sent (its JSON text, so that
+/// `123456789012345678901234567890` or `1e2` come back unchanged), `None` for a
+/// notification.
+#[derive(Debug)]
+pub struct IncomingRequest {
+    pub id: Option<Box<RawValue>>,
+    pub method: String,
+    /// An object, or `None` when absent or `null`.
+    pub params: Option<Value>,
+}
+
+/// Why a line is not a request: the error to answer with, and the id to answer to
+/// when the request was readable far enough to have one.
+#[derive(Debug)]
+pub struct BadRequest {
+    pub id: Option<Box<RawValue>>,
+    pub error: RpcError,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Box<RawValue>>,
+    #[serde(default)]
+    jsonrpc: Option<Value>,
+    #[serde(default)]
+    method: Option<Value>,
+    #[serde(default)]
+    params: Option<Value>,
+}
+
+/// `"id": null` is `Some(null)`, unlike an absent id (a notification).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+/// Parse one request line (JSON-RPC 2.0, one object; batches are not supported).
+/// Duplicate keys anywhere in it are an error rather than "last one wins": the
+/// daemon and whatever filtered the request on its way must not read different
+/// values.
+pub fn parse_request(line: &str) -> Result<IncomingRequest, BadRequest> {
+    let bad = |id: Option<Box<RawValue>>, code, msg: String| BadRequest {
+        id,
+        error: RpcError::new(code, msg),
+    };
+    if let Err(e) = serde_json::from_str::<Unique>(line) {
+        return Err(if e.is_data() {
+            bad(
+                None,
+                codes::INVALID_REQUEST,
+                format!("invalid request: {e}"),
+            )
+        } else {
+            bad(None, codes::PARSE_ERROR, format!("invalid JSON: {e}"))
+        });
+    }
+    match line.trim_start().as_bytes().first() {
+        Some(b'{') => {}
+        Some(b'[') => {
+            return Err(bad(
+                None,
+                codes::INVALID_REQUEST,
+                "batch requests (JSON arrays) are not supported; send one object per line".into(),
+            ))
+        }
+        _ => {
+            return Err(bad(
+                None,
+                codes::INVALID_REQUEST,
+                "a request must be a JSON object".into(),
+            ))
+        }
+    }
+    let env: Envelope = serde_json::from_str(line).map_err(|e| {
+        bad(
+            None,
+            codes::INVALID_REQUEST,
+            format!("invalid request: {e}"),
+        )
+    })?;
+    if let Some(id) = &env.id {
+        // a string, a number or null, as JSON-RPC 2.0 says
+        if !matches!(
+            id.get().as_bytes().first(),
+            Some(b'"' | b'-' | b'0'..=b'9' | b'n')
+        ) {
+            return Err(bad(
+                None,
+                codes::INVALID_REQUEST,
+                "id must be a string, a number or null".into(),
+            ));
+        }
+    }
+    let id = env.id;
+    if env.jsonrpc.as_ref().and_then(Value::as_str) != Some(JSONRPC_VERSION) {
+        return Err(bad(
+            id,
+            codes::INVALID_REQUEST,
+            format!("jsonrpc must be \"{JSONRPC_VERSION}\""),
+        ));
+    }
+    let method = match env.method {
+        Some(Value::String(m)) => m,
+        _ => {
+            return Err(bad(
+                id,
+                codes::INVALID_REQUEST,
+                "method must be a string".into(),
+            ))
+        }
+    };
+    let params = match env.params {
+        None | Some(Value::Null) => None,
+        Some(p @ Value::Object(_)) => Some(p),
+        Some(_) => {
+            return Err(bad(
+                id,
+                codes::INVALID_PARAMS,
+                format!("params of `{method}` must be an object (by-name parameters)"),
+            ))
+        }
+    };
+    Ok(IncomingRequest { id, method, params })
+}
+
+/// One reply line (with its newline) to the request of `id` (`None`: `null`).
+pub fn encode_response(id: Option<&RawValue>, result: Result<&Value, &RpcError>) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        jsonrpc: &'static str,
+        id: &'a RawValue,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<&'a Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'a RpcError>,
+    }
+    let null = RawValue::NULL;
+    let out = Out {
+        jsonrpc: JSONRPC_VERSION,
+        id: id.unwrap_or(null),
+        result: result.ok(),
+        error: result.err(),
+    };
+    let mut v = serde_json::to_vec(&out).unwrap_or_else(|e| {
+        // (only a map with non-string keys could fail, and there is none)
+        format!(
+            r#"{{"jsonrpc":"2.0","id":null,"error":{{"code":{},"message":"encoding the reply: {}"}}}}"#,
+            codes::INTERNAL_ERROR,
+            e.to_string().replace(['"', '\\'], "'")
+        )
+        .into_bytes()
+    });
+    v.push(b'\n');
+    v
+}
+
+/// Any JSON value, refused if some object in it repeats a key.
+struct Unique;
+
+impl<'de> Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueVisitor)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Unique;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_unit<E>(self) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Unique, A::Error> {
+        while a.next_element::<Unique>()?.is_some() {}
+        Ok(Unique)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Unique, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(k) = a.next_key::<String>()? {
+            a.next_value::<Unique>()?;
+            if seen.contains(&k) {
+                let shown: String = k.chars().take(64).collect();
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key `{}` in an object",
+                    shown.escape_debug()
+                )));
+            }
+            seen.insert(k);
+        }
+        Ok(Unique)
+    }
 }
 
 #[cfg(test)]
@@ -277,6 +497,106 @@ mod tests {
     fn params_reject_unknown_fields() {
         let e = serde_json::from_str::<StackParams>(r#"{"pid":1,"paus":true}"#).unwrap_err();
         assert!(e.to_string().contains("paus"), "{e}");
+    }
+
+    fn reply_id(line: &str) -> String {
+        let r = parse_request(line).unwrap();
+        let out = encode_response(r.id.as_deref(), Ok(&Value::Bool(true)));
+        let text = String::from_utf8(out).unwrap();
+        let start = text.find("\"id\":").unwrap() + 5;
+        let end = text.find(",\"result\"").unwrap();
+        text[start..end].to_string()
+    }
+
+    #[test]
+    fn ids_come_back_exactly_as_sent() {
+        for id in [
+            "123456789012345678901234567890",
+            "1e2",
+            "-0",
+            "1.50",
+            "18446744073709551616",
+            "\"x\"",
+            "\"caf\\u00e9 \\\"q\\\"\"",
+            "null",
+            "7",
+        ] {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"version"}}"#);
+            assert_eq!(reply_id(&line), id, "{line}");
+        }
+        // absent: a notification; null: a request answered with id null
+        let r = parse_request(r#"{"jsonrpc":"2.0","method":"version"}"#).unwrap();
+        assert!(r.id.is_none());
+        let r = parse_request(r#"{"jsonrpc":"2.0","method":"version","id":null}"#).unwrap();
+        assert_eq!(r.id.unwrap().get(), "null");
+        for bad in ["true", "[1]", "{}"] {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":{bad},"method":"version"}}"#);
+            let e = parse_request(&line).unwrap_err();
+            assert_eq!(e.error.code, codes::INVALID_REQUEST, "{line}");
+        }
+        // an error reply without id
+        let out = encode_response(None, Err(&RpcError::new(codes::PARSE_ERROR, "x")));
+        assert_eq!(
+            out,
+            b"{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32700,\"message\":\"x\"}}\n"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        for line in [
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"version"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"stack","method":"version"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"stack","params":{"pid":1,"pid":2}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":[{"b":1,"b":1}]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":1,"\u0061":2}}"#,
+        ] {
+            let e = parse_request(line).unwrap_err();
+            assert_eq!(e.error.code, codes::INVALID_REQUEST, "{line}");
+            assert!(e.error.message.contains("duplicate key"), "{:?}", e.error);
+        }
+        // the same key in different objects is fine
+        let r = parse_request(
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":{"pid":1},"b":{"pid":2}}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.method, "x");
+    }
+
+    #[test]
+    fn params_must_be_an_object() {
+        for p in ["[]", "[1]", "1", "\"pid\"", "true"] {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":3,"method":"stack","params":{p}}}"#);
+            let e = parse_request(&line).unwrap_err();
+            assert_eq!(e.error.code, codes::INVALID_PARAMS, "{line}");
+            // answered to the request's id
+            assert_eq!(e.id.unwrap().get(), "3");
+        }
+        for p in ["null", "{}", "{\"pid\":1}"] {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":3,"method":"stack","params":{p}}}"#);
+            parse_request(&line).unwrap();
+        }
+    }
+
+    #[test]
+    fn not_requests() {
+        let code = |l: &str| parse_request(l).unwrap_err().error.code;
+        assert_eq!(code("not json"), codes::PARSE_ERROR);
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":"x"} x"#),
+            codes::PARSE_ERROR
+        );
+        assert_eq!(code("[]"), codes::INVALID_REQUEST);
+        assert_eq!(code("3"), codes::INVALID_REQUEST);
+        assert_eq!(
+            code(r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#),
+            codes::INVALID_REQUEST
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"2.0","id":1,"method":7}"#),
+            codes::INVALID_REQUEST
+        );
+        assert_eq!(code(r#"{"jsonrpc":"2.0","id":1}"#), codes::INVALID_REQUEST);
     }
 
     #[test]

@@ -62,6 +62,15 @@ pub enum Command {
     /// stdin or files.
     #[command(after_help = ANNOTATE_HELP)]
     Annotate(AnnotateArgs),
+    /// Internal: the daemon's access checker for one uid (docs/service.md).
+    #[command(name = "__access-check", hide = true)]
+    AccessCheck {
+        uid: u32,
+        gid: u32,
+        /// Started inside a client's user namespace, keeping these capabilities.
+        #[arg(long, value_name = "EFF:PRM")]
+        userns: Option<String>,
+    },
 }
 
 const ANNOTATE_HELP: &str = "\
@@ -233,5 +242,8 @@ pub fn run() -> ExitCode {
         Command::List(a) => crate::client::run_list(socket, a.json),
         Command::Status(a) => crate::client::run_status(socket, a.json),
         Command::Annotate(a) => crate::annotate::run(&a, &global),
+        Command::AccessCheck { uid, gid, userns } => {
+            crate::daemon::checker::child_main(uid, gid, userns.as_deref())
+        }
     }
 }

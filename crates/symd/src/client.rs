@@ -314,10 +314,18 @@ fn print_status(socket: &Path, r: &StatusResult) -> io::Result<()> {
     let (v, pid, sock) = (&r.version, r.pid, socket.display());
     writeln!(out, "pystackd {v} (pid {pid}) on {sock}")?;
     writeln!(out, "uptime:     {} s", r.uptime_seconds)?;
+    if let Some(uid) = r.uid {
+        // a non-root client is shown its own share only
+        writeln!(out, "numbers below: uid {uid}'s own")?;
+    }
     writeln!(out, "attached:   {} (max {})", r.attached, r.max_attached)?;
     let (n, e, d) = (r.requests, r.errors, r.denied);
     writeln!(out, "requests:   {n} ({e} errors, {d} denied)")?;
     writeln!(out, "clients:    {}", r.connections)?;
     let (c, b) = (r.cache.code_objects, r.cache.bytes);
-    writeln!(out, "cache:      {c} code objects, {b} bytes")
+    writeln!(out, "cache:      {c} code objects, {b} bytes")?;
+    if let Some(n) = r.access_checkers {
+        writeln!(out, "checkers:   {n} access checkers running")?;
+    }
+    Ok(())
 }

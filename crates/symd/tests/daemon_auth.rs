@@ -209,6 +209,12 @@ fn daemon_as_unprivileged_user_with_cap_sys_ptrace() {
         err.contains(&format!("uid {OTHER_UID} may not inspect process {pid}")),
         "{err}"
     );
+    // refused because the daemon cannot run its access check as that uid (it may
+    // not change uids), and it says so rather than guessing
+    assert!(
+        err.contains(&format!("cannot check access as uid {OTHER_UID}")),
+        "{err}"
+    );
     let out = client(&d, OTHER_UID, OTHER_UID, &["list", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["processes"], json!([]), "{v}");
@@ -316,4 +322,49 @@ fn root_of_a_user_namespace_is_refused_a_root_target() {
     let _ = root_target.kill();
     let _ = root_target.wait();
     assert_eq!(d.connect().ok("status", Value::Null)["denied"], 2);
+}
+
+/// A daemon run the way systemd's `DynamicUser=` does it, as an unprivileged uid
+/// with capabilities, and given `CAP_SETUID`/`CAP_SETGID` too: its access checkers
+/// shed every capability (setresuid between non-zero uids keeps them) and the kernel
+/// decides for its users: another user's own process is served, root's refused.
+#[test]
+fn capability_daemon_with_setid_serves_users_what_the_kernel_allows() {
+    let Some((uid, gid)) = test_user() else {
+        return;
+    };
+    if !std::path::Path::new(USER_PYTHON).exists() {
+        eprintln!("skipped: {USER_PYTHON} absent");
+        return;
+    }
+    let caps = "+sys_ptrace,+setuid,+setgid";
+    let d = daemon_as_user_with_caps(uid, gid, caps, TempDir::new("capsetid"));
+    let (got, euid) = caps_and_euid(d.child.id());
+    assert_eq!(euid, uid);
+    assert_eq!(got, CAP_SYS_PTRACE | (1 << 6) | (1 << 7), "CapEff {got:x}");
+    let theirs = Target::start_with(as_user(OTHER_UID, OTHER_UID, USER_PYTHON), 2);
+    let root_target = Target::start(std::path::Path::new(USER_PYTHON), 1);
+    let out = client(
+        &d,
+        OTHER_UID,
+        OTHER_UID,
+        &["stack", "--json", &theirs.pid().to_string()],
+    );
+    assert!(out.status.success(), "{out:?}\n{}", d.log_text());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(main_thread_frames(&v, theirs.pid()), theirs.expected);
+    let out = client(
+        &d,
+        OTHER_UID,
+        OTHER_UID,
+        &["stack", &root_target.pid().to_string()],
+    );
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the kernel does not let that user"), "{err}");
+    assert!(
+        d.log_text().contains("access checker started"),
+        "{}",
+        d.log_text()
+    );
 }

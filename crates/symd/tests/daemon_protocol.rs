@@ -15,10 +15,9 @@ fn version_status_list_annotate() {
     let v = c.ok("version", Value::Null);
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(v["protocol"], 1);
-    // params may be absent, null, {} or []
-    for p in [json!({}), json!([])] {
-        c.ok("version", p);
-    }
+    // params may be absent, null or {}; an array is refused (by-name params only)
+    c.ok("version", json!({}));
+    assert_eq!(c.err_code("version", json!([])), codes::INVALID_PARAMS);
     let s = c.ok("status", Value::Null);
     assert_eq!(s["pid"], json!(d.child.id()));
     assert_eq!(s["attached"], 0);
@@ -26,6 +25,10 @@ fn version_status_list_annotate() {
     // ours, plus perhaps the readiness probe not yet seen closing
     assert!(s["connections"].as_u64().unwrap() >= 1, "{s}");
     assert_eq!(s["requests"], 3, "{s}");
+    assert_eq!(s["errors"], 1, "{s}");
+    // root sees the daemon's totals, not one uid's share
+    assert!(s.get("uid").is_none(), "{s}");
+    assert_eq!(s["access_checkers"], 0, "{s}");
     let l = c.ok("list", Value::Null);
     assert_eq!(l["processes"], json!([]));
     // text without stacks comes back as it was
@@ -38,7 +41,7 @@ fn version_status_list_annotate() {
     // counters: 6 requests so far, this is the 7th
     let s = c.ok("status", Value::Null);
     assert_eq!(s["requests"], 6, "{s}");
-    assert_eq!(s["errors"], 0, "{s}");
+    assert_eq!(s["errors"], 1, "{s}");
 }
 
 #[test]
@@ -274,4 +277,173 @@ fn client_subcommands_text_and_json() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("was not attached"));
     let out = d.cli(&["stack", "4194321"]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
+}
+
+/// The raw `id` member of a reply line, as text.
+fn raw_id(line: &str) -> &str {
+    let start = line.find("\"id\":").expect("id") + 5;
+    let rest = &line[start..];
+    let end = rest
+        .find(",\"result\"")
+        .or_else(|| rest.find(",\"error\""))
+        .unwrap();
+    &rest[..end]
+}
+
+fn recv_line(c: &mut Conn) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    c.rd.read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn ids_come_back_exactly_as_sent() {
+    let d = Daemon::start(None);
+    let mut c = d.connect();
+    for id in [
+        "123456789012345678901234567890",
+        "1e2",
+        "-0.0",
+        "1.50",
+        "\"abc\"",
+        "\"\\u00e9\"",
+        "null",
+        "42",
+    ] {
+        for method in ["version", "nosuch"] {
+            c.send_raw(
+                format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"{method}\"}}\n").as_bytes(),
+            );
+            let line = recv_line(&mut c);
+            assert_eq!(raw_id(&line), id, "{line}");
+        }
+    }
+}
+
+#[test]
+fn duplicate_keys_and_array_params_are_refused() {
+    let d = Daemon::start(None);
+    let mut c = d.connect();
+    for line in [
+        r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"version"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"nosuch","method":"version"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"stack","params":{"pid":1,"pid":2}}"#,
+    ] {
+        c.send_raw(format!("{line}\n").as_bytes());
+        let v = c.recv();
+        assert_eq!(v["error"]["code"], codes::INVALID_REQUEST, "{line}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("duplicate key"),
+            "{v}"
+        );
+        // which id is meant cannot be told: none
+        assert_eq!(v["id"], Value::Null, "{v}");
+    }
+    for m in ["stack", "attach", "status"] {
+        c.send_raw(
+            format!("{{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"{m}\",\"params\":[1234]}}\n")
+                .as_bytes(),
+        );
+        let v = c.recv();
+        assert_eq!(v["id"], 9, "{v}");
+        assert_eq!(v["error"]["code"], codes::INVALID_PARAMS, "{m}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("object"),
+            "{v}"
+        );
+    }
+    c.ok("version", Value::Null);
+}
+
+#[test]
+fn a_client_that_does_not_read_its_replies_is_disconnected() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let d = Daemon::start(Some("idle_timeout_secs = 2\n"));
+    let c = d.connect();
+    // requests for far more reply bytes than the socket buffers hold, never read
+    let req = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"status\"}\n".repeat(20_000);
+    let mut w = c.wr.try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    let writer = std::thread::spawn(move || {
+        // stops when the daemon stops reading (blocked on its write) or closes
+        let _ = w.write_all(&req);
+    });
+    let t0 = Instant::now();
+    // the daemon closes: first our send side errors or the writer finishes...
+    writer.join().unwrap();
+    // ...then, reading now, the buffered replies end in EOF instead of going on
+    let mut rd = c.rd;
+    rd.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match rd.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) => panic!("connection not closed after {:?}: {e}", t0.elapsed()),
+        }
+    }
+    let replies = total / 100;
+    assert!(
+        replies < 20_000,
+        "all {total} bytes of replies were written"
+    );
+    assert!(d.log_text().contains("read no reply"), "{}", d.log_text());
+    // the daemon serves others meanwhile and counts the connection gone
+    let s = d.connect().ok("status", Value::Null);
+    assert_eq!(s["connections"], 1, "{s}");
+}
+
+#[test]
+fn root_has_a_connection_cap_of_its_own() {
+    let d = Daemon::start(Some("max_connections_root = 3\nmax_connections = 10\n"));
+    // (the readiness probe may still count as open for a moment)
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut open: Vec<Conn> = (0..3).map(|_| d.connect()).collect();
+    for c in &mut open {
+        c.ok("version", Value::Null);
+    }
+    let mut extra = d.connect();
+    let v = extra.recv();
+    assert_eq!(v["error"]["code"], codes::LIMIT_REACHED, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_connections_root"),
+        "{v}"
+    );
+    assert!(extra.is_closed());
+    drop(open.pop());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    d.connect().ok("version", Value::Null);
+}
+
+#[test]
+fn root_never_gets_more_than_half_of_all_connections() {
+    // the file asks for more than max_connections: half of them it is
+    let d = Daemon::start(Some("max_connections_root = 100\nmax_connections = 4\n"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut open: Vec<Conn> = (0..2).map(|_| d.connect()).collect();
+    for c in &mut open {
+        c.ok("version", Value::Null);
+    }
+    let mut extra = d.connect();
+    let v = extra.recv();
+    assert_eq!(v["error"]["code"], codes::LIMIT_REACHED, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("(2, max_connections_root)"),
+        "{v}"
+    );
 }

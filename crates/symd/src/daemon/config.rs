@@ -21,8 +21,14 @@ pub struct Config {
     pub max_connections_per_uid: usize,
     /// Most processes one non-root uid's requests may keep attached.
     pub max_attached_per_uid: usize,
-    /// A connection that completes no request line for this long is closed.
+    /// A connection that completes no request line for this long is closed, and so is
+    /// one whose reply cannot be written for this long.
     pub idle_timeout_secs: u64,
+    /// Most connections root may hold open; never more than half of
+    /// `max_connections`, so that root alone cannot take them all.
+    pub max_connections_root: usize,
+    /// Most access checkers (one per non-root client uid) running at once.
+    pub max_access_checkers: usize,
 }
 
 impl Default for Config {
@@ -36,6 +42,8 @@ impl Default for Config {
             max_connections_per_uid: 64,
             max_attached_per_uid: 64,
             idle_timeout_secs: 300,
+            max_connections_root: 512,
+            max_access_checkers: 64,
         }
     }
 }
@@ -108,6 +116,8 @@ impl Config {
                 }
                 "max_attached_per_uid" => c.max_attached_per_uid = int(value)? as usize,
                 "idle_timeout_secs" => c.idle_timeout_secs = int(value)?.max(1),
+                "max_connections_root" => c.max_connections_root = int(value)?.max(1) as usize,
+                "max_access_checkers" => c.max_access_checkers = int(value)?.max(1) as usize,
                 _ => return Err((n, format!("unknown key `{key}`"))),
             }
         }
@@ -164,6 +174,8 @@ mod tests {
             ),
             (2, 3, 1)
         );
+        let c = Config::parse("max_connections_root = 5\nmax_access_checkers = 0\n").unwrap();
+        assert_eq!((c.max_connections_root, c.max_access_checkers), (5, 1));
     }
 
     #[test]

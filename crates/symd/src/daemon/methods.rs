@@ -38,7 +38,7 @@ pub async fn dispatch(
         }
         methods::STATUS => {
             no_params(method, params)?;
-            to_value(status(state))
+            to_value(status(state, peer))
         }
         methods::LIST => {
             no_params(method, params)?;
@@ -97,7 +97,6 @@ fn no_params(method: &str, params: Option<Value>) -> RpcResult<()> {
     match params {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Object(o)) if o.is_empty() => Ok(()),
-        Some(Value::Array(a)) if a.is_empty() => Ok(()),
         Some(_) => Err(RpcError::new(
             codes::INVALID_PARAMS,
             format!("method `{method}` takes no params"),
@@ -182,21 +181,51 @@ fn exited(pid: u32) -> RpcError {
 
 /// Identify process `pid` and check that `peer` may inspect it.
 fn authorize(state: &State, peer: PeerCredentials, pid: u32) -> RpcResult<Key> {
+    let start_time = identify(state, pid)?;
+    if !peer.privileged {
+        let max = state.config().max_access_checkers;
+        let outcome = auth::check(&state.checkers, max, &peer, pid, start_time);
+        apply(state, peer, pid, outcome)?;
+        // The answer is about the process identified by `start_time` only if it is
+        // still the one holding the pid.
+        if platform::start_time(pid).ok() != Some(start_time) {
+            return Err(exited(pid));
+        }
+    }
+    Ok(Key { pid, start_time })
+}
+
+/// [`authorize`] without asking a checker: `None` when no fresh answer is cached.
+fn authorize_cached(state: &State, peer: PeerCredentials, pid: u32) -> Option<RpcResult<Key>> {
+    let start_time = match identify(state, pid) {
+        Ok(t) => t,
+        Err(e) => return Some(Err(e)),
+    };
+    let outcome = auth::check_cached(&state.checkers, &peer, pid, start_time)?;
+    Some(apply(state, peer, pid, outcome).map(|()| Key { pid, start_time }))
+}
+
+/// The start time of the process holding `pid` now.
+fn identify(state: &State, pid: u32) -> RpcResult<u64> {
     if pid == 0 {
         return Err(RpcError::new(
             codes::INVALID_PARAMS,
             "pid 0 is not a process",
         ));
     }
-    let start_time = platform::start_time(pid).map_err(|e| {
+    platform::start_time(pid).map_err(|e| {
         // gone: forget whatever was cached under this pid
         state.cache.remove_pid(pid);
         reader_error(&e)
-    })?;
-    if !peer.privileged {
-        let creds = platform::credentials(pid).map_err(|e| reader_error(&e))?;
-        if let Err(d) = auth::check(&peer, pid, &creds, auth::proc_owner(pid)) {
-            state.denied.fetch_add(1, Ordering::Relaxed);
+    })
+}
+
+/// The access decision as the request's result.
+fn apply(state: &State, peer: PeerCredentials, pid: u32, outcome: auth::Outcome) -> RpcResult<()> {
+    match outcome {
+        auth::Outcome::Allowed => Ok(()),
+        auth::Outcome::Denied(d) => {
+            state.count_denied(peer.uid);
             warn!(
                 client_uid = peer.uid,
                 client_pid = peer.pid,
@@ -204,15 +233,14 @@ fn authorize(state: &State, peer: PeerCredentials, pid: u32) -> RpcResult<Key> {
                 "denied: {}",
                 d.reason
             );
-            return Err(RpcError::new(codes::PERMISSION_DENIED, d.to_string()));
+            Err(RpcError::new(codes::PERMISSION_DENIED, d.to_string()))
         }
-        // The ids belong to the process identified by `start_time` only if it is
-        // still the one holding the pid.
-        if platform::start_time(pid).ok() != Some(start_time) {
-            return Err(exited(pid));
+        // what the client's own read would say (hidepid hides it from that user)
+        auth::Outcome::NoSuchProcess => {
+            Err(reader_error(&pyframe_reader::Error::NoSuchProcess { pid }))
         }
+        auth::Outcome::Failed(e) => Err(RpcError::new(codes::INTERNAL_ERROR, e.to_string())),
     }
-    Ok(Key { pid, start_time })
 }
 
 /// Whether the process of `key` still holds its pid.
@@ -284,8 +312,12 @@ fn attach(state: &State, peer: PeerCredentials, pid: u32) -> RpcResult<AttachRes
 fn detach(state: &State, peer: PeerCredentials, pid: u32) -> RpcResult<DetachResult> {
     let detached = match authorize(state, peer, pid) {
         Ok(key) => state.cache.remove(key),
-        // Gone: whatever is cached under the pid is stale anyway.
-        Err(e) if e.code == codes::NO_SUCH_PROCESS || e.code == codes::PROCESS_EXITED => {
+        // Gone for the daemon too (not merely hidden from this client by hidepid):
+        // whatever is cached under the pid is stale anyway.
+        Err(e)
+            if (e.code == codes::NO_SUCH_PROCESS || e.code == codes::PROCESS_EXITED)
+                && platform::start_time(pid).is_err() =>
+        {
             state.cache.remove_pid(pid)
         }
         Err(e) => return Err(e),
@@ -304,10 +336,9 @@ fn list(state: &State, peer: PeerCredentials) -> ListResult {
         // an entry whose process is gone (or whose pid is now another's) is stale
         .filter(|e| alive(e.key))
         .filter(|e| {
-            peer.privileged
-                || platform::credentials(e.key.pid).is_ok_and(|c| {
-                    auth::check(&peer, e.key.pid, &c, auth::proc_owner(e.key.pid)).is_ok()
-                })
+            let max = state.config().max_access_checkers;
+            auth::check(&state.checkers, max, &peer, e.key.pid, e.key.start_time)
+                == auth::Outcome::Allowed
         })
         .map(|e| e.describe())
         .collect();
@@ -381,7 +412,8 @@ fn stack_inline(
     let entry = match live {
         Some(e) => e,
         None => {
-            let key = match authorize(state, peer, p.pid) {
+            // (asking a checker may take a spawn: that is the blocking pool's job)
+            let key = match authorize_cached(state, peer, p.pid)? {
                 Ok(k) => k,
                 Err(e) => return Some(Err(e)),
             };
@@ -524,17 +556,59 @@ fn annotate(state: &State, peer: PeerCredentials, p: AnnotateParams) -> RpcResul
     })
 }
 
-fn status(state: &State) -> StatusResult {
-    StatusResult {
+/// The daemon's totals for a privileged client; for anyone else their own share:
+/// their requests, errors, denials and connections, and the processes their requests
+/// attached.
+fn status(state: &State, peer: PeerCredentials) -> StatusResult {
+    let config = state.config();
+    let base = StatusResult {
         version: env!("CARGO_PKG_VERSION").into(),
         pid: std::process::id(),
         uptime_seconds: state.started.elapsed().as_secs(),
-        requests: state.requests.load(Ordering::Relaxed),
-        errors: state.errors.load(Ordering::Relaxed),
-        denied: state.denied.load(Ordering::Relaxed),
-        connections: state.connections.load(Ordering::Relaxed),
-        attached: state.cache.len(),
-        max_attached: state.config().max_attached,
-        cache: state.cache.total_sizes(),
+        requests: 0,
+        errors: 0,
+        denied: 0,
+        connections: 0,
+        attached: 0,
+        max_attached: config.max_attached,
+        cache: Default::default(),
+        uid: None,
+        access_checkers: None,
+    };
+    if peer.privileged {
+        return StatusResult {
+            requests: state.requests.load(Ordering::Relaxed),
+            errors: state.errors.load(Ordering::Relaxed),
+            denied: state.denied.load(Ordering::Relaxed),
+            connections: state.connections.load(Ordering::Relaxed),
+            attached: state.cache.len(),
+            cache: state.cache.total_sizes(),
+            access_checkers: Some(state.checkers.running()),
+            ..base
+        };
+    }
+    let counts = state.counts_of(peer.uid);
+    let own: Vec<_> = state
+        .cache
+        .entries()
+        .into_iter()
+        .filter(|e| e.owner_uid == peer.uid)
+        .collect();
+    let mut cache = protocol::rpc::CacheSizes::default();
+    for e in &own {
+        let s = e.sizes();
+        cache.code_objects += s.code_objects;
+        cache.bytes += s.bytes;
+    }
+    StatusResult {
+        requests: counts.requests,
+        errors: counts.errors,
+        denied: counts.denied,
+        connections: counts.connections,
+        attached: own.len(),
+        max_attached: config.max_attached_per_uid.min(config.max_attached),
+        cache,
+        uid: Some(peer.uid),
+        ..base
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod checker;
 pub mod config;
 pub mod methods;
 pub mod peer;
@@ -169,6 +170,7 @@ async fn sweep(state: Arc<State>) {
         tokio::time::sleep(Duration::from_secs(secs)).await;
         let st = state.clone();
         let _ = tokio::task::spawn_blocking(move || {
+            st.checkers.reap_idle(checker::IDLE);
             for e in st.cache.entries() {
                 let key = e.key;
                 if pyframe_reader::platform::start_time(key.pid).ok() != Some(key.start_time)

@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use crate::platform::{self, PeerCred};
+use crate::platform;
 
 /// Who the client is, taken once per connection: the kernel records the credentials
 /// at connect time, so they cannot change for the connection's life.
@@ -19,6 +19,11 @@ pub struct PeerCredentials {
     /// daemon's user namespace), on illumos `proc_owner` in the effective set of the
     /// ucred taken at connect time.
     pub privileged: bool,
+    /// In another user namespace than the daemon (Linux), see
+    /// `platform::PeerCred::foreign_userns`.
+    pub foreign_userns: bool,
+    /// That namespace, and the client's ids and capabilities in it.
+    pub userns: Option<platform::ForeignNs>,
 }
 
 impl PeerCredentials {
@@ -29,15 +34,8 @@ impl PeerCredentials {
             gid: cred.gid,
             pid: cred.pid,
             privileged: cred.privileged,
+            foreign_userns: cred.foreign_userns,
+            userns: cred.userns,
         })
-    }
-
-    pub fn cred(&self) -> PeerCred {
-        PeerCred {
-            uid: self.uid,
-            gid: self.gid,
-            pid: self.pid,
-            privileged: self.privileged,
-        }
     }
 }

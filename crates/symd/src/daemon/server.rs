@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use protocol::rpc::{codes, Request, Response, RpcError, JSONRPC_VERSION};
-use serde_json::Value;
+use protocol::rpc::{codes, encode_response, parse_request, RpcError};
+use serde_json::value::RawValue;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, info, warn};
 
 use super::cache::Cache;
+use super::checker::Checkers;
 use super::config::Config;
 use super::methods;
 use super::peer::PeerCredentials;
@@ -32,9 +33,27 @@ pub struct State {
     pub denied: AtomicU64,
     /// Open connections.
     pub connections: AtomicU64,
-    /// Open connections by client uid (root's are not counted).
+    /// Open connections by client uid (root's too, against `max_connections_root`).
     pub connections_by_uid: Mutex<HashMap<u32, usize>>,
+    /// Counters of each client uid, for its own `status`.
+    pub by_uid: Mutex<HashMap<u32, UidCounts>>,
+    /// The access checkers of non-root clients.
+    pub checkers: Checkers,
 }
+
+/// One client uid's share of the counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UidCounts {
+    pub requests: u64,
+    pub errors: u64,
+    pub denied: u64,
+    /// Open connections (filled in by [`State::counts_of`]).
+    pub connections: u64,
+}
+
+/// Uids whose counters are kept at most; past it, those of uids without an open
+/// connection are dropped (a uid is a real user of the machine, so this is rarely hit).
+const MAX_COUNTED_UIDS: usize = 4096;
 
 impl State {
     pub fn new(config: Config) -> State {
@@ -47,7 +66,58 @@ impl State {
             denied: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             connections_by_uid: Mutex::new(HashMap::new()),
+            by_uid: Mutex::new(HashMap::new()),
+            checkers: Checkers::default(),
         }
+    }
+
+    fn count(&self, uid: u32, f: impl FnOnce(&mut UidCounts)) {
+        let mut m = self.by_uid.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= MAX_COUNTED_UIDS && !m.contains_key(&uid) {
+            let open = self
+                .connections_by_uid
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            m.retain(|u, _| open.contains_key(u));
+        }
+        f(m.entry(uid).or_default());
+    }
+
+    /// A request answered to `uid` (`error`: with an error).
+    pub fn count_request(&self, uid: u32, error: bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.count(uid, |c| {
+            c.requests += 1;
+            c.errors += u64::from(error);
+        });
+    }
+
+    /// A request of `uid` refused by the access check.
+    pub fn count_denied(&self, uid: u32) {
+        self.denied.fetch_add(1, Ordering::Relaxed);
+        self.count(uid, |c| c.denied += 1);
+    }
+
+    /// `uid`'s counters and open connections.
+    pub fn counts_of(&self, uid: u32) -> UidCounts {
+        let mut c = self
+            .by_uid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&uid)
+            .copied()
+            .unwrap_or_default();
+        c.connections = self
+            .connections_by_uid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&uid)
+            .copied()
+            .unwrap_or(0) as u64;
+        c
     }
 
     pub fn config(&self) -> Config {
@@ -195,8 +265,9 @@ pub async fn accept_loop(state: Arc<State>, listener: UnixListener) {
     }
 }
 
-/// A counted connection: one of `max_connections`, and for a non-root uid one of its
-/// `max_connections_per_uid`. Dropping it gives both back.
+/// A counted connection: one of `max_connections`, and one of its uid's
+/// (`max_connections_per_uid`, root: `max_connections_root`). Dropping it gives both
+/// back.
 struct Admission {
     state: Arc<State>,
     uid: Option<u32>,
@@ -246,37 +317,46 @@ fn admit(
             "too many connections ({max}); try again later"
         )));
     }
-    // One user must not take every connection: root is exempt (it is the operator).
-    if peer.uid != 0 {
-        let n = {
-            let mut m = state
-                .connections_by_uid
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let n = m.entry(peer.uid).or_insert(0);
-            *n += 1;
-            *n
-        };
-        admission.uid = Some(peer.uid);
-        let max = config.max_connections_per_uid;
-        if n > max {
-            warn!(
-                client_uid = peer.uid,
-                "refused a client: uid {} has {max} connections open", peer.uid
-            );
-            return Err(Some(format!(
-                "too many connections of uid {} ({max}, max_connections_per_uid); \
-                 close some first",
-                peer.uid
-            )));
-        }
+    // One user must not take every connection. Root has a cap of its own, larger
+    // than a user's but below the global one, so that a runaway root script cannot
+    // lock every user out either.
+    let n = {
+        let mut m = state
+            .connections_by_uid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(peer.uid).or_insert(0);
+        *n += 1;
+        *n
+    };
+    admission.uid = Some(peer.uid);
+    let (max, key) = if peer.uid == 0 {
+        // never more than half of all, whatever the file says
+        let half = (config.max_connections / 2).max(1);
+        (
+            config.max_connections_root.min(half),
+            "max_connections_root",
+        )
+    } else {
+        (config.max_connections_per_uid, "max_connections_per_uid")
+    };
+    if n > max {
+        warn!(
+            client_uid = peer.uid,
+            "refused a client: uid {} has {max} connections open", peer.uid
+        );
+        return Err(Some(format!(
+            "too many connections of uid {} ({max}, {key}); close some first",
+            peer.uid
+        )));
     }
     Ok((peer, admission))
 }
 
 async fn refuse(wr: &mut tokio::net::unix::OwnedWriteHalf, msg: String) {
-    let resp = Response::err(Value::Null, RpcError::new(codes::LIMIT_REACHED, msg));
-    let _ = write_response(wr, &resp).await;
+    let line = encode_response(None, Err(&RpcError::new(codes::LIMIT_REACHED, msg)));
+    // a client that does not read even this is not waited for
+    let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&line)).await;
 }
 
 async fn connection(
@@ -319,36 +399,47 @@ async fn connection(
                 break;
             }
             Ok(Line::Eof) => break,
-            Ok(Line::TooLong) => Some(Response::err(
-                Value::Null,
-                RpcError::new(
+            Ok(Line::TooLong) => Some(Reply {
+                id: None,
+                result: Err(RpcError::new(
                     codes::REQUEST_TOO_LARGE,
                     format!("request line longer than {limit} bytes; discarded"),
-                ),
-            )),
+                )),
+            }),
             Ok(Line::Complete) if line.iter().all(u8::is_ascii_whitespace) => continue,
             Ok(Line::Complete) => handle_line(&state, peer, &line).await,
         };
-        let Some(resp) = resp else { continue };
-        state.requests.fetch_add(1, Ordering::Relaxed);
-        if resp.error.is_some() {
-            state.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Err(e) = write_response(&mut wr, &resp).await {
-            debug!("client write: {e}");
-            break;
+        let Some(reply) = resp else { continue };
+        state.count_request(peer.uid, reply.result.is_err());
+        let out = match &reply.result {
+            Ok(v) => encode_response(reply.id.as_deref(), Ok(v)),
+            Err(e) => encode_response(reply.id.as_deref(), Err(e)),
+        };
+        // Writes are bounded too: a client that sends requests but does not read the
+        // replies would otherwise hold its connection (and a reply in memory) forever.
+        // One reply is written at a time, so nothing else queues up meanwhile.
+        match tokio::time::timeout(idle, wr.write_all(&out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!("client write: {e}");
+                break;
+            }
+            Err(_) => {
+                info!(
+                    client_uid = peer.uid,
+                    "client read no reply for {idle:?}; closing"
+                );
+                break;
+            }
         }
     }
     debug!(client_uid = peer.uid, "client disconnected");
 }
 
-async fn write_response(
-    wr: &mut tokio::net::unix::OwnedWriteHalf,
-    resp: &Response,
-) -> io::Result<()> {
-    let mut out = serde_json::to_vec(resp).map_err(io::Error::from)?;
-    out.push(b'\n');
-    wr.write_all(&out).await
+/// A reply: to `id` (`None`: `null`), a result or an error.
+struct Reply {
+    id: Option<Box<RawValue>>,
+    result: Result<serde_json::Value, RpcError>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -405,77 +496,31 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
 }
 
 /// Answer one request line; `None` for a notification (a request without id).
-async fn handle_line(state: &Arc<State>, peer: PeerCredentials, line: &[u8]) -> Option<Response> {
-    let fail = |id: Value, code, msg: String| Some(Response::err(id, RpcError::new(code, msg)));
+async fn handle_line(state: &Arc<State>, peer: PeerCredentials, line: &[u8]) -> Option<Reply> {
     let text = match std::str::from_utf8(line) {
         Ok(t) => t,
         Err(e) => {
-            return fail(
-                Value::Null,
-                codes::PARSE_ERROR,
-                format!(
-                    "request is not valid UTF-8 (bad byte at offset {})",
-                    e.valid_up_to()
-                ),
-            )
+            return Some(Reply {
+                id: None,
+                result: Err(RpcError::new(
+                    codes::PARSE_ERROR,
+                    format!(
+                        "request is not valid UTF-8 (bad byte at offset {})",
+                        e.valid_up_to()
+                    ),
+                )),
+            })
         }
     };
-    let value: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => {
-            return fail(
-                Value::Null,
-                codes::PARSE_ERROR,
-                format!("invalid JSON: {e}"),
-            )
-        }
-    };
-    let obj = match value {
-        Value::Object(o) => o,
-        Value::Array(_) => {
-            return fail(
-                Value::Null,
-                codes::INVALID_REQUEST,
-                "batch requests (JSON arrays) are not supported; send one object per line".into(),
-            )
-        }
-        _ => {
-            return fail(
-                Value::Null,
-                codes::INVALID_REQUEST,
-                "a request must be a JSON object".into(),
-            )
-        }
-    };
-    let id = match obj.get("id") {
-        None => None,
-        Some(v @ (Value::String(_) | Value::Number(_) | Value::Null)) => Some(v.clone()),
-        Some(_) => {
-            return fail(
-                Value::Null,
-                codes::INVALID_REQUEST,
-                "id must be a string, a number or null".into(),
-            )
-        }
-    };
-    let reply_id = id.clone().unwrap_or(Value::Null);
-    let req: Request = match serde_json::from_value(Value::Object(obj)) {
+    let req = match parse_request(text) {
         Ok(r) => r,
-        Err(e) => {
-            return fail(
-                reply_id,
-                codes::INVALID_REQUEST,
-                format!("invalid request: {e}"),
-            )
+        Err(bad) => {
+            return Some(Reply {
+                id: bad.id,
+                result: Err(bad.error),
+            })
         }
     };
-    if req.jsonrpc != JSONRPC_VERSION {
-        return fail(
-            reply_id,
-            codes::INVALID_REQUEST,
-            format!("jsonrpc must be \"{JSONRPC_VERSION}\""),
-        );
-    }
     let t0 = Instant::now();
     let result = methods::dispatch(state, peer, &req.method, req.params).await;
     debug!(
@@ -486,10 +531,10 @@ async fn handle_line(state: &Arc<State>, peer: PeerCredentials, line: &[u8]) -> 
         "request"
     );
     // JSON-RPC 2.0: notifications get no answer, not even an error.
-    id.as_ref()?;
-    Some(match result {
-        Ok(v) => Response::ok(reply_id, v),
-        Err(e) => Response::err(reply_id, e),
+    let id = req.id?;
+    Some(Reply {
+        id: Some(id),
+        result,
     })
 }
 

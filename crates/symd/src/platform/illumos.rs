@@ -71,6 +71,9 @@ pub fn peer_credentials(fd: RawFd) -> io::Result<PeerCred> {
         gid,
         pid: u32::try_from(pid).ok().filter(|&p| p > 0),
         privileged: has_proc_owner(&uc),
+        // zones: the kernel's own check of the checker's open covers them
+        foreign_userns: false,
+        userns: None,
     })
 }
 
@@ -88,7 +91,7 @@ fn has_proc_owner(uc: &Ucred) -> bool {
     }
 }
 
-/// No Yama on illumos: the id rules of `may_inspect` are the whole policy.
+/// No Yama on illumos: the kernel's check of the checker's open is the whole policy.
 pub fn ptrace_scope() -> u32 {
     0
 }
@@ -104,10 +107,126 @@ pub fn exe_identity(_pid: u32) -> Option<(u64, u64)> {
     None
 }
 
-/// `/proc/PID`'s owner says nothing about dumpability here (a set-id process keeps
-/// its ids in its credentials, which `may_inspect` already compares), so: none.
-pub fn proc_owner(_pid: u32) -> Option<u32> {
-    None
+// libc.so.1's privilege-set calls (privileges(7), setppriv(2)).
+extern "C" {
+    fn priv_str_to_set(
+        buf: *const c_char,
+        sep: *const c_char,
+        end: *mut *const c_char,
+    ) -> *mut c_void;
+    fn priv_allocset() -> *mut c_void;
+    fn priv_freeset(set: *mut c_void);
+    fn priv_isequalset(a: *const c_void, b: *const c_void) -> c_int;
+    fn setppriv(op: c_int, which: *const c_char, set: *const c_void) -> c_int;
+    fn getppriv(which: *const c_char, set: *mut c_void) -> c_int;
+}
+
+/// `PRIV_SET` of `priv_op_t` in <sys/priv.h> (PRIV_ON, PRIV_OFF, PRIV_SET).
+const PRIV_SET: c_int = 2;
+const PRIV_SETS: [&[u8]; 4] = [b"Inheritable\0", b"Limit\0", b"Permitted\0", PRIV_EFFECTIVE];
+
+/// An owned `priv_set_t`.
+struct PrivSet(*mut c_void);
+
+impl PrivSet {
+    fn basic() -> Result<PrivSet, String> {
+        // SAFETY: NUL-terminated strings; a NULL return is checked.
+        let p = unsafe {
+            priv_str_to_set(
+                b"basic\0".as_ptr().cast(),
+                b",\0".as_ptr().cast(),
+                ptr::null_mut(),
+            )
+        };
+        if p.is_null() {
+            return Err(format!(
+                "priv_str_to_set(basic): {}",
+                io::Error::last_os_error()
+            ));
+        }
+        Ok(PrivSet(p))
+    }
+}
+
+impl Drop for PrivSet {
+    fn drop(&mut self) {
+        // SAFETY: allocated by libc's priv_*set, freed once.
+        unsafe { priv_freeset(self.0) }
+    }
+}
+
+/// In the access checker: become exactly `uid`/`gid` (supplementary groups: `gid`)
+/// holding the `basic` privileges only, in every set. Not an empty set: the kernel's
+/// `priv_proc_cred_perm` also wants the target's privileges to be a subset of the
+/// opener's, so an empty set would be refused every ordinary process; `basic` is
+/// what an ordinary user's process holds. Needs `proc_setid` in the daemon.
+pub fn drop_to_user(
+    uid: u32,
+    gid: u32,
+    _userns: Option<(libc::c_int, u64, u64)>,
+) -> Result<(), String> {
+    let os = |what: &str| format!("{what}: {}", io::Error::last_os_error());
+    let gid_t = gid as libc::gid_t;
+    // SAFETY: plain calls on this single-threaded process's credentials.
+    unsafe {
+        if libc::setgroups(1, &gid_t) != 0 {
+            return Err(os("setgroups"));
+        }
+        if libc::setgid(gid_t) != 0 {
+            return Err(os("setgid"));
+        }
+        if libc::setuid(uid as libc::uid_t) != 0 {
+            return Err(os("setuid"));
+        }
+    }
+    let basic = PrivSet::basic()?;
+    for which in PRIV_SETS {
+        // SAFETY: a valid set and a NUL-terminated set name.
+        if unsafe { setppriv(PRIV_SET, which.as_ptr().cast(), basic.0) } != 0 {
+            return Err(os("setppriv"));
+        }
+    }
+    // SAFETY: plain getters.
+    let ids = unsafe {
+        (
+            libc::getuid(),
+            libc::geteuid(),
+            libc::getgid(),
+            libc::getegid(),
+        )
+    };
+    if ids != (uid as _, uid as _, gid as _, gid as _) {
+        return Err(format!("ids are {ids:?} after setuid({uid})/setgid({gid})"));
+    }
+    Ok(())
+}
+
+/// Privilege sets of this process that hold more than `basic`.
+pub(super) fn held_privileges_impl(_caps: (u64, u64)) -> Vec<(String, String)> {
+    let basic = match PrivSet::basic() {
+        Ok(b) => b,
+        Err(e) => return vec![("basic".into(), e)],
+    };
+    let mut held = Vec::new();
+    for which in PRIV_SETS {
+        let name = String::from_utf8_lossy(&which[..which.len() - 1]).into_owned();
+        // SAFETY: a fresh set, filled by getppriv, compared, freed by PrivSet.
+        let set = PrivSet(unsafe { priv_allocset() });
+        if set.0.is_null() || unsafe { getppriv(which.as_ptr().cast(), set.0) } != 0 {
+            held.push((name, "unreadable".into()));
+        } else if unsafe { priv_isequalset(set.0, basic.0) } == 0 {
+            held.push((name, "more or other than basic".into()));
+        }
+    }
+    held
+}
+
+/// What the client's direct read would ask of the kernel, made by the checker as the
+/// client: opening `/proc/PID/as` for reading (`priv_proc_cred_perm`: zone, ids,
+/// privilege subset, set-id processes). Closed at once, nothing read. `Read` is a
+/// Linux (Yama) mode and never asked here.
+pub fn open_as_client(pid: u32, _mode: super::CheckMode) -> io::Result<()> {
+    std::fs::File::open(format!("/proc/{pid}/as")).map(drop)
 }
 
 /// No pidfd here: [`ProcessHandle::open`] always fails and callers compare start

@@ -27,11 +27,134 @@ pub fn peer_credentials(fd: RawFd) -> io::Result<PeerCred> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
+    let pid = u32::try_from(uc.pid).ok().filter(|&p| p > 0);
+    let (foreign_userns, userns) = match (pid, own_user_namespace()) {
+        (Some(p), Some(own)) => match peer_user_namespace(fd, p, uc.uid, uc.gid, own) {
+            Ok(None) => (false, None),
+            Ok(Some(ns)) => (true, Some(ns)),
+            // could not tell: judged foreign (and refused, having no namespace)
+            Err(()) => (true, None),
+        },
+        // a peer in another pid namespace (pid 0) is judged by its uid alone
+        _ => (false, None),
+    };
     Ok(PeerCred {
         uid: uc.uid,
         gid: uc.gid,
-        pid: u32::try_from(uc.pid).ok().filter(|&p| p > 0),
-        privileged: is_privileged_uid(uc.uid),
+        pid,
+        privileged: is_privileged_uid(uc.uid) && !foreign_userns,
+        foreign_userns,
+        userns,
+    })
+}
+
+/// `SO_PEERPIDFD` (Linux 6.5+) on the architectures where it is 77.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "loongarch64",
+    target_arch = "s390x"
+))]
+const SO_PEERPIDFD: Option<libc::c_int> = Some(77);
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "loongarch64",
+    target_arch = "s390x"
+)))]
+const SO_PEERPIDFD: Option<libc::c_int> = None;
+
+fn ns_identity(path: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn own_user_namespace() -> Option<(u64, u64)> {
+    ns_identity("/proc/self/ns/user")
+}
+
+/// The user namespace of the peer process `pid` if it is not `own`, with the peer's
+/// ids in it (its `uid`/`gid` as the daemon sees them, translated through the
+/// namespace's maps) and its capability sets. Read through `/proc/PID`; with
+/// `SO_PEERPIDFD` (Linux 6.5+) the pid is known to be the peer's own as long as its
+/// pidfd shows it running after the reads (a pid is not reused before its process
+/// is reaped); without (older kernels), a peer that exited right after connecting
+/// could have its pid reused in between. `Err` when anything cannot be read.
+fn peer_user_namespace(
+    fd: RawFd,
+    pid: u32,
+    uid: u32,
+    gid: u32,
+    own: (u64, u64),
+) -> Result<Option<super::ForeignNs>, ()> {
+    use std::os::fd::FromRawFd;
+    let pidfd = SO_PEERPIDFD.and_then(|opt| {
+        let mut pfd: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `pfd` and `len` are valid for writes of the sizes passed.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&mut pfd as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        // SAFETY: a fresh descriptor that nothing else owns.
+        (rc == 0 && pfd >= 0)
+            .then(|| ProcessHandle(unsafe { std::os::fd::OwnedFd::from_raw_fd(pfd) }))
+    });
+    let ns = ns_identity(&format!("/proc/{pid}/ns/user")).ok_or(())?;
+    let result = if ns == own {
+        None
+    } else {
+        let map = |what: &str, id: u32| -> Result<u32, ()> {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/{what}")).map_err(|_| ())?;
+            inner_id(&text, id).ok_or(())
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|_| ())?;
+        let cap = |name: &str| -> Result<u64, ()> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .ok_or(())
+        };
+        Some(super::ForeignNs {
+            ns,
+            uid: map("uid_map", uid)?,
+            gid: map("gid_map", gid)?,
+            cap_eff: cap("CapEff")?,
+            cap_prm: cap("CapPrm")?,
+        })
+    };
+    // still the peer (and still in that namespace) after the reads
+    let still = ns_identity(&format!("/proc/{pid}/ns/user")) == Some(ns);
+    match pidfd {
+        Some(h) if h.exited() => Err(()),
+        _ if !still => Err(()),
+        _ => Ok(result),
+    }
+}
+
+/// The id inside a user namespace of `outer` (an id of the reader's namespace), from
+/// the namespace's `uid_map`/`gid_map` text as read from outside it
+/// (`inside outside count` lines).
+fn inner_id(map: &str, outer: u32) -> Option<u32> {
+    map.lines().find_map(|l| {
+        let mut f = l.split_whitespace().map(|v| v.parse::<u64>().ok());
+        let (inside, outside, count) = (f.next()??, f.next()??, f.next()??);
+        let o = u64::from(outer);
+        (outside <= o && o < outside + count)
+            .then(|| u32::try_from(inside + (o - outside)).ok())
+            .flatten()
     })
 }
 
@@ -46,13 +169,158 @@ fn is_privileged_uid(uid: u32) -> bool {
     uid == 0
 }
 
-/// Owner of `/proc/PID`: the kernel makes it root for a process that is not dumpable
-/// (it changed credentials), which ptrace refuses to anyone but a privileged caller.
-pub fn proc_owner(pid: u32) -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}"))
-        .ok()
-        .map(|m| m.uid())
+/// In the access checker, before it answers anything: become exactly `uid`/`gid`
+/// (supplementary groups: just `gid`), with no capabilities and no way to regain any.
+/// From root, `setresuid` to a non-zero uid clears the permitted, effective and
+/// ambient sets; a daemon running as another uid with capabilities (systemd's
+/// `DynamicUser=` with `AmbientCapabilities=CAP_SETUID CAP_SETGID ...`) keeps them
+/// across that call, so they are set explicitly too. The caller then checks with
+/// [`held_privileges`](super::held_privileges) that it really holds nothing more.
+///
+/// `userns` (fd, effective, permitted): a checker for a client of another user
+/// namespace, which it finds open as that fd and enters first (`setns`, after emptying its supplementary
+/// groups, which that namespace may not let it set); `uid`/`gid` are the client's
+/// ids there, and it keeps the client's (effective, permitted) capabilities there,
+/// as the kernel counts them for the client's own reads. Entering after exec keeps
+/// the process image the daemon's namespace's: the client, privileged in its own,
+/// cannot ptrace the (non-dumpable) checker.
+pub fn drop_to_user(
+    uid: u32,
+    gid: u32,
+    userns: Option<(libc::c_int, u64, u64)>,
+) -> Result<(), String> {
+    let os = |what: &str| format!("{what}: {}", io::Error::last_os_error());
+    // SAFETY: plain syscalls on this single-threaded process's credentials.
+    unsafe {
+        if let Some((fd, _, _)) = userns {
+            if libc::setgroups(0, std::ptr::null()) != 0 {
+                return Err(os("setgroups"));
+            }
+            if libc::setns(fd, libc::CLONE_NEWUSER) != 0 {
+                return Err(os("setns"));
+            }
+            libc::close(fd);
+        } else if libc::setgroups(1, &gid) != 0 {
+            return Err(os("setgroups"));
+        }
+        if libc::setresgid(gid, gid, gid) != 0 {
+            return Err(os("setresgid"));
+        }
+        if libc::setresuid(uid, uid, uid) != 0 {
+            return Err(os("setresuid"));
+        }
+        // (a uid change makes it so already; said explicitly, and checked below)
+        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 {
+            return Err(os("prctl(PR_SET_DUMPABLE)"));
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(os("prctl(PR_SET_NO_NEW_PRIVS)"));
+        }
+        // (EINVAL: a kernel before 4.3 has no ambient set)
+        if libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        ) != 0
+            && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
+        {
+            return Err(os("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"));
+        }
+        if libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) != 0 {
+            return Err("still dumpable".into());
+        }
+    }
+    let caps = userns.map_or((0, 0), |(_, eff, prm)| (eff, prm));
+    set_capabilities(caps).map_err(|e| format!("capset: {e}"))?;
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY: three valid out-pointers each time.
+    unsafe { libc::getresuid(&mut r, &mut e, &mut s) };
+    if (r, e, s) != (uid, uid, uid) {
+        return Err(format!("uids are {r}/{e}/{s} after setresuid({uid})"));
+    }
+    unsafe { libc::getresgid(&mut r, &mut e, &mut s) };
+    if (r, e, s) != (gid, gid, gid) {
+        return Err(format!("gids are {r}/{e}/{s} after setresgid({gid})"));
+    }
+    Ok(())
+}
+
+/// Set the (effective, permitted) capability sets, the inheritable one empty (only
+/// lowering them is allowed, and that is all the checker does). `capset(2)` through
+/// the raw syscall: the libc crate has no wrapper.
+fn set_capabilities((eff, prm): (u64, u64)) -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let word = |v: u64, i: u32| (v >> (32 * i)) as u32;
+    let data = [0, 1].map(|i| Data {
+        effective: word(eff, i),
+        permitted: word(prm, i),
+        inheritable: 0,
+    });
+    // SAFETY: a valid v3 header and the two data words v3 reads.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Capability sets of this process other than `(eff, prm)` expected (`CapEff`,
+/// `CapPrm`; `CapAmb` and `CapInh` must be empty) in `/proc/self/status`; an
+/// unreadable file counts as holding something.
+pub(super) fn held_privileges_impl((eff, prm): (u64, u64)) -> Vec<(String, String)> {
+    let status = match std::fs::read_to_string("/proc/self/status") {
+        Ok(s) => s,
+        Err(e) => return vec![("/proc/self/status".into(), e.to_string())],
+    };
+    let mut held = Vec::new();
+    for (name, want) in [
+        ("CapPrm", prm),
+        ("CapEff", eff),
+        ("CapAmb", 0),
+        ("CapInh", 0),
+    ] {
+        let v = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim);
+        match v.map(|v| u64::from_str_radix(v, 16)) {
+            Some(Ok(got)) if got == want => {}
+            // (CapAmb is absent before Linux 4.3: nothing held there)
+            None if name == "CapAmb" => {}
+            _ => held.push((name.to_string(), v.unwrap_or("missing").to_string())),
+        }
+    }
+    held
+}
+
+/// What the client's direct read would ask of the kernel, made by the checker as the
+/// client: opening `/proc/PID/mem` runs `ptrace_may_access` in ATTACH mode (uids,
+/// gids, dumpable, capability subset, user namespaces, Yama, LSMs); `environ` runs it
+/// in READ mode. The file is closed at once, nothing is read.
+pub fn open_as_client(pid: u32, mode: super::CheckMode) -> io::Result<()> {
+    let what = match mode {
+        super::CheckMode::Attach => "mem",
+        super::CheckMode::Read => "environ",
+    };
+    std::fs::File::open(format!("/proc/{pid}/{what}")).map(drop)
 }
 
 /// A process held by a pidfd (Linux 5.3+): whether it exited is one `poll`, not a
@@ -148,4 +416,19 @@ pub fn exe_identity(pid: u32) -> Option<(u64, u64)> {
     std::fs::metadata(format!("/proc/{pid}/exe"))
         .ok()
         .map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_inside_a_namespace() {
+        // unshare -U -r by uid 1000: "0 1000 1"; a rootless container's range
+        let map = "         0       1000          1\n         1     100000      65536\n";
+        assert_eq!(super::inner_id(map, 1000), Some(0));
+        assert_eq!(super::inner_id(map, 100000), Some(1));
+        assert_eq!(super::inner_id(map, 165535), Some(65536));
+        assert_eq!(super::inner_id(map, 165536), None);
+        assert_eq!(super::inner_id(map, 0), None);
+        assert_eq!(super::inner_id("", 5), None);
+    }
 }

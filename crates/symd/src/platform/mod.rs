@@ -1,10 +1,9 @@
 //! What the daemon needs from the operating system: who is at the other end of a
-//! Unix socket, whether that peer may read any process, and where the socket lives.
+//! Unix socket, whether that peer may read any process, the kernel checks the access
+//! checker makes as a client, and where the socket lives.
 //! The reader's own OS code is in `pyframe_reader::platform`.
 
 use std::path::PathBuf;
-
-use pyframe_reader::platform::Credentials;
 
 #[cfg(target_os = "illumos")]
 mod illumos;
@@ -27,6 +26,28 @@ pub struct PeerCred {
     /// May inspect any process, decided from these same connect-time credentials
     /// (Linux: uid 0; illumos: `proc_owner` in the ucred's effective set).
     pub privileged: bool,
+    /// Linux: the peer runs in another user namespace than the daemon (`unshare -U`,
+    /// rootless containers). The kernel judges the peer's own reads in that
+    /// namespace, so its access checker runs there too (see `userns`). Always false
+    /// on illumos.
+    pub foreign_userns: bool,
+    /// With `foreign_userns`: the namespace and the peer's ids and capabilities in
+    /// it, as read at connect; `None` when they could not be told (then refused).
+    pub userns: Option<ForeignNs>,
+}
+
+/// A peer in another user namespace, as it was when it connected (Linux).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ForeignNs {
+    /// Device and inode of the namespace (`/proc/PID/ns/user`).
+    pub ns: (u64, u64),
+    /// The peer's effective uid and gid as seen inside it.
+    pub uid: u32,
+    pub gid: u32,
+    /// Its effective and permitted capability sets (they count in that namespace
+    /// and those below it only).
+    pub cap_eff: u64,
+    pub cap_prm: u64,
 }
 
 /// Name of the socket inside the run directory.
@@ -37,179 +58,86 @@ pub fn default_socket_path() -> PathBuf {
     PathBuf::from(pyframe_reader::platform::DEFAULT_RUN_DIR).join(SOCKET_NAME)
 }
 
-/// Why a peer may not inspect a process (said to the client and logged).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("it runs as uid {ruid}/{euid}/{suid} (real/effective/saved)")]
-    OtherUser { ruid: u32, euid: u32, suid: u32 },
-    #[error("its group ids {rgid}/{egid} (real/effective) differ from the client's {gid}")]
-    OtherGroup { rgid: u32, egid: u32, gid: u32 },
-    #[error("it is not dumpable (it changed credentials)")]
-    NotDumpable,
-    #[error("kernel.yama.ptrace_scope is 3: no process may be attached to")]
-    YamaNoAttach,
-    #[error("kernel.yama.ptrace_scope is 2: only root may attach to processes")]
-    YamaAdminOnly,
-    #[error("kernel.yama.ptrace_scope is 1: only its ancestors may attach to it, and the client is not one")]
-    YamaNotAncestor,
+/// Which kernel check the access checker makes for a client (see
+/// `daemon::checker`): what the client's own direct read would trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CheckMode {
+    /// Opening the target's memory (`/proc/PID/mem` on Linux: ptrace ATTACH mode;
+    /// `/proc/PID/as` on illumos): the check of the direct read itself.
+    Attach,
+    /// Linux with Yama `ptrace_scope` = 1 only: `/proc/PID/environ` (ptrace READ mode,
+    /// which Yama leaves alone). The checker is not the client's process, so Yama's
+    /// "only ancestors" part is decided by the daemon (`is_descendant`).
+    Read,
 }
 
-/// The daemon reads processes with its own privileges, so it serves a peer only what
-/// the peer could read itself: a privileged peer (see [`PeerCred::privileged`]) any
-/// process; anyone else only processes whose real, effective and saved uids are all
-/// the peer's effective uid and whose real and effective gids are the peer's gid.
-/// That is the rule both kernels apply to ptrace and `/proc` control, so set-id
-/// programs are refused. `proc_owner` (see [`proc_owner`]) is the owner of the
-/// target's `/proc` entry where it tells non-dumpable processes apart (Linux makes it
-/// root for a process that changed credentials; the kernel refuses to ptrace those).
-///
-/// On top of that, Yama's `ptrace_scope` (see [`ptrace_scope`]; 0 where there is no
-/// Yama) narrows what an unprivileged peer could attach to: at 1 only its
-/// descendants (`is_descendant`, asked only then; it must answer `false` when
-/// unsure), at 2 nothing (only CAP_SYS_PTRACE may attach, and a peer with it but not
-/// root counts as unprivileged here), at 3 (or any unknown value) nothing at all.
-/// Kept free of OS calls so the decision can be tested for every scope.
-pub fn may_inspect(
-    peer: &PeerCred,
-    target: &Credentials,
-    proc_owner: Option<u32>,
-    ptrace_scope: u32,
-    is_descendant: impl FnOnce() -> bool,
-) -> Result<(), Refusal> {
-    if peer.privileged {
-        return Ok(());
+/// The kernel's answer to a checker's open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Allowed,
+    Denied,
+    /// ENOENT/ESRCH: gone, or invisible to that user (`/proc` mounted `hidepid=2`).
+    NoSuchProcess,
+}
+
+impl Access {
+    /// The answer for the result of an `open(2)`; other errors are the caller's.
+    pub fn of(r: std::io::Result<()>) -> std::io::Result<Access> {
+        match r {
+            Ok(()) => Ok(Access::Allowed),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EACCES | libc::EPERM) => Ok(Access::Denied),
+                Some(libc::ENOENT | libc::ESRCH) => Ok(Access::NoSuchProcess),
+                _ => Err(e),
+            },
+        }
     }
-    match ptrace_scope {
-        0 | 1 => {}
-        2 => return Err(Refusal::YamaAdminOnly),
-        _ => return Err(Refusal::YamaNoAttach),
-    }
-    if [target.ruid, target.euid, target.suid]
-        .iter()
-        .any(|&u| u != peer.uid)
-    {
-        return Err(Refusal::OtherUser {
-            ruid: target.ruid,
-            euid: target.euid,
-            suid: target.suid,
-        });
-    }
-    if target.rgid != peer.gid || target.egid != peer.gid {
-        return Err(Refusal::OtherGroup {
-            rgid: target.rgid,
-            egid: target.egid,
-            gid: peer.gid,
-        });
-    }
-    if proc_owner.is_some_and(|owner| owner != peer.uid) {
-        return Err(Refusal::NotDumpable);
-    }
-    if ptrace_scope == 1 && !is_descendant() {
-        return Err(Refusal::YamaNotAncestor);
-    }
-    Ok(())
+}
+
+/// Capability-like state of the calling process that differs from what a checker
+/// may hold (`caps`: the effective and permitted sets it must have, Linux; nothing
+/// otherwise), as `(name, value)` of each difference (empty: none).
+pub fn held_privileges(caps: (u64, u64)) -> Vec<(String, String)> {
+    held_privileges_impl(caps)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn creds(ruid: u32, euid: u32, suid: u32, rgid: u32, egid: u32) -> Credentials {
-        Credentials {
-            ruid,
-            euid,
-            suid,
-            rgid,
-            egid,
-        }
-    }
-
     #[test]
-    fn inspect_rule() {
-        let peer = PeerCred {
-            uid: 1000,
-            gid: 100,
-            pid: Some(5),
-            privileged: false,
-        };
-        let may_inspect = |peer: &PeerCred, privileged: bool, t: &Credentials, o: Option<u32>| {
-            let peer = PeerCred {
-                privileged,
-                ..*peer
-            };
-            may_inspect(&peer, t, o, 0, || panic!("asked for ancestry at scope 0"))
-        };
-        let own = creds(1000, 1000, 1000, 100, 100);
-        assert_eq!(may_inspect(&peer, false, &own, Some(1000)), Ok(()));
-        assert_eq!(may_inspect(&peer, false, &own, None), Ok(()));
-        // another user's process
-        let e = may_inspect(&peer, false, &creds(1001, 1001, 1001, 100, 100), None);
-        assert!(matches!(e, Err(Refusal::OtherUser { .. })), "{e:?}");
-        // set-uid programs: effective or saved id differs
-        assert!(may_inspect(&peer, false, &creds(1000, 0, 0, 100, 100), None).is_err());
-        assert!(may_inspect(&peer, false, &creds(1000, 1000, 0, 100, 100), None).is_err());
-        // set-gid program
-        let e = may_inspect(&peer, false, &creds(1000, 1000, 1000, 100, 5), None);
-        assert!(matches!(e, Err(Refusal::OtherGroup { .. })), "{e:?}");
-        // dropped privileges: ids match but the process is not dumpable
-        let e = may_inspect(&peer, false, &own, Some(0)).unwrap_err();
-        assert!(e.to_string().contains("dumpable"), "{e}");
-        // privileged peers may read anything
-        assert_eq!(
-            may_inspect(&peer, true, &creds(0, 0, 0, 0, 0), Some(0)),
-            Ok(())
-        );
-    }
-
-    #[test]
-    fn yama_scopes() {
-        let peer = PeerCred {
-            uid: 1000,
-            gid: 100,
-            pid: Some(5),
-            privileged: false,
-        };
-        let root = PeerCred {
-            uid: 0,
-            gid: 0,
-            pid: Some(6),
-            privileged: true,
-        };
-        let own = creds(1000, 1000, 1000, 100, 100);
-        let other = creds(1001, 1001, 1001, 100, 100);
-        // 0: the id rules alone; ancestry is not asked
-        let never = || -> bool { panic!("ancestry asked") };
-        assert_eq!(may_inspect(&peer, &own, None, 0, never), Ok(()));
-        // 1: own processes only if they descend from the client
-        assert_eq!(may_inspect(&peer, &own, None, 1, || true), Ok(()));
-        assert_eq!(
-            may_inspect(&peer, &own, None, 1, || false),
-            Err(Refusal::YamaNotAncestor)
-        );
-        // ... and being an ancestor never lends another user's process
-        assert!(matches!(
-            may_inspect(&peer, &other, None, 1, || true),
-            Err(Refusal::OtherUser { .. })
-        ));
-        // 2: no unprivileged client at all, even for its own child
-        assert_eq!(
-            may_inspect(&peer, &own, None, 2, || true),
-            Err(Refusal::YamaAdminOnly)
-        );
-        // 3, and values Yama does not define: nothing
-        for scope in [3, 4, u32::MAX] {
+    fn open_results() {
+        use std::io::Error;
+        assert_eq!(Access::of(Ok(())).unwrap(), Access::Allowed);
+        for e in [libc::EACCES, libc::EPERM] {
             assert_eq!(
-                may_inspect(&peer, &own, None, scope, || true),
-                Err(Refusal::YamaNoAttach)
+                Access::of(Err(Error::from_raw_os_error(e))).unwrap(),
+                Access::Denied
             );
         }
-        // the daemon reads as root: a root client is served at every scope
-        for scope in 0..=3 {
-            assert_eq!(may_inspect(&root, &other, Some(0), scope, never), Ok(()));
+        for e in [libc::ENOENT, libc::ESRCH] {
+            assert_eq!(
+                Access::of(Err(Error::from_raw_os_error(e))).unwrap(),
+                Access::NoSuchProcess
+            );
         }
-        assert!(Refusal::YamaNotAncestor
-            .to_string()
-            .contains("ptrace_scope is 1"));
+        assert!(Access::of(Err(Error::from_raw_os_error(libc::EIO))).is_err());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn kernel_check_of_own_and_missing_processes() {
+        // this test process may open its own memory (ground truth: the kernel)
+        assert_eq!(
+            open_as_client(std::process::id(), CheckMode::Attach)
+                .map(|_| ())
+                .ok(),
+            Some(())
+        );
+        assert_eq!(
+            Access::of(open_as_client(u32::MAX - 1, CheckMode::Attach)).unwrap(),
+            Access::NoSuchProcess
+        );
     }
 
     #[test]
@@ -231,6 +159,7 @@ mod tests {
         assert_eq!(peer.pid, Some(std::process::id()));
         #[cfg(target_os = "linux")]
         assert_eq!(peer.privileged, uid == 0);
+        assert!(!peer.foreign_userns);
     }
 
     #[cfg(target_os = "linux")]
