@@ -69,8 +69,8 @@ def smf_checks():
     privs = set((cred.get("privileges") or "").split(",")) if cred is not None else set()
     limit = set((cred.get("limit_privileges") or "").split(",")) if cred is not None else set()
     check("method_credential has a user", cred is not None and cred.get("user"))
-    check("privileges are basic,proc_owner (least privilege: not all, not zone)",
-          {"basic", "proc_owner"} <= privs and not privs & {"all", "zone"}, privs)
+    check("privileges are basic,proc_owner,proc_setid (least privilege: not all, not zone)",
+          {"basic", "proc_owner", "proc_setid"} <= privs and not privs & {"all", "zone"}, privs)
     check("limit_privileges caps the daemon to its privileges", limit and privs <= limit
           and not limit & {"all", "zone"}, limit)
     pgs = {pg.get("name"): pg for pg in svc.findall("property_group")}
@@ -254,8 +254,9 @@ def systemd_checks():
     for k, v in want.items():
         check(f"service {k}={v}", s.get(k) == [v], s.get(k))
     caps = set(" ".join(s.get("CapabilityBoundingSet", [])).split())
-    check("capabilities: CAP_SYS_PTRACE (+ CAP_DAC_READ_SEARCH) only",
-          "CAP_SYS_PTRACE" in caps and caps <= {"CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"}, caps)
+    check("capabilities: CAP_SYS_PTRACE (+ CAP_DAC_READ_SEARCH, CAP_SETUID/SETGID for the access checker) only",
+          {"CAP_SYS_PTRACE", "CAP_SETUID", "CAP_SETGID"} <= caps
+          and caps <= {"CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH", "CAP_SETUID", "CAP_SETGID"}, caps)
     check("ambient capabilities within the bounding set",
           set(" ".join(s.get("AmbientCapabilities", [])).split()) <= caps)
     # The filter lines as systemd merges them are run for real by tests/service/check
