@@ -29,6 +29,8 @@ use crate::memory::{MemResult, Memory};
 const MAX_FIELDS: usize = 5;
 /// Two witnesses closer than this are read as one range (frames in a data-stack chunk).
 const MERGE_GAP: u64 = 256;
+/// Bytes re-read at most (the walk's own limits keep it far below: 16,384 frames).
+const MAX_REREAD: usize = 64 << 20;
 
 /// Values one struct held when the walk read it.
 #[derive(Debug, Clone, Copy)]
@@ -97,63 +99,73 @@ pub fn verify(mem: &dyn Memory, witnesses: &[Witness], bounds: &[StackBound]) ->
 }
 
 fn compare(mem: &dyn Memory, witnesses: &[Witness]) -> MemResult<()> {
-    {
-        let mut ws: Vec<&Witness> = witnesses.iter().filter(|w| w.n > 0).collect();
-        if ws.is_empty() {
-            return Ok(());
+    // Merge nearby spans into ranges in walk order, no sort: a thread's frames in its
+    // data-stack chunk come one next to the other, so they make one range per chunk.
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let mut at: Vec<usize> = Vec::with_capacity(witnesses.len());
+    for w in witnesses {
+        let (lo, hi) = w.span();
+        if hi < lo {
+            return Err(MemoryError::Invalid(format!(
+                "witness at {:#x} wraps the address space",
+                w.addr
+            )));
         }
-        ws.sort_unstable_by_key(|w| w.span().0);
-        // merge nearby spans into ranges: one iovec per data-stack chunk, not per frame
-        let mut ranges: Vec<(u64, u64)> = Vec::new();
-        for w in &ws {
-            let (lo, hi) = w.span();
-            if hi < lo {
+        match ranges.last_mut() {
+            Some((start, end))
+                if lo <= end.saturating_add(MERGE_GAP)
+                    && hi.saturating_add(MERGE_GAP) >= *start =>
+            {
+                *start = (*start).min(lo);
+                *end = (*end).max(hi);
+            }
+            _ => ranges.push((lo, hi)),
+        }
+        at.push(ranges.len() - 1);
+    }
+    if ranges.is_empty() {
+        return Ok(());
+    }
+    let total: usize = ranges.iter().map(|&(lo, hi)| (hi - lo) as usize).sum();
+    if total > MAX_REREAD {
+        return Err(MemoryError::Invalid(format!(
+            "{total} bytes to read again exceeds {MAX_REREAD}"
+        )));
+    }
+    let mut buf = vec![0u8; total];
+    let mut offsets = Vec::with_capacity(ranges.len());
+    {
+        let mut reqs: Vec<(u64, &mut [u8])> = Vec::with_capacity(ranges.len());
+        let mut rest = &mut buf[..];
+        let mut off = 0usize;
+        for &(lo, hi) in &ranges {
+            let (head, tail) = rest.split_at_mut((hi - lo) as usize);
+            reqs.push((lo, head));
+            offsets.push(off);
+            off += (hi - lo) as usize;
+            rest = tail;
+        }
+        mem.read_many(&mut reqs)?;
+    }
+    for (w, &r) in witnesses.iter().zip(&at) {
+        let base = ranges[r].0;
+        for &(off, width, value) in &w.fields[..w.n as usize] {
+            let pos = offsets[r] + (w.addr.wrapping_add(off as u64) - base) as usize;
+            let now = value_at(&buf, pos, width);
+            if now != value {
                 return Err(MemoryError::Invalid(format!(
-                    "witness at {:#x} wraps the address space",
+                    "{:#x}+{off} changed during the read ({value:#x} -> {now:#x}): the thread moved",
                     w.addr
                 )));
-            }
-            match ranges.last_mut() {
-                Some((_, end)) if lo <= end.saturating_add(MERGE_GAP) => *end = (*end).max(hi),
-                _ => ranges.push((lo, hi)),
-            }
-        }
-        let mut bufs: Vec<Vec<u8>> = ranges
-            .iter()
-            .map(|&(lo, hi)| vec![0u8; (hi - lo) as usize])
-            .collect();
-        {
-            let mut reqs: Vec<(u64, &mut [u8])> = ranges
-                .iter()
-                .map(|r| r.0)
-                .zip(bufs.iter_mut().map(|b| &mut b[..]))
-                .collect();
-            mem.read_many(&mut reqs)?;
-        }
-        let mut r = 0;
-        for w in ws {
-            let (lo, hi) = w.span();
-            // spans were merged in this same order: each lies in the current range or a later one
-            while !(ranges[r].0 <= lo && hi <= ranges[r].1) {
-                r += 1;
-            }
-            let base = ranges[r].0;
-            for &(off, width, value) in &w.fields[..w.n as usize] {
-                let at = (w.addr.wrapping_add(off as u64) - base) as usize;
-                let now = value_at(&bufs[r], at, width);
-                if now != value {
-                    return Err(MemoryError::Invalid(format!(
-                        "{:#x}+{off} changed during the read ({value:#x} -> {now:#x}): the thread moved",
-                        w.addr
-                    )));
-                }
             }
         }
     }
     Ok(())
 }
 
-fn check_bounds(mem: &dyn Memory, bounds: &[StackBound]) -> MemResult<()> {
+/// Every frame of a 3.11+ thread's current data-stack chunk lies below the chunk's top,
+/// as `mem` shows them now.
+pub fn check_bounds(mem: &dyn Memory, bounds: &[StackBound]) -> MemResult<()> {
     if bounds.is_empty() {
         return Ok(());
     }
