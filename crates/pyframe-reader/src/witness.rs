@@ -17,7 +17,8 @@
 //! running": up to 3.10 the frame's own running flag is one of the compared fields (the
 //! walker also checks it when it reads the frame); from 3.11, frames live in the thread's
 //! data stack and one above `datastack_top` has been popped, so each thread's
-//! [`StackBound`] is read last and every frame of the current chunk must lie below the top.
+//! [`StackBound`] is read both before and after the frames (in the same pass) and every
+//! frame of the current chunk must lie below the top both times.
 //! The thread may have called further meanwhile (the top only rises): the stack returned
 //! is the one it had when the walk began, which is still the base of what it runs.
 
@@ -94,11 +95,6 @@ fn value_at(buf: &[u8], at: usize, width: u8) -> u64 {
 /// every thread's data-stack top, and fail with [`MemoryError::Invalid`] naming the first
 /// value that changed or the first frame that is no longer on its thread's stack.
 pub fn verify(mem: &dyn Memory, witnesses: &[Witness], bounds: &[StackBound]) -> MemResult<()> {
-    compare(mem, witnesses)?;
-    check_bounds(mem, bounds)
-}
-
-fn compare(mem: &dyn Memory, witnesses: &[Witness]) -> MemResult<()> {
     // Merge nearby spans into ranges in walk order, no sort: a thread's frames in its
     // data-stack chunk come one next to the other, so they make one range per chunk.
     let mut ranges: Vec<(u64, u64)> = Vec::new();
@@ -123,6 +119,24 @@ fn compare(mem: &dyn Memory, witnesses: &[Witness]) -> MemResult<()> {
         }
         at.push(ranges.len() - 1);
     }
+    // each thread's data-stack fields both before and after every frame, in the same
+    // pass: the frames must be below the top at both ends, so a thread that returned
+    // below them and called up again while the frames were copied is not missed
+    let mut before = Vec::with_capacity(bounds.len());
+    for b in bounds {
+        let hi = b.chunk_field.wrapping_add(b.top.max(b.limit) + 8);
+        if hi < b.chunk_field {
+            return Err(MemoryError::Invalid(format!(
+                "thread state field at {:#x} wraps the address space",
+                b.chunk_field
+            )));
+        }
+        before.push((b.chunk_field, hi));
+    }
+    let frames_end = ranges.len();
+    ranges.extend(before.iter().copied());
+    let n_before = before.len();
+    ranges.splice(0..0, before);
     if ranges.is_empty() {
         return Ok(());
     }
@@ -148,6 +162,7 @@ fn compare(mem: &dyn Memory, witnesses: &[Witness]) -> MemResult<()> {
         mem.read_many(&mut reqs)?;
     }
     for (w, &r) in witnesses.iter().zip(&at) {
+        let r = r + n_before;
         let base = ranges[r].0;
         for &(off, width, value) in &w.fields[..w.n as usize] {
             let pos = offsets[r] + (w.addr.wrapping_add(off as u64) - base) as usize;
@@ -160,36 +175,25 @@ fn compare(mem: &dyn Memory, witnesses: &[Witness]) -> MemResult<()> {
             }
         }
     }
+    for (i, b) in bounds.iter().enumerate() {
+        within_top(b, &buf[offsets[i]..])?;
+        within_top(b, &buf[offsets[n_before + frames_end + i]..])?;
+    }
     Ok(())
 }
 
 /// Every frame of a 3.11+ thread's current data-stack chunk lies below the chunk's top,
-/// as `mem` shows them now.
-pub fn check_bounds(mem: &dyn Memory, bounds: &[StackBound]) -> MemResult<()> {
-    if bounds.is_empty() {
-        return Ok(());
-    }
-    let span = |b: &StackBound| b.top.max(b.limit) as usize + 8;
-    let mut bufs: Vec<Vec<u8>> = bounds.iter().map(|b| vec![0u8; span(b)]).collect();
-    {
-        let mut reqs: Vec<(u64, &mut [u8])> = bounds
-            .iter()
-            .map(|b| b.chunk_field)
-            .zip(bufs.iter_mut().map(|b| &mut b[..]))
-            .collect();
-        mem.read_many(&mut reqs)?;
-    }
-    for (b, buf) in bounds.iter().zip(&bufs) {
-        let chunk = value_at(buf, 0, 8);
-        let top = value_at(buf, b.top as usize, 8);
-        let limit = value_at(buf, b.limit as usize, 8);
-        for &(addr, size) in &b.frames {
-            // frames of older chunks and of generators are elsewhere: not bounded here
-            if addr >= chunk && addr < limit && addr.saturating_add(size) > top {
-                return Err(MemoryError::Invalid(format!(
-                    "frame {addr:#x} is above its thread's data-stack top {top:#x}: it returned during the read"
-                )));
-            }
+/// given the thread's `datastack_chunk`.. fields as read (`fields` starts at `chunk_field`).
+fn within_top(b: &StackBound, fields: &[u8]) -> MemResult<()> {
+    let chunk = value_at(fields, 0, 8);
+    let top = value_at(fields, b.top as usize, 8);
+    let limit = value_at(fields, b.limit as usize, 8);
+    for &(addr, size) in &b.frames {
+        // frames of older chunks and of generators are elsewhere: not bounded here
+        if addr >= chunk && addr < limit && addr.saturating_add(size) > top {
+            return Err(MemoryError::Invalid(format!(
+                "frame {addr:#x} is above its thread's data-stack top {top:#x}: it returned during the read"
+            )));
         }
     }
     Ok(())

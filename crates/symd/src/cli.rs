@@ -24,9 +24,12 @@ pub struct Cli {
 }
 
 const STACK_HELP: &str = "\
-The target keeps running while it is read (no ptrace stop, nothing injected); a torn read of a
-busy thread is detected and retried, and reported (exit 8) rather than printed wrong. --pause
-stops every thread for the read and always resumes it, also on errors and Ctrl-C.
+The target keeps running while it is read (no ptrace stop, nothing injected). Everything the
+read followed (each frame's link, code and position, 3.8-3.10 frames' running flags, 3.11+ data-
+stack tops) is read again after it and must be unchanged, so a stack that moved under the read
+is retried (for up to 20 ms) and, if it never holds still, reported (exit 8) rather than printed
+wrong (docs/consistency.md). --pause stops every thread for the read and always resumes it,
+also on errors and Ctrl-C.
 
 Threads are listed with their OS thread id (what top, perf, gdb and DTrace call the tid/LWP),
 the OS thread name and whether they hold the GIL; frames innermost first, as

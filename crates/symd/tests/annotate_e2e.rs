@@ -9,11 +9,13 @@ mod support;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gdb_layout::{gdb_to_dtrace, header_tid};
-use support::{interpreters, pystackd_bin, FrameTruth, Interpreter, Target};
+use support::{
+    annotate, gdb_all_threads, have, interpreters, pystackd_bin, FrameTruth, Interpreter, Target,
+};
 
 /// (filename, line, function) as annotate prints them.
 type Ann = (String, Option<u32>, String);
@@ -79,45 +81,6 @@ fn check(target: &Target, out: &str, what: &str) -> Result<usize, String> {
         }
     }
     Ok(checked)
-}
-
-fn have(tool: &str, arg: &str) -> bool {
-    Command::new(tool)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
-fn gdb_all_threads(pid: u32) -> String {
-    let out = Command::new("gdb")
-        .args(["-batch", "-nx", "-p", &pid.to_string()])
-        .args(["-ex", "thread apply all bt"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("gdb runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn annotate(args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(pystackd_bin())
-        .arg("--no-daemon")
-        .arg("annotate")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pystackd runs");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_string();
-    let w = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let out = child.wait_with_output().unwrap();
-    w.join().unwrap();
-    out
 }
 
 /// Whether gdb named the eval loop at all (a binary without symbols shows `??`).

@@ -14,11 +14,9 @@ mod gdb_layout;
 mod support;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
 
 use gdb_layout::gdb_to_dtrace;
-use support::{interpreters, pystackd_bin, Target};
+use support::{annotate, gdb_all_threads, have, interpreters, Target};
 
 type Ann = (String, Option<u32>, String);
 
@@ -31,45 +29,6 @@ fn parse_annotation(line: &str) -> Option<Ann> {
         ln.parse().ok(),
         func.strip_suffix(')')?.to_string(),
     ))
-}
-
-fn have_gdb() -> bool {
-    Command::new("gdb")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
-fn gdb_all_threads(pid: u32) -> String {
-    let out = Command::new("gdb")
-        .args(["-batch", "-nx", "-p", &pid.to_string()])
-        .args(["-ex", "thread apply all bt"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("gdb runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn annotate(args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(pystackd_bin())
-        .arg("--no-daemon")
-        .arg("annotate")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pystackd runs");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_string();
-    let w = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let out = child.wait_with_output().unwrap();
-    w.join().unwrap();
-    out
 }
 
 /// The per-thread stacks of `gdb_to_dtrace`'s text: (tid, frame lines).
@@ -221,7 +180,7 @@ fn run_keys_case(target: &Target) -> Result<String, String> {
 
 #[test]
 fn aggregation_keys_on_real_stacks() {
-    if !have_gdb() {
+    if !have("gdb", "--version") {
         eprintln!("SKIP: gdb not installed (apt-get install gdb)");
         return;
     }
@@ -260,7 +219,7 @@ fn aggregation_keys_on_real_stacks() {
 /// no line of its own (no pid known); a clean record after them is annotated exactly.
 #[test]
 fn interleaved_records_of_two_real_processes() {
-    if !have_gdb() {
+    if !have("gdb", "--version") {
         eprintln!("SKIP: gdb not installed (apt-get install gdb)");
         return;
     }

@@ -432,3 +432,46 @@ pub fn source_line(path: &str, line: u32) -> Option<String> {
         .nth(line.checked_sub(1)? as usize)
         .map(str::to_owned)
 }
+
+/// Whether `tool arg` runs (e.g. `have("gdb", "--version")`).
+pub fn have(tool: &str, arg: &str) -> bool {
+    Command::new(tool)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// `gdb -batch -p PID -ex 'thread apply all bt'`, as a user would run it.
+pub fn gdb_all_threads(pid: u32) -> String {
+    let out = Command::new("gdb")
+        .args(["-batch", "-nx", "-p", &pid.to_string()])
+        .args(["-ex", "thread apply all bt"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("gdb runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `pystackd --no-daemon annotate ARGS` with `input` on its standard input.
+pub fn annotate(args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(pystackd_bin())
+        .arg("--no-daemon")
+        .arg("annotate")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pystackd runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    let w = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    w.join().unwrap();
+    out
+}
