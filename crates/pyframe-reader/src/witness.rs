@@ -66,6 +66,11 @@ impl Witness {
     /// Also require `width` bytes at `addr + offset` to read back as `value`.
     pub fn field(mut self, offset: u64, width: u8, value: u64) -> Self {
         debug_assert!(matches!(width, 1 | 4 | 8));
+        // a field past the limit would go unchecked: a walker bug, not target data
+        debug_assert!(
+            (self.n as usize) < MAX_FIELDS,
+            "more than {MAX_FIELDS} fields"
+        );
         if (self.n as usize) < MAX_FIELDS {
             self.fields[self.n as usize] = (offset as u32, width, value);
             self.n += 1;

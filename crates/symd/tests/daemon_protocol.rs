@@ -402,18 +402,25 @@ fn a_client_that_does_not_read_its_replies_is_disconnected() {
     assert_eq!(s["connections"], 1, "{s}");
 }
 
-#[test]
-fn root_has_a_connection_cap_of_its_own() {
-    let d = Daemon::start(Some("max_connections_root = 3\nmax_connections = 10\n"));
+/// Root opens `n` connections (each answers), then one more: returns them and that one's
+/// reply, which must be LIMIT_REACHED.
+fn root_over_cap(d: &Daemon, n: usize) -> (Vec<Conn>, Conn, Value) {
     // (the readiness probe may still count as open for a moment)
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let mut open: Vec<Conn> = (0..3).map(|_| d.connect()).collect();
+    let mut open: Vec<Conn> = (0..n).map(|_| d.connect()).collect();
     for c in &mut open {
         c.ok("version", Value::Null);
     }
     let mut extra = d.connect();
     let v = extra.recv();
     assert_eq!(v["error"]["code"], codes::LIMIT_REACHED, "{v}");
+    (open, extra, v)
+}
+
+#[test]
+fn root_has_a_connection_cap_of_its_own() {
+    let d = Daemon::start(Some("max_connections_root = 3\nmax_connections = 10\n"));
+    let (mut open, mut extra, v) = root_over_cap(&d, 3);
     assert!(
         v["error"]["message"]
             .as_str()
@@ -431,14 +438,7 @@ fn root_has_a_connection_cap_of_its_own() {
 fn root_never_gets_more_than_half_of_all_connections() {
     // the file asks for more than max_connections: half of them it is
     let d = Daemon::start(Some("max_connections_root = 100\nmax_connections = 4\n"));
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let mut open: Vec<Conn> = (0..2).map(|_| d.connect()).collect();
-    for c in &mut open {
-        c.ok("version", Value::Null);
-    }
-    let mut extra = d.connect();
-    let v = extra.recv();
-    assert_eq!(v["error"]["code"], codes::LIMIT_REACHED, "{v}");
+    let (_open, _extra, v) = root_over_cap(&d, 2);
     assert!(
         v["error"]["message"]
             .as_str()

@@ -505,7 +505,7 @@ fn wait_stopped(pid: u32, tid: u64, p: Pid) -> Result<()> {
         }
         if std::time::Instant::now() > deadline {
             return Err(Error::io(
-                format!("thread {tid} of process {pid} did not stop within 1 s"),
+                format!("thread {tid} of process {pid} did not stop within 1 s (is it in uninterruptible I/O?); retry, or read it without --pause"),
                 io::Error::from(ErrorKind::TimedOut),
             ));
         }

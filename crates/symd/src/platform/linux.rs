@@ -49,7 +49,7 @@ pub fn peer_credentials(fd: RawFd) -> io::Result<PeerCred> {
 }
 
 /// `SO_PEERPIDFD` (Linux 6.5+) on the architectures where it is 77.
-#[cfg(any(
+const SO_PEERPIDFD: Option<libc::c_int> = if cfg!(any(
     target_arch = "x86_64",
     target_arch = "x86",
     target_arch = "aarch64",
@@ -57,18 +57,11 @@ pub fn peer_credentials(fd: RawFd) -> io::Result<PeerCred> {
     target_arch = "riscv64",
     target_arch = "loongarch64",
     target_arch = "s390x"
-))]
-const SO_PEERPIDFD: Option<libc::c_int> = Some(77);
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64",
-    target_arch = "loongarch64",
-    target_arch = "s390x"
-)))]
-const SO_PEERPIDFD: Option<libc::c_int> = None;
+)) {
+    Some(77)
+} else {
+    None
+};
 
 fn ns_identity(path: &str) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
