@@ -15,6 +15,10 @@ pub struct AnnotateSummary {
     pub with_eval_frames: u64,
     /// Stacks that got Python frames.
     pub annotated: u64,
+    /// Of those, stacks whose Python frames were read later than the probe fired and may
+    /// have moved since (printed `[~ ... ]`); the rest were shown to be the probe's.
+    #[serde(default)]
+    pub read_later: u64,
     /// Of those, stacks with one eval frame more than Python groups (outermost left bare).
     pub race_outermost_bare: u64,
     /// Stacks whose eval frames all carried helper annotations already.
@@ -53,10 +57,11 @@ impl std::fmt::Display for AnnotateSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{} stacks, {} with eval frames, {} annotated ({} with the outermost eval frame bare), {} already annotated, {} unannotated, {} too long",
+            "{} stacks, {} with eval frames, {} annotated ({} read later, {} with the outermost eval frame bare), {} already annotated, {} unannotated, {} too long",
             self.stacks,
             self.with_eval_frames,
             self.annotated,
+            self.read_later,
             self.race_outermost_bare,
             self.already_annotated,
             self.unannotated_total(),
@@ -70,6 +75,17 @@ impl std::fmt::Display for AnnotateSummary {
         }
         if self.resume_errors > 0 {
             writeln!(f, "  {} resume errors", self.resume_errors)?;
+        }
+        if self.read_later > 0 {
+            writeln!(
+                f,
+                "  {} stacks annotated [~ ... ]: their Python frames were read when the text arrived, \
+                 and the thread may have run since the probe fired. For exact lines have the probe \
+                 stop the target and pass --stopped, pipe gdb's output with its own `pipe` command \
+                 (gdb -p PID -batch -ex 'pipe thread apply all bt | pystackd annotate'), or capture \
+                 the frames at the probe with `pystackd trace` (docs/annotate.md)",
+                self.read_later
+            )?;
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use protocol::{Frame, ThreadStack};
-use stacktext::{annotate, Options, SourceError, StackSource};
+use stacktext::{annotate, Moment, Options, SourceError, StackSource};
 
 struct Cached(Vec<ThreadStack>);
 
@@ -13,6 +13,9 @@ impl StackSource for Cached {
     }
     fn resume(&mut self, _pid: u32) -> Result<(), SourceError> {
         Ok(())
+    }
+    fn moment(&mut self, _pid: u32, _tid: Option<u64>) -> Moment {
+        Moment::Probe
     }
 }
 

@@ -6,7 +6,9 @@ use crate::lines::{indent_len, is_blank, parse_count, scan_ids, split_eol, trim}
 use crate::matching::{eval_calls, match_thread, Unmatched};
 use crate::output::{write_annotations, write_folded, NativeFrameRecord, StackRecord};
 use crate::reader::LineReader;
-use crate::{bpftrace, dtrace, gdb, perf, AnnotateError, ParsedFrame, StackSource, Summary};
+use crate::{
+    bpftrace, dtrace, gdb, perf, AnnotateError, Moment, ParsedFrame, StackSource, Summary,
+};
 use protocol::ThreadStack;
 use std::io::{self, Read, Write};
 
@@ -669,6 +671,12 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             match r.and_then(|_| match_thread(&threads, tid, self.calls.len())) {
                 Ok(m) => {
                     self.summary.annotated += 1;
+                    let p = pid.expect("a stack is read only with a pid");
+                    if self.source.moment(p, m.thread.os_tid.or(tid)) == Moment::Later {
+                        // never a plain line for what may have moved since the probe
+                        status = "read_later";
+                        self.summary.read_later += 1;
+                    }
                     if m.race {
                         self.summary.race_outermost_bare += 1;
                     }
@@ -681,6 +689,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
                 }
             }
         }
+        let later = status == "read_later";
         let text = self.opts.output == OutputMode::Text;
         if text {
             let mut next_call = 0;
@@ -704,6 +713,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
                         eol,
                         group,
                         self.opts.qualname,
+                        later,
                     )?;
                 }
             }

@@ -33,7 +33,9 @@ pub struct StackRecord {
     pub tid: Option<u64>,
     /// Aggregation count (1 for a plain stack).
     pub count: u64,
-    /// `annotated`, `no_eval_frames`, `already_annotated` or `unannotated`.
+    /// `annotated` (the Python frames at the probe's moment), `read_later` (read when the
+    /// text arrived; the thread may have run since the probe), `no_eval_frames`,
+    /// `already_annotated` or `unannotated`.
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -42,7 +44,9 @@ pub struct StackRecord {
 }
 
 /// Writes one `[ file:line (func) ]` line for each frame of a group, innermost first,
-/// indented two columns deeper than the frame line (`indent` is its leading whitespace).
+/// indented two columns deeper than the frame line (`indent` is its leading whitespace);
+/// `[~ file:line (func) ]` when the frames were read later than the probe fired.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_annotations<W: Write>(
     out: &mut W,
     scratch: &mut Vec<u8>,
@@ -50,11 +54,12 @@ pub(crate) fn write_annotations<W: Write>(
     eol: &[u8],
     group: &[Frame],
     qualname: bool,
+    later: bool,
 ) -> io::Result<()> {
     scratch.clear();
     for f in group {
         scratch.extend_from_slice(indent);
-        scratch.extend_from_slice(b"  [ ");
+        scratch.extend_from_slice(if later { b"  [~ " } else { b"  [ " });
         scratch.extend_from_slice(f.filename.as_bytes());
         scratch.push(b':');
         match f.line {
@@ -81,8 +86,9 @@ fn clean(s: &str) -> String {
 }
 
 /// One folded line: frames outermost first, Python frames (as `file:func:line`) right inside
-/// the eval frame that runs them.
+/// the eval frame that runs them; `~file:func:line` when they were read later than the probe.
 pub fn write_folded<W: Write>(out: &mut W, rec: &StackRecord, qualname: bool) -> io::Result<()> {
+    let mark = if rec.status == "read_later" { "~" } else { "" };
     let mut line = String::new();
     for nf in rec.native.iter().rev() {
         let name = match (&nf.module, &nf.symbol, nf.address) {
@@ -103,6 +109,7 @@ pub fn write_folded<W: Write>(out: &mut W, rec: &StackRecord, qualname: bool) ->
             };
             let l = f.line.map_or_else(|| "?".to_string(), |l| l.to_string());
             line.push(';');
+            line.push_str(mark);
             line.push_str(&clean(&format!("{}:{}:{}", f.filename, func, l)));
         }
     }

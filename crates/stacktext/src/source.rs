@@ -15,6 +15,18 @@ pub enum SourceError {
     Other(String),
 }
 
+/// How a stack read relates to the moment the probe fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Moment {
+    /// The probe's moment, shown: the thread was held still (stopped at the probe, or by the
+    /// tracer writing the text) from before the read to after it.
+    Probe,
+    /// Read later, when the text arrived: the thread may have run since the probe, so these
+    /// frames are printed as `[~ ... ]`, never as plain lines.
+    Later,
+}
+
 /// A provider of the Python stacks of a process.
 pub trait StackSource {
     /// Every Python thread of `pid`, frames innermost first.
@@ -28,6 +40,12 @@ pub trait StackSource {
     fn pid_of_tid(&mut self, _tid: u64) -> Option<u32> {
         None
     }
+
+    /// What the last `thread_stacks(pid)` shows about thread `tid` (`None`: the thread was
+    /// picked by its shape, so every thread counts). The default proves nothing.
+    fn moment(&mut self, _pid: u32, _tid: Option<u64>) -> Moment {
+        Moment::Later
+    }
 }
 
 impl<S: StackSource + ?Sized> StackSource for &mut S {
@@ -40,6 +58,9 @@ impl<S: StackSource + ?Sized> StackSource for &mut S {
     fn pid_of_tid(&mut self, tid: u64) -> Option<u32> {
         (**self).pid_of_tid(tid)
     }
+    fn moment(&mut self, pid: u32, tid: Option<u64>) -> Moment {
+        (**self).moment(pid, tid)
+    }
 }
 
 impl<S: StackSource + ?Sized> StackSource for Box<S> {
@@ -51,5 +72,8 @@ impl<S: StackSource + ?Sized> StackSource for Box<S> {
     }
     fn pid_of_tid(&mut self, tid: u64) -> Option<u32> {
         (**self).pid_of_tid(tid)
+    }
+    fn moment(&mut self, pid: u32, tid: Option<u64>) -> Moment {
+        (**self).moment(pid, tid)
     }
 }

@@ -237,3 +237,42 @@ proptest! {
         }
     }
 }
+
+/// A read that cannot be shown to be the probe's moment is never printed as a plain line:
+/// `[~ ... ]` in text, status `read_later` in JSON, `~` frames in folded output, counted.
+#[test]
+fn read_later_is_marked_in_every_output() {
+    let input = plain();
+    let mut src = FakeSource::with(1, vec![eight(None)]);
+    src.later = true;
+    let (out, sum) = run(&input, &mut src, &opts(Some(1)));
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!((sum.annotated, sum.read_later), (1, 1));
+    assert!(text.contains("     [~ /x.py:1 (f0) ]\n"), "{text}");
+    assert!(!lines(&out).iter().any(|l| is_annotation(l)), "{text}");
+
+    let json = Options {
+        output: stacktext::OutputMode::Json,
+        ..opts(Some(1))
+    };
+    let (out, _) = run(&input, &mut src, &json);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["status"], "read_later");
+    let folded = Options {
+        output: stacktext::OutputMode::Folded,
+        ..opts(Some(1))
+    };
+    let (out, _) = run(&input, &mut src, &folded);
+    let f = String::from_utf8_lossy(&out);
+    assert!(
+        f.contains(";~/x.py:f0:1 1") || f.contains(";~/x.py:f0:1;"),
+        "{f}"
+    );
+    assert!(!f.contains(";/x.py:"), "{f}");
+
+    // held at the probe: plain lines, status annotated
+    src.later = false;
+    let (out, sum) = run(&input, &mut src, &opts(Some(1)));
+    assert_eq!(sum.read_later, 0);
+    assert!(String::from_utf8_lossy(&out).contains("     [ /x.py:1 (f0) ]\n"));
+}

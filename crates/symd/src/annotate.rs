@@ -23,6 +23,7 @@ use stacktext::{AnnotateError, Format, Options, OutputMode, SourceError, StackSo
 use crate::cli::{AnnotateArgs, FormatArg, Global, OutputArg};
 use crate::client::{Client, ClientError};
 use crate::exit;
+use crate::held::{Proof, Witnessed};
 
 /// Processes kept attached at once; beyond it the oldest is dropped (a trace naming
 /// thousands of short-lived processes must not grow without bound).
@@ -273,6 +274,7 @@ fn merge(a: &mut Summary, b: Summary, file: &str) {
     a.stacks += b.stacks;
     a.with_eval_frames += b.with_eval_frames;
     a.annotated += b.annotated;
+    a.read_later += b.read_later;
     a.race_outermost_bare += b.race_outermost_bare;
     a.already_annotated += b.already_annotated;
     a.too_long += b.too_long;
@@ -333,6 +335,11 @@ impl<S: StackSource> StackSource for Reuse<S> {
     fn pid_of_tid(&mut self, tid: u64) -> Option<u32> {
         self.inner.pid_of_tid(tid)
     }
+
+    fn moment(&mut self, pid: u32, tid: Option<u64>) -> stacktext::Moment {
+        // a reused read is the inner source's last one for `pid`, and so is its proof
+        self.inner.moment(pid, tid)
+    }
 }
 
 pub fn run(args: &AnnotateArgs, global: &Global) -> ExitCode {
@@ -353,7 +360,8 @@ pub fn run(args: &AnnotateArgs, global: &Global) -> ExitCode {
             }
         }
     };
-    let mut source = Reuse::new(source, max_age);
+    let proof = Proof::for_run(args.stopped, args.files.is_empty());
+    let mut source = Reuse::new(Witnessed::new(source, proof), max_age);
     let stdout = match io::stdout().as_fd().try_clone_to_owned() {
         Ok(fd) => File::from(fd),
         Err(e) => {
@@ -404,6 +412,10 @@ pub fn run(args: &AnnotateArgs, global: &Global) -> ExitCode {
     if total.has_problems() {
         eprint!("pystackd annotate: {total}");
         return ExitCode::from(exit::PARTIAL);
+    }
+    if total.read_later > 0 {
+        eprint!("pystackd annotate: {total}");
+        return ExitCode::from(exit::NOT_EXACT);
     }
     ExitCode::from(exit::OK)
 }

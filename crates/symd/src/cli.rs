@@ -98,30 +98,39 @@ A record whose lines name two different processes or threads (pid= lines of prob
 several CPUs interleaved, or a key disagreeing with a pid= line) is left unannotated, and
 counted in the summary: a wrong process is worse than none.
 
-Timing: the Python frames are read from the live process when annotate sees the stack, not
-when the probe fired. If the target ran on in between, its Python stack may differ: such a
-stack is left unannotated (never annotated wrongly), and the summary on stderr says why.
-For exact results, have the probe stop the target and pass --stopped: annotate reads the
-Python stack and then resumes the process (SIGCONT on Linux, PCRUN on illumos):
-  dtrace -w -n 'pid$target::PyObject_GetAttr:entry { printf(\"pid=%d tid=%d\\n\", pid, tid);
-      ustack(); stop(); exit(0); }' -p PID | pystackd annotate --stopped
-  bpftrace --unsafe -e 'uprobe:/path/libpython3.12.so:PyObject_GetAttr /pid == PID/ {
-      printf(\"pid=%d tid=%d\\n\", pid, tid); print(ustack(perf)); signal(\"SIGSTOP\"); exit(); }'
-      | pystackd annotate --stopped
+Exact or read later: a plain [ file:line (func) ] line says \"these were the Python frames
+when the probe fired\". annotate reads them from the live process when the stack arrives, so
+it prints a plain line only where it can show the thread was held still from the probe to
+the end of that read; every other line is printed
+        [~ /srv/app/jobs.py:42 (handle) ]
+(\"read later: the thread may have run since the probe\"), is counted in the summary, and
+the exit status is 11 (JSON status \"read_later\", folded frames ~file:func:line). Perf
+samples and DTrace aggregations printed at exit are always read later. Exact lines come from:
+  --stopped   the probe stopped the target; annotate sees the thread stopped before and
+              after the read, then resumes the process (SIGCONT on Linux, PCRUN on illumos):
+    dtrace -w -n 'pid$target::PyObject_GetAttr:entry { printf(\"pid=%d tid=%d\\n\", pid, tid);
+        ustack(); stop(); exit(0); }' -p PID | pystackd annotate --stopped
+    bpftrace --unsafe -e 'uprobe:/path/libpython3.12.so:PyObject_GetAttr /pid == PID/ {
+        printf(\"pid=%d tid=%d\\n\", pid, tid); print(ustack(perf)); signal(\"SIGSTOP\"); exit(); }'
+        | pystackd annotate --stopped
+  gdb's own pipe command: gdb holds the target while annotate reads it (Linux):
+    gdb -batch -p PID -ex 'pipe thread apply all bt | pystackd annotate'
+  capture at the probe: pystackd trace (docs/trace.md).
 
 Examples:
   dtrace -n 'profile-97 /pid == $target/ { printf(\"pid=%d tid=%d\\n\", pid, tid); ustack(); }' \\
       -p PID | pystackd annotate
   bpftrace -e 'profile:hz:99 /pid == PID/ { printf(\"pid=%d tid=%d\\n\", pid, tid);
       print(ustack(perf)); }' | pystackd annotate
-  perf record -g -p PID -- sleep 5; perf script | pystackd annotate
-  gdb -batch -p PID -ex 'thread apply all bt' | pystackd annotate
+  perf record -g -p PID -- sleep 5; perf script | pystackd annotate      (read later: [~ ...])
+  gdb -batch -p PID -ex 'pipe thread apply all bt | pystackd annotate'   (exact)
   pystackd annotate --pid PID --output folded trace.txt > stacks.folded
 
 Output: text (the input plus annotation lines), json (one object per stack and line), folded
-(`frame;frame;... count`, for flame graphs). Problems are summarized on stderr at the end and
-the exit status is 9 when some stacks stayed unannotated. The daemon is used when it runs
-(unless --no-daemon).";
+(`frame;frame;... count`, for flame graphs). Problems are summarized on stderr at the end.
+Exit status: 0 every stack with eval frames annotated exactly, 11 all annotated but some
+only read later ([~ ...]), 9 some stacks stayed unannotated. The daemon is used when it
+runs (unless --no-daemon).";
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FormatArg {
@@ -160,7 +169,8 @@ pub struct AnnotateArgs {
     /// (`--keys pid,tid` for `@[pid, tid, ustack()]`).
     #[arg(long, value_name = "COLUMNS")]
     pub keys: Option<stacktext::KeyColumns>,
-    /// The probe stopped the target for each stack: resume it after reading.
+    /// The probe stopped the target for each stack: read it (lines are exact where the
+    /// thread is seen stopped before and after the read), then resume it.
     #[arg(long)]
     pub stopped: bool,
     /// Qualified names (`Class.method`, 3.11+) instead of bare function names.

@@ -16,6 +16,9 @@ pub const INCONSISTENT: u8 = 8;
 pub const PARTIAL: u8 = 9;
 /// The daemon could not be reached or answered with an error.
 pub const DAEMON: u8 = 10;
+/// annotate: every stack was annotated, but some only from a later read (`[~ ... ]`): the
+/// thread may have run since the probe.
+pub const NOT_EXACT: u8 = 11;
 
 pub fn for_reader_error(e: &Error) -> u8 {
     match e {

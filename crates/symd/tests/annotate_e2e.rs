@@ -2,7 +2,9 @@
 //! gdb (every interpreter) and bpftrace (where it works), annotated by the binary, and every
 //! inserted `[ file:line (func) ]` line checked against the target's own view of its stack:
 //! the annotations of one native stack, top to bottom, must be exactly the Python frames of
-//! that thread, innermost first, nothing missing and nothing invented.
+//! that thread, innermost first, nothing missing and nothing invented. Plain lines only where
+//! annotate could show the thread held (gdb's `pipe` command, `--stopped`); text annotated
+//! after gdb let go is `[~ ... ]` throughout, with exit status 11.
 
 mod gdb_layout;
 mod support;
@@ -27,9 +29,18 @@ fn truth_frames(frames: &[FrameTruth]) -> Vec<Ann> {
         .collect()
 }
 
-/// Parses `[ file:line (func) ]` (None for anything else).
+/// Parses `[ file:line (func) ]` (None for anything else, `[~ ... ]` included).
 fn parse_annotation(line: &str) -> Option<Ann> {
-    let l = line.trim().strip_prefix("[ ")?.strip_suffix(" ]")?;
+    parse_marked(line, "[ ")
+}
+
+/// Parses `[~ file:line (func) ]`: frames read later than the stack was taken.
+fn parse_later(line: &str) -> Option<Ann> {
+    parse_marked(line, "[~ ")
+}
+
+fn parse_marked(line: &str, open: &str) -> Option<Ann> {
+    let l = line.trim().strip_prefix(open)?.strip_suffix(" ]")?;
     let (loc, func) = l.rsplit_once(" (")?;
     let (file, ln) = loc.rsplit_once(':')?;
     Some((
@@ -39,12 +50,27 @@ fn parse_annotation(line: &str) -> Option<Ann> {
     ))
 }
 
-/// The annotations of the output, per stack, keyed by the stack's thread id.
-fn annotations_by_tid(out: &str) -> Result<HashMap<u64, Vec<Ann>>, String> {
+type Parse = fn(&str) -> Option<Ann>;
+
+/// The annotations of the output (plain, or `[~` ones with `later`), per stack, keyed by the
+/// stack's thread id. A line of the other kind is an error.
+fn annotations_by_tid(out: &str, later: bool) -> Result<HashMap<u64, Vec<Ann>>, String> {
+    let (want, other): (Parse, Parse) = if later {
+        (parse_later, parse_annotation)
+    } else {
+        (parse_annotation, parse_later)
+    };
     let mut map: HashMap<u64, Vec<Ann>> = HashMap::new();
     let mut cur: Option<u64> = None;
     for line in out.lines() {
-        if let Some(a) = parse_annotation(line) {
+        if other(line).is_some() {
+            return Err(format!(
+                "{} line where {} were expected: {line}",
+                if later { "a plain" } else { "a [~" },
+                if later { "[~ lines" } else { "plain lines" }
+            ));
+        }
+        if let Some(a) = want(line) {
             let tid = cur.ok_or_else(|| format!("annotation before any thread: {line}"))?;
             map.entry(tid).or_default().push(a);
         } else if let Some(t) = header_tid(line) {
@@ -59,8 +85,8 @@ fn annotations_by_tid(out: &str) -> Result<HashMap<u64, Vec<Ann>>, String> {
 }
 
 /// Checks every Python thread of the ground truth against its stack's annotations.
-fn check(target: &Target, out: &str, what: &str) -> Result<usize, String> {
-    let got = annotations_by_tid(out).map_err(|e| format!("{what}: {e}\n{out}"))?;
+fn check(target: &Target, out: &str, what: &str, later: bool) -> Result<usize, String> {
+    let got = annotations_by_tid(out, later).map_err(|e| format!("{what}: {e}\n{out}"))?;
     let truth = target.truth();
     let mut checked = 0;
     for t in &truth.threads {
@@ -81,6 +107,26 @@ fn check(target: &Target, out: &str, what: &str) -> Result<usize, String> {
         }
     }
     Ok(checked)
+}
+
+/// `gdb -batch -p PID -ex 'pipe thread apply all bt | pystackd annotate ARGS'`: annotate's
+/// output and exit status (printed by the shell gdb starts).
+fn gdb_pipe_annotate(pid: u32, args: &str) -> (String, Option<i32>) {
+    let cmd = format!(
+        "pipe thread apply all bt | {} --no-daemon annotate {args}; echo pystackd-exit=$?",
+        pystackd_bin().display()
+    );
+    let out = Command::new("gdb")
+        .args(["-batch", "-nx", "-p", &pid.to_string(), "-ex", &cmd])
+        .stdin(Stdio::null())
+        .output()
+        .expect("gdb runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let code = text
+        .lines()
+        .find_map(|l| l.strip_prefix("pystackd-exit="))
+        .and_then(|c| c.trim().parse().ok());
+    (text, code)
 }
 
 /// Whether gdb named the eval loop at all (a binary without symbols shows `??`).
@@ -104,8 +150,23 @@ fn run_gdb_case(interp: &Interpreter, script: &str) -> Result<String, String> {
         ));
     }
     let pid_s = pid.to_string();
-    let dtrace = gdb_to_dtrace(&gdb, pid);
     let mut total = 0;
+    // gdb's own `pipe` command: gdb holds the target while annotate reads it, so every line
+    // is plain (exact), exit 0
+    for (what, args) in [
+        ("gdb pipe --pid", format!("--pid {pid}")),
+        ("gdb pipe, LWP headers", String::new()),
+    ] {
+        let what = format!("{} / {what}", target.label());
+        let (text, code) = gdb_pipe_annotate(pid, &args);
+        if code != Some(0) {
+            return Err(format!("{what}: annotate exit {code:?}\n{text}"));
+        }
+        total += check(&target, &text, &what, false)?;
+    }
+    // the same text annotated after gdb let the target go: still right for these blocked
+    // threads, but nothing shows that, so every line is `[~`, exit 11
+    let dtrace = gdb_to_dtrace(&gdb, pid);
     for (what, args, input) in [
         ("gdb --pid", vec!["--pid", pid_s.as_str()], &gdb),
         ("gdb, LWP headers", vec![], &gdb),
@@ -123,19 +184,16 @@ fn run_gdb_case(interp: &Interpreter, script: &str) -> Result<String, String> {
         let what = format!("{} / {what}", target.label());
         let out = annotate(&args, input);
         let text = String::from_utf8_lossy(&out.stdout);
-        if out.status.code() != Some(0) {
+        if out.status.code() != Some(11) {
             return Err(format!(
-                "{what}: exit {:?}\n{}\n{text}",
+                "{what}: exit {:?} (want 11: read later)\n{}\n{text}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        total += check(&target, &text, &what)?;
+        total += check(&target, &text, &what, true)?;
         // only lines were added
-        let stripped: Vec<&str> = text
-            .lines()
-            .filter(|l| parse_annotation(l).is_none())
-            .collect();
+        let stripped: Vec<&str> = text.lines().filter(|l| parse_later(l).is_none()).collect();
         if stripped != input.lines().collect::<Vec<_>>() {
             return Err(format!("{what}: the input was changed"));
         }
@@ -379,7 +437,7 @@ fn output_streams_before_input_ends() {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if parse_annotation(&line).is_some() {
+            if parse_later(&line).is_some() {
                 let _ = tx.send(line);
                 break;
             }
@@ -389,7 +447,7 @@ fn output_streams_before_input_ends() {
     drop(stdin);
     let _ = child.wait();
     let line = got.expect("an annotation line while the input was still open");
-    let ann = parse_annotation(&line).unwrap();
+    let ann = parse_later(&line).unwrap();
     assert!(
         target
             .truth()

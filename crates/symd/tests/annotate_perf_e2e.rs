@@ -2,7 +2,12 @@
 //! spins on one syscall line with a fixed Python stack; perf samples every syscall entry with a
 //! DWARF-unwound native stack; annotate (no --pid: the thread ids come from perf's headers)
 //! must put under the eval-loop frames of every sample exactly the Python frames the target
-//! recorded for that thread, innermost first.
+//! recorded for that thread, innermost first, as `[~ ... ]` lines: they were read after the
+//! sample, and nothing shows the thread had not moved (exit status 11).
+//!
+//! And a moving target (tests/targets/recur_target.py, `cpu-clock` samples): its Python stack
+//! changes all the time, so what annotate reads later is mostly not the sample's stack; not
+//! one plain `[ ... ]` line may come out.
 
 mod support;
 
@@ -14,9 +19,15 @@ use support::{interpreters, pystackd_bin, Interpreter, Target};
 
 type Ann = (String, Option<u32>, String);
 
-/// Parses `[ file:line (func) ]` (None for anything else).
+/// Whether a line is a plain (claimed exact) annotation.
+fn is_plain_annotation(line: &str) -> bool {
+    let t = line.trim();
+    t.starts_with("[ ") && t.ends_with(" ]")
+}
+
+/// Parses `[~ file:line (func) ]` (None for anything else).
 fn parse_annotation(line: &str) -> Option<Ann> {
-    let l = line.trim().strip_prefix("[ ")?.strip_suffix(" ]")?;
+    let l = line.trim().strip_prefix("[~ ")?.strip_suffix(" ]")?;
     let (loc, func) = l.rsplit_once(" (")?;
     let (file, ln) = loc.rsplit_once(':')?;
     Some((
@@ -53,14 +64,23 @@ enum Outcome {
 
 /// Records `pid` with perf; Err(reason) when perf cannot record (no permission, no support).
 fn perf_record_script(pid: u32, dir: &std::path::Path) -> Result<String, String> {
+    // thousands of samples already: perf script's DWARF unwinding is the slow part
+    perf_record(pid, dir, &["-e", "raw_syscalls:sys_enter"], "0.02")
+}
+
+fn perf_record(
+    pid: u32,
+    dir: &std::path::Path,
+    event: &[&str],
+    seconds: &str,
+) -> Result<String, String> {
     let data = dir.join(format!("perf-{pid}.data"));
     let rec = Command::new("perf")
         .args(["record", "-q", "-o"])
         .arg(&data)
-        .args(["-e", "raw_syscalls:sys_enter"])
+        .args(event)
         .args(["--call-graph", "dwarf,16384", "-p", &pid.to_string()])
-        // thousands of samples already: perf script's DWARF unwinding is the slow part
-        .args(["--", "sleep", "0.02"])
+        .args(["--", "sleep", seconds])
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("perf record: {e}"))?;
@@ -116,6 +136,11 @@ fn run_case(interp: &Interpreter, dir: &std::path::Path) -> Result<Outcome, Stri
     let mut samples = 0;
     let mut frames = 0;
     let mut with_eval = 0;
+    if let Some(l) = out.lines().find(|l| is_plain_annotation(l)) {
+        return Err(format!(
+            "{what}: a plain line for a read after the sample: {l}"
+        ));
+    }
     for sample in out.split("\n\n").filter(|s| !s.trim().is_empty()) {
         let mut lines = sample.lines();
         let header = lines.next().unwrap_or_default();
@@ -155,10 +180,51 @@ fn run_case(interp: &Interpreter, dir: &std::path::Path) -> Result<Outcome, Stri
             "{what}: perf's stacks name no eval-loop function (no symbols for it)"
         )));
     }
-    if code != Some(0) {
-        return Err(format!("{what}: annotate exit {code:?}\n{err}"));
+    if code != Some(11) || !err.contains("read later") {
+        return Err(format!(
+            "{what}: annotate exit {code:?} (want 11, read later)\n{err}"
+        ));
     }
     Ok(Outcome::Checked { samples, frames })
+}
+
+/// The moving target under `cpu-clock` sampling: Ok(number of `[~` lines) when no plain
+/// line came out and the exit status says the output is not exact.
+fn run_moving_case(interp: &Interpreter, dir: &std::path::Path) -> Result<Outcome, String> {
+    let target = Target::try_spawn(interp, "recur_target.py", &["--threads", "2"])?;
+    let what = format!("{} (moving)", target.label());
+    let script = perf_record(target.pid(), dir, &["-e", "cpu-clock", "-F", "997"], "0.2")
+        .map_err(|e| format!("PERF: {e}"))?;
+    let with_eval = script
+        .split("\n\n")
+        .filter(|s| s.lines().any(is_eval_frame))
+        .count();
+    if with_eval == 0 {
+        return Ok(Outcome::Skip(format!(
+            "{what}: perf's stacks name no eval-loop function (no symbols for it)"
+        )));
+    }
+    let (code, out, err) = annotate(&script);
+    if let Some(l) = out.lines().find(|l| is_plain_annotation(l)) {
+        return Err(format!(
+            "{what}: a plain line for a moving thread read after its sample: {l}"
+        ));
+    }
+    let later = out.lines().filter_map(parse_annotation).count();
+    if !matches!(code, Some(9 | 11)) {
+        return Err(format!(
+            "{what}: exit {code:?}, want 11 or 9 (never 0)\n{err}"
+        ));
+    }
+    if later > 0 && !err.contains("read later") {
+        return Err(format!(
+            "{what}: the summary does not say 'read later'\n{err}"
+        ));
+    }
+    Ok(Outcome::Checked {
+        samples: with_eval,
+        frames: later,
+    })
 }
 
 #[test]
@@ -196,6 +262,15 @@ fn perf_script_samples_of_every_interpreter() {
             continue;
         }
         let t0 = Instant::now();
+        match run_moving_case(interp, &dir) {
+            Ok(Outcome::Checked { samples, frames }) => eprintln!(
+                "ok {} (moving): {samples} samples with eval frames, 0 plain lines, {frames} [~ lines",
+                interp.label
+            ),
+            Ok(Outcome::Skip(why)) => eprintln!("SKIP {why}"),
+            Err(e) if e.starts_with("PERF: ") => {}
+            Err(e) => failures.push(e),
+        }
         match run_case(interp, &dir) {
             Ok(Outcome::Checked { samples, frames }) => {
                 eprintln!(

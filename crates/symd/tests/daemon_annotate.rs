@@ -23,10 +23,16 @@ fn gdb_stack(pid: u32) -> Option<String> {
 }
 
 /// `(function, line)` of every `[ file:line (function) ]` line, top to bottom.
+/// The `[~ file:line (func) ]` lines: the daemon reads the process when the text arrives,
+/// after gdb let go of it, so no line may be plain.
 fn annotations(text: &str) -> Vec<(String, u32)> {
+    assert!(
+        !text.lines().any(|l| l.trim().starts_with("[ ")),
+        "a plain line for a read later than the stack:\n{text}"
+    );
     text.lines()
         .filter_map(|l| {
-            let l = l.trim().strip_prefix("[ ")?.strip_suffix(" ]")?;
+            let l = l.trim().strip_prefix("[~ ")?.strip_suffix(" ]")?;
             let (loc, func) = l.rsplit_once(" (")?;
             let line = loc.rsplit_once(':')?.1.parse().ok()?;
             Some((func.strip_suffix(')')?.to_string(), line))
@@ -71,10 +77,11 @@ fn annotate_method_matches_the_interpreter() {
         assert_eq!(annotations(out), want, "{params}\n{out}");
         assert_eq!(r["partial"], false, "{r}");
         assert_eq!(r["summary"]["annotated"], 1, "{r}");
+        assert_eq!(r["summary"]["read_later"], 1, "{r}");
         // only lines were added
         let stripped: Vec<&str> = out
             .lines()
-            .filter(|l| !l.trim_start().starts_with("[ "))
+            .filter(|l| !l.trim_start().starts_with("[~ "))
             .collect();
         let orig: Vec<&str> = params["text"].as_str().unwrap().lines().collect();
         assert_eq!(stripped, orig);

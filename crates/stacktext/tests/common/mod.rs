@@ -2,7 +2,7 @@
 //! A fake `StackSource` whose Python stacks a test builds to fit its fixture.
 
 use protocol::{Frame, ThreadStack};
-use stacktext::{annotate, Options, SourceError, StackSource, Summary};
+use stacktext::{annotate, Moment, Options, SourceError, StackSource, Summary};
 use std::collections::{HashMap, VecDeque};
 
 pub fn fixture(name: &str) -> Vec<u8> {
@@ -39,6 +39,8 @@ pub struct FakeSource {
     pub asked: Vec<u32>,
     pub resumed: Vec<u32>,
     pub tids: HashMap<u64, u32>,
+    /// Every read is later than the probe (the default fakes a target held at the probe).
+    pub later: bool,
 }
 
 impl FakeSource {
@@ -71,6 +73,13 @@ impl StackSource for FakeSource {
     }
     fn pid_of_tid(&mut self, tid: u64) -> Option<u32> {
         self.tids.get(&tid).copied()
+    }
+    fn moment(&mut self, _pid: u32, _tid: Option<u64>) -> Moment {
+        if self.later {
+            Moment::Later
+        } else {
+            Moment::Probe
+        }
     }
 }
 

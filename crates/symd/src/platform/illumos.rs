@@ -246,3 +246,42 @@ impl ProcessHandle {
         true
     }
 }
+
+/// `PR_STOPPED` of `lwpstatus_t.pr_flags` (<sys/procfs.h>): the LWP is stopped.
+const PR_STOPPED: i32 = 0x0000_0001;
+
+/// Every LWP of `pid` with what holds it: `pr_flags` (the first `int` of
+/// `/proc/PID/lwp/LWPID/lwpstatus`) says whether it is stopped. illumos does not name the
+/// controlling process of a stop, so no LWP is reported as traced.
+pub fn thread_holds(pid: u32) -> Vec<(u64, super::Hold)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/lwp")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Some(lwp) = e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else {
+            continue;
+        };
+        let Ok(b) = std::fs::read(format!("/proc/{pid}/lwp/{lwp}/lwpstatus")) else {
+            continue;
+        };
+        let Some(flags) = b
+            .get(..4)
+            .map(|f| i32::from_ne_bytes([f[0], f[1], f[2], f[3]]))
+        else {
+            continue;
+        };
+        let hold = if flags & PR_STOPPED != 0 {
+            super::Hold::Stopped
+        } else {
+            super::Hold::Free
+        };
+        out.push((lwp, hold));
+    }
+    out
+}
+
+/// illumos names no tracer of a stopped LWP, so a tracer's pipe proves nothing here.
+pub fn stdin_pipe_maker() -> Option<u32> {
+    None
+}

@@ -411,6 +411,79 @@ pub fn exe_identity(pid: u32) -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
+/// Every thread of `pid` with what holds it, from `/proc/PID/task/TID/{stat,status}`.
+/// Threads that vanish while listed are left out; an unreadable process gives nothing.
+pub fn thread_holds(pid: u32) -> Vec<(u64, super::Hold)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else {
+            continue;
+        };
+        let base = format!("/proc/{pid}/task/{tid}");
+        let Ok(stat) = std::fs::read(format!("{base}/stat")) else {
+            continue;
+        };
+        let Some(state) = stat
+            .iter()
+            .rposition(|&b| b == b')')
+            .and_then(|c| stat.get(c + 2).copied())
+        else {
+            continue;
+        };
+        let hold = match state {
+            b'T' => super::Hold::Stopped,
+            b't' => {
+                let tracer = std::fs::read_to_string(format!("{base}/status"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find_map(|l| l.strip_prefix("TracerPid:"))
+                            .and_then(|v| v.trim().parse::<u32>().ok())
+                    })
+                    .unwrap_or(0);
+                if tracer == 0 {
+                    // a tracing stop whose tracer just left: held by nobody we know
+                    super::Hold::Stopped
+                } else {
+                    super::Hold::Traced(tracer)
+                }
+            }
+            _ => super::Hold::Free,
+        };
+        out.push((tid, hold));
+    }
+    out
+}
+
+/// The process that handed this one its standard input as a pipe, when it is a tracer's
+/// `pipe` command (gdb: `pipe thread apply all bt | pystackd annotate`): following our
+/// parents while their own standard input is the same pipe (the shell gdb starts), the
+/// first one whose standard input is something else made the pipe. `None` when standard
+/// input is no pipe or the chain cannot be read.
+pub fn stdin_pipe_maker() -> Option<u32> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    const MAX_CHAIN: usize = 8;
+    let ours = std::fs::metadata("/proc/self/fd/0").ok()?;
+    if !ours.file_type().is_fifo() {
+        return None;
+    }
+    let mut cur = std::process::id();
+    for _ in 0..MAX_CHAIN {
+        let parent = parent_pid(cur)?;
+        if parent <= 1 {
+            return None;
+        }
+        match std::fs::metadata(format!("/proc/{parent}/fd/0")) {
+            Ok(m) if m.dev() == ours.dev() && m.ino() == ours.ino() => cur = parent,
+            _ => return Some(parent),
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

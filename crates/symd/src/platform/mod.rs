@@ -50,6 +50,17 @@ pub struct ForeignNs {
     pub cap_prm: u64,
 }
 
+/// What the OS says about one thread at one moment: whether something holds it still.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Stopped by a signal or a `/proc` stop (Linux `T`, illumos `PR_STOPPED`).
+    Stopped,
+    /// In a tracing stop under this tracer (Linux `t` with `TracerPid`).
+    Traced(u32),
+    /// Running, runnable or blocked: free to move on its own.
+    Free,
+}
+
 /// Name of the socket inside the run directory.
 pub const SOCKET_NAME: &str = "pystackd.sock";
 
