@@ -113,7 +113,8 @@ impl<S: StackSource> StackSource for Witnessed<S> {
     }
 
     fn resume(&mut self, pid: u32) -> Result<(), SourceError> {
-        self.shown.remove(&pid);
+        // the proof is about the read already made (annotate resumes before it matches the
+        // stack); the next read replaces it
         self.inner.resume(pid)
     }
 
@@ -169,5 +170,47 @@ mod tests {
         w.thread_stacks(pid).unwrap();
         assert_eq!(w.moment(pid, Some(u64::from(pid))), Moment::Later);
         assert_eq!(w.moment(pid, None), Moment::Later);
+    }
+
+    #[test]
+    fn a_stopped_process_is_shown_held_and_stays_so_after_resume() {
+        struct Any;
+        impl StackSource for Any {
+            fn thread_stacks(&mut self, _pid: u32) -> Result<Vec<ThreadStack>, SourceError> {
+                Ok(Vec::new())
+            }
+            fn resume(&mut self, _pid: u32) -> Result<(), SourceError> {
+                Ok(())
+            }
+        }
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep runs");
+        let pid = child.id();
+        // SAFETY: kill has no memory preconditions; the pid is our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while platform::thread_holds(pid) != vec![(u64::from(pid), Hold::Stopped)] {
+            assert!(std::time::Instant::now() < deadline, "sleep never stopped");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut w = Witnessed::new(Any, Proof::Stopped);
+        w.thread_stacks(pid).unwrap();
+        // annotate resumes before it matches the stack: the read's proof stands
+        w.resume(pid).unwrap();
+        assert_eq!(w.moment(pid, Some(u64::from(pid))), Moment::Probe);
+        assert_eq!(w.moment(pid, None), Moment::Probe);
+        assert_eq!(w.moment(pid, Some(1)), Moment::Later);
+        // the same stopped process proves nothing to a run without --stopped
+        let mut none = Witnessed::new(Any, Proof::None);
+        none.thread_stacks(pid).unwrap();
+        assert_eq!(none.moment(pid, Some(u64::from(pid))), Moment::Later);
+        // a tracer's pipe proves nothing for a job-control stop
+        let mut gdb = Witnessed::new(Any, Proof::Tracer(1));
+        gdb.thread_stacks(pid).unwrap();
+        assert_eq!(gdb.moment(pid, Some(u64::from(pid))), Moment::Later);
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

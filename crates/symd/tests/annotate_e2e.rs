@@ -327,6 +327,18 @@ fn run_bpftrace(interp: &Interpreter) -> Result<String, String> {
     let anns: Vec<Ann> = ann.lines().filter_map(parse_annotation).collect();
     let has_eval = text.contains("_PyEval_EvalFrameDefault");
     let summary = String::from_utf8_lossy(&out.stderr).into_owned();
+    if let Some(l) = ann.lines().find(|l| parse_later(l).is_some()) {
+        return Err(format!(
+            "{}: the target was stopped at the probe, yet a [~ line: {l}\n{summary}",
+            target.label()
+        ));
+    }
+    if !has_eval && interp.label.starts_with("fp-") {
+        return Err(format!(
+            "{}: built with frame pointers, yet bpftrace's ustack shows no eval frame:\n{text}",
+            target.label()
+        ));
+    }
     if !has_eval {
         return Ok(format!(
             "SKIP {} (the probe stopped it, annotate --stopped resumed it): ustack shows no eval \
@@ -346,6 +358,14 @@ fn run_bpftrace(interp: &Interpreter) -> Result<String, String> {
                 target.label()
             ));
         }
+    }
+    if interp.label.starts_with("fp-") && (out.status.code() != Some(0) || anns.is_empty()) {
+        return Err(format!(
+            "{}: full ustack of a stopped target, yet exit {:?} with {} plain lines\n{summary}\n{ann}",
+            target.label(),
+            out.status.code(),
+            anns.len()
+        ));
     }
     if out.status.code() == Some(0) && !anns.is_empty() {
         Ok(format!(
@@ -378,8 +398,8 @@ fn bpftrace_stopped_target() {
         return;
     }
     let list = interpreters();
-    // a frame-pointer build and a pyenv build at most: bpftrace starts take seconds
-    let picks: Vec<&Interpreter> = ["debian-3.14-direct", "pyenv-3.12.1"]
+    // frame-pointer builds and a pyenv build at most: bpftrace starts take seconds
+    let picks: Vec<&Interpreter> = ["fp-3.12.6", "debian-3.14-direct", "pyenv-3.12.1"]
         .iter()
         .filter_map(|l| list.iter().find(|i| i.label == *l))
         .collect();
