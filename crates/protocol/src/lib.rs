@@ -2,9 +2,11 @@
 //! messages of the daemon's API. Everything here is plain serde data; the schema is
 //! documented in `docs/json.md` and `docs/protocol.md`.
 
+pub mod error;
 pub mod rpc;
 mod stack;
 mod summary;
 
-pub use stack::{Frame, ProcessStack, ThreadStack};
+pub use error::ErrorKind;
+pub use stack::{escape_control, Frame, ProcessStack, ThreadStack};
 pub use summary::AnnotateSummary;

@@ -80,6 +80,16 @@ impl RpcError {
             data: None,
         }
     }
+
+    /// An error of one kind: its code comes from the kind.
+    pub fn of(kind: crate::ErrorKind, message: impl Into<String>) -> Self {
+        RpcError::new(kind.rpc_code(), message)
+    }
+
+    /// The kind its code stands for.
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::from_rpc_code(self.code)
+    }
 }
 
 impl std::fmt::Display for RpcError {
@@ -106,6 +116,8 @@ pub mod codes {
     pub const REQUEST_TOO_LARGE: i64 = -32007;
     /// A configured limit is reached (attached processes, connections).
     pub const LIMIT_REACHED: i64 = -32008;
+    /// `stack` with a `tid` the process does not have.
+    pub const NO_SUCH_THREAD: i64 = -32009;
 }
 
 /// Method names.

@@ -71,3 +71,35 @@ impl ThreadStack {
         groups
     }
 }
+
+/// A name as text output prints it: control characters (a newline in a file name would split
+/// the frame line) as `\n`, `\t`, `\r`, `\\`-escaped hex otherwise; JSON carries the raw string.
+pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\x{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod escape_tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(super::escape_control("a.py"), "a.py");
+        assert_eq!(
+            super::escape_control("a\nb\t\u{1b}.py"),
+            "a\\nb\\t\\x{1b}.py"
+        );
+        assert_eq!(super::escape_control("módulo_ñ.py"), "módulo_ñ.py");
+    }
+}

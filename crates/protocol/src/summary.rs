@@ -47,6 +47,14 @@ impl AnnotateSummary {
         self.unannotated.values().sum()
     }
 
+    /// Stacks with no eval-loop frame: nothing to annotate (the thread ran no Python code at
+    /// that moment, or the tracer could not name the loop).
+    pub fn without_eval_frames(&self) -> u64 {
+        self.stacks
+            .saturating_sub(self.with_eval_frames)
+            .saturating_sub(self.too_long)
+    }
+
     /// Whether there is anything worth reporting.
     pub fn has_problems(&self) -> bool {
         self.unannotated_total() > 0 || self.too_long > 0 || self.resume_errors > 0
@@ -75,6 +83,14 @@ impl std::fmt::Display for AnnotateSummary {
         }
         if self.resume_errors > 0 {
             writeln!(f, "  {} resume errors", self.resume_errors)?;
+        }
+        if self.without_eval_frames() > 0 {
+            writeln!(
+                f,
+                "  {} stacks without an eval-loop frame, left as they were (no Python code ran \
+                 there, or the tracer did not name the loop: docs/annotate.md, Known limits)",
+                self.without_eval_frames()
+            )?;
         }
         if self.read_later > 0 {
             writeln!(

@@ -34,6 +34,24 @@ pub enum Error {
 }
 
 impl Error {
+    /// What kind of failure this is: its exit status, RPC code, hint and whether it lasts
+    /// come from the kind (`protocol::ErrorKind`).
+    pub fn kind(&self) -> protocol::ErrorKind {
+        use protocol::ErrorKind as K;
+        match self {
+            Error::NoSuchProcess { .. } => K::NoSuchProcess,
+            Error::NotPython { .. } => K::NotPython,
+            Error::PermissionDenied { .. } | Error::Memory(MemoryError::PermissionDenied) => {
+                K::PermissionDenied
+            }
+            Error::UnsupportedVersion { .. } => K::UnsupportedVersion,
+            Error::ProcessExited { .. } | Error::Memory(MemoryError::Gone) => K::ProcessExited,
+            Error::Inconsistent { .. } => K::Inconsistent,
+            Error::Binary { .. } => K::BadBinary,
+            Error::Memory(_) | Error::Io { .. } => K::Internal,
+        }
+    }
+
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             context: context.into(),

@@ -4,7 +4,7 @@ use crate::detect::{detect_frame, Format};
 use crate::keys::{int_columns, KeyColumn, KeyColumns};
 use crate::lines::{indent_len, is_blank, parse_count, scan_ids, split_eol, trim};
 use crate::matching::{eval_calls, match_thread, Unmatched};
-use crate::output::{write_annotations, write_folded, NativeFrameRecord, StackRecord};
+use crate::output::{write_annotations, write_folded, NativeFrameRecord, StackRecord, Status};
 use crate::reader::LineReader;
 use crate::{
     bpftrace, dtrace, gdb, perf, AnnotateError, Moment, ParsedFrame, StackSource, Summary,
@@ -592,6 +592,8 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         None
     }
 
+    /// One complete stack: find its eval calls, name its process and thread, read and match
+    /// the Python stack, print.
     fn emit_stack(
         &mut self,
         keep: usize,
@@ -599,6 +601,28 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         count: Option<u64>,
     ) -> Result<(), AnnotateError> {
         self.summary.stacks += 1;
+        self.find_eval_calls(keep);
+        let target = self.stack_target(keep);
+        let threads = self.read_python(&target);
+        if self.opts.stopped {
+            self.resume_named(&target);
+        }
+        let outcome = self.match_python(&target, threads);
+        if self.opts.output == OutputMode::Text {
+            return Ok(self.write_text(keep, tail, &outcome)?);
+        }
+        let rec = self.record(keep, &target, count, &outcome);
+        if count.is_some() {
+            self.write_record(&rec)?;
+        } else {
+            self.held = Some(rec);
+            self.post = Post::AfterStack;
+        }
+        Ok(())
+    }
+
+    /// The indices of the lines that are eval calls, into `self.calls`.
+    fn find_eval_calls(&mut self, keep: usize) {
         let buf = &self.buf;
         self.calls.clear();
         eval_calls(
@@ -609,6 +633,12 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
                 .map(|(i, l)| (i, l.frame.symbol.get(&buf[l.start..l.content_end]))),
             &mut self.calls,
         );
+    }
+
+    /// Which process and thread the stack belongs to, from `--pid`, the lines before and in
+    /// the record, and the key columns; a reason to refuse it when they disagree.
+    fn stack_target(&mut self, keep: usize) -> Target {
+        let buf = &self.buf;
         // The record's own lines may name the process (`pid=` printed inside the stack).
         let mut ids = std::mem::take(&mut self.stack_ids);
         for l in self.lines[..keep]
@@ -618,108 +648,155 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             let (p, t) = scan_ids(&buf[l.start..l.content_end]);
             ids.add(p, t);
         }
-        let mut key_problem = self.key_columns(&mut ids);
+        let mut refused = self.key_columns(&mut ids);
         let (mut pid, tid) = (self.opts.pid.or(ids.pid()), ids.tid);
-        if key_problem.is_none() && self.opts.keys.is_some() && !self.stack_keys.is_empty() {
-            key_problem = Self::check_key_owner(self.source, pid, tid);
+        if refused.is_none() && self.opts.keys.is_some() && !self.stack_keys.is_empty() {
+            refused = Self::check_key_owner(self.source, pid, tid);
         }
         if pid.is_none() {
             if let Some(t) = tid {
                 pid = self.source.pid_of_tid(t);
             }
         }
-        let mut threads: Vec<ThreadStack> = Vec::new();
-        let mut result: Result<(), Unmatched> = Ok(());
-        let status;
+        let refused = ids.conflict.take().or(refused);
+        Target {
+            pid,
+            tid,
+            named: ids.pids,
+            refused,
+        }
+    }
+
+    /// The Python stacks of the target's process, when the stack has eval calls to annotate.
+    fn read_python(&mut self, target: &Target) -> PyRead {
         if self.calls.is_empty() {
-            status = "no_eval_frames";
+            return PyRead::Skip(Status::NoEvalFrames);
+        }
+        self.summary.with_eval_frames += 1;
+        if self.calls.iter().all(|&i| self.lines[i].has_helper) {
+            self.summary.already_annotated += 1;
+            return PyRead::Skip(Status::AlreadyAnnotated);
+        }
+        if let Some(r) = &target.refused {
+            return PyRead::Failed(r.clone());
+        }
+        let Some(p) = target.pid else {
+            return PyRead::Failed(Unmatched::NoPid);
+        };
+        match self.source.thread_stacks(p) {
+            Ok(t) => PyRead::Threads(t),
+            Err(e) => PyRead::Failed(Unmatched::Source(e.to_string())),
+        }
+    }
+
+    /// With `--stopped`: every process the record names was stopped by its probe.
+    fn resume_named(&mut self, target: &Target) {
+        let named = if self.opts.pid.is_some() {
+            &[][..]
         } else {
-            self.summary.with_eval_frames += 1;
-            if self.calls.iter().all(|&i| self.lines[i].has_helper) {
-                status = "already_annotated";
-                self.summary.already_annotated += 1;
-            } else {
-                let refused = ids.conflict.take().or(key_problem);
-                match pid {
-                    _ if refused.is_some() => result = Err(refused.expect("checked")),
-                    None => result = Err(Unmatched::NoPid),
-                    Some(p) => match self.source.thread_stacks(p) {
-                        Ok(t) => threads = t,
-                        Err(e) => result = Err(Unmatched::Source(e.to_string())),
-                    },
-                }
-                status = "annotated";
+            &target.named[..]
+        };
+        for p in target
+            .pid
+            .iter()
+            .chain(named.iter().filter(|&&p| Some(p) != target.pid))
+        {
+            if self.source.resume(*p).is_err() {
+                self.summary.resume_errors += 1;
             }
         }
-        if self.opts.stopped {
-            // every process the record names was stopped by its probe
-            let named = if self.opts.pid.is_some() {
-                &[][..]
-            } else {
-                &ids.pids[..]
-            };
-            for p in pid.iter().chain(named.iter().filter(|&&p| Some(p) != pid)) {
-                if self.source.resume(*p).is_err() {
-                    self.summary.resume_errors += 1;
+    }
+
+    /// Matches the thread's eval groups to the stack's eval calls, and asks whether the read
+    /// shows the probe's moment.
+    fn match_python(&mut self, target: &Target, read: PyRead) -> Outcome {
+        let mut threads = match read {
+            PyRead::Skip(status) => return Outcome::bare(status),
+            PyRead::Threads(t) => t,
+            PyRead::Failed(e) => return self.unannotated(e),
+        };
+        let (idx, race, os_tid) = match match_thread(&threads, target.tid, self.calls.len()) {
+            Ok(m) => (
+                threads
+                    .iter()
+                    .position(|t| std::ptr::eq(t, m.thread))
+                    .expect("the matched thread is one of them"),
+                m.race,
+                m.thread.os_tid,
+            ),
+            Err(e) => return self.unannotated(e),
+        };
+        self.summary.annotated += 1;
+        if race {
+            self.summary.race_outermost_bare += 1;
+        }
+        let pid = target.pid.expect("a stack is read only with a pid");
+        let status = if self.source.moment(pid, os_tid.or(target.tid)) == Moment::Later {
+            // never a plain line for what may have moved since the probe
+            self.summary.read_later += 1;
+            Status::ReadLater
+        } else {
+            Status::Annotated
+        };
+        Outcome {
+            status,
+            thread: Some(threads.swap_remove(idx)),
+            reason: None,
+        }
+    }
+
+    fn unannotated(&mut self, e: Unmatched) -> Outcome {
+        self.summary.record_unannotated(e.kind(), || e.to_string());
+        Outcome {
+            status: Status::Unannotated,
+            thread: None,
+            reason: Some(e.to_string()),
+        }
+    }
+
+    /// The stack's lines with the annotation lines under its eval frames.
+    fn write_text(&mut self, keep: usize, tail: usize, outcome: &Outcome) -> io::Result<()> {
+        let buf = &self.buf;
+        let later = outcome.status == Status::ReadLater;
+        let groups = outcome.groups();
+        let mut next_call = 0;
+        let mut from = 0;
+        for (i, l) in self.lines[..keep].iter().enumerate() {
+            if next_call < groups.len() && self.calls[next_call] == i {
+                let group = groups[next_call];
+                next_call += 1;
+                if l.has_helper {
+                    continue;
                 }
+                self.out.write_all(&buf[from..l.end])?;
+                from = l.end;
+                let line = &buf[l.start..l.end];
+                let eol = &line[l.content_end - l.start..];
+                let indent = &line[..l.frame.indent];
+                write_annotations(
+                    &mut self.out,
+                    &mut self.scratch,
+                    indent,
+                    eol,
+                    group,
+                    self.opts.qualname,
+                    later,
+                )?;
             }
         }
-        let mut groups: Vec<&[protocol::Frame]> = Vec::new();
-        let mut status = status;
-        if status == "annotated" {
-            let r = std::mem::replace(&mut result, Ok(()));
-            match r.and_then(|_| match_thread(&threads, tid, self.calls.len())) {
-                Ok(m) => {
-                    self.summary.annotated += 1;
-                    let p = pid.expect("a stack is read only with a pid");
-                    if self.source.moment(p, m.thread.os_tid.or(tid)) == Moment::Later {
-                        // never a plain line for what may have moved since the probe
-                        status = "read_later";
-                        self.summary.read_later += 1;
-                    }
-                    if m.race {
-                        self.summary.race_outermost_bare += 1;
-                    }
-                    groups = m.groups;
-                }
-                Err(e) => {
-                    status = "unannotated";
-                    self.summary.record_unannotated(e.kind(), || e.to_string());
-                    result = Err(e);
-                }
-            }
-        }
-        let later = status == "read_later";
-        let text = self.opts.output == OutputMode::Text;
-        if text {
-            let mut next_call = 0;
-            let mut from = 0;
-            for (i, l) in self.lines[..keep].iter().enumerate() {
-                if next_call < groups.len() && self.calls[next_call] == i {
-                    let group = groups[next_call];
-                    next_call += 1;
-                    if l.has_helper {
-                        continue;
-                    }
-                    self.out.write_all(&buf[from..l.end])?;
-                    from = l.end;
-                    let line = &buf[l.start..l.end];
-                    let eol = &line[l.content_end - l.start..];
-                    let indent = &line[..l.frame.indent];
-                    write_annotations(
-                        &mut self.out,
-                        &mut self.scratch,
-                        indent,
-                        eol,
-                        group,
-                        self.opts.qualname,
-                        later,
-                    )?;
-                }
-            }
-            self.out.write_all(&buf[from..tail])?;
-            return Ok(());
-        }
+        self.out.write_all(&buf[from..tail])
+    }
+
+    /// The stack as one JSON/folded record.
+    fn record(
+        &self,
+        keep: usize,
+        target: &Target,
+        count: Option<u64>,
+        outcome: &Outcome,
+    ) -> StackRecord {
+        let buf = &self.buf;
+        let groups = outcome.groups();
         let mut native = Vec::with_capacity(keep);
         let mut next_call = 0;
         for (i, l) in self.lines[..keep].iter().enumerate() {
@@ -746,21 +823,57 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
                 python,
             });
         }
-        let rec = StackRecord {
+        StackRecord {
             format: self.fmt,
-            pid,
-            tid,
+            pid: target.pid,
+            tid: target.tid,
             count: count.unwrap_or(1),
-            status,
-            reason: result.err().map(|e| e.to_string()),
+            status: outcome.status,
+            reason: outcome.reason.clone(),
             native,
-        };
-        if count.is_some() {
-            self.write_record(&rec)?;
-        } else {
-            self.held = Some(rec);
-            self.post = Post::AfterStack;
         }
-        Ok(())
+    }
+}
+
+/// The process and thread a stack is from, as its text names them.
+struct Target {
+    pid: Option<u32>,
+    tid: Option<u64>,
+    /// Every process the record names (each resumed with `--stopped`).
+    named: Vec<u32>,
+    /// Why the stack must not be matched to any process (conflicting names, bad keys).
+    refused: Option<Unmatched>,
+}
+
+/// What reading the target's Python stacks gave.
+enum PyRead {
+    /// Nothing to read for this stack.
+    Skip(Status),
+    Threads(Vec<ThreadStack>),
+    Failed(Unmatched),
+}
+
+/// What one stack comes out as: its status, the matched thread (its eval groups go under
+/// the eval calls, innermost first), and why it stayed unannotated.
+struct Outcome {
+    status: Status,
+    thread: Option<ThreadStack>,
+    reason: Option<String>,
+}
+
+impl Outcome {
+    fn bare(status: Status) -> Self {
+        Outcome {
+            status,
+            thread: None,
+            reason: None,
+        }
+    }
+
+    fn groups(&self) -> Vec<&[protocol::Frame]> {
+        self.thread
+            .as_ref()
+            .map(ThreadStack::eval_groups)
+            .unwrap_or_default()
     }
 }

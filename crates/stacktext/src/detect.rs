@@ -45,7 +45,7 @@ impl std::str::FromStr for Format {
             "perf" => Ok(Format::Perf),
             "gdb" => Ok(Format::Gdb),
             _ => Err(format!(
-                "unknown stack format {s:?} (dtrace, bpftrace, perf, gdb)"
+                "unknown stack format {s:?} (auto, dtrace, bpftrace, perf, gdb)"
             )),
         }
     }

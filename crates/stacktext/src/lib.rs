@@ -23,7 +23,7 @@ mod summary;
 pub use annotate::{annotate, Annotator, Options, OutputMode};
 pub use detect::Format;
 pub use keys::{KeyColumn, KeyColumns};
-pub use output::{NativeFrameRecord, StackRecord};
+pub use output::{NativeFrameRecord, StackRecord, Status};
 pub use source::{Moment, SourceError, StackSource};
 pub use summary::Summary;
 

@@ -2,7 +2,7 @@
 //! stack) and folded (`frame;frame;... count`, outermost first).
 
 use crate::detect::Format;
-use protocol::Frame;
+use protocol::{escape_control, Frame};
 use serde::Serialize;
 use std::io::{self, Write};
 
@@ -23,6 +23,19 @@ pub struct NativeFrameRecord {
     pub python: Vec<Frame>,
 }
 
+/// What became of one stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The Python frames at the probe's moment.
+    Annotated,
+    /// Read when the text arrived; the thread may have run since the probe.
+    ReadLater,
+    NoEvalFrames,
+    AlreadyAnnotated,
+    Unannotated,
+}
+
 /// One stack of the JSON output.
 #[derive(Debug, Clone, Serialize)]
 pub struct StackRecord {
@@ -36,7 +49,7 @@ pub struct StackRecord {
     /// `annotated` (the Python frames at the probe's moment), `read_later` (read when the
     /// text arrived; the thread may have run since the probe), `no_eval_frames`,
     /// `already_annotated` or `unannotated`.
-    pub status: &'static str,
+    pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Innermost first.
@@ -60,7 +73,7 @@ pub(crate) fn write_annotations<W: Write>(
     for f in group {
         scratch.extend_from_slice(indent);
         scratch.extend_from_slice(if later { b"  [~ " } else { b"  [ " });
-        scratch.extend_from_slice(f.filename.as_bytes());
+        scratch.extend_from_slice(escape_control(&f.filename).as_bytes());
         scratch.push(b':');
         match f.line {
             Some(l) => {
@@ -74,21 +87,26 @@ pub(crate) fn write_annotations<W: Write>(
         } else {
             &f.function
         };
-        scratch.extend_from_slice(name.as_bytes());
+        scratch.extend_from_slice(escape_control(name).as_bytes());
         scratch.extend_from_slice(b") ]");
         scratch.extend_from_slice(if eol.is_empty() { b"\n" } else { eol });
     }
     out.write_all(scratch)
 }
 
+/// A folded frame: `;` separates frames and a newline ends the line, so neither may stay.
 fn clean(s: &str) -> String {
-    s.replace(';', ":")
+    escape_control(s).replace(';', ":")
 }
 
 /// One folded line: frames outermost first, Python frames (as `file:func:line`) right inside
 /// the eval frame that runs them; `~file:func:line` when they were read later than the probe.
 pub fn write_folded<W: Write>(out: &mut W, rec: &StackRecord, qualname: bool) -> io::Result<()> {
-    let mark = if rec.status == "read_later" { "~" } else { "" };
+    let mark = if rec.status == Status::ReadLater {
+        "~"
+    } else {
+        ""
+    };
     let mut line = String::new();
     for nf in rec.native.iter().rev() {
         let name = match (&nf.module, &nf.symbol, nf.address) {

@@ -1,18 +1,27 @@
 //! Where Python stacks come from: the live reader or the daemon, plugged in by the binary.
 
-use protocol::ThreadStack;
+use protocol::{ErrorKind, ThreadStack};
 
-/// Why a source could not give a process's Python stacks.
+/// Why a source could not give a process's Python stacks: its kind (whether it lasts, for
+/// one) and what to tell the user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SourceError {
-    #[error("no such process {0}")]
-    NoSuchProcess(u32),
-    #[error("process {0} is not a Python process")]
-    NotPython(u32),
-    #[error("permission denied reading process {0}")]
-    PermissionDenied(u32),
-    #[error("{0}")]
-    Other(String),
+#[error("{message}")]
+pub struct SourceError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl SourceError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        SourceError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn no_such_process(pid: u32) -> Self {
+        SourceError::new(ErrorKind::NoSuchProcess, format!("no such process {pid}"))
+    }
 }
 
 /// How a stack read relates to the moment the probe fired.

@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use protocol::rpc::{codes, methods, StackParams};
-use protocol::{ProcessStack, ThreadStack};
+use protocol::rpc::{methods, StackParams};
+use protocol::{ErrorKind, ProcessStack, ThreadStack};
 use pyframe_reader::{platform, PythonProcess, StackOptions};
 use stacktext::{AnnotateError, Format, Options, OutputMode, SourceError, StackSource, Summary};
 
@@ -35,25 +35,7 @@ const MAX_DETAILS: usize = 20;
 
 /// The error a reader failure becomes for the engine.
 fn source_error(e: &pyframe_reader::Error) -> SourceError {
-    match e {
-        pyframe_reader::Error::NoSuchProcess { pid } => SourceError::NoSuchProcess(*pid),
-        other => SourceError::Other(other.to_string()),
-    }
-}
-
-/// Whether a failure is a property of the process (not worth retrying for every stack)
-/// rather than of one read (a torn read of a running target).
-fn is_lasting(e: &pyframe_reader::Error) -> bool {
-    use pyframe_reader::Error as E;
-    matches!(
-        e,
-        E::NoSuchProcess { .. }
-            | E::NotPython { .. }
-            | E::PermissionDenied { .. }
-            | E::UnsupportedVersion { .. }
-            | E::ProcessExited { .. }
-            | E::Binary { .. }
-    )
+    SourceError::new(e.kind(), e.to_string())
 }
 
 /// Failures per pid, bounded.
@@ -93,7 +75,7 @@ impl LiveSource {
         if !self.processes.contains_key(&pid) {
             let p = PythonProcess::attach(pid).map_err(|e| {
                 let se = source_error(&e);
-                if is_lasting(&e) {
+                if se.kind.lasts() {
                     self.failed.insert(pid, se.clone());
                 }
                 se
@@ -119,7 +101,7 @@ impl StackSource for LiveSource {
             Ok(s) => Ok(s.threads),
             Err(e) => {
                 let se = source_error(&e);
-                if is_lasting(&e) {
+                if se.kind.lasts() {
                     self.processes.remove(&pid);
                     self.order.retain(|&p| p != pid);
                     self.failed.insert(pid, se.clone());
@@ -187,23 +169,17 @@ impl StackSource for DaemonSource {
         match self.call(pid) {
             Ok(s) => Ok(s.threads),
             Err(ClientError::Rpc(e)) => {
-                let se = match e.code {
-                    codes::NO_SUCH_PROCESS => SourceError::NoSuchProcess(pid),
-                    _ => SourceError::Other(format!("daemon: {}", e.message)),
-                };
-                if matches!(
-                    e.code,
-                    codes::NO_SUCH_PROCESS
-                        | codes::NOT_PYTHON
-                        | codes::PERMISSION_DENIED
-                        | codes::UNSUPPORTED_VERSION
-                        | codes::PROCESS_EXITED
-                ) {
+                let kind = ErrorKind::from_rpc_code(e.code);
+                let se = SourceError::new(kind, format!("daemon: {}", e.message));
+                if kind.lasts() {
                     self.failed.insert(pid, se.clone());
                 }
                 Err(se)
             }
-            Err(e) => Err(SourceError::Other(format!("daemon: {e}"))),
+            Err(e) => Err(SourceError::new(
+                ErrorKind::Internal,
+                format!("daemon: {e}"),
+            )),
         }
     }
 
@@ -416,6 +392,10 @@ pub fn run(args: &AnnotateArgs, global: &Global) -> ExitCode {
     if total.read_later > 0 {
         eprint!("pystackd annotate: {total}");
         return ExitCode::from(exit::NOT_EXACT);
+    }
+    if total.without_eval_frames() > 0 {
+        // nothing wrong, but say what was left alone
+        eprint!("pystackd annotate: {total}");
     }
     ExitCode::from(exit::OK)
 }

@@ -12,8 +12,8 @@ use clap::{Parser, Subcommand};
     about = "Readable Python stacks for native stack traces of CPython processes"
 )]
 pub struct Cli {
-    /// Read processes directly even when the daemon is running.
-    #[arg(long, global = true)]
+    /// stack, annotate: read processes directly even when the daemon is running.
+    #[arg(long)]
     pub no_daemon: bool,
     /// The daemon's socket [default: $PYSTACKD_SOCKET, else /run/pystackd/pystackd.sock
     /// (/var/run/pystackd/pystackd.sock on illumos)].
@@ -54,12 +54,16 @@ pub enum Command {
     /// Run the daemon: a JSON-RPC service on a Unix socket (see docs/service.md).
     Serve(ServeArgs),
     /// Ask the daemon to attach a process and keep it ready for fast reads.
+    #[command(after_help = CLIENT_HELP)]
     Attach(PidArgs),
     /// Ask the daemon to drop an attached process.
+    #[command(after_help = CLIENT_HELP)]
     Detach(PidArgs),
     /// List the processes the daemon holds attached (those you may inspect).
+    #[command(after_help = CLIENT_HELP)]
     List(OutputArgs),
-    /// Show the daemon's counters.
+    /// Show the daemon's counters (yours only, unless you are privileged).
+    #[command(after_help = CLIENT_HELP)]
     Status(OutputArgs),
     /// Add Python frames to native stack traces (DTrace, bpftrace, perf, gdb) read from
     /// stdin or files.
@@ -75,6 +79,14 @@ pub enum Command {
         userns: Option<String>,
     },
 }
+
+const CLIENT_HELP: &str = "\
+Talks to the daemon (pystackd serve) on its socket: --socket PATH, else $PYSTACKD_SOCKET,
+else the default. The daemon serves only processes you could read yourself.
+
+Exit status: 0 ok, 3 no such process, 4 not a CPython process, 5 permission denied, 6
+unsupported version, 7 the process exited, 8 no consistent read, 10 the daemon is not running,
+did not answer, or refused the request.";
 
 const ANNOTATE_HELP: &str = "\
 Under every native frame of CPython's eval loop (_PyEval_EvalFrameDefault and friends),
@@ -122,7 +134,9 @@ Examples:
       -p PID | pystackd annotate
   bpftrace -e 'profile:hz:99 /pid == PID/ { printf(\"pid=%d tid=%d\\n\", pid, tid);
       print(ustack(perf)); }' | pystackd annotate
-  perf record -g -p PID -- sleep 5; perf script | pystackd annotate      (read later: [~ ...])
+  perf record --call-graph dwarf -p PID -- sleep 5; perf script | pystackd annotate
+      (read later: [~ ...]; DWARF unwinding, as -g's frame pointers stop after a frame or
+      two in interpreters built without them)
   gdb -batch -p PID -ex 'pipe thread apply all bt | pystackd annotate'   (exact)
   pystackd annotate --pid PID --output folded trace.txt > stacks.folded
 
@@ -186,6 +200,9 @@ pub struct AnnotateArgs {
     /// parser speed. Ignored with --stopped: each stopped target is read afresh.
     #[arg(long, value_name = "MS", default_value_t = 1)]
     pub max_age: u64,
+    /// Read the processes directly even when the daemon is running.
+    #[arg(long)]
+    pub no_daemon: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -236,6 +253,9 @@ pub struct StackArgs {
     /// Only the thread with this OS thread id (LWP).
     #[arg(long)]
     pub tid: Option<u64>,
+    /// Read the process directly even when the daemon is running.
+    #[arg(long)]
+    pub no_daemon: bool,
 }
 
 pub fn run() -> ExitCode {
@@ -245,8 +265,21 @@ pub fn run() -> ExitCode {
         socket: crate::client::socket_path(cli.socket.as_deref()),
     };
     let socket = global.socket.as_path();
+    if global.no_daemon && !matches!(cli.command, Command::Stack(_) | Command::Annotate(_)) {
+        eprintln!(
+            "pystackd: --no-daemon applies to stack and annotate only: this subcommand talks to \
+             the daemon (or is the daemon)"
+        );
+        return ExitCode::from(crate::exit::USAGE);
+    }
     match cli.command {
-        Command::Stack(args) => crate::stack::run(&args, &global),
+        Command::Stack(args) => {
+            let global = Global {
+                no_daemon: global.no_daemon || args.no_daemon,
+                ..global
+            };
+            crate::stack::run(&args, &global)
+        }
         Command::Serve(args) => {
             crate::daemon::run(socket, args.config.as_deref(), args.log_level.as_deref())
         }
@@ -254,7 +287,13 @@ pub fn run() -> ExitCode {
         Command::Detach(a) => crate::client::run_detach(socket, a.pid, a.json),
         Command::List(a) => crate::client::run_list(socket, a.json),
         Command::Status(a) => crate::client::run_status(socket, a.json),
-        Command::Annotate(a) => crate::annotate::run(&a, &global),
+        Command::Annotate(a) => {
+            let global = Global {
+                no_daemon: global.no_daemon || a.no_daemon,
+                ..global
+            };
+            crate::annotate::run(&a, &global)
+        }
         Command::AccessCheck { uid, gid, userns } => {
             crate::daemon::checker::child_main(uid, gid, userns.as_deref())
         }

@@ -10,10 +10,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use protocol::rpc::{
-    codes, methods, AttachParams, AttachResult, DetachParams, DetachResult, ListResult, Request,
-    Response, RpcError, StackParams, StatusResult,
+    methods, AttachParams, AttachResult, DetachParams, DetachResult, ListResult, Request, Response,
+    RpcError, StackParams, StatusResult,
 };
-use protocol::ProcessStack;
+use protocol::{ErrorKind, ProcessStack};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -66,17 +66,29 @@ impl ClientError {
     /// The exit status for this failure: the reader's statuses for the errors the
     /// daemon passes on from the reader, `DAEMON` for the rest.
     pub fn exit_status(&self) -> u8 {
+        match self.kind() {
+            // the daemon's own internal failure is a daemon error to the caller
+            Some(ErrorKind::Internal | ErrorKind::BadBinary) | None => exit::DAEMON,
+            Some(k) => k.exit_code(),
+        }
+    }
+
+    /// The kind of an error the daemon answered with (`None`: no answer at all).
+    pub fn kind(&self) -> Option<ErrorKind> {
         match self {
-            ClientError::Rpc(e) => match e.code {
-                codes::NO_SUCH_PROCESS => exit::NO_SUCH_PROCESS,
-                codes::NOT_PYTHON => exit::NOT_PYTHON,
-                codes::PERMISSION_DENIED => exit::PERMISSION_DENIED,
-                codes::UNSUPPORTED_VERSION => exit::UNSUPPORTED_VERSION,
-                codes::PROCESS_EXITED => exit::PROCESS_EXITED,
-                codes::INCONSISTENT_READ => exit::INCONSISTENT,
-                _ => exit::DAEMON,
-            },
-            _ => exit::DAEMON,
+            ClientError::Rpc(e) => Some(ErrorKind::from_rpc_code(e.code)),
+            _ => None,
+        }
+    }
+
+    /// What the user can do about it: the error kind's hint for the daemon's answers.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            ClientError::NotRunning { .. } => Some(
+                "start it with `pystackd serve` (or its systemd/SMF service), or pass --socket PATH",
+            ),
+            ClientError::Rpc(_) => self.kind().and_then(ErrorKind::hint),
+            _ => None,
         }
     }
 
@@ -205,8 +217,8 @@ pub fn stack(
 
 fn fail(e: &ClientError) -> ExitCode {
     eprintln!("pystackd: {e}");
-    if e.is_not_running() {
-        eprintln!("hint: start it with `pystackd serve` (or its systemd/SMF service), or pass --socket PATH");
+    if let Some(hint) = e.hint() {
+        eprintln!("hint: {hint}");
     }
     ExitCode::from(e.exit_status())
 }

@@ -1,33 +1,9 @@
-//! Exit statuses: each failure a user can act on has its own.
+//! Exit statuses: each failure a user can act on has its own. Those of the reader's and the
+//! daemon's errors come from `protocol::ErrorKind::exit_code`; the rest are here.
 
-use pyframe_reader::Error;
+pub use protocol::error::exit::{DAEMON, FAILURE, NOT_EXACT, OK, PARTIAL, USAGE};
 
-pub const OK: u8 = 0;
-/// A generic failure (I/O, internal).
-pub const FAILURE: u8 = 1;
-// 2: bad command line (clap exits with it itself)
-pub const NO_SUCH_PROCESS: u8 = 3;
-pub const NOT_PYTHON: u8 = 4;
-pub const PERMISSION_DENIED: u8 = 5;
-pub const UNSUPPORTED_VERSION: u8 = 6;
-pub const PROCESS_EXITED: u8 = 7;
-pub const INCONSISTENT: u8 = 8;
-/// annotate: some stacks could not be annotated (the output is still complete).
-pub const PARTIAL: u8 = 9;
-/// The daemon could not be reached or answered with an error.
-pub const DAEMON: u8 = 10;
-/// annotate: every stack was annotated, but some only from a later read (`[~ ... ]`): the
-/// thread may have run since the probe.
-pub const NOT_EXACT: u8 = 11;
-
-pub fn for_reader_error(e: &Error) -> u8 {
-    match e {
-        Error::NoSuchProcess { .. } => NO_SUCH_PROCESS,
-        Error::NotPython { .. } => NOT_PYTHON,
-        Error::PermissionDenied { .. } => PERMISSION_DENIED,
-        Error::UnsupportedVersion { .. } => UNSUPPORTED_VERSION,
-        Error::ProcessExited { .. } => PROCESS_EXITED,
-        Error::Inconsistent { .. } => INCONSISTENT,
-        _ => FAILURE,
-    }
+/// The exit status for a reader error.
+pub fn for_reader_error(e: &pyframe_reader::Error) -> u8 {
+    e.kind().exit_code()
 }

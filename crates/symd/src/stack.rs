@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use protocol::ProcessStack;
+use protocol::{escape_control, ProcessStack};
 use pyframe_reader::{PythonProcess, StackOptions};
 
 use crate::cli::{Global, StackArgs};
@@ -19,8 +19,12 @@ pub fn run(args: &StackArgs, global: &Global) -> ExitCode {
             Err(e) if e.is_not_running() => {}
             Err(e @ (ClientError::Rpc(_) | ClientError::Closed | ClientError::Timeout { .. })) => {
                 eprintln!("pystackd: {e}");
-                if !matches!(e, ClientError::Rpc(_)) {
-                    eprintln!("hint: --no-daemon reads the process directly");
+                match e.hint() {
+                    Some(hint) => eprintln!("hint: {hint}"),
+                    None if !matches!(e, ClientError::Rpc(_)) => {
+                        eprintln!("hint: --no-daemon reads the process directly")
+                    }
+                    None => {}
                 }
                 return ExitCode::from(e.exit_status());
             }
@@ -34,10 +38,20 @@ pub fn run(args: &StackArgs, global: &Global) -> ExitCode {
         })
     });
     match result {
-        Ok(stack) => print(args, &stack),
+        Ok(stack) => match args.tid.and_then(|t| missing_thread(&stack, t)) {
+            Some(why) => {
+                eprintln!("pystackd: {why}");
+                let kind = protocol::ErrorKind::NoSuchThread;
+                if let Some(hint) = kind.hint() {
+                    eprintln!("hint: {hint}");
+                }
+                ExitCode::from(kind.exit_code())
+            }
+            None => print(args, &stack),
+        },
         Err(e) => {
             eprintln!("pystackd: {e}");
-            if let Some(hint) = hint(&e) {
+            if let Some(hint) = e.kind().hint() {
                 eprintln!("hint: {hint}");
             }
             ExitCode::from(exit::for_reader_error(&e))
@@ -66,18 +80,32 @@ fn print(args: &StackArgs, stack: &ProcessStack) -> ExitCode {
     }
 }
 
-fn hint(e: &pyframe_reader::Error) -> Option<&'static str> {
-    use pyframe_reader::Error::*;
-    Some(match e {
-        PermissionDenied { .. } => {
-            "reading another process's memory needs ptrace access: run as the process owner \
-             (with kernel.yama.ptrace_scope <= 1 on Linux), or as root / with CAP_SYS_PTRACE \
-             (proc_owner on illumos)"
+/// Why a read for one thread (`--tid`) came back without it: the process has no such
+/// thread, or that thread runs no Python; naming the threads it has. `None` when it is there.
+pub fn missing_thread(stack: &ProcessStack, tid: u64) -> Option<String> {
+    if stack.threads.iter().any(|t| t.os_tid == Some(tid)) {
+        return None;
+    }
+    let os = pyframe_reader::platform::threads(stack.pid).unwrap_or_default();
+    let list = |ids: &[u64]| {
+        let mut v: Vec<String> = ids.iter().take(16).map(u64::to_string).collect();
+        if ids.len() > 16 {
+            v.push(format!("... ({} in all)", ids.len()));
         }
-        NotPython { .. } => "pass the pid of a CPython 3.8-3.15 interpreter process",
-        Inconsistent { .. } => "the target changed too fast to read; retry, or use --pause",
-        NoSuchProcess { .. } => "check the pid (ps -ef | grep python)",
-        _ => return None,
+        v.join(", ")
+    };
+    Some(if os.contains(&tid) {
+        format!(
+            "thread {tid} of process {} runs no Python code (it is not a thread of the \
+             interpreter)",
+            stack.pid
+        )
+    } else {
+        format!(
+            "process {} has no thread {tid} (its threads: {})",
+            stack.pid,
+            list(&os)
+        )
     })
 }
 
@@ -99,7 +127,7 @@ pub fn write_text(out: &mut impl Write, s: &ProcessStack) -> std::io::Result<()>
             .unwrap_or_else(|| "?".into());
         write!(out, "Thread {tid}")?;
         if let Some(name) = &t.name {
-            write!(out, " \"{name}\"")?;
+            write!(out, " \"{}\"", escape_control(name))?;
         }
         match t.holds_gil {
             Some(true) => write!(out, " (holds the GIL)")?,
@@ -114,10 +142,11 @@ pub fn write_text(out: &mut impl Write, s: &ProcessStack) -> std::io::Result<()>
         }
         writeln!(out)?;
         for f in &t.frames {
-            let name = f.qualname.as_deref().unwrap_or(&f.function);
+            let name = escape_control(f.qualname.as_deref().unwrap_or(&f.function));
+            let file = escape_control(&f.filename);
             match f.line {
-                Some(l) => writeln!(out, "    {name} ({}:{l})", f.filename)?,
-                None => writeln!(out, "    {name} ({})", f.filename)?,
+                Some(l) => writeln!(out, "    {name} ({file}:{l})")?,
+                None => writeln!(out, "    {name} ({file})")?,
             }
         }
     }

@@ -60,11 +60,11 @@ impl StackSource for FakeSource {
         let q = self
             .answers
             .get_mut(&pid)
-            .ok_or(SourceError::NoSuchProcess(pid))?;
+            .ok_or(SourceError::no_such_process(pid))?;
         if q.len() > 1 {
             Ok(q.pop_front().unwrap())
         } else {
-            q.front().cloned().ok_or(SourceError::NoSuchProcess(pid))
+            q.front().cloned().ok_or(SourceError::no_such_process(pid))
         }
     }
     fn resume(&mut self, pid: u32) -> Result<(), SourceError> {

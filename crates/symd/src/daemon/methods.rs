@@ -5,10 +5,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use protocol::rpc::{
-    codes, methods, AnnotateParams, AnnotateResult, AttachParams, AttachResult, DetachParams,
+    methods, AnnotateParams, AnnotateResult, AttachParams, AttachResult, DetachParams,
     DetachResult, ListResult, RpcError, StackParams, StatusResult, VersionResult, PROTOCOL_VERSION,
 };
-use pyframe_reader::{platform, MemoryError, PythonProcess, StackOptions};
+use protocol::ErrorKind;
+use pyframe_reader::{platform, PythonProcess, StackOptions};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -78,8 +79,8 @@ pub async fn dispatch(
             let st = state.clone();
             to_value(blocking(move || annotate(&st, peer, p)).await??)
         }
-        _ => Err(RpcError::new(
-            codes::METHOD_NOT_FOUND,
+        _ => Err(RpcError::of(
+            ErrorKind::MethodNotFound,
             format!(
                 "unknown method `{method}` (methods: attach, detach, list, stack, annotate, \
                  status, version)"
@@ -90,15 +91,15 @@ pub async fn dispatch(
 
 fn to_value(v: impl Serialize) -> RpcResult<Value> {
     serde_json::to_value(v)
-        .map_err(|e| RpcError::new(codes::INTERNAL_ERROR, format!("encoding result: {e}")))
+        .map_err(|e| RpcError::of(ErrorKind::Internal, format!("encoding result: {e}")))
 }
 
 fn no_params(method: &str, params: Option<Value>) -> RpcResult<()> {
     match params {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Object(o)) if o.is_empty() => Ok(()),
-        Some(_) => Err(RpcError::new(
-            codes::INVALID_PARAMS,
+        Some(_) => Err(RpcError::of(
+            ErrorKind::InvalidParams,
             format!("method `{method}` takes no params"),
         )),
     }
@@ -110,14 +111,14 @@ fn parse_params<T: DeserializeOwned>(
     example: &str,
 ) -> RpcResult<T> {
     let Some(params) = params else {
-        return Err(RpcError::new(
-            codes::INVALID_PARAMS,
+        return Err(RpcError::of(
+            ErrorKind::InvalidParams,
             format!("method `{method}` needs params, e.g. {example}"),
         ));
     };
     serde_json::from_value(params).map_err(|e| {
-        RpcError::new(
-            codes::INVALID_PARAMS,
+        RpcError::of(
+            ErrorKind::InvalidParams,
             format!("invalid params for `{method}`: {e}; expected e.g. {example}"),
         )
     })
@@ -139,7 +140,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
             "the request was cancelled".into()
         };
         warn!("internal error: {what}");
-        RpcError::new(codes::INTERNAL_ERROR, format!("internal error: {what}"))
+        RpcError::of(ErrorKind::Internal, format!("internal error: {what}"))
     })
 }
 
@@ -148,8 +149,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 fn inline<T>(f: impl FnOnce() -> Option<RpcResult<T>>) -> Option<RpcResult<T>> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
         warn!("internal error: the reader failed unexpectedly");
-        Some(Err(RpcError::new(
-            codes::INTERNAL_ERROR,
+        Some(Err(RpcError::of(
+            ErrorKind::Internal,
             "internal error: the reader failed unexpectedly",
         )))
     })
@@ -157,24 +158,12 @@ fn inline<T>(f: impl FnOnce() -> Option<RpcResult<T>>) -> Option<RpcResult<T>> {
 
 /// The JSON-RPC error for a reader error.
 pub fn reader_error(e: &pyframe_reader::Error) -> RpcError {
-    use pyframe_reader::Error as E;
-    let code = match e {
-        E::NoSuchProcess { .. } => codes::NO_SUCH_PROCESS,
-        E::NotPython { .. } => codes::NOT_PYTHON,
-        E::PermissionDenied { .. } | E::Memory(MemoryError::PermissionDenied) => {
-            codes::PERMISSION_DENIED
-        }
-        E::UnsupportedVersion { .. } => codes::UNSUPPORTED_VERSION,
-        E::ProcessExited { .. } | E::Memory(MemoryError::Gone) => codes::PROCESS_EXITED,
-        E::Inconsistent { .. } => codes::INCONSISTENT_READ,
-        _ => codes::INTERNAL_ERROR,
-    };
-    RpcError::new(code, e.to_string())
+    RpcError::new(e.kind().rpc_code(), e.to_string())
 }
 
 fn exited(pid: u32) -> RpcError {
-    RpcError::new(
-        codes::PROCESS_EXITED,
+    RpcError::of(
+        ErrorKind::ProcessExited,
         format!("process {pid} exited while being read"),
     )
 }
@@ -208,8 +197,8 @@ fn authorize_cached(state: &State, peer: PeerCredentials, pid: u32) -> Option<Rp
 /// The start time of the process holding `pid` now.
 fn identify(state: &State, pid: u32) -> RpcResult<u64> {
     if pid == 0 {
-        return Err(RpcError::new(
-            codes::INVALID_PARAMS,
+        return Err(RpcError::of(
+            ErrorKind::InvalidParams,
             "pid 0 is not a process",
         ));
     }
@@ -233,13 +222,13 @@ fn apply(state: &State, peer: PeerCredentials, pid: u32, outcome: auth::Outcome)
                 "denied: {}",
                 d.reason
             );
-            Err(RpcError::new(codes::PERMISSION_DENIED, d.to_string()))
+            Err(RpcError::of(ErrorKind::PermissionDenied, d.to_string()))
         }
         // what the client's own read would say (hidepid hides it from that user)
         auth::Outcome::NoSuchProcess => {
             Err(reader_error(&pyframe_reader::Error::NoSuchProcess { pid }))
         }
-        auth::Outcome::Failed(e) => Err(RpcError::new(codes::INTERNAL_ERROR, e.to_string())),
+        auth::Outcome::Failed(e) => Err(RpcError::of(ErrorKind::Internal, e.to_string())),
     }
 }
 
@@ -292,8 +281,8 @@ fn attach(state: &State, peer: PeerCredentials, pid: u32) -> RpcResult<AttachRes
     let (entry, newly_attached) = match get_or_attach(state, peer, key)? {
         Attached::Cached(e, new) => (e, new),
         Attached::Uncached(_) => {
-            return Err(RpcError::new(
-                codes::LIMIT_REACHED,
+            return Err(RpcError::of(
+                ErrorKind::LimitReached,
                 format!(
                     "uid {} has {} processes attached (max_attached_per_uid); detach some first",
                     peer.uid,
@@ -315,7 +304,7 @@ fn detach(state: &State, peer: PeerCredentials, pid: u32) -> RpcResult<DetachRes
         // Gone for the daemon too (not merely hidden from this client by hidepid):
         // whatever is cached under the pid is stale anyway.
         Err(e)
-            if (e.code == codes::NO_SUCH_PROCESS || e.code == codes::PROCESS_EXITED)
+            if (e.kind() == ErrorKind::NoSuchProcess || e.kind() == ErrorKind::ProcessExited)
                 && platform::start_time(pid).is_err() =>
         {
             state.cache.remove_pid(pid)
@@ -356,7 +345,7 @@ fn stack(
         // the cached state was dropped as stale (reads turned inconsistent, as after an
         // exec of the same binary): one more try with a fresh attach
         Err(e)
-            if cached && e.code == codes::INCONSISTENT_READ && !state.cache.contains_key(key) =>
+            if cached && e.kind() == ErrorKind::Inconsistent && !state.cache.contains_key(key) =>
         {
             attach_and_read(state, peer, key, p)?.0
         }
@@ -381,8 +370,8 @@ fn attach_and_read(
         // An earlier read panicked halfway: forget this state, the next request
         // attaches afresh.
         state.cache.remove(key);
-        return Err(RpcError::new(
-            codes::INTERNAL_ERROR,
+        return Err(RpcError::of(
+            ErrorKind::Internal,
             "internal error: the reader state of this process was lost; retry",
         ));
     };
@@ -424,7 +413,7 @@ fn stack_inline(
     let process = entry.process.try_lock().ok()?;
     match read_stack(state, key, &entry, true, process, p) {
         // dropped as stale: the blocking path attaches afresh and retries
-        Err(e) if e.code == codes::INCONSISTENT_READ && !state.cache.contains_key(key) => None,
+        Err(e) if e.kind() == ErrorKind::Inconsistent && !state.cache.contains_key(key) => None,
         other => Some(other),
     }
 }
@@ -453,7 +442,10 @@ fn read_stack(
     match result {
         Ok(s) if still_there => {
             entry.count_stack();
-            Ok(s)
+            match p.tid.and_then(|t| crate::stack::missing_thread(&s, t)) {
+                Some(why) => Err(RpcError::of(ErrorKind::NoSuchThread, why)),
+                None => Ok(s),
+            }
         }
         Ok(_) => {
             if cached {
@@ -504,11 +496,9 @@ impl stacktext::StackSource for CacheSource<'_> {
         stack(self.state, self.peer, &p)
             .map(|s| s.threads)
             .map_err(|e| {
-                let se = match e.code {
-                    codes::NO_SUCH_PROCESS => S::NoSuchProcess(pid),
-                    _ => S::Other(e.message),
-                };
-                if e.code != codes::INCONSISTENT_READ && self.failed.len() < 4096 {
+                let kind = e.kind();
+                let se = S::new(kind, e.message);
+                if kind != protocol::ErrorKind::Inconsistent && self.failed.len() < 4096 {
                     self.failed.insert(pid, se.clone());
                 }
                 se
@@ -517,9 +507,10 @@ impl stacktext::StackSource for CacheSource<'_> {
 
     fn resume(&mut self, pid: u32) -> Result<(), stacktext::SourceError> {
         // Not offered: continuing a stopped process is the client's business.
-        Err(stacktext::SourceError::Other(format!(
-            "the daemon does not resume processes ({pid})"
-        )))
+        Err(stacktext::SourceError::new(
+            protocol::ErrorKind::InvalidRequest,
+            format!("the daemon does not resume processes ({pid})"),
+        ))
     }
 
     fn pid_of_tid(&mut self, tid: u64) -> Option<u32> {
@@ -532,7 +523,7 @@ fn annotate(state: &State, peer: PeerCredentials, p: AnnotateParams) -> RpcResul
         None | Some("auto") => None,
         Some(f) => Some(
             f.parse::<stacktext::Format>()
-                .map_err(|e| RpcError::new(codes::INVALID_PARAMS, e))?,
+                .map_err(|e| RpcError::of(ErrorKind::InvalidParams, e))?,
         ),
     };
     let opts = stacktext::Options {
@@ -547,7 +538,7 @@ fn annotate(state: &State, peer: PeerCredentials, p: AnnotateParams) -> RpcResul
     };
     let mut out = Vec::with_capacity(p.text.len() + p.text.len() / 4);
     let summary = stacktext::annotate(p.text.as_bytes(), &mut out, &mut source, &opts)
-        .map_err(|e| RpcError::new(codes::INTERNAL_ERROR, format!("annotating: {e}")))?;
+        .map_err(|e| RpcError::of(ErrorKind::Internal, format!("annotating: {e}")))?;
     Ok(AnnotateResult {
         // the input was UTF-8 and only UTF-8 was added
         text: String::from_utf8_lossy(&out).into_owned(),

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use protocol::rpc::{codes, encode_response, parse_request, RpcError};
+use protocol::rpc::{encode_response, parse_request, RpcError};
+use protocol::ErrorKind;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -354,7 +355,7 @@ fn admit(
 }
 
 async fn refuse(wr: &mut tokio::net::unix::OwnedWriteHalf, msg: String) {
-    let line = encode_response(None, Err(&RpcError::new(codes::LIMIT_REACHED, msg)));
+    let line = encode_response(None, Err(&RpcError::of(ErrorKind::LimitReached, msg)));
     // a client that does not read even this is not waited for
     let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&line)).await;
 }
@@ -401,8 +402,8 @@ async fn connection(
             Ok(Line::Eof) => break,
             Ok(Line::TooLong) => Some(Reply {
                 id: None,
-                result: Err(RpcError::new(
-                    codes::REQUEST_TOO_LARGE,
+                result: Err(RpcError::of(
+                    ErrorKind::RequestTooLarge,
                     format!("request line longer than {limit} bytes; discarded"),
                 )),
             }),
@@ -502,8 +503,8 @@ async fn handle_line(state: &Arc<State>, peer: PeerCredentials, line: &[u8]) -> 
         Err(e) => {
             return Some(Reply {
                 id: None,
-                result: Err(RpcError::new(
-                    codes::PARSE_ERROR,
+                result: Err(RpcError::of(
+                    ErrorKind::ParseError,
                     format!(
                         "request is not valid UTF-8 (bad byte at offset {})",
                         e.valid_up_to()
