@@ -75,7 +75,13 @@ impl ThreadStack {
 /// A name as text output prints it: control characters (a newline in a file name would split
 /// the frame line) as `\n`, `\t`, `\r`, `\\`-escaped hex otherwise; JSON carries the raw string.
 pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
+    // fast path on bytes: C0 controls and DEL are single bytes, C1 controls (U+0080..U+009F)
+    // are 0xC2 0x80..0x9F in UTF-8
+    let b = s.as_bytes();
+    let has_control = b.iter().enumerate().any(|(i, &c)| {
+        c < 0x20 || c == 0x7f || (c == 0xc2 && matches!(b.get(i + 1), Some(0x80..=0x9f)))
+    });
+    if !has_control {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -101,5 +107,6 @@ mod escape_tests {
             "a\\nb\\t\\x{1b}.py"
         );
         assert_eq!(super::escape_control("módulo_ñ.py"), "módulo_ñ.py");
+        assert_eq!(super::escape_control("a\u{85}b"), "a\\x{85}b");
     }
 }
