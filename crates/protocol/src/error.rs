@@ -136,7 +136,10 @@ impl ErrorKind {
                  (with kernel.yama.ptrace_scope <= 1 on Linux), or as root / with CAP_SYS_PTRACE \
                  (proc_owner on illumos)"
             }
-            NotPython => "pass the pid of a CPython 3.8-3.15 interpreter process",
+            NotPython => {
+                "pass the pid of a CPython interpreter process (`pystackd stack --help` lists \
+                 the versions)"
+            }
             Inconsistent => "the target changed too fast to read; retry, or use --pause",
             NoSuchProcess => "check the pid (ps -ef | grep python)",
             NoSuchThread => "list the process's threads with `pystackd stack PID`",

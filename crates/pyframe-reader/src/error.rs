@@ -10,7 +10,10 @@ pub enum Error {
     PermissionDenied { pid: u32, detail: String },
     #[error("process {pid} does not look like a CPython process: {reason}")]
     NotPython { pid: u32, reason: String },
-    #[error("CPython {version} is not supported (pystackd knows 3.8 to 3.15, GIL builds)")]
+    #[error(
+        "CPython {version} is not supported (pystackd knows {}, GIL builds)",
+        crate::layout::supported()
+    )]
     UnsupportedVersion { version: String },
     #[error("process {pid} exited while being read")]
     ProcessExited { pid: u32 },

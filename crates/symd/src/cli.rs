@@ -23,6 +23,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+fn stack_help() -> String {
+    STACK_HELP.replace("{versions}", &pyframe_reader::layout::supported())
+}
+
 const STACK_HELP: &str = "\
 The target keeps running while it is read (no ptrace stop, nothing injected). Everything the
 read followed (each frame's link, code and position, 3.8-3.10 frames' running flags, 3.11+ data-
@@ -41,15 +45,16 @@ Examples:
   pystackd stack --json 4242 | jq .   machine-readable (schema: docs/json.md)
   sudo pystackd stack --pause 4242    consistent snapshot of a busy process
 
-Exit status: 0 ok, 3 no such process, 4 not a CPython process, 5 permission denied (needs
+Exit status: 0 ok, 3 no such process (or thread, --tid), 4 not a CPython process, 5 permission
+denied (needs
 ptrace rights: the process owner with kernel.yama.ptrace_scope <= 1, or root/CAP_SYS_PTRACE),
-6 unsupported version (3.8 to 3.15 are known), 7 the process exited while being read,
+6 unsupported version ({versions} are known), 7 the process exited while being read,
 8 no consistent read (retry, or use --pause), 10 daemon error.";
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Print every thread's Python stack of a running process.
-    #[command(after_help = STACK_HELP)]
+    #[command(after_help = stack_help())]
     Stack(StackArgs),
     /// Run the daemon: a JSON-RPC service on a Unix socket (see docs/service.md).
     Serve(ServeArgs),

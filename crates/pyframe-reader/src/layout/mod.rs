@@ -240,6 +240,12 @@ pub const ALL: &[&Layout] = &[
     &v3_15::LAYOUT,
 ];
 
+/// The versions with a table, as messages and `--help` print them ("3.8 to 3.15").
+pub fn supported() -> String {
+    let (first, last) = (ALL[0].version, ALL[ALL.len() - 1].version);
+    format!("{}.{} to {}.{}", first.0, first.1, last.0, last.1)
+}
+
 /// The table for `major.minor`, if pystackd has one.
 pub fn for_version(major: u8, minor: u8) -> Option<&'static Layout> {
     ALL.iter().copied().find(|l| l.version == (major, minor))

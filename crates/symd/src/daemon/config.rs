@@ -1,10 +1,11 @@
-//! The daemon's configuration file: `key = value` lines (a subset of TOML, so a TOML
-//! editor or linter accepts it), `#` comments, values bare or in double quotes.
+//! The daemon's configuration file, TOML (`key = value` lines, `#` comments), parsed by the
+//! `toml` crate into [`Config`]; unknown keys are an error (a typo must not pass silently).
 //! Read at start and again on SIGHUP.
 
 use std::path::Path;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// `tracing` filter directive (`info`, `debug`, `pystackd=trace`, ...). The
     /// `PYSTACKD_LOG` / `RUST_LOG` environment variables take precedence.
@@ -79,72 +80,42 @@ impl Config {
 
     /// Parse the file's text; errors carry the 1-based line number.
     pub fn parse(text: &str) -> Result<Config, (usize, String)> {
-        let mut c = Config::default();
-        for (i, raw) in text.lines().enumerate() {
-            let n = i + 1;
-            let line = strip_comment(raw).trim();
-            if line.is_empty() {
-                continue;
-            }
-            let Some((key, value)) = line.split_once('=') else {
-                return Err((n, format!("expected `key = value`, got `{line}`")));
-            };
-            let key = key.trim();
-            let value = unquote(value.trim()).map_err(|m| (n, m))?;
-            let int = |v: &str| -> Result<u64, (usize, String)> {
-                v.replace('_', "").parse::<u64>().map_err(|_| {
-                    (
-                        n,
-                        format!("{key}: expected a non-negative integer, got `{v}`"),
-                    )
-                })
-            };
+        let c: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(1, |sp| {
+                text[..sp.start.min(text.len())].matches('\n').count() + 1
+            });
+            // name the key of that line: toml's message for a bad value does not
+            let key = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty());
             match key {
-                "log_level" => c.log_level = value.to_string(),
-                "max_attached" => c.max_attached = int(value)? as usize,
-                "max_request_bytes" => {
-                    let v = int(value)?;
-                    if !(64..=(64 << 20)).contains(&v) {
-                        return Err((n, "max_request_bytes must be 64 .. 67108864".into()));
-                    }
-                    c.max_request_bytes = v as usize;
-                }
-                "max_connections" => c.max_connections = int(value)?.max(1) as usize,
-                "sweep_interval_secs" => c.sweep_interval_secs = int(value)?.max(1),
-                "max_connections_per_uid" => {
-                    c.max_connections_per_uid = int(value)?.max(1) as usize
-                }
-                "max_attached_per_uid" => c.max_attached_per_uid = int(value)? as usize,
-                "idle_timeout_secs" => c.idle_timeout_secs = int(value)?.max(1),
-                "max_connections_root" => c.max_connections_root = int(value)?.max(1) as usize,
-                "max_access_checkers" => c.max_access_checkers = int(value)?.max(1) as usize,
-                _ => return Err((n, format!("unknown key `{key}`"))),
+                Some(k) => (line, format!("{k}: {}", e.message())),
+                None => (line, e.message().to_string()),
             }
-        }
-        Ok(c)
+        })?;
+        c.checked().map_err(|m| (1, m))
     }
-}
 
-fn strip_comment(line: &str) -> &str {
-    // a '#' inside a quoted value is part of the value
-    let mut in_quotes = false;
-    for (i, ch) in line.char_indices() {
-        match ch {
-            '"' => in_quotes = !in_quotes,
-            '#' if !in_quotes => return &line[..i],
-            _ => {}
+    /// Ranges TOML cannot express: a request cap that leaves room for a request, and
+    /// counts and intervals of at least one.
+    fn checked(mut self) -> Result<Config, String> {
+        if !(64..=(64 << 20)).contains(&self.max_request_bytes) {
+            return Err("max_request_bytes must be 64 .. 67108864".into());
         }
-    }
-    line
-}
-
-fn unquote(v: &str) -> Result<&str, String> {
-    match v.strip_prefix('"') {
-        Some(rest) => rest
-            .strip_suffix('"')
-            .filter(|s| !s.contains('"'))
-            .ok_or_else(|| format!("unterminated or malformed string `{v}`")),
-        None => Ok(v),
+        for v in [
+            &mut self.max_connections,
+            &mut self.max_connections_per_uid,
+            &mut self.max_connections_root,
+            &mut self.max_access_checkers,
+        ] {
+            *v = (*v).max(1);
+        }
+        self.sweep_interval_secs = self.sweep_interval_secs.max(1);
+        self.idle_timeout_secs = self.idle_timeout_secs.max(1);
+        Ok(self)
     }
 }
 
@@ -186,6 +157,12 @@ mod tests {
             .1
             .contains("max_attached"));
         assert!(Config::parse("log_level = \"x").is_err());
+        assert_eq!(
+            Config::parse("max_attached = 1\nmax_atached = 2")
+                .unwrap_err()
+                .0,
+            2
+        );
         assert!(Config::parse("max_request_bytes = 1").is_err());
         assert!(Config::parse("just words").is_err());
     }

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use super::auth;
 use super::cache::{Entry, Key};
 use super::peer::PeerCredentials;
-use super::server::State;
+use super::state::State;
 
 type RpcResult<T> = Result<T, RpcError>;
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod methods;
 pub mod peer;
 pub mod server;
+pub mod state;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,7 +24,8 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use crate::exit;
 use config::Config;
-use server::{Origin, State};
+use server::Origin;
+use state::State;
 
 type FilterHandle = reload::Handle<EnvFilter, Registry>;
 

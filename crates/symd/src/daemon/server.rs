@@ -1,14 +1,13 @@
 //! The socket: binding it (or taking it from systemd), accepting clients, and the
 //! line protocol of one connection.
 
-use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, FromRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener as StdListener, UnixStream as StdStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protocol::rpc::{encode_response, parse_request, RpcError};
@@ -18,116 +17,9 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, info, warn};
 
-use super::cache::Cache;
-use super::checker::Checkers;
-use super::config::Config;
 use super::methods;
 use super::peer::PeerCredentials;
-
-/// Everything the connections share.
-pub struct State {
-    pub config: RwLock<Config>,
-    pub cache: Cache,
-    pub started: Instant,
-    pub requests: AtomicU64,
-    pub errors: AtomicU64,
-    pub denied: AtomicU64,
-    /// Open connections.
-    pub connections: AtomicU64,
-    /// Open connections by client uid (root's too, against `max_connections_root`).
-    pub connections_by_uid: Mutex<HashMap<u32, usize>>,
-    /// Counters of each client uid, for its own `status`.
-    pub by_uid: Mutex<HashMap<u32, UidCounts>>,
-    /// The access checkers of non-root clients.
-    pub checkers: Checkers,
-}
-
-/// One client uid's share of the counters.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct UidCounts {
-    pub requests: u64,
-    pub errors: u64,
-    pub denied: u64,
-    /// Open connections (filled in by [`State::counts_of`]).
-    pub connections: u64,
-}
-
-/// Uids whose counters are kept at most; past it, those of uids without an open
-/// connection are dropped (a uid is a real user of the machine, so this is rarely hit).
-const MAX_COUNTED_UIDS: usize = 4096;
-
-impl State {
-    pub fn new(config: Config) -> State {
-        State {
-            config: RwLock::new(config),
-            cache: Cache::default(),
-            started: Instant::now(),
-            requests: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            denied: AtomicU64::new(0),
-            connections: AtomicU64::new(0),
-            connections_by_uid: Mutex::new(HashMap::new()),
-            by_uid: Mutex::new(HashMap::new()),
-            checkers: Checkers::default(),
-        }
-    }
-
-    fn count(&self, uid: u32, f: impl FnOnce(&mut UidCounts)) {
-        let mut m = self.by_uid.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() >= MAX_COUNTED_UIDS && !m.contains_key(&uid) {
-            let open = self
-                .connections_by_uid
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            m.retain(|u, _| open.contains_key(u));
-        }
-        f(m.entry(uid).or_default());
-    }
-
-    /// A request answered to `uid` (`error`: with an error).
-    pub fn count_request(&self, uid: u32, error: bool) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if error {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        self.count(uid, |c| {
-            c.requests += 1;
-            c.errors += u64::from(error);
-        });
-    }
-
-    /// A request of `uid` refused by the access check.
-    pub fn count_denied(&self, uid: u32) {
-        self.denied.fetch_add(1, Ordering::Relaxed);
-        self.count(uid, |c| c.denied += 1);
-    }
-
-    /// `uid`'s counters and open connections.
-    pub fn counts_of(&self, uid: u32) -> UidCounts {
-        let mut c = self
-            .by_uid
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&uid)
-            .copied()
-            .unwrap_or_default();
-        c.connections = self
-            .connections_by_uid
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&uid)
-            .copied()
-            .unwrap_or(0) as u64;
-        c
-    }
-
-    pub fn config(&self) -> Config {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
+use super::state::State;
 
 /// Where the listening socket came from; decides who removes it at exit.
 pub enum Origin {
@@ -152,40 +44,22 @@ impl Origin {
 
 /// The first socket passed by systemd (`LISTEN_PID`/`LISTEN_FDS`, fd 3), if any.
 pub fn activated_listener() -> io::Result<Option<StdListener>> {
-    const SD_LISTEN_FDS_START: RawFd = 3;
-    let for_us = std::env::var("LISTEN_PID")
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-        == Some(std::process::id());
-    let count = std::env::var("LISTEN_FDS")
-        .ok()
-        .and_then(|n| n.parse::<u32>().ok())
-        .unwrap_or(0);
-    // Children must not think the sockets are theirs.
-    std::env::remove_var("LISTEN_PID");
-    std::env::remove_var("LISTEN_FDS");
-    std::env::remove_var("LISTEN_FDNAMES");
-    if !for_us || count == 0 {
+    // listenfd checks LISTEN_PID against us, and removes the variables so that children
+    // do not think the sockets are theirs.
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() > 1 {
+        warn!(
+            "systemd passed {} sockets; using the first (fd 3)",
+            fds.len()
+        );
+    }
+    let Some(l) = fds.take_unix_listener(0)? else {
         return Ok(None);
-    }
-    if count > 1 {
-        warn!("systemd passed {count} sockets; using the first (fd 3)");
-    }
-    let fd = SD_LISTEN_FDS_START;
-    // SAFETY: fstat on an fd number only inspects it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "fd 3 passed by systemd is not a socket",
-        ));
-    }
-    // SAFETY: systemd hands us ownership of fd 3, a listening Unix socket.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    let l = unsafe { StdListener::from_raw_fd(fd) };
+    };
+    // The access checkers are spawned children: fd 3 must not leak into them.
+    let flags = nix::fcntl::fcntl(l.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFD)?;
+    let flags = nix::fcntl::FdFlag::from_bits_truncate(flags) | nix::fcntl::FdFlag::FD_CLOEXEC;
+    nix::fcntl::fcntl(l.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(flags))?;
     l.set_nonblocking(true)?;
     Ok(Some(l))
 }
@@ -298,7 +172,7 @@ fn admit(
     state: &Arc<State>,
     stream: &UnixStream,
 ) -> Result<(PeerCredentials, Admission), Option<String>> {
-    let peer = PeerCredentials::of(stream.as_fd()).map_err(|e| {
+    let peer = super::peer::of(stream.as_fd()).map_err(|e| {
         warn!("cannot identify client, dropping it: {e}");
         None
     })?;
