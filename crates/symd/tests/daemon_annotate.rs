@@ -2,24 +2,18 @@
 //! annotated by the daemon, checked against the interpreter's own view of its stack; and
 //! the access check: a client that may not read the target gets its text back unannotated.
 
-mod daemon_common;
+use std::process::Stdio;
 
-use std::process::{Command, Stdio};
-
-use daemon_common::*;
 use serde_json::{json, Value};
+use testkit::daemon::Daemon;
+use testkit::tools::gdb_bt;
+use testkit::{require, Interpreter, Target, TestUser, Want};
 
-/// One eval frame per Python frame up to 3.10: every annotation is one Python frame.
-const PY: &str = "3.10.13";
-const USER: &str = "pystackd-test";
-
-fn gdb_stack(pid: u32) -> Option<String> {
-    let out = Command::new("gdb")
-        .args(["-batch", "-nx", "-p", &pid.to_string(), "-ex", "bt"])
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+/// One eval frame per Python frame up to 3.10: every annotation is one Python frame; with
+/// symbols, so that gdb names the eval loop.
+fn python() -> Result<Interpreter, testkit::Skip> {
+    testkit::tool("gdb")?;
+    testkit::python(&Want::version("3.10").shared().symbols())
 }
 
 /// `(function, line)` of every `[ file:line (function) ]` line, top to bottom.
@@ -40,26 +34,12 @@ fn annotations(text: &str) -> Vec<(String, u32)> {
         .collect()
 }
 
-macro_rules! setup_or_skip {
-    () => {{
-        let Some(py) = pyenv_python(PY) else {
-            eprintln!("skipped: Python {PY} not installed under pyenv");
-            return;
-        };
-        if Command::new("gdb").arg("--version").output().is_err() {
-            eprintln!("skipped: gdb not installed (apt-get install gdb)");
-            return;
-        }
-        py
-    }};
-}
-
 #[test]
 fn annotate_method_matches_the_interpreter() {
-    let py = setup_or_skip!();
-    let t = Target::start(&py, 3);
+    let py = require!(python());
+    let t = Target::chain(&py, 3);
     let pid = t.pid();
-    let text = gdb_stack(pid).expect("gdb runs");
+    let text = gdb_bt(pid);
     assert!(text.contains("_PyEval_EvalFrameDefault"), "{text}");
     let d = Daemon::start(None);
     let mut c = d.connect();
@@ -72,7 +52,7 @@ fn annotate_method_matches_the_interpreter() {
     ] {
         let r = c.ok("annotate", params.clone());
         let out = r["text"].as_str().unwrap();
-        let mut want = t.expected.clone();
+        let mut want = t.main_frames();
         want.reverse(); // innermost first, as the annotation lines read top to bottom
         assert_eq!(annotations(out), want, "{params}\n{out}");
         assert_eq!(r["partial"], false, "{r}");
@@ -96,45 +76,16 @@ fn annotate_method_matches_the_interpreter() {
     assert!(annotations(r["text"].as_str().unwrap()).is_empty(), "{r}");
 }
 
-fn test_user() -> Option<(u32, u32)> {
-    if !is_root() {
-        eprintln!("skipped: needs root to create a user and switch to it");
-        return None;
-    }
-    let id = |flag: &str| -> Option<u32> {
-        let o = Command::new("id").args([flag, USER]).output().ok()?;
-        String::from_utf8_lossy(&o.stdout).trim().parse().ok()
-    };
-    if id("-u").is_none() {
-        let _ = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ])
-            .arg(USER)
-            .status();
-    }
-    match (id("-u"), id("-g")) {
-        (Some(u), Some(g)) => Some((u, g)),
-        _ => {
-            eprintln!("skipped: cannot create user {USER}");
-            None
-        }
-    }
-}
-
 #[test]
 fn annotate_method_checks_access_for_every_pid() {
-    let py = setup_or_skip!();
-    let Some((uid, gid)) = test_user() else {
-        return;
-    };
+    let user = require!(TestUser::create());
+    let py = require!(python());
+    // the raw client below runs as the user
+    let client_py = require!(testkit::python(&Want::any().usable_by_others()));
     // root's target: the unprivileged client must not learn its Python stack
-    let t = Target::start(&py, 2);
+    let t = Target::chain(&py, 2);
     let pid = t.pid();
-    let text = gdb_stack(pid).expect("gdb runs");
+    let text = gdb_bt(pid);
     let d = Daemon::start(None);
     let req = serde_json::to_string(&json!({
         "jsonrpc": "2.0", "id": 1, "method": "annotate",
@@ -147,16 +98,9 @@ s=socket.socket(socket.AF_UNIX)\n\
 s.connect(sys.argv[1])\n\
 s.sendall(sys.stdin.buffer.read())\n\
 sys.stdout.write(s.makefile().readline())\n";
-    let python = "/usr/bin/python3";
-    if !std::path::Path::new(python).exists() {
-        eprintln!("skipped: {python} absent (the raw client)");
-        return;
-    }
-    let mut child = Command::new("setpriv")
-        .arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={gid}"))
-        .arg("--clear-groups")
-        .args([python, "-c", client])
+    let mut child = user
+        .command(&client_py.command)
+        .args(["-c", client])
         .arg(&d.socket)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

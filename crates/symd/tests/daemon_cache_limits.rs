@@ -4,21 +4,23 @@
 //! cached process that exec()s another image is re-attached, never read with stale
 //! state.
 
-mod daemon_common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use daemon_common::*;
 use protocol::rpc::codes;
 use serde_json::{json, Value};
+use testkit::daemon::{main_thread_frames, Conn, Daemon};
+use testkit::{require, Interpreter, RunAs, Target, Want};
 
 /// An unprivileged uid (Debian's `nobody`; numeric, so it needs no passwd entry).
-const OTHER_UID: u32 = 65534;
-/// Readable by other users (pyenv's builds live under /root, which is 0700).
-const USER_PYTHON: &str = "/usr/bin/python3.11";
+const OTHER_UID: u32 = RunAs::NOBODY.uid;
+
+/// "3.12, shared, with symbols".
+fn py312() -> Want {
+    Want::version("3.12").shared().symbols()
+}
 
 /// The pids of `list`, sorted.
 fn listed(c: &mut Conn) -> Vec<u32> {
@@ -40,11 +42,8 @@ fn sorted(mut v: Vec<u32>) -> Vec<u32> {
 
 #[test]
 fn the_least_recently_used_process_is_evicted_at_max_attached() {
-    let Some(py) = pyenv_python("3.12.1") else {
-        eprintln!("skipped: Python 3.12.1 not installed under pyenv");
-        return;
-    };
-    let ts: Vec<Target> = (0..3).map(|i| Target::start(&py, i)).collect();
+    let py = require!(testkit::python(&py312()));
+    let ts: Vec<Target> = (0..3).map(|i| Target::chain(&py, i)).collect();
     let [a, b, c] = [ts[0].pid(), ts[1].pid(), ts[2].pid()];
     let d = Daemon::start(Some("max_attached = 2\n"));
     let mut conn = d.connect();
@@ -53,7 +52,7 @@ fn the_least_recently_used_process_is_evicted_at_max_attached() {
     assert_eq!(conn.ok("attach", json!({"pid": b}))["newly_attached"], true);
     // using `a` makes `b` the least recently used
     let s = conn.ok("stack", json!({"pid": a}));
-    assert_eq!(main_thread_frames(&s, a), ts[0].expected);
+    assert_eq!(main_thread_frames(&s, a), ts[0].main_frames());
 
     // full: attaching `c` evicts `b` instead of refusing
     assert_eq!(conn.ok("attach", json!({"pid": c}))["newly_attached"], true);
@@ -72,7 +71,7 @@ fn the_least_recently_used_process_is_evicted_at_max_attached() {
     // the evicted process still answers (attached afresh), which evicts the now least
     // recently used `a` (`c` was attached after `a` was last read)
     let s = conn.ok("stack", json!({"pid": b}));
-    assert_eq!(main_thread_frames(&s, b), ts[1].expected);
+    assert_eq!(main_thread_frames(&s, b), ts[1].main_frames());
     assert_eq!(listed(&mut conn), sorted(vec![b, c]));
     // re-attaching `b` finds it cached; `a` comes back in place of `c`
     assert_eq!(
@@ -83,7 +82,7 @@ fn the_least_recently_used_process_is_evicted_at_max_attached() {
     assert_eq!(listed(&mut conn), sorted(vec![a, b]));
     for (t, pid) in ts.iter().zip([a, b, c]) {
         let s = conn.ok("stack", json!({"pid": pid}));
-        assert_eq!(main_thread_frames(&s, pid), t.expected, "pid {pid}");
+        assert_eq!(main_thread_frames(&s, pid), t.main_frames(), "pid {pid}");
     }
 }
 
@@ -101,19 +100,10 @@ for req in sys.argv[2:]:
     print(f.readline().decode().strip(), flush=True)
 "#;
 
-fn as_other_user(program: &str) -> Command {
-    let mut c = Command::new("setpriv");
-    c.arg(format!("--reuid={OTHER_UID}"))
-        .arg(format!("--regid={OTHER_UID}"))
-        .arg("--clear-groups")
-        .arg(program);
-    c
-}
-
 /// The replies to `requests` (method, params) sent by a client running as
 /// [`OTHER_UID`].
-fn other_user_calls(d: &Daemon, requests: &[(&str, Value)]) -> Vec<Value> {
-    let mut cmd = as_other_user(USER_PYTHON);
+fn other_user_calls(d: &Daemon, py: &Interpreter, requests: &[(&str, Value)]) -> Vec<Value> {
+    let mut cmd = RunAs::NOBODY.command(&py.command);
     cmd.args(["-c", CLIENT]).arg(&d.socket);
     for (i, (method, params)) in requests.iter().enumerate() {
         let req = json!({"jsonrpc": "2.0", "id": i + 1, "method": method, "params": params});
@@ -134,18 +124,13 @@ fn other_user_calls(d: &Daemon, requests: &[(&str, Value)]) -> Vec<Value> {
 
 #[test]
 fn a_uid_over_its_attach_limit_is_refused_and_evicts_nobody() {
-    if !is_root() {
-        eprintln!("skipped: needs root to switch to another uid");
-        return;
-    }
-    if !Path::new(USER_PYTHON).exists() {
-        eprintln!("skipped: {USER_PYTHON} absent");
-        return;
-    }
+    require!(testkit::root("to switch to another uid"));
+    require!(testkit::tool("setpriv"));
+    let py = require!(testkit::python(&Want::any().usable_by_others()));
     // root's target and two of the other user's own
-    let root_t = Target::start(Path::new(USER_PYTHON), 1);
+    let root_t = Target::chain(&py, 1);
     let mine: Vec<Target> = (0..2)
-        .map(|i| Target::start_with(as_other_user(USER_PYTHON), i + 2))
+        .map(|i| Target::chain_as(&RunAs::NOBODY, &py, i + 2))
         .collect();
     let (r, m1, m2) = (root_t.pid(), mine[0].pid(), mine[1].pid());
     let d = Daemon::start(Some("max_attached = 2\nmax_attached_per_uid = 1\n"));
@@ -154,6 +139,7 @@ fn a_uid_over_its_attach_limit_is_refused_and_evicts_nobody() {
 
     let replies = other_user_calls(
         &d,
+        &py,
         &[
             ("attach", json!({"pid": m1})),
             ("attach", json!({"pid": m2})),
@@ -180,14 +166,14 @@ fn a_uid_over_its_attach_limit_is_refused_and_evicts_nobody() {
     let s = &replies[2]["result"];
     assert_eq!(
         main_thread_frames(s, m2),
-        mine[1].expected,
+        mine[1].main_frames(),
         "{}",
         replies[2]
     );
     let s = &replies[3]["result"];
     assert_eq!(
         main_thread_frames(s, m1),
-        mine[0].expected,
+        mine[0].main_frames(),
         "{}",
         replies[3]
     );
@@ -207,6 +193,7 @@ fn a_uid_over_its_attach_limit_is_refused_and_evicts_nobody() {
     // after a detach the uid may attach another
     let replies = other_user_calls(
         &d,
+        &py,
         &[
             ("detach", json!({"pid": m1})),
             ("attach", json!({"pid": m2})),
@@ -221,7 +208,7 @@ fn a_uid_over_its_attach_limit_is_refused_and_evicts_nobody() {
     assert_eq!(listed(&mut root), sorted(vec![r, m2]));
 
     // root is exempt from the per-uid cap and may evict at the global one
-    let root_t2 = Target::start(Path::new(USER_PYTHON), 0);
+    let root_t2 = Target::chain(&py, 0);
     root.ok("stack", json!({"pid": r}));
     assert_eq!(
         root.ok("attach", json!({"pid": root_t2.pid()}))["newly_attached"],
@@ -229,6 +216,23 @@ fn a_uid_over_its_attach_limit_is_refused_and_evicts_nobody() {
     );
     assert_eq!(listed(&mut root), sorted(vec![r, root_t2.pid()]));
 }
+
+/// Prints its own stack as a JSON line `[[function, line], ...]` (outermost first), ending
+/// in `leaf` called through `argv[1]` levels of `level`, then sleeps.
+const TARGET_SCRIPT: &str = r#"
+import json, sys, time, traceback
+def leaf():
+    frames = traceback.extract_stack()[:-1]
+    here = sys._getframe().f_lineno
+    print(json.dumps([[f.name, f.lineno] for f in frames] + [["leaf", here + 2]]), flush=True)
+    time.sleep(100000)
+def level(n):
+    if n == 0:
+        leaf()
+    else:
+        level(n - 1)
+level(int(sys.argv[1]))
+"#;
 
 /// Prints its own stack (as [`TARGET_SCRIPT`] does), waits for a line on stdin, then
 /// exec()s argv[1] running argv[2] (a script) with argv[3..]: same pid, same start
@@ -312,7 +316,9 @@ fn start_time(pid: u32) -> u64 {
 }
 
 /// Attach, exec, and check that `stack`, `list` and `attach` describe the new image.
-fn exec_is_noticed(first: &Path, then: &Path, then_version: &str) {
+fn exec_is_noticed(first: &Interpreter, then: &Interpreter) {
+    let then_version = then.full_version();
+    let (first, then) = (first.command.as_path(), then.command.as_path());
     let (mut t, before) = ExecTarget::start(first, then, 2);
     let pid = t.pid();
     let d = Daemon::start(None);
@@ -349,11 +355,9 @@ fn exec_is_noticed(first: &Path, then: &Path, then_version: &str) {
 
 #[test]
 fn exec_into_another_interpreter_is_reattached() {
-    let (Some(first), Some(then)) = (pyenv_python("3.12.1"), pyenv_python("3.11.7")) else {
-        eprintln!("skipped: Python 3.12.1 or 3.11.7 not installed under pyenv");
-        return;
-    };
-    exec_is_noticed(&first, &then, "3.11.7");
+    let first = require!(testkit::python(&py312()));
+    let then = require!(testkit::python(&Want::version("3.11").shared().symbols()));
+    exec_is_noticed(&first, &then);
 }
 
 /// An exec of the same executable keeps pid, start time and the device and inode of
@@ -362,9 +366,6 @@ fn exec_into_another_interpreter_is_reattached() {
 /// the same request).
 #[test]
 fn exec_of_the_same_interpreter_with_another_script_is_reattached() {
-    let Some(py) = pyenv_python("3.12.1") else {
-        eprintln!("skipped: Python 3.12.1 not installed under pyenv");
-        return;
-    };
-    exec_is_noticed(&py, &py, "3.12.1");
+    let py = require!(testkit::python(&py312()));
+    exec_is_noticed(&py, &py);
 }

@@ -1,17 +1,13 @@
 //! Resource limits a client cannot exceed: connections per uid and idle connections.
 
-mod daemon_common;
-
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use daemon_common::*;
 use serde_json::Value;
+use testkit::daemon::{Conn, Daemon};
+use testkit::{require, RunAs, Want};
 
 /// An unprivileged uid (Debian's `nobody`; numeric, so it needs no passwd entry).
-const OTHER_UID: u32 = 65534;
-/// Readable by other users (pyenv's builds live under /root, which is 0700).
-const USER_PYTHON: &str = "/usr/bin/python3.11";
+const OTHER_UID: u32 = RunAs::NOBODY.uid;
 
 /// Opens three connections as the calling user without sending anything, prints the
 /// first line the third one receives (or `NONE` after 10 s), then whether the daemon
@@ -36,20 +32,14 @@ except socket.timeout:
 
 #[test]
 fn connections_over_the_per_uid_cap_are_refused() {
-    if !is_root() {
-        eprintln!("skipped: needs root to switch to another uid");
-        return;
-    }
-    if !std::path::Path::new(USER_PYTHON).exists() {
-        eprintln!("skipped: {USER_PYTHON} absent");
-        return;
-    }
+    require!(testkit::root("to switch to another uid"));
+    require!(testkit::tool("setpriv"));
+    // an interpreter the unprivileged uid may run (pyenv's builds live under a 0700 /root)
+    let py = require!(testkit::python(&Want::any().usable_by_others()));
     let d = Daemon::start(Some("max_connections_per_uid = 2\n"));
-    let out = Command::new("setpriv")
-        .arg(format!("--reuid={OTHER_UID}"))
-        .arg(format!("--regid={OTHER_UID}"))
-        .arg("--clear-groups")
-        .args([USER_PYTHON, "-c", THIRD_CONNECTION])
+    let out = RunAs::NOBODY
+        .command(&py.command)
+        .args(["-c", THIRD_CONNECTION])
         .arg(&d.socket)
         .output()
         .unwrap();

@@ -2,9 +2,7 @@
 //! parameter checking, malformed, oversized and non-UTF-8 input, notifications,
 //! pipelining, counters. A real `pystackd serve` on a temporary socket.
 
-mod daemon_common;
-
-use daemon_common::*;
+use testkit::daemon::{Conn, Daemon};
 use protocol::rpc::codes;
 use serde_json::{json, Value};
 

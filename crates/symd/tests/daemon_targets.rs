@@ -2,40 +2,30 @@
 //! (checked against the interpreter's own view of its stack), a target killed while
 //! attached, and 50 clients in parallel. These need the reader.
 
-mod daemon_common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use daemon_common::*;
 use protocol::rpc::codes;
 use serde_json::{json, Value};
+use testkit::daemon::{main_thread_frames, Conn, Daemon};
+use testkit::{pystackd_bin, require, Target, Want};
 
-const PY: &str = "3.10.13";
-
-macro_rules! python_or_skip {
-    () => {
-        match pyenv_python(PY) {
-            Some(p) => p,
-            None => {
-                eprintln!("skipped: Python {PY} not installed under pyenv");
-                return;
-            }
-        }
-    };
+/// One eval frame per Python frame up to 3.10.
+fn py310() -> Want {
+    Want::version("3.10")
 }
 
 #[test]
 fn every_method_end_to_end() {
-    let py = python_or_skip!();
-    let t = Target::start(&py, 3);
+    let py = require!(testkit::python(&py310()));
+    let t = Target::chain(&py, 3);
     let pid = t.pid();
     let d = Daemon::start(None);
     let mut c = d.connect();
 
     let a = c.ok("attach", json!({"pid": pid}));
     assert_eq!(a["pid"], json!(pid));
-    assert_eq!(a["python_version"], PY);
+    assert_eq!(a["python_version"], t.truth().version);
     assert_eq!(a["newly_attached"], true);
     assert!(
         a["python_binary"].as_str().unwrap().contains("python3.10"),
@@ -53,15 +43,15 @@ fn every_method_end_to_end() {
     for params in [json!({"pid": pid}), json!({"pid": pid, "pause": true})] {
         let s = c.ok("stack", params);
         assert_eq!(s["pid"], json!(pid));
-        assert_eq!(s["python_version"], PY);
-        assert_eq!(main_thread_frames(&s, pid), t.expected, "{s}");
+        assert_eq!(s["python_version"], t.truth().version);
+        assert_eq!(main_thread_frames(&s, pid), t.main_frames(), "{s}");
     }
     let one = c.ok("stack", json!({"pid": pid, "tid": pid}));
     assert_eq!(one["threads"].as_array().unwrap().len(), 1, "{one}");
 
     // same data as `pystackd stack --json`, through the daemon and directly
     for extra in [&[][..], &["--no-daemon"]] {
-        let out = Command::new(BIN)
+        let out = Command::new(pystackd_bin())
             .args(["stack", &pid.to_string(), "--json", "--socket"])
             .arg(&d.socket)
             .args(extra)
@@ -69,7 +59,7 @@ fn every_method_end_to_end() {
             .unwrap();
         assert!(out.status.success(), "{extra:?}: {out:?}");
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(main_thread_frames(&v, pid), t.expected, "{extra:?}");
+        assert_eq!(main_thread_frames(&v, pid), t.main_frames(), "{extra:?}");
     }
     let s = c.ok("status", Value::Null);
     assert_eq!(s["attached"], 1);
@@ -90,7 +80,7 @@ fn every_method_end_to_end() {
     let out = d.cli(&["attach", &pid.to_string(), "--json"]);
     assert!(out.status.success(), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["python_version"], PY);
+    assert_eq!(v["python_version"], t.truth().version);
 }
 
 #[test]
@@ -107,15 +97,14 @@ fn non_python_process_is_refused() {
 
 #[test]
 fn target_killed_while_attached() {
-    let py = python_or_skip!();
-    let mut t = Target::start(&py, 1);
+    let py = require!(testkit::python(&py310()));
+    let mut t = Target::chain(&py, 1);
     let pid = t.pid();
     let d = Daemon::start(Some("sweep_interval_secs = 1\n"));
     let mut c = d.connect();
     c.ok("attach", json!({"pid": pid}));
     c.ok("stack", json!({"pid": pid}));
-    t.child.kill().unwrap();
-    t.child.wait().unwrap();
+    t.kill();
     let code = c.err_code("stack", json!({"pid": pid}));
     assert!(
         code == codes::NO_SUCH_PROCESS || code == codes::PROCESS_EXITED,
@@ -124,11 +113,10 @@ fn target_killed_while_attached() {
     assert_eq!(c.ok("list", Value::Null)["processes"], json!([]));
 
     // the periodic sweep drops a dead process nobody asks about
-    let mut t2 = Target::start(&py, 1);
+    let mut t2 = Target::chain(&py, 1);
     let pid2 = t2.pid();
     c.ok("attach", json!({"pid": pid2}));
-    t2.child.kill().unwrap();
-    t2.child.wait().unwrap();
+    t2.kill();
     let t0 = Instant::now();
     while c.ok("status", Value::Null)["attached"] != 0 {
         assert!(t0.elapsed() < Duration::from_secs(10), "not swept");
@@ -139,10 +127,10 @@ fn target_killed_while_attached() {
 
 #[test]
 fn fifty_clients_in_parallel() {
-    let py = python_or_skip!();
-    let t = Target::start(&py, 5);
+    let py = require!(testkit::python(&py310()));
+    let t = Target::chain(&py, 5);
     let pid = t.pid();
-    let expected = t.expected.clone();
+    let expected = t.main_frames().clone();
     let d = Daemon::start(None);
     let socket = d.socket.clone();
     let workers: Vec<_> = (0..50)
