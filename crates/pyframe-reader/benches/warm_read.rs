@@ -8,7 +8,6 @@ use std::process::{Command, Stdio};
 use criterion::{criterion_group, criterion_main, Criterion};
 use pyframe_reader::{PythonProcess, StackOptions};
 
-
 fn bench(c: &mut Criterion) {
     let Some(py) = testkit::pythons::bench_python() else {
         eprintln!("warm_read: skipped: no Python interpreter (set PYSTACKD_BENCH_PYTHON)");

@@ -156,7 +156,10 @@ fn live_interpreters_match() {
     let tmp = std::env::temp_dir().join(format!("pystackd-linetable-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).expect("temp dir");
     let mut ran = 0;
-    for (i, python) in testkit::require!(candidate_interpreters()).iter().enumerate() {
+    for (i, python) in testkit::require!(candidate_interpreters())
+        .iter()
+        .enumerate()
+    {
         let out = tmp.join(format!("capture-{i}.json"));
         let status = Command::new(python)
             .arg(&script)

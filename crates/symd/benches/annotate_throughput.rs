@@ -35,17 +35,8 @@ fn main() {
         return;
     }
     // the build docs/benchmarks.md was measured with: 3.12 from pyenv
-    let py = match testkit::python(&testkit::Want::version("3.12").pyenv()) {
-        Ok(py) => py,
-        Err(skip) => {
-            eprintln!("SKIP: {skip}");
-            return;
-        }
-    };
-    if let Err(skip) = testkit::tool("gdb") {
-        eprintln!("SKIP: {skip}");
-        return;
-    }
+    let py = testkit::require!(testkit::python(&testkit::Want::version("3.12").pyenv()));
+    testkit::require!(testkit::tool("gdb"));
     let dir = std::env::temp_dir().join(format!("pystackd-annotate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let target = testkit::Target::spawn(&py, "nested_eval.py", &[]);

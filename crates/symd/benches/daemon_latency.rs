@@ -50,13 +50,7 @@ impl Drop for Reaper {
 
 fn main() {
     // the build docs/benchmarks.md was measured with: 3.10 from pyenv
-    let py = match testkit::python(&Want::version("3.10").pyenv()) {
-        Ok(py) => py,
-        Err(skip) => {
-            eprintln!("skipped: {skip}");
-            return;
-        }
-    };
+    let py = testkit::require!(testkit::python(&Want::version("3.10").pyenv()));
     let d = quiet_daemon("bench");
     // depth 37: <module> + 38 x level + leaf = 40 frames
     let t = Target::chain(&py, 37);

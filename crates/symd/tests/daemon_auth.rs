@@ -155,7 +155,11 @@ fn daemon_as_unprivileged_user_with_cap_sys_ptrace() {
     // root is served the root-owned target, read with nothing but CAP_SYS_PTRACE
     let mut c = d.connect();
     let s = c.ok("stack", json!({"pid": pid}));
-    assert_eq!(main_thread_frames(&s, pid), root_target.main_frames(), "{s}");
+    assert_eq!(
+        main_thread_frames(&s, pid),
+        root_target.main_frames(),
+        "{s}"
+    );
     // another unprivileged user is refused it, and is not shown it attached
     let out = as_user(OTHER_UID, OTHER_UID, pystackd_bin())
         .args(["stack", &pid.to_string(), "--socket"])
@@ -183,9 +187,15 @@ fn daemon_as_unprivileged_user_with_cap_sys_ptrace() {
     // A pyenv build under a home the daemon's uid may not search (/root is 0700):
     // its libpython cannot be opened for its symbols without CAP_DAC_READ_SEARCH.
     let py = require!(testkit::python(
-        &Want::version("3.12").shared().symbols().hidden_from_others()
+        &Want::version("3.12")
+            .shared()
+            .symbols()
+            .hidden_from_others()
     ));
-    assert!(hidden_from(&py.command, uid), "{py} is searchable by uid {uid}");
+    assert!(
+        hidden_from(&py.command, uid),
+        "{py} is searchable by uid {uid}"
+    );
     let hidden = Target::chain(&py, 2);
     let v = c.call("stack", json!({"pid": hidden.pid()}));
     let msg = v["error"]["message"]

@@ -7,9 +7,9 @@ use std::os::unix::net::UnixListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
 use testkit::daemon::{main_thread_frames, wait_timeout, Conn, Daemon, TempDir};
 use testkit::{pystackd_bin, Target, Want};
-use serde_json::{json, Value};
 
 #[test]
 fn creates_socket_and_removes_it_on_sigterm_and_sigint() {

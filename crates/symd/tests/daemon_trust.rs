@@ -9,9 +9,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
 use testkit::daemon::{main_thread_frames, Daemon, TempDir};
 use testkit::{pystackd_bin, require, TestUser, Want};
-use serde_json::{json, Value};
 
 /// An interpreter every user may run (pyenv's builds live under /root, which is 0700).
 fn python() -> &'static str {
@@ -395,7 +395,13 @@ fn hidepid_hides_other_users_processes_as_the_kernel_does() {
             c.arg(&ns)
                 .args(["setpriv", &format!("--reuid={}", a.uid)])
                 .arg(format!("--regid={}", a.gid))
-                .args(["--clear-groups", pystackd_bin(), "stack", &pid.to_string(), "--socket"])
+                .args([
+                    "--clear-groups",
+                    pystackd_bin(),
+                    "stack",
+                    &pid.to_string(),
+                    "--socket",
+                ])
                 .arg(&d.socket)
                 .env("PYSTACKD_CLIENT_TIMEOUT", "10");
             if direct {

@@ -230,4 +230,3 @@ pub fn main_thread_frames(stack: &Value, pid: u32) -> Vec<(String, u32)> {
     v.reverse();
     v
 }
-

@@ -124,7 +124,7 @@ impl Interpreter {
             return false;
         };
         let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode()).ok();
-        if mode(&path).map_or(true, |m| m & 0o005 != 0o005) {
+        if mode(&path).is_none_or(|m| m & 0o005 != 0o005) {
             return false;
         }
         path.ancestors()
@@ -141,12 +141,21 @@ impl Interpreter {
             return v.clone();
         }
         let out = Command::new(&self.command)
-            .args(["-I", "-S", "-c", "import platform; print(platform.python_version())"])
+            .args([
+                "-I",
+                "-S",
+                "-c",
+                "import platform; print(platform.python_version())",
+            ])
             .stderr(Stdio::inherit())
             .output()
             .unwrap_or_else(|e| panic!("{}: {e}", self.label));
         let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(out.status.success() && !v.is_empty(), "{}: no version", self.label);
+        assert!(
+            out.status.success() && !v.is_empty(),
+            "{}: no version",
+            self.label
+        );
         cache.lock().unwrap().insert(self.label.clone(), v.clone());
         v
     }
@@ -155,8 +164,7 @@ impl Interpreter {
     /// libpython for a shared build, else the executable. Asked of the running interpreter
     /// (its own `/proc/self/maps`), once per interpreter and test process.
     pub fn runtime_elf(&self) -> Result<PathBuf, String> {
-        static CACHE: OnceLock<Mutex<HashMap<String, Result<PathBuf, String>>>> =
-            OnceLock::new();
+        static CACHE: OnceLock<Mutex<HashMap<String, Result<PathBuf, String>>>> = OnceLock::new();
         let cache = CACHE.get_or_init(Default::default);
         if let Some(r) = cache.lock().unwrap().get(&self.label) {
             return r.clone();
@@ -177,13 +185,13 @@ print((lib or exe or [''])[0])\n";
                 if o.status.success() && !p.is_empty() {
                     Ok(PathBuf::from(p))
                 } else {
-                    Err(format!("{}: no runtime ELF found ({})", self.label, o.status))
+                    Err(format!(
+                        "{}: no runtime ELF found ({})",
+                        self.label, o.status
+                    ))
                 }
             });
-        cache
-            .lock()
-            .unwrap()
-            .insert(self.label.clone(), r.clone());
+        cache.lock().unwrap().insert(self.label.clone(), r.clone());
         r
     }
 }
@@ -318,19 +326,25 @@ pub fn pythons(want: &Want) -> Result<Vec<Interpreter>, Skip> {
                 s.split_whitespace()
                     .next()
                     .and_then(parse_xy)
-                    .map_or(true, |v| want.covers_version(v))
+                    .is_none_or(|v| want.covers_version(v))
             })
             .collect();
         if !missed.is_empty() {
             panic!(
                 "PYSTACKD_STRICT=1: tests/pythons/list misses builds {want} asks for:\n  {}",
-                missed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n  ")
+                missed
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
             );
         }
     }
     let v = matching(want);
     if v.is_empty() {
-        Err(Skip(format!("no interpreter in tests/pythons/list is {want}")))
+        Err(Skip(format!(
+            "no interpreter in tests/pythons/list is {want}"
+        )))
     } else {
         Ok(v)
     }
@@ -460,8 +474,8 @@ impl Want {
     pub fn covers_version(&self, v: (u8, u8)) -> bool {
         let supported = v >= SUPPORTED.0 && v <= SUPPORTED.1;
         supported != self.unsupported
-            && self.min.map_or(true, |m| v >= m)
-            && self.max.map_or(true, |m| v <= m)
+            && self.min.is_none_or(|m| v >= m)
+            && self.max.is_none_or(|m| v <= m)
     }
 
     /// Whether `i` is what is wanted.
@@ -471,18 +485,20 @@ impl Want {
             _ => Launch::Direct,
         };
         i.supported() != self.unsupported
-            && self.min.map_or(true, |v| i.version >= v)
-            && self.max.map_or(true, |v| i.version <= v)
-            && self.shared.map_or(true, |s| i.shared() == s)
-            && self.symbols.map_or(true, |s| i.symbols() == s)
-            && self.frame_pointers.map_or(true, |s| i.frame_pointers() == s)
-            && self.build.map_or(true, |b| match b {
+            && self.min.is_none_or(|v| i.version >= v)
+            && self.max.is_none_or(|v| i.version <= v)
+            && self.shared.is_none_or(|s| i.shared() == s)
+            && self.symbols.is_none_or(|s| i.symbols() == s)
+            && self.frame_pointers.is_none_or(|s| i.frame_pointers() == s)
+            && self.build.is_none_or(|b| match b {
                 BuildKind::Pyenv => i.build == Build::Pyenv,
                 BuildKind::Debian => matches!(i.build, Build::Debian(_)),
                 BuildKind::Host => i.build == Build::Host,
             })
-            && self.launch.map_or(true, |l| l == launch)
-            && self.usable_by_others.map_or(true, |u| i.usable_by_others() == u)
+            && self.launch.is_none_or(|l| l == launch)
+            && self
+                .usable_by_others
+                .is_none_or(|u| i.usable_by_others() == u)
     }
 }
 
@@ -544,7 +560,9 @@ pub fn debug_info_root() -> PathBuf {
     if let Some(p) = std::env::var_os("PYSTACKD_DBG_ROOT") {
         return PathBuf::from(p);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     home.join(".cache/pystackd/pydbg")
 }
 
@@ -591,7 +609,10 @@ garbage\n";
         let by = |label: &str| l.interpreters.iter().find(|i| i.label == label).unwrap();
         assert_eq!(by("pyenv-3.12.1").build, Build::Pyenv);
         assert!(by("pyenv-3.12.1").shared() && by("pyenv-3.12.1").symbols());
-        assert_eq!(by("debian-3.14-direct").build, Build::Debian(Launch::Direct));
+        assert_eq!(
+            by("debian-3.14-direct").build,
+            Build::Debian(Launch::Direct)
+        );
         assert!(by("debian-3.14-direct").is_twin() && by("debian-3.14-ldso").stripped());
         assert!(by("fp-3.12.6").frame_pointers() && by("fp-3.12.6").shared());
         assert!(!by("pyenv-3.7.16").supported());

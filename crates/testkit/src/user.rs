@@ -76,7 +76,9 @@ impl TestUser {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(Skip(format!("useradd not available: {e} (apt-get install passwd)")));
+                    return Err(Skip(format!(
+                        "useradd not available: {e} (apt-get install passwd)"
+                    )));
                 }
                 other => panic!("useradd {name} failed: {other:?}"),
             }

@@ -3,8 +3,8 @@
 #![allow(dead_code, unused_imports)]
 
 pub use testkit::{
-    pystackd_bin, source_line, targets_dir, workspace_root, FrameTruth, GroundTruth,
-    Interpreter, SelfCheck, Target, ThreadTruth,
+    pystackd_bin, source_line, targets_dir, workspace_root, FrameTruth, GroundTruth, Interpreter,
+    SelfCheck, Target, ThreadTruth,
 };
 
 /// Every supported interpreter of `tests/pythons/list` (empty when there is none).
