@@ -1,5 +1,6 @@
 //! Per-stack read time with warm caches: a blocked target, 4 threads × 40 frames.
-//! The interpreter comes from PYSTACKD_BENCH_PYTHON, else pyenv's 3.12/3.11/3.10.
+//! The interpreter: `testkit::pythons::bench_python()` (PYSTACKD_BENCH_PYTHON, a label of
+//! tests/pythons/list, else pyenv's 3.12/3.11/3.10).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -7,17 +8,13 @@ use std::process::{Command, Stdio};
 use criterion::{criterion_group, criterion_main, Criterion};
 use pyframe_reader::{PythonProcess, StackOptions};
 
-#[path = "support/python.rs"]
-mod bench_python;
-use bench_python::python;
-
 fn bench(c: &mut Criterion) {
-    let Some(py) = python() else {
+    let Some(py) = testkit::pythons::bench_python() else {
         eprintln!("warm_read: skipped: no Python interpreter (set PYSTACKD_BENCH_PYTHON)");
         return;
     };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/bench_target.py");
-    let mut child = Command::new(&py)
+    let mut child = Command::new(&py.command)
         .arg(script)
         .arg("40")
         .stdout(Stdio::piped())

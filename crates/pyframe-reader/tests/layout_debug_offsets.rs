@@ -1,13 +1,13 @@
 //! Reads the statically initialised `_Py_DebugOffsets` at the start of the
-//! `.PyRuntime` section of real 3.13+ interpreters (pyenv 3.13.0's libpython and the
-//! Debian 3.13/3.14/3.15 binaries), parses it, and checks that our tables agree with
-//! every offset the interpreter states about itself. Absent builds are skipped with a
-//! printed reason.
+//! `.PyRuntime` section of real 3.13+ interpreters (every 3.13+ build of
+//! tests/pythons/list: pyenv's libpython, the Debian 3.13/3.14/3.15 binaries), parses it,
+//! and checks that our tables agree with every offset the interpreter states about itself.
 
 use object::{Object, ObjectSection};
 use pyframe_reader::layout::{self, debug_offsets};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use testkit::{require, Want};
 
 /// The `_Py_DebugOffsets` bytes of an ELF file.
 fn debug_offsets_bytes(path: &Path) -> Result<Vec<u8>, String> {
@@ -20,12 +20,6 @@ fn debug_offsets_bytes(path: &Path) -> Result<Vec<u8>, String> {
         .data()
         .map_err(|e| format!("{}: .PyRuntime: {e}", path.display()))?;
     Ok(bytes[..bytes.len().min(debug_offsets::MAX_SIZE)].to_vec())
-}
-
-fn pyenv_root() -> Option<PathBuf> {
-    let out = Command::new("pyenv").arg("root").output().ok()?;
-    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.success() && !s.is_empty()).then(|| PathBuf::from(s))
 }
 
 /// `sys.hexversion` as the interpreter itself reports it, if it can be run.
@@ -46,46 +40,27 @@ struct Target {
     python: PathBuf,
 }
 
-fn targets() -> Vec<Target> {
+/// Every 3.13+ build once (a Debian build's `-direct` twin is the same file).
+fn targets() -> Result<Vec<Target>, testkit::Skip> {
     let mut v = Vec::new();
-    match pyenv_root() {
-        Some(root) => {
-            let base = root.join("versions/3.13.0");
-            v.push(Target {
-                label: "pyenv 3.13.0".into(),
-                minor: 13,
-                elf: base.join("lib/libpython3.13.so.1.0"),
-                python: base.join("bin/python3.13"),
-            });
+    for i in testkit::pythons::pythons(&Want::at_least("3.13"))? {
+        if i.is_twin() {
+            continue;
         }
-        None => eprintln!("skip pyenv 3.13.0: no pyenv"),
-    }
-    let cache = PathBuf::from("/root/.cache/pystackd/pythons");
-    for minor in [13u8, 14, 15] {
+        let elf = i.runtime_elf().unwrap_or_else(|e| panic!("{e}"));
         v.push(Target {
-            label: format!("Debian 3.{minor}"),
-            minor,
-            elf: cache.join(format!("py3.{minor}/root/usr/bin/python3.{minor}")),
-            python: cache.join(format!("bin/python3.{minor}")),
+            label: format!("{} ({})", i.label, elf.display()),
+            minor: i.version.1,
+            elf,
+            python: i.command.clone(),
         });
     }
-    v.retain(|t| {
-        let ok = t.elf.exists();
-        if !ok {
-            eprintln!("skip {}: {} absent", t.label, t.elf.display());
-        }
-        ok
-    });
-    v
+    Ok(v)
 }
 
 #[test]
 fn tables_agree_with_the_interpreters_own_debug_offsets() {
-    let targets = targets();
-    if targets.is_empty() {
-        eprintln!("skip: no 3.13+ interpreter found");
-        return;
-    }
+    let targets = require!(targets());
     let mut failures = Vec::new();
     for t in &targets {
         let bytes = match debug_offsets_bytes(&t.elf) {

@@ -1,14 +1,15 @@
 //! Checks every offset of the per-version layout tables against the DWARF of real
-//! interpreters, as printed by `gdb ptype /o`: the pyenv builds 3.8–3.13 (shared
-//! libpython with debug info) and, when their `-dbg` debug files have been fetched
-//! (`WITH_DBG=1 tests/pythons/get-pythons /tmp/pydbg 3.14 3.15`, or
-//! `PYSTACKD_DBG_ROOT=dir`), Debian's 3.14 and 3.15. Absent builds or gdb are skipped
-//! with a printed reason.
+//! interpreters, as printed by `gdb ptype /o`: every pyenv build of tests/pythons/list
+//! (shared libpython with debug info) and Debian's 3.14+ builds with their `-dbg` debug
+//! files (`WITH_DBG=1 tests/pythons/get-pythons ~/.cache/pystackd/pydbg 3.14 3.15`, as
+//! tests/run does; or `PYSTACKD_DBG_ROOT=dir`). Absent builds, debug files or gdb are
+//! skipped with a printed reason (failures under PYSTACKD_STRICT=1).
 
 use pyframe_reader::layout::{self, debug_offsets, CurrentFrame, FrameLayout, Layout};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use testkit::{require, Want};
 
 /// One struct as gdb prints it: dotted member path -> (byte offset, bit offset);
 /// `@size` is the struct's total size.
@@ -172,26 +173,6 @@ fn gdb_types(
     sections
 }
 
-fn pyenv_root() -> Option<PathBuf> {
-    if let Ok(out) = Command::new("pyenv").arg("root").output() {
-        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if out.status.success() && !s.is_empty() {
-            return Some(PathBuf::from(s));
-        }
-    }
-    std::env::var_os("PYENV_ROOT")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".pyenv")))
-}
-
-fn have_gdb() -> bool {
-    Command::new("gdb")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 /// One build to check: where its DWARF is.
 struct Build {
     minor: u8,
@@ -200,30 +181,21 @@ struct Build {
     label: String,
 }
 
-fn builds() -> Vec<Build> {
+fn builds() -> Result<Vec<Build>, testkit::Skip> {
     let mut v = Vec::new();
-    if let Some(root) = pyenv_root() {
-        for full in ["3.8.18", "3.9.18", "3.10.13", "3.11.7", "3.12.1", "3.13.0"] {
-            let minor: u8 = full.split('.').nth(1).unwrap().parse().unwrap();
-            let lib = root.join(format!("versions/{full}/lib/libpython3.{minor}.so.1.0"));
-            if lib.exists() {
-                v.push(Build {
-                    minor,
-                    binary: lib,
-                    debug_dir: None,
-                    label: format!("pyenv {full}"),
-                });
-            } else {
-                eprintln!("skip pyenv {full}: {} absent", lib.display());
-            }
-        }
-    } else {
-        eprintln!("skip pyenv builds: no pyenv root");
+    for i in testkit::pythons::pythons(&Want::any().pyenv())? {
+        let lib = i.runtime_elf().unwrap_or_else(|e| panic!("{e}"));
+        v.push(Build {
+            minor: i.version.1,
+            binary: lib,
+            debug_dir: None,
+            label: i.label.clone(),
+        });
     }
-    let dbg_root = std::env::var_os("PYSTACKD_DBG_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/pydbg"));
-    for minor in [14u8, 15] {
+    // Debian's stripped 3.14+ builds, with the debug files tests/run fetches
+    let dbg_root = testkit::pythons::debug_info_root();
+    for i in testkit::pythons::pythons(&Want::at_least("3.14").debian().through_ldso())? {
+        let minor = i.version.1;
         let tree = dbg_root.join(format!("py3.{minor}/root"));
         let binary = tree.join(format!("usr/bin/python3.{minor}"));
         let debug = tree.join("usr/lib/debug");
@@ -232,16 +204,20 @@ fn builds() -> Vec<Build> {
                 minor,
                 binary,
                 debug_dir: Some(debug),
-                label: format!("Debian 3.{minor} + dbg"),
+                label: format!("{} + dbg", i.label),
             });
         } else {
-            eprintln!(
-                "skip 3.{minor} DWARF: no {} with debug files (fetch with WITH_DBG=1 get-pythons)",
-                binary.display()
-            );
+            testkit::Skip::new(format!(
+                "{} DWARF: no {} with debug files (fetch with WITH_DBG=1 \
+                 tests/pythons/get-pythons {} 3.{minor})",
+                i.label,
+                binary.display(),
+                dbg_root.display()
+            ))
+            .report();
         }
     }
-    v
+    Ok(v)
 }
 
 /// Compares table values with DWARF, collecting mismatches.
@@ -503,15 +479,8 @@ fn first_non_python_owner(enum_text: &str) -> Option<Option<u8>> {
 
 #[test]
 fn tables_match_dwarf() {
-    if !have_gdb() {
-        eprintln!("skip: gdb not found");
-        return;
-    }
-    let builds = builds();
-    if builds.is_empty() {
-        eprintln!("skip: no interpreter with DWARF found");
-        return;
-    }
+    require!(testkit::tool("gdb"));
+    let builds = require!(builds());
     let mut failures = Vec::new();
     for b in &builds {
         let table = layout::for_version(3, b.minor).expect("a table for every checked version");

@@ -30,10 +30,6 @@ struct CodeCapture {
     agreeing_sources: Vec<String>,
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/linetable")
 }
@@ -145,44 +141,25 @@ fn fixtures_match_interpreters() {
     }
 }
 
-/// Interpreters the test machine may have (see the workspace's common brief).
-fn candidate_interpreters() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let pyenv_root = std::env::var_os("PYENV_ROOT")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")))
-        .unwrap_or_else(|| PathBuf::from("/root/.pyenv"));
-    for version in ["3.8.18", "3.9.18", "3.10.13", "3.11.7", "3.12.1", "3.13.0"] {
-        let minor = version.rsplit_once('.').unwrap().0;
-        out.push(
-            pyenv_root
-                .join("versions")
-                .join(version)
-                .join("bin")
-                .join(format!("python{minor}")),
-        );
-    }
-    for minor in [9, 11, 13, 14, 15] {
-        out.push(PathBuf::from(format!(
-            "/root/.cache/pystackd/pythons/bin/python3.{minor}"
-        )));
-    }
-    out.push(PathBuf::from("/usr/bin/python3.11"));
-    out
+/// Every build of tests/pythons/list once (a Debian build's `-direct` twin left out).
+fn candidate_interpreters() -> Result<Vec<PathBuf>, testkit::Skip> {
+    Ok(testkit::pythons::distinct_builds()?
+        .into_iter()
+        .map(|i| i.command)
+        .collect())
 }
 
 #[test]
 fn live_interpreters_match() {
-    let script = workspace_root().join("tests/linetable/capture.py");
+    let script = testkit::workspace_root().join("tests/linetable/capture.py");
     assert!(script.exists(), "missing {}", script.display());
     let tmp = std::env::temp_dir().join(format!("pystackd-linetable-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).expect("temp dir");
     let mut ran = 0;
-    for (i, python) in candidate_interpreters().iter().enumerate() {
-        if !python.exists() {
-            eprintln!("skip: interpreter {} is absent", python.display());
-            continue;
-        }
+    for (i, python) in testkit::require!(candidate_interpreters())
+        .iter()
+        .enumerate()
+    {
         let out = tmp.join(format!("capture-{i}.json"));
         let status = Command::new(python)
             .arg(&script)
@@ -207,9 +184,7 @@ fn live_interpreters_match() {
         ran += 1;
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    if ran == 0 {
-        eprintln!("skip: no interpreter present for the live line-table check");
-    }
+    assert!(ran > 0);
 }
 
 #[derive(Deserialize)]
@@ -233,13 +208,9 @@ struct FrameState {
 /// the interpreter reports for that frame.
 #[test]
 fn live_frame_offsets_give_frame_lines() {
-    let script = workspace_root().join("tests/linetable/frame_offsets.py");
+    let script = testkit::workspace_root().join("tests/linetable/frame_offsets.py");
     let mut ran = 0;
-    for python in candidate_interpreters() {
-        if !python.exists() {
-            eprintln!("skip: interpreter {} is absent", python.display());
-            continue;
-        }
+    for python in testkit::require!(candidate_interpreters()) {
         let output = Command::new(&python)
             .arg(&script)
             .output()
@@ -289,7 +260,5 @@ fn live_frame_offsets_give_frame_lines() {
         );
         ran += 1;
     }
-    if ran == 0 {
-        eprintln!("skip: no interpreter present for the live frame-offset check");
-    }
+    assert!(ran > 0);
 }

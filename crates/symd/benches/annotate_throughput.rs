@@ -7,24 +7,13 @@
 //! < FILE > /dev/null` runs with the target alive, so every stack is a real read of the
 //! process (one attached reader for the run: warm caches). Prints MB/s and stacks/s.
 
-#[path = "../tests/gdb_layout/mod.rs"]
-mod gdb_layout;
-
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pystackd");
-
-fn python() -> Option<PathBuf> {
-    let root = std::env::var_os("PYENV_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root/.pyenv"));
-    let p = root.join("versions/3.12.1/bin/python3.12");
-    p.exists().then_some(p)
-}
 
 fn timed(mut cmd: Command, input: &PathBuf) -> (f64, std::process::ExitStatus, String) {
     let t = Instant::now();
@@ -45,46 +34,15 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let Some(py) = python() else {
-        eprintln!("SKIP: pyenv 3.12.1 not installed");
-        return;
-    };
-    if Command::new("gdb").arg("--version").output().is_err() {
-        eprintln!("SKIP: gdb not installed");
-        return;
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // the build docs/benchmarks.md was measured with: 3.12 from pyenv
+    let py = testkit::require!(testkit::python(&testkit::Want::version("3.12").pyenv()));
+    testkit::require!(testkit::tool("gdb"));
     let dir = std::env::temp_dir().join(format!("pystackd-annotate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut target = Command::new(&py)
-        .args(["-E", "-s", "-B"])
-        .arg(root.join("tests/targets/nested_eval.py"))
-        .arg(dir.join("truth.json"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(target.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    assert_eq!(ready.trim(), "READY");
-    let pid = target.id();
+    let target = testkit::Target::spawn(&py, "nested_eval.py", &[]);
+    let pid = target.pid();
 
-    let gdb = Command::new("gdb")
-        .args([
-            "-batch",
-            "-nx",
-            "-p",
-            &pid.to_string(),
-            "-ex",
-            "thread apply all bt",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let capture = gdb_layout::gdb_to_dtrace(&String::from_utf8_lossy(&gdb.stdout), pid);
+    let capture = testkit::tools::gdb_to_dtrace(&testkit::tools::gdb_all_threads(pid), pid);
     let stacks_per_capture = capture.lines().filter(|l| l.starts_with("tid=")).count();
     let mb: usize = std::env::var("PYSTACKD_BENCH_MB")
         .ok()
@@ -155,8 +113,6 @@ fn main() {
     if !status.success() {
         println!("annotate stderr:\n{stderr}");
     }
-    drop(target.stdin.take());
-    let _ = target.kill();
-    let _ = target.wait();
+    drop(target);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -25,10 +25,6 @@ fn find_tool(name: &str) -> Option<PathBuf> {
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-#[path = "../../pyframe-reader/benches/support/python.rs"]
-mod bench_python;
-use bench_python::python;
-
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -82,7 +78,7 @@ fn main() {
         } else {
             3
         });
-    let Some(py) = python() else {
+    let Some(py) = testkit::pythons::bench_python() else {
         println!("stack_process: skipped: no Python interpreter (set PYSTACKD_BENCH_PYTHON)");
         return;
     };
@@ -90,7 +86,7 @@ fn main() {
         env!("CARGO_MANIFEST_DIR"),
         "/../pyframe-reader/benches/bench_target.py"
     );
-    let mut child = Command::new(&py)
+    let mut child = Command::new(&py.command)
         .arg(script)
         .arg("40")
         .stdout(Stdio::piped())

@@ -6,18 +6,14 @@
 //! annotate could show the thread held (gdb's `pipe` command, `--stopped`); text annotated
 //! after gdb let go is `[~ ... ]` throughout, with exit status 11.
 
-mod gdb_layout;
-mod support;
-
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gdb_layout::{gdb_to_dtrace, header_tid};
-use support::{
-    annotate, gdb_all_threads, have, interpreters, pystackd_bin, FrameTruth, Interpreter, Target,
-};
+use testkit::pythons::{self, Build, Launch};
+use testkit::tools::{annotate, gdb_all_threads, gdb_to_dtrace, header_tid, names_eval_loop};
+use testkit::{pystackd_bin, require, FrameTruth, Interpreter, Target, Want};
 
 /// (filename, line, function) as annotate prints them.
 type Ann = (String, Option<u32>, String);
@@ -114,7 +110,7 @@ fn check(target: &Target, out: &str, what: &str, later: bool) -> Result<usize, S
 fn gdb_pipe_annotate(pid: u32, args: &str) -> (String, Option<i32>) {
     let cmd = format!(
         "pipe thread apply all bt | {} --no-daemon annotate {args}; echo pystackd-exit=$?",
-        pystackd_bin().display()
+        pystackd_bin()
     );
     let out = Command::new("gdb")
         .args(["-batch", "-nx", "-p", &pid.to_string(), "-ex", &cmd])
@@ -129,25 +125,21 @@ fn gdb_pipe_annotate(pid: u32, args: &str) -> (String, Option<i32>) {
     (text, code)
 }
 
-/// Whether gdb named the eval loop at all (a binary without symbols shows `??`).
-fn names_eval_loop(gdb: &str) -> bool {
-    gdb.contains("_PyEval_EvalFrame") || gdb.contains("_TAIL_CALL_")
-}
-
 fn run_gdb_case(interp: &Interpreter, script: &str) -> Result<String, String> {
     let target = Target::try_spawn(interp, script, &[])?;
     let pid = target.pid();
     let gdb = gdb_all_threads(pid);
     if !names_eval_loop(&gdb) {
-        return Ok(format!(
-            "SKIP {}: gdb names no eval-loop function ({})",
+        testkit::skip_case(format!(
+            "{}: gdb names no eval-loop function ({})",
             target.label(),
-            if interp.label.ends_with("-ldso") {
+            if interp.build == Build::Debian(Launch::Ldso) {
                 "started through its own ld.so, gdb loads no symbols of the program"
             } else {
                 "the loop body is in the unexported _PyEval_EvalFrameDefault.cold of this build"
             }
         ));
+        return Ok(String::new());
     }
     let pid_s = pid.to_string();
     let mut total = 0;
@@ -209,15 +201,8 @@ fn run_gdb_case(interp: &Interpreter, script: &str) -> Result<String, String> {
 
 #[test]
 fn gdb_stacks_of_every_interpreter() {
-    if !have("gdb", "--version") {
-        eprintln!("SKIP: gdb not installed (apt-get install gdb)");
-        return;
-    }
-    let list = interpreters();
-    if list.is_empty() {
-        eprintln!("SKIP: no interpreters");
-        return;
-    }
+    require!(testkit::tool("gdb"));
+    let list = require!(pythons::all());
     let mut failures = Vec::new();
     let mut checked = 0;
     for interp in &list {
@@ -238,11 +223,6 @@ fn gdb_stacks_of_every_interpreter() {
 }
 
 // ---- bpftrace ----
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 fn tracefs_ready() -> bool {
     let p = std::path::Path::new("/sys/kernel/tracing/events");
@@ -283,7 +263,7 @@ fn run_bpftrace(interp: &Interpreter) -> Result<String, String> {
     let mut target = Target::try_spawn(interp, "busy_target.py", &[])?;
     let pid = target.pid();
     let Some(lib) = libpython_of(pid) else {
-        return Ok(format!("SKIP {}: no python mapping", target.label()));
+        return Err(format!("{}: no python mapping", target.label()));
     };
     let prog = format!(
         "uprobe:{lib}:PyObject_GetAttr /pid == {pid}/ {{ printf(\"pid=%d tid=%d\\n\", pid, tid); \
@@ -296,7 +276,8 @@ fn run_bpftrace(interp: &Interpreter) -> Result<String, String> {
         .map_err(|e| format!("bpftrace: {e}"))?;
     let text = String::from_utf8_lossy(&bt.stdout).into_owned();
     if !bt.status.success() || !text.contains("pid=") {
-        return Ok(format!(
+        // bpftrace installed but not working here (kernel, lockdown): a missing tool
+        return Err(format!(
             "SKIP {}: bpftrace failed: {:?} {}",
             target.label(),
             bt.status,
@@ -333,19 +314,20 @@ fn run_bpftrace(interp: &Interpreter) -> Result<String, String> {
             target.label()
         ));
     }
-    if !has_eval && interp.label.starts_with("fp-") {
+    if !has_eval && interp.frame_pointers() {
         return Err(format!(
             "{}: built with frame pointers, yet bpftrace's ustack shows no eval frame:\n{text}",
             target.label()
         ));
     }
     if !has_eval {
-        return Ok(format!(
-            "SKIP {} (the probe stopped it, annotate --stopped resumed it): ustack shows no eval \
+        testkit::skip_case(format!(
+            "{} (the probe stopped it, annotate --stopped resumed it): ustack shows no eval \
              frame, so nothing to check (no frame pointers?): {}",
             target.label(),
             text.lines().take(6).collect::<Vec<_>>().join(" | ")
         ));
+        return Ok(String::new());
     }
     // A busy thread's stack moves on between the probe and our read only if it runs: it
     // is stopped, so its Python frames must be complete and in the program's files or the
@@ -359,7 +341,7 @@ fn run_bpftrace(interp: &Interpreter) -> Result<String, String> {
             ));
         }
     }
-    if interp.label.starts_with("fp-") && (out.status.code() != Some(0) || anns.is_empty()) {
+    if interp.frame_pointers() && (out.status.code() != Some(0) || anns.is_empty()) {
         return Err(format!(
             "{}: full ustack of a stopped target, yet exit {:?} with {} plain lines\n{summary}\n{ann}",
             target.label(),
@@ -385,32 +367,32 @@ fn run_bpftrace(interp: &Interpreter) -> Result<String, String> {
 
 #[test]
 fn bpftrace_stopped_target() {
-    if !is_root() {
-        eprintln!("SKIP: bpftrace needs root");
-        return;
-    }
-    if !have("bpftrace", "--version") {
-        eprintln!("SKIP: bpftrace not installed (apt-get install bpftrace)");
-        return;
-    }
+    require!(testkit::root("for bpftrace"));
+    require!(testkit::tool("bpftrace"));
     if !tracefs_ready() {
-        eprintln!("SKIP: no tracefs at /sys/kernel/tracing");
-        return;
+        testkit::skip!("no tracefs at /sys/kernel/tracing");
     }
-    let list = interpreters();
-    // frame-pointer builds and a pyenv build at most: bpftrace starts take seconds
-    let picks: Vec<&Interpreter> = ["fp-3.12.6", "debian-3.14-direct", "pyenv-3.12.1"]
-        .iter()
-        .filter_map(|l| list.iter().find(|i| i.label == *l))
-        .collect();
-    if picks.is_empty() {
-        eprintln!("SKIP: neither debian-3.14-direct nor pyenv-3.12.1 available");
-        return;
+    // a frame-pointer build, a static one started directly, a shared one with symbols and
+    // without frame pointers, at most: bpftrace starts take seconds
+    let mut picks = Vec::new();
+    for want in [
+        Want::any().frame_pointers(),
+        Want::version("3.14").debian().direct(),
+        Want::version("3.12").pyenv(),
+    ] {
+        match testkit::python(&want) {
+            Ok(i) => picks.push(i),
+            Err(skip) => skip.report(),
+        }
     }
     let mut failures = Vec::new();
-    for interp in picks {
+    for interp in &picks {
         match run_bpftrace(interp) {
+            Ok(msg) if msg.is_empty() => {}
             Ok(msg) => eprintln!("{msg}"),
+            Err(e) if e.starts_with("SKIP ") => {
+                testkit::Skip::new(&e[5..]).report();
+            }
             Err(e) => failures.push(e),
         }
     }
@@ -422,17 +404,8 @@ fn bpftrace_stopped_target() {
 #[test]
 fn output_streams_before_input_ends() {
     use std::io::{BufRead, BufReader};
-    if !have("gdb", "--version") {
-        eprintln!("SKIP: gdb not installed (apt-get install gdb)");
-        return;
-    }
-    let Some(interp) = interpreters()
-        .into_iter()
-        .find(|i| i.label.starts_with("pyenv-3.12"))
-    else {
-        eprintln!("SKIP: pyenv 3.12 not available");
-        return;
-    };
+    require!(testkit::tool("gdb"));
+    let interp = require!(testkit::python(&Want::version("3.12").shared().symbols()));
     let target = Target::spawn(&interp, "nested_eval.py", &[]);
     let pid = target.pid();
     let dtrace = gdb_to_dtrace(&gdb_all_threads(pid), pid);

@@ -8,15 +8,12 @@
 //!    clean record in the same input is annotated.
 //!
 //! No DTrace on Linux: gdb's `thread apply all bt` of the live target, rewritten into
-//! DTrace's layout (tests/gdb_layout), gives the real native stacks.
-
-mod gdb_layout;
-mod support;
+//! DTrace's layout (testkit::tools::gdb_to_dtrace), gives the real native stacks.
 
 use std::collections::HashMap;
 
-use gdb_layout::gdb_to_dtrace;
-use support::{annotate, gdb_all_threads, have, interpreters, Target};
+use testkit::tools::{annotate, gdb_all_threads, gdb_to_dtrace, names_eval_loop};
+use testkit::{require, Target, Want};
 
 type Ann = (String, Option<u32>, String);
 
@@ -84,9 +81,9 @@ fn annotations_per_stack(out: &str) -> Vec<Vec<Ann>> {
 fn run_keys_case(target: &Target) -> Result<String, String> {
     let pid = target.pid();
     let gdb = gdb_all_threads(pid);
-    if !gdb.contains("_PyEval_EvalFrame") {
-        return Ok(format!(
-            "SKIP {}: gdb names no eval-loop function",
+    if !names_eval_loop(&gdb) {
+        return Err(format!(
+            "{}: gdb names no eval-loop function of a build with symbols",
             target.label()
         ));
     }
@@ -187,18 +184,9 @@ fn run_keys_case(target: &Target) -> Result<String, String> {
 
 #[test]
 fn aggregation_keys_on_real_stacks() {
-    if !have("gdb", "--version") {
-        eprintln!("SKIP: gdb not installed (apt-get install gdb)");
-        return;
-    }
-    let list: Vec<_> = interpreters()
-        .into_iter()
-        .filter(|i| i.label.starts_with("pyenv-"))
-        .collect();
-    if list.is_empty() {
-        eprintln!("SKIP: no pyenv interpreters (gdb names their eval loop)");
-        return;
-    }
+    require!(testkit::tool("gdb"));
+    // builds whose eval loop gdb names
+    let list = require!(testkit::pythons::pythons(&Want::any().pyenv()));
     let mut failures = Vec::new();
     let mut ok = 0;
     for interp in &list {
@@ -226,17 +214,8 @@ fn aggregation_keys_on_real_stacks() {
 /// no line of its own (no pid known); a clean record after them is annotated exactly.
 #[test]
 fn interleaved_records_of_two_real_processes() {
-    if !have("gdb", "--version") {
-        eprintln!("SKIP: gdb not installed (apt-get install gdb)");
-        return;
-    }
-    let Some(interp) = interpreters()
-        .into_iter()
-        .find(|i| i.label.starts_with("pyenv-3.12"))
-    else {
-        eprintln!("SKIP: pyenv 3.12 not available");
-        return;
-    };
+    require!(testkit::tool("gdb"));
+    let interp = require!(testkit::python(&Want::version("3.12").shared().symbols()));
     let a = Target::spawn(&interp, "nested_eval.py", &[]);
     let b = Target::spawn(&interp, "nested_eval.py", &[]);
     let main_stack = |t: &Target| -> (u64, String) {
@@ -248,10 +227,11 @@ fn interleaved_records_of_two_real_processes() {
     };
     let (ta, fa) = main_stack(&a);
     let (tb, fb) = main_stack(&b);
-    if !fa.contains("_PyEval_EvalFrame") {
-        eprintln!("SKIP {}: gdb names no eval-loop function", a.label());
-        return;
-    }
+    assert!(
+        names_eval_loop(&fa),
+        "{}: gdb names no eval-loop function of a build with symbols",
+        a.label()
+    );
     let (pa, pb) = (a.pid(), b.pid());
     // `dtrace -q` layout: printf line, the stack's own newline, frames
     let input =

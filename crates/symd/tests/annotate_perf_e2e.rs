@@ -9,13 +9,11 @@
 //! changes all the time, so what annotate reads later is mostly not the sample's stack; not
 //! one plain `[ ... ]` line may come out.
 
-mod support;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use support::{interpreters, pystackd_bin, Interpreter, Target};
+use testkit::{pystackd_bin, require, Interpreter, Target};
 
 type Ann = (String, Option<u32>, String);
 
@@ -35,11 +33,6 @@ fn parse_annotation(line: &str) -> Option<Ann> {
         ln.parse().ok(),
         func.strip_suffix(')')?.to_string(),
     ))
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// A frame line naming an eval-loop function (what annotate must annotate).
@@ -229,45 +222,24 @@ fn run_moving_case(interp: &Interpreter, dir: &std::path::Path) -> Result<Outcom
 
 #[test]
 fn perf_script_samples_of_every_interpreter() {
-    if !is_root() {
-        eprintln!("SKIP: not root (perf record -p needs it)");
-        return;
-    }
-    if Command::new("perf")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| !s.success())
-        .unwrap_or(true)
-    {
-        eprintln!("SKIP: perf not installed (apt-get install linux-perf)");
-        return;
-    }
-    let list = interpreters();
-    if list.is_empty() {
-        eprintln!("SKIP: no interpreters");
-        return;
-    }
+    require!(testkit::root("for perf record -p"));
+    require!(testkit::tool("perf"));
+    // a Debian build's -direct twin is the -ldso build's binary and libraries, only started
+    // differently: left out, which keeps the test well under a minute
+    let list = require!(testkit::pythons::distinct_builds());
     let dir = std::env::temp_dir().join(format!("pystackd-perf-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let started = Instant::now();
     let mut failures = Vec::new();
     let mut covered = Vec::new();
     for interp in &list {
-        if interp.label.ends_with("-direct") {
-            // the -ldso build's binary and libraries, only started differently: keeps the
-            // test well under a minute
-            eprintln!("SKIP {}: covered by its -ldso twin", interp.label);
-            continue;
-        }
         let t0 = Instant::now();
         match run_moving_case(interp, &dir) {
             Ok(Outcome::Checked { samples, frames }) => eprintln!(
                 "ok {} (moving): {samples} samples with eval frames, 0 plain lines, {frames} [~ lines",
                 interp.label
             ),
-            Ok(Outcome::Skip(why)) => eprintln!("SKIP {why}"),
+            Ok(Outcome::Skip(why)) => testkit::skip_case(why),
             Err(e) if e.starts_with("PERF: ") => {}
             Err(e) => failures.push(e),
         }
@@ -280,11 +252,11 @@ fn perf_script_samples_of_every_interpreter() {
                 );
                 covered.push(interp.label.clone());
             }
-            Ok(Outcome::Skip(why)) => eprintln!("SKIP {why}"),
+            Ok(Outcome::Skip(why)) => testkit::skip_case(why),
             Err(e) if e.starts_with("PERF: ") => {
-                eprintln!("SKIP: {}", &e[6..]);
                 let _ = std::fs::remove_dir_all(&dir);
-                return;
+                // perf installed but not working here (kernel, permissions): a missing tool
+                testkit::skip!("{}", &e[6..]);
             }
             Err(e) => failures.push(e),
         }

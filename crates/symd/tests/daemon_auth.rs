@@ -1,55 +1,23 @@
 //! Access control: a client running as an unprivileged user is refused a root-owned
 //! target and served its own. Needs root (to create the user and switch to it).
 
-mod daemon_common;
-
 use std::process::{Command, Output};
 
-use daemon_common::*;
 use serde_json::{json, Value};
+use testkit::daemon::{main_thread_frames, Daemon, TempDir};
+use testkit::{pystackd_bin, require, Interpreter, RunAs, Target, TestUser, Want};
 
-const USER: &str = "pystackd-test";
-/// Readable by other users (pyenv's builds live under /root, which is 0700).
-const USER_PYTHON: &str = "/usr/bin/python3.11";
-
-fn test_user() -> Option<(u32, u32)> {
-    if !is_root() {
-        eprintln!("skipped: needs root to create a user and switch to it");
-        return None;
-    }
-    let id = |flag: &str| -> Option<u32> {
-        let o = Command::new("id").args([flag, USER]).output().ok()?;
-        String::from_utf8_lossy(&o.stdout).trim().parse().ok()
-    };
-    if id("-u").is_none() {
-        let st = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                USER,
-            ])
-            .status();
-        if !matches!(st, Ok(s) if s.success()) && id("-u").is_none() {
-            eprintln!("skipped: useradd {USER} failed: {st:?}");
-            return None;
-        }
-    }
-    Some((id("-u")?, id("-g")?))
+/// An interpreter the test user may run (pyenv's builds live under /root, which is 0700).
+fn user_python() -> Result<Interpreter, testkit::Skip> {
+    testkit::python(&Want::any().usable_by_others())
 }
 
 fn as_user(uid: u32, gid: u32, program: &str) -> Command {
-    let mut c = Command::new("setpriv");
-    c.arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={gid}"))
-        .arg("--clear-groups")
-        .arg(program);
-    c
+    RunAs { uid, gid }.command(program)
 }
 
 fn client(d: &Daemon, uid: u32, gid: u32, args: &[&str]) -> Output {
-    as_user(uid, gid, BIN)
+    as_user(uid, gid, pystackd_bin())
         .args(args)
         .arg("--socket")
         .arg(&d.socket)
@@ -60,9 +28,8 @@ fn client(d: &Daemon, uid: u32, gid: u32, args: &[&str]) -> Output {
 
 #[test]
 fn unprivileged_client_is_refused_a_root_target() {
-    let Some((uid, gid)) = test_user() else {
-        return;
-    };
+    let user = require!(TestUser::create());
+    let (uid, gid) = (user.uid, user.gid);
     // not Python at all: the refusal must come before any read
     let mut root_target = Command::new("sleep").arg("1000").spawn().unwrap();
     let pid = root_target.id().to_string();
@@ -92,24 +59,20 @@ fn unprivileged_client_is_refused_a_root_target() {
 
 #[test]
 fn unprivileged_client_reads_its_own_target_only() {
-    let Some((uid, gid)) = test_user() else {
-        return;
-    };
-    if !std::path::Path::new(USER_PYTHON).exists() {
-        eprintln!("skipped: {USER_PYTHON} absent");
-        return;
-    }
-    let own = Target::start_with(as_user(uid, gid, USER_PYTHON), 2);
+    let user = require!(TestUser::create());
+    let (uid, gid) = (user.uid, user.gid);
+    let user_py = require!(user_python());
+    let own = Target::chain_as(&user.run_as(), &user_py, 2);
     let own_pid = own.pid();
     let d = Daemon::start(None);
     let out = client(&d, uid, gid, &["stack", &own_pid.to_string(), "--json"]);
     assert!(out.status.success(), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(main_thread_frames(&v, own_pid), own.expected);
+    assert_eq!(main_thread_frames(&v, own_pid), own.main_frames());
 
     // a root-owned Python attached by root is not shown to, nor served to, the user
-    let py = pyenv_python("3.10.13").unwrap_or_else(|| USER_PYTHON.into());
-    let root_t = Target::start(&py, 1);
+    let py = testkit::python(&Want::version("3.10")).unwrap_or(user_py);
+    let root_t = Target::chain(&py, 1);
     let mut c = d.connect();
     c.ok("attach", json!({"pid": root_t.pid()}));
     assert_eq!(
@@ -149,7 +112,7 @@ fn daemon_as_user_with_caps(uid: u32, gid: u32, caps: &str, dir: TempDir) -> Dae
         .arg("--clear-groups")
         .arg(format!("--inh-caps={caps}"))
         .arg(format!("--ambient-caps={caps}"))
-        .arg(BIN);
+        .arg(pystackd_bin());
     Daemon::start_with(cmd, dir, socket, None)
 }
 
@@ -180,14 +143,11 @@ fn hidden_from(path: &std::path::Path, uid: u32) -> bool {
 
 #[test]
 fn daemon_as_unprivileged_user_with_cap_sys_ptrace() {
-    let Some((uid, gid)) = test_user() else {
-        return;
-    };
-    if !std::path::Path::new(USER_PYTHON).exists() {
-        eprintln!("skipped: {USER_PYTHON} absent");
-        return;
-    }
-    let root_target = Target::start(std::path::Path::new(USER_PYTHON), 3);
+    let user = require!(TestUser::create());
+    let (uid, gid) = (user.uid, user.gid);
+    // the daemon's uid opens the interpreter's files
+    let user_py = require!(user_python());
+    let root_target = Target::chain(&user_py, 3);
     let pid = root_target.pid();
     let d = daemon_as_user_with_caps(uid, gid, "+sys_ptrace", TempDir::new("cap"));
     assert_eq!(caps_and_euid(d.child.id()), (CAP_SYS_PTRACE, uid));
@@ -195,9 +155,13 @@ fn daemon_as_unprivileged_user_with_cap_sys_ptrace() {
     // root is served the root-owned target, read with nothing but CAP_SYS_PTRACE
     let mut c = d.connect();
     let s = c.ok("stack", json!({"pid": pid}));
-    assert_eq!(main_thread_frames(&s, pid), root_target.expected, "{s}");
+    assert_eq!(
+        main_thread_frames(&s, pid),
+        root_target.main_frames(),
+        "{s}"
+    );
     // another unprivileged user is refused it, and is not shown it attached
-    let out = as_user(OTHER_UID, OTHER_UID, BIN)
+    let out = as_user(OTHER_UID, OTHER_UID, pystackd_bin())
         .args(["stack", &pid.to_string(), "--socket"])
         .arg(&d.socket)
         .env("PYSTACKD_CLIENT_TIMEOUT", "10")
@@ -222,18 +186,17 @@ fn daemon_as_unprivileged_user_with_cap_sys_ptrace() {
 
     // A pyenv build under a home the daemon's uid may not search (/root is 0700):
     // its libpython cannot be opened for its symbols without CAP_DAC_READ_SEARCH.
-    let Some(py) = pyenv_python("3.12.1") else {
-        eprintln!("skipped the CAP_DAC_READ_SEARCH part: pyenv 3.12.1 absent");
-        return;
-    };
-    if !hidden_from(&py, uid) {
-        eprintln!(
-            "skipped the CAP_DAC_READ_SEARCH part: {} is searchable by uid {uid}",
-            py.display()
-        );
-        return;
-    }
-    let hidden = Target::start(&py, 2);
+    let py = require!(testkit::python(
+        &Want::version("3.12")
+            .shared()
+            .symbols()
+            .hidden_from_others()
+    ));
+    assert!(
+        hidden_from(&py.command, uid),
+        "{py} is searchable by uid {uid}"
+    );
+    let hidden = Target::chain(&py, 2);
     let v = c.call("stack", json!({"pid": hidden.pid()}));
     let msg = v["error"]["message"]
         .as_str()
@@ -262,7 +225,11 @@ fn daemon_as_unprivileged_user_with_cap_sys_ptrace() {
         (CAP_SYS_PTRACE | CAP_DAC_READ_SEARCH, uid)
     );
     let s = d.connect().ok("stack", json!({"pid": hidden.pid()}));
-    assert_eq!(main_thread_frames(&s, hidden.pid()), hidden.expected, "{s}");
+    assert_eq!(
+        main_thread_frames(&s, hidden.pid()),
+        hidden.main_frames(),
+        "{s}"
+    );
 }
 
 /// Root of a user namespace of its own is not root: `unshare -U -r` gives an
@@ -271,10 +238,8 @@ fn daemon_as_unprivileged_user_with_cap_sys_ptrace() {
 /// all the daemon goes by.
 #[test]
 fn root_of_a_user_namespace_is_refused_a_root_target() {
-    if !is_root() {
-        eprintln!("skipped: needs root to switch to another uid");
-        return;
-    }
+    require!(testkit::root("to switch to another uid"));
+    require!(testkit::tool("setpriv"));
     let probe = as_user(OTHER_UID, OTHER_UID, "unshare")
         .args([
             "-U",
@@ -286,10 +251,7 @@ fn root_of_a_user_namespace_is_refused_a_root_target() {
         .output();
     let inside = match probe {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
-        other => {
-            eprintln!("skipped: unshare -U -r is not permitted here: {other:?}");
-            return;
-        }
+        other => testkit::skip!("unshare -U -r is not permitted here: {other:?}"),
     };
     // the premise: inside, the client is uid 0 with CAP_SYS_PTRACE in CapEff
     let caps = inside
@@ -305,7 +267,7 @@ fn root_of_a_user_namespace_is_refused_a_root_target() {
     let d = Daemon::start(None);
     for args in [&["stack", pid.as_str()][..], &["attach", pid.as_str()]] {
         let out = as_user(OTHER_UID, OTHER_UID, "unshare")
-            .args(["-U", "-r", BIN])
+            .args(["-U", "-r", pystackd_bin()])
             .args(args)
             .arg("--socket")
             .arg(&d.socket)
@@ -330,20 +292,16 @@ fn root_of_a_user_namespace_is_refused_a_root_target() {
 /// decides for its users: another user's own process is served, root's refused.
 #[test]
 fn capability_daemon_with_setid_serves_users_what_the_kernel_allows() {
-    let Some((uid, gid)) = test_user() else {
-        return;
-    };
-    if !std::path::Path::new(USER_PYTHON).exists() {
-        eprintln!("skipped: {USER_PYTHON} absent");
-        return;
-    }
+    let user = require!(TestUser::create());
+    let (uid, gid) = (user.uid, user.gid);
+    let user_py = require!(user_python());
     let caps = "+sys_ptrace,+setuid,+setgid";
     let d = daemon_as_user_with_caps(uid, gid, caps, TempDir::new("capsetid"));
     let (got, euid) = caps_and_euid(d.child.id());
     assert_eq!(euid, uid);
     assert_eq!(got, CAP_SYS_PTRACE | (1 << 6) | (1 << 7), "CapEff {got:x}");
-    let theirs = Target::start_with(as_user(OTHER_UID, OTHER_UID, USER_PYTHON), 2);
-    let root_target = Target::start(std::path::Path::new(USER_PYTHON), 1);
+    let theirs = Target::chain_as(&RunAs::NOBODY, &user_py, 2);
+    let root_target = Target::chain(&user_py, 1);
     let out = client(
         &d,
         OTHER_UID,
@@ -352,7 +310,7 @@ fn capability_daemon_with_setid_serves_users_what_the_kernel_allows() {
     );
     assert!(out.status.success(), "{out:?}\n{}", d.log_text());
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(main_thread_frames(&v, theirs.pid()), theirs.expected);
+    assert_eq!(main_thread_frames(&v, theirs.pid()), theirs.main_frames());
     let out = client(
         &d,
         OTHER_UID,

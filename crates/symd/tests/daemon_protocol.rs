@@ -2,11 +2,9 @@
 //! parameter checking, malformed, oversized and non-UTF-8 input, notifications,
 //! pipelining, counters. A real `pystackd serve` on a temporary socket.
 
-mod daemon_common;
-
-use daemon_common::*;
 use protocol::rpc::codes;
 use serde_json::{json, Value};
+use testkit::daemon::{Conn, Daemon};
 
 #[test]
 fn version_status_list_annotate() {

@@ -1,41 +1,35 @@
 //! The daemon against real Python targets: attach/list/stack/detach end to end
 //! (checked against the interpreter's own view of its stack), a target killed while
-//! attached, and 50 clients in parallel. These need the reader.
+//! attached, and 50 clients in parallel; the `annotate` method: gdb's native stack of the
+//! target, annotated by the daemon, checked against the interpreter's own view of its stack,
+//! and the access check: a client that may not read the target gets its text back
+//! unannotated. These need the reader.
 
-mod daemon_common;
-
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use daemon_common::*;
 use protocol::rpc::codes;
 use serde_json::{json, Value};
+use testkit::daemon::{main_thread_frames, Conn, Daemon};
+use testkit::tools::gdb_bt;
+use testkit::{pystackd_bin, require, Interpreter, Target, TestUser, Want};
 
-const PY: &str = "3.10.13";
-
-macro_rules! python_or_skip {
-    () => {
-        match pyenv_python(PY) {
-            Some(p) => p,
-            None => {
-                eprintln!("skipped: Python {PY} not installed under pyenv");
-                return;
-            }
-        }
-    };
+/// One eval frame per Python frame up to 3.10.
+fn py310() -> Want {
+    Want::version("3.10")
 }
 
 #[test]
 fn every_method_end_to_end() {
-    let py = python_or_skip!();
-    let t = Target::start(&py, 3);
+    let py = require!(testkit::python(&py310()));
+    let t = Target::chain(&py, 3);
     let pid = t.pid();
     let d = Daemon::start(None);
     let mut c = d.connect();
 
     let a = c.ok("attach", json!({"pid": pid}));
     assert_eq!(a["pid"], json!(pid));
-    assert_eq!(a["python_version"], PY);
+    assert_eq!(a["python_version"], t.truth().version);
     assert_eq!(a["newly_attached"], true);
     assert!(
         a["python_binary"].as_str().unwrap().contains("python3.10"),
@@ -53,15 +47,15 @@ fn every_method_end_to_end() {
     for params in [json!({"pid": pid}), json!({"pid": pid, "pause": true})] {
         let s = c.ok("stack", params);
         assert_eq!(s["pid"], json!(pid));
-        assert_eq!(s["python_version"], PY);
-        assert_eq!(main_thread_frames(&s, pid), t.expected, "{s}");
+        assert_eq!(s["python_version"], t.truth().version);
+        assert_eq!(main_thread_frames(&s, pid), t.main_frames(), "{s}");
     }
     let one = c.ok("stack", json!({"pid": pid, "tid": pid}));
     assert_eq!(one["threads"].as_array().unwrap().len(), 1, "{one}");
 
     // same data as `pystackd stack --json`, through the daemon and directly
     for extra in [&[][..], &["--no-daemon"]] {
-        let out = Command::new(BIN)
+        let out = Command::new(pystackd_bin())
             .args(["stack", &pid.to_string(), "--json", "--socket"])
             .arg(&d.socket)
             .args(extra)
@@ -69,7 +63,7 @@ fn every_method_end_to_end() {
             .unwrap();
         assert!(out.status.success(), "{extra:?}: {out:?}");
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(main_thread_frames(&v, pid), t.expected, "{extra:?}");
+        assert_eq!(main_thread_frames(&v, pid), t.main_frames(), "{extra:?}");
     }
     let s = c.ok("status", Value::Null);
     assert_eq!(s["attached"], 1);
@@ -90,7 +84,7 @@ fn every_method_end_to_end() {
     let out = d.cli(&["attach", &pid.to_string(), "--json"]);
     assert!(out.status.success(), "{out:?}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["python_version"], PY);
+    assert_eq!(v["python_version"], t.truth().version);
 }
 
 #[test]
@@ -107,15 +101,14 @@ fn non_python_process_is_refused() {
 
 #[test]
 fn target_killed_while_attached() {
-    let py = python_or_skip!();
-    let mut t = Target::start(&py, 1);
+    let py = require!(testkit::python(&py310()));
+    let mut t = Target::chain(&py, 1);
     let pid = t.pid();
     let d = Daemon::start(Some("sweep_interval_secs = 1\n"));
     let mut c = d.connect();
     c.ok("attach", json!({"pid": pid}));
     c.ok("stack", json!({"pid": pid}));
-    t.child.kill().unwrap();
-    t.child.wait().unwrap();
+    t.kill();
     let code = c.err_code("stack", json!({"pid": pid}));
     assert!(
         code == codes::NO_SUCH_PROCESS || code == codes::PROCESS_EXITED,
@@ -124,11 +117,10 @@ fn target_killed_while_attached() {
     assert_eq!(c.ok("list", Value::Null)["processes"], json!([]));
 
     // the periodic sweep drops a dead process nobody asks about
-    let mut t2 = Target::start(&py, 1);
+    let mut t2 = Target::chain(&py, 1);
     let pid2 = t2.pid();
     c.ok("attach", json!({"pid": pid2}));
-    t2.child.kill().unwrap();
-    t2.child.wait().unwrap();
+    t2.kill();
     let t0 = Instant::now();
     while c.ok("status", Value::Null)["attached"] != 0 {
         assert!(t0.elapsed() < Duration::from_secs(10), "not swept");
@@ -139,10 +131,10 @@ fn target_killed_while_attached() {
 
 #[test]
 fn fifty_clients_in_parallel() {
-    let py = python_or_skip!();
-    let t = Target::start(&py, 5);
+    let py = require!(testkit::python(&py310()));
+    let t = Target::chain(&py, 5);
     let pid = t.pid();
-    let expected = t.expected.clone();
+    let expected = t.main_frames().clone();
     let d = Daemon::start(None);
     let socket = d.socket.clone();
     let workers: Vec<_> = (0..50)
@@ -188,4 +180,127 @@ fn fifty_clients_in_parallel() {
     assert_eq!(s["requests"], 50 * 200, "{s}");
     assert_eq!(s["errors"], 0, "{s}");
     assert_eq!(s["attached"], 1, "{s}");
+}
+
+// ---- the annotate method ----
+
+/// One eval frame per Python frame up to 3.10: every annotation is one Python frame; with
+/// symbols, so that gdb names the eval loop.
+fn gdb_python() -> Result<Interpreter, testkit::Skip> {
+    testkit::tool("gdb")?;
+    testkit::python(&Want::version("3.10").shared().symbols())
+}
+
+/// `(function, line)` of every `[ file:line (function) ]` line, top to bottom.
+/// The `[~ file:line (func) ]` lines: the daemon reads the process when the text arrives,
+/// after gdb let go of it, so no line may be plain.
+fn annotations(text: &str) -> Vec<(String, u32)> {
+    assert!(
+        !text.lines().any(|l| l.trim().starts_with("[ ")),
+        "a plain line for a read later than the stack:\n{text}"
+    );
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim().strip_prefix("[~ ")?.strip_suffix(" ]")?;
+            let (loc, func) = l.rsplit_once(" (")?;
+            let line = loc.rsplit_once(':')?.1.parse().ok()?;
+            Some((func.strip_suffix(')')?.to_string(), line))
+        })
+        .collect()
+}
+
+#[test]
+fn annotate_method_matches_the_interpreter() {
+    let py = require!(gdb_python());
+    let t = Target::chain(&py, 3);
+    let pid = t.pid();
+    let text = gdb_bt(pid);
+    assert!(text.contains("_PyEval_EvalFrameDefault"), "{text}");
+    let d = Daemon::start(None);
+    let mut c = d.connect();
+
+    for params in [
+        json!({"pid": pid, "text": text}),
+        json!({"pid": pid, "text": text, "format": "gdb"}),
+        // the pid from the text: `pid=` printed before the stack
+        json!({"text": format!("pid={pid} tid={pid}\n{text}")}),
+    ] {
+        let r = c.ok("annotate", params.clone());
+        let out = r["text"].as_str().unwrap();
+        let mut want = t.main_frames();
+        want.reverse(); // innermost first, as the annotation lines read top to bottom
+        assert_eq!(annotations(out), want, "{params}\n{out}");
+        assert_eq!(r["partial"], false, "{r}");
+        assert_eq!(r["summary"]["annotated"], 1, "{r}");
+        assert_eq!(r["summary"]["read_later"], 1, "{r}");
+        // only lines were added
+        let stripped: Vec<&str> = out
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("[~ "))
+            .collect();
+        let orig: Vec<&str> = params["text"].as_str().unwrap().lines().collect();
+        assert_eq!(stripped, orig);
+    }
+    assert_eq!(
+        c.err_code("annotate", json!({"text": text, "format": "nonsense"})),
+        protocol::rpc::codes::INVALID_PARAMS
+    );
+    // no pid anywhere (gdb's header of a single-threaded attach names none): unannotated
+    let r = c.ok("annotate", json!({"text": text}));
+    assert_eq!(r["partial"], true, "{r}");
+    assert!(annotations(r["text"].as_str().unwrap()).is_empty(), "{r}");
+}
+
+#[test]
+fn annotate_method_checks_access_for_every_pid() {
+    let user = require!(TestUser::create());
+    let py = require!(gdb_python());
+    // the raw client below runs as the user
+    let client_py = require!(testkit::python(&Want::any().usable_by_others()));
+    // root's target: the unprivileged client must not learn its Python stack
+    let t = Target::chain(&py, 2);
+    let pid = t.pid();
+    let text = gdb_bt(pid);
+    let d = Daemon::start(None);
+    let req = serde_json::to_string(&json!({
+        "jsonrpc": "2.0", "id": 1, "method": "annotate",
+        "params": {"pid": pid, "text": text}
+    }))
+    .unwrap();
+    // a raw client running as the user: Python's socket module, one request line
+    let client = "import socket,sys\n\
+s=socket.socket(socket.AF_UNIX)\n\
+s.connect(sys.argv[1])\n\
+s.sendall(sys.stdin.buffer.read())\n\
+sys.stdout.write(s.makefile().readline())\n";
+    let mut child = user
+        .command(&client_py.command)
+        .args(["-c", client])
+        .arg(&d.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(req.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let r = &v["result"];
+    assert_eq!(r["partial"], true, "{v}");
+    assert_eq!(r["text"].as_str(), Some(text.as_str()), "{v}");
+    assert_eq!(r["summary"]["annotated"], 0, "{v}");
+    let details = r["summary"]["details"].to_string();
+    assert!(details.contains("may not inspect"), "{details}");
+    let s = d.connect().ok("status", Value::Null);
+    assert!(s["denied"].as_u64().unwrap() >= 1, "{s}");
+    // root may
+    let r = d
+        .connect()
+        .ok("annotate", json!({"pid": pid, "text": text}));
+    assert!(!annotations(r["text"].as_str().unwrap()).is_empty(), "{r}");
 }

@@ -2,14 +2,12 @@
 //! "permission denied" or an inconsistent read. Ground truth: the targets end themselves
 //! (`os._exit`) or are zombies by construction.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pyframe_reader::{Error, PythonProcess, StackOptions};
-use support::{interpreters, pystackd_bin, Interpreter};
+use testkit::{pystackd_bin, require, Interpreter};
 
 /// Threads that start and end all the time, then `os._exit` after `ms` milliseconds.
 const SHORT_LIVED: &str = r#"
@@ -48,11 +46,7 @@ fn pick(list: &[Interpreter]) -> Vec<Interpreter> {
 
 #[test]
 fn reads_of_exiting_processes_say_exited() {
-    let list = pick(&interpreters());
-    if list.is_empty() {
-        eprintln!("SKIP exits: no interpreter found by tests/pythons/list");
-        return;
-    }
+    let list = pick(&require!(testkit::pythons::all()));
     let mut failures = Vec::new();
     let mut outcomes = std::collections::BTreeMap::<String, u32>::new();
     for interp in &list {

@@ -2,14 +2,12 @@
 //! view of its stacks (`sys._current_frames()`, written before it blocks), frame for
 //! frame, for every thread, under every interpreter `tests/pythons/list` finds.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
 use protocol::ProcessStack;
 use pyframe_reader::{Error, PythonProcess, StackOptions};
-use support::{interpreters, pystackd_bin, Interpreter, Target};
+use testkit::{pystackd_bin, require, Interpreter, RunAs, Target, Want};
 
 macro_rules! ensure {
     ($cond:expr, $($fmt:tt)*) => {
@@ -21,11 +19,7 @@ macro_rules! ensure {
 
 /// Runs `check` on every interpreter, collecting every failure before failing.
 fn for_each_interpreter(what: &str, check: impl Fn(&Interpreter) -> Result<(), String>) {
-    let list = interpreters();
-    if list.is_empty() {
-        eprintln!("SKIP {what}: no interpreter found by tests/pythons/list");
-        return;
-    }
+    let list = require!(testkit::pythons::all());
     let mut tested = Vec::new();
     let mut failures = Vec::new();
     for i in &list {
@@ -290,21 +284,10 @@ fn not_a_python_process() {
 
 #[test]
 fn unsupported_version() {
-    let root = std::env::var("PYENV_ROOT")
-        .unwrap_or_else(|_| format!("{}/.pyenv", std::env::var("HOME").unwrap_or_default()));
-    let old = std::fs::read_dir(format!("{root}/versions"))
-        .ok()
-        .and_then(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .find(|v| v.starts_with("3.7.") || v.starts_with("3.6.") || v.starts_with("2.7."))
-        });
-    let Some(v) = old else {
-        eprintln!("SKIP unsupported_version: no pyenv 2.7/3.6/3.7 build to run");
-        return;
-    };
-    let minor: String = v.split('.').take(2).collect::<Vec<_>>().join(".");
-    let mut child = Command::new(format!("{root}/versions/{v}/bin/python{minor}"))
+    // tests/pythons/list offers pyenv's 3.6 and 3.7 builds for this
+    let old = require!(testkit::python(&Want::any().unsupported()));
+    let minor = old.xy();
+    let mut child = Command::new(&old.command)
         .args(["-c", "import time; time.sleep(60)"])
         .spawn()
         .unwrap();
@@ -321,14 +304,9 @@ fn unsupported_version() {
 
 #[test]
 fn permission_denied_for_another_user() {
-    if !nix_is_root() {
-        eprintln!("SKIP permission_denied_for_another_user: needs root to switch users");
-        return;
-    }
-    let Some(interp) = interpreters().into_iter().next() else {
-        eprintln!("SKIP permission_denied_for_another_user: no interpreter");
-        return;
-    };
+    require!(testkit::root("to switch users"));
+    require!(testkit::tool("setpriv"));
+    let interp = require!(testkit::python(&Want::any()));
     let target = Target::spawn(&interp, "main_target.py", &[]);
     // a copy of the binary any user can run (the build tree may sit under /root)
     let dir = std::env::temp_dir().join(format!("pystackd-perm-{}", std::process::id()));
@@ -340,16 +318,12 @@ fn permission_denied_for_another_user() {
         .arg(&dir)
         .status()
         .unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&bin)
+    let out = RunAs::NOBODY
+        .command(&bin)
         .args(["stack", "--no-daemon", &target.pid().to_string()])
         .output();
     let _ = std::fs::remove_dir_all(&dir);
-    let Ok(out) = out else {
-        eprintln!("SKIP permission_denied_for_another_user: setpriv not available");
-        return;
-    };
+    let out = out.expect("setpriv runs");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{err}");
     assert!(
@@ -358,23 +332,9 @@ fn permission_denied_for_another_user() {
     );
 }
 
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 #[test]
 fn process_exits_while_attached() {
-    let Some(interp) = interpreters().into_iter().next() else {
-        eprintln!("SKIP process_exits_while_attached: no interpreter");
-        return;
-    };
+    let interp = require!(testkit::python(&Want::any()));
     let target = Target::spawn(&interp, "main_target.py", &[]);
     let mut p = PythonProcess::attach(target.pid()).unwrap();
     p.stack(&StackOptions::default()).unwrap();

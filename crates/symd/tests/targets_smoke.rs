@@ -2,11 +2,9 @@
 //! reach READY, and their ground truth is what the other integration tests rely on.
 //! Needs nothing from pystackd.
 
-mod support;
-
 use std::path::Path;
 
-use support::{interpreters, source_line, GroundTruth, Interpreter, Target, ThreadTruth};
+use testkit::{require, source_line, GroundTruth, Interpreter, Target, ThreadTruth, Want};
 
 const MAIN_WORKERS: &[&str] = &[
     "deep-recursion",
@@ -21,11 +19,7 @@ const MAIN_WORKERS: &[&str] = &[
 
 /// Runs `check` on every interpreter, collecting every failure before failing.
 fn for_each_interpreter(what: &str, check: impl Fn(&Interpreter) -> Result<(), String>) {
-    let list = interpreters();
-    if list.is_empty() {
-        eprintln!("SKIP {what}: no interpreter found by tests/pythons/list");
-        return;
-    }
+    let list = require!(testkit::pythons::all());
     let failures: Vec<String> = list
         .iter()
         .filter_map(|i| check(i).err().map(|e| format!("[{}] {e}", i.label)))
@@ -271,10 +265,10 @@ fn main_target_under_every_interpreter() {
 #[test]
 fn main_target_options() {
     // one interpreter is enough for the option parsing; the newest exercises the most
-    let Some(interp) = interpreters().into_iter().max_by_key(|i| i.version) else {
-        eprintln!("SKIP main_target_options: no interpreter");
-        return;
-    };
+    let interp = require!(testkit::pythons::all())
+        .into_iter()
+        .max_by_key(|i| i.version)
+        .expect("all() is not empty");
     let target = Target::spawn(
         &interp,
         "main_target.py",
@@ -358,10 +352,7 @@ fn busy_target_under_every_interpreter() {
 
 #[test]
 fn target_killed_on_drop() {
-    let Some(interp) = interpreters().into_iter().next() else {
-        eprintln!("SKIP target_killed_on_drop: no interpreter");
-        return;
-    };
+    let interp = require!(testkit::python(&Want::any()));
     let pid = {
         let target = Target::spawn(&interp, "nested_eval.py", &[]);
         target.pid()
@@ -375,10 +366,7 @@ fn target_killed_on_drop() {
 
 #[test]
 fn spawn_failure_reports_target_stderr() {
-    let Some(interp) = interpreters().into_iter().next() else {
-        eprintln!("SKIP spawn_failure_reports_target_stderr: no interpreter");
-        return;
-    };
+    let interp = require!(testkit::python(&Want::any()));
     let dir = std::env::temp_dir().join(format!("pystackd-smoke-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join("fails.py");

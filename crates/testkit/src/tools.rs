@@ -1,6 +1,55 @@
-//! gdb's `thread apply all bt` text rewritten into DTrace's `ustack()` layout, for tests and
-//! the annotate benchmark (no DTrace on Linux: the same stacks in the other tool's layout).
-#![allow(dead_code)]
+//! Native-stack tools the tests drive: gdb captures, gdb's text rewritten into DTrace's
+//! `ustack()` layout (no DTrace on Linux: the same stacks in the other tool's layout, for the
+//! tests and the annotate benchmark), and `pystackd --no-daemon annotate`.
+
+use std::process::{Command, Stdio};
+
+/// `gdb -batch -p PID -ex 'thread apply all bt'`, as a user would run it.
+pub fn gdb_all_threads(pid: u32) -> String {
+    gdb(pid, "thread apply all bt")
+}
+
+/// `gdb -batch -p PID -ex bt`: the stack of the thread gdb stops first (the main thread).
+pub fn gdb_bt(pid: u32) -> String {
+    gdb(pid, "bt")
+}
+
+fn gdb(pid: u32, command: &str) -> String {
+    let out = Command::new("gdb")
+        .args(["-batch", "-nx", "-p", &pid.to_string()])
+        .args(["-ex", command])
+        .stdin(Stdio::null())
+        .output()
+        .expect("gdb runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether gdb named the eval loop at all (a binary without symbols shows `??`).
+pub fn names_eval_loop(gdb: &str) -> bool {
+    gdb.contains("_PyEval_EvalFrame") || gdb.contains("_TAIL_CALL_")
+}
+
+/// `pystackd --no-daemon annotate ARGS` with `input` on its standard input.
+pub fn annotate(args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(crate::pystackd_bin())
+        .arg("--no-daemon")
+        .arg("annotate")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pystackd runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    let w = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    w.join().unwrap();
+    out
+}
 
 /// The tid a stack header names: gdb's `(LWP N)`, or a `tid=N` line.
 pub fn header_tid(line: &str) -> Option<u64> {

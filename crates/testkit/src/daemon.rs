@@ -1,43 +1,16 @@
-//! Helpers of the daemon tests: a real `pystackd serve` on a temporary socket, raw
-//! line-level connections, and Python targets.
-#![allow(dead_code)]
+//! The daemon harness: a real `pystackd serve` on a temporary socket ([`Daemon`]), raw
+//! line-level JSON-RPC connections with timeouts ([`Conn`]), and [`main_thread_frames`] to
+//! compare a `ProcessStack` answer with a [`crate::Target`]'s ground truth.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_pystackd");
-
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "pystackd-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use crate::TempDir;
 
 pub struct Daemon {
     pub child: Child,
@@ -55,7 +28,7 @@ impl Daemon {
     }
 
     pub fn start_in(dir: TempDir, socket: PathBuf, config: Option<&str>) -> Daemon {
-        Self::start_with(Command::new(BIN), dir, socket, config)
+        Self::start_with(Command::new(crate::pystackd_bin()), dir, socket, config)
     }
 
     /// `cmd` runs the `pystackd` binary (possibly through setpriv); `serve` and its
@@ -134,7 +107,7 @@ impl Daemon {
 
     /// Run the `pystackd` CLI against this daemon.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
+        Command::new(crate::pystackd_bin())
             .args(args)
             .arg("--socket")
             .arg(&self.socket)
@@ -236,78 +209,6 @@ impl Conn {
     }
 }
 
-pub fn pyenv_python(version: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("PYENV_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root/.pyenv"));
-    let minor = version.rsplit_once('.').map(|x| x.0).unwrap_or(version);
-    let p = root.join(format!("versions/{version}/bin/python{minor}"));
-    p.exists().then_some(p)
-}
-
-/// A Python process whose stack ends in `leaf` (called through `depth` levels of
-/// `level`), printing its own view of that stack as a JSON line
-/// `[[function, line], ...]` (outermost first) before it sleeps.
-pub struct Target {
-    pub child: Child,
-    /// The stack as the interpreter itself reports it, outermost first.
-    pub expected: Vec<(String, u32)>,
-}
-
-pub const TARGET_SCRIPT: &str = r#"
-import json, sys, time, traceback
-def leaf():
-    frames = traceback.extract_stack()[:-1]
-    here = sys._getframe().f_lineno
-    print(json.dumps([[f.name, f.lineno] for f in frames] + [["leaf", here + 2]]), flush=True)
-    time.sleep(100000)
-def level(n):
-    if n == 0:
-        leaf()
-    else:
-        level(n - 1)
-level(int(sys.argv[1]))
-"#;
-
-impl Target {
-    pub fn start(python: &Path, depth: u32) -> Target {
-        Self::start_with(Command::new(python), depth)
-    }
-
-    /// `cmd` runs the interpreter (possibly through setpriv).
-    pub fn start_with(mut cmd: Command, depth: u32) -> Target {
-        let mut child = cmd
-            .arg("-c")
-            .arg(TARGET_SCRIPT)
-            .arg(depth.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting python");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let v: Vec<(String, u32)> =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("target output {line:?}: {e}"));
-        // let it reach the sleep
-        std::thread::sleep(Duration::from_millis(100));
-        Target { child, expected: v }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The main thread's (function, line) pairs of a `ProcessStack` JSON, outermost first.
 pub fn main_thread_frames(stack: &Value, pid: u32) -> Vec<(String, u32)> {
     let threads = stack["threads"].as_array().expect("threads");
@@ -328,9 +229,4 @@ pub fn main_thread_frames(stack: &Value, pid: u32) -> Vec<(String, u32)> {
         .collect();
     v.reverse();
     v
-}
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
