@@ -465,9 +465,9 @@ fn validate(parsed: &DebugOffsets, format: &Format) -> Result<(), DebugOffsetsEr
 /// differ (`"interp.threads_head: table 7344, target 7352"`).
 pub fn apply(table: &Layout, parsed: &DebugOffsets) -> (Layout, Vec<String>) {
     let mut out = *table;
-    let mut diffs = Vec::new();
+    let mut d = Vec::new();
     if parsed.version() != table.version {
-        diffs.push(format!(
+        d.push(format!(
             "version: table {}.{}, target {}.{}",
             table.version.0,
             table.version.1,
@@ -475,76 +475,19 @@ pub fn apply(table: &Layout, parsed: &DebugOffsets) -> (Layout, Vec<String>) {
             parsed.version().1
         ));
     }
-    // Overrides one u64 field from `slot`, noting a difference.
-    fn set(diffs: &mut Vec<String>, name: &str, field: &mut u64, value: Option<u64>) {
-        if let Some(v) = value {
-            if *field != v {
-                diffs.push(format!("{name}: table {field}, target {v}"));
-                *field = v;
+    for &(slot, name, field) in PLAIN {
+        set(&mut d, name, field(&mut out), parsed.get(slot));
+    }
+    for &(slot, name, field) in OPTIONAL {
+        if let Some(v) = parsed.get(slot) {
+            let f = field(&mut out);
+            if *f != Some(v) {
+                d.push(format!("{name}: table {f:?}, target {v}"));
+                *f = Some(v);
             }
         }
     }
-    // Same for an optional field.
-    fn set_opt(diffs: &mut Vec<String>, name: &str, field: &mut Option<u64>, value: Option<u64>) {
-        if let Some(v) = value {
-            if *field != Some(v) {
-                diffs.push(format!("{name}: table {field:?}, target {v}"));
-                *field = Some(v);
-            }
-        }
-    }
-    let d = &mut diffs;
-    let g = |slot| parsed.get(slot);
-    set(
-        d,
-        "runtime.interpreters_head",
-        &mut out.runtime.interpreters_head,
-        g(RuntimeInterpretersHead),
-    );
-    set(d, "interp.next", &mut out.interp.next, g(InterpNext));
-    set(
-        d,
-        "interp.threads_head",
-        &mut out.interp.threads_head,
-        g(InterpThreadsHead),
-    );
-    set(d, "interp.id", &mut out.interp.id, g(InterpId));
-    if let (Some(ptr), Some(base), Some(locked), Some(holder)) = (
-        parsed.get(InterpCevalGil),
-        parsed.get(InterpGilRuntimeState),
-        parsed.get(InterpGilLocked),
-        parsed.get(InterpGilHolder),
-    ) {
-        // `parse` guarantees locked/holder >= base.
-        let target = GilLayout {
-            pointer: ptr,
-            last_holder: holder.saturating_sub(base),
-            locked: locked.saturating_sub(base),
-        };
-        match &mut out.interp.gil {
-            Some(gil) => {
-                set(
-                    d,
-                    "interp.gil.pointer",
-                    &mut gil.pointer,
-                    Some(target.pointer),
-                );
-                set(
-                    d,
-                    "interp.gil.last_holder",
-                    &mut gil.last_holder,
-                    Some(target.last_holder),
-                );
-                set(d, "interp.gil.locked", &mut gil.locked, Some(target.locked));
-            }
-            none => {
-                d.push(format!("interp.gil: table None, target {target:?}"));
-                *none = Some(target);
-            }
-        }
-    }
-    set(d, "tstate.next", &mut out.tstate.next, g(TstateNext));
-    set(d, "tstate.interp", &mut out.tstate.interp, g(TstateInterp));
+    apply_gil(&mut d, &mut out, parsed);
     if let Some(v) = parsed.get(TstateCurrentFrame) {
         match table.tstate.current_frame {
             CurrentFrame::Direct(t) if t == v => {}
@@ -556,24 +499,11 @@ pub fn apply(table: &Layout, parsed: &DebugOffsets) -> (Layout, Vec<String>) {
             }
         }
     }
-    set(
-        d,
-        "tstate.thread_id",
-        &mut out.tstate.thread_id,
-        g(TstateThreadId),
-    );
-    set_opt(
-        d,
-        "tstate.native_thread_id",
-        &mut out.tstate.native_thread_id,
-        g(TstateNativeThreadId),
-    );
     match &mut out.frame {
         FrameLayout::Interpreter(f) => {
-            set(d, "frame.previous", &mut f.previous, g(FramePrevious));
-            set(d, "frame.code", &mut f.code, g(FrameExecutable));
-            set(d, "frame.instr", &mut f.instr, g(FrameInstrPtr));
-            set(d, "frame.owner", &mut f.owner, g(FrameOwner));
+            for &(slot, name, field) in FRAME {
+                set(&mut d, name, field(f), parsed.get(slot));
+            }
             // Keep covering every field we read.
             let need = [f.previous + 8, f.code + 8, f.instr + 8, f.owner + 1]
                 .into_iter()
@@ -587,57 +517,123 @@ pub fn apply(table: &Layout, parsed: &DebugOffsets) -> (Layout, Vec<String>) {
         }
     }
     let c = &mut out.code;
-    set(d, "code.filename", &mut c.filename, g(CodeFilename));
-    set(d, "code.name", &mut c.name, g(CodeName));
-    set_opt(d, "code.qualname", &mut c.qualname, g(CodeQualname));
-    set(
-        d,
-        "code.firstlineno",
-        &mut c.firstlineno,
-        g(CodeFirstlineno),
-    );
-    set(d, "code.linetable", &mut c.linetable, g(CodeLinetable));
-    set_opt(
-        d,
-        "code.code_adaptive",
-        &mut c.code_adaptive,
-        g(CodeAdaptive),
-    );
     let need = [
         c.filename + 8,
         c.name + 8,
         c.qualname.map_or(0, |q| q + 8),
         c.firstlineno + 4,
+        c.linetable + 8,
     ]
     .into_iter()
-    .chain([c.linetable + 8])
     .max()
     .unwrap_or(0);
     c.size = c.size.max(need);
-    set(
-        d,
-        "unicode.length",
-        &mut out.unicode.length,
-        g(UnicodeLength),
-    );
-    set(d, "unicode.state", &mut out.unicode.state, g(UnicodeState));
-    set(
-        d,
-        "unicode.ascii_data",
-        &mut out.unicode.ascii_data,
-        g(UnicodeAsciiSize),
-    );
-    set(
-        d,
-        "unicode.compact_data",
-        &mut out.unicode.compact_data,
-        g(UnicodeCompactSize),
-    );
-    set(d, "bytes.size", &mut out.bytes.size, g(BytesObSize));
-    set(d, "bytes.data", &mut out.bytes.data, g(BytesObSval));
-    set(d, "type_tp_name", &mut out.type_tp_name, g(TypeTpName));
-    (out, diffs)
+    (out, d)
 }
+
+/// Overrides one field from its slot, noting a difference.
+fn set(diffs: &mut Vec<String>, name: &str, field: &mut u64, value: Option<u64>) {
+    if let Some(v) = value {
+        if *field != v {
+            diffs.push(format!("{name}: table {field}, target {v}"));
+            *field = v;
+        }
+    }
+}
+
+/// The GIL: a pointer and two fields given relative to the runtime state's base.
+fn apply_gil(d: &mut Vec<String>, out: &mut Layout, parsed: &DebugOffsets) {
+    let (Some(ptr), Some(base), Some(locked), Some(holder)) = (
+        parsed.get(InterpCevalGil),
+        parsed.get(InterpGilRuntimeState),
+        parsed.get(InterpGilLocked),
+        parsed.get(InterpGilHolder),
+    ) else {
+        return;
+    };
+    // `parse` guarantees locked/holder >= base.
+    let target = GilLayout {
+        pointer: ptr,
+        last_holder: holder.saturating_sub(base),
+        locked: locked.saturating_sub(base),
+    };
+    match &mut out.interp.gil {
+        Some(gil) => {
+            set(
+                d,
+                "interp.gil.pointer",
+                &mut gil.pointer,
+                Some(target.pointer),
+            );
+            set(
+                d,
+                "interp.gil.last_holder",
+                &mut gil.last_holder,
+                Some(target.last_holder),
+            );
+            set(d, "interp.gil.locked", &mut gil.locked, Some(target.locked));
+        }
+        none => {
+            d.push(format!("interp.gil: table None, target {target:?}"));
+            *none = Some(target);
+        }
+    }
+}
+
+/// A `u64` field of the layout a slot overrides: one line per field, where a new field
+/// takes one new line.
+type Field<T> = (Slot, &'static str, fn(&mut T) -> &mut u64);
+type OptField = (Slot, &'static str, fn(&mut Layout) -> &mut Option<u64>);
+
+const PLAIN: &[Field<Layout>] = &[
+    (RuntimeInterpretersHead, "runtime.interpreters_head", |l| {
+        &mut l.runtime.interpreters_head
+    }),
+    (InterpNext, "interp.next", |l| &mut l.interp.next),
+    (InterpThreadsHead, "interp.threads_head", |l| {
+        &mut l.interp.threads_head
+    }),
+    (InterpId, "interp.id", |l| &mut l.interp.id),
+    (TstateNext, "tstate.next", |l| &mut l.tstate.next),
+    (TstateInterp, "tstate.interp", |l| &mut l.tstate.interp),
+    (TstateThreadId, "tstate.thread_id", |l| {
+        &mut l.tstate.thread_id
+    }),
+    (CodeFilename, "code.filename", |l| &mut l.code.filename),
+    (CodeName, "code.name", |l| &mut l.code.name),
+    (CodeFirstlineno, "code.firstlineno", |l| {
+        &mut l.code.firstlineno
+    }),
+    (CodeLinetable, "code.linetable", |l| &mut l.code.linetable),
+    (UnicodeLength, "unicode.length", |l| &mut l.unicode.length),
+    (UnicodeState, "unicode.state", |l| &mut l.unicode.state),
+    (UnicodeAsciiSize, "unicode.ascii_data", |l| {
+        &mut l.unicode.ascii_data
+    }),
+    (UnicodeCompactSize, "unicode.compact_data", |l| {
+        &mut l.unicode.compact_data
+    }),
+    (BytesObSize, "bytes.size", |l| &mut l.bytes.size),
+    (BytesObSval, "bytes.data", |l| &mut l.bytes.data),
+    (TypeTpName, "type_tp_name", |l| &mut l.type_tp_name),
+];
+
+const OPTIONAL: &[OptField] = &[
+    (TstateNativeThreadId, "tstate.native_thread_id", |l| {
+        &mut l.tstate.native_thread_id
+    }),
+    (CodeQualname, "code.qualname", |l| &mut l.code.qualname),
+    (CodeAdaptive, "code.code_adaptive", |l| {
+        &mut l.code.code_adaptive
+    }),
+];
+
+const FRAME: &[Field<super::InterpreterFrameLayout>] = &[
+    (FramePrevious, "frame.previous", |f| &mut f.previous),
+    (FrameExecutable, "frame.code", |f| &mut f.code),
+    (FrameInstrPtr, "frame.instr", |f| &mut f.instr),
+    (FrameOwner, "frame.owner", |f| &mut f.owner),
+];
 
 #[cfg(test)]
 mod tests {
