@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod code;
 pub mod error;
+pub mod identity;
 pub mod layout;
 pub mod linetable;
 pub mod memory;
@@ -15,5 +16,6 @@ pub mod walker;
 pub mod witness;
 
 pub use error::{Error, MemoryError, Result};
+pub use identity::Identity;
 pub use memory::{Memory, MemoryExt, Snapshot};
 pub use process::{CacheStats, PythonProcess, StackOptions};

@@ -620,3 +620,55 @@ mod tests {
         assert_eq!(pid_of_tid(u64::MAX), None);
     }
 }
+
+/// A process held by a pidfd (Linux 5.3+): whether it exited is one `poll`, not a
+/// read and parse of `/proc/PID/stat`.
+#[derive(Debug)]
+pub struct ProcessHandle(std::os::fd::OwnedFd);
+
+impl ProcessHandle {
+    /// A handle on whatever process holds `pid` now; the caller checks it is the one
+    /// it meant (its start time, read after this).
+    pub fn open(pid: u32) -> io::Result<ProcessHandle> {
+        use std::os::fd::FromRawFd;
+        let pid =
+            libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor that nothing else owns.
+        Ok(ProcessHandle(unsafe {
+            std::os::fd::OwnedFd::from_raw_fd(fd as std::os::fd::RawFd)
+        }))
+    }
+
+    /// A pidfd obtained elsewhere (`SO_PEERPIDFD`).
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> ProcessHandle {
+        ProcessHandle(fd)
+    }
+
+    /// Whether the process has exited (a pidfd turns readable then). An error of
+    /// `poll` counts as exited: callers then stop trusting the pid.
+    pub fn exited(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut p = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n != 0
+    }
+}
+
+/// Device and inode of the executable the process runs now (`/proc/PID/exe`, the
+/// link followed): changes when the process execs, unlike its pid and start time.
+pub fn exe_identity(pid: u32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}

@@ -1,9 +1,10 @@
 //! The attached processes. Each is keyed by (pid, start time) so that a reused pid
 //! never reaches the state of the process that had it before; each `PythonProcess`
 //! sits behind its own mutex so reads of different processes run in parallel.
-//! An exec keeps both pid and start time, so an entry also remembers the device and
-//! inode of the executable it was attached to (Linux; on illumos `exe_identity` is
-//! `None` and the start time is the whole identity) and is dropped when they change.
+//! An exec keeps both pid and start time, so an entry holds the process's whole
+//! [`Identity`] (with the executable's device and inode, and a pidfd where there is one)
+//! and is dropped when the pid no longer names that process. The entry also owns its
+//! reads: [`Entry::read`] reads, and says whether what was read may be handed out.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -11,9 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use protocol::rpc::{AttachedProcess, CacheSizes};
-use pyframe_reader::{CacheStats, PythonProcess};
-
-use crate::platform::ProcessHandle;
+use pyframe_reader::{CacheStats, Identity, PythonProcess, StackOptions};
 
 /// Identity of a process across pid reuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,11 +27,8 @@ pub struct Entry {
     pub python_version: String,
     pub python_binary: String,
     pub executable: Option<String>,
-    /// Tells cheaply whether the process exited (`None` where the OS has no such
-    /// handle: compare start times instead).
-    pub handle: Option<ProcessHandle>,
-    /// Device and inode of the executable when attached (`platform::exe_identity`).
-    pub exe: Option<(u64, u64)>,
+    /// Which process this is: whether the pid still names it, cheaply.
+    pub identity: Identity,
     /// Uid of the client whose request attached it (counted against
     /// `max_attached_per_uid` unless 0).
     pub owner_uid: u32,
@@ -50,13 +46,11 @@ impl Entry {
         key: Key,
         process: PythonProcess,
         executable: Option<String>,
-        handle: Option<ProcessHandle>,
-        exe: Option<(u64, u64)>,
+        identity: Identity,
     ) -> Entry {
         let e = Entry {
             key,
-            handle,
-            exe,
+            identity,
             owner_uid: 0,
             last_used: AtomicU64::new(now()),
             python_version: process.version().to_string(),
@@ -78,9 +72,30 @@ impl Entry {
         self.process.lock().ok()
     }
 
-    /// Whether the process still runs the executable it was attached to.
+    /// Whether the pid still names this process, running the executable it was
+    /// attached to.
     pub fn same_image(&self) -> bool {
-        crate::platform::exe_identity(self.key.pid) == self.exe
+        self.identity.is_same()
+    }
+
+    /// Reads the stack of the locked `process` (this entry's). Never hands out what may
+    /// be another process's data, nor that of an image the process has since exec'd.
+    pub fn read(&self, mut process: MutexGuard<'_, PythonProcess>, opts: &StackOptions) -> Read {
+        let result = process.stack(opts);
+        self.record_stats(process.cache_stats());
+        drop(process);
+        let same = self.identity.is_same();
+        match result {
+            Ok(s) if same => {
+                self.count_stack();
+                Read::Stack(s)
+            }
+            Ok(_) => Read::Gone,
+            // what was learned at attach may no longer hold (an exec of the same binary
+            // keeps pid, start time and executable): the caller attaches afresh
+            Err(e @ pyframe_reader::Error::Inconsistent { .. }) => Read::Failed { e, stale: true },
+            Err(e) => Read::Failed { e, stale: !same },
+        }
     }
 
     fn touch(&self) {
@@ -115,6 +130,20 @@ impl Entry {
             cache: self.sizes(),
         }
     }
+}
+
+/// What [`Entry::read`] gave.
+pub enum Read {
+    Stack(protocol::ProcessStack),
+    /// The read succeeded, but the pid no longer names this process: nothing read may be
+    /// handed out, and the entry is stale.
+    Gone,
+    /// The read failed; `stale`: the entry should be dropped (the process is gone, or its
+    /// reads turned inconsistent).
+    Failed {
+        e: pyframe_reader::Error,
+        stale: bool,
+    },
 }
 
 fn epoch() -> Instant {
@@ -209,9 +238,9 @@ impl Cache {
         let e = self
             .map()
             .iter()
-            .find(|(k, e)| k.pid == pid && e.handle.is_some())
+            .find(|(k, e)| k.pid == pid && e.identity.has_handle())
             .map(|(_, e)| e.clone())?;
-        if e.handle.as_ref()?.exited() {
+        if !e.identity.alive() {
             return None;
         }
         // exec keeps the pid and the pidfd: the image tells

@@ -9,14 +9,14 @@ use protocol::rpc::{
     DetachResult, ListResult, RpcError, StackParams, StatusResult, VersionResult, PROTOCOL_VERSION,
 };
 use protocol::ErrorKind;
-use pyframe_reader::{platform, PythonProcess, StackOptions};
+use pyframe_reader::{platform, Identity, PythonProcess, StackOptions};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::auth;
-use super::cache::{Entry, Key};
+use super::cache::{Entry, Key, Read};
 use super::peer::PeerCredentials;
 use super::state::State;
 
@@ -233,10 +233,6 @@ fn apply(state: &State, peer: PeerCredentials, pid: u32, outcome: auth::Outcome)
 }
 
 /// Whether the process of `key` still holds its pid.
-fn alive(key: Key) -> bool {
-    platform::start_time(key.pid).ok() == Some(key.start_time)
-}
-
 enum Attached {
     Cached(Arc<Entry>, bool),
     /// The cache is full: usable for this request only.
@@ -248,13 +244,9 @@ fn get_or_attach(state: &State, peer: PeerCredentials, key: Key) -> RpcResult<At
         return Ok(Attached::Cached(e, false));
     }
     let process = PythonProcess::attach(key.pid).map_err(|e| reader_error(&e))?;
-    // The handle is on whatever holds the pid now: checked by the start time below.
-    let handle = crate::platform::ProcessHandle::open(key.pid).ok();
-    if !alive(key) {
-        return Err(exited(key.pid));
-    }
-    let exe = crate::platform::exe_identity(key.pid);
-    let mut entry = Entry::new(key, process, platform::executable(key.pid), handle, exe);
+    // the process attached must be the one authorized: same pid and start time
+    let identity = Identity::expect(key.pid, key.start_time).map_err(|_| exited(key.pid))?;
+    let mut entry = Entry::new(key, process, platform::executable(key.pid), identity);
     entry.owner_uid = peer.uid;
     let config = state.config();
     match state
@@ -323,7 +315,7 @@ fn list(state: &State, peer: PeerCredentials) -> ListResult {
         .entries()
         .into_iter()
         // an entry whose process is gone (or whose pid is now another's) is stale
-        .filter(|e| alive(e.key))
+        .filter(|e| e.identity.alive())
         .filter(|e| {
             let max = state.config().max_access_checkers;
             auth::check(&state.checkers, max, &peer, e.key.pid, e.key.start_time)
@@ -423,46 +415,27 @@ fn read_stack(
     key: Key,
     entry: &Entry,
     cached: bool,
-    mut process: std::sync::MutexGuard<'_, PythonProcess>,
+    process: std::sync::MutexGuard<'_, PythonProcess>,
     p: &StackParams,
 ) -> RpcResult<protocol::ProcessStack> {
     let opts = StackOptions {
         pause: p.pause,
         tid: p.tid,
     };
-    let result = process.stack(&opts);
-    entry.record_stats(process.cache_stats());
-    drop(process);
-    // Never hand out what may be another process's data (nor that of an image the
-    // process has since exec'd).
-    let still_there = match &entry.handle {
-        Some(h) => !h.exited(),
-        None => alive(key),
-    } && entry.same_image();
-    match result {
-        Ok(s) if still_there => {
-            entry.count_stack();
-            match p.tid.and_then(|t| crate::stack::missing_thread(&s, t)) {
-                Some(why) => Err(RpcError::of(ErrorKind::NoSuchThread, why)),
-                None => Ok(s),
-            }
-        }
-        Ok(_) => {
+    match entry.read(process, &opts) {
+        Read::Stack(s) => match p.tid.and_then(|t| crate::stack::missing_thread(&s, t)) {
+            Some(why) => Err(RpcError::of(ErrorKind::NoSuchThread, why)),
+            None => Ok(s),
+        },
+        Read::Gone => {
             if cached {
                 state.cache.remove(key);
             }
             Err(exited(p.pid))
         }
-        Err(e) => {
-            if !still_there && cached && state.cache.remove(key) {
-                debug!(pid = p.pid, "dropped: process exited");
-            } else if cached
-                && matches!(e, pyframe_reader::Error::Inconsistent { .. })
-                && state.cache.remove(key)
-            {
-                // what was learned at attach may no longer hold (an exec of the same
-                // binary keeps pid, start time and executable): attach afresh
-                debug!(pid = p.pid, "dropped: reads no longer consistent");
+        Read::Failed { e, stale } => {
+            if stale && cached && state.cache.remove(key) {
+                debug!(pid = p.pid, error = %e, "dropped: process gone or reads no longer consistent");
             }
             Err(reader_error(&e))
         }

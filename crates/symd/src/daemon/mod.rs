@@ -174,11 +174,8 @@ async fn sweep(state: Arc<State>) {
         let _ = tokio::task::spawn_blocking(move || {
             st.checkers.reap_idle(checker::IDLE);
             for e in st.cache.entries() {
-                let key = e.key;
-                if pyframe_reader::platform::start_time(key.pid).ok() != Some(key.start_time)
-                    && st.cache.remove(key)
-                {
-                    info!(pid = key.pid, "process exited; detached");
+                if !e.identity.alive() && st.cache.remove(e.key) {
+                    info!(pid = e.key.pid, "process exited; detached");
                 }
             }
         })

@@ -101,12 +101,6 @@ pub fn is_descendant(_pid: u32, _ancestor: u32) -> bool {
     false
 }
 
-/// illumos has no cheap, stable identity of a process's executable image here: the
-/// cache tells processes apart by pid and start time only (an exec keeps both).
-pub fn exe_identity(_pid: u32) -> Option<(u64, u64)> {
-    None
-}
-
 // libc.so.1's privilege-set calls (privileges(7), setppriv(2)).
 extern "C" {
     fn priv_str_to_set(
@@ -227,24 +221,6 @@ pub(super) fn held_privileges_impl(_caps: (u64, u64)) -> Vec<(String, String)> {
 /// Linux (Yama) mode and never asked here.
 pub fn open_as_client(pid: u32, _mode: super::CheckMode) -> io::Result<()> {
     std::fs::File::open(format!("/proc/{pid}/as")).map(drop)
-}
-
-/// No pidfd here: [`ProcessHandle::open`] always fails and callers compare start
-/// times instead.
-#[derive(Debug)]
-pub struct ProcessHandle(());
-
-impl ProcessHandle {
-    pub fn open(_pid: u32) -> io::Result<ProcessHandle> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "no pidfd on illumos",
-        ))
-    }
-
-    pub fn exited(&self) -> bool {
-        true
-    }
 }
 
 /// `PR_STOPPED` of `lwpstatus_t.pr_flags` (<sys/procfs.h>): the LWP is stopped.

@@ -101,8 +101,11 @@ fn peer_user_namespace(
             )
         };
         // SAFETY: a fresh descriptor that nothing else owns.
-        (rc == 0 && pfd >= 0)
-            .then(|| ProcessHandle(unsafe { std::os::fd::OwnedFd::from_raw_fd(pfd) }))
+        (rc == 0 && pfd >= 0).then(|| {
+            pyframe_reader::platform::ProcessHandle::from_fd(unsafe {
+                std::os::fd::OwnedFd::from_raw_fd(pfd)
+            })
+        })
     });
     let ns = ns_identity(&format!("/proc/{pid}/ns/user")).ok_or(())?;
     let result = if ns == own {
@@ -316,44 +319,6 @@ pub fn open_as_client(pid: u32, mode: super::CheckMode) -> io::Result<()> {
     std::fs::File::open(format!("/proc/{pid}/{what}")).map(drop)
 }
 
-/// A process held by a pidfd (Linux 5.3+): whether it exited is one `poll`, not a
-/// read and parse of `/proc/PID/stat`.
-#[derive(Debug)]
-pub struct ProcessHandle(std::os::fd::OwnedFd);
-
-impl ProcessHandle {
-    /// A handle on whatever process holds `pid` now; the caller checks it is the one
-    /// it meant (its start time, read after this).
-    pub fn open(pid: u32) -> io::Result<ProcessHandle> {
-        use std::os::fd::FromRawFd;
-        let pid =
-            libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor that nothing else owns.
-        Ok(ProcessHandle(unsafe {
-            std::os::fd::OwnedFd::from_raw_fd(fd as RawFd)
-        }))
-    }
-
-    /// Whether the process has exited (a pidfd turns readable then). An error of
-    /// `poll` counts as exited: callers then stop trusting the pid.
-    pub fn exited(&self) -> bool {
-        use std::os::fd::AsRawFd;
-        let mut p = libc::pollfd {
-            fd: self.0.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, no wait.
-        let n = unsafe { libc::poll(&mut p, 1, 0) };
-        n != 0
-    }
-}
-
 /// Yama's `/proc/sys/kernel/yama/ptrace_scope`: 0 when Yama is not built in (the file
 /// is absent); an unreadable or unknown value counts as the strictest, 3.
 pub fn ptrace_scope() -> u32 {
@@ -400,15 +365,6 @@ fn parent_pid(pid: u32) -> Option<u32> {
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
     rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Device and inode of the executable the process runs now (`/proc/PID/exe`, the
-/// link followed): changes when the process execs, unlike its pid and start time.
-pub fn exe_identity(pid: u32) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}/exe"))
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
 }
 
 /// Every thread of `pid` with what holds it, from `/proc/PID/task/TID/{stat,status}`.
