@@ -116,7 +116,7 @@ impl StackSource for LiveSource {
     }
 
     fn pid_of_tid(&mut self, tid: u64) -> Option<u32> {
-        platform::pid_of_tid(tid)
+        crate::platform::pid_of_tid(tid)
     }
 }
 
@@ -189,7 +189,7 @@ impl StackSource for DaemonSource {
     }
 
     fn pid_of_tid(&mut self, tid: u64) -> Option<u32> {
-        platform::pid_of_tid(tid)
+        crate::platform::pid_of_tid(tid)
     }
 }
 

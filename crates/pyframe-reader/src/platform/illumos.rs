@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::illumos_procfs::{self as procfs, ctl_message, PCRUN, PCSET, PCSTOP, PR_RLC};
-use super::{Credentials, Mapping};
+use super::Mapping;
 use crate::error::{Error, MemoryError, Result};
 use crate::memory::Memory;
 
@@ -164,19 +164,6 @@ pub fn start_time(pid: u32) -> Result<u64> {
     Ok(psinfo(pid)?.start_time_ns())
 }
 
-/// Ids from `/proc/PID/cred` (readable by the owner and by proc_owner); from the
-/// world-readable `psinfo` when `cred` cannot be read (no saved uid there: the
-/// effective uid stands in for it).
-pub fn credentials(pid: u32) -> Result<Credentials> {
-    match read_proc_bytes(pid, "cred") {
-        Ok(b) => procfs::parse_prcred(&b)
-            .map(|c| c.credentials())
-            .ok_or_else(|| bad_data(pid, "cred")),
-        Err(Error::NoSuchProcess { pid }) => Err(Error::NoSuchProcess { pid }),
-        Err(_) => Ok(psinfo(pid)?.credentials()),
-    }
-}
-
 /// LWP ids of the process (`/proc/PID/lwp/` entries).
 pub fn threads(pid: u32) -> Result<Vec<u64>> {
     let dir = proc_path(pid, "lwp");
@@ -195,22 +182,6 @@ pub fn thread_name(pid: u32, tid: u64) -> Option<String> {
     f.take(4096).read_to_end(&mut b).ok()?;
     procfs::parse_lwpname(&b)
 }
-
-/// The process a thread id belongs to: on illumos an LWP id is only unique inside its
-/// process (every process has an LWP 1), so a bare thread id names no process.
-pub fn pid_of_tid(_tid: u64) -> Option<u32> {
-    None
-}
-
-/// Executable path as the kernel resolved it (`/proc/PID/path/a.out`).
-pub fn executable(pid: u32) -> Option<String> {
-    std::fs::read_link(proc_path(pid, "path/a.out"))
-        .ok()
-        .map(|p| p.display().to_string())
-}
-
-/// Default directory of the daemon's socket.
-pub const DEFAULT_RUN_DIR: &str = "/var/run/pystackd";
 
 /// Linux finds the LWP id inside `struct pthread` by calibration; on illumos
 /// `pthread_self()` is the LWP id itself, so there is no offset to find.

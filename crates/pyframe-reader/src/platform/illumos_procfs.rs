@@ -1,4 +1,4 @@
-//! Byte-level readers of illumos `/proc` structures (`prmap_t`, `psinfo_t`, `prcred_t`)
+//! Byte-level readers of illumos `/proc` structures (`prmap_t`, `psinfo_t`)
 //! and writers of `ctl` messages.
 //!
 //! Pure functions on byte slices, compiled on every OS so that their unit tests run on
@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use super::{Credentials, Mapping};
+use super::Mapping;
 use crate::memory::{i32_at, u32_at, u64_at};
 
 /// `sizeof (prmap_t)` on LP64: vaddr 8, size 8, mapname[64], offset 8, mflags, pagesize,
@@ -166,17 +166,6 @@ impl PsInfo {
         let ns = u64::try_from(self.start_nsec).unwrap_or(0).min(999_999_999);
         s.saturating_mul(1_000_000_000).saturating_add(ns)
     }
-
-    /// psinfo has no saved ids: the saved uid is taken to be the effective one.
-    pub fn credentials(&self) -> Credentials {
-        Credentials {
-            ruid: self.uid,
-            euid: self.euid,
-            suid: self.euid,
-            rgid: self.gid,
-            egid: self.egid,
-        }
-    }
 }
 
 /// Parse `/proc/PID/psinfo`; `None` if the buffer is too short.
@@ -198,65 +187,6 @@ pub fn parse_psinfo(b: &[u8]) -> Option<PsInfo> {
         psargs: c_string(&b[PSINFO_PSARGS..PSINFO_PSARGS + PRARGSZ]),
         dmodel: b[PSINFO_DMODEL],
         zoneid: i32_at(b, PSINFO_ZONEID),
-    })
-}
-
-// `prcred_t`: seven 4-byte fields, then pr_groups[pr_ngroups].
-const PRCRED_EUID: usize = 0;
-const PRCRED_RUID: usize = 4;
-const PRCRED_SUID: usize = 8;
-const PRCRED_EGID: usize = 12;
-const PRCRED_RGID: usize = 16;
-const PRCRED_SGID: usize = 20;
-const PRCRED_NGROUPS: usize = 24;
-const PRCRED_GROUPS: usize = 28;
-/// Upper bound on supplementary groups read (illumos' `ngroups_max` is at most 1024).
-pub const MAX_GROUPS: usize = 1024;
-
-/// `/proc/PID/cred`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrCred {
-    pub euid: u32,
-    pub ruid: u32,
-    pub suid: u32,
-    pub egid: u32,
-    pub rgid: u32,
-    pub sgid: u32,
-    /// Supplementary groups present in the buffer (at most [`MAX_GROUPS`]).
-    pub groups: Vec<u32>,
-}
-
-impl PrCred {
-    pub fn credentials(&self) -> Credentials {
-        Credentials {
-            ruid: self.ruid,
-            euid: self.euid,
-            suid: self.suid,
-            rgid: self.rgid,
-            egid: self.egid,
-        }
-    }
-}
-
-/// Parse `/proc/PID/cred`; `None` if shorter than the fixed fields. A negative or
-/// oversized `pr_ngroups` is clamped to what the buffer holds.
-pub fn parse_prcred(b: &[u8]) -> Option<PrCred> {
-    if b.len() < PRCRED_GROUPS {
-        return None;
-    }
-    let n = usize::try_from(i32_at(b, PRCRED_NGROUPS)).unwrap_or(0);
-    let avail = (b.len() - PRCRED_GROUPS) / 4;
-    let groups = (0..n.min(avail).min(MAX_GROUPS))
-        .map(|i| u32_at(b, PRCRED_GROUPS + 4 * i))
-        .collect();
-    Some(PrCred {
-        euid: u32_at(b, PRCRED_EUID),
-        ruid: u32_at(b, PRCRED_RUID),
-        suid: u32_at(b, PRCRED_SUID),
-        egid: u32_at(b, PRCRED_EGID),
-        rgid: u32_at(b, PRCRED_RGID),
-        sgid: u32_at(b, PRCRED_SGID),
-        groups,
     })
 }
 
@@ -402,11 +332,6 @@ mod tests {
         assert!(p.psargs.starts_with("/usr/bin/python3.10 /usr/bin/pkg"));
         assert_eq!(p.dmodel, PR_MODEL_LP64);
         assert_eq!(p.zoneid, 5);
-        let c = p.credentials();
-        assert_eq!(
-            (c.ruid, c.euid, c.suid, c.rgid, c.egid),
-            (101, 102, 102, 10, 11)
-        );
     }
 
     #[test]
@@ -420,36 +345,6 @@ mod tests {
         g[88..96].copy_from_slice(&i64::MAX.to_le_bytes());
         g[96..104].copy_from_slice(&0i64.to_le_bytes());
         assert_eq!(parse_psinfo(&g).unwrap().start_time_ns(), u64::MAX);
-    }
-
-    #[test]
-    fn parses_prcred() {
-        let mut b = Vec::new();
-        for v in [1000u32, 1001, 1002, 50, 51, 52] {
-            b.extend(v.to_le_bytes());
-        }
-        b.extend(2i32.to_le_bytes());
-        b.extend(7u32.to_le_bytes());
-        b.extend(8u32.to_le_bytes());
-        let c = parse_prcred(&b).unwrap();
-        assert_eq!((c.euid, c.ruid, c.suid), (1000, 1001, 1002));
-        assert_eq!((c.egid, c.rgid, c.sgid), (50, 51, 52));
-        assert_eq!(c.groups, vec![7, 8]);
-        let cr = c.credentials();
-        assert_eq!(
-            (cr.ruid, cr.euid, cr.suid, cr.rgid, cr.egid),
-            (1001, 1000, 1002, 51, 50)
-        );
-
-        // pr_ngroups claims more than the buffer holds, or is negative
-        let mut lie = b.clone();
-        lie[24..28].copy_from_slice(&i32::MAX.to_le_bytes());
-        assert_eq!(parse_prcred(&lie).unwrap().groups, vec![7, 8]);
-        lie[24..28].copy_from_slice(&(-5i32).to_le_bytes());
-        assert!(parse_prcred(&lie).unwrap().groups.is_empty());
-        assert!(parse_prcred(&b[..27]).is_none());
-        // zero groups: the kernel still writes the fixed part (sizeof is 32)
-        assert!(parse_prcred(&b[..28]).unwrap().groups.is_empty());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 
-use super::{Credentials, Mapping};
+use super::Mapping;
 use crate::error::{Error, MemoryError, Result};
 use crate::memory::{Memory, MemoryExt};
 
@@ -298,34 +298,6 @@ fn tracer(pid: u32) -> Option<u32> {
         .filter(|&t| t != 0)
 }
 
-pub fn credentials(pid: u32) -> Result<Credentials> {
-    let status = read_proc(pid, "status")?;
-    let ids = |key: &str| -> Option<Vec<u32>> {
-        let line = status.lines().find(|l| l.starts_with(key))?;
-        Some(
-            line[key.len()..]
-                .split_whitespace()
-                .filter_map(|v| v.parse().ok())
-                .collect(),
-        )
-    };
-    let bad = || {
-        Error::io(
-            format!("parsing /proc/{pid}/status"),
-            io::ErrorKind::InvalidData.into(),
-        )
-    };
-    let u = ids("Uid:").filter(|v| v.len() >= 3).ok_or_else(bad)?;
-    let g = ids("Gid:").filter(|v| v.len() >= 2).ok_or_else(bad)?;
-    Ok(Credentials {
-        ruid: u[0],
-        euid: u[1],
-        suid: u[2],
-        rgid: g[0],
-        egid: g[1],
-    })
-}
-
 /// OS thread ids (LWPs) of the process.
 pub fn threads(pid: u32) -> Result<Vec<u64>> {
     let dir = format!("/proc/{pid}/task");
@@ -345,28 +317,6 @@ pub fn thread_name(pid: u32, tid: u64) -> Option<String> {
         .ok()
         .map(|s| s.trim_end_matches('\n').to_string())
 }
-
-/// The process a thread id belongs to (`Tgid:` of `/proc/TID/status`; Linux thread ids
-/// are unique system-wide), `None` if no such thread exists.
-pub fn pid_of_tid(tid: u64) -> Option<u32> {
-    let tid = u32::try_from(tid).ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|&p: &u32| p != 0)
-}
-
-/// Executable path as the kernel reports it (the loader when started via `ld.so`).
-pub fn executable(pid: u32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .map(|p| p.display().to_string())
-}
-
-/// Default directory of the daemon's socket.
-pub const DEFAULT_RUN_DIR: &str = "/run/pystackd";
 
 /// Offset of `tid` inside glibc's/musl's `struct pthread`, found by calibration: the
 /// main thread's `pthread_self()` block holds the pid (its LWP id) at that offset.
@@ -555,72 +505,6 @@ pub fn resume(pid: u32) -> Result<()> {
         .map_err(|e| Error::io(format!("sending SIGCONT to {pid}"), e.into()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_states_from_stat_lines() {
-        // real lines: a sleeping python, a zombie, and one in its exit (flags with PF_EXITING)
-        let sleeping = "4242 (python3) S 1 4242 1 0 -1 4194560 1000 0 0 0 5 2 0 0 20 0 1 0 99 1 2";
-        let zombie = "4242 (python3) Z 1 4242 1 0 -1 4227084 1958 0 0 0 1 0 0 0 20 0 1 0 99 0 0";
-        let exiting = "4242 (py (x) 3) R 1 4242 1 0 -1 4194564 1958 0 0 0 1 0 0 0 20 0 1 0 99 0 0";
-        assert!(!stat_state_exited(sleeping));
-        assert!(stat_state_exited(zombie));
-        assert!(stat_state_exited(exiting));
-        assert!(!stat_state_exited("garbage"));
-        assert!(!has_exited(std::process::id()));
-        assert!(!is_kernel_thread(std::process::id()));
-        // kthreadd is pid 2 wherever the pid namespace is the host's
-        if std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd") {
-            assert!(is_kernel_thread(2));
-        }
-    }
-
-    #[test]
-    fn parses_maps_lines() {
-        let text = "55d0c8a00000-55d0c8a01000 r--p 00000000 fd:00 1234   /usr/bin/python3.11\n\
-                    7f00-8f00 rw-p 00001000 00:00 0 \n\
-                    7ffd1000-7ffd2000 rw-p 00000000 00:00 0                          [stack]\n\
-                    garbage\n";
-        let m = parse_maps(42, text);
-        assert_eq!(m.len(), 3);
-        assert_eq!(m[0].path.as_deref(), Some("/usr/bin/python3.11"));
-        assert_eq!(
-            m[0].open_path,
-            Some(PathBuf::from("/proc/42/root/usr/bin/python3.11"))
-        );
-        assert!(m[0].read && !m[0].write);
-        assert_eq!(m[1].path, None);
-        assert_eq!(m[1].offset, 0x1000);
-        assert_eq!(m[2].path.as_deref(), Some("[stack]"));
-        assert_eq!(m[2].open_path, None);
-    }
-
-    #[test]
-    fn own_process_facts() {
-        let pid = std::process::id();
-        assert!(start_time(pid).unwrap() > 0);
-        assert!(threads(pid).unwrap().contains(&(pid as u64)));
-        let c = credentials(pid).unwrap();
-        assert_eq!(c.euid, nix::unistd::geteuid().as_raw());
-        assert!(!exists(0));
-        assert_eq!(pid_of_tid(u64::from(pid)), Some(pid));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let h = std::thread::spawn(move || {
-            tx.send(nix::unistd::gettid().as_raw() as u64).unwrap();
-            let _ = done_rx.recv();
-        });
-        let tid = rx.recv().unwrap();
-        assert_ne!(tid, u64::from(pid));
-        assert_eq!(pid_of_tid(tid), Some(pid));
-        drop(done_tx);
-        h.join().unwrap();
-        assert_eq!(pid_of_tid(u64::MAX), None);
-    }
-}
-
 /// A process held by a pidfd (Linux 5.3+): whether it exited is one `poll`, not a
 /// read and parse of `/proc/PID/stat`.
 #[derive(Debug)]
@@ -671,4 +555,66 @@ pub fn exe_identity(pid: u32) -> Option<(u64, u64)> {
     std::fs::metadata(format!("/proc/{pid}/exe"))
         .ok()
         .map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_states_from_stat_lines() {
+        // real lines: a sleeping python, a zombie, and one in its exit (flags with PF_EXITING)
+        let sleeping = "4242 (python3) S 1 4242 1 0 -1 4194560 1000 0 0 0 5 2 0 0 20 0 1 0 99 1 2";
+        let zombie = "4242 (python3) Z 1 4242 1 0 -1 4227084 1958 0 0 0 1 0 0 0 20 0 1 0 99 0 0";
+        let exiting = "4242 (py (x) 3) R 1 4242 1 0 -1 4194564 1958 0 0 0 1 0 0 0 20 0 1 0 99 0 0";
+        assert!(!stat_state_exited(sleeping));
+        assert!(stat_state_exited(zombie));
+        assert!(stat_state_exited(exiting));
+        assert!(!stat_state_exited("garbage"));
+        assert!(!has_exited(std::process::id()));
+        assert!(!is_kernel_thread(std::process::id()));
+        // kthreadd is pid 2 wherever the pid namespace is the host's
+        if std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd") {
+            assert!(is_kernel_thread(2));
+        }
+    }
+
+    #[test]
+    fn parses_maps_lines() {
+        let text = "55d0c8a00000-55d0c8a01000 r--p 00000000 fd:00 1234   /usr/bin/python3.11\n\
+                    7f00-8f00 rw-p 00001000 00:00 0 \n\
+                    7ffd1000-7ffd2000 rw-p 00000000 00:00 0                          [stack]\n\
+                    garbage\n";
+        let m = parse_maps(42, text);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].path.as_deref(), Some("/usr/bin/python3.11"));
+        assert_eq!(
+            m[0].open_path,
+            Some(PathBuf::from("/proc/42/root/usr/bin/python3.11"))
+        );
+        assert!(m[0].read && !m[0].write);
+        assert_eq!(m[1].path, None);
+        assert_eq!(m[1].offset, 0x1000);
+        assert_eq!(m[2].path.as_deref(), Some("[stack]"));
+        assert_eq!(m[2].open_path, None);
+    }
+
+    #[test]
+    fn own_process_facts() {
+        let pid = std::process::id();
+        assert!(start_time(pid).unwrap() > 0);
+        assert!(threads(pid).unwrap().contains(&(pid as u64)));
+        assert!(!exists(0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let h = std::thread::spawn(move || {
+            tx.send(nix::unistd::gettid().as_raw() as u64).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        assert_ne!(tid, u64::from(pid));
+        assert!(threads(pid).unwrap().contains(&tid));
+        drop(done_tx);
+        h.join().unwrap();
+    }
 }

@@ -3,7 +3,7 @@
 //!
 //! Each OS module provides the same free functions and the `ProcessMemory` and
 //! `StopGuard` types: open process memory, list mappings with object paths, process
-//! start time and credentials, threads and their names, stopping and resuming a
+//! start time, threads and their names, stopping and resuming a
 //! process, and mapping `PyThreadState.thread_id` values to OS thread ids.
 
 use std::path::PathBuf;
@@ -21,6 +21,31 @@ pub use linux::*;
 mod illumos;
 #[cfg(target_os = "illumos")]
 pub use illumos::*;
+
+/// The interface every OS module provides, checked by the compiler on each OS (a missing
+/// function or another signature fails that OS's build; `tools/check-illumos` builds
+/// illumos here).
+#[allow(dead_code, clippy::type_complexity)]
+const INTERFACE: () = {
+    use crate::error::Result;
+    use crate::memory::Memory;
+    use std::collections::HashMap;
+    let _: fn(u32) -> Result<ProcessMemory> = open_memory;
+    let _: fn(u32) -> bool = exists;
+    let _: fn(u32) -> bool = has_exited;
+    let _: fn(u32) -> bool = is_kernel_thread;
+    let _: fn(u32) -> Result<Vec<Mapping>> = mappings;
+    let _: fn(u32) -> Result<u64> = start_time;
+    let _: fn(u32) -> Result<Vec<u64>> = threads;
+    let _: fn(u32, u64) -> Option<String> = thread_name;
+    let _: fn(u32, &dyn Memory, &[u64]) -> Option<u64> = calibrate_pthread_tid_offset;
+    let _: fn(u32, &dyn Memory, &[u64], &mut Option<u64>) -> HashMap<u64, u64> = os_thread_ids;
+    let _: fn(u32) -> Result<StopGuard> = stop;
+    let _: fn(u32) -> Result<()> = resume;
+    let _: fn(u32) -> std::io::Result<ProcessHandle> = ProcessHandle::open;
+    let _: fn(&ProcessHandle) -> bool = ProcessHandle::exited;
+    let _: fn(u32) -> Option<(u64, u64)> = exe_identity;
+};
 
 /// One mapping of the target's address space.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,14 +74,4 @@ impl Mapping {
             .as_deref()
             .map(|p| p.rsplit('/').next().unwrap_or(p))
     }
-}
-
-/// Real and effective ids of a process, for the daemon's access check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Credentials {
-    pub ruid: u32,
-    pub euid: u32,
-    pub suid: u32,
-    pub rgid: u32,
-    pub egid: u32,
 }

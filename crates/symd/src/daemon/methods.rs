@@ -246,7 +246,7 @@ fn get_or_attach(state: &State, peer: PeerCredentials, key: Key) -> RpcResult<At
     let process = PythonProcess::attach(key.pid).map_err(|e| reader_error(&e))?;
     // the process attached must be the one authorized: same pid and start time
     let identity = Identity::expect(key.pid, key.start_time).map_err(|_| exited(key.pid))?;
-    let mut entry = Entry::new(key, process, platform::executable(key.pid), identity);
+    let mut entry = Entry::new(key, process, crate::platform::executable(key.pid), identity);
     entry.owner_uid = peer.uid;
     let config = state.config();
     match state
@@ -487,7 +487,7 @@ impl stacktext::StackSource for CacheSource<'_> {
     }
 
     fn pid_of_tid(&mut self, tid: u64) -> Option<u32> {
-        platform::pid_of_tid(tid)
+        crate::platform::pid_of_tid(tid)
     }
 }
 

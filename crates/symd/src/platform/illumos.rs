@@ -261,3 +261,19 @@ pub fn thread_holds(pid: u32) -> Vec<(u64, super::Hold)> {
 pub fn stdin_pipe_maker() -> Option<u32> {
     None
 }
+
+/// The process a thread id belongs to: on illumos an LWP id is only unique inside its
+/// process (every process has an LWP 1), so a bare thread id names no process.
+pub fn pid_of_tid(_tid: u64) -> Option<u32> {
+    None
+}
+
+/// Executable path as the kernel resolved it (`/proc/PID/path/a.out`).
+pub fn executable(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/path/a.out"))
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+/// Default directory of the daemon's socket.
+pub const DEFAULT_RUN_DIR: &str = "/var/run/pystackd";

@@ -440,8 +440,48 @@ pub fn stdin_pipe_maker() -> Option<u32> {
     None
 }
 
+/// The process a thread id belongs to (`Tgid:` of `/proc/TID/status`; Linux thread ids
+/// are unique system-wide), `None` if no such thread exists.
+pub fn pid_of_tid(tid: u64) -> Option<u32> {
+    let tid = u32::try_from(tid).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&p: &u32| p != 0)
+}
+
+/// Executable path as the kernel reports it (the loader when started via `ld.so`).
+pub fn executable(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+/// Default directory of the daemon's socket.
+pub const DEFAULT_RUN_DIR: &str = "/run/pystackd";
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_process_of_a_thread() {
+        let pid = std::process::id();
+        assert_eq!(super::pid_of_tid(u64::from(pid)), Some(pid));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let h = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() } as u64).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        assert_eq!(super::pid_of_tid(tid), Some(pid));
+        drop(done_tx);
+        h.join().unwrap();
+        assert_eq!(super::pid_of_tid(u64::MAX), None);
+    }
+
     #[test]
     fn ids_inside_a_namespace() {
         // unshare -U -r by uid 1000: "0 1000 1"; a rootless container's range

@@ -50,6 +50,24 @@ pub struct ForeignNs {
     pub cap_prm: u64,
 }
 
+/// The interface every OS module provides, checked by the compiler on each OS (a missing
+/// function or another signature fails that OS's build; `tools/check-illumos` builds
+/// illumos here).
+#[allow(dead_code)]
+const INTERFACE: () = {
+    use std::io;
+    use std::os::fd::RawFd;
+    let _: fn(RawFd) -> io::Result<PeerCred> = peer_credentials;
+    let _: fn(u32, CheckMode) -> io::Result<()> = open_as_client;
+    let _: fn() -> u32 = ptrace_scope;
+    let _: fn(u32, u32) -> bool = is_descendant;
+    let _: fn(u32) -> Vec<(u64, Hold)> = thread_holds;
+    let _: fn() -> Option<u32> = stdin_pipe_maker;
+    let _: fn(u64) -> Option<u32> = pid_of_tid;
+    let _: fn(u32) -> Option<String> = executable;
+    let _: &str = DEFAULT_RUN_DIR;
+};
+
 /// What the OS says about one thread at one moment: whether something holds it still.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
@@ -66,7 +84,7 @@ pub const SOCKET_NAME: &str = "pystackd.sock";
 
 /// `/run/pystackd/pystackd.sock` on Linux, `/var/run/pystackd/pystackd.sock` on illumos.
 pub fn default_socket_path() -> PathBuf {
-    PathBuf::from(pyframe_reader::platform::DEFAULT_RUN_DIR).join(SOCKET_NAME)
+    PathBuf::from(DEFAULT_RUN_DIR).join(SOCKET_NAME)
 }
 
 /// Which kernel check the access checker makes for a client (see
