@@ -9,6 +9,7 @@ pub mod config;
 pub mod methods;
 pub mod peer;
 pub mod server;
+pub mod socket;
 pub mod state;
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use crate::exit;
 use config::Config;
-use server::Origin;
+use socket::Origin;
 use state::State;
 
 type FilterHandle = reload::Handle<EnvFilter, Registry>;
@@ -50,12 +51,12 @@ pub fn run(socket: &Path, config_path: Option<&Path>, log_level: Option<&str>) -
     // panics: they fail one request).
     std::panic::set_hook(Box::new(|info| error!("panic: {info}")));
 
-    let listener = match server::activated_listener() {
+    let listener = match socket::activated_listener() {
         Ok(Some(l)) => {
             info!("using the socket passed by systemd");
             Ok((l, Origin::Activated))
         }
-        Ok(None) => server::bind(socket),
+        Ok(None) => socket::bind(socket),
         Err(e) => Err(format!("socket activation: {e}")),
     };
     let (listener, origin) = match listener {
