@@ -211,6 +211,13 @@ def p5m_checks():
     check("p5m: SMF manifest with restart_fmri=svc:/system/manifest-import:default",
           man and man[2].get("restart_fmri") == ["svc:/system/manifest-import:default"])
     check("p5m: manifest payload is smf/pystackd.xml", man and man[1] == "smf/pystackd.xml")
+    # illumos and OmniOS deliver SMF manifests root:sys 0444
+    check("p5m: SMF manifest owner=root group=sys mode=0444",
+          man and man[2].get("owner") == ["root"] and man[2].get("group") == ["sys"]
+          and man[2].get("mode") == ["0444"])
+    lic = {a[2]: a[3].get("license", [None])[0] for a in actions if a[1] == "license"}
+    check("p5m: license actions for LICENSE-MIT and LICENSE-APACHE (the workspace's MIT OR Apache-2.0)",
+          lic == {"LICENSE-MIT": "MIT", "LICENSE-APACHE": "Apache-2.0"}, lic)
     meth = paths.get(METHOD_INSTALLED.lstrip("/"))
     check("p5m: method script delivered executable where the manifest runs it",
           meth and meth[1] == "smf/method/svc-pystackd" and int(meth[2]["mode"][0], 8) & 0o111)
