@@ -179,49 +179,103 @@ fn read_proc(pid: u32, what: &str) -> Result<String> {
 
 /// Parse `/proc/PID/maps` text.
 pub fn parse_maps(pid: u32, text: &str) -> Vec<Mapping> {
-    let mut out = Vec::new();
-    for line in text.lines() {
+    parse_map_lines(pid, text).map(|(m, _)| m).collect()
+}
+
+/// What a maps line says about the mapped file beyond its path: device and inode as the
+/// kernel mapped it, and whether that file has been deleted since.
+struct MappedFile {
+    dev: u64,
+    inode: u64,
+    deleted: bool,
+}
+
+fn parse_map_lines<'a>(
+    pid: u32,
+    text: &'a str,
+) -> impl Iterator<Item = (Mapping, Option<MappedFile>)> + 'a {
+    text.lines().filter_map(move |line| {
         let mut it = line.splitn(6, ' ');
-        let (Some(range), Some(perms), Some(offset), Some(_dev), Some(_inode)) =
+        let (Some(range), Some(perms), Some(offset), Some(dev), Some(inode)) =
             (it.next(), it.next(), it.next(), it.next(), it.next())
         else {
-            continue;
+            return None;
         };
         let path = it.next().map(str::trim_start).filter(|p| !p.is_empty());
-        let Some((s, e)) = range.split_once('-') else {
-            continue;
-        };
+        let (s, e) = range.split_once('-')?;
         let (Ok(start), Ok(end), Ok(offset)) = (
             u64::from_str_radix(s, 16),
             u64::from_str_radix(e, 16),
             u64::from_str_radix(offset, 16),
         ) else {
-            continue;
+            return None;
         };
         let p = perms.as_bytes();
+        let deleted = path.is_some_and(|p| p.ends_with(" (deleted)"));
         let file_path = path
             .filter(|p| p.starts_with('/'))
             .map(|p| p.strip_suffix(" (deleted)").unwrap_or(p).to_string());
+        // the target may live in another mount namespace: its root, as it sees it
         let open_path = file_path
             .as_ref()
             .map(|p| PathBuf::from(format!("/proc/{pid}/root{p}")));
-        out.push(Mapping {
-            start,
-            end,
-            offset,
-            read: p.first() == Some(&b'r'),
-            write: p.get(1) == Some(&b'w'),
-            exec: p.get(2) == Some(&b'x'),
-            path: path.map(str::to_string),
-            open_path,
+        let file = file_path.as_ref().and_then(|_| {
+            let (maj, min) = dev.split_once(':')?;
+            let (maj, min) = (
+                u32::from_str_radix(maj, 16).ok()?,
+                u32::from_str_radix(min, 16).ok()?,
+            );
+            Some(MappedFile {
+                dev: libc::makedev(maj, min),
+                inode: inode.trim().parse().ok()?,
+                deleted,
+            })
         });
-        // keep pseudo paths like [heap] in `path` but only real files get open_path
-    }
-    out
+        // pseudo paths like [heap] stay in `path`, but only real files get open_path
+        Some((
+            Mapping {
+                start,
+                end,
+                offset,
+                read: p.first() == Some(&b'r'),
+                write: p.get(1) == Some(&b'w'),
+                exec: p.get(2) == Some(&b'x'),
+                path: path.map(str::to_string),
+                open_path,
+            },
+            file,
+        ))
+    })
 }
 
+/// The mappings, each file mapping with a path that opens the file that is mapped: the
+/// path when it still names that file (same device and inode), else the kernel's handle
+/// on the mapped file itself (`/proc/PID/map_files/START-END`: an interpreter deleted or
+/// replaced since the process started, as after an upgrade; opening it needs
+/// CAP_SYS_ADMIN, so root or the daemon).
 pub fn mappings(pid: u32) -> Result<Vec<Mapping>> {
-    Ok(parse_maps(pid, &read_proc(pid, "maps")?))
+    use std::os::unix::fs::MetadataExt;
+    let text = read_proc(pid, "maps")?;
+    let mut checked: HashMap<String, bool> = HashMap::new();
+    Ok(parse_map_lines(pid, &text)
+        .map(|(mut m, file)| {
+            if let (Some(f), Some(path)) = (file, m.open_path.as_ref()) {
+                let key = path.display().to_string();
+                let intact = !f.deleted
+                    && *checked.entry(key).or_insert_with(|| {
+                        std::fs::metadata(path)
+                            .is_ok_and(|md| md.dev() == f.dev && md.ino() == f.inode)
+                    });
+                if !intact {
+                    m.open_path = Some(PathBuf::from(format!(
+                        "/proc/{pid}/map_files/{:x}-{:x}",
+                        m.start, m.end
+                    )));
+                }
+            }
+            m
+        })
+        .collect())
 }
 
 /// Start time in clock ticks since boot (field 22 of `/proc/PID/stat`): with the pid
