@@ -49,6 +49,15 @@ fn start(exe: &Path, dir: &Path, env: &[(&str, &Path)]) -> Running {
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("{}: target printed {first:?}", exe.display()));
+    // printed before it blocks: wait until it sits in read(2) (x86_64 syscall 0)
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+        .map_or(true, |s| s.split_whitespace().next() != Some("0"))
+    {
+        assert!(std::time::Instant::now() < deadline, "target never blocked in read");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     Running {
         child,
         script,
