@@ -2,7 +2,7 @@
 
 use crate::detect::{detect_frame, Format};
 use crate::keys::{int_columns, KeyColumn, KeyColumns};
-use crate::lines::{indent_len, is_blank, parse_count, scan_ids, split_eol, trim};
+use crate::lines::{find_pyframes, indent_len, is_blank, parse_count, scan_ids, split_eol, trim};
 use crate::matching::{eval_calls, match_thread, Unmatched};
 use crate::output::{write_annotations, write_folded, NativeFrameRecord, StackRecord, Status};
 use crate::reader::LineReader;
@@ -92,6 +92,9 @@ struct Ids {
     pids: Vec<u32>,
     tid: Option<u64>,
     conflict: Option<Unmatched>,
+    /// `pyframes=` tokens (and their `pyframes+=` continuations): frames captured at the
+    /// probe.
+    captured: Vec<String>,
 }
 
 impl Ids {
@@ -103,6 +106,31 @@ impl Ids {
 
     fn pid(&self) -> Option<u32> {
         self.pids.first().copied()
+    }
+
+    /// A `pyframes=` token; a second capture (not a `+=` continuation) is a conflict like
+    /// a second pid.
+    fn add_capture(&mut self, token: &[u8]) {
+        let t = String::from_utf8_lossy(token).into_owned();
+        if t.starts_with("pyframes=") && !self.captured.is_empty() {
+            if self.conflict.is_none() {
+                self.conflict = Some(Unmatched::TwoCaptures);
+            }
+            return;
+        }
+        // a bound on what one record may hold (a tracer prints a few lines per capture)
+        if self.captured.len() < 64 {
+            self.captured.push(t);
+        }
+    }
+
+    /// Every id and capture token a line holds.
+    fn add_line(&mut self, content: &[u8]) {
+        let (p, t) = scan_ids(content);
+        self.add(p, t);
+        if let Some(tok) = find_pyframes(content) {
+            self.add_capture(tok);
+        }
     }
 
     fn add(&mut self, pid: Option<u32>, tid: Option<u64>) {
@@ -447,8 +475,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             }
             // `pid=`/`tid=` lines add up: two different ones before a stack (probes on two
             // CPUs interleaved) leave it without a process
-            let (p, t) = scan_ids(content);
-            self.ctx.add(p, t);
+            self.ctx.add_line(content);
         }
         if self.held.is_some() {
             match self.post {
@@ -645,8 +672,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             .iter()
             .filter(|l| l.kind == Kind::Foreign)
         {
-            let (p, t) = scan_ids(&buf[l.start..l.content_end]);
-            ids.add(p, t);
+            ids.add_line(&buf[l.start..l.content_end]);
         }
         let mut refused = self.key_columns(&mut ids);
         let (mut pid, tid) = (self.opts.pid.or(ids.pid()), ids.tid);
@@ -664,6 +690,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             tid,
             named: ids.pids,
             refused,
+            captured: ids.captured,
         }
     }
 
@@ -683,6 +710,13 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         let Some(p) = target.pid else {
             return PyRead::Failed(Unmatched::NoPid);
         };
+        if !target.captured.is_empty() {
+            // the frames the probe captured, resolved: no later read of the thread
+            return match self.source.captured(p, target.tid, &target.captured) {
+                Ok(t) => PyRead::Captured(t),
+                Err(e) => PyRead::Failed(Unmatched::Source(e.to_string())),
+            };
+        }
         match self.source.thread_stacks(p) {
             Ok(t) => PyRead::Threads(t),
             Err(e) => PyRead::Failed(Unmatched::Source(e.to_string())),
@@ -710,12 +744,15 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
     /// Matches the thread's eval groups to the stack's eval calls, and asks whether the read
     /// shows the probe's moment.
     fn match_python(&mut self, target: &Target, read: PyRead) -> Outcome {
-        let mut threads = match read {
+        let (mut threads, captured) = match read {
             PyRead::Skip(status) => return Outcome::bare(status),
-            PyRead::Threads(t) => t,
+            PyRead::Threads(t) => (t, false),
+            PyRead::Captured(t) => (vec![t], true),
             PyRead::Failed(e) => return self.unannotated(e),
         };
-        let (idx, race, os_tid) = match match_thread(&threads, target.tid, self.calls.len()) {
+        // a capture is the firing thread's own: nothing to pick
+        let tid = if captured { None } else { target.tid };
+        let (idx, race, os_tid) = match match_thread(&threads, tid, self.calls.len()) {
             Ok(m) => (
                 threads
                     .iter()
@@ -731,7 +768,10 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             self.summary.race_outermost_bare += 1;
         }
         let pid = target.pid.expect("a stack is read only with a pid");
-        let status = if self.source.moment(pid, os_tid.or(target.tid)) == Moment::Later {
+        let status = if captured {
+            // read in probe context: the probe's moment by construction
+            Status::Annotated
+        } else if self.source.moment(pid, os_tid.or(target.tid)) == Moment::Later {
             // never a plain line for what may have moved since the probe
             self.summary.read_later += 1;
             Status::ReadLater
@@ -843,6 +883,8 @@ struct Target {
     named: Vec<u32>,
     /// Why the stack must not be matched to any process (conflicting names, bad keys).
     refused: Option<Unmatched>,
+    /// `pyframes=` tokens: Python frames captured at the probe.
+    captured: Vec<String>,
 }
 
 /// What reading the target's Python stacks gave.
@@ -850,6 +892,8 @@ enum PyRead {
     /// Nothing to read for this stack.
     Skip(Status),
     Threads(Vec<ThreadStack>),
+    /// The firing thread's frames as the probe captured them, resolved.
+    Captured(ThreadStack),
     Failed(Unmatched),
 }
 

@@ -110,6 +110,22 @@ pub(crate) fn scan_ids(s: &[u8]) -> (Option<u32>, Option<u64>) {
     (pid, tid)
 }
 
+/// A `pyframes=...` or `pyframes+=...` token (Python frames captured at the probe, see
+/// `pystackd probe`), up to the next whitespace.
+pub(crate) fn find_pyframes(s: &[u8]) -> Option<&[u8]> {
+    for i in memchr::memmem::find_iter(s, b"pyframes") {
+        if i > 0 && (s[i - 1].is_ascii_alphanumeric() || s[i - 1] == b'_') {
+            continue;
+        }
+        let rest = &s[i + 8..];
+        if rest.starts_with(b"=") || rest.starts_with(b"+=") {
+            let n = s[i..].iter().take_while(|&&b| !is_ws(b)).count();
+            return Some(&s[i..i + n]);
+        }
+    }
+    None
+}
+
 /// The whitespace-separated tokens of a line.
 pub(crate) fn tokens(s: &[u8]) -> impl Iterator<Item = &[u8]> {
     s.split(|&b| is_ws(b)).filter(|t| !t.is_empty())

@@ -126,6 +126,8 @@ pub enum Unmatched {
         first: u64,
         second: u64,
     },
+    /// The record holds two `pyframes=` captures (probes on two CPUs interleaved).
+    TwoCaptures,
     /// The aggregation key before the stack has integer columns and `--keys` names none.
     UnnamedKeys(String),
     /// `--keys` names a different number of columns than the key line holds.
@@ -165,6 +167,7 @@ impl Unmatched {
         match self {
             Unmatched::NoPid => "no pid known",
             Unmatched::Interleaved { .. } => "record names two processes or threads",
+            Unmatched::TwoCaptures => "record holds two captures",
             Unmatched::UnnamedKeys(_) => "aggregation key columns not named (--keys)",
             Unmatched::KeyColumns { .. } => "aggregation key columns do not fit --keys",
             Unmatched::KeyValue { .. } => "aggregation key column out of range",
@@ -182,6 +185,11 @@ impl std::fmt::Display for Unmatched {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Unmatched::NoPid => write!(f, "no pid known (use --pid or print pid=N)"),
+            Unmatched::TwoCaptures => write!(
+                f,
+                "the record holds two pyframes= captures (output of probes on several CPUs \
+                 interleaved?): which one the stack belongs to is unknown"
+            ),
             Unmatched::Interleaved {
                 what,
                 first,

@@ -50,6 +50,22 @@ pub trait StackSource {
         None
     }
 
+    /// The Python frames a probe captured for the thread that fired (`pyframes=` tokens,
+    /// innermost first, see `pystackd probe`), resolved against process `pid`: one thread's
+    /// stack, exact by construction. A frame that cannot be resolved with the identity the
+    /// probe captured is an error, never a guess. The default resolves nothing.
+    fn captured(
+        &mut self,
+        pid: u32,
+        _tid: Option<u64>,
+        _tokens: &[String],
+    ) -> Result<ThreadStack, SourceError> {
+        Err(SourceError::new(
+            ErrorKind::InvalidRequest,
+            format!("captured frames of process {pid} cannot be resolved here"),
+        ))
+    }
+
     /// What the last `thread_stacks(pid)` shows about thread `tid` (`None`: the thread was
     /// picked by its shape, so every thread counts). The default proves nothing.
     fn moment(&mut self, _pid: u32, _tid: Option<u64>) -> Moment {
@@ -70,6 +86,14 @@ impl<S: StackSource + ?Sized> StackSource for &mut S {
     fn moment(&mut self, pid: u32, tid: Option<u64>) -> Moment {
         (**self).moment(pid, tid)
     }
+    fn captured(
+        &mut self,
+        pid: u32,
+        tid: Option<u64>,
+        tokens: &[String],
+    ) -> Result<ThreadStack, SourceError> {
+        (**self).captured(pid, tid, tokens)
+    }
 }
 
 impl<S: StackSource + ?Sized> StackSource for Box<S> {
@@ -84,5 +108,13 @@ impl<S: StackSource + ?Sized> StackSource for Box<S> {
     }
     fn moment(&mut self, pid: u32, tid: Option<u64>) -> Moment {
         (**self).moment(pid, tid)
+    }
+    fn captured(
+        &mut self,
+        pid: u32,
+        tid: Option<u64>,
+        tokens: &[String],
+    ) -> Result<ThreadStack, SourceError> {
+        (**self).captured(pid, tid, tokens)
     }
 }

@@ -276,3 +276,34 @@ fn read_later_is_marked_in_every_output() {
     assert_eq!(sum.read_later, 0);
     assert!(String::from_utf8_lossy(&out).contains("     [ /x.py:1 (f0) ]\n"));
 }
+
+/// Frames captured at the probe (`pyframes=` tokens, with `pyframes+=` continuations) are
+/// resolved by the source instead of a later read: plain lines, even where a later read
+/// would be marked; two captures in one record are refused.
+#[test]
+fn captured_frames_are_exact_and_two_captures_are_refused() {
+    let stack = plain();
+    let mut input = b"pid=1 tid=7 pyframes=0x10:4:0x1,0x20:8:0x2\npyframes+=0x30:2:0x3\n".to_vec();
+    input.extend_from_slice(&stack);
+    let mut src = FakeSource::default();
+    src.later = true; // a live read would be `[~`
+    src.capture = Some(eight(Some(7)));
+    let (out, sum) = run(&input, &mut src, &opts(None));
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!((sum.annotated, sum.read_later), (1, 0), "{text}");
+    assert!(text.contains("     [ /x.py:1 (f0) ]\n"), "{text}");
+    assert_eq!(
+        src.tokens,
+        vec![vec![
+            "pyframes=0x10:4:0x1,0x20:8:0x2".to_string(),
+            "pyframes+=0x30:2:0x3".to_string()
+        ]]
+    );
+    assert!(src.asked.is_empty(), "no live read for a captured stack");
+
+    let mut two = b"pid=1 pyframes=0x10:4:0x1\npid=1 pyframes=0x40:4:0x1\n".to_vec();
+    two.extend_from_slice(&stack);
+    let (out, sum) = run(&two, &mut src, &opts(None));
+    assert_eq!(sum.annotated, 0, "{}", String::from_utf8_lossy(&out));
+    assert_eq!(sum.unannotated["record holds two captures"], 1);
+}

@@ -312,6 +312,15 @@ impl<S: StackSource> StackSource for Reuse<S> {
         self.inner.pid_of_tid(tid)
     }
 
+    fn captured(
+        &mut self,
+        pid: u32,
+        tid: Option<u64>,
+        tokens: &[String],
+    ) -> Result<ThreadStack, SourceError> {
+        self.inner.captured(pid, tid, tokens)
+    }
+
     fn moment(&mut self, pid: u32, tid: Option<u64>) -> stacktext::Moment {
         // a reused read is the inner source's last one for `pid`, and so is its proof
         self.inner.moment(pid, tid)

@@ -122,6 +122,15 @@ impl<S: StackSource> StackSource for Witnessed<S> {
         self.inner.pid_of_tid(tid)
     }
 
+    fn captured(
+        &mut self,
+        pid: u32,
+        tid: Option<u64>,
+        tokens: &[String],
+    ) -> Result<ThreadStack, SourceError> {
+        self.inner.captured(pid, tid, tokens)
+    }
+
     fn moment(&mut self, pid: u32, tid: Option<u64>) -> Moment {
         let Some(s) = self.shown.get(&pid) else {
             return Moment::Later;

@@ -55,7 +55,10 @@ fn start(exe: &Path, dir: &Path, env: &[(&str, &Path)]) -> Running {
     while std::fs::read_to_string(format!("/proc/{pid}/syscall"))
         .map_or(true, |s| s.split_whitespace().next() != Some("0"))
     {
-        assert!(std::time::Instant::now() < deadline, "target never blocked in read");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "target never blocked in read"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     Running {

@@ -41,6 +41,9 @@ pub struct FakeSource {
     pub tids: HashMap<u64, u32>,
     /// Every read is later than the probe (the default fakes a target held at the probe).
     pub later: bool,
+    /// What `captured` answers (`None`: it cannot resolve), and the tokens it was given.
+    pub capture: Option<ThreadStack>,
+    pub tokens: Vec<Vec<String>>,
 }
 
 impl FakeSource {
@@ -73,6 +76,17 @@ impl StackSource for FakeSource {
     }
     fn pid_of_tid(&mut self, tid: u64) -> Option<u32> {
         self.tids.get(&tid).copied()
+    }
+    fn captured(
+        &mut self,
+        pid: u32,
+        _tid: Option<u64>,
+        tokens: &[String],
+    ) -> Result<ThreadStack, SourceError> {
+        self.tokens.push(tokens.to_vec());
+        self.capture
+            .clone()
+            .ok_or_else(|| SourceError::no_such_process(pid))
     }
     fn moment(&mut self, _pid: u32, _tid: Option<u64>) -> Moment {
         if self.later {
