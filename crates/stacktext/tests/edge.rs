@@ -285,9 +285,11 @@ fn captured_frames_are_exact_and_two_captures_are_refused() {
     let stack = plain();
     let mut input = b"pid=1 tid=7 pyframes=0x10:4:0x1,0x20:8:0x2\npyframes+=0x30:2:0x3\n".to_vec();
     input.extend_from_slice(&stack);
-    let mut src = FakeSource::default();
-    src.later = true; // a live read would be `[~`
-    src.capture = Some(eight(Some(7)));
+    let mut src = FakeSource {
+        later: true, // a live read would be `[~`
+        capture: Some(eight(Some(7))),
+        ..FakeSource::default()
+    };
     let (out, sum) = run(&input, &mut src, &opts(None));
     let text = String::from_utf8_lossy(&out);
     assert_eq!((sum.annotated, sum.read_later), (1, 0), "{text}");
