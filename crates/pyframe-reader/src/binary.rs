@@ -60,6 +60,17 @@ pub fn version_from_name(name: &str) -> Option<(u8, u8)> {
     Some((3, digits.parse().ok()?))
 }
 
+/// Whether a name carries the free-threaded ABI flag (`python3.13t`, `libpython3.14t.so`).
+fn free_threaded_name(name: &str) -> bool {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let rest = base.strip_prefix("lib").unwrap_or(base);
+    let Some(rest) = rest.strip_prefix("python3.") else {
+        return false;
+    };
+    let after = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    after.len() < rest.len() && (after.starts_with('t') || after.starts_with("dt"))
+}
+
 /// "2.7" for `libpython2.7.so.1.0` / `python2.7`, "3.6" for `python3.6m`: versions
 /// older than pystackd reads.
 fn old_python_name(base: &str) -> Option<String> {
@@ -124,6 +135,8 @@ pub fn find_python(pid: u32, maps: &[Mapping]) -> Result<PythonBinary> {
             {
                 return Err(Error::PermissionDenied { pid, detail });
             }
+            // a free-threaded interpreter: say so, not "not Python"
+            Err(e @ Error::UnsupportedVersion { .. }) => return Err(e),
             Err(e) => tried.push(format!("{path} ({e})")),
         }
     }
@@ -214,6 +227,21 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
     if syms.py_runtime.is_none() && section.is_none() && name_version.is_none_or(|v| v < (3, 13)) {
         // a python-named file without the runtime (e.g. a launcher executable next to libpython)
         return Ok(None);
+    }
+    // A free-threaded build (PEP 703: `--disable-gil`, the `t` ABI flag) lays out every
+    // object differently (a larger header: `ob_tid`, `ob_ref_local`, `ob_ref_shared`);
+    // refuse it by name here rather than misread it as a torn read later. Its biased
+    // reference counting (`_Py_brc_*`) exists in no GIL build: a renamed binary is caught too.
+    let free_threaded = free_threaded_name(&path)
+        || obj
+            .dynamic_symbols()
+            .chain(obj.symbols())
+            .any(|s| s.name() == Ok("_Py_brc_merge_refcounts"));
+    if free_threaded {
+        let v = name_version.map_or_else(|| "3.13+".to_string(), |(a, b)| format!("{a}.{b}"));
+        return Err(Error::UnsupportedVersion {
+            version: format!("{v}t (a free-threaded build)"),
+        });
     }
     let Some(load_bias) = load_bias(&obj, m.path.as_deref(), maps) else {
         return Err(bin_err(
@@ -343,6 +371,11 @@ mod tests {
         );
         assert_eq!(version_from_name("python3.13"), Some((3, 13)));
         assert_eq!(version_from_name("/x/python3.14t"), Some((3, 14)));
+        assert!(free_threaded_name("/x/python3.14t"));
+        assert!(free_threaded_name("libpython3.13t.so.1.0"));
+        assert!(free_threaded_name("libpython3.13dt.so"));
+        assert!(!free_threaded_name("libpython3.13.so.1.0"));
+        assert!(!free_threaded_name("/usr/bin/python3.12"));
         assert_eq!(version_from_name("python3"), None);
         assert_eq!(version_from_name("pythonista"), None);
         assert_eq!(version_from_name("libpython3.8d.so"), Some((3, 8)));

@@ -302,6 +302,27 @@ fn unsupported_version() {
     );
 }
 
+/// A free-threaded build (3.13t, `--disable-gil`) is refused as such (exit 6, naming it),
+/// never misread as a torn read of a GIL build.
+#[test]
+fn free_threaded_build_is_refused_by_name() {
+    // tests/pythons/build-cpython ft, offered by tests/pythons/list as ft-3.13.*
+    let ft = require!(testkit::python(&Want::any().free_threaded()));
+    let mut child = Command::new(&ft.command)
+        .args(["-c", "import time; time.sleep(60)"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, err) = run_stack(&[&child.id().to_string()]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(code, Some(6), "{err}");
+    assert!(
+        err.contains("CPython 3.13t (a free-threaded build) is not supported"),
+        "{err}"
+    );
+}
+
 #[test]
 fn permission_denied_for_another_user() {
     require!(testkit::root("to switch users"));

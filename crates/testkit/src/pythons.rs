@@ -37,6 +37,9 @@ pub enum Build {
     FramePointers,
     /// The host's `/usr/bin/python3.X` (static, stripped on Debian).
     Host,
+    /// `tests/pythons/build-cpython ft`: free-threaded (`--disable-gil`), shared, symbols;
+    /// not read by pystackd yet, so never among the supported interpreters.
+    FreeThreaded,
     /// A label the kit does not know: no property is assumed.
     Other,
 }
@@ -69,6 +72,7 @@ impl Interpreter {
         let build = match label.split('-').next() {
             Some("pyenv") => Build::Pyenv,
             Some("fp") => Build::FramePointers,
+            Some("ft") => Build::FreeThreaded,
             Some("host") => Build::Host,
             Some("debian") if label.ends_with("-direct") => Build::Debian(Launch::Direct),
             Some("debian") => Build::Debian(Launch::Ldso),
@@ -87,9 +91,14 @@ impl Interpreter {
         format!("{}.{}", self.version.0, self.version.1)
     }
 
-    /// Within 3.8..3.15.
+    /// Within 3.8..3.15, and a GIL build.
     pub fn supported(&self) -> bool {
-        self.version >= SUPPORTED.0 && self.version <= SUPPORTED.1
+        self.version >= SUPPORTED.0 && self.version <= SUPPORTED.1 && !self.free_threaded()
+    }
+
+    /// A free-threaded build (`python3.13t`).
+    pub fn free_threaded(&self) -> bool {
+        self.build == Build::FreeThreaded
     }
 
     /// libpython is a shared library (else the runtime is in the executable).
@@ -362,6 +371,7 @@ pub struct Want {
     launch: Option<Launch>,
     usable_by_others: Option<bool>,
     unsupported: bool,
+    free_threaded: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -464,6 +474,13 @@ impl Want {
         self.usable_by_others = Some(false);
         self
     }
+    /// A free-threaded build (unsupported for now; without this, none is ever given).
+    pub fn free_threaded(mut self) -> Want {
+        self.free_threaded = true;
+        self.unsupported = true;
+        self
+    }
+
     /// Outside 3.8..3.15 (and no other version bound unless given).
     pub fn unsupported(mut self) -> Want {
         self.unsupported = true;
@@ -485,6 +502,7 @@ impl Want {
             _ => Launch::Direct,
         };
         i.supported() != self.unsupported
+            && i.free_threaded() == self.free_threaded
             && self.min.is_none_or(|v| i.version >= v)
             && self.max.is_none_or(|v| i.version <= v)
             && self.shared.is_none_or(|s| i.shared() == s)
@@ -512,6 +530,7 @@ impl fmt::Display for Want {
             (Some(a), Some(b)) => parts.push(format!("{} to {}", v(a), v(b))),
             (Some(a), None) => parts.push(format!("{}+", v(a))),
             (None, Some(b)) => parts.push(format!("{} or older", v(b))),
+            (None, None) if self.free_threaded => parts.push("a free-threaded build".into()),
             (None, None) if self.unsupported => parts.push("an unsupported version".into()),
             (None, None) => parts.push("any version".into()),
         }
