@@ -58,6 +58,10 @@ pub enum Command {
     Stack(StackArgs),
     /// Run the daemon: a JSON-RPC service on a Unix socket (see docs/service.md).
     Serve(ServeArgs),
+    /// Sample a running process's Python stacks into a flame graph, speedscope or folded
+    /// profile.
+    #[command(after_help = crate::record::RECORD_HELP)]
+    Record(crate::record::RecordArgs),
     /// Ask the daemon to attach a process and keep it ready for fast reads.
     #[command(after_help = CLIENT_HELP)]
     Attach(PidArgs),
@@ -270,7 +274,12 @@ pub fn run() -> ExitCode {
         socket: crate::client::socket_path(cli.socket.as_deref()),
     };
     let socket = global.socket.as_path();
-    if global.no_daemon && !matches!(cli.command, Command::Stack(_) | Command::Annotate(_)) {
+    if global.no_daemon
+        && !matches!(
+            cli.command,
+            Command::Stack(_) | Command::Annotate(_) | Command::Record(_)
+        )
+    {
         eprintln!(
             "pystackd: --no-daemon applies to stack and annotate only: this subcommand talks to \
              the daemon (or is the daemon)"
@@ -285,6 +294,7 @@ pub fn run() -> ExitCode {
             };
             crate::stack::run(&args, &global)
         }
+        Command::Record(args) => crate::record::run(&args),
         Command::Serve(args) => {
             crate::daemon::run(socket, args.config.as_deref(), args.log_level.as_deref())
         }

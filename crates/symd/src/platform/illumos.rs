@@ -277,3 +277,21 @@ pub fn executable(pid: u32) -> Option<String> {
 
 /// Default directory of the daemon's socket.
 pub const DEFAULT_RUN_DIR: &str = "/var/run/pystackd";
+
+/// `pr_sname` of LP64 `lwpsinfo_t` (after `pr_flag`, `pr_lwpid`, `pr_addr`, `pr_wchan`,
+/// `pr_stype`, `pr_state`).
+const LWPSINFO_SNAME: usize = 26;
+
+/// LWPs of `pid` sleeping in the kernel (`pr_sname` `S`): idle for a profiler.
+pub fn idle_threads(pid: u32) -> std::collections::HashSet<u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/lwp")) else {
+        return Default::default();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let lwp = e.file_name().to_str()?.parse::<u64>().ok()?;
+            let b = std::fs::read(format!("/proc/{pid}/lwp/{lwp}/lwpsinfo")).ok()?;
+            (b.get(LWPSINFO_SNAME) == Some(&b'S')).then_some(lwp)
+        })
+        .collect()
+}

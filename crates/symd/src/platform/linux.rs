@@ -462,6 +462,22 @@ pub fn executable(pid: u32) -> Option<String> {
 /// Default directory of the daemon's socket.
 pub const DEFAULT_RUN_DIR: &str = "/run/pystackd";
 
+/// Threads of `pid` blocked in the kernel (`S` sleeping, `D` uninterruptible: I/O, locks,
+/// sleeps): idle for a profiler.
+pub fn idle_threads(pid: u32) -> std::collections::HashSet<u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Default::default();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let tid = e.file_name().to_str()?.parse::<u64>().ok()?;
+            let stat = std::fs::read(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+            let close = stat.iter().rposition(|&b| b == b')')?;
+            matches!(stat.get(close + 2), Some(b'S' | b'D')).then_some(tid)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -63,6 +63,7 @@ const INTERFACE: () = {
     let _: fn(u32, u32) -> bool = is_descendant;
     let _: fn(u32) -> Vec<(u64, Hold)> = thread_holds;
     let _: fn() -> Option<u32> = stdin_pipe_maker;
+    let _: fn(u32) -> std::collections::HashSet<u64> = idle_threads;
     let _: fn(u64) -> Option<u32> = pid_of_tid;
     let _: fn(u32) -> Option<String> = executable;
     let _: &str = DEFAULT_RUN_DIR;
