@@ -9,6 +9,7 @@ mod held;
 // The daemon's OS layer (peer credentials, privilege, access rule, default paths):
 // the only module of this crate with `cfg(target_os)`.
 mod platform;
+mod pprof;
 mod record;
 mod stack;
 

@@ -29,6 +29,9 @@ pub enum RecordFormat {
     Speedscope,
     /// `frame;frame;... count` lines, outermost first (flamegraph.pl, inferno, ...).
     Folded,
+    /// pprof's gzipped `profile.proto` (`go tool pprof`, continuous-profiling backends),
+    /// with a `thread` label per sample.
+    Pprof,
 }
 
 #[derive(clap::Args, Debug)]
@@ -40,7 +43,7 @@ pub struct RecordArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
     /// Output format [default: from the file name: .svg flame graph, .json speedscope,
-    /// anything else folded].
+    /// .pprof/.pb/.gz pprof, anything else folded].
     #[arg(long, value_enum)]
     pub format: Option<RecordFormat>,
     /// Samples per second.
@@ -66,6 +69,7 @@ Samples every thread's Python stack of a running process and writes a profile:
   pystackd record --pid 4242 -o profile.svg              flame graph, 100 Hz, until Ctrl-C
   pystackd record --pid 4242 --duration 10 -o p.json     speedscope (https://www.speedscope.app)
   pystackd record --pid 4242 --rate 1000 --threads -o p.folded
+  pystackd record --pid 4242 --duration 30 -o cpu.pprof; go tool pprof -top cpu.pprof
 
 Each sample is one read of the process's memory while it runs: a read the target moved under
 is retried and, if it never holds still, dropped and counted, never recorded wrong
@@ -85,7 +89,6 @@ extern "C" fn on_sigint(_: libc::c_int) {
 }
 
 /// What a recording saw.
-#[derive(Default)]
 struct Profile {
     /// Folded stack (outermost first) → samples.
     counts: HashMap<String, u64>,
@@ -97,6 +100,7 @@ struct Profile {
     samples: u64,
     dropped: u64,
     idle_skipped: u64,
+    pprof: crate::pprof::Builder,
 }
 
 struct ThreadSamples {
@@ -121,10 +125,39 @@ fn thread_label(t: &ThreadStack) -> String {
 }
 
 impl Profile {
+    fn new(period_ns: i64) -> Profile {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        Profile {
+            counts: HashMap::new(),
+            threads: Vec::new(),
+            thread_index: HashMap::new(),
+            frames: Vec::new(),
+            frame_index: HashMap::new(),
+            samples: 0,
+            dropped: 0,
+            idle_skipped: 0,
+            pprof: crate::pprof::Builder::new(period_ns, now),
+        }
+    }
+
     fn add(&mut self, t: &ThreadStack, per_thread: bool) {
         if t.frames.is_empty() {
             return;
         }
+        let innermost_first: Vec<(&str, &str, Option<u32>)> = t
+            .frames
+            .iter()
+            .map(|f| {
+                (
+                    f.qualname.as_deref().unwrap_or(&f.function),
+                    &*f.filename,
+                    f.line,
+                )
+            })
+            .collect();
+        self.pprof.add(&thread_label(t), &innermost_first);
         let mut folded = String::new();
         if per_thread {
             folded.push_str(&thread_label(t).replace(';', ":"));
@@ -176,8 +209,15 @@ impl Profile {
         v
     }
 
-    fn write(&self, format: RecordFormat, pid: u32, out: &mut dyn Write) -> io::Result<()> {
+    fn write(
+        self,
+        format: RecordFormat,
+        pid: u32,
+        duration: Duration,
+        out: &mut dyn Write,
+    ) -> io::Result<()> {
         match format {
+            RecordFormat::Pprof => self.pprof.write(duration.as_nanos() as i64, out),
             RecordFormat::Folded => {
                 for l in self.folded_lines() {
                     writeln!(out, "{l}")?;
@@ -232,6 +272,7 @@ fn format_of(args: &RecordArgs) -> RecordFormat {
         .unwrap_or_else(|| match args.output.extension().and_then(|e| e.to_str()) {
             Some("svg") => RecordFormat::Flamegraph,
             Some("json") => RecordFormat::Speedscope,
+            Some("pprof" | "pb" | "gz") => RecordFormat::Pprof,
             _ => RecordFormat::Folded,
         })
 }
@@ -278,7 +319,7 @@ pub fn run(args: &RecordArgs) -> ExitCode {
     let end = args.duration.map(|d| started + Duration::from_secs_f64(d));
     let progress = io::stderr().is_terminal();
     let mut last_progress = started;
-    let mut profile = Profile::default();
+    let mut profile = Profile::new(interval.as_nanos() as i64);
     let mut next = started;
     let mut ended_by = "the duration ended";
     let opts = StackOptions {
@@ -348,9 +389,10 @@ pub fn run(args: &RecordArgs) -> ExitCode {
     if progress {
         eprintln!();
     }
+    let (samples, dropped, idle_skipped) = (profile.samples, profile.dropped, profile.idle_skipped);
     let mut out = BufWriter::new(file);
     if let Err(e) = profile
-        .write(format, args.pid, &mut out)
+        .write(format, args.pid, started.elapsed(), &mut out)
         .and_then(|_| out.flush())
     {
         eprintln!("pystackd record: writing {}: {e}", args.output.display());
@@ -359,15 +401,15 @@ pub fn run(args: &RecordArgs) -> ExitCode {
     eprintln!(
         "pystackd record: {} samples in {secs:.1} s ({:.0}/s of {} requested), {} dropped as \
          torn reads, {} idle thread samples left out{}; {ended_by}; wrote {}",
-        profile.samples,
-        profile.samples as f64 / secs,
+        samples,
+        samples as f64 / secs,
         args.rate,
-        profile.dropped,
-        profile.idle_skipped,
+        dropped,
+        idle_skipped,
         if args.idle { " (none: --idle)" } else { "" },
         args.output.display()
     );
-    if profile.samples == 0 && ended_by == "the process exited" {
+    if samples == 0 && ended_by == "the process exited" {
         return ExitCode::from(ErrorKind::ProcessExited.exit_code());
     }
     ExitCode::from(exit::OK)

@@ -218,3 +218,46 @@ fn bad_input_fails_clearly_and_an_exit_still_writes_the_file() {
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.lines().count() > 0, "nothing written: {err}");
 }
+
+/// pprof: `go tool pprof` (Debian's golang-go) reads the file and reports the program's
+/// functions at the top.
+#[test]
+fn go_tool_pprof_reads_the_profile() {
+    require!(testkit::tool("go"));
+    let py = require!(testkit::python(&testkit::Want::any()));
+    let target = Target::spawn(&py, "recur_target.py", &["--threads", "1"]);
+    let tmp = TempDir::new("record-pprof");
+    let out = tmp.path().join("cpu.pprof");
+    let o = record(target.pid(), &["--duration", "1", "--rate", "200"], &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let top = Command::new("go")
+        .args(["tool", "pprof", "-top", "-nodecount=10"])
+        .arg(&out)
+        .env("HOME", tmp.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    // flat samples land in the innermost functions; cumulative ones include run
+    assert!(
+        ["recur_a", "recur_b", "leaf", "step"]
+            .iter()
+            .any(|f| text.contains(f)),
+        "{text}"
+    );
+    let cum = Command::new("go")
+        .args(["tool", "pprof", "-top", "-cum", "-nodecount=3"])
+        .arg(&out)
+        .env("HOME", tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&cum.stdout).contains("run"),
+        "{}",
+        String::from_utf8_lossy(&cum.stdout)
+    );
+}
