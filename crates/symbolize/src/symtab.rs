@@ -1,0 +1,132 @@
+//! Function symbols from `.symtab` and `.dynsym`, sorted by address, looked up with
+//! one binary search.
+//!
+//! Local symbols are kept: GCC's hot/cold splitting emits `_PyEval_EvalFrameDefault.cold`
+//! as a local symbol of the debug file's `.symtab`, and it is the only name of that code.
+
+use std::sync::Arc;
+
+use object::{Object, ObjectSymbol, SymbolKind, SymbolSection};
+
+use crate::elf::ElfFile;
+use crate::error::Result;
+
+/// One function symbol.
+#[derive(Debug, Clone)]
+pub struct Symbol {
+    pub addr: u64,
+    pub size: u64,
+    pub name: Arc<str>,
+    pub global: bool,
+}
+
+/// A symbol that contains an address, and the address's offset into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymbolHit {
+    pub name: Arc<str>,
+    /// Start of the symbol (ELF virtual address).
+    pub addr: u64,
+    pub size: u64,
+    pub offset: u64,
+}
+
+/// Sized function symbols of one module, sorted by address.
+#[derive(Debug, Default)]
+pub struct SymbolTable {
+    syms: Vec<Symbol>,
+    name_bytes: usize,
+}
+
+/// How far back a lookup walks past the nearest symbol start to find one that
+/// contains the address (symbols nested in others are rare; aliases are deduplicated).
+const MAX_WALK_BACK: usize = 8;
+
+impl SymbolTable {
+    /// Symbols of `files` in order: an earlier file's name wins for an address both
+    /// name (the debug file's full `.symtab` after the binary's).
+    pub fn build(files: &[&ElfFile]) -> Result<SymbolTable> {
+        let mut syms: Vec<(Symbol, u32)> = Vec::new();
+        let mut rank = 0u32;
+        for file in files {
+            let obj = file.object()?;
+            for table in [obj.symbols(), obj.dynamic_symbols()] {
+                for sym in table {
+                    rank += 1;
+                    if sym.kind() != SymbolKind::Text || sym.size() == 0 || sym.address() == 0 {
+                        continue;
+                    }
+                    if !matches!(sym.section(), SymbolSection::Section(_)) {
+                        continue;
+                    }
+                    let name = match sym.name() {
+                        Ok(n) if !n.is_empty() => n,
+                        _ => continue,
+                    };
+                    syms.push((
+                        Symbol {
+                            addr: sym.address(),
+                            size: sym.size(),
+                            name: Arc::from(name),
+                            global: sym.is_global(),
+                        },
+                        rank,
+                    ));
+                }
+            }
+        }
+        // per address: global before local, then the first seen
+        syms.sort_by(|(a, ra), (b, rb)| {
+            a.addr
+                .cmp(&b.addr)
+                .then(b.global.cmp(&a.global))
+                .then(ra.cmp(rb))
+        });
+        let mut out: Vec<Symbol> = Vec::with_capacity(syms.len());
+        for (s, _) in syms {
+            match out.last_mut() {
+                Some(last) if last.addr == s.addr => {
+                    // an alias: keep the preferred name, the larger extent
+                    last.size = last.size.max(s.size);
+                }
+                _ => out.push(s),
+            }
+        }
+        out.shrink_to_fit();
+        let name_bytes = out.iter().map(|s| s.name.len() + 16).sum();
+        Ok(SymbolTable {
+            syms: out,
+            name_bytes,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.syms.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.syms.is_empty()
+    }
+    pub fn symbols(&self) -> &[Symbol] {
+        &self.syms
+    }
+
+    /// Approximate heap bytes held.
+    pub fn heap_bytes(&self) -> u64 {
+        (self.syms.capacity() * std::mem::size_of::<Symbol>() + self.name_bytes) as u64
+    }
+
+    /// The symbol containing ELF virtual address `addr`.
+    pub fn lookup(&self, addr: u64) -> Option<SymbolHit> {
+        let idx = self.syms.partition_point(|s| s.addr <= addr);
+        self.syms[..idx]
+            .iter()
+            .rev()
+            .take(MAX_WALK_BACK)
+            .find(|s| addr - s.addr < s.size)
+            .map(|s| SymbolHit {
+                name: s.name.clone(),
+                addr: s.addr,
+                size: s.size,
+                offset: addr - s.addr,
+            })
+    }
+}
