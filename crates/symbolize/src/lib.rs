@@ -254,7 +254,16 @@ fn finish(module: Arc<Module>, addr: u64, file_offset: u64, vaddr: u64, lines: b
     let symbol = module.symbol(vaddr);
     let (frames, frames_error) = if lines {
         match module.frames(vaddr) {
-            Ok(f) => (f, None),
+            Ok(mut f) => {
+                // DWARF with lines but no subprogram for the code (as for some
+                // assembler or clinic code): name it by its symbol, as binutils does
+                if let (Some(last), Some(sym)) = (f.last_mut(), &symbol) {
+                    if last.function.is_none() {
+                        last.function = Some(sym.name.to_string());
+                    }
+                }
+                (f, None)
+            }
             Err(e) => (Vec::new(), Some(e.to_string())),
         }
     } else {
