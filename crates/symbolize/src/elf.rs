@@ -311,17 +311,27 @@ impl ElfFile {
 
     /// The ELF virtual address (link-time, as in the symbol table and DWARF) of a file
     /// offset, through the PT_LOAD segment that holds it. `prefer_exec` picks the
-    /// executable segment when two share the offset (page-aligned neighbours).
+    /// executable segment when two hold the offset. An offset in the page-rounded
+    /// tail or head of a segment (the loader maps whole pages: padding after `.text`,
+    /// headers before it) maps through the segment whose pages hold it.
     pub fn vaddr_of_offset(&self, offset: u64, prefer_exec: bool) -> Option<u64> {
-        let mut best: Option<&Segment> = None;
-        for s in &self.segments {
-            if offset >= s.offset && offset - s.offset < s.filesz.max(1) {
-                if best.is_none() || (prefer_exec && s.exec) {
+        const PAGE: u64 = 4096;
+        let pick = |inside: &dyn Fn(&Segment) -> bool| {
+            let mut best: Option<&Segment> = None;
+            for s in self.segments.iter().filter(|s| inside(s)) {
+                if best.is_none() || (prefer_exec && s.exec && !best.is_some_and(|b| b.exec)) {
                     best = Some(s);
                 }
             }
-        }
-        best.map(|s| s.vaddr.wrapping_add(offset - s.offset))
+            best.map(|s| s.vaddr.wrapping_add(offset.wrapping_sub(s.offset)))
+        };
+        pick(&|s: &Segment| offset >= s.offset && offset - s.offset < s.filesz).or_else(|| {
+            pick(&|s: &Segment| {
+                let lo = s.offset & !(PAGE - 1);
+                let hi = s.offset.saturating_add(s.filesz).saturating_add(PAGE - 1) & !(PAGE - 1);
+                offset >= lo && offset < hi
+            })
+        })
     }
 
     /// CRC32 of the whole file (the `.gnu_debuglink` check).

@@ -1,12 +1,13 @@
 //! Function symbols from `.symtab` and `.dynsym`, sorted by address, looked up with
-//! one binary search.
+//! one binary search. Sized symbols cover their size; no_size ones reach the next
+//! symbol or their section's end.
 //!
 //! Local symbols are kept: GCC's hot/cold splitting emits `_PyEval_EvalFrameDefault.cold`
 //! as a local symbol of the debug file's `.symtab`, and it is the only name of that code.
 
 use std::sync::Arc;
 
-use object::{Object, ObjectSymbol, SymbolKind, SymbolSection};
+use object::{Object, ObjectSection, ObjectSymbol, SymbolKind, SymbolSection};
 
 use crate::elf::ElfFile;
 use crate::error::Result;
@@ -46,32 +47,66 @@ impl SymbolTable {
     /// name (the debug file's full `.symtab` after the binary's).
     pub fn build(files: &[&ElfFile]) -> Result<SymbolTable> {
         let mut syms: Vec<(Symbol, u32)> = Vec::new();
+        // no_size function symbols (`_init`, `deregister_tm_clones`, assembler code)
+        // extend to the next symbol or the end of their section, as gdb reads them
+        let mut no_size: Vec<(Symbol, u32, u64)> = Vec::new();
         let mut rank = 0u32;
         for file in files {
             let obj = file.object()?;
             for table in [obj.symbols(), obj.dynamic_symbols()] {
                 for sym in table {
                     rank += 1;
-                    if sym.kind() != SymbolKind::Text || sym.size() == 0 || sym.address() == 0 {
+                    if sym.kind() != SymbolKind::Text || sym.address() == 0 {
                         continue;
                     }
-                    if !matches!(sym.section(), SymbolSection::Section(_)) {
+                    let SymbolSection::Section(index) = sym.section() else {
                         continue;
-                    }
+                    };
                     let name = match sym.name() {
-                        Ok(n) if !n.is_empty() => n,
+                        // `memcpy@@GLIBC_2.14` in glibc's .symtab: gdb and perf drop the version
+                        Ok(n) => n.split('@').next().unwrap_or(n),
                         _ => continue,
                     };
-                    syms.push((
-                        Symbol {
-                            addr: sym.address(),
-                            size: sym.size(),
-                            name: Arc::from(name),
-                            global: sym.is_global(),
-                        },
-                        rank,
-                    ));
+                    if name.is_empty() {
+                        continue;
+                    }
+                    let symbol = Symbol {
+                        addr: sym.address(),
+                        size: sym.size(),
+                        name: Arc::from(name),
+                        global: sym.is_global(),
+                    };
+                    if sym.size() > 0 {
+                        syms.push((symbol, rank));
+                    } else if let Ok(section) = obj.section_by_index(index) {
+                        let end = section.address().saturating_add(section.size());
+                        if end > symbol.addr {
+                            no_size.push((symbol, rank, end));
+                        }
+                    }
                 }
+            }
+        }
+        if !no_size.is_empty() {
+            let mut starts: Vec<u64> = syms.iter().map(|(s, _)| s.addr).chain(no_size.iter().map(|u| u.0.addr)).collect();
+            starts.sort_unstable();
+            starts.dedup();
+            let sized: Vec<(u64, u64)> = {
+                let mut v: Vec<(u64, u64)> = syms.iter().map(|(s, _)| (s.addr, s.size)).collect();
+                v.sort_unstable();
+                v
+            };
+            for (mut symbol, rank, section_end) in no_size {
+                // a sized symbol at the same address already names it
+                if sized.binary_search_by_key(&symbol.addr, |x| x.0).is_ok() {
+                    continue;
+                }
+                let next = starts
+                    .get(starts.partition_point(|&a| a <= symbol.addr))
+                    .copied()
+                    .unwrap_or(u64::MAX);
+                symbol.size = next.min(section_end) - symbol.addr;
+                syms.push((symbol, rank));
             }
         }
         // per address: global before local, then the first seen
