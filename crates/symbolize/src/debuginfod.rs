@@ -222,7 +222,9 @@ impl Debuginfod {
             source,
         };
         fs::create_dir_all(dir).map_err(|e| cache_err(dir, e))?;
-        let tmp = dir.join(format!(".debuginfo.{}.tmp", std::process::id()));
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".debuginfo.{}.{seq}.tmp", std::process::id()));
         let result = (|| {
             let mut out = fs::File::create(&tmp).map_err(|e| cache_err(&tmp, e))?;
             // streamed to disk: a large debug file is never held in memory whole
@@ -236,16 +238,20 @@ impl Debuginfod {
                 let n = match reader.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => n,
+                    // ureq reports its own errors (timeouts, the body limit) inside io::Error
                     Err(e) => {
                         return Err(match e.kind() {
                             std::io::ErrorKind::TimedOut => DebuginfodError::Timeout { url: url.to_string() },
-                            _ if e.to_string().contains("limit") => DebuginfodError::TooLarge {
-                                url: url.to_string(),
-                                limit: self.config.max_bytes,
-                            },
-                            _ => DebuginfodError::Unreachable {
-                                url: url.to_string(),
-                                reason: e.to_string(),
+                            _ => match e.into_inner().map(|inner| inner.downcast::<ureq::Error>()) {
+                                Some(Ok(ureq_err)) => map_err(*ureq_err),
+                                Some(Err(other)) => DebuginfodError::Unreachable {
+                                    url: url.to_string(),
+                                    reason: other.to_string(),
+                                },
+                                None => DebuginfodError::Unreachable {
+                                    url: url.to_string(),
+                                    reason: "read failed".into(),
+                                },
                             },
                         })
                     }

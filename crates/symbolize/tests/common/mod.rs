@@ -201,3 +201,55 @@ pub fn gdb_info_line(file: &Path, addrs: &[u64]) -> Vec<Option<(String, u32)>> {
     res.resize(addrs.len(), None);
     res
 }
+
+/// A small program built here with gcc and split with binutils' objcopy, the way
+/// distributions do: `full` (symbols + DWARF), `stripped` (no .symtab, a
+/// `.gnu_debuglink`), `debug` (`--only-keep-debug`).
+pub struct Fixture {
+    pub full: PathBuf,
+    pub stripped: PathBuf,
+    pub debug: PathBuf,
+}
+
+pub const FIXTURE_C: &str = r#"
+#include <stdio.h>
+static int __attribute__((noinline)) helper_static(int x) { return x * VARIANT + 1; }
+static inline int twice_inlined(int x) { return helper_static(x) + 2; }
+int __attribute__((noinline)) exported_fn(int x) { return twice_inlined(x) * 2; }
+int main(int argc, char **argv) { printf("%d\n", exported_fn(argc)); return 0; }
+"#;
+
+pub fn build_fixture(dir: &Path, variant: u32, extra_cflags: &[&str]) -> Option<Fixture> {
+    if !have("gcc") || !have("objcopy") {
+        return None;
+    }
+    let src = dir.join(format!("fixture{variant}.c"));
+    std::fs::write(&src, FIXTURE_C).ok()?;
+    let full = dir.join(format!("fixture{variant}"));
+    let debug = dir.join(format!("fixture{variant}.debug"));
+    let stripped = dir.join(format!("fixture{variant}.stripped"));
+    let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
+    let built = ok(Command::new("gcc")
+        .args(["-g", "-O2", "-fPIE", "-pie", "-Wl,--build-id=sha1"])
+        .arg(format!("-DVARIANT={variant}"))
+        .args(extra_cflags)
+        .arg("-o")
+        .arg(&full)
+        .arg(&src))
+        && ok(Command::new("objcopy").arg("--only-keep-debug").arg(&full).arg(&debug))
+        && ok(Command::new("objcopy")
+            .arg("--strip-all")
+            .arg(format!("--add-gnu-debuglink={}", debug.display()))
+            .arg(&full)
+            .arg(&stripped));
+    built.then_some(Fixture { full, stripped, debug })
+}
+
+/// `nm`'s address of a symbol.
+pub fn nm_addr(path: &Path, name: &str) -> Option<u64> {
+    let out = Command::new("nm").arg(path).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() == 3 && f[2] == name).then(|| u64::from_str_radix(f[0], 16).ok()).flatten()
+    })
+}
