@@ -91,6 +91,10 @@ impl Lines {
             path: self.path.clone(),
             reason: e.to_string(),
         };
+        // addr2line 0.24 computes `probe + 1`: the last address is no code anyway
+        if addr == u64::MAX {
+            return Ok(Vec::new());
+        }
         let mut iter = self.ctx.find_frames(addr).skip_all_loads().map_err(bad)?;
         let mut out = Vec::new();
         // a hostile inline tree could be deep: bound it
