@@ -316,22 +316,25 @@ impl ElfFile {
     /// headers before it) maps through the segment whose pages hold it.
     pub fn vaddr_of_offset(&self, offset: u64, prefer_exec: bool) -> Option<u64> {
         const PAGE: u64 = 4096;
-        let pick = |inside: &dyn Fn(&Segment) -> bool| {
-            let mut best: Option<&Segment> = None;
-            for s in self.segments.iter().filter(|s| inside(s)) {
-                if best.is_none() || (prefer_exec && s.exec && !best.is_some_and(|b| b.exec)) {
-                    best = Some(s);
+        let mut exact: Option<&Segment> = None;
+        let mut paged: Option<&Segment> = None;
+        for s in &self.segments {
+            let better = |b: Option<&Segment>| b.is_none() || (prefer_exec && s.exec && !b.is_some_and(|b| b.exec));
+            if offset >= s.offset && offset - s.offset < s.filesz {
+                if better(exact) {
+                    exact = Some(s);
                 }
-            }
-            best.map(|s| s.vaddr.wrapping_add(offset.wrapping_sub(s.offset)))
-        };
-        pick(&|s: &Segment| offset >= s.offset && offset - s.offset < s.filesz).or_else(|| {
-            pick(&|s: &Segment| {
+            } else {
                 let lo = s.offset & !(PAGE - 1);
                 let hi = s.offset.saturating_add(s.filesz).saturating_add(PAGE - 1) & !(PAGE - 1);
-                offset >= lo && offset < hi
-            })
-        })
+                if offset >= lo && offset < hi && better(paged) {
+                    paged = Some(s);
+                }
+            }
+        }
+        exact
+            .or(paged)
+            .map(|s| s.vaddr.wrapping_add(offset.wrapping_sub(s.offset)))
     }
 
     /// CRC32 of the whole file (the `.gnu_debuglink` check).

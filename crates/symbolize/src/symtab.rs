@@ -35,6 +35,9 @@ pub struct SymbolHit {
 #[derive(Debug, Default)]
 pub struct SymbolTable {
     syms: Vec<Symbol>,
+    /// The start addresses alone, for a cache-friendly binary search (8 bytes per
+    /// symbol: a libpython's 13,000 fit in L2).
+    starts: Vec<u64>,
     name_bytes: usize,
 }
 
@@ -127,9 +130,11 @@ impl SymbolTable {
             }
         }
         out.shrink_to_fit();
-        let name_bytes = out.iter().map(|s| s.name.len() + 16).sum();
+        let name_bytes = out.iter().map(|s| s.name.len() + 16 + 8).sum();
+        let starts = out.iter().map(|s| s.addr).collect();
         Ok(SymbolTable {
             syms: out,
+            starts,
             name_bytes,
         })
     }
@@ -151,7 +156,7 @@ impl SymbolTable {
 
     /// The symbol containing ELF virtual address `addr`.
     pub fn lookup(&self, addr: u64) -> Option<SymbolHit> {
-        let idx = self.syms.partition_point(|s| s.addr <= addr);
+        let idx = self.starts.partition_point(|&a| a <= addr);
         self.syms[..idx]
             .iter()
             .rev()

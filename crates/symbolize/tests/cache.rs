@@ -20,7 +20,7 @@ fn one_module_per_build_id_for_a_hundred_processes() {
     let a = sym.module(&lib, None).unwrap();
     let b = sym.module(&copy, None).unwrap();
     assert!(Arc::ptr_eq(&a, &b));
-    let text = a.elf().segments.iter().find(|s| s.exec).unwrap().clone();
+    let text = *a.elf().segments.iter().find(|s| s.exec).unwrap();
     // a function of the text segment, from nm (not from the module under test)
     let f = nm_text_symbols(&lib, false)
         .into_iter()

@@ -44,7 +44,7 @@ fn gdb_info_symbol(pid: u32, extra: &[String], addrs: &[u64]) -> Vec<Option<(Str
     }
     cmd.arg("-p").arg(pid.to_string());
     for a in addrs {
-        cmd.arg("-ex").arg(format!("echo @@\\n")).arg("-ex").arg(format!("info symbol {a:#x}"));
+        cmd.arg("-ex").arg("echo @@\\n").arg("-ex").arg(format!("info symbol {a:#x}"));
     }
     let out = cmd.stdin(Stdio::null()).output().expect("gdb runs");
     let text = String::from_utf8_lossy(&out.stdout);
