@@ -95,7 +95,14 @@ fn bench(c: &mut Criterion) {
     let sym = Symbolizer::new(Config::local(vec!["/usr/lib/debug".into()]));
     let s = setup(&sym, 1_000_000);
     // warm: modules, debug files, symbol tables
-    let named = s.addrs.iter().filter(|&&a| sym.symbolize(&s.maps, a, false).is_ok_and(|r| r.symbol.is_some())).count();
+    let named = s
+        .addrs
+        .iter()
+        .filter(|&&a| {
+            sym.symbolize(&s.maps, a, false)
+                .is_ok_and(|r| r.symbol.is_some())
+        })
+        .count();
     eprintln!(
         "symbolize: {} modules ({:?}), {} of {} addresses named",
         s.maps.regions().len(),
@@ -107,7 +114,10 @@ fn bench(c: &mut Criterion) {
     let t = Instant::now();
     let mut hits = 0usize;
     for &a in &s.addrs {
-        hits += sym.symbolize(&s.maps, a, false).map(|r| r.symbol.is_some() as usize).unwrap_or(0);
+        hits += sym
+            .symbolize(&s.maps, a, false)
+            .map(|r| r.symbol.is_some() as usize)
+            .unwrap_or(0);
     }
     let el = t.elapsed();
     eprintln!(

@@ -44,34 +44,38 @@ pub fn find_debug_file(
     debuginfod: Option<&Debuginfod>,
 ) -> DebugSearch {
     let mut search = DebugSearch::default();
-    let try_candidate = |path: PathBuf, crc: Option<u32>, origin: DebugOrigin, search: &mut DebugSearch| -> bool {
-        if search.found.is_some() {
-            return true;
-        }
-        if !path.is_file() {
-            return false;
-        }
-        // never the binary itself (a debug root of "/" or a link naming itself)
-        if crate::elf::FileId::of(&path).ok() == Some(binary.id) {
-            return false;
-        }
-        match check_candidate(binary, &path, crc) {
-            Ok(f) => {
-                search.found = Some((f, origin));
-                true
+    let try_candidate =
+        |path: PathBuf, crc: Option<u32>, origin: DebugOrigin, search: &mut DebugSearch| -> bool {
+            if search.found.is_some() {
+                return true;
             }
-            Err(e) => {
-                search.refused.push(e);
-                false
+            if !path.is_file() {
+                return false;
             }
-        }
-    };
+            // never the binary itself (a debug root of "/" or a link naming itself)
+            if crate::elf::FileId::of(&path).ok() == Some(binary.id) {
+                return false;
+            }
+            match check_candidate(binary, &path, crc) {
+                Ok(f) => {
+                    search.found = Some((f, origin));
+                    true
+                }
+                Err(e) => {
+                    search.refused.push(e);
+                    false
+                }
+            }
+        };
 
     if let Some(id) = &binary.build_id {
         let hex = id.hex();
         if hex.len() > 2 {
             for root in debug_roots {
-                let p = root.join(".build-id").join(&hex[..2]).join(format!("{}.debug", &hex[2..]));
+                let p = root
+                    .join(".build-id")
+                    .join(&hex[..2])
+                    .join(format!("{}.debug", &hex[2..]));
                 if try_candidate(p, None, DebugOrigin::BuildIdDir, &mut search) {
                     return search;
                 }

@@ -94,7 +94,9 @@ pub struct Debuginfod {
 
 impl std::fmt::Debug for Debuginfod {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Debuginfod").field("config", &self.config).finish()
+        f.debug_struct("Debuginfod")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -125,7 +127,10 @@ impl Debuginfod {
     }
 
     fn negative_path(&self, build_id: &BuildId) -> PathBuf {
-        self.config.cache_dir.join(build_id.hex()).join("debuginfo.neg")
+        self.config
+            .cache_dir
+            .join(build_id.hex())
+            .join("debuginfo.neg")
     }
 
     /// The path of a verified debug file for `build_id`: from the cache, else
@@ -182,13 +187,17 @@ impl Debuginfod {
 
     fn download(&self, url: &str, build_id: &BuildId, dest: &Path) -> Result<(), DebuginfodError> {
         let map_err = |e: ureq::Error| match e {
-            ureq::Error::Timeout(_) => DebuginfodError::Timeout { url: url.to_string() },
+            ureq::Error::Timeout(_) => DebuginfodError::Timeout {
+                url: url.to_string(),
+            },
             ureq::Error::BodyExceedsLimit(_) => DebuginfodError::TooLarge {
                 url: url.to_string(),
                 limit: self.config.max_bytes,
             },
             ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut => {
-                DebuginfodError::Timeout { url: url.to_string() }
+                DebuginfodError::Timeout {
+                    url: url.to_string(),
+                }
             }
             other => DebuginfodError::Unreachable {
                 url: url.to_string(),
@@ -241,18 +250,22 @@ impl Debuginfod {
                     // ureq reports its own errors (timeouts, the body limit) inside io::Error
                     Err(e) => {
                         return Err(match e.kind() {
-                            std::io::ErrorKind::TimedOut => DebuginfodError::Timeout { url: url.to_string() },
-                            _ => match e.into_inner().map(|inner| inner.downcast::<ureq::Error>()) {
-                                Some(Ok(ureq_err)) => map_err(*ureq_err),
-                                Some(Err(other)) => DebuginfodError::Unreachable {
-                                    url: url.to_string(),
-                                    reason: other.to_string(),
-                                },
-                                None => DebuginfodError::Unreachable {
-                                    url: url.to_string(),
-                                    reason: "read failed".into(),
-                                },
+                            std::io::ErrorKind::TimedOut => DebuginfodError::Timeout {
+                                url: url.to_string(),
                             },
+                            _ => {
+                                match e.into_inner().map(|inner| inner.downcast::<ureq::Error>()) {
+                                    Some(Ok(ureq_err)) => map_err(*ureq_err),
+                                    Some(Err(other)) => DebuginfodError::Unreachable {
+                                        url: url.to_string(),
+                                        reason: other.to_string(),
+                                    },
+                                    None => DebuginfodError::Unreachable {
+                                        url: url.to_string(),
+                                        reason: "read failed".into(),
+                                    },
+                                }
+                            }
                         })
                     }
                 };
@@ -269,7 +282,10 @@ impl Debuginfod {
                     url: url.to_string(),
                     reason: format!(
                         "build-id {} instead of {build_id}",
-                        file.build_id.as_ref().map(|b| b.hex()).unwrap_or_else(|| "(none)".into())
+                        file.build_id
+                            .as_ref()
+                            .map(|b| b.hex())
+                            .unwrap_or_else(|| "(none)".into())
                     ),
                 });
             }

@@ -144,7 +144,10 @@ impl FileId {
             dev: md.dev(),
             ino: md.ino(),
             size: md.size(),
-            mtime_ns: md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec()),
+            mtime_ns: md
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(md.mtime_nsec()),
         }
     }
 }
@@ -244,12 +247,11 @@ impl ElfFile {
                 exec,
             });
         }
-        let has_symtab = obj
-            .section_by_name(".symtab")
-            .is_some_and(|s| s.size() > 0);
+        let has_symtab = obj.section_by_name(".symtab").is_some_and(|s| s.size() > 0);
         let has_debug_info = obj.section_by_name(".debug_info").is_some_and(|s| {
             s.kind() != object::SectionKind::UninitializedData
-                && s.compressed_file_range().is_ok_and(|r| r.compressed_size > 0)
+                && s.compressed_file_range()
+                    .is_ok_and(|r| r.compressed_size > 0)
         }) || obj.section_by_name(".zdebug_info").is_some();
         drop(obj);
         Ok(ElfFile {
@@ -293,7 +295,9 @@ impl ElfFile {
                 .data
                 .slice(range.offset, range.compressed_size)
                 .map(Some)
-                .ok_or_else(|| Error::bad_elf(&self.path, format!("section {name} is out of the file")));
+                .ok_or_else(|| {
+                    Error::bad_elf(&self.path, format!("section {name} is out of the file"))
+                });
         }
         if range.uncompressed_size > limit {
             return Err(Error::SectionTooLarge {
@@ -306,7 +310,9 @@ impl ElfFile {
         let data = section
             .uncompressed_data()
             .map_err(|e| Error::bad_elf(&self.path, format!("section {name}: {e}")))?;
-        Ok(Some(Bytes::whole(Arc::new(Backing::Heap(data.into_owned())))))
+        Ok(Some(Bytes::whole(Arc::new(Backing::Heap(
+            data.into_owned(),
+        )))))
     }
 
     /// The ELF virtual address (link-time, as in the symbol table and DWARF) of a file
@@ -319,7 +325,9 @@ impl ElfFile {
         let mut exact: Option<&Segment> = None;
         let mut paged: Option<&Segment> = None;
         for s in &self.segments {
-            let better = |b: Option<&Segment>| b.is_none() || (prefer_exec && s.exec && !b.is_some_and(|b| b.exec));
+            let better = |b: Option<&Segment>| {
+                b.is_none() || (prefer_exec && s.exec && !b.is_some_and(|b| b.exec))
+            };
             if offset >= s.offset && offset - s.offset < s.filesz {
                 if better(exact) {
                     exact = Some(s);

@@ -78,7 +78,9 @@ impl Config {
     pub fn from_env() -> Config {
         let mut c = Config::default();
         if let Some(roots) = std::env::var_os("PYSTACKD_DEBUG_ROOT") {
-            c.debug_roots = std::env::split_paths(&roots).filter(|p| !p.as_os_str().is_empty()).collect();
+            c.debug_roots = std::env::split_paths(&roots)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect();
         }
         c.debuginfod = DebuginfodConfig::from_env();
         c
@@ -102,7 +104,9 @@ pub struct Symbolizer {
 
 impl fmt::Debug for Symbolizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Symbolizer").field("settings", &self.settings).finish()
+        f.debug_struct("Symbolizer")
+            .field("settings", &self.settings)
+            .finish()
     }
 }
 
@@ -220,7 +224,10 @@ impl Symbolizer {
                 // the reason, uncached (rare: an unreadable or non-ELF mapped file)
                 let target = Path::new(region.path.as_deref().unwrap_or_default());
                 let open = region.open_path.as_deref().unwrap_or(target);
-                return Err(self.module(open, Some(target)).err().unwrap_or(Error::NoMapping { addr }));
+                return Err(self
+                    .module(open, Some(target))
+                    .err()
+                    .unwrap_or(Error::NoMapping { addr }));
             }
         };
         let file_offset = addr - region.start + region.offset;
@@ -236,8 +243,16 @@ impl Symbolizer {
     }
 
     /// Symbolize many addresses of one process (results in the same order).
-    pub fn symbolize_all(&self, maps: &ProcessMaps, addrs: &[u64], lines: bool) -> Vec<Result<Symbolized>> {
-        addrs.iter().map(|&a| self.symbolize(maps, a, lines)).collect()
+    pub fn symbolize_all(
+        &self,
+        maps: &ProcessMaps,
+        addrs: &[u64],
+        lines: bool,
+    ) -> Vec<Result<Symbolized>> {
+        addrs
+            .iter()
+            .map(|&a| self.symbolize(maps, a, lines))
+            .collect()
     }
 
     pub fn cache_stats(&self) -> CacheStats {

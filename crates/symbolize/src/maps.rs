@@ -72,7 +72,8 @@ impl std::fmt::Debug for ProcessMaps {
 impl ProcessMaps {
     /// The current mappings of live process `pid`.
     pub fn for_pid(pid: u32) -> Result<ProcessMaps> {
-        let maps = pyframe_reader::platform::mappings(pid).map_err(|source| Error::Mappings { pid, source })?;
+        let maps = pyframe_reader::platform::mappings(pid)
+            .map_err(|source| Error::Mappings { pid, source })?;
         let mut pm = ProcessMaps::from_regions(maps.iter().map(Region::from).collect());
         pm.pid = Some(pid);
         Ok(pm)

@@ -41,7 +41,11 @@ impl std::fmt::Debug for Module {
 }
 
 impl Module {
-    pub(crate) fn new(binary: ElfFile, target_path: Option<PathBuf>, settings: Arc<Settings>) -> Module {
+    pub(crate) fn new(
+        binary: ElfFile,
+        target_path: Option<PathBuf>,
+        settings: Arc<Settings>,
+    ) -> Module {
         let name: Arc<str> = Arc::from(
             target_path
                 .as_deref()

@@ -91,7 +91,11 @@ impl SymbolTable {
             }
         }
         if !no_size.is_empty() {
-            let mut starts: Vec<u64> = syms.iter().map(|(s, _)| s.addr).chain(no_size.iter().map(|u| u.0.addr)).collect();
+            let mut starts: Vec<u64> = syms
+                .iter()
+                .map(|(s, _)| s.addr)
+                .chain(no_size.iter().map(|u| u.0.addr))
+                .collect();
             starts.sort_unstable();
             starts.dedup();
             let sized: Vec<(u64, u64)> = {

@@ -27,20 +27,37 @@ fn every_symbol_start_named_as_nm_names_it() {
         let names = names_by_addr(&nm);
         let (mut t, mut a) = (0, 0);
         for (addr, aliases) in &names {
-            for probe in [*addr, addr + nm.iter().find(|s| s.addr == *addr).map_or(0, |s| s.size - 1)] {
+            for probe in [
+                *addr,
+                addr + nm
+                    .iter()
+                    .find(|s| s.addr == *addr)
+                    .map_or(0, |s| s.size - 1),
+            ] {
                 t += 1;
                 let s = sym.symbolize_file(lib, probe, false).expect("symbolize");
                 match &s.symbol {
                     Some(h) if aliases.iter().any(|n| **n == *h.name) && h.addr == *addr => a += 1,
-                    other => eprintln!("{}: {probe:#x}: nm {:?}, we {:?}", lib.display(), aliases, other),
+                    other => eprintln!(
+                        "{}: {probe:#x}: nm {:?}, we {:?}",
+                        lib.display(),
+                        aliases,
+                        other
+                    ),
                 }
             }
         }
-        eprintln!("{}: {a}/{t} symbol starts and ends agree with nm", lib.display());
+        eprintln!(
+            "{}: {a}/{t} symbol starts and ends agree with nm",
+            lib.display()
+        );
         total += t;
         agree += a;
     }
-    eprintln!("nm: {agree}/{total} agree ({:.3}%)", 100.0 * agree as f64 / total as f64);
+    eprintln!(
+        "nm: {agree}/{total} agree ({:.3}%)",
+        100.0 * agree as f64 / total as f64
+    );
     assert_eq!(agree, total);
 }
 
@@ -101,7 +118,11 @@ fn compare_with_addr2line(lib: &Path, n: usize, seed: u64) -> (usize, usize, usi
                 _ => eprintln!("{addr:#x}: gdb {gdb:?}, we {file}:{line}"),
             }
         }
-        eprintln!("{}: of {} disagreements with addr2line, gdb's line table row agrees with us on {ok}", lib.display(), disagree.len());
+        eprintln!(
+            "{}: of {} disagreements with addr2line, gdb's line table row agrees with us on {ok}",
+            lib.display(),
+            disagree.len()
+        );
         ok
     };
     (func_ok, all_ok + gdb_ok, frames_ok, frames_total)
@@ -114,7 +135,10 @@ fn random_addresses_agree_with_addr2line() {
         return skip("no pyenv libpython or no addr2line");
     }
     // the newest two: DWARF 4 and 5 producers differ across them
-    let n: usize = std::env::var("SYMBOLIZE_A2L_N").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
+    let n: usize = std::env::var("SYMBOLIZE_A2L_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1500);
     let (mut tot, mut func, mut all, mut fr_ok, mut fr_tot) = (0, 0, 0, 0, 0);
     for lib in libs.iter().take(2) {
         let (f, a, fo, ft) = compare_with_addr2line(lib, n, 0x5eed ^ lib.as_os_str().len() as u64);

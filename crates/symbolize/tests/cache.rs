@@ -35,12 +35,25 @@ fn one_module_per_build_id_for_a_hundred_processes() {
             offset: text.offset & !0xfff,
             exec: true,
             path: Some(lib.display().to_string()),
-            open_path: Some(if pid % 2 == 0 { lib.clone() } else { copy.clone() }),
+            open_path: Some(if pid % 2 == 0 {
+                lib.clone()
+            } else {
+                copy.clone()
+            }),
         }]);
         let file_offset = f.addr - text.vaddr + text.offset;
-        let s = sym.symbolize(&maps, base + file_offset - (text.offset & !0xfff) + 4, false).unwrap();
+        let s = sym
+            .symbolize(
+                &maps,
+                base + file_offset - (text.offset & !0xfff) + 4,
+                false,
+            )
+            .unwrap();
         assert!(Arc::ptr_eq(&s.module, &a));
-        named += s.symbol.as_ref().is_some_and(|h| h.addr == f.addr && h.offset == 4) as usize;
+        named += s
+            .symbol
+            .as_ref()
+            .is_some_and(|h| h.addr == f.addr && h.offset == 4) as usize;
     }
     let st = sym.cache_stats();
     eprintln!("100 processes: {st:?}");
@@ -57,14 +70,21 @@ fn byte_budget_evicts_least_recently_used() {
     }
     let mut c = Config::local(vec![]);
     // room for two libpythons' mappings and their symbol tables, not three
-    let sizes: Vec<u64> = libs.iter().take(3).map(|l| std::fs::metadata(l).unwrap().len()).collect();
+    let sizes: Vec<u64> = libs
+        .iter()
+        .take(3)
+        .map(|l| std::fs::metadata(l).unwrap().len())
+        .collect();
     c.cache_budget = sizes[0] + sizes[1] + (8 << 20);
     assert!(sizes[2] > 8 << 20);
     let sym = Symbolizer::new(c);
     let m0 = sym.module(&libs[0], None).unwrap();
     let before = m0.approx_bytes();
     assert!(m0.symbol(m0.symbols().symbols()[10].addr).is_some());
-    assert!(m0.approx_bytes() > before, "the parsed symbol table is counted");
+    assert!(
+        m0.approx_bytes() > before,
+        "the parsed symbol table is counted"
+    );
     let _ = sym.module(&libs[1], None).unwrap();
     let _ = sym.module(&libs[0], None).unwrap(); // used again: libs[1] is now the oldest
     let _ = sym.module(&libs[2], None).unwrap();

@@ -36,10 +36,17 @@ fn debian(version: &str) -> Option<Debian> {
 
 /// The build-id as binutils' readelf prints it.
 fn build_id_hex(path: &Path) -> Option<String> {
-    let out = std::process::Command::new("readelf").arg("-n").arg(path).output().ok()?;
+    let out = std::process::Command::new("readelf")
+        .arg("-n")
+        .arg(path)
+        .output()
+        .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("Build ID: ").map(|s| s.trim().to_string()))
+    text.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("Build ID: ")
+            .map(|s| s.trim().to_string())
+    })
 }
 
 fn need(version: &str) -> Option<Debian> {
@@ -72,13 +79,19 @@ fn debian_eval_loop_cold_part_named_from_the_build_id_debug_file() {
         }
         let m = sym.module(&d.bin, None).unwrap();
         assert_eq!(m.debug_file().map(|x| x.1), Some(DebugOrigin::BuildIdDir));
-        eprintln!("{version}: {} named from {}", d.cold.name, d.debug_file.display());
+        eprintln!(
+            "{version}: {} named from {}",
+            d.cold.name,
+            d.debug_file.display()
+        );
 
         // without the debug file: the stripped binary cannot name it
         let bare = Symbolizer::new(Config::local(vec![]));
         let s = bare.symbolize_file(&d.bin, d.cold.addr + 1, false).unwrap();
         assert!(
-            s.symbol.as_ref().is_none_or(|h| &*h.name != "_PyEval_EvalFrameDefault.cold"),
+            s.symbol
+                .as_ref()
+                .is_none_or(|h| &*h.name != "_PyEval_EvalFrameDefault.cold"),
             "{:?}",
             s.symbol
         );
@@ -102,13 +115,25 @@ fn debian_stripped_binary_with_debug_file_agrees_with_addr2line_on_the_debug_fil
     let (mut func, mut syms) = (0, 0);
     for (a, want) in addrs.iter().zip(&truth) {
         let s = sym.symbolize_file(&d.bin, *a, true).unwrap();
-        let got = s.frames.last().and_then(|f| f.function.clone()).unwrap_or_else(|| "??".into());
+        let got = s
+            .frames
+            .last()
+            .and_then(|f| f.function.clone())
+            .unwrap_or_else(|| "??".into());
         if want.last().map(|w| &w.0) == Some(&got) {
             func += 1;
         } else {
-            eprintln!("{a:#x}: addr2line {:?} we {:?}", want.last(), s.frames.last());
+            eprintln!(
+                "{a:#x}: addr2line {:?} we {:?}",
+                want.last(),
+                s.frames.last()
+            );
         }
-        let names: Vec<&str> = nm.iter().filter(|n| *a >= n.addr && *a - n.addr < n.size).map(|n| n.name.as_str()).collect();
+        let names: Vec<&str> = nm
+            .iter()
+            .filter(|n| *a >= n.addr && *a - n.addr < n.size)
+            .map(|n| n.name.as_str())
+            .collect();
         if s.symbol.as_ref().is_some_and(|h| names.contains(&&*h.name)) {
             syms += 1;
         }
@@ -127,7 +152,10 @@ fn gnu_debuglink_found_next_to_the_binary_and_crc_checked() {
     let link_name = "cda-link.debug";
     // the binary's own .gnu_debuglink names the file: read it, don't guess
     let f = symbolize::ElfFile::open(&bin).unwrap();
-    let (name, _crc) = f.debuglink.clone().expect("Debian binaries have a .gnu_debuglink");
+    let (name, _crc) = f
+        .debuglink
+        .clone()
+        .expect("Debian binaries have a .gnu_debuglink");
     assert_ne!(name, link_name);
     std::fs::create_dir(tmp.path().join(".debug")).unwrap();
     let dbg = tmp.path().join(".debug").join(&name);
@@ -135,26 +163,44 @@ fn gnu_debuglink_found_next_to_the_binary_and_crc_checked() {
 
     let sym = Symbolizer::new(Config::local(vec![]));
     let m = sym.module(&bin, None).unwrap();
-    assert_eq!(m.debug_file().map(|x| (x.0.to_path_buf(), x.1)), Some((dbg.clone(), DebugOrigin::DebugLink)));
-    assert_eq!(&*m.symbol(d.cold.addr + 3).unwrap().name, "_PyEval_EvalFrameDefault.cold");
+    assert_eq!(
+        m.debug_file().map(|x| (x.0.to_path_buf(), x.1)),
+        Some((dbg.clone(), DebugOrigin::DebugLink))
+    );
+    assert_eq!(
+        &*m.symbol(d.cold.addr + 3).unwrap().name,
+        "_PyEval_EvalFrameDefault.cold"
+    );
 
     // same build-id, different bytes: the CRC refuses it
     use std::io::Write;
-    std::fs::OpenOptions::new().append(true).open(&dbg).unwrap().write_all(b"x").unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&dbg)
+        .unwrap()
+        .write_all(b"x")
+        .unwrap();
     let sym = Symbolizer::new(Config::local(vec![]));
     let m = sym.module(&bin, None).unwrap();
     assert!(m.debug_file().is_none());
     assert!(
-        m.debug_search().refused.iter().any(|e| matches!(e, Error::CrcMismatch { .. })),
+        m.debug_search()
+            .refused
+            .iter()
+            .any(|e| matches!(e, Error::CrcMismatch { .. })),
         "{:?}",
         m.debug_search().refused
     );
-    assert!(m.symbol(d.cold.addr + 3).is_none_or(|h| &*h.name != "_PyEval_EvalFrameDefault.cold"));
+    assert!(m
+        .symbol(d.cold.addr + 3)
+        .is_none_or(|h| &*h.name != "_PyEval_EvalFrameDefault.cold"));
 }
 
 #[test]
 fn debug_file_with_another_build_id_is_refused_never_used() {
-    let (Some(d14), Some(d15)) = (need("3.14"), need("3.15")) else { return };
+    let (Some(d14), Some(d15)) = (need("3.14"), need("3.15")) else {
+        return;
+    };
     let id = build_id_hex(&d14.bin).unwrap();
     let root = tempfile::tempdir().unwrap();
     // 3.15's debug file where 3.14's belongs, in every place looked at
@@ -166,14 +212,30 @@ fn debug_file_with_another_build_id_is_refused_never_used() {
     std::os::unix::fs::symlink(&d15.debug_file, by_path.join("python3.14.debug")).unwrap();
 
     let sym = Symbolizer::new(Config::local(vec![root.path().to_path_buf()]));
-    let m = sym.module(&d14.bin, Some(Path::new("/usr/bin/python3.14"))).unwrap();
+    let m = sym
+        .module(&d14.bin, Some(Path::new("/usr/bin/python3.14")))
+        .unwrap();
     assert!(m.debug_file().is_none(), "{:?}", m.debug_file());
     let refused = &m.debug_search().refused;
     assert_eq!(refused.len(), 2, "{refused:?}");
-    assert!(refused.iter().all(|e| matches!(e, Error::BuildIdMismatch { .. })), "{refused:?}");
-    let s = sym.symbolize_file(&d14.bin, d14.cold.addr + 1, true).unwrap();
-    assert!(s.symbol.as_ref().is_none_or(|h| &*h.name != "_PyEval_EvalFrameDefault.cold"));
-    assert!(s.frames.is_empty(), "no DWARF from a refused file: {:?}", s.frames);
+    assert!(
+        refused
+            .iter()
+            .all(|e| matches!(e, Error::BuildIdMismatch { .. })),
+        "{refused:?}"
+    );
+    let s = sym
+        .symbolize_file(&d14.bin, d14.cold.addr + 1, true)
+        .unwrap();
+    assert!(s
+        .symbol
+        .as_ref()
+        .is_none_or(|h| &*h.name != "_PyEval_EvalFrameDefault.cold"));
+    assert!(
+        s.frames.is_empty(),
+        "no DWARF from a refused file: {:?}",
+        s.frames
+    );
 }
 
 #[test]
@@ -184,9 +246,17 @@ fn debug_root_path_lookup() {
     std::fs::create_dir_all(&dir).unwrap();
     std::os::unix::fs::symlink(&d.debug_file, dir.join("python3.14.debug")).unwrap();
     let sym = Symbolizer::new(Config::local(vec![root.path().to_path_buf()]));
-    let m = sym.module(&d.bin, Some(Path::new("/usr/bin/python3.14"))).unwrap();
-    assert_eq!(m.debug_file().map(|x| x.1), Some(DebugOrigin::DebugRootPath));
-    assert_eq!(&*m.symbol(d.cold.addr).unwrap().name, "_PyEval_EvalFrameDefault.cold");
+    let m = sym
+        .module(&d.bin, Some(Path::new("/usr/bin/python3.14")))
+        .unwrap();
+    assert_eq!(
+        m.debug_file().map(|x| x.1),
+        Some(DebugOrigin::DebugRootPath)
+    );
+    assert_eq!(
+        &*m.symbol(d.cold.addr).unwrap().name,
+        "_PyEval_EvalFrameDefault.cold"
+    );
 }
 
 #[test]
@@ -203,12 +273,18 @@ fn stripped_host_python_named_from_dynsym_as_nm_d_names_it() {
     let mut ok = 0;
     for (addr, aliases) in &names {
         let s = sym.symbolize_file(bin, *addr, false).unwrap();
-        if s.symbol.as_ref().is_some_and(|h| aliases.iter().any(|a| **a == *h.name)) {
+        if s.symbol
+            .as_ref()
+            .is_some_and(|h| aliases.iter().any(|a| **a == *h.name))
+        {
             ok += 1;
         } else {
             eprintln!("{addr:#x}: nm -D {aliases:?} we {:?}", s.symbol);
         }
     }
-    eprintln!("/usr/bin/python3.11: {ok}/{} .dynsym function starts as nm -D", names.len());
+    eprintln!(
+        "/usr/bin/python3.11: {ok}/{} .dynsym function starts as nm -D",
+        names.len()
+    );
     assert_eq!(ok, names.len());
 }

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use symbolize::{BuildId, Config, DebugOrigin, Debuginfod, DebuginfodConfig, DebuginfodError, ElfFile, Symbolizer};
+use symbolize::{
+    BuildId, Config, DebugOrigin, Debuginfod, DebuginfodConfig, DebuginfodError, ElfFile,
+    Symbolizer,
+};
 
 #[derive(Clone)]
 enum Reply {
@@ -21,7 +24,10 @@ enum Reply {
     /// read the request, then say nothing
     Silent,
     /// promise `len` bytes, send one every `every`
-    Trickle { len: usize, every: Duration },
+    Trickle {
+        len: usize,
+        every: Duration,
+    },
     /// a Content-Length over any limit
     HugeLength,
     /// no Content-Length, bytes until the client hangs up
@@ -68,16 +74,29 @@ fn serve(reply: Reply) -> Server {
                         Ok(n) => req.extend_from_slice(&buf[..n]),
                     }
                 }
-                let line = String::from_utf8_lossy(&req).lines().next().unwrap_or("").to_string();
-                p.lock().unwrap().push(line.split_whitespace().nth(1).unwrap_or("").to_string());
+                let line = String::from_utf8_lossy(&req)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                p.lock()
+                    .unwrap()
+                    .push(line.split_whitespace().nth(1).unwrap_or("").to_string());
                 let deadline = Instant::now() + Duration::from_secs(20);
                 match reply {
                     Reply::Body(b) => {
-                        let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len());
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            b.len()
+                        );
                         let _ = conn.write_all(&b);
                     }
                     Reply::Status(code) => {
-                        let _ = write!(conn, "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
                     }
                     Reply::Silent => {
                         while Instant::now() < deadline && !s.load(Ordering::SeqCst) {
@@ -85,7 +104,10 @@ fn serve(reply: Reply) -> Server {
                         }
                     }
                     Reply::Trickle { len, every } => {
-                        let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+                        );
                         for _ in 0..len {
                             if Instant::now() > deadline || conn.write_all(b"\x7f").is_err() {
                                 break;
@@ -128,7 +150,11 @@ fn fixture(tmp: &Path) -> Option<(Fixture, BuildId, u64)> {
         skip("no gcc/objcopy to build the fixture");
         return None;
     };
-    let id = ElfFile::open(&f.stripped).unwrap().build_id.clone().expect("built with --build-id");
+    let id = ElfFile::open(&f.stripped)
+        .unwrap()
+        .build_id
+        .clone()
+        .expect("built with --build-id");
     let helper = nm_addr(&f.full, "helper_static").expect("nm names helper_static");
     Some((f, id, helper))
 }
@@ -136,7 +162,9 @@ fn fixture(tmp: &Path) -> Option<(Fixture, BuildId, u64)> {
 #[test]
 fn found_on_the_server_verified_cached_and_used() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some((f, id, helper)) = fixture(tmp.path()) else { return };
+    let Some((f, id, helper)) = fixture(tmp.path()) else {
+        return;
+    };
     // the stripped binary alone, elsewhere: no debuglink sibling to find
     let alone = tmp.path().join("alone");
     std::fs::create_dir(&alone).unwrap();
@@ -150,10 +178,19 @@ fn found_on_the_server_verified_cached_and_used() {
     let sym = Symbolizer::new(config.clone());
     let s = sym.symbolize_file(&bin, helper + 1, true).unwrap();
     assert_eq!(s.symbol.as_ref().map(|h| &*h.name), Some("helper_static"));
-    assert_eq!(s.frames.last().and_then(|f| f.function.as_deref()), Some("helper_static"));
-    assert_eq!(s.module.debug_file().map(|d| d.1), Some(DebugOrigin::Debuginfod));
+    assert_eq!(
+        s.frames.last().and_then(|f| f.function.as_deref()),
+        Some("helper_static")
+    );
+    assert_eq!(
+        s.module.debug_file().map(|d| d.1),
+        Some(DebugOrigin::Debuginfod)
+    );
     assert_eq!(server.hits.load(Ordering::SeqCst), 1);
-    assert_eq!(server.paths.lock().unwrap()[0], format!("/buildid/{}/debuginfo", id.hex()));
+    assert_eq!(
+        server.paths.lock().unwrap()[0],
+        format!("/buildid/{}/debuginfo", id.hex())
+    );
     assert!(cache.join(id.hex()).join("debuginfo").is_file());
 
     // a new symbolizer with the server gone: from the cache, no request
@@ -174,14 +211,24 @@ fn server_down_fails_fast_and_is_negatively_cached() {
     let tmp = tempfile::tempdir().unwrap();
     let id = BuildId::from_hex("00112233445566778899aabbccddeeff00112233").unwrap();
     // a port nobody listens on: bound, then closed
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let c = Debuginfod::new(client(&format!("http://127.0.0.1:{port}"), tmp.path()));
     let (r, t) = timed(|| c.fetch(&id));
     eprintln!("server down: {r:?} in {t:?}");
-    assert!(matches!(r, Err(DebuginfodError::Unreachable { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(DebuginfodError::Unreachable { .. })),
+        "{r:?}"
+    );
     assert!(t < Duration::from_secs(2), "{t:?}");
     let (r, t) = timed(|| c.fetch(&id));
-    assert!(matches!(r, Err(DebuginfodError::NegativelyCached { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(DebuginfodError::NegativelyCached { .. })),
+        "{r:?}"
+    );
     assert!(t < Duration::from_millis(100));
 }
 
@@ -226,27 +273,43 @@ fn oversized_replies_are_dropped() {
         assert!(matches!(r, Err(DebuginfodError::TooLarge { .. })), "{r:?}");
         assert!(t < Duration::from_secs(4), "{t:?}");
         let dir = tmp.path().join(id.hex());
-        let left: Vec<_> = std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
-        assert!(left.iter().all(|n| n.to_string_lossy().ends_with(".neg")), "{left:?}");
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.iter().all(|n| n.to_string_lossy().ends_with(".neg")),
+            "{left:?}"
+        );
     }
 }
 
 #[test]
 fn wrong_content_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some((f, id, _)) = fixture(tmp.path()) else { return };
+    let Some((f, id, _)) = fixture(tmp.path()) else {
+        return;
+    };
     let other = build_fixture(tmp.path(), 4, &[]).unwrap();
     for (what, body) in [
-        ("another build's debug file", std::fs::read(&other.debug).unwrap()),
+        (
+            "another build's debug file",
+            std::fs::read(&other.debug).unwrap(),
+        ),
         ("not ELF", b"<html>proxy error</html>".to_vec()),
-        ("truncated ELF", std::fs::read(&f.debug).unwrap()[..100].to_vec()),
+        (
+            "truncated ELF",
+            std::fs::read(&f.debug).unwrap()[..100].to_vec(),
+        ),
     ] {
         let cache = tmp.path().join(format!("cache-{}", what.len()));
         let server = serve(Reply::Body(Arc::new(body)));
         let c = Debuginfod::new(client(&server.url, &cache));
         let r = c.fetch(&id);
         eprintln!("{what}: {r:?}");
-        assert!(matches!(r, Err(DebuginfodError::WrongContent { .. })), "{what}: {r:?}");
+        assert!(
+            matches!(r, Err(DebuginfodError::WrongContent { .. })),
+            "{what}: {r:?}"
+        );
         assert!(!cache.join(id.hex()).join("debuginfo").exists());
     }
 }
@@ -258,12 +321,21 @@ fn not_found_then_asked_again_after_the_negative_ttl() {
     let server = serve(Reply::Status(404));
     let mut cfg = client(&server.url, tmp.path());
     let c = Debuginfod::new(cfg.clone());
-    assert!(matches!(c.fetch(&id), Err(DebuginfodError::NotFound { .. })));
-    assert!(matches!(c.fetch(&id), Err(DebuginfodError::NegativelyCached { .. })));
+    assert!(matches!(
+        c.fetch(&id),
+        Err(DebuginfodError::NotFound { .. })
+    ));
+    assert!(matches!(
+        c.fetch(&id),
+        Err(DebuginfodError::NegativelyCached { .. })
+    ));
     assert_eq!(server.hits.load(Ordering::SeqCst), 1);
     cfg.negative_ttl = Duration::ZERO;
     let c = Debuginfod::new(cfg);
-    assert!(matches!(c.fetch(&id), Err(DebuginfodError::NotFound { .. })));
+    assert!(matches!(
+        c.fetch(&id),
+        Err(DebuginfodError::NotFound { .. })
+    ));
     assert_eq!(server.hits.load(Ordering::SeqCst), 2);
 }
 

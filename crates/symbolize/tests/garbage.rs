@@ -46,7 +46,10 @@ fn peak_rss_kib() -> u64 {
 }
 
 fn symbol_addrs(full: &Path) -> Vec<u64> {
-    let mut v: Vec<u64> = nm_text_symbols(full, false).iter().flat_map(|s| [s.addr, s.addr + s.size / 2]).collect();
+    let mut v: Vec<u64> = nm_text_symbols(full, false)
+        .iter()
+        .flat_map(|s| [s.addr, s.addr + s.size / 2])
+        .collect();
     v.push(0);
     v.push(u64::MAX);
     v
@@ -55,7 +58,9 @@ fn symbol_addrs(full: &Path) -> Vec<u64> {
 #[test]
 fn truncated_files_are_refused_or_partial_never_a_panic() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(f) = fixture(tmp.path(), 5, &[]) else { return };
+    let Some(f) = fixture(tmp.path(), 5, &[]) else {
+        return;
+    };
     let data = std::fs::read(&f.full).unwrap();
     let addrs = symbol_addrs(&f.full);
     let cut = tmp.path().join("cut");
@@ -85,7 +90,8 @@ fn truncated_debian_debug_file_is_refused() {
     let bin = root.join("usr/bin/python3.14");
     let binary = symbolize::ElfFile::open(&bin).unwrap();
     let id = binary.build_id.clone().unwrap().hex();
-    let debug = std::fs::read(dbg.join(format!(".build-id/{}/{}.debug", &id[..2], &id[2..]))).unwrap();
+    let debug =
+        std::fs::read(dbg.join(format!(".build-id/{}/{}.debug", &id[..2], &id[2..]))).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join(".build-id").join(&id[..2]);
     std::fs::create_dir_all(&dir).unwrap();
@@ -97,7 +103,11 @@ fn truncated_debian_debug_file_is_refused() {
         let m = sym.module(&bin, None).unwrap();
         // refused at open (section headers are at the end): binary symbols only
         assert!(m.debug_file().is_none(), "{frac}%");
-        assert!(m.debug_search().refused.iter().all(|e| matches!(e, Error::BadElf { .. })));
+        assert!(m
+            .debug_search()
+            .refused
+            .iter()
+            .all(|e| matches!(e, Error::BadElf { .. })));
         let s = sym.symbolize_file(&bin, 0x4389bc, true).unwrap();
         assert!(s.frames.is_empty());
     }
@@ -117,7 +127,9 @@ fn debug_section_ranges(path: &Path) -> Vec<(usize, usize)> {
 #[test]
 fn corrupted_dwarf_and_elf_bytes_never_panic() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(f) = fixture(tmp.path(), 6, &[]) else { return };
+    let Some(f) = fixture(tmp.path(), 6, &[]) else {
+        return;
+    };
     let data = std::fs::read(&f.full).unwrap();
     let ranges = debug_section_ranges(&f.full);
     assert!(!ranges.is_empty());
@@ -148,7 +160,10 @@ fn corrupted_dwarf_and_elf_bytes_never_panic() {
         err += e;
     }
     let rss = peak_rss_kib();
-    eprintln!("{rounds} corrupted copies: {ok} answers, {err} errors, peak RSS {} MiB", rss / 1024);
+    eprintln!(
+        "{rounds} corrupted copies: {ok} answers, {err} errors, peak RSS {} MiB",
+        rss / 1024
+    );
     assert!(rss < 2 << 20, "peak RSS {rss} KiB");
 }
 
@@ -164,7 +179,9 @@ fn section_offset(path: &Path, name: &str) -> Option<u64> {
 #[test]
 fn compressed_sections_claiming_huge_sizes_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(f) = fixture(tmp.path(), 7, &["-gz=zlib"]) else { return };
+    let Some(f) = fixture(tmp.path(), 7, &["-gz=zlib"]) else {
+        return;
+    };
     let Some(off) = section_offset(&f.full, ".debug_info") else {
         return skip("gcc -gz=zlib did not compress .debug_info");
     };
@@ -172,7 +189,10 @@ fn compressed_sections_claiming_huge_sizes_are_refused() {
     // untouched: inflated and read
     let sym = Symbolizer::new(Config::local(vec![]));
     let s = sym.symbolize_file(&f.full, helper, true).unwrap();
-    assert_eq!(s.frames.last().and_then(|f| f.function.as_deref()), Some("helper_static"));
+    assert_eq!(
+        s.frames.last().and_then(|f| f.function.as_deref()),
+        Some("helper_static")
+    );
 
     // Elf64_Chdr { ch_type: u32, ch_reserved: u32, ch_size: u64, ch_addralign: u64 }
     // precedes the compressed stream, whose offset `object` gives
@@ -183,7 +203,11 @@ fn compressed_sections_claiming_huge_sizes_are_refused() {
     std::fs::write(&bad, &d).unwrap();
     let sym = Symbolizer::new(Config::local(vec![]));
     let s = sym.symbolize_file(&bad, helper, true).unwrap();
-    assert_eq!(s.symbol.as_ref().map(|h| &*h.name), Some("helper_static"), "symbols still work");
+    assert_eq!(
+        s.symbol.as_ref().map(|h| &*h.name),
+        Some("helper_static"),
+        "symbols still work"
+    );
     assert!(s.frames.is_empty());
     let e = s.frames_error.expect("DWARF refused");
     assert!(e.contains("over the limit"), "{e}");
@@ -191,7 +215,9 @@ fn compressed_sections_claiming_huge_sizes_are_refused() {
     // a small configured limit refuses the real section too
     let mut c = Config::local(vec![]);
     c.section_limit = 16;
-    let s = Symbolizer::new(c).symbolize_file(&f.full, helper, true).unwrap();
+    let s = Symbolizer::new(c)
+        .symbolize_file(&f.full, helper, true)
+        .unwrap();
     assert!(s.frames_error.is_some_and(|e| e.contains("over the limit")));
 }
 
@@ -224,8 +250,20 @@ fn addresses_outside_any_mapping_or_segment_are_typed_errors() {
         },
     ]);
     let sym = Symbolizer::new(Config::local(vec![]));
-    assert!(matches!(sym.symbolize(&maps, 0x10, false), Err(Error::NoMapping { .. })));
-    assert!(matches!(sym.symbolize(&maps, 0x1800, false), Err(Error::AnonymousMapping { .. })));
-    assert!(matches!(sym.symbolize(&maps, 0x3800, false), Err(Error::Io { .. })));
-    assert!(matches!(sym.symbolize(&maps, 0x5800, false), Err(Error::BadElf { .. })));
+    assert!(matches!(
+        sym.symbolize(&maps, 0x10, false),
+        Err(Error::NoMapping { .. })
+    ));
+    assert!(matches!(
+        sym.symbolize(&maps, 0x1800, false),
+        Err(Error::AnonymousMapping { .. })
+    ));
+    assert!(matches!(
+        sym.symbolize(&maps, 0x3800, false),
+        Err(Error::Io { .. })
+    ));
+    assert!(matches!(
+        sym.symbolize(&maps, 0x5800, false),
+        Err(Error::BadElf { .. })
+    ));
 }

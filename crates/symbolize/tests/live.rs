@@ -22,13 +22,18 @@ impl Drop for Target {
 
 fn start(python: &Path) -> Target {
     let mut child = Command::new(python)
-        .args(["-c", "import time, sys; print('ready', flush=True); time.sleep(120)"])
+        .args([
+            "-c",
+            "import time, sys; print('ready', flush=True); time.sleep(120)",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("start python");
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert_eq!(line.trim(), "ready");
     Target(child)
 }
@@ -37,14 +42,24 @@ fn start(python: &Path) -> Target {
 /// or `None` for "No symbol matches".
 fn gdb_info_symbol(pid: u32, extra: &[String], addrs: &[u64]) -> Vec<Option<(String, u64)>> {
     let mut cmd = Command::new("gdb");
-    cmd.args(["-nx", "-batch", "-ex", "set width 0", "-ex", "set debuginfod enabled off"]);
+    cmd.args([
+        "-nx",
+        "-batch",
+        "-ex",
+        "set width 0",
+        "-ex",
+        "set debuginfod enabled off",
+    ]);
     for e in extra {
         // before the attach: settings that decide which debug files are read
         cmd.arg("-iex").arg(e);
     }
     cmd.arg("-p").arg(pid.to_string());
     for a in addrs {
-        cmd.arg("-ex").arg("echo @@\\n").arg("-ex").arg(format!("info symbol {a:#x}"));
+        cmd.arg("-ex")
+            .arg("echo @@\\n")
+            .arg("-ex")
+            .arg(format!("info symbol {a:#x}"));
     }
     let out = cmd.stdin(Stdio::null()).output().expect("gdb runs");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -88,7 +103,9 @@ fn all_names_by_addr(path: &Path) -> HashMap<u64, Vec<String>> {
         if dynamic {
             cmd.arg("-D");
         }
-        let Ok(out) = cmd.arg(path).output() else { continue };
+        let Ok(out) = cmd.arg(path).output() else {
+            continue;
+        };
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() == 3 {
@@ -101,12 +118,27 @@ fn all_names_by_addr(path: &Path) -> HashMap<u64, Vec<String>> {
     m
 }
 
-fn compare_live(python: &Path, debug_roots: Vec<PathBuf>, gdb_extra: &[String], n: usize, want_module: &str) -> (usize, usize) {
+fn compare_live(
+    python: &Path,
+    debug_roots: Vec<PathBuf>,
+    gdb_extra: &[String],
+    n: usize,
+    want_module: &str,
+) -> (usize, usize) {
     let t = start(python);
     let pid = t.0.id();
     let maps = ProcessMaps::for_pid(pid).unwrap();
-    let exec: Vec<_> = maps.regions().iter().filter(|r| r.exec && r.is_file()).cloned().collect();
-    assert!(exec.iter().any(|r| r.path.as_deref().is_some_and(|p| p.contains(want_module))), "{exec:?}");
+    let exec: Vec<_> = maps
+        .regions()
+        .iter()
+        .filter(|r| r.exec && r.is_file())
+        .cloned()
+        .collect();
+    assert!(
+        exec.iter()
+            .any(|r| r.path.as_deref().is_some_and(|p| p.contains(want_module))),
+        "{exec:?}"
+    );
     let mut rng = Rng(pid as u64 | 1);
     let addrs: Vec<u64> = (0..n)
         .map(|_| {
@@ -168,7 +200,13 @@ fn live_pyenv_python_agrees_with_gdb_info_symbol() {
         return skip("no pyenv 3.12.1 or no gdb");
     }
     // the host's /usr/lib/debug (libc6-dbg names libc's local functions), as gdb reads it
-    let (ok, n) = compare_live(&py, vec!["/usr/lib/debug".into()], &[], 400, "libpython3.12");
+    let (ok, n) = compare_live(
+        &py,
+        vec!["/usr/lib/debug".into()],
+        &[],
+        400,
+        "libpython3.12",
+    );
     assert!(ok * 100 >= n * 99, "{ok}/{n}");
 }
 
@@ -180,8 +218,17 @@ fn live_debian_314_cold_part_agrees_with_gdb_using_the_debug_file() {
     if !have("gdb") {
         return skip("no gdb");
     }
-    let wrapper = root.parent().unwrap().parent().unwrap().join("bin/python3.14-direct");
-    let py = if wrapper.is_file() { wrapper } else { root.join("usr/bin/python3.14") };
+    let wrapper = root
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("bin/python3.14-direct");
+    let py = if wrapper.is_file() {
+        wrapper
+    } else {
+        root.join("usr/bin/python3.14")
+    };
     let extra = vec![format!("set debug-file-directory {}", dbg.display())];
     let (ok, n) = compare_live(&py, vec![dbg.clone()], &extra, 300, "python3.14");
     assert!(ok * 100 >= n * 99, "{ok}/{n}");
@@ -194,11 +241,18 @@ fn live_debian_314_cold_part_agrees_with_gdb_using_the_debug_file() {
     let cold = maps
         .regions()
         .iter()
-        .filter(|r| r.exec && r.path.as_deref().is_some_and(|p| p.ends_with("/python3.14")))
+        .filter(|r| {
+            r.exec
+                && r.path
+                    .as_deref()
+                    .is_some_and(|p| p.ends_with("/python3.14"))
+        })
         .find_map(|r| {
             (r.start..r.end).step_by(0x40).find_map(|a| {
                 let s = sym.symbolize(&maps, a, false).ok()?;
-                s.symbol.filter(|h| &*h.name == "_PyEval_EvalFrameDefault.cold").map(|h| a - h.offset + 0x40)
+                s.symbol
+                    .filter(|h| &*h.name == "_PyEval_EvalFrameDefault.cold")
+                    .map(|h| a - h.offset + 0x40)
             })
         })
         .expect("the .cold part is mapped and named");
@@ -210,5 +264,7 @@ fn live_debian_314_cold_part_agrees_with_gdb_using_the_debug_file() {
         "gdb {:?}",
         g[0]
     );
-    eprintln!("live Debian 3.14: {cold:#x} is _PyEval_EvalFrameDefault.cold+0x40 for gdb and for us");
+    eprintln!(
+        "live Debian 3.14: {cold:#x} is _PyEval_EvalFrameDefault.cold+0x40 for gdb and for us"
+    );
 }

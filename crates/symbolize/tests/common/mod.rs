@@ -58,7 +58,8 @@ pub fn debian_dbg(version: &str) -> Option<(PathBuf, PathBuf)> {
     for d in dirs.into_iter().flatten() {
         let root = d.join(format!("py{version}/root"));
         let dbg = root.join("usr/lib/debug");
-        if root.join(format!("usr/bin/python{version}")).is_file() && dbg.join(".build-id").is_dir() {
+        if root.join(format!("usr/bin/python{version}")).is_file() && dbg.join(".build-id").is_dir()
+        {
             return Some((root, dbg));
         }
     }
@@ -66,7 +67,10 @@ pub fn debian_dbg(version: &str) -> Option<(PathBuf, PathBuf)> {
 }
 
 pub fn have(tool: &str) -> bool {
-    Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// A sized text symbol from `nm -S --defined-only`.
@@ -93,7 +97,8 @@ pub fn nm_text_symbols(path: &Path, dynamic: bool) -> Vec<NmSym> {
         if f.len() != 4 || !matches!(f[2], "t" | "T" | "w" | "W" | "i") {
             continue;
         }
-        let (Ok(addr), Ok(size)) = (u64::from_str_radix(f[0], 16), u64::from_str_radix(f[1], 16)) else {
+        let (Ok(addr), Ok(size)) = (u64::from_str_radix(f[0], 16), u64::from_str_radix(f[1], 16))
+        else {
             continue;
         };
         if size == 0 || addr == 0 {
@@ -181,21 +186,29 @@ impl Rng {
 /// (file as gdb prints it, line) of the line-table row holding the address.
 pub fn gdb_info_line(file: &Path, addrs: &[u64]) -> Vec<Option<(String, u32)>> {
     let mut cmd = Command::new("gdb");
-    cmd.args(["-nx", "-batch", "-ex", "set width 0", "-ex", "set debuginfod enabled off"]);
+    cmd.args([
+        "-nx",
+        "-batch",
+        "-ex",
+        "set width 0",
+        "-ex",
+        "set debuginfod enabled off",
+    ]);
     for a in addrs {
-        cmd.arg("-ex").arg(format!("echo @@{a:#x}\\n")).arg("-ex").arg(format!("info line *{a:#x}"));
+        cmd.arg("-ex")
+            .arg(format!("echo @@{a:#x}\\n"))
+            .arg("-ex")
+            .arg(format!("info line *{a:#x}"));
     }
     let out = cmd.arg(file).output().expect("gdb runs");
     let text = String::from_utf8_lossy(&out.stdout);
     let mut res = Vec::new();
     for chunk in text.split("@@").skip(1) {
-        let ans = chunk
-            .split_once("Line ")
-            .and_then(|(_, rest)| {
-                let (line, rest) = rest.split_once(" of \"")?;
-                let (f, _) = rest.split_once('"')?;
-                Some((f.to_string(), line.trim().parse().ok()?))
-            });
+        let ans = chunk.split_once("Line ").and_then(|(_, rest)| {
+            let (line, rest) = rest.split_once(" of \"")?;
+            let (f, _) = rest.split_once('"')?;
+            Some((f.to_string(), line.trim().parse().ok()?))
+        });
         res.push(ans);
     }
     res.resize(addrs.len(), None);
@@ -236,13 +249,20 @@ pub fn build_fixture(dir: &Path, variant: u32, extra_cflags: &[&str]) -> Option<
         .arg("-o")
         .arg(&full)
         .arg(&src))
-        && ok(Command::new("objcopy").arg("--only-keep-debug").arg(&full).arg(&debug))
+        && ok(Command::new("objcopy")
+            .arg("--only-keep-debug")
+            .arg(&full)
+            .arg(&debug))
         && ok(Command::new("objcopy")
             .arg("--strip-all")
             .arg(format!("--add-gnu-debuglink={}", debug.display()))
             .arg(&full)
             .arg(&stripped));
-    built.then_some(Fixture { full, stripped, debug })
+    built.then_some(Fixture {
+        full,
+        stripped,
+        debug,
+    })
 }
 
 /// `nm`'s address of a symbol.
@@ -250,6 +270,8 @@ pub fn nm_addr(path: &Path, name: &str) -> Option<u64> {
     let out = Command::new("nm").arg(path).output().ok()?;
     String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
-        (f.len() == 3 && f[2] == name).then(|| u64::from_str_radix(f[0], 16).ok()).flatten()
+        (f.len() == 3 && f[2] == name)
+            .then(|| u64::from_str_radix(f[0], 16).ok())
+            .flatten()
     })
 }
