@@ -51,7 +51,8 @@ pub fn pyenv_libpythons() -> Vec<PathBuf> {
 /// (root of the extracted tree, its usr/lib/debug).
 pub fn debian_dbg(version: &str) -> Option<(PathBuf, PathBuf)> {
     let dirs = [
-        std::env::var_os("PYSTACKD_PYDBG").map(PathBuf::from),
+        // where tests/run puts them (WITH_DBG=1 get-pythons)
+        std::env::var_os("PYSTACKD_DBG_ROOT").map(PathBuf::from),
         Some(home().join(".cache/pystackd/pydbg")),
         Some(home().join(".cache/pystackd/pythons")),
     ];
