@@ -98,3 +98,50 @@ fn byte_budget_evicts_least_recently_used() {
     assert!(Arc::ptr_eq(&again, &m0));
     assert_eq!(sym.cache_stats().hits, hits + 1);
 }
+
+#[test]
+fn shared_between_threads_gives_the_same_answers() {
+    let Some(lib) = pyenv_libpythons().into_iter().next() else {
+        return skip("no pyenv libpython");
+    };
+    let nm = nm_text_symbols(&lib, false);
+    let mut rng = Rng(0x7777);
+    let addrs: Vec<u64> = (0..2000)
+        .map(|_| {
+            let s = &nm[rng.below(nm.len() as u64) as usize];
+            s.addr + rng.below(s.size)
+        })
+        .collect();
+    let one = Symbolizer::new(Config::local(vec![]));
+    let want: Vec<String> = addrs
+        .iter()
+        .map(|&a| {
+            let s = one.symbolize_file(&lib, a, true).unwrap();
+            format!("{s} {:?}", s.frames)
+        })
+        .collect();
+    // one symbolizer, four threads, lazily loading the same module at once
+    let shared = Arc::new(Symbolizer::new(Config::local(vec![])));
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let (shared, lib, addrs) = (shared.clone(), lib.clone(), addrs.clone());
+            std::thread::spawn(move || {
+                let order: Vec<usize> = if t % 2 == 0 {
+                    (0..addrs.len()).collect()
+                } else {
+                    (0..addrs.len()).rev().collect()
+                };
+                let mut got = vec![String::new(); addrs.len()];
+                for i in order {
+                    let s = shared.symbolize_file(&lib, addrs[i], true).unwrap();
+                    got[i] = format!("{s} {:?}", s.frames);
+                }
+                got
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), want);
+    }
+    assert_eq!(shared.cache_stats().modules, 1);
+}
