@@ -90,6 +90,13 @@ impl SymbolTable {
                 }
             }
         }
+        // PLT stubs, named `callee@plt` as gdb, perf and objdump name them
+        for file in files {
+            for sym in plt_symbols(file) {
+                rank += 1;
+                syms.push((sym, rank));
+            }
+        }
         if !no_size.is_empty() {
             let mut starts: Vec<u64> = syms
                 .iter()
@@ -173,4 +180,89 @@ impl SymbolTable {
                 offset: addr - s.addr,
             })
     }
+}
+
+/// x86-64 PLT entries, named as objdump (BFD's synthetic symbols) names them: each
+/// 16-byte entry of `.plt.sec` (IBT builds), else of `.plt` after the resolver's
+/// trampoline, jumps through a GOT slot (`jmp *disp(%rip)`, possibly after `endbr64`
+/// and with a `bnd` prefix); the `.rela.plt` relocation of that slot names the callee:
+/// `callee@plt`, or `*ABS*+0xADDEND@plt` for a library's own ifuncs (IRELATIVE).
+/// Other architectures and files without a lazy PLT (only `.plt.got`) give none.
+fn plt_symbols(file: &ElfFile) -> Vec<Symbol> {
+    use object::read::elf::{FileHeader, SectionHeader};
+    const R_X86_64_JUMP_SLOT: u32 = 7;
+    const R_X86_64_IRELATIVE: u32 = 37;
+    const ENTRY: u64 = 16;
+    let data: &[u8] = &file.data;
+    let Ok(elf) = object::read::elf::ElfFile64::<object::Endianness>::parse(data) else {
+        return Vec::new();
+    };
+    let endian = elf.endian();
+    if elf.elf_header().e_machine(endian) != object::elf::EM_X86_64 {
+        return Vec::new();
+    }
+    let sections = elf.elf_section_table();
+    let Some((_, rela_plt)) = sections.section_by_name(endian, b".rela.plt") else {
+        return Vec::new();
+    };
+    let Ok(Some((relas, link))) = rela_plt.rela(endian, data) else {
+        return Vec::new();
+    };
+    let Ok(dynsym) = sections.symbol_table_by_index(endian, data, link) else {
+        return Vec::new();
+    };
+    // GOT slot -> name
+    let mut by_slot: rustc_hash::FxHashMap<u64, String> = rustc_hash::FxHashMap::default();
+    for r in relas {
+        let name = match r.r_type(endian, false) {
+            R_X86_64_JUMP_SLOT => {
+                let Ok(sym) = dynsym.symbol(object::SymbolIndex(r.r_sym(endian, false) as usize))
+                else {
+                    continue;
+                };
+                match dynsym.symbol_name(endian, sym) {
+                    Ok(n) if !n.is_empty() => {
+                        let n = String::from_utf8_lossy(n);
+                        format!("{}@plt", n.split('@').next().unwrap_or(&n))
+                    }
+                    _ => continue,
+                }
+            }
+            R_X86_64_IRELATIVE => format!("*ABS*+{:#x}@plt", r.r_addend.get(endian)),
+            _ => continue,
+        };
+        by_slot.insert(r.r_offset.get(endian), name);
+    }
+    let section = |name: &[u8]| {
+        sections
+            .section_by_name(endian, name)
+            .map(|(_, h)| h)
+            .filter(|h| h.sh_type(endian) == object::elf::SHT_PROGBITS)
+            .and_then(|h| Some((h.sh_addr(endian), h.data(endian, data).ok()?)))
+    };
+    let (base, bytes, first) = match (section(b".plt.sec"), section(b".plt")) {
+        (Some((a, b)), _) => (a, b, 0),
+        (None, Some((a, b))) => (a, b, 1),
+        _ => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    for k in first..(bytes.len() as u64 / ENTRY) {
+        let entry = &bytes[(k * ENTRY) as usize..((k + 1) * ENTRY) as usize];
+        let addr = base + k * ENTRY;
+        // `ff 25 disp32` within the entry's first bytes
+        let Some(i) = (0..=8).find(|&i| entry[i] == 0xff && entry[i + 1] == 0x25) else {
+            continue;
+        };
+        let disp = i32::from_le_bytes([entry[i + 2], entry[i + 3], entry[i + 4], entry[i + 5]]);
+        let slot = (addr + i as u64 + 6).wrapping_add(disp as i64 as u64);
+        if let Some(name) = by_slot.get(&slot) {
+            out.push(Symbol {
+                addr,
+                size: ENTRY,
+                name: Arc::from(name.as_str()),
+                global: false,
+            });
+        }
+    }
+    out
 }

@@ -161,3 +161,58 @@ fn random_addresses_agree_with_addr2line() {
     assert!(func * 1000 >= tot * 999, "functions: {func}/{tot}");
     assert!(all * 1000 >= tot * 998, "all frames: {all}/{tot}");
 }
+
+/// `objdump -d`'s `<name@plt>` labels of `.plt`/`.plt.sec`: (address, name).
+fn objdump_plt(path: &Path) -> Vec<(u64, String)> {
+    let out = std::process::Command::new("objdump")
+        .args(["-d", "-j", ".plt", "-j", ".plt.sec"])
+        .arg(path)
+        .output()
+        .expect("objdump runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (addr, rest) = l.split_once(" <")?;
+            let name = rest.strip_suffix(">:")?;
+            name.ends_with("@plt")
+                .then(|| Some((u64::from_str_radix(addr.trim(), 16).ok()?, name.to_string())))?
+        })
+        .collect()
+}
+
+#[test]
+fn plt_stubs_named_as_objdump_names_them() {
+    if !have("objdump") {
+        return skip("no objdump");
+    }
+    let mut files = pyenv_libpythons().into_iter().take(1).collect::<Vec<_>>();
+    for f in ["/usr/bin/python3.11", "/usr/lib/x86_64-linux-gnu/libc.so.6"] {
+        if Path::new(f).is_file() {
+            files.push(f.into());
+        }
+    }
+    let sym = Symbolizer::new(Config::local(vec![]));
+    let (mut total, mut ok) = (0, 0);
+    for f in &files {
+        let want = objdump_plt(f);
+        for (addr, name) in &want {
+            for probe in [*addr, addr + 15] {
+                total += 1;
+                let s = sym.symbolize_file(f, probe, false).unwrap();
+                if s.symbol.as_ref().map(|h| (&*h.name, h.addr)) == Some((name.as_str(), *addr)) {
+                    ok += 1;
+                } else {
+                    eprintln!(
+                        "{}: {probe:#x}: objdump {name}, we {:?}",
+                        f.display(),
+                        s.symbol
+                    );
+                }
+            }
+        }
+        eprintln!("{}: {} PLT stubs", f.display(), want.len());
+    }
+    eprintln!("PLT: {ok}/{total} stub starts and ends named as objdump names them");
+    assert!(total > 0);
+    assert_eq!(ok, total);
+}
