@@ -1,0 +1,108 @@
+//! A process's address space as the symbolizer needs it: file-backed mappings with
+//! their file offsets, from a live process (`/proc/PID/maps` on Linux, `/proc/PID/map`
+//! on illumos, through `pyframe_reader::platform`) or from a record kept after the
+//! process exited.
+//!
+//! An address becomes an ELF virtual address in two steps: the mapping gives its file
+//! offset (`addr - start + offset`), the PT_LOAD segment holding that offset gives the
+//! virtual address (`p_vaddr + offset - p_offset`). This is right for PIE executables
+//! and shared libraries (loaded at any base) as for fixed-address executables, and for
+//! segments the loader mapped with extra alignment.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use crate::error::{Error, Result};
+use crate::module::Module;
+
+/// One mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+    /// Offset in the mapped file.
+    pub offset: u64,
+    pub exec: bool,
+    /// The file's path as the target sees it; `None` for anonymous memory.
+    pub path: Option<String>,
+    /// A path this process can open the file by (`/proc/PID/map_files/...`,
+    /// `/proc/PID/root/...`); `None` to use `path`.
+    pub open_path: Option<PathBuf>,
+}
+
+impl Region {
+    pub fn contains(&self, addr: u64) -> bool {
+        self.start <= addr && addr < self.end
+    }
+    /// A real file (not anonymous, `[vdso]`, `[heap]`, a deleted file...).
+    pub fn is_file(&self) -> bool {
+        matches!(&self.path, Some(p) if p.starts_with('/') && !p.ends_with(" (deleted)"))
+    }
+}
+
+impl From<&pyframe_reader::platform::Mapping> for Region {
+    fn from(m: &pyframe_reader::platform::Mapping) -> Region {
+        Region {
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+            exec: m.exec,
+            path: m.path.clone(),
+            open_path: m.open_path.clone(),
+        }
+    }
+}
+
+/// The mappings of one process, sorted, each with its module resolved at most once.
+pub struct ProcessMaps {
+    pid: Option<u32>,
+    regions: Vec<Region>,
+    pub(crate) modules: Vec<OnceLock<Option<Arc<Module>>>>,
+}
+
+impl std::fmt::Debug for ProcessMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessMaps")
+            .field("pid", &self.pid)
+            .field("regions", &self.regions)
+            .finish()
+    }
+}
+
+impl ProcessMaps {
+    /// The current mappings of live process `pid`.
+    pub fn for_pid(pid: u32) -> Result<ProcessMaps> {
+        let maps = pyframe_reader::platform::mappings(pid)
+            .map_err(|source| Error::Mappings { pid, source })?;
+        let mut pm = ProcessMaps::from_regions(maps.iter().map(Region::from).collect());
+        pm.pid = Some(pid);
+        Ok(pm)
+    }
+
+    /// From a list of mappings (a record of an exited process, a test).
+    pub fn from_regions(mut regions: Vec<Region>) -> ProcessMaps {
+        regions.retain(|r| r.start < r.end);
+        regions.sort_by_key(|r| r.start);
+        let modules = regions.iter().map(|_| OnceLock::new()).collect();
+        ProcessMaps {
+            pid: None,
+            regions,
+            modules,
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+    pub fn regions(&self) -> &[Region] {
+        &self.regions
+    }
+
+    /// The mapping holding `addr`, with its index.
+    pub fn region(&self, addr: u64) -> Option<(usize, &Region)> {
+        let idx = self.regions.partition_point(|r| r.start <= addr);
+        let i = idx.checked_sub(1)?;
+        let r = &self.regions[i];
+        r.contains(addr).then_some((i, r))
+    }
+}
