@@ -213,13 +213,16 @@ fn package_of(tool: &str) -> &str {
         "perf" => "linux-perf",
         "setpriv" | "unshare" => "util-linux",
         "systemd-socket-activate" => "systemd",
+        "go" => "golang-go",
         other => other,
     }
 }
 
-/// `Ok` when `tool --version` runs and exits 0, else a [`Skip`] naming the package.
+/// `Ok` when `tool --version` (`go version`) runs and exits 0, else a [`Skip`] naming the package.
 pub fn tool(tool: &str) -> Result<(), Skip> {
-    if have(tool, "--version") {
+    // go has no --version: `go version`
+    let arg = if tool == "go" { "version" } else { "--version" };
+    if have(tool, arg) {
         Ok(())
     } else {
         Err(Skip(format!(
