@@ -7,7 +7,8 @@ use crate::matching::{eval_calls, match_thread, Unmatched};
 use crate::output::{write_annotations, write_folded, NativeFrameRecord, StackRecord, Status};
 use crate::reader::LineReader;
 use crate::{
-    bpftrace, dtrace, gdb, perf, AnnotateError, Moment, ParsedFrame, StackSource, Summary,
+    bpftrace, dtrace, gdb, perf, AnnotateError, Moment, NativeSymbol, ParsedFrame, StackSource,
+    Summary,
 };
 use protocol::ThreadStack;
 use std::io::{self, Read, Write};
@@ -213,6 +214,9 @@ pub struct Annotator<'s, W: Write, S: StackSource + ?Sized> {
     held: Option<StackRecord>,
     summary: Summary,
     calls: Vec<usize>,
+    /// Frames of the pending stack the tracer left unnamed and the source named: (line
+    /// index, symbol), in line order.
+    resolved: Vec<(usize, NativeSymbol)>,
     scratch: Vec<u8>,
 }
 
@@ -240,6 +244,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             held: None,
             summary: Summary::default(),
             calls: Vec::new(),
+            resolved: Vec::new(),
             scratch: Vec::new(),
         }
     }
@@ -628,8 +633,9 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         count: Option<u64>,
     ) -> Result<(), AnnotateError> {
         self.summary.stacks += 1;
-        self.find_eval_calls(keep);
         let target = self.stack_target(keep);
+        self.resolve_unnamed(keep, target.pid);
+        self.find_eval_calls(keep);
         let threads = self.read_python(&target);
         if self.opts.stopped {
             self.resume_named(&target);
@@ -648,18 +654,71 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         Ok(())
     }
 
+    /// Names the frames the tracer printed without a symbol but with an address, through
+    /// the source (debug info, build-ids), into `self.resolved`. The innermost frame's
+    /// address is where the thread was; every other one is a return address, looked up one
+    /// byte back so that a call ending its function is not taken for the next function.
+    fn resolve_unnamed(&mut self, keep: usize, pid: Option<u32>) {
+        /// Lookups per stack at most (a stack of garbage addresses costs no more).
+        const MAX_LOOKUPS: usize = 256;
+        self.resolved.clear();
+        let Some(pid) = pid else {
+            return;
+        };
+        let mut first = true;
+        let mut asked = 0;
+        for (i, l) in self.lines[..keep].iter().enumerate() {
+            if l.kind != Kind::Frame {
+                continue;
+            }
+            let innermost = std::mem::replace(&mut first, false);
+            let (true, Some(addr)) = (l.frame.symbol.is_empty(), l.frame.address) else {
+                continue;
+            };
+            if asked == MAX_LOOKUPS {
+                break;
+            }
+            asked += 1;
+            let at = if innermost {
+                addr
+            } else {
+                addr.saturating_sub(1)
+            };
+            if let Some(mut n) = self.source.native_symbol(pid, at) {
+                if !innermost {
+                    n.offset += 1;
+                }
+                self.resolved.push((i, n));
+            }
+        }
+    }
+
+    /// The symbol of line `i`: the tracer's, else the one pystackd found.
+    fn symbol_of(&self, i: usize) -> &[u8] {
+        let l = &self.lines[i];
+        let sym = l.frame.symbol.get(&self.buf[l.start..l.content_end]);
+        if !sym.is_empty() {
+            return sym;
+        }
+        self.resolved
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map_or(&[][..], |(_, n)| n.symbol.as_bytes())
+    }
+
     /// The indices of the lines that are eval calls, into `self.calls`.
     fn find_eval_calls(&mut self, keep: usize) {
-        let buf = &self.buf;
-        self.calls.clear();
+        let mut calls = std::mem::take(&mut self.calls);
+        calls.clear();
         eval_calls(
             self.lines[..keep]
                 .iter()
                 .enumerate()
                 .filter(|(_, l)| l.kind == Kind::Frame)
-                .map(|(i, l)| (i, l.frame.symbol.get(&buf[l.start..l.content_end]))),
-            &mut self.calls,
+                .map(|(i, _)| (i, self.symbol_of(i))),
+            &mut calls,
         );
+        self.calls = calls;
     }
 
     /// Which process and thread the stack belongs to, from `--pid`, the lines before and in
@@ -800,8 +859,25 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         let later = outcome.status == Status::ReadLater;
         let groups = outcome.groups();
         let mut next_call = 0;
+        let mut next_named = 0;
         let mut from = 0;
         for (i, l) in self.lines[..keep].iter().enumerate() {
+            let named = self.resolved.get(next_named).filter(|(j, _)| *j == i);
+            if let Some((_, n)) = named {
+                next_named += 1;
+                self.out.write_all(&buf[from..l.end])?;
+                from = l.end;
+                let line = &buf[l.start..l.end];
+                let eol = &line[l.content_end - l.start..];
+                self.out.write_all(&line[..l.frame.indent])?;
+                write!(
+                    self.out,
+                    "  [= {}`{}+{:#x} (named by pystackd) ]",
+                    n.module, n.symbol, n.offset
+                )?;
+                self.out
+                    .write_all(if eol.is_empty() { b"\n" } else { eol })?;
+            }
             if next_call < groups.len() && self.calls[next_call] == i {
                 let group = groups[next_call];
                 next_call += 1;
@@ -854,12 +930,18 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
                 }
                 next_call += 1;
             }
+            let named = self.resolved.iter().find(|(j, _)| *j == i).map(|(_, n)| n);
             native.push(NativeFrameRecord {
                 text: String::from_utf8_lossy(&line[l.frame.indent..]).into_owned(),
-                module: s(l.frame.module),
-                symbol: s(l.frame.symbol),
-                offset: l.frame.offset,
+                module: named
+                    .map(|n| n.module.clone())
+                    .or_else(|| s(l.frame.module)),
+                symbol: named
+                    .map(|n| n.symbol.clone())
+                    .or_else(|| s(l.frame.symbol)),
+                offset: named.map(|n| n.offset).or(l.frame.offset),
                 address: l.frame.address,
+                named_by_pystackd: named.is_some(),
                 python,
             });
         }

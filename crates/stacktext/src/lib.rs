@@ -24,7 +24,7 @@ pub use annotate::{annotate, Annotator, Options, OutputMode};
 pub use detect::Format;
 pub use keys::{KeyColumn, KeyColumns};
 pub use output::{NativeFrameRecord, StackRecord, Status};
-pub use source::{Moment, SourceError, StackSource};
+pub use source::{Moment, NativeSymbol, SourceError, StackSource};
 pub use summary::Summary;
 
 /// Byte range inside one line (start inclusive, end exclusive); empty when absent.

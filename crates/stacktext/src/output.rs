@@ -19,6 +19,10 @@ pub struct NativeFrameRecord {
     pub offset: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<u64>,
+    /// The tracer printed no symbol here; `module`/`symbol`/`offset` are pystackd's, from
+    /// the process's mappings and debug info.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub named_by_pystackd: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub python: Vec<Frame>,
 }

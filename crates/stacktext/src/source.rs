@@ -24,6 +24,16 @@ impl SourceError {
     }
 }
 
+/// A native frame named by pystackd rather than by the tracer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeSymbol {
+    /// The object's file name (`libpython3.14.so.1.0`).
+    pub module: String,
+    /// The symbol (`_PyEval_EvalFrameDefault.cold`).
+    pub symbol: String,
+    pub offset: u64,
+}
+
 /// How a stack read relates to the moment the probe fired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,6 +76,14 @@ pub trait StackSource {
         ))
     }
 
+    /// The native symbol at `addr` in process `pid` (`module`symbol+0xoff`), for frames the
+    /// tracer printed without one (`??`, `[unknown]`, a bare address): debug info and
+    /// build-ids can name what the tracer could not (Debian's `.cold` eval loop). The
+    /// default knows nothing.
+    fn native_symbol(&mut self, _pid: u32, _addr: u64) -> Option<NativeSymbol> {
+        None
+    }
+
     /// What the last `thread_stacks(pid)` shows about thread `tid` (`None`: the thread was
     /// picked by its shape, so every thread counts). The default proves nothing.
     fn moment(&mut self, _pid: u32, _tid: Option<u64>) -> Moment {
@@ -94,6 +112,9 @@ impl<S: StackSource + ?Sized> StackSource for &mut S {
     ) -> Result<ThreadStack, SourceError> {
         (**self).captured(pid, tid, tokens)
     }
+    fn native_symbol(&mut self, pid: u32, addr: u64) -> Option<NativeSymbol> {
+        (**self).native_symbol(pid, addr)
+    }
 }
 
 impl<S: StackSource + ?Sized> StackSource for Box<S> {
@@ -116,5 +137,8 @@ impl<S: StackSource + ?Sized> StackSource for Box<S> {
         tokens: &[String],
     ) -> Result<ThreadStack, SourceError> {
         (**self).captured(pid, tid, tokens)
+    }
+    fn native_symbol(&mut self, pid: u32, addr: u64) -> Option<NativeSymbol> {
+        (**self).native_symbol(pid, addr)
     }
 }

@@ -321,6 +321,10 @@ impl<S: StackSource> StackSource for Reuse<S> {
         self.inner.captured(pid, tid, tokens)
     }
 
+    fn native_symbol(&mut self, pid: u32, addr: u64) -> Option<stacktext::NativeSymbol> {
+        self.inner.native_symbol(pid, addr)
+    }
+
     fn moment(&mut self, pid: u32, tid: Option<u64>) -> stacktext::Moment {
         // a reused read is the inner source's last one for `pid`, and so is its proof
         self.inner.moment(pid, tid)
@@ -346,7 +350,10 @@ pub fn run(args: &AnnotateArgs, global: &Global) -> ExitCode {
         }
     };
     let proof = Proof::for_run(args.stopped, args.files.is_empty());
-    let mut source = Reuse::new(Witnessed::new(source, proof), max_age);
+    let mut source = Reuse::new(
+        crate::native::Naming::new(Witnessed::new(source, proof)),
+        max_age,
+    );
     let stdout = match io::stdout().as_fd().try_clone_to_owned() {
         Ok(fd) => File::from(fd),
         Err(e) => {

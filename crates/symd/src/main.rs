@@ -8,6 +8,7 @@ mod exit;
 mod held;
 // The daemon's OS layer (peer credentials, privilege, access rule, default paths):
 // the only module of this crate with `cfg(target_os)`.
+mod native;
 mod platform;
 mod pprof;
 mod record;
