@@ -16,6 +16,16 @@ pub const INCONSISTENT: u8 = 8;
 pub const PARTIAL: u8 = 9;
 /// The daemon could not be reached or answered with an error.
 pub const DAEMON: u8 = 10;
+/// trace: the tracer (bpftrace) is not installed.
+pub const TRACER_MISSING: u8 = 12;
+/// trace: the tracer refused to run (not root, no tracefs, probe not found, program
+/// rejected).
+pub const TRACER_REFUSED: u8 = 13;
+/// trace: no firing was on a thread that runs Python (no thread state, or no frames).
+pub const NOT_PYTHON_THREAD: u8 = 14;
+/// trace: some captured code objects were freed and their memory reused before they could
+/// be resolved (those frames are reported, not guessed).
+pub const CODE_REUSED: u8 = 15;
 
 pub fn for_reader_error(e: &Error) -> u8 {
     match e {

@@ -8,7 +8,9 @@ mod exit;
 // The daemon's OS layer (peer credentials, privilege, access rule, default paths):
 // the only module of this crate with `cfg(target_os)`.
 mod platform;
+mod probe;
 mod stack;
+mod trace;
 
 use std::process::ExitCode;
 

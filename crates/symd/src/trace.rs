@@ -1,0 +1,776 @@
+//! `pystackd trace`: run bpftrace with the probe-time capture on each probe, resolve the
+//! captured frames, print native stacks with their Python frames (docs/trace.md).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use capture::frames::{find_token, Capture, Token};
+use capture::{Plan, Resolved, Resolver};
+use protocol::Frame;
+use pyframe_reader::PythonProcess;
+use serde::Serialize;
+
+use crate::exit;
+
+pub const HELP: &str = "\
+Each probe fires in process PID; in probe context, bpftrace itself walks the firing thread's
+Python frames and records (code object, instruction offset, identity) for each, which
+pystackd resolves to file:line (function) afterwards. The Python frames are therefore those
+of the moment the probe fired, also for a thread that keeps running; each code object's
+identity is checked, and one freed and reused since is reported, never guessed.
+
+PROBE is any bpftrace probe that fires in the target's threads, e.g.
+  uprobe:/usr/lib/libssl.so.3:SSL_write     profile:hz:99
+  tracepoint:syscalls:sys_enter_unlinkat    uprobe:/path/libpython3.12.so:PyGC_Collect
+Each gets the filter /pid == PID/.
+
+Output (--output): text shows each firing's native stack (ustack) with the Python frames
+under the eval-loop frame that runs them, as DTrace's jstack() does:
+      libpython3.12.so.1.0`_PyEval_EvalFrameDefault+0x1b3c
+        [ /srv/app/jobs.py:42 (handle) ]
+When the native stack does not show the eval frames (interpreters built without frame
+pointers give short ustacks), the Python frames follow the native ones, marked
+`(python frames at probe time, not placed in the native stack)`. --aggregate counts
+identical stacks; folded prints `frame;frame;... count` lines for flame graphs; json one
+object per stack (docs/trace.md).
+
+Needs root (bpftrace loads BPF programs) and tracefs: when /sys/kernel/tracing is not
+mounted, trace mounts it there (or says why it cannot).
+
+Examples:
+  sudo pystackd trace --pid 4242 'uprobe:/usr/lib/x86_64-linux-gnu/libc.so.6:fsync'
+  sudo pystackd trace --pid 4242 --duration 10 --aggregate profile:hz:99
+  sudo pystackd trace --pid 4242 --output folded profile:hz:997 > py.folded
+  pystackd trace --pid 4242 --print-program profile:hz:99     the bpftrace program only
+
+Exit status: 0 ok, 3 no such process, 4 not a CPython process, 5 permission denied,
+6 unsupported version, 7 the process exited during the trace (what was traced is printed),
+12 bpftrace is not installed, 13 bpftrace refused (not root, no tracefs, probe not found,
+program rejected: its message is shown), 14 no firing was on a thread running Python,
+15 some code objects were freed and reused before they could be resolved (those frames are
+shown as such).";
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TraceOutput {
+    /// Native stacks with Python frames in the jstack() layout.
+    #[default]
+    Text,
+    /// One JSON object per stack.
+    Json,
+    /// `frame;frame;... count` lines, outermost first.
+    Folded,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TraceArgs {
+    /// The CPython process to trace.
+    #[arg(long)]
+    pub pid: u32,
+    /// Seconds to trace (the trace also ends when the process exits, or on Ctrl-C).
+    #[arg(long, value_name = "S", default_value_t = 5.0)]
+    pub duration: f64,
+    /// Count identical stacks, most frequent first.
+    #[arg(long)]
+    pub aggregate: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = TraceOutput::Text)]
+    pub output: TraceOutput,
+    /// Print the generated bpftrace program and exit.
+    #[arg(long)]
+    pub print_program: bool,
+    /// Python frames to capture at most (deeper stacks are marked truncated).
+    #[arg(long, default_value_t = capture::plan::DEFAULT_DEPTH, value_parser = clap::value_parser!(u32).range(1..=capture::plan::MAX_DEPTH as i64))]
+    pub depth: u32,
+    /// Qualified names (`Class.method`, 3.11+) instead of bare function names.
+    #[arg(long)]
+    pub qualname: bool,
+    /// bpftrace probes, e.g. `uprobe:/path/lib.so:func`, `profile:hz:99`.
+    #[arg(required = true, value_name = "PROBE")]
+    pub probes: Vec<String>,
+}
+
+/// One native frame of a `ustack(perf)` line: `ADDR SYMBOL+OFF (MODULE)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct NativeFrame {
+    pub address: u64,
+    pub symbol: Option<String>,
+    pub offset: Option<u64>,
+    pub module: Option<String>,
+}
+
+impl NativeFrame {
+    fn parse(line: &str) -> Option<NativeFrame> {
+        let line = line.trim();
+        let (addr, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let address = u64::from_str_radix(addr, 16).ok()?;
+        let rest = rest.trim();
+        let (body, module) = match rest.rfind(" (") {
+            Some(p) if rest.ends_with(')') => {
+                (&rest[..p], Some(rest[p + 2..rest.len() - 1].to_string()))
+            }
+            _ => (rest, None),
+        };
+        let (symbol, offset) = match body.rsplit_once('+') {
+            Some((s, o)) => (Some(s.to_string()), o.parse().ok()),
+            None if body.is_empty() || body.starts_with("0x") => (None, None),
+            None => (Some(body.to_string()), None),
+        };
+        let module = module.filter(|m| m != "[unknown]");
+        Some(NativeFrame {
+            address,
+            symbol,
+            offset,
+            module,
+        })
+    }
+
+    /// DTrace's form: `module`symbol+0xoff`.
+    fn text(&self) -> String {
+        let module = self
+            .module
+            .as_deref()
+            .map(|m| m.rsplit('/').next().unwrap_or(m));
+        match (&self.symbol, module) {
+            (Some(s), Some(m)) => format!("{m}`{s}+{:#x}", self.offset.unwrap_or(0)),
+            (Some(s), None) => format!("{s}+{:#x}", self.offset.unwrap_or(0)),
+            (None, Some(m)) => format!("{m}`{:#x}", self.address),
+            (None, None) => format!("{:#x}", self.address),
+        }
+    }
+}
+
+/// One Python frame of the output.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(untagged)]
+pub enum PyFrame {
+    Frame {
+        function: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        qualname: Option<String>,
+        filename: String,
+        line: Option<u32>,
+        #[serde(skip)]
+        entry: bool,
+    },
+    Mismatch {
+        mismatch: String,
+    },
+}
+
+impl PyFrame {
+    fn from_resolved(r: Resolved) -> PyFrame {
+        match r {
+            Resolved::Frame(f) => PyFrame::from_frame(&f),
+            Resolved::Mismatch(m) => PyFrame::Mismatch {
+                mismatch: m.to_string(),
+            },
+        }
+    }
+    fn from_frame(f: &Frame) -> PyFrame {
+        PyFrame::Frame {
+            function: f.function.to_string(),
+            qualname: f.qualname.as_ref().map(|q| q.to_string()),
+            filename: f.filename.to_string(),
+            line: f.line,
+            entry: f.entry,
+        }
+    }
+    fn entry(&self) -> bool {
+        matches!(self, PyFrame::Frame { entry: true, .. })
+    }
+    fn text(&self, qualname: bool) -> String {
+        match self {
+            PyFrame::Frame {
+                function,
+                qualname: q,
+                filename,
+                line,
+                ..
+            } => {
+                let func = if qualname {
+                    q.as_deref().unwrap_or(function)
+                } else {
+                    function
+                };
+                let line = line.map_or_else(|| "?".into(), |l| l.to_string());
+                format!("[ {filename}:{line} ({func}) ]")
+            }
+            PyFrame::Mismatch { mismatch } => format!("[ ?? {mismatch} ]"),
+        }
+    }
+    fn folded(&self, qualname: bool) -> String {
+        match self {
+            PyFrame::Frame {
+                function,
+                qualname: q,
+                filename,
+                line,
+                ..
+            } => {
+                let func = if qualname {
+                    q.as_deref().unwrap_or(function)
+                } else {
+                    function
+                };
+                let line = line.map_or_else(|| "?".into(), |l| l.to_string());
+                format!("{filename}:{func}:{line}").replace(';', ":")
+            }
+            PyFrame::Mismatch { .. } => "[mismatch]".into(),
+        }
+    }
+}
+
+/// What one firing captured, resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Firing {
+    pub tid: u64,
+    /// `ok`, or `nothread` (the thread has no Python thread state).
+    pub status: &'static str,
+    /// Innermost first.
+    pub native: Vec<NativeFrame>,
+    /// Innermost first.
+    pub python: Vec<PyFrame>,
+    /// The Python stack went on past --depth.
+    pub truncated: bool,
+}
+
+/// Lines of one firing, gathered until its `end` line.
+#[derive(Default)]
+struct Partial {
+    capture: Option<Capture>,
+    /// `pyframes` lines received.
+    lines: u64,
+}
+
+/// Reads bpftrace's output: groups lines by firing (`@pystackd TID ID ...`), resolves each
+/// firing when its `end` line and native stack are complete.
+pub struct OutputParser {
+    partial: HashMap<(u64, u64), Partial>,
+    /// The firing whose native stack lines are being read.
+    in_stack: Option<(u64, Capture, Vec<NativeFrame>)>,
+    pub malformed: u64,
+    /// Firings some of whose lines bpftrace dropped (its `Lost N events`): not reported.
+    pub incomplete: u64,
+    /// Output records bpftrace said it lost.
+    pub lost_records: u64,
+}
+
+impl Default for OutputParser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OutputParser {
+    pub fn new() -> Self {
+        OutputParser {
+            partial: HashMap::new(),
+            in_stack: None,
+            malformed: 0,
+            incomplete: 0,
+            lost_records: 0,
+        }
+    }
+
+    /// Feed one line; returns a finished firing (tid, capture, native stack).
+    pub fn line(&mut self, line: &str) -> Option<(u64, Capture, Vec<NativeFrame>)> {
+        if let Some(rest) = line.strip_prefix("@pystackd ") {
+            // a new tagged line ends any stack being read (the blank line may be missing)
+            let done = self.in_stack.take();
+            let mut it = rest.splitn(3, ' ');
+            let (Some(tid), Some(id), Some(body)) = (it.next(), it.next(), it.next()) else {
+                self.malformed += 1;
+                return done;
+            };
+            let (Ok(tid), Ok(id)) = (tid.parse::<u64>(), id.parse::<u64>()) else {
+                self.malformed += 1;
+                return done;
+            };
+            if let Some(n) = body.trim().strip_prefix("end") {
+                let p = self.partial.remove(&(tid, id)).unwrap_or_default();
+                let want: u64 = n.trim().parse().unwrap_or(u64::MAX);
+                // a `!nothread` firing prints one line and counts none
+                let complete = match &p.capture {
+                    Some(c) if c.no_thread => p.lines == 1,
+                    Some(_) => p.lines == want,
+                    None => false,
+                };
+                if complete {
+                    self.in_stack = Some((tid, p.capture.unwrap_or_default(), Vec::new()));
+                } else {
+                    self.incomplete += 1;
+                }
+                return done;
+            }
+            let entry = self.partial.entry((tid, id)).or_default();
+            entry.lines += 1;
+            match find_token(body) {
+                Some(Ok(Token::Start(c))) => entry.capture = Some(c),
+                Some(Ok(Token::More(c))) => match &mut entry.capture {
+                    Some(have) => have.extend(c),
+                    None => self.malformed += 1,
+                },
+                _ => self.malformed += 1,
+            }
+            return done;
+        }
+        if let Some(n) = line
+            .strip_prefix("Lost ")
+            .and_then(|r| r.strip_suffix(" events"))
+        {
+            self.lost_records += n.trim().parse::<u64>().unwrap_or(0);
+            return self.in_stack.take();
+        }
+        if let Some((_, _, native)) = &mut self.in_stack {
+            if line.trim().is_empty() {
+                // ustack's text starts with a newline
+                if native.is_empty() {
+                    return None;
+                }
+                return self.in_stack.take();
+            }
+            match NativeFrame::parse(line) {
+                Some(f) => native.push(f),
+                None => return self.in_stack.take(),
+            }
+        }
+        None
+    }
+
+    /// The firing whose stack was being read when the output ended.
+    pub fn finish(&mut self) -> Option<(u64, Capture, Vec<NativeFrame>)> {
+        self.in_stack.take()
+    }
+}
+
+struct Failure {
+    status: u8,
+    message: String,
+    hint: Option<String>,
+}
+
+fn fail(status: u8, message: impl Into<String>, hint: Option<&str>) -> Failure {
+    Failure {
+        status,
+        message: message.into(),
+        hint: hint.map(str::to_string),
+    }
+}
+
+fn find_in_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// bpftrace needs tracefs for uprobes, tracepoints and to detach cleanly: mount it at
+/// /sys/kernel/tracing when neither that nor the debugfs path is there.
+fn ensure_tracefs() -> Result<(), Failure> {
+    let have = |p: &str| Path::new(p).join("uprobe_events").exists();
+    if have("/sys/kernel/tracing") || have("/sys/kernel/debug/tracing") {
+        return Ok(());
+    }
+    let out = Command::new("mount")
+        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() && have("/sys/kernel/tracing") => {
+            eprintln!("pystackd: mounted tracefs at /sys/kernel/tracing (bpftrace needs it)");
+            Ok(())
+        }
+        Ok(o) => Err(fail(
+            exit::TRACER_REFUSED,
+            format!(
+                "tracefs is not mounted and mounting it at /sys/kernel/tracing failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Some("mount it yourself: mount -t tracefs nodev /sys/kernel/tracing"),
+        )),
+        Err(e) => Err(fail(
+            exit::TRACER_REFUSED,
+            format!("tracefs is not mounted and `mount` could not run: {e}"),
+            Some("mount it yourself: mount -t tracefs nodev /sys/kernel/tracing"),
+        )),
+    }
+}
+
+pub fn run(args: &TraceArgs) -> ExitCode {
+    match trace(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("pystackd: {}", f.message);
+            if let Some(h) = f.hint {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(f.status)
+        }
+    }
+}
+
+fn trace(args: &TraceArgs) -> Result<u8, Failure> {
+    let process = PythonProcess::attach(args.pid)
+        .map_err(|e| fail(exit::for_reader_error(&e), e.to_string(), None))?;
+    let plan = Plan::for_process(&process, capture::Os::Linux, args.depth)
+        .map_err(|e| fail(exit::FAILURE, e.to_string(), None))?;
+    let mut program = capture::bpftrace::render_program(&plan, args.pid, &args.probes);
+    if args.print_program {
+        print!("{program}");
+        return Ok(exit::OK);
+    }
+    let Some(bpftrace) = find_in_path("bpftrace") else {
+        return Err(fail(
+            exit::TRACER_MISSING,
+            "bpftrace is not installed (not found in PATH)",
+            Some("install it (Debian/Ubuntu: apt-get install bpftrace), or use --print-program"),
+        ));
+    };
+    // SAFETY: geteuid has no preconditions
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(fail(
+            exit::TRACER_REFUSED,
+            "bpftrace needs root to load BPF programs",
+            Some("run pystackd trace with sudo"),
+        ));
+    }
+    ensure_tracefs()?;
+    // the trace ends by itself after --duration
+    program.push_str(&format!(
+        "interval:ms:{} {{ exit(); }}\n",
+        ((args.duration.max(0.05)) * 1000.0) as u64
+    ));
+    let dir = std::env::temp_dir().join(format!("pystackd-trace-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let file = dir.join("trace.bt");
+    std::fs::write(&file, &program).map_err(|e| {
+        fail(
+            exit::FAILURE,
+            format!("writing {}: {e}", file.display()),
+            None,
+        )
+    })?;
+    let mut child = Command::new(&bpftrace)
+        .arg(&file)
+        // bpftrace buffers its output in a pipe: line-buffered keeps resolution close to
+        // the firing (code objects are likelier still alive)
+        .env("BPFTRACE_PERF_RB_PAGES", "1024")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            fail(
+                exit::TRACER_REFUSED,
+                format!("starting bpftrace: {e}"),
+                None,
+            )
+        })?;
+    let stderr = child.stderr.take();
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = stderr {
+            let _ = std::io::Read::read_to_string(&mut e, &mut s);
+        }
+        s
+    });
+    // a target that exits ends the trace
+    let exited = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let exited = exited.clone();
+        let done = done.clone();
+        let pid = args.pid;
+        let child_pid = child.id();
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                if !Path::new(&format!("/proc/{pid}")).exists()
+                    || pyframe_reader::platform::has_exited(pid)
+                {
+                    exited.store(true, Ordering::Relaxed);
+                    // SIGINT: bpftrace prints what it has and exits
+                    // SAFETY: a plain kill of our own child
+                    unsafe { libc::kill(child_pid as i32, libc::SIGINT) };
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let mut resolver = Resolver::new(process.layout());
+    let mut parser = OutputParser::new();
+    let mut firings: Vec<Firing> = Vec::new();
+    let started = Instant::now();
+    let stdout = child.stdout.take().expect("piped");
+    let mut finish = |tid: u64, c: Capture, native: Vec<NativeFrame>, firings: &mut Vec<Firing>| {
+        let python: Vec<PyFrame> = resolver
+            .resolve(process.memory(), &c)
+            .into_iter()
+            .map(PyFrame::from_resolved)
+            .collect();
+        firings.push(Firing {
+            tid,
+            status: if c.no_thread { "nothread" } else { "ok" },
+            native,
+            python,
+            truncated: c.truncated,
+        });
+    };
+    let mut first_lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if !line.starts_with("@pystackd")
+            && first_lines.len() < 20
+            && !line.starts_with(char::is_whitespace)
+        {
+            first_lines.push(line.clone());
+        }
+        if let Some((tid, c, native)) = parser.line(&line) {
+            finish(tid, c, native, &mut firings);
+        }
+    }
+    if let Some((tid, c, native)) = parser.finish() {
+        finish(tid, c, native, &mut firings);
+    }
+    let status = child.wait();
+    done.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+    let stderr = err_thread.join().unwrap_or_default();
+    let elapsed = started.elapsed();
+    let _ = std::fs::remove_dir_all(&dir);
+    let ok = status.as_ref().is_ok_and(|s| s.success());
+    if !ok && firings.is_empty() && !exited.load(Ordering::Relaxed) {
+        let msg: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.contains("RLIMIT_MEMLOCK"))
+            .collect();
+        return Err(fail(
+            exit::TRACER_REFUSED,
+            format!("bpftrace failed ({}):\n{}", status.map(|s| s.to_string()).unwrap_or_default(), msg.join("\n")),
+            Some("check the probe names (bpftrace -l 'uprobe:/path/lib.so:*'); --print-program shows the program"),
+        ));
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let _ = print_firings(&mut out, args, &firings);
+    let _ = out.flush();
+    drop(out);
+    // summary and status
+    let total = firings.len();
+    let nothread = firings.iter().filter(|f| f.status == "nothread").count();
+    let mismatched = firings
+        .iter()
+        .filter(|f| {
+            f.python
+                .iter()
+                .any(|p| matches!(p, PyFrame::Mismatch { .. }))
+        })
+        .count();
+    if parser.incomplete > 0 || parser.lost_records > 0 {
+        eprintln!(
+            "pystackd: bpftrace dropped {} output records (its reader fell behind): {} firings incomplete and left out",
+            parser.lost_records, parser.incomplete
+        );
+    }
+    eprintln!(
+        "pystackd: {total} firings in {:.1} s; {nothread} on threads without Python; {mismatched} with code objects freed and reused{}",
+        elapsed.as_secs_f64(),
+        if parser.malformed > 0 {
+            format!("; {} malformed lines from bpftrace", parser.malformed)
+        } else {
+            String::new()
+        }
+    );
+    if exited.load(Ordering::Relaxed) {
+        eprintln!("pystackd: process {} exited during the trace", args.pid);
+        return Ok(exit::PROCESS_EXITED);
+    }
+    if mismatched > 0 {
+        return Ok(exit::CODE_REUSED);
+    }
+    if total > 0 && nothread == total {
+        eprintln!(
+            "pystackd: no firing was on a thread running Python code (wrong probe or thread?)"
+        );
+        return Ok(exit::NOT_PYTHON_THREAD);
+    }
+    Ok(exit::OK)
+}
+
+/// The Python frames, innermost group first, split into eval calls (by `entry`).
+fn groups(python: &[PyFrame]) -> Vec<&[PyFrame]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, f) in python.iter().enumerate() {
+        if f.entry() {
+            out.push(&python[start..=i]);
+            start = i + 1;
+        }
+    }
+    if start < python.len() {
+        out.push(&python[start..]);
+    }
+    out
+}
+
+/// The stack as text lines, innermost first: native frames with Python groups under their
+/// eval frames, or after all native frames when they cannot be placed.
+pub fn stack_lines(f: &Firing, qualname: bool) -> Vec<String> {
+    let mut evals = Vec::new();
+    let syms: Vec<(usize, &[u8])> = f
+        .native
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i, n.symbol.as_deref().unwrap_or("").as_bytes()))
+        .collect();
+    stacktext::matching::eval_calls(syms, &mut evals);
+    let groups = groups(&f.python);
+    let placed = !groups.is_empty() && evals.len() == groups.len();
+    let mut lines = Vec::new();
+    let mut g = 0;
+    for (i, n) in f.native.iter().enumerate() {
+        lines.push(n.text());
+        if placed && evals.get(g) == Some(&i) {
+            for p in groups[g] {
+                lines.push(format!("  {}", p.text(qualname)));
+            }
+            g += 1;
+        }
+    }
+    if !placed {
+        if f.status == "nothread" {
+            lines.push("(no Python thread state for this thread)".into());
+        } else if !f.python.is_empty() {
+            lines.push("(python frames at probe time, not placed in the native stack)".into());
+            for p in &f.python {
+                lines.push(format!("  {}", p.text(qualname)));
+            }
+        }
+    }
+    if f.truncated {
+        lines.push("  [ ... more Python frames (raise --depth) ]".into());
+    }
+    lines
+}
+
+fn print_firings<W: Write>(
+    out: &mut W,
+    args: &TraceArgs,
+    firings: &[Firing],
+) -> std::io::Result<()> {
+    let counted: Vec<(&Firing, u64)> = if args.aggregate || args.output == TraceOutput::Folded {
+        let mut counts: HashMap<(&[NativeFrame], &[PyFrame], bool, &str), (usize, u64)> =
+            HashMap::new();
+        for (i, f) in firings.iter().enumerate() {
+            let e = counts
+                .entry((&f.native, &f.python, f.truncated, f.status))
+                .or_insert((i, 0));
+            e.1 += 1;
+        }
+        let mut v: Vec<(&Firing, u64)> = counts.values().map(|&(i, c)| (&firings[i], c)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.tid.cmp(&b.0.tid)));
+        v
+    } else {
+        firings.iter().map(|f| (f, 1)).collect()
+    };
+    for (f, count) in counted {
+        match args.output {
+            TraceOutput::Text => {
+                if args.aggregate {
+                    writeln!(out)?;
+                } else {
+                    writeln!(out, "tid {}:", f.tid)?;
+                }
+                for l in stack_lines(f, args.qualname) {
+                    writeln!(out, "    {l}")?;
+                }
+                if args.aggregate {
+                    writeln!(out, "    {count}")?;
+                } else {
+                    writeln!(out)?;
+                }
+            }
+            TraceOutput::Json => {
+                #[derive(Serialize)]
+                struct J<'a> {
+                    #[serde(flatten)]
+                    firing: &'a Firing,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    count: Option<u64>,
+                }
+                let j = J {
+                    firing: f,
+                    count: args.aggregate.then_some(count),
+                };
+                serde_json::to_writer(&mut *out, &j)?;
+                writeln!(out)?;
+            }
+            TraceOutput::Folded => {
+                let mut parts: Vec<String> = stack_lines(f, args.qualname)
+                    .into_iter()
+                    .filter(|l| !l.starts_with('('))
+                    .map(|l| {
+                        let l = l.trim();
+                        l.strip_prefix("[ ")
+                            .and_then(|l| l.strip_suffix(" ]"))
+                            .unwrap_or(l)
+                            .replace(';', ":")
+                    })
+                    .collect();
+                // folded: Python frames as file:func:line, as annotate prints them
+                let py: Vec<String> = f.python.iter().map(|p| p.folded(args.qualname)).collect();
+                let _ = py;
+                parts.reverse();
+                if !parts.is_empty() {
+                    writeln!(out, "{} {count}", parts.join(";"))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parser_groups_lines_by_firing() {
+        let mut p = OutputParser::new();
+        let lines = [
+            "Attaching 2 probes...",
+            "@pystackd 7 100 pyframes=10:2:5,0:0:0",
+            "@pystackd 8 101 pyframes=!nothread",
+            "@pystackd 7 100 pyframes+=20:4:6,...",
+            "@pystackd 8 101 end 0",
+            "",
+            "\t7fa4fa4810f9 marker_a+0 (/tmp/libmarker.so)",
+            "\t7ffdb130c980 0x7ffdb130c980 ([unknown])",
+            "",
+            "@pystackd 7 100 end 2",
+            "@pystackd 9 102 pyframes+=20:4:6,...",
+            "@pystackd 9 102 end 2",
+            "\t7fa4fa4810f9 marker_a+0 (/tmp/libmarker.so)",
+            "Lost 12 events",
+        ];
+        let mut done = Vec::new();
+        for l in lines {
+            done.extend(p.line(l));
+        }
+        done.extend(p.finish());
+        assert_eq!(done.len(), 2);
+        assert_eq!(done[0].0, 8);
+        assert!(done[0].1.no_thread);
+        assert_eq!(done[0].2.len(), 2);
+        assert_eq!(done[0].2[0].symbol.as_deref(), Some("marker_a"));
+        assert_eq!(done[0].2[0].text(), "libmarker.so`marker_a+0x0");
+        assert_eq!(done[1].1.frames.len(), 2);
+        assert!(done[1].1.truncated);
+        assert_eq!(p.malformed, 1);
+        assert_eq!(p.incomplete, 1);
+        assert_eq!(p.lost_records, 12);
+    }
+}
