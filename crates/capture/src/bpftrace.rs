@@ -279,8 +279,9 @@ fn step(s: &mut String, plan: &Plan, k: u32, ind: &str) {
 /// firing id, the capture, and a closing line with the native stack.
 ///
 /// Every line a firing prints starts with `@pystackd <tid> <id> ` (`id` is the firing's
-/// `nsecs`); the last is `@pystackd <tid> <id> end <lines>` (the number of `pyframes`
-/// lines printed before it) followed by the `ustack(perf)` lines.
+/// `nsecs`); the last is `@pystackd <tid> <id> end <lines> <probe>` (the number of
+/// `pyframes` lines printed before it, the probe's name) followed by the `ustack(perf)`
+/// lines.
 pub fn render_program(plan: &Plan, pid: u32, probes: &[String]) -> String {
     let prefix = LinePrefix {
         format: "@pystackd %d %lu ".into(),
@@ -296,7 +297,7 @@ pub fn render_program(plan: &Plan, pid: u32, probes: &[String]) -> String {
         s.push_str(&block);
         let _ = writeln!(
             s,
-            "    printf(\"@pystackd %d %lu end %d\\n%s\\n\", tid, $py_ev, $py_g, ustack(perf));"
+            "    printf(\"@pystackd %d %lu end %d %s\\n%s\\n\", tid, $py_ev, $py_g, probe, ustack(perf));"
         );
         let _ = writeln!(s, "}}");
     }

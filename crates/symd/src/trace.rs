@@ -203,32 +203,14 @@ impl PyFrame {
             PyFrame::Mismatch { mismatch } => format!("[ ?? {mismatch} ]"),
         }
     }
-    fn folded(&self, qualname: bool) -> String {
-        match self {
-            PyFrame::Frame {
-                function,
-                qualname: q,
-                filename,
-                line,
-                ..
-            } => {
-                let func = if qualname {
-                    q.as_deref().unwrap_or(function)
-                } else {
-                    function
-                };
-                let line = line.map_or_else(|| "?".into(), |l| l.to_string());
-                format!("{filename}:{func}:{line}").replace(';', ":")
-            }
-            PyFrame::Mismatch { .. } => "[mismatch]".into(),
-        }
-    }
 }
 
 /// What one firing captured, resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Firing {
     pub tid: u64,
+    /// The bpftrace probe that fired (`uprobe:/path/lib.so:func`, `profile:hz:99`).
+    pub probe: String,
     /// `ok`, or `nothread` (the thread has no Python thread state).
     pub status: &'static str,
     /// Innermost first.
@@ -247,12 +229,15 @@ struct Partial {
     lines: u64,
 }
 
+/// A firing whose lines are all in: (tid, probe, capture, native stack so far).
+pub type Done = (u64, String, Capture, Vec<NativeFrame>);
+
 /// Reads bpftrace's output: groups lines by firing (`@pystackd TID ID ...`), resolves each
 /// firing when its `end` line and native stack are complete.
 pub struct OutputParser {
     partial: HashMap<(u64, u64), Partial>,
     /// The firing whose native stack lines are being read.
-    in_stack: Option<(u64, Capture, Vec<NativeFrame>)>,
+    in_stack: Option<Done>,
     pub malformed: u64,
     /// Firings some of whose lines bpftrace dropped (its `Lost N events`): not reported.
     pub incomplete: u64,
@@ -278,7 +263,7 @@ impl OutputParser {
     }
 
     /// Feed one line; returns a finished firing (tid, capture, native stack).
-    pub fn line(&mut self, line: &str) -> Option<(u64, Capture, Vec<NativeFrame>)> {
+    pub fn line(&mut self, line: &str) -> Option<Done> {
         if let Some(rest) = line.strip_prefix("@pystackd ") {
             // a new tagged line ends any stack being read (the blank line may be missing)
             let done = self.in_stack.take();
@@ -293,7 +278,8 @@ impl OutputParser {
             };
             if let Some(n) = body.trim().strip_prefix("end") {
                 let p = self.partial.remove(&(tid, id)).unwrap_or_default();
-                let want: u64 = n.trim().parse().unwrap_or(u64::MAX);
+                let (n, probe) = n.trim().split_once(' ').unwrap_or((n.trim(), ""));
+                let want: u64 = n.parse().unwrap_or(u64::MAX);
                 // a `!nothread` firing prints one line and counts none
                 let complete = match &p.capture {
                     Some(c) if c.no_thread => p.lines == 1,
@@ -301,7 +287,12 @@ impl OutputParser {
                     None => false,
                 };
                 if complete {
-                    self.in_stack = Some((tid, p.capture.unwrap_or_default(), Vec::new()));
+                    self.in_stack = Some((
+                        tid,
+                        probe.to_string(),
+                        p.capture.unwrap_or_default(),
+                        Vec::new(),
+                    ));
                 } else {
                     self.incomplete += 1;
                 }
@@ -326,7 +317,7 @@ impl OutputParser {
             self.lost_records += n.trim().parse::<u64>().unwrap_or(0);
             return self.in_stack.take();
         }
-        if let Some((_, _, native)) = &mut self.in_stack {
+        if let Some((_, _, _, native)) = &mut self.in_stack {
             if line.trim().is_empty() {
                 // ustack's text starts with a newline
                 if native.is_empty() {
@@ -343,7 +334,7 @@ impl OutputParser {
     }
 
     /// The firing whose stack was being read when the output ended.
-    pub fn finish(&mut self) -> Option<(u64, Capture, Vec<NativeFrame>)> {
+    pub fn finish(&mut self) -> Option<Done> {
         self.in_stack.take()
     }
 }
@@ -418,7 +409,7 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
         .map_err(|e| fail(exit::for_reader_error(&e), e.to_string(), None))?;
     let plan = Plan::for_process(&process, capture::Os::Linux, args.depth)
         .map_err(|e| fail(exit::FAILURE, e.to_string(), None))?;
-    let mut program = capture::bpftrace::render_program(&plan, args.pid, &args.probes);
+    let program = capture::bpftrace::render_program(&plan, args.pid, &args.probes);
     if args.print_program {
         print!("{program}");
         return Ok(exit::OK);
@@ -439,11 +430,6 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
         ));
     }
     ensure_tracefs()?;
-    // the trace ends by itself after --duration
-    program.push_str(&format!(
-        "interval:ms:{} {{ exit(); }}\n",
-        ((args.duration.max(0.05)) * 1000.0) as u64
-    ));
     let dir = std::env::temp_dir().join(format!("pystackd-trace-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let file = dir.join("trace.bt");
@@ -456,8 +442,7 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
     })?;
     let mut child = Command::new(&bpftrace)
         .arg(&file)
-        // bpftrace buffers its output in a pipe: line-buffered keeps resolution close to
-        // the firing (code objects are likelier still alive)
+        // a larger output ring per CPU: fewer records lost when firings come fast
         .env("BPFTRACE_PERF_RB_PAGES", "1024")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -478,97 +463,104 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
         }
         s
     });
-    // a target that exits ends the trace
+    // The trace ends --duration after bpftrace attached (compiling takes seconds), or when the
+    // target exits: SIGINT, on which bpftrace stops at once (an exit() probe would wait
+    // behind every record still queued).
     let exited = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
+    let attached = Arc::new(std::sync::Mutex::new(None::<Instant>));
     let watcher = {
-        let exited = exited.clone();
-        let done = done.clone();
+        let (exited, done, attached) = (exited.clone(), done.clone(), attached.clone());
         let pid = args.pid;
-        let child_pid = child.id();
+        let child_pid = child.id() as i32;
+        let duration = Duration::from_secs_f64(args.duration.clamp(0.01, 1e7));
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                if !Path::new(&format!("/proc/{pid}")).exists()
-                    || pyframe_reader::platform::has_exited(pid)
-                {
-                    exited.store(true, Ordering::Relaxed);
-                    // SIGINT: bpftrace prints what it has and exits
-                    // SAFETY: a plain kill of our own child
-                    unsafe { libc::kill(child_pid as i32, libc::SIGINT) };
+                let gone = !Path::new(&format!("/proc/{pid}")).exists()
+                    || pyframe_reader::platform::has_exited(pid);
+                let over = attached
+                    .lock()
+                    .map(|a| a.is_some_and(|t| t.elapsed() >= duration))
+                    .unwrap_or(false);
+                if gone || over {
+                    exited.store(gone, Ordering::Relaxed);
+                    // SAFETY: a signal to our own child
+                    unsafe { libc::kill(child_pid, libc::SIGINT) };
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(Duration::from_millis(20));
             }
         })
     };
     let mut resolver = Resolver::new(process.layout());
     let mut parser = OutputParser::new();
-    let mut firings: Vec<Firing> = Vec::new();
-    let started = Instant::now();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut sink = Sink::new(args);
     let stdout = child.stdout.take().expect("piped");
-    let mut finish = |tid: u64, c: Capture, native: Vec<NativeFrame>, firings: &mut Vec<Firing>| {
+    let mut finish = |(tid, probe, c, native): Done, sink: &mut Sink, out: &mut dyn Write| {
         let python: Vec<PyFrame> = resolver
             .resolve(process.memory(), &c)
             .into_iter()
             .map(PyFrame::from_resolved)
             .collect();
-        firings.push(Firing {
-            tid,
-            status: if c.no_thread { "nothread" } else { "ok" },
-            native,
-            python,
-            truncated: c.truncated,
-        });
+        sink.add(
+            out,
+            Firing {
+                tid,
+                probe,
+                status: if c.no_thread { "nothread" } else { "ok" },
+                native,
+                python,
+                truncated: c.truncated,
+            },
+        );
     };
-    let mut first_lines = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
-        if !line.starts_with("@pystackd")
-            && first_lines.len() < 20
-            && !line.starts_with(char::is_whitespace)
-        {
-            first_lines.push(line.clone());
+        if line.starts_with("Attaching ") {
+            if let Ok(mut a) = attached.lock() {
+                a.get_or_insert_with(Instant::now);
+            }
+            continue;
         }
-        if let Some((tid, c, native)) = parser.line(&line) {
-            finish(tid, c, native, &mut firings);
+        if let Some(done) = parser.line(&line) {
+            finish(done, &mut sink, &mut out);
         }
     }
-    if let Some((tid, c, native)) = parser.finish() {
-        finish(tid, c, native, &mut firings);
+    if let Some(done) = parser.finish() {
+        finish(done, &mut sink, &mut out);
     }
     let status = child.wait();
     done.store(true, Ordering::Relaxed);
     let _ = watcher.join();
     let stderr = err_thread.join().unwrap_or_default();
-    let elapsed = started.elapsed();
+    let elapsed = attached
+        .lock()
+        .ok()
+        .and_then(|a| a.map(|t| t.elapsed()))
+        .unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
-    let ok = status.as_ref().is_ok_and(|s| s.success());
-    if !ok && firings.is_empty() && !exited.load(Ordering::Relaxed) {
+    let was_interrupted = status
+        .as_ref()
+        .is_ok_and(|s| s.success() || std::os::unix::process::ExitStatusExt::signal(s).is_some());
+    if sink.total == 0 && !was_interrupted && !exited.load(Ordering::Relaxed) {
         let msg: Vec<&str> = stderr
             .lines()
             .filter(|l| !l.contains("RLIMIT_MEMLOCK"))
             .collect();
         return Err(fail(
             exit::TRACER_REFUSED,
-            format!("bpftrace failed ({}):\n{}", status.map(|s| s.to_string()).unwrap_or_default(), msg.join("\n")),
+            format!(
+                "bpftrace failed ({}):\n{}",
+                status.map(|s| s.to_string()).unwrap_or_default(),
+                msg.join("\n")
+            ),
             Some("check the probe names (bpftrace -l 'uprobe:/path/lib.so:*'); --print-program shows the program"),
         ));
     }
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let _ = print_firings(&mut out, args, &firings);
+    let _ = sink.finish(&mut out);
     let _ = out.flush();
     drop(out);
-    // summary and status
-    let total = firings.len();
-    let nothread = firings.iter().filter(|f| f.status == "nothread").count();
-    let mismatched = firings
-        .iter()
-        .filter(|f| {
-            f.python
-                .iter()
-                .any(|p| matches!(p, PyFrame::Mismatch { .. }))
-        })
-        .count();
     if parser.incomplete > 0 || parser.lost_records > 0 {
         eprintln!(
             "pystackd: bpftrace dropped {} output records (its reader fell behind): {} firings incomplete and left out",
@@ -576,8 +568,11 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
         );
     }
     eprintln!(
-        "pystackd: {total} firings in {:.1} s; {nothread} on threads without Python; {mismatched} with code objects freed and reused{}",
+        "pystackd: {} firings in {:.1} s; {} on threads without Python; {} with code objects freed and reused{}",
+        sink.total,
         elapsed.as_secs_f64(),
+        sink.nothread,
+        sink.mismatched,
         if parser.malformed > 0 {
             format!("; {} malformed lines from bpftrace", parser.malformed)
         } else {
@@ -588,16 +583,72 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
         eprintln!("pystackd: process {} exited during the trace", args.pid);
         return Ok(exit::PROCESS_EXITED);
     }
-    if mismatched > 0 {
+    if sink.mismatched > 0 {
         return Ok(exit::CODE_REUSED);
     }
-    if total > 0 && nothread == total {
+    if sink.total > 0 && sink.nothread == sink.total {
         eprintln!(
-            "pystackd: no firing was on a thread running Python code (wrong probe or thread?)"
+            "pystackd: no firing was on a thread running Python code (a probe in another thread?)"
         );
         return Ok(exit::NOT_PYTHON_THREAD);
     }
     Ok(exit::OK)
+}
+
+/// Where resolved firings go: printed as they come, or counted (--aggregate, folded).
+struct Sink {
+    output: TraceOutput,
+    aggregate: bool,
+    qualname: bool,
+    counts: HashMap<Firing, u64>,
+    pub total: u64,
+    pub nothread: u64,
+    pub mismatched: u64,
+}
+
+impl Sink {
+    fn new(args: &TraceArgs) -> Sink {
+        Sink {
+            output: args.output,
+            aggregate: args.aggregate || args.output == TraceOutput::Folded,
+            qualname: args.qualname,
+            counts: HashMap::new(),
+            total: 0,
+            nothread: 0,
+            mismatched: 0,
+        }
+    }
+
+    fn add(&mut self, out: &mut dyn Write, f: Firing) {
+        self.total += 1;
+        if f.status == "nothread" {
+            self.nothread += 1;
+        }
+        if f.python
+            .iter()
+            .any(|p| matches!(p, PyFrame::Mismatch { .. }))
+        {
+            self.mismatched += 1;
+        }
+        if self.aggregate {
+            *self.counts.entry(f).or_insert(0) += 1;
+        } else {
+            let _ = write_firing(out, self.output, self.qualname, &f, None);
+        }
+    }
+
+    fn finish(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        if !self.aggregate {
+            return Ok(());
+        }
+        let mut v: Vec<(&Firing, u64)> = self.counts.iter().map(|(f, c)| (f, *c)).collect();
+        // least frequent first, as DTrace prints aggregations: the top stack ends the output
+        v.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.tid.cmp(&b.0.tid)));
+        for (f, c) in v {
+            write_firing(out, self.output, self.qualname, f, Some(c))?;
+        }
+        Ok(())
+    }
 }
 
 /// The Python frames, innermost group first, split into eval calls (by `entry`).
@@ -656,81 +707,73 @@ pub fn stack_lines(f: &Firing, qualname: bool) -> Vec<String> {
     lines
 }
 
-fn print_firings<W: Write>(
-    out: &mut W,
-    args: &TraceArgs,
-    firings: &[Firing],
+fn write_firing(
+    out: &mut dyn Write,
+    output: TraceOutput,
+    qualname: bool,
+    f: &Firing,
+    count: Option<u64>,
 ) -> std::io::Result<()> {
-    let counted: Vec<(&Firing, u64)> = if args.aggregate || args.output == TraceOutput::Folded {
-        let mut counts: HashMap<(&[NativeFrame], &[PyFrame], bool, &str), (usize, u64)> =
-            HashMap::new();
-        for (i, f) in firings.iter().enumerate() {
-            let e = counts
-                .entry((&f.native, &f.python, f.truncated, f.status))
-                .or_insert((i, 0));
-            e.1 += 1;
+    match output {
+        TraceOutput::Text => {
+            match count {
+                Some(_) => writeln!(out, "{}:", f.probe)?,
+                None => writeln!(out, "{} tid {}:", f.probe, f.tid)?,
+            }
+            for l in stack_lines(f, qualname) {
+                writeln!(out, "    {l}")?;
+            }
+            match count {
+                Some(c) => writeln!(out, "    {c}\n")?,
+                None => writeln!(out)?,
+            }
         }
-        let mut v: Vec<(&Firing, u64)> = counts.values().map(|&(i, c)| (&firings[i], c)).collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.tid.cmp(&b.0.tid)));
-        v
-    } else {
-        firings.iter().map(|f| (f, 1)).collect()
-    };
-    for (f, count) in counted {
-        match args.output {
-            TraceOutput::Text => {
-                if args.aggregate {
-                    writeln!(out)?;
-                } else {
-                    writeln!(out, "tid {}:", f.tid)?;
-                }
-                for l in stack_lines(f, args.qualname) {
-                    writeln!(out, "    {l}")?;
-                }
-                if args.aggregate {
-                    writeln!(out, "    {count}")?;
-                } else {
-                    writeln!(out)?;
-                }
+        TraceOutput::Json => {
+            #[derive(Serialize)]
+            struct J<'a> {
+                #[serde(flatten)]
+                firing: &'a Firing,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                count: Option<u64>,
             }
-            TraceOutput::Json => {
-                #[derive(Serialize)]
-                struct J<'a> {
-                    #[serde(flatten)]
-                    firing: &'a Firing,
-                    #[serde(skip_serializing_if = "Option::is_none")]
-                    count: Option<u64>,
+            serde_json::to_writer(&mut *out, &J { firing: f, count })?;
+            writeln!(out)?;
+        }
+        TraceOutput::Folded => {
+            // outermost first; Python frames as file:function:line, as annotate prints them
+            let mut parts: Vec<String> = Vec::new();
+            for l in stack_lines(f, qualname).into_iter().rev() {
+                let l = l.trim();
+                if l.starts_with('(') {
+                    continue;
                 }
-                let j = J {
-                    firing: f,
-                    count: args.aggregate.then_some(count),
-                };
-                serde_json::to_writer(&mut *out, &j)?;
-                writeln!(out)?;
+                let l = l
+                    .strip_prefix("[ ")
+                    .and_then(|l| l.strip_suffix(" ]"))
+                    .map(folded_python)
+                    .unwrap_or_else(|| l.to_string());
+                parts.push(l.replace(';', ":"));
             }
-            TraceOutput::Folded => {
-                let mut parts: Vec<String> = stack_lines(f, args.qualname)
-                    .into_iter()
-                    .filter(|l| !l.starts_with('('))
-                    .map(|l| {
-                        let l = l.trim();
-                        l.strip_prefix("[ ")
-                            .and_then(|l| l.strip_suffix(" ]"))
-                            .unwrap_or(l)
-                            .replace(';', ":")
-                    })
-                    .collect();
-                // folded: Python frames as file:func:line, as annotate prints them
-                let py: Vec<String> = f.python.iter().map(|p| p.folded(args.qualname)).collect();
-                let _ = py;
-                parts.reverse();
-                if !parts.is_empty() {
-                    writeln!(out, "{} {count}", parts.join(";"))?;
-                }
+            if !parts.is_empty() {
+                writeln!(out, "{} {}", parts.join(";"), count.unwrap_or(1))?;
             }
         }
     }
     Ok(())
+}
+
+/// `file:line (function)` (the text form) as `file:function:line` (annotate's folded form).
+fn folded_python(text: &str) -> String {
+    match text.rsplit_once(" (") {
+        Some((loc, func)) => {
+            let func = func.strip_suffix(')').unwrap_or(func);
+            match loc.rsplit_once(':') {
+                Some((file, line)) => format!("{file}:{func}:{line}"),
+                None => format!("{loc}:{func}"),
+            }
+        }
+        None => text.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -745,7 +788,7 @@ mod tests {
             "@pystackd 7 100 pyframes=10:2:5,0:0:0",
             "@pystackd 8 101 pyframes=!nothread",
             "@pystackd 7 100 pyframes+=20:4:6,...",
-            "@pystackd 8 101 end 0",
+            "@pystackd 8 101 end 0 uprobe:/tmp/libmarker.so:marker_a",
             "",
             "\t7fa4fa4810f9 marker_a+0 (/tmp/libmarker.so)",
             "\t7ffdb130c980 0x7ffdb130c980 ([unknown])",
@@ -763,12 +806,13 @@ mod tests {
         done.extend(p.finish());
         assert_eq!(done.len(), 2);
         assert_eq!(done[0].0, 8);
-        assert!(done[0].1.no_thread);
-        assert_eq!(done[0].2.len(), 2);
-        assert_eq!(done[0].2[0].symbol.as_deref(), Some("marker_a"));
-        assert_eq!(done[0].2[0].text(), "libmarker.so`marker_a+0x0");
-        assert_eq!(done[1].1.frames.len(), 2);
-        assert!(done[1].1.truncated);
+        assert_eq!(done[0].1, "uprobe:/tmp/libmarker.so:marker_a");
+        assert!(done[0].2.no_thread);
+        assert_eq!(done[0].3.len(), 2);
+        assert_eq!(done[0].3[0].symbol.as_deref(), Some("marker_a"));
+        assert_eq!(done[0].3[0].text(), "libmarker.so`marker_a+0x0");
+        assert_eq!(done[1].2.frames.len(), 2);
+        assert!(done[1].2.truncated);
         assert_eq!(p.malformed, 1);
         assert_eq!(p.incomplete, 1);
         assert_eq!(p.lost_records, 12);
