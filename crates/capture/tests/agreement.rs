@@ -104,6 +104,42 @@ fn plan_interpreter_agrees_with_walker() {
                 }
                 compared += 1;
             }
+            // a code object "freed and reused": what the probe saw no longer matches
+            if let Some(t) = stack.threads.iter().find(|t| !t.frames.is_empty()) {
+                let key = match plan.thread_match {
+                    ThreadMatch::NativeThreadId { .. } => t.os_tid.unwrap_or(0),
+                    _ => t.thread_id,
+                };
+                let mut c = interpret::run(&plan, process.memory(), key).unwrap();
+                if let Some(f0) = c.frames.first_mut() {
+                    f0.ident ^= 1 << 48;
+                    let r = resolver.resolve(process.memory(), &c);
+                    if !matches!(r[0], Resolved::Mismatch(capture::Mismatch::Identity { .. })) {
+                        failures.push(format!(
+                            "{label} {script}: changed identity resolved: {:?}",
+                            r[0]
+                        ));
+                    }
+                    // another object at the address (a tuple, a string...): the thread state
+                    // is no Python object at all
+                    c.frames[0].code = stack.threads[0].thread_id.max(0x1000);
+                    let r = resolver.resolve(process.memory(), &c);
+                    if r[0].frame().is_some() {
+                        failures.push(format!("{label} {script}: non-code object resolved"));
+                    }
+                    c.frames[0].code = 0x10;
+                    let r = resolver.resolve(process.memory(), &c);
+                    if !matches!(
+                        r[0],
+                        Resolved::Mismatch(capture::Mismatch::Unreadable { .. })
+                    ) {
+                        failures.push(format!(
+                            "{label} {script}: unmapped code resolved: {:?}",
+                            r[0]
+                        ));
+                    }
+                }
+            }
             // a thread that is not Python: no thread state
             let none = interpret::run(&plan, process.memory(), 1).unwrap();
             if !none.no_thread {

@@ -354,3 +354,82 @@ fn trace_failure_statuses() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `pystackd probe --emit bpftrace` pasted into a hand-written script: its `pyframes=` lines
+/// resolve (with the capture crate's public API, as annotate does) to exactly the path that
+/// calls the probed function.
+#[test]
+fn probe_fragment_in_a_hand_written_script() {
+    if let Some(why) = missing() {
+        skip(&why);
+        return;
+    }
+    let interps = interpreters();
+    if interps.is_empty() {
+        skip("no interpreters");
+        return;
+    }
+    let lib = marker_lib();
+    let mut failures = Vec::new();
+    for interp in &interps {
+        let target = Target::spawn(interp, "trace_target.py", &[lib.to_str().unwrap()]);
+        let pid = target.pid();
+        let out = Command::new(pystackd_bin())
+            .args(["probe", "--pid", &pid.to_string(), "--emit", "bpftrace"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let fragment = String::from_utf8_lossy(&out.stdout).into_owned();
+        let script = format!(
+            "uprobe:{}:marker_a /pid == {pid}/ {{\n{fragment}\n}}\ninterval:s:2 {{ exit(); }}\n",
+            lib.display()
+        );
+        let path = lib.with_file_name(format!("script-{pid}.bt"));
+        std::fs::write(&path, script).unwrap();
+        let out = Command::new("bpftrace").arg(&path).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let captures = match capture::frames::parse_all(&text) {
+            Ok(c) => c,
+            Err(e) => {
+                failures.push(format!("{}: {e}", interp.label));
+                continue;
+            }
+        };
+        let process = pyframe_reader::PythonProcess::attach(pid).unwrap();
+        let mut resolver = capture::Resolver::new(process.layout());
+        let mut exact = 0;
+        for c in &captures {
+            let names: Vec<String> = resolver
+                .resolve(process.memory(), c)
+                .iter()
+                .map(|r| {
+                    r.frame()
+                        .map_or("?".to_string(), |f| f.function.to_string())
+                })
+                .collect();
+            if names == ["a_inner", "a_mid", "a_outer", "worker"] {
+                exact += 1;
+            } else if failures.len() < 5 {
+                failures.push(format!("{}: {names:?}", interp.label));
+            }
+        }
+        eprintln!(
+            "probe fragment [{}]: {exact}/{} captures exact",
+            interp.label,
+            captures.len()
+        );
+        if captures.len() < 20 {
+            failures.push(format!(
+                "{}: only {} captures; bpftrace said {}",
+                interp.label,
+                captures.len(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
