@@ -1,7 +1,8 @@
 //! The plan as bpftrace 0.17 statements.
 //!
 //! bpftrace has no macros or functions, so a capture is a block of statements pasted into
-//! a probe's body ([`render_block`]); [`render_program`] wraps it in probes for `pystackd
+//! a probe's body ([`render_block`]) plus struct definitions for the top of the script
+//! ([`render_definitions`]); [`render_program`] wraps both in a program for `pystackd
 //! trace`. Design points, each forced by the tracer:
 //! - every read goes through `uptr()`: the same block works in user context (uprobes) and
 //!   kernel context (`profile`, tracepoints), and a failed read yields 0, which ends the walk;
@@ -132,6 +133,11 @@ pub fn render_block(plan: &Plan, prefix: &LinePrefix) -> String {
     let i2 = "        ";
     let i3 = "            ";
     let _ = writeln!(s, "{i2}$py_n = 0;");
+    // the last code object read, its identity and first traceable unit
+    let _ = writeln!(
+        s,
+        "{i2}$py_lc = (uint64)0; $py_li = (uint64)0; $py_lt = (int64)0;"
+    );
     let _ = writeln!(s, "{i2}while ($py_g < {groups}) {{");
     for k in 0..GROUP {
         let _ = writeln!(
@@ -186,91 +192,185 @@ pub fn render_block(plan: &Plan, prefix: &LinePrefix) -> String {
     s
 }
 
-/// One step into slot `k`: mirrors `interpret::step`.
-fn step(s: &mut String, plan: &Plan, k: u32, ind: &str) {
-    let ident = |s: &mut String, ind: &str| {
-        let _ = writeln!(
-            s,
-            "{ind}$py_i{k} = {} ^ ((uint64)(uint32){} << 48);",
-            rd("uint64", &plus(&format!("$py_c{k}"), plan.ident.name)),
-            rd("int32", &plus(&format!("$py_c{k}"), plan.ident.firstlineno)),
-        );
-    };
-    match plan.frames {
+/// C struct definitions the block reads through (bpftrace reads a struct in one
+/// `probe_read_user`, a field in one each: a frame costs two reads instead of seven). They
+/// are generated from the layout table, padding included, and must be at the top of the
+/// script, outside any probe.
+pub fn render_definitions(plan: &Plan) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "// pystackd capture: CPython {}.{} structs (only the fields the capture reads)",
+        plan.version.0, plan.version.1
+    );
+    let frame: Vec<(u64, &str, &str)> = match plan.frames {
         FrameSteps::Object {
-            back,
-            code,
-            lasti,
-            lasti_unit,
-        } => {
-            let _ = writeln!(s, "{ind}$py_c{k} = {};", rd("uint64", &plus("$py_f", code)));
-            let _ = writeln!(
-                s,
-                "{ind}$py_o{k} = (int64){} * {lasti_unit};",
-                rd("int32", &plus("$py_f", lasti))
-            );
-            ident(s, ind);
-            let _ = writeln!(s, "{ind}$py_f = {};", rd("uint64", &plus("$py_f", back)));
-        }
+            back, code, lasti, ..
+        } => vec![
+            (back, "unsigned long", "back"),
+            (code, "unsigned long", "code"),
+            (lasti, "int", "lasti"),
+        ],
         FrameSteps::Interpreter {
             previous,
             code,
-            code_tag_mask,
             instr,
-            code_adaptive,
             owner,
+            ..
+        } => vec![
+            (previous, "unsigned long", "previous"),
+            (code, "unsigned long", "code"),
+            (instr, "unsigned long", "instr"),
+            (owner, "unsigned char", "owner"),
+        ],
+    };
+    s.push_str(&c_struct("pystackd_frame", 0, &frame));
+    let mut code = vec![
+        (plan.ident.name, "unsigned long", "name"),
+        (plan.ident.firstlineno, "int", "firstlineno"),
+    ];
+    if let FrameSteps::Interpreter {
+        first_traceable: Some(ft),
+        ..
+    } = plan.frames
+    {
+        code.push((ft, "int", "first_traceable"));
+    }
+    s.push_str(&c_struct("pystackd_code", code_base(plan), &code));
+    s
+}
+
+/// Where the code-object struct starts: its lowest field, 8-aligned (only the span of the
+/// fields read is copied).
+fn code_base(plan: &Plan) -> u64 {
+    let mut low = plan.ident.name.min(plan.ident.firstlineno);
+    if let FrameSteps::Interpreter {
+        first_traceable: Some(ft),
+        ..
+    } = plan.frames
+    {
+        low = low.min(ft);
+    }
+    low & !7
+}
+
+fn c_size(ty: &str) -> u64 {
+    match ty {
+        "unsigned long" => 8,
+        "int" => 4,
+        _ => 1,
+    }
+}
+
+/// A C struct with `fields` at their offsets (relative to `base`), padded with char arrays.
+fn c_struct(name: &str, base: u64, fields: &[(u64, &str, &str)]) -> String {
+    let mut fields = fields.to_vec();
+    fields.sort();
+    let mut s = format!("struct {name} {{");
+    let mut at = base;
+    for (i, (off, ty, field)) in fields.iter().enumerate() {
+        if *off > at {
+            let _ = write!(s, " char _pad{i}[{}];", off - at);
+        }
+        let _ = write!(s, " {ty} {field};");
+        at = off + c_size(ty);
+    }
+    s.push_str(" };\n");
+    s
+}
+
+/// One step into slot `k`: mirrors `interpret::step`. The frame is read whole; the code
+/// object's identity (and first traceable unit) is read once per distinct code object in a
+/// row (recursion repeats it).
+fn step(s: &mut String, plan: &Plan, k: u32, ind: &str) {
+    let base = code_base(plan);
+    let code_fields = |s: &mut String, ind: &str, code: &str| {
+        let _ = writeln!(s, "{ind}if ({code} != $py_lc) {{");
+        let _ = writeln!(
+            s,
+            "{ind}    $py_h = *uptr((struct pystackd_code*)({}));",
+            plus(code, base)
+        );
+        let _ = writeln!(
+            s,
+            "{ind}    $py_lc = {code}; $py_li = $py_h.name ^ ((uint64)(uint32)$py_h.firstlineno << 48);"
+        );
+        if let FrameSteps::Interpreter {
+            first_traceable: Some(_),
+            ..
+        } = plan.frames
+        {
+            let _ = writeln!(s, "{ind}    $py_lt = (int64)$py_h.first_traceable;");
+        }
+        let _ = writeln!(s, "{ind}}}");
+    };
+    let _ = writeln!(s, "{ind}$py_fr = *uptr((struct pystackd_frame*)$py_f);");
+    match plan.frames {
+        FrameSteps::Object { lasti_unit, .. } => {
+            let _ = writeln!(s, "{ind}$py_code = $py_fr.code;");
+            code_fields(s, ind, "$py_code");
+            let _ = writeln!(
+                s,
+                "{ind}$py_c{k} = $py_code; $py_o{k} = (int64)$py_fr.lasti * {lasti_unit}; $py_i{k} = $py_li;"
+            );
+            let _ = writeln!(s, "{ind}$py_f = $py_fr.back;");
+        }
+        FrameSteps::Interpreter {
+            code_tag_mask,
+            code_adaptive,
             first_non_python_owner,
             generator_owner,
             first_traceable,
+            ..
         } => {
-            let _ = writeln!(s, "{ind}$py_own = {};", rd("uint8", &plus("$py_f", owner)));
             let mut close = "";
             let mut ind2 = ind.to_string();
             if let Some(mark) = first_non_python_owner {
                 // C-stack shim: an eval-call boundary, printed as 0:1:0
-                let _ = writeln!(s, "{ind}if ($py_own >= {mark}) {{ $py_o{k} = 1; }} else {{");
+                let _ = writeln!(
+                    s,
+                    "{ind}if ($py_fr.owner >= {mark}) {{ $py_o{k} = 1; }} else {{"
+                );
                 close = "}";
                 ind2 = format!("{ind}    ");
             }
-            let code_read = rd("uint64", &plus("$py_f", code));
             if code_tag_mask != 0 {
                 let _ = writeln!(
                     s,
-                    "{ind2}$py_code = {code_read} & ~(uint64){code_tag_mask};"
+                    "{ind2}$py_code = $py_fr.code & ~(uint64){code_tag_mask};"
                 );
             } else {
-                let _ = writeln!(s, "{ind2}$py_code = {code_read};");
+                let _ = writeln!(s, "{ind2}$py_code = $py_fr.code;");
             }
             let _ = writeln!(
                 s,
-                "{ind2}$py_off = (int64)({} - $py_code - {code_adaptive});",
-                rd("uint64", &plus("$py_f", instr))
+                "{ind2}$py_off = (int64)($py_fr.instr - $py_code - {code_adaptive});"
             );
+            code_fields(s, &ind2, "$py_code");
             match first_traceable {
-                Some(ft) => {
+                Some(_) => {
                     // incomplete frames (not started, internal cleanup) are skipped
                     let _ = writeln!(
                         s,
-                        "{ind2}if ($py_own == {generator_owner} || $py_off >= 2 * (int64){}) {{",
-                        rd("int32", &plus("$py_code", ft))
+                        "{ind2}if ($py_fr.owner == {generator_owner} || $py_off >= 2 * $py_lt) {{"
                     );
-                    let _ = writeln!(s, "{ind2}    $py_c{k} = $py_code; $py_o{k} = $py_off;");
-                    ident(s, &format!("{ind2}    "));
+                    let _ = writeln!(
+                        s,
+                        "{ind2}    $py_c{k} = $py_code; $py_o{k} = $py_off; $py_i{k} = $py_li;"
+                    );
                     let _ = writeln!(s, "{ind2}}}");
                 }
                 None => {
-                    let _ = writeln!(s, "{ind2}$py_c{k} = $py_code; $py_o{k} = $py_off;");
-                    ident(s, &ind2);
+                    let _ = writeln!(
+                        s,
+                        "{ind2}$py_c{k} = $py_code; $py_o{k} = $py_off; $py_i{k} = $py_li;"
+                    );
                 }
             }
             if !close.is_empty() {
                 let _ = writeln!(s, "{ind}{close}");
             }
-            let _ = writeln!(
-                s,
-                "{ind}$py_f = {};",
-                rd("uint64", &plus("$py_f", previous))
-            );
+            let _ = writeln!(s, "{ind}$py_f = $py_fr.previous;");
         }
     }
 }
@@ -290,6 +390,7 @@ pub fn render_program(plan: &Plan, pid: u32, probes: &[String]) -> String {
     let block = render_block(plan, &prefix);
     let mut s = String::new();
     let _ = writeln!(s, "// generated by pystackd trace for pid {pid}");
+    s.push_str(&render_definitions(plan));
     for p in probes {
         let _ = writeln!(s, "{p} /pid == {pid}/");
         let _ = writeln!(s, "{{");

@@ -43,20 +43,23 @@ pub fn run(args: &ProbeArgs) -> ExitCode {
 }
 
 fn bpftrace_fragment(plan: &Plan, pid: u32, version: &str) -> String {
+    let defs = bpftrace::render_definitions(plan);
     let block = bpftrace::render_block(plan, &bpftrace::LinePrefix::default());
     format!(
         "// pystackd probe --pid {pid} --emit bpftrace: CPython {version}.
-// Paste the block between the BEGIN/END markers into the body of each probe of your
-// script that fires in process {pid} (filter on /pid == {pid}/: its addresses are this
-// process's). It prints the firing thread's Python frames as a `pyframes=` line (and
-// `pyframes+=` lines for deep stacks); print the native stack after it, e.g.
+// Two parts: the struct definitions go at the top of your script, outside any probe; the
+// block between the BEGIN/END markers goes into the body of each probe that fires in
+// process {pid} (filter on /pid == {pid}/: the addresses are this process's). The block
+// prints the firing thread's Python frames as a `pyframes=` line (and `pyframes+=` lines
+// for deep stacks); print the native stack after it if you want it, e.g.
 //     uprobe:/path/lib.so:func /pid == {pid}/ {{
 //         <block>
 //         printf(\"%s\\n\", ustack(perf));
 //     }}
-// and resolve the output with `pystackd annotate --pid {pid}`. The block is only valid
-// while this process runs (its addresses change with every start).
-// ---- BEGIN pystackd capture ----
+// and resolve the output with `pystackd annotate --pid {pid}` (docs/trace.md). Valid only
+// while this process runs: its addresses change with every start.
+// ---- definitions ----
+{defs}// ---- BEGIN pystackd capture ----
 {block}// ---- END pystackd capture ----
 "
     )

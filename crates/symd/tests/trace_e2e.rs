@@ -49,11 +49,20 @@ fn missing() -> Option<String> {
     None
 }
 
-/// The marker library, compiled once per test process.
-fn marker_lib() -> PathBuf {
+/// One bpftrace test at a time: they share a 2-core machine with everything else, and a
+/// firing rate that depends on CPU share is what the minimums are about.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The marker library, compiled once per test (its own file: rebuilding a library that a
+/// running target maps would leave that target's copy unprobed).
+fn marker_lib(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pystackd-trace-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let lib = dir.join("libmarker.so");
+    let lib = dir.join(format!("libmarker-{test}.so"));
     if !lib.exists() {
         let out = Command::new("cc")
             .args(["-shared", "-fPIC", "-O1", "-o"])
@@ -161,6 +170,7 @@ fn invalid_path(
 
 #[test]
 fn trace_is_exact_on_moving_targets() {
+    let _serial = serial();
     if let Some(why) = missing() {
         skip(&why);
         return;
@@ -170,7 +180,7 @@ fn trace_is_exact_on_moving_targets() {
         skip("no interpreters (tests/pythons/list found none)");
         return;
     }
-    let lib = marker_lib();
+    let lib = marker_lib("exact");
     let lib_s = lib.to_str().unwrap();
     let mut table = BTreeMap::new();
     let mut failures = Vec::new();
@@ -284,6 +294,7 @@ fn trace_is_exact_on_moving_targets() {
 /// The exits a user meets first: a process that is not there, one that is not Python.
 #[test]
 fn trace_failure_statuses() {
+    let _serial = serial();
     let out = Command::new(pystackd_bin())
         .args(["trace", "--pid", "999999999", "profile:hz:99"])
         .output()
@@ -304,7 +315,7 @@ fn trace_failure_statuses() {
         skip("no interpreters");
         return;
     };
-    let lib = marker_lib();
+    let lib = marker_lib("statuses");
     let target = Target::spawn(interp, "trace_target.py", &[lib.to_str().unwrap()]);
     let out = Command::new(pystackd_bin())
         .env("PATH", "/nonexistent")
@@ -360,6 +371,7 @@ fn trace_failure_statuses() {
 /// calls the probed function.
 #[test]
 fn probe_fragment_in_a_hand_written_script() {
+    let _serial = serial();
     if let Some(why) = missing() {
         skip(&why);
         return;
@@ -369,7 +381,7 @@ fn probe_fragment_in_a_hand_written_script() {
         skip("no interpreters");
         return;
     }
-    let lib = marker_lib();
+    let lib = marker_lib("fragment");
     let mut failures = Vec::new();
     for interp in &interps {
         let target = Target::spawn(interp, "trace_target.py", &[lib.to_str().unwrap()]);
@@ -384,8 +396,12 @@ fn probe_fragment_in_a_hand_written_script() {
             String::from_utf8_lossy(&out.stderr)
         );
         let fragment = String::from_utf8_lossy(&out.stdout).into_owned();
+        // as documented: the definitions at the top, the block in the probe's body
+        let (defs, block) = fragment
+            .split_once("// ---- BEGIN pystackd capture ----")
+            .expect("the fragment has its two parts");
         let script = format!(
-            "uprobe:{}:marker_a /pid == {pid}/ {{\n{fragment}\n}}\ninterval:s:2 {{ exit(); }}\n",
+            "{defs}\nuprobe:{}:marker_a /pid == {pid}/ {{\n{block}\n}}\ninterval:s:2 {{ exit(); }}\n",
             lib.display()
         );
         let path = lib.with_file_name(format!("script-{pid}.bt"));
