@@ -183,6 +183,27 @@ impl PyFrame {
     fn entry(&self) -> bool {
         matches!(self, PyFrame::Frame { entry: true, .. })
     }
+    fn folded(&self, qualname: bool) -> String {
+        match self {
+            PyFrame::Frame {
+                function,
+                qualname: q,
+                filename,
+                line,
+                ..
+            } => {
+                let func = if qualname {
+                    q.as_deref().unwrap_or(function)
+                } else {
+                    function
+                };
+                let line = line.map_or_else(|| "?".into(), |l| l.to_string());
+                format!("{filename}:{func}:{line}")
+            }
+            PyFrame::Mismatch { .. } => "[code object freed and reused]".into(),
+        }
+    }
+
     fn text(&self, qualname: bool) -> String {
         match self {
             PyFrame::Frame {
@@ -667,9 +688,10 @@ fn groups(python: &[PyFrame]) -> Vec<&[PyFrame]> {
     out
 }
 
-/// The stack as text lines, innermost first: native frames with Python groups under their
-/// eval frames, or after all native frames when they cannot be placed.
-pub fn stack_lines(f: &Firing, qualname: bool) -> Vec<String> {
+/// Where the Python frames go: the native frames (indexes, innermost first) of the eval
+/// calls, one per group of Python frames, when the two counts agree (frame-pointer builds);
+/// `None` when they cannot be placed.
+fn placement(f: &Firing) -> Option<(Vec<usize>, Vec<&[PyFrame]>)> {
     let mut evals = Vec::new();
     let syms: Vec<(usize, &[u8])> = f
         .native
@@ -679,7 +701,37 @@ pub fn stack_lines(f: &Firing, qualname: bool) -> Vec<String> {
         .collect();
     stacktext::matching::eval_calls(syms, &mut evals);
     let groups = groups(&f.python);
-    let placed = !groups.is_empty() && evals.len() == groups.len();
+    (!groups.is_empty() && evals.len() == groups.len()).then_some((evals, groups))
+}
+
+/// Folded frames, outermost first: Python frames right after the eval frame that runs them
+/// (annotate's form `file:function:line`); unplaced, the Python frames come first, then the
+/// native ones (the probe's C function on top of the Python path that led to it).
+fn folded_parts(f: &Firing, qualname: bool) -> Vec<String> {
+    let mut parts = Vec::new();
+    match placement(f) {
+        Some((evals, groups)) => {
+            for (i, n) in f.native.iter().enumerate().rev() {
+                parts.push(n.text());
+                if let Some(g) = evals.iter().position(|&e| e == i) {
+                    parts.extend(groups[g].iter().rev().map(|p| p.folded(qualname)));
+                }
+            }
+        }
+        None => {
+            parts.extend(f.python.iter().rev().map(|p| p.folded(qualname)));
+            parts.extend(f.native.iter().rev().map(NativeFrame::text));
+        }
+    }
+    parts.into_iter().map(|p| p.replace(';', ":")).collect()
+}
+
+/// The stack as text lines, innermost first: native frames with Python groups under their
+/// eval frames, or after all native frames when they cannot be placed.
+pub fn stack_lines(f: &Firing, qualname: bool) -> Vec<String> {
+    let place = placement(f);
+    let placed = place.is_some();
+    let (evals, groups) = place.unwrap_or_default();
     let mut lines = Vec::new();
     let mut g = 0;
     for (i, n) in f.native.iter().enumerate() {
@@ -740,40 +792,13 @@ fn write_firing(
             writeln!(out)?;
         }
         TraceOutput::Folded => {
-            // outermost first; Python frames as file:function:line, as annotate prints them
-            let mut parts: Vec<String> = Vec::new();
-            for l in stack_lines(f, qualname).into_iter().rev() {
-                let l = l.trim();
-                if l.starts_with('(') {
-                    continue;
-                }
-                let l = l
-                    .strip_prefix("[ ")
-                    .and_then(|l| l.strip_suffix(" ]"))
-                    .map(folded_python)
-                    .unwrap_or_else(|| l.to_string());
-                parts.push(l.replace(';', ":"));
-            }
+            let parts = folded_parts(f, qualname);
             if !parts.is_empty() {
                 writeln!(out, "{} {}", parts.join(";"), count.unwrap_or(1))?;
             }
         }
     }
     Ok(())
-}
-
-/// `file:line (function)` (the text form) as `file:function:line` (annotate's folded form).
-fn folded_python(text: &str) -> String {
-    match text.rsplit_once(" (") {
-        Some((loc, func)) => {
-            let func = func.strip_suffix(')').unwrap_or(func);
-            match loc.rsplit_once(':') {
-                Some((file, line)) => format!("{file}:{func}:{line}"),
-                None => format!("{loc}:{func}"),
-            }
-        }
-        None => text.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -816,5 +841,69 @@ mod tests {
         assert_eq!(p.malformed, 1);
         assert_eq!(p.incomplete, 1);
         assert_eq!(p.lost_records, 12);
+    }
+
+    fn native(sym: &str) -> NativeFrame {
+        NativeFrame {
+            address: 0x1000,
+            symbol: Some(sym.into()),
+            offset: Some(16),
+            module: Some("/lib/libpython3.12.so.1.0".into()),
+        }
+    }
+
+    fn py(function: &str, entry: bool) -> PyFrame {
+        PyFrame::Frame {
+            function: function.into(),
+            qualname: None,
+            filename: "/app/x.py".into(),
+            line: Some(3),
+            entry,
+        }
+    }
+
+    /// Python groups go under their eval frames when the counts agree, after the native
+    /// frames (marked) when they do not; folded keeps eval frame before its Python frames.
+    #[test]
+    fn python_frames_are_placed_under_eval_frames_or_after() {
+        let mut f = Firing {
+            tid: 1,
+            probe: "profile:hz:99".into(),
+            status: "ok",
+            native: vec![
+                native("leaf"),
+                native("_PyEval_EvalFrameDefault"),
+                native("callback"),
+                native("_PyEval_EvalFrameDefault"),
+                native("main"),
+            ],
+            python: vec![py("inner", true), py("mid", false), py("outer", true)],
+            truncated: false,
+        };
+        let lines = stack_lines(&f, false);
+        assert_eq!(
+            lines,
+            [
+                "libpython3.12.so.1.0`leaf+0x10",
+                "libpython3.12.so.1.0`_PyEval_EvalFrameDefault+0x10",
+                "  [ /app/x.py:3 (inner) ]",
+                "libpython3.12.so.1.0`callback+0x10",
+                "libpython3.12.so.1.0`_PyEval_EvalFrameDefault+0x10",
+                "  [ /app/x.py:3 (mid) ]",
+                "  [ /app/x.py:3 (outer) ]",
+                "libpython3.12.so.1.0`main+0x10",
+            ]
+        );
+        let folded = folded_parts(&f, false).join(";");
+        assert!(folded.starts_with("libpython3.12.so.1.0`main+0x10;libpython3.12.so.1.0`_PyEval_EvalFrameDefault+0x10;/app/x.py:outer:3;/app/x.py:mid:3;"), "{folded}");
+        // a short native stack: one eval frame for two groups
+        f.native.drain(2..);
+        let lines = stack_lines(&f, false);
+        assert_eq!(
+            lines[2],
+            "(python frames at probe time, not placed in the native stack)"
+        );
+        assert_eq!(lines.len(), 6);
+        assert!(folded_parts(&f, false)[0].ends_with(":outer:3"));
     }
 }

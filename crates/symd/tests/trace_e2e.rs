@@ -22,7 +22,7 @@ use support::{interpreters, pystackd_bin, source_line, targets_dir, Target};
 /// sees a few hundred to a few thousand firings; the minimums only guard against a trace
 /// that silently saw next to nothing. The counts are printed.
 const MIN_MARKER_FIRINGS: usize = 50;
-const MIN_PROFILE_SAMPLES: usize = 30;
+const MIN_PROFILE_SAMPLES: usize = 15;
 const TRACE_SECONDS: &str = "5";
 
 fn strict() -> bool {
