@@ -210,6 +210,35 @@ pub fn parse_all(text: &str) -> Result<Vec<Capture>, ParseError> {
     Ok(out)
 }
 
+/// A capture from the integer key columns of a DTrace aggregation keyed by the capture's
+/// slots, `@[jstack(), this->py_c0, this->py_o0, this->py_i0, this->py_c1, ...]`: DTrace
+/// prints them in decimal (addresses and identities as signed 64-bit values) before the
+/// stack. `columns` are those triples in order; the same slot rules as the text form apply
+/// (code 0: empty slot; code 0 with offset 1: an eval-call boundary). `None` when the count
+/// is not a multiple of 3.
+pub fn from_columns(columns: &[i64]) -> Option<Capture> {
+    if columns.len() % 3 != 0 {
+        return None;
+    }
+    let mut c = Capture::default();
+    for t in columns.chunks(3) {
+        let (code, offset, ident) = (t[0] as u64, t[1], t[2] as u64);
+        if code != 0 {
+            c.frames.push(CapturedFrame {
+                code,
+                offset,
+                ident,
+                entry: false,
+            });
+        } else if offset == 1 && ident == 0 {
+            if let Some(last) = c.frames.last_mut() {
+                last.entry = true;
+            }
+        }
+    }
+    Some(c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +279,15 @@ mod tests {
         assert!(parse_all("pyframes=1:1").is_err());
         assert!(parse_all("pyframes=!nothread").unwrap()[0].no_thread);
         assert_eq!(format(&parse_all("pyframes=").unwrap()[0]), "pyframes=");
+    }
+
+    #[test]
+    fn aggregation_columns() {
+        let c =
+            from_columns(&[0x7f00_1234, 34, 77, 0, 1, 0, 0x7f00_2000, -2, -5, 0, 0, 0]).unwrap();
+        assert_eq!(c.frames.len(), 2);
+        assert!(c.frames[0].entry);
+        assert_eq!(c.frames[1].ident, (-5i64) as u64);
+        assert!(from_columns(&[1, 2]).is_none());
     }
 }

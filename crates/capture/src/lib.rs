@@ -17,7 +17,8 @@
 //!   [`frames`] text form, `pyframes=<code>:<offset>:<ident>,...`.
 //! - [`interpret::run`]: the same plan run in Rust against a [`pyframe_reader::Memory`]; the
 //!   reference semantics of the renderers, tested against the reader's walker.
-//! - [`frames::parse_all`] / [`frames::find_token`] / [`frames::format`]: the text form.
+//! - [`frames::parse_all`] / [`frames::find_token`] / [`frames::format`]: the text form;
+//!   [`frames::from_columns`]: the same from the integer key columns of a D aggregation.
 //! - [`resolve::Resolver`] / [`resolve::resolve`]: captured frames → [`protocol::Frame`]s,
 //!   each checked against the code object now at its address ([`resolve::Mismatch`]
 //!   otherwise).

@@ -141,12 +141,17 @@ reading the stack when the text arrives, this is exact for running threads too.
 
 The fragment embeds this process's addresses: regenerate it for every new process.
 
+bpftrace: two parts, struct definitions for the top of the script and a block for the body
+of each probe (filtered on the pid). dtrace: clauses for one probe description (--probe);
+clauses of your own for the same probe placed after them see the frames in this->py_c0,
+this->py_o0, this->py_i0, ... (for example as aggregation keys next to jstack()).
+
 Examples:
-  pystackd probe --pid 4242 --emit bpftrace > capture.bt.inc
+  pystackd probe --pid 4242 --emit bpftrace > capture.txt
   pystackd probe --pid 4242 --emit dtrace --probe 'pid$target::PyObject_Malloc:entry'
   pystackd probe --pid 4242 --emit bpftrace --depth 64
 
-docs/trace.md shows whole scripts built around the fragment.
+docs/trace.md shows whole scripts built around the fragment, with real output.
 
 Exit status: 0 ok, 3 no such process, 4 not a CPython process, 5 permission denied,
 6 unsupported version, 7 the process exited.";

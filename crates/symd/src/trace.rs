@@ -74,7 +74,8 @@ pub struct TraceArgs {
     /// Seconds to trace (the trace also ends when the process exits, or on Ctrl-C).
     #[arg(long, value_name = "S", default_value_t = 5.0)]
     pub duration: f64,
-    /// Count identical stacks, most frequent first.
+    /// Count identical stacks (printed least frequent first, as DTrace prints aggregations:
+    /// the most frequent stack ends the output).
     #[arg(long)]
     pub aggregate: bool,
     /// Output format.
@@ -476,6 +477,10 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
                 None,
             )
         })?;
+    // Ctrl-C reaches bpftrace too (same process group): it stops, and what it traced is
+    // still resolved and printed here
+    // SAFETY: setting a signal disposition; no handler runs
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     let stderr = child.stderr.take();
     let err_thread = std::thread::spawn(move || {
         let mut s = String::new();

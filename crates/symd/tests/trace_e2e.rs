@@ -364,6 +364,32 @@ fn trace_failure_statuses() {
         "refused probe: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // the target exits during the trace: what was traced is printed, exit 7
+    let trace = Command::new(pystackd_bin())
+        .args([
+            "trace",
+            "--pid",
+            &target.pid().to_string(),
+            "--duration",
+            "60",
+        ])
+        .arg("profile:hz:99")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let started = std::time::Instant::now();
+    drop(target);
+    let out = trace.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "target exited: {stderr}");
+    assert!(stderr.contains("exited during the trace"), "{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the trace ended {:?} after the target",
+        started.elapsed()
+    );
 }
 
 /// `pystackd probe --emit bpftrace` pasted into a hand-written script: its `pyframes=` lines
