@@ -187,6 +187,7 @@ pub fn render_block(plan: &Plan, prefix: &LinePrefix) -> String {
     let _ = writeln!(s, "{i2}}}");
     let _ = writeln!(s, "{i2}if ($py_f != 0) {{");
     printf(&mut s, &format!("{i2}    "), prefix, "pyframes+=...", &[]);
+    let _ = writeln!(s, "{i2}    $py_g++;");
     let _ = writeln!(s, "{i2}}}");
     let _ = writeln!(s, "{i1}}}");
     s

@@ -475,3 +475,74 @@ fn probe_fragment_in_a_hand_written_script() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Stacks deeper than --depth are printed with their innermost frames and marked
+/// truncated, not dropped (recur_target recurses 50 to 950 frames deep).
+#[test]
+fn deep_stacks_are_truncated_not_dropped() {
+    let _serial = serial();
+    if let Some(why) = missing() {
+        skip(&why);
+        return;
+    }
+    let interps = interpreters();
+    let Some(interp) = interps.last() else {
+        skip("no interpreters");
+        return;
+    };
+    let target = Target::spawn(interp, "recur_target.py", &["--threads", "1"]);
+    let out = Command::new(pystackd_bin())
+        .args([
+            "trace",
+            "--pid",
+            &target.pid().to_string(),
+            "--duration",
+            "3",
+        ])
+        .args(["--depth", "20", "--output", "json", "profile:hz:997"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let firings: Vec<Firing> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        firings.len() >= 15,
+        "only {} firings: {stderr}",
+        firings.len()
+    );
+    assert!(!stderr.contains("incomplete"), "{stderr}");
+    let mut truncated = 0;
+    for f in &firings {
+        let names: Vec<&str> = f
+            .python
+            .iter()
+            .filter_map(|p| p.function.as_deref())
+            .collect();
+        if f.truncated {
+            truncated += 1;
+            // 20 steps: Python frames, less shims and frames being set up
+            assert!((15..=20).contains(&names.len()), "{names:?}");
+            assert!(
+                names
+                    .iter()
+                    .all(|n| ["recur_a", "recur_b", "step", "leaf"].contains(n)),
+                "{names:?}"
+            );
+        } else {
+            // between two recursions the worker is briefly shallow: then the whole stack
+            assert!(
+                names.len() <= 20 && names.last() == Some(&"run"),
+                "{names:?}"
+            );
+        }
+    }
+    // the workers spend nearly all their time 50 to 950 frames deep
+    assert!(
+        truncated * 2 > firings.len(),
+        "{truncated} of {} truncated",
+        firings.len()
+    );
+}
