@@ -217,11 +217,12 @@ pub fn parse_all(text: &str) -> Result<Vec<Capture>, ParseError> {
 /// (code 0: empty slot; code 0 with offset 1: an eval-call boundary). `None` when the count
 /// is not a multiple of 3.
 pub fn from_columns(columns: &[i64]) -> Option<Capture> {
-    if columns.len() % 3 != 0 {
+    let triples = columns.chunks_exact(3);
+    if !triples.remainder().is_empty() {
         return None;
     }
     let mut c = Capture::default();
-    for t in columns.chunks(3) {
+    for t in triples {
         let (code, offset, ident) = (t[0] as u64, t[1], t[2] as u64);
         if code != 0 {
             c.frames.push(CapturedFrame {
