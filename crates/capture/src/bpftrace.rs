@@ -225,6 +225,13 @@ pub fn render_definitions(plan: &Plan) -> String {
             (owner, "unsigned char", "owner"),
         ],
     };
+    let mut frame = frame;
+    if let FrameSteps::Interpreter {
+        is_entry: Some(o), ..
+    } = plan.frames
+    {
+        frame.push((o, "unsigned char", "is_entry"));
+    }
     s.push_str(&c_struct("pystackd_frame", 0, &frame));
     let mut code = vec![
         (plan.ident.name, "unsigned long", "name"),
@@ -322,6 +329,7 @@ fn step(s: &mut String, plan: &Plan, k: u32, ind: &str) {
             first_non_python_owner,
             generator_owner,
             first_traceable,
+            is_entry,
             ..
         } => {
             let mut close = "";
@@ -347,6 +355,12 @@ fn step(s: &mut String, plan: &Plan, k: u32, ind: &str) {
                 s,
                 "{ind2}$py_off = (int64)($py_fr.instr - $py_code - {code_adaptive});"
             );
+            // 3.11: an entry frame's offset carries the flag in its low bit
+            let flag = if is_entry.is_some() {
+                " | (int64)$py_fr.is_entry"
+            } else {
+                ""
+            };
             code_fields(s, &ind2, "$py_code");
             match first_traceable {
                 Some(_) => {
@@ -357,14 +371,20 @@ fn step(s: &mut String, plan: &Plan, k: u32, ind: &str) {
                     );
                     let _ = writeln!(
                         s,
-                        "{ind2}    $py_c{k} = $py_code; $py_o{k} = $py_off; $py_i{k} = $py_li;"
+                        "{ind2}    $py_c{k} = $py_code; $py_o{k} = $py_off{flag}; $py_i{k} = $py_li;"
                     );
-                    let _ = writeln!(s, "{ind2}}}");
+                    if is_entry.is_some() {
+                        // a skipped entry frame still ends its eval call's group: 0:1:0
+                        let _ =
+                            writeln!(s, "{ind2}}} else {{ $py_o{k} = (int64)$py_fr.is_entry; }}");
+                    } else {
+                        let _ = writeln!(s, "{ind2}}}");
+                    }
                 }
                 None => {
                     let _ = writeln!(
                         s,
-                        "{ind2}$py_c{k} = $py_code; $py_o{k} = $py_off; $py_i{k} = $py_li;"
+                        "{ind2}$py_c{k} = $py_code; $py_o{k} = $py_off{flag}; $py_i{k} = $py_li;"
                     );
                 }
             }

@@ -240,6 +240,7 @@ fn step(s: &mut String, plan: &Plan, probe: &str, k: u32) {
             first_non_python_owner,
             generator_owner,
             first_traceable,
+            is_entry,
         } => {
             let mut body = vec![
                 format!(
@@ -293,10 +294,29 @@ fn step(s: &mut String, plan: &Plan, probe: &str, k: u32) {
                 Some(&format!("{pred} && {python} && this->py_keep")),
                 &[
                     format!("this->py_c{k} = this->py_code;"),
-                    format!("this->py_o{k} = this->py_off;"),
+                    // 3.11: an entry frame's offset carries the flag in its low bit
+                    match is_entry {
+                        Some(o) => format!(
+                            "this->py_o{k} = this->py_off | (int64_t){};",
+                            rd("uint8_t", &plus("this->py_f", o))
+                        ),
+                        None => format!("this->py_o{k} = this->py_off;"),
+                    },
                     ident,
                 ],
             );
+            if let Some(o) = is_entry {
+                // a skipped entry frame still ends its eval call's group: 0:1:0
+                clause(
+                    s,
+                    probe,
+                    Some(&format!("{pred} && {python} && !this->py_keep")),
+                    &[format!(
+                        "this->py_o{k} = (int64_t){};",
+                        rd("uint8_t", &plus("this->py_f", o))
+                    )],
+                );
+            }
             clause(
                 s,
                 probe,

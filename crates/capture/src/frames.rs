@@ -18,6 +18,9 @@
 //!   with): the frame before it was the first its eval call ran ([`CapturedFrame::entry`]);
 //! - a line holding `pyframes+=...` continues the frames of the `pyframes=` line before it
 //!   (tracers limit the arguments of one `printf`);
+//! - an odd offset marks a frame that is the first its eval call ran (3.11 captures, whose
+//!   `is_entry` flag tracers add to the offset: real offsets are even); the offset is the
+//!   even number below it;
 //! - an element `...` means the chain went on past the capture's depth;
 //! - `pyframes=!nothread` means the firing thread has no Python thread state (a thread the
 //!   interpreter does not know, or one not found within the plan's thread limit).
@@ -159,9 +162,9 @@ pub fn parse_value(value: &str) -> Result<Capture, ParseError> {
         if code != 0 {
             c.frames.push(CapturedFrame {
                 code,
-                offset,
+                offset: offset & !1,
                 ident,
-                entry: false,
+                entry: offset & 1 != 0,
             });
         } else if offset == 1 && ident == 0 {
             match c.frames.last_mut() {
@@ -227,9 +230,9 @@ pub fn from_columns(columns: &[i64]) -> Option<Capture> {
         if code != 0 {
             c.frames.push(CapturedFrame {
                 code,
-                offset,
+                offset: offset & !1,
                 ident,
-                entry: false,
+                entry: offset & 1 != 0,
             });
         } else if offset == 1 && ident == 0 {
             if let Some(last) = c.frames.last_mut() {
@@ -279,6 +282,10 @@ mod tests {
         assert!(parse_all("pyframes=zz:1:2").is_err());
         assert!(parse_all("pyframes=1:1").is_err());
         assert!(parse_all("pyframes=!nothread").unwrap()[0].no_thread);
+        // 3.11 entry frames: odd offsets (and a -1 of a 3.9 frame not started is -2)
+        let c = &parse_all("pyframes=10:35:1,20:-1:2").unwrap()[0];
+        assert_eq!((c.frames[0].offset, c.frames[0].entry), (34, true));
+        assert_eq!((c.frames[1].offset, c.frames[1].entry), (-2, true));
         assert_eq!(format(&parse_all("pyframes=").unwrap()[0]), "pyframes=");
     }
 

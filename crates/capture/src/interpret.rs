@@ -87,7 +87,7 @@ enum Step {
 
 /// One step along the chain: what the frame at `f` records, and the next frame.
 fn step(plan: &Plan, mem: &dyn Memory, f: u64) -> MemResult<(Step, u64)> {
-    let (code, offset, next) = match plan.frames {
+    let (code, offset, next, entry) = match plan.frames {
         FrameSteps::Object {
             back,
             code,
@@ -97,7 +97,7 @@ fn step(plan: &Plan, mem: &dyn Memory, f: u64) -> MemResult<(Step, u64)> {
             let next = mem.read_u64(f.wrapping_add(back))?;
             let code = mem.read_u64(f.wrapping_add(code))?;
             let lasti = mem.read_i32(f.wrapping_add(lasti))? as i64;
-            (code, lasti * i64::from(lasti_unit), next)
+            (code, lasti * i64::from(lasti_unit), next, false)
         }
         FrameSteps::Interpreter {
             previous,
@@ -109,12 +109,17 @@ fn step(plan: &Plan, mem: &dyn Memory, f: u64) -> MemResult<(Step, u64)> {
             first_non_python_owner,
             generator_owner,
             first_traceable,
+            is_entry,
         } => {
             let next = mem.read_u64(f.wrapping_add(previous))?;
             let owner = mem.read_u8(f.wrapping_add(owner))?;
             if first_non_python_owner.is_some_and(|mark| owner >= mark) {
                 return Ok((Step::Boundary, next));
             }
+            let entry = match is_entry {
+                Some(o) => mem.read_u8(f.wrapping_add(o))? != 0,
+                None => false,
+            };
             let code = mem.read_u64(f.wrapping_add(code))? & !code_tag_mask;
             let instr = mem.read_u64(f.wrapping_add(instr))?;
             let offset = instr.wrapping_sub(code).wrapping_sub(code_adaptive) as i64;
@@ -122,11 +127,13 @@ fn step(plan: &Plan, mem: &dyn Memory, f: u64) -> MemResult<(Step, u64)> {
                 if owner != generator_owner {
                     let ft = mem.read_i32(code.wrapping_add(ft))? as i64;
                     if offset < 2 * ft {
-                        return Ok((Step::Skip, next));
+                        // 3.11: a skipped entry frame still ends its eval call's group
+                        let step = if entry { Step::Boundary } else { Step::Skip };
+                        return Ok((step, next));
                     }
                 }
             }
-            (code, offset, next)
+            (code, offset, next, entry)
         }
     };
     let name = mem.read_u64(code.wrapping_add(plan.ident.name))?;
@@ -136,7 +143,7 @@ fn step(plan: &Plan, mem: &dyn Memory, f: u64) -> MemResult<(Step, u64)> {
             code,
             offset,
             ident: ident_of(name, first),
-            entry: false,
+            entry,
         }),
         next,
     ))

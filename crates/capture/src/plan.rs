@@ -70,6 +70,9 @@ pub enum FrameSteps {
         first_non_python_owner: Option<u8>,
         /// Generator frames are never "incomplete".
         generator_owner: u8,
+        /// 3.11: `is_entry` (bool): the frame is the first its eval call ran. Captured as
+        /// the low bit of the offset (offsets are even), see [`crate::frames`].
+        is_entry: Option<u64>,
         /// `_co_firsttraceable` (int, in code units) of the code object: a non-generator
         /// frame whose offset is still before it is being set up (or is an internal
         /// cleanup frame) and is not recorded, as CPython's tracebacks (and the walker)
@@ -163,6 +166,7 @@ impl Plan {
                 owner: f.owner,
                 first_non_python_owner: f.first_non_python_owner,
                 generator_owner: f.generator_owner,
+                is_entry: f.is_entry,
                 first_traceable: layout.code.first_traceable,
             },
         };

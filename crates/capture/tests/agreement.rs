@@ -73,16 +73,8 @@ fn plan_interpreter_agrees_with_walker() {
                         Resolved::Mismatch(m) => failures.push(format!("{what}: {m}")),
                     }
                 }
-                // 3.11 captures carry no eval-call grouping (see docs/trace.md)
-                let grouping = plan.version != (3, 11);
-                let key = |f: &protocol::Frame| {
-                    (
-                        f.function.clone(),
-                        f.filename.clone(),
-                        f.line,
-                        grouping && f.entry,
-                    )
-                };
+                let key =
+                    |f: &protocol::Frame| (f.function.clone(), f.filename.clone(), f.line, f.entry);
                 let got: Vec<_> = got.iter().map(key).collect();
                 let want: Vec<_> = t.frames.iter().map(key).collect();
                 let same = if captured.truncated {

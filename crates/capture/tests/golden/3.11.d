@@ -111,8 +111,14 @@ pid$target::malloc:entry
 /this->py_found && this->py_f != 0 && this->py_py && this->py_keep/
 {
 	this->py_c0 = this->py_code;
-	this->py_o0 = this->py_off;
+	this->py_o0 = this->py_off | (int64_t)*(uint8_t *)copyin(this->py_f + 68, 1);
 	this->py_i0 = *(uint64_t *)copyin(this->py_c0 + 120, 8) ^ ((uint64_t)(uint32_t)*(int32_t *)copyin(this->py_c0 + 72, 4) << 48);
+}
+
+pid$target::malloc:entry
+/this->py_found && this->py_f != 0 && this->py_py && !this->py_keep/
+{
+	this->py_o0 = (int64_t)*(uint8_t *)copyin(this->py_f + 68, 1);
 }
 
 pid$target::malloc:entry
@@ -141,8 +147,14 @@ pid$target::malloc:entry
 /this->py_found && this->py_f != 0 && this->py_py && this->py_keep/
 {
 	this->py_c1 = this->py_code;
-	this->py_o1 = this->py_off;
+	this->py_o1 = this->py_off | (int64_t)*(uint8_t *)copyin(this->py_f + 68, 1);
 	this->py_i1 = *(uint64_t *)copyin(this->py_c1 + 120, 8) ^ ((uint64_t)(uint32_t)*(int32_t *)copyin(this->py_c1 + 72, 4) << 48);
+}
+
+pid$target::malloc:entry
+/this->py_found && this->py_f != 0 && this->py_py && !this->py_keep/
+{
+	this->py_o1 = (int64_t)*(uint8_t *)copyin(this->py_f + 68, 1);
 }
 
 pid$target::malloc:entry
@@ -171,8 +183,14 @@ pid$target::malloc:entry
 /this->py_found && this->py_f != 0 && this->py_py && this->py_keep/
 {
 	this->py_c2 = this->py_code;
-	this->py_o2 = this->py_off;
+	this->py_o2 = this->py_off | (int64_t)*(uint8_t *)copyin(this->py_f + 68, 1);
 	this->py_i2 = *(uint64_t *)copyin(this->py_c2 + 120, 8) ^ ((uint64_t)(uint32_t)*(int32_t *)copyin(this->py_c2 + 72, 4) << 48);
+}
+
+pid$target::malloc:entry
+/this->py_found && this->py_f != 0 && this->py_py && !this->py_keep/
+{
+	this->py_o2 = (int64_t)*(uint8_t *)copyin(this->py_f + 68, 1);
 }
 
 pid$target::malloc:entry
@@ -201,8 +219,14 @@ pid$target::malloc:entry
 /this->py_found && this->py_f != 0 && this->py_py && this->py_keep/
 {
 	this->py_c3 = this->py_code;
-	this->py_o3 = this->py_off;
+	this->py_o3 = this->py_off | (int64_t)*(uint8_t *)copyin(this->py_f + 68, 1);
 	this->py_i3 = *(uint64_t *)copyin(this->py_c3 + 120, 8) ^ ((uint64_t)(uint32_t)*(int32_t *)copyin(this->py_c3 + 72, 4) << 48);
+}
+
+pid$target::malloc:entry
+/this->py_found && this->py_f != 0 && this->py_py && !this->py_keep/
+{
+	this->py_o3 = (int64_t)*(uint8_t *)copyin(this->py_f + 68, 1);
 }
 
 pid$target::malloc:entry
@@ -231,8 +255,14 @@ pid$target::malloc:entry
 /this->py_found && this->py_f != 0 && this->py_py && this->py_keep/
 {
 	this->py_c4 = this->py_code;
-	this->py_o4 = this->py_off;
+	this->py_o4 = this->py_off | (int64_t)*(uint8_t *)copyin(this->py_f + 68, 1);
 	this->py_i4 = *(uint64_t *)copyin(this->py_c4 + 120, 8) ^ ((uint64_t)(uint32_t)*(int32_t *)copyin(this->py_c4 + 72, 4) << 48);
+}
+
+pid$target::malloc:entry
+/this->py_found && this->py_f != 0 && this->py_py && !this->py_keep/
+{
+	this->py_o4 = (int64_t)*(uint8_t *)copyin(this->py_f + 68, 1);
 }
 
 pid$target::malloc:entry
@@ -261,8 +291,14 @@ pid$target::malloc:entry
 /this->py_found && this->py_f != 0 && this->py_py && this->py_keep/
 {
 	this->py_c5 = this->py_code;
-	this->py_o5 = this->py_off;
+	this->py_o5 = this->py_off | (int64_t)*(uint8_t *)copyin(this->py_f + 68, 1);
 	this->py_i5 = *(uint64_t *)copyin(this->py_c5 + 120, 8) ^ ((uint64_t)(uint32_t)*(int32_t *)copyin(this->py_c5 + 72, 4) << 48);
+}
+
+pid$target::malloc:entry
+/this->py_found && this->py_f != 0 && this->py_py && !this->py_keep/
+{
+	this->py_o5 = (int64_t)*(uint8_t *)copyin(this->py_f + 68, 1);
 }
 
 pid$target::malloc:entry
@@ -291,8 +327,14 @@ pid$target::malloc:entry
 /this->py_found && this->py_f != 0 && this->py_py && this->py_keep/
 {
 	this->py_c6 = this->py_code;
-	this->py_o6 = this->py_off;
+	this->py_o6 = this->py_off | (int64_t)*(uint8_t *)copyin(this->py_f + 68, 1);
 	this->py_i6 = *(uint64_t *)copyin(this->py_c6 + 120, 8) ^ ((uint64_t)(uint32_t)*(int32_t *)copyin(this->py_c6 + 72, 4) << 48);
+}
+
+pid$target::malloc:entry
+/this->py_found && this->py_f != 0 && this->py_py && !this->py_keep/
+{
+	this->py_o6 = (int64_t)*(uint8_t *)copyin(this->py_f + 68, 1);
 }
 
 pid$target::malloc:entry
@@ -321,8 +363,14 @@ pid$target::malloc:entry
 /this->py_found && this->py_f != 0 && this->py_py && this->py_keep/
 {
 	this->py_c7 = this->py_code;
-	this->py_o7 = this->py_off;
+	this->py_o7 = this->py_off | (int64_t)*(uint8_t *)copyin(this->py_f + 68, 1);
 	this->py_i7 = *(uint64_t *)copyin(this->py_c7 + 120, 8) ^ ((uint64_t)(uint32_t)*(int32_t *)copyin(this->py_c7 + 72, 4) << 48);
+}
+
+pid$target::malloc:entry
+/this->py_found && this->py_f != 0 && this->py_py && !this->py_keep/
+{
+	this->py_o7 = (int64_t)*(uint8_t *)copyin(this->py_f + 68, 1);
 }
 
 pid$target::malloc:entry
