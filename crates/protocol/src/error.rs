@@ -44,6 +44,16 @@ pub mod exit {
     pub const DAEMON: u8 = 10;
     /// annotate: every stack was annotated, but some only from a later read (`[~ ... ]`).
     pub const NOT_EXACT: u8 = 11;
+    /// trace: the tracer (bpftrace) is not installed.
+    pub const TRACER_MISSING: u8 = 12;
+    /// trace: the tracer refused to run (not root, no tracefs, probe not found, program
+    /// rejected).
+    pub const TRACER_REFUSED: u8 = 13;
+    /// trace: no firing was on a thread that runs Python (no thread state, or no frames).
+    pub const NOT_PYTHON_THREAD: u8 = 14;
+    /// trace: some captured code objects were freed and their memory reused before they
+    /// could be resolved (those frames are reported, not guessed).
+    pub const CODE_REUSED: u8 = 15;
 }
 
 impl ErrorKind {

@@ -755,11 +755,15 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
 
     /// The Python stacks of the target's process, when the stack has eval calls to annotate.
     fn read_python(&mut self, target: &Target) -> PyRead {
-        if self.calls.is_empty() {
+        // captured frames are printed even where the native stack shows no eval frame to
+        // hang them on (a `ustack` that stops early): after it, marked
+        if self.calls.is_empty() && target.captured.is_empty() {
             return PyRead::Skip(Status::NoEvalFrames);
         }
-        self.summary.with_eval_frames += 1;
-        if self.calls.iter().all(|&i| self.lines[i].has_helper) {
+        if !self.calls.is_empty() {
+            self.summary.with_eval_frames += 1;
+        }
+        if !self.calls.is_empty() && self.calls.iter().all(|&i| self.lines[i].has_helper) {
             self.summary.already_annotated += 1;
             return PyRead::Skip(Status::AlreadyAnnotated);
         }
@@ -811,6 +815,17 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         };
         // a capture is the firing thread's own: nothing to pick
         let tid = if captured { None } else { target.tid };
+        if captured && match_thread(&threads, tid, self.calls.len()).is_err() {
+            // the native stack cannot take the groups (too few eval frames): the frames
+            // are still what the probe saw, printed after the native stack
+            self.summary.annotated += 1;
+            return Outcome {
+                status: Status::Annotated,
+                thread: None,
+                unplaced: threads.pop(),
+                reason: None,
+            };
+        }
         let (idx, race, os_tid) = match match_thread(&threads, tid, self.calls.len()) {
             Ok(m) => (
                 threads
@@ -840,6 +855,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         Outcome {
             status,
             thread: Some(threads.swap_remove(idx)),
+            unplaced: None,
             reason: None,
         }
     }
@@ -849,6 +865,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         Outcome {
             status: Status::Unannotated,
             thread: None,
+            unplaced: None,
             reason: Some(e.to_string()),
         }
     }
@@ -897,6 +914,35 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
                     group,
                     self.opts.qualname,
                     later,
+                )?;
+            }
+        }
+        if let Some(t) = &outcome.unplaced {
+            let last = &self.lines[..keep]
+                .iter()
+                .rev()
+                .find(|l| l.kind == Kind::Frame)
+                .copied();
+            if let Some(l) = last {
+                let line = &buf[l.start..l.end];
+                let eol = &line[l.content_end - l.start..];
+                let eol = if eol.is_empty() { &b"\n"[..] } else { eol };
+                let indent = &line[..l.frame.indent];
+                let end = l.end;
+                self.out.write_all(&buf[from..end])?;
+                from = end;
+                self.out.write_all(indent)?;
+                self.out
+                    .write_all(b"(python frames at probe time, not placed in the native stack)")?;
+                self.out.write_all(eol)?;
+                write_annotations(
+                    &mut self.out,
+                    &mut self.scratch,
+                    indent,
+                    eol,
+                    &t.frames,
+                    self.opts.qualname,
+                    false,
                 )?;
             }
         }
@@ -953,6 +999,11 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             status: outcome.status,
             reason: outcome.reason.clone(),
             native,
+            python_unplaced: outcome
+                .unplaced
+                .as_ref()
+                .map(|t| t.frames.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -984,6 +1035,8 @@ enum PyRead {
 struct Outcome {
     status: Status,
     thread: Option<ThreadStack>,
+    /// Captured frames the native stack has no eval frames for: printed after it.
+    unplaced: Option<ThreadStack>,
     reason: Option<String>,
 }
 
@@ -992,6 +1045,7 @@ impl Outcome {
         Outcome {
             status,
             thread: None,
+            unplaced: None,
             reason: None,
         }
     }

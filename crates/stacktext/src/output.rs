@@ -58,6 +58,10 @@ pub struct StackRecord {
     pub reason: Option<String>,
     /// Innermost first.
     pub native: Vec<NativeFrameRecord>,
+    /// Python frames captured at the probe that the native stack has no eval frames for
+    /// (a `ustack` that stops early), innermost first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub python_unplaced: Vec<Frame>,
 }
 
 /// Writes one `[ file:line (func) ]` line for each frame of a group, innermost first,
@@ -112,6 +116,19 @@ pub fn write_folded<W: Write>(out: &mut W, rec: &StackRecord, qualname: bool) ->
         ""
     };
     let mut line = String::new();
+    // unplaced Python frames at the root side, outermost first
+    for f in rec.python_unplaced.iter().rev() {
+        let func = if qualname {
+            f.qualname.as_deref().unwrap_or(&f.function)
+        } else {
+            &f.function
+        };
+        let l = f.line.map_or_else(|| "?".to_string(), |l| l.to_string());
+        if !line.is_empty() {
+            line.push(';');
+        }
+        line.push_str(&clean(&format!("{}:{}:{}", f.filename, func, l)));
+    }
     for nf in rec.native.iter().rev() {
         let name = match (&nf.module, &nf.symbol, nf.address) {
             (Some(m), Some(s), _) if rec.format == Format::Dtrace => format!("{m}`{s}"),

@@ -91,7 +91,61 @@ impl LiveSource {
     }
 }
 
+/// The frames a probe captured (`pyframes=` tokens), resolved against the live process's
+/// code objects: one thread's stack, or why not (never a partial or guessed one).
+fn resolve_capture(
+    process: &PythonProcess,
+    tid: Option<u64>,
+    tokens: &[String],
+) -> Result<ThreadStack, SourceError> {
+    let bad = |m: String| SourceError::new(ErrorKind::InvalidParams, m);
+    let caps = capture::frames::parse_all(&tokens.join("\n")).map_err(|e| bad(e.to_string()))?;
+    let [cap] = caps.as_slice() else {
+        return Err(bad(format!("{} captures in one record", caps.len())));
+    };
+    if cap.no_thread {
+        return Err(SourceError::new(
+            ErrorKind::NoSuchThread,
+            "the probe fired on a thread with no Python thread state",
+        ));
+    }
+    if cap.truncated {
+        return Err(bad(format!(
+            "the capture stopped at its depth ({} frames): raise the probe's depth \
+             (pystackd probe --depth)",
+            cap.frames.len()
+        )));
+    }
+    let mut frames = Vec::with_capacity(cap.frames.len());
+    for r in capture::resolve::resolve(process, cap) {
+        match r {
+            capture::resolve::Resolved::Frame(f) => frames.push(f),
+            capture::resolve::Resolved::Mismatch(m) => {
+                return Err(SourceError::new(ErrorKind::Inconsistent, m.to_string()))
+            }
+        }
+    }
+    Ok(ThreadStack {
+        interpreter_id: 0,
+        thread_id: 0,
+        os_tid: tid,
+        name: None,
+        holds_gil: None,
+        frames,
+    })
+}
+
 impl StackSource for LiveSource {
+    fn captured(
+        &mut self,
+        pid: u32,
+        tid: Option<u64>,
+        tokens: &[String],
+    ) -> Result<ThreadStack, SourceError> {
+        let p = self.process(pid)?;
+        resolve_capture(p, tid, tokens)
+    }
+
     fn thread_stacks(&mut self, pid: u32) -> Result<Vec<ThreadStack>, SourceError> {
         let p = self.process(pid)?;
         match p.stack(&StackOptions {
@@ -125,6 +179,9 @@ pub struct DaemonSource {
     socket: PathBuf,
     client: Option<Client>,
     failed: Failed,
+    /// Captured frames are resolved here, from the process's code objects: the daemon has
+    /// no method for it.
+    local: LiveSource,
 }
 
 impl DaemonSource {
@@ -135,6 +192,7 @@ impl DaemonSource {
             socket: socket.to_path_buf(),
             client: Some(client),
             failed: Failed::default(),
+            local: LiveSource::new(),
         })
     }
 
@@ -162,6 +220,15 @@ impl DaemonSource {
 }
 
 impl StackSource for DaemonSource {
+    fn captured(
+        &mut self,
+        pid: u32,
+        tid: Option<u64>,
+        tokens: &[String],
+    ) -> Result<ThreadStack, SourceError> {
+        self.local.captured(pid, tid, tokens)
+    }
+
     fn thread_stacks(&mut self, pid: u32) -> Result<Vec<ThreadStack>, SourceError> {
         if let Some(e) = self.failed.get(pid) {
             return Err(e);

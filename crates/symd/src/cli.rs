@@ -78,6 +78,14 @@ pub enum Command {
     /// stdin or files.
     #[command(after_help = ANNOTATE_HELP)]
     Annotate(AnnotateArgs),
+    /// Print the probe-time capture of a process's Python frames as a fragment for a
+    /// bpftrace or D script (exact frames at the moment a probe fires).
+    #[command(after_help = PROBE_HELP)]
+    Probe(ProbeArgs),
+    /// Trace a process with bpftrace: native stacks with the Python frames read at the moment
+    /// each probe fired.
+    #[command(after_help = crate::trace::HELP)]
+    Trace(crate::trace::TraceArgs),
     /// Internal: the daemon's access checker for one uid (docs/service.md).
     #[command(name = "__access-check", hide = true)]
     AccessCheck {
@@ -154,6 +162,55 @@ Output: text (the input plus annotation lines), json (one object per stack and l
 Exit status: 0 every stack with eval frames annotated exactly, 11 all annotated but some
 only read later ([~ ...]), 9 some stacks stayed unannotated. The daemon is used when it
 runs (unless --no-daemon).";
+
+const PROBE_HELP: &str = "\
+The fragment makes the tracer itself read the firing thread's Python frames in probe context
+(code object, instruction offset and an identity per frame), printed as a line
+  pyframes=<code>:<offset>:<ident>,...        (innermost first)
+that `pystackd annotate` resolves to file, line and function afterwards, checking each code
+object's identity (a code object freed and reused since is reported, never guessed). Unlike
+reading the stack when the text arrives, this is exact for running threads too.
+
+The fragment embeds this process's addresses: regenerate it for every new process.
+
+bpftrace: two parts, struct definitions for the top of the script and a block for the body
+of each probe (filtered on the pid). dtrace: clauses for one probe description (--probe);
+clauses of your own for the same probe placed after them see the frames in this->py_c0,
+this->py_o0, this->py_i0, ... (for example as aggregation keys next to jstack()).
+
+Examples:
+  pystackd probe --pid 4242 --emit bpftrace > capture.txt
+  pystackd probe --pid 4242 --emit dtrace --probe 'pid$target::PyObject_Malloc:entry'
+  pystackd probe --pid 4242 --emit bpftrace --depth 64
+
+docs/trace.md shows whole scripts built around the fragment, with real output.
+
+Exit status: 0 ok, 3 no such process, 4 not a CPython process, 5 permission denied,
+6 unsupported version, 7 the process exited.";
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmitArg {
+    /// bpftrace 0.17 statements for a probe body (Linux).
+    Bpftrace,
+    /// D clauses (illumos DTrace).
+    Dtrace,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ProbeArgs {
+    /// The CPython process the probes fire in.
+    #[arg(long)]
+    pub pid: u32,
+    /// The tracer language.
+    #[arg(long, value_enum)]
+    pub emit: EmitArg,
+    /// Python frames to capture at most (deeper stacks are marked truncated).
+    #[arg(long, default_value_t = capture::plan::DEFAULT_DEPTH, value_parser = clap::value_parser!(u32).range(1..=capture::plan::MAX_DEPTH as i64))]
+    pub depth: u32,
+    /// dtrace: the probe description the clauses are for [default: pid$target::malloc:entry].
+    #[arg(long, value_name = "DESCRIPTION")]
+    pub probe: Option<String>,
+}
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FormatArg {
@@ -309,6 +366,8 @@ pub fn run() -> ExitCode {
             };
             crate::annotate::run(&a, &global)
         }
+        Command::Probe(a) => crate::probe::run(&a),
+        Command::Trace(a) => crate::trace::run(&a),
         Command::AccessCheck { uid, gid, userns } => {
             crate::daemon::checker::child_main(uid, gid, userns.as_deref())
         }

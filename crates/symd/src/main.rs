@@ -11,8 +11,10 @@ mod held;
 mod native;
 mod platform;
 mod pprof;
+mod probe;
 mod record;
 mod stack;
+mod trace;
 
 use std::process::ExitCode;
 

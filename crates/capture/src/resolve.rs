@@ -1,0 +1,146 @@
+//! Captured frames → file, line and function, read from the live process afterwards. Code
+//! objects outlive the frames that ran them, so this is sound once the identity captured in
+//! the probe matches the object now at that address; when it does not (the code was freed
+//! and its memory reused, or the capture read garbage) the frame is reported as a mismatch,
+//! never guessed.
+
+use std::sync::Arc;
+
+use protocol::Frame;
+use pyframe_reader::code::{CodeCache, CodeInfo};
+use pyframe_reader::layout::{FrameLayout, Layout, OB_TYPE};
+use pyframe_reader::memory::{i32_at, u64_at};
+use pyframe_reader::objects::{Kind, Types};
+use pyframe_reader::{Memory, PythonProcess};
+
+use crate::frames::{ident_of, Capture, CapturedFrame};
+
+/// Why a captured frame was not resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    #[error("code object {code:#x} is no longer readable (freed)")]
+    Unreadable { code: u64 },
+    #[error("the object at {code:#x} is not a code object any more (freed and reused)")]
+    NotCode { code: u64 },
+    #[error("code object {code:#x} changed since the probe (identity {captured:#x}, now {now:#x}: freed and reused)")]
+    Identity { code: u64, captured: u64, now: u64 },
+    #[error("offset {offset} is outside code object {code:#x} ({units} code units)")]
+    Offset { code: u64, offset: i64, units: u64 },
+    #[error("code object {code:#x} could not be decoded: {detail}")]
+    Decode { code: u64, detail: String },
+}
+
+/// One captured frame, resolved or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    Frame(Frame),
+    Mismatch(Mismatch),
+}
+
+impl Resolved {
+    pub fn frame(&self) -> Option<&Frame> {
+        match self {
+            Resolved::Frame(f) => Some(f),
+            Resolved::Mismatch(_) => None,
+        }
+    }
+}
+
+/// Resolves captures of one process, keeping its decoded code objects between calls (a
+/// trace resolves the same few code objects thousands of times).
+pub struct Resolver {
+    layout: Layout,
+    types: Types,
+    codes: CodeCache,
+}
+
+impl Resolver {
+    pub fn new(layout: &Layout) -> Resolver {
+        Resolver {
+            layout: *layout,
+            // type pointers are learned from `tp_name` on first use
+            types: Types::default(),
+            codes: CodeCache::default(),
+        }
+    }
+
+    /// Resolve every frame of `capture`, innermost first, in the same order. The outermost
+    /// frame of an untruncated capture, and every frame before 3.11, is marked `entry`.
+    pub fn resolve(&mut self, mem: &dyn Memory, capture: &Capture) -> Vec<Resolved> {
+        let every_frame_entry = matches!(self.layout.frame, FrameLayout::Object(_));
+        let n = capture.frames.len();
+        capture
+            .frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let entry = f.entry || every_frame_entry || (i + 1 == n && !capture.truncated);
+                match self.one(mem, f) {
+                    Ok(info) => Resolved::Frame(info.frame(f.offset, entry)),
+                    Err(m) => Resolved::Mismatch(m),
+                }
+            })
+            .collect()
+    }
+
+    fn one(&mut self, mem: &dyn Memory, f: &CapturedFrame) -> Result<Arc<CodeInfo>, Mismatch> {
+        let code = f.code;
+        let size = (self.layout.code.size as usize).clamp(24, 256);
+        let mut head = vec![0u8; size];
+        mem.read(code, &mut head)
+            .map_err(|_| Mismatch::Unreadable { code })?;
+        if !self.types.check(
+            mem,
+            &self.layout,
+            Kind::Code,
+            u64_at(&head, OB_TYPE as usize),
+        ) {
+            return Err(Mismatch::NotCode { code });
+        }
+        let c = &self.layout.code;
+        let now = ident_of(
+            u64_at(&head, c.name as usize),
+            i32_at(&head, c.firstlineno as usize),
+        );
+        if now != f.ident {
+            return Err(Mismatch::Identity {
+                code,
+                captured: f.ident,
+                now,
+            });
+        }
+        // the cache keys on the address: have it re-check the identity of what it holds
+        // (a different object may have lived here when it was decoded)
+        self.codes.begin_walk();
+        let mut info = self.get(mem, code)?;
+        if self.codes.verify_deferred(mem, &self.layout).is_err() {
+            info = self.get(mem, code)?;
+        }
+        if let Some(units) = info.code_units {
+            let u = f.offset / 2;
+            if u < -1 || u > units as i64 {
+                return Err(Mismatch::Offset {
+                    code,
+                    offset: f.offset,
+                    units,
+                });
+            }
+        }
+        Ok(info)
+    }
+
+    fn get(&mut self, mem: &dyn Memory, code: u64) -> Result<Arc<CodeInfo>, Mismatch> {
+        self.codes
+            .get(mem, &self.layout, &mut self.types, code)
+            .map_err(|e| Mismatch::Decode {
+                code,
+                detail: e.to_string(),
+            })
+    }
+}
+
+/// Resolve one capture against an attached process (a convenience over [`Resolver`] for
+/// single use; keep a `Resolver` for many).
+pub fn resolve(process: &PythonProcess, captured: &Capture) -> Vec<Resolved> {
+    Resolver::new(process.layout()).resolve(process.memory(), captured)
+}
