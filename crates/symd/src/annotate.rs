@@ -20,8 +20,7 @@ use protocol::{ErrorKind, ProcessStack, ThreadStack};
 use pyframe_reader::{platform, PythonProcess, StackOptions};
 use stacktext::{AnnotateError, Format, Options, OutputMode, SourceError, StackSource, Summary};
 
-use crate::cli::{AnnotateArgs, FormatArg, Global, OutputArg};
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, Global};
 use crate::exit;
 use crate::held::{Proof, Witnessed};
 
@@ -494,6 +493,65 @@ fn run_one<R: Read>(
         out: out.clone(),
     };
     stacktext::annotate(input, out.clone(), source, opts)
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FormatArg {
+    /// Detect per stack.
+    #[default]
+    Auto,
+    Dtrace,
+    Bpftrace,
+    Perf,
+    Gdb,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutputArg {
+    /// The input with `[ file:line (function) ]` lines added.
+    #[default]
+    Text,
+    /// One JSON object per stack and line.
+    Json,
+    /// `frame;frame;... count` lines, outermost first.
+    Folded,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AnnotateArgs {
+    /// Files to read, in order [default: standard input].
+    pub files: Vec<PathBuf>,
+    /// Input format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    pub format: FormatArg,
+    /// The process every stack comes from (else named by the text: pid=/tid=, headers).
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Names the integer key columns DTrace prints before each stack of an aggregation,
+    /// in the script's order: `pid`, `tid`, or `_` for another integer
+    /// (`--keys pid,tid` for `@[pid, tid, ustack()]`).
+    #[arg(long, value_name = "COLUMNS")]
+    pub keys: Option<stacktext::KeyColumns>,
+    /// The probe stopped the target for each stack: read it (lines are exact where the
+    /// thread is seen stopped before and after the read), then resume it.
+    #[arg(long)]
+    pub stopped: bool,
+    /// Qualified names (`Class.method`, 3.11+) instead of bare function names.
+    #[arg(long)]
+    pub qualname: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
+    pub output: OutputArg,
+    /// Reuse a process's Python stacks for stacks arriving within this many
+    /// milliseconds of the read (0: read the process again for every stack). The probe
+    /// fired before the record reached annotate anyway (DTrace prints its buffers
+    /// about once a second), so 1 ms costs no accuracy and lets a fast stream run at
+    /// parser speed. Ignored with --stopped: each stopped target is read afresh.
+    #[arg(long, value_name = "MS", default_value_t = 1)]
+    pub max_age: u64,
+    /// Read the processes directly even when the daemon is running.
+    #[arg(long)]
+    pub no_daemon: bool,
 }
 
 #[cfg(test)]

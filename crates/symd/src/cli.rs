@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::annotate::AnnotateArgs;
+use crate::client::Global;
+use crate::probe::ProbeArgs;
+use crate::stack::StackArgs;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "pystackd",
@@ -188,89 +193,6 @@ docs/trace.md shows whole scripts built around the fragment, with real output.
 Exit status: 0 ok, 3 no such process, 4 not a CPython process, 5 permission denied,
 6 unsupported version, 7 the process exited.";
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EmitArg {
-    /// bpftrace 0.17 statements for a probe body (Linux).
-    Bpftrace,
-    /// D clauses (illumos DTrace).
-    Dtrace,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct ProbeArgs {
-    /// The CPython process the probes fire in.
-    #[arg(long)]
-    pub pid: u32,
-    /// The tracer language.
-    #[arg(long, value_enum)]
-    pub emit: EmitArg,
-    /// Python frames to capture at most (deeper stacks are marked truncated).
-    #[arg(long, default_value_t = capture::plan::DEFAULT_DEPTH, value_parser = clap::value_parser!(u32).range(1..=capture::plan::MAX_DEPTH as i64))]
-    pub depth: u32,
-    /// dtrace: the probe description the clauses are for [default: pid$target::malloc:entry].
-    #[arg(long, value_name = "DESCRIPTION")]
-    pub probe: Option<String>,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum FormatArg {
-    /// Detect per stack.
-    #[default]
-    Auto,
-    Dtrace,
-    Bpftrace,
-    Perf,
-    Gdb,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum OutputArg {
-    /// The input with `[ file:line (function) ]` lines added.
-    #[default]
-    Text,
-    /// One JSON object per stack and line.
-    Json,
-    /// `frame;frame;... count` lines, outermost first.
-    Folded,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct AnnotateArgs {
-    /// Files to read, in order [default: standard input].
-    pub files: Vec<PathBuf>,
-    /// Input format.
-    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
-    pub format: FormatArg,
-    /// The process every stack comes from (else named by the text: pid=/tid=, headers).
-    #[arg(long, value_name = "PID")]
-    pub pid: Option<u32>,
-    /// Names the integer key columns DTrace prints before each stack of an aggregation,
-    /// in the script's order: `pid`, `tid`, or `_` for another integer
-    /// (`--keys pid,tid` for `@[pid, tid, ustack()]`).
-    #[arg(long, value_name = "COLUMNS")]
-    pub keys: Option<stacktext::KeyColumns>,
-    /// The probe stopped the target for each stack: read it (lines are exact where the
-    /// thread is seen stopped before and after the read), then resume it.
-    #[arg(long)]
-    pub stopped: bool,
-    /// Qualified names (`Class.method`, 3.11+) instead of bare function names.
-    #[arg(long)]
-    pub qualname: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputArg::Text)]
-    pub output: OutputArg,
-    /// Reuse a process's Python stacks for stacks arriving within this many
-    /// milliseconds of the read (0: read the process again for every stack). The probe
-    /// fired before the record reached annotate anyway (DTrace prints its buffers
-    /// about once a second), so 1 ms costs no accuracy and lets a fast stream run at
-    /// parser speed. Ignored with --stopped: each stopped target is read afresh.
-    #[arg(long, value_name = "MS", default_value_t = 1)]
-    pub max_age: u64,
-    /// Read the processes directly even when the daemon is running.
-    #[arg(long)]
-    pub no_daemon: bool,
-}
-
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// Configuration file (`key = value` lines; reloaded on SIGHUP).
@@ -297,31 +219,6 @@ pub struct OutputArgs {
     /// Print the daemon's JSON result.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Options every subcommand shares.
-#[derive(Debug)]
-pub struct Global {
-    pub no_daemon: bool,
-    pub socket: PathBuf,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct StackArgs {
-    /// Process id of the CPython process.
-    pub pid: u32,
-    /// Print JSON (the `protocol` crate's ProcessStack; see docs/json.md).
-    #[arg(long)]
-    pub json: bool,
-    /// Stop the target while reading, for a consistent snapshot (needs ptrace rights).
-    #[arg(long)]
-    pub pause: bool,
-    /// Only the thread with this OS thread id (LWP).
-    #[arg(long)]
-    pub tid: Option<u64>,
-    /// Read the process directly even when the daemon is running.
-    #[arg(long)]
-    pub no_daemon: bool,
 }
 
 pub fn run() -> ExitCode {

@@ -341,3 +341,10 @@ fn print_status(socket: &Path, r: &StatusResult) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Options every subcommand shares.
+#[derive(Debug)]
+pub struct Global {
+    pub no_daemon: bool,
+    pub socket: PathBuf,
+}

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use capture::{bpftrace, dtrace, Plan};
 use pyframe_reader::PythonProcess;
 
-use crate::cli::{EmitArg, ProbeArgs};
 use crate::exit;
 
 pub fn run(args: &ProbeArgs) -> ExitCode {
@@ -83,4 +82,28 @@ fn dtrace_fragment(plan: &Plan, probe: &str, version: &str) -> String {
  */
 {clauses}"
     )
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmitArg {
+    /// bpftrace 0.17 statements for a probe body (Linux).
+    Bpftrace,
+    /// D clauses (illumos DTrace).
+    Dtrace,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ProbeArgs {
+    /// The CPython process the probes fire in.
+    #[arg(long)]
+    pub pid: u32,
+    /// The tracer language.
+    #[arg(long, value_enum)]
+    pub emit: EmitArg,
+    /// Python frames to capture at most (deeper stacks are marked truncated).
+    #[arg(long, default_value_t = capture::plan::DEFAULT_DEPTH, value_parser = clap::value_parser!(u32).range(1..=capture::plan::MAX_DEPTH as i64))]
+    pub depth: u32,
+    /// dtrace: the probe description the clauses are for [default: pid$target::malloc:entry].
+    #[arg(long, value_name = "DESCRIPTION")]
+    pub probe: Option<String>,
 }

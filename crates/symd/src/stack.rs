@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use protocol::{escape_control, ProcessStack};
 use pyframe_reader::{PythonProcess, StackOptions};
 
-use crate::cli::{Global, StackArgs};
-use crate::client::{self, ClientError};
+use crate::client::{self, ClientError, Global};
 use crate::exit;
 
 pub fn run(args: &StackArgs, global: &Global) -> ExitCode {
@@ -151,4 +150,22 @@ pub fn write_text(out: &mut impl Write, s: &ProcessStack) -> std::io::Result<()>
         }
     }
     Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StackArgs {
+    /// Process id of the CPython process.
+    pub pid: u32,
+    /// Print JSON (the `protocol` crate's ProcessStack; see docs/json.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Stop the target while reading, for a consistent snapshot (needs ptrace rights).
+    #[arg(long)]
+    pub pause: bool,
+    /// Only the thread with this OS thread id (LWP).
+    #[arg(long)]
+    pub tid: Option<u64>,
+    /// Read the process directly even when the daemon is running.
+    #[arg(long)]
+    pub no_daemon: bool,
 }
