@@ -14,32 +14,15 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// (label, (major, minor), command) of every interpreter `tests/pythons/list` offers; its
-/// `#SKIP` lines are printed.
+/// (label, (major, minor), command) of every supported interpreter `tests/pythons/list`
+/// offers, through the test kit (its `#SKIP` lines printed; unsupported and free-threaded
+/// builds left out).
 pub fn interpreters() -> Vec<(String, (u8, u8), PathBuf)> {
-    let script = workspace_root().join("tests/pythons/list");
-    let Ok(out) = Command::new("bash").arg(&script).output() else {
-        eprintln!("SKIP: {} does not run", script.display());
-        return Vec::new();
-    };
-    let mut v = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let f: Vec<&str> = line.splitn(3, '\t').collect();
-        if f.first() == Some(&"#SKIP") {
-            eprintln!("SKIP: {}", f[1..].join(" "));
-            continue;
-        }
-        let [label, xy, cmd] = f.as_slice() else {
-            continue;
-        };
-        let Some((a, b)) = xy.split_once('.') else {
-            continue;
-        };
-        if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
-            v.push((label.to_string(), (a, b), PathBuf::from(cmd)));
-        }
-    }
-    v
+    testkit::pythons::all()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| (i.label, i.version, i.command))
+        .collect()
 }
 
 pub fn strict() -> bool {
