@@ -21,6 +21,10 @@ pub struct AnnotateSummary {
     pub read_later: u64,
     /// Of those, stacks with one eval frame more than Python groups (outermost left bare).
     pub race_outermost_bare: u64,
+    /// Stacks without an eval frame whose Python frames, captured at the probe, were printed
+    /// after the native stack.
+    #[serde(default)]
+    pub captured_unplaced: u64,
     /// Stacks whose eval frames all carried helper annotations already.
     pub already_annotated: u64,
     /// Stacks longer than the pending-stack cap, printed unannotated.
@@ -53,6 +57,7 @@ impl AnnotateSummary {
         self.stacks
             .saturating_sub(self.with_eval_frames)
             .saturating_sub(self.too_long)
+            .saturating_sub(self.captured_unplaced)
     }
 
     /// Whether there is anything worth reporting.

@@ -819,6 +819,9 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             // the native stack cannot take the groups (too few eval frames): the frames
             // are still what the probe saw, printed after the native stack
             self.summary.annotated += 1;
+            if self.calls.is_empty() {
+                self.summary.captured_unplaced += 1;
+            }
             return Outcome {
                 status: Status::Annotated,
                 thread: None,

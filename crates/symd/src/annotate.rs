@@ -317,6 +317,7 @@ fn merge(a: &mut Summary, b: Summary, file: &str) {
     a.with_eval_frames += b.with_eval_frames;
     a.annotated += b.annotated;
     a.read_later += b.read_later;
+    a.captured_unplaced += b.captured_unplaced;
     a.race_outermost_bare += b.race_outermost_bare;
     a.already_annotated += b.already_annotated;
     a.too_long += b.too_long;
