@@ -550,7 +550,17 @@ fn annotate_prints_captured_frames_as_exact_lines() {
         stacks >= 20,
         "only {stacks} annotated stacks:\n{err}\n{ann}"
     );
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    // bpftrace drops records when its output falls behind: a stack whose capture line was
+    // lost follows two captures, and is refused (exit 9), never annotated with the wrong one
+    match out.status.code() {
+        Some(0) => {}
+        Some(9) => {
+            for l in err.lines().filter(|l| l.contains(" unannotated: ")) {
+                assert!(l.contains("record holds two captures"), "{err}");
+            }
+        }
+        other => panic!("exit {other:?}: {err}"),
+    }
     eprintln!(
         "annotate of captured frames [{}]: {stacks} stacks exact",
         interp.label
