@@ -56,6 +56,10 @@ pub struct PythonProcess {
     pthread_tid_offset: Option<u64>,
     /// 4 KiB blocks the last walk read, fetched in one batch at the start of the next.
     hot_blocks: Vec<u64>,
+    /// The blocks holding each thread's innermost-frame pointer in the last walk: the
+    /// batch fetches them first, so that every frame a walk reads is at least as new as
+    /// the pointer it started from (see `read_consistent`).
+    entry_blocks: Vec<u64>,
     /// OS thread names by tid, with when they were read (names change rarely; reading
     /// /proc for each thread of each stack would dominate a warm read).
     names: HashMap<u64, (Instant, Option<String>)>,
@@ -169,6 +173,7 @@ impl PythonProcess {
             codes: CodeCache::default(),
             pthread_tid_offset: None,
             hot_blocks: Vec::new(),
+            entry_blocks: Vec::new(),
             names: HashMap::new(),
             warnings,
         })
@@ -255,13 +260,31 @@ impl PythonProcess {
             attempts += 1;
             self.codes.begin_walk();
             let cached = BlockCache::new(&self.mem);
-            cached.prefetch(&self.hot_blocks);
+            // One batch, copied in the order given: each thread's innermost-frame pointer
+            // first, then everything else. A batch is not one moment: were the pointer
+            // copied after the frames (on 3.11/3.12 it lives on the thread's C stack,
+            // mapped above its data stack), a thread that had just called would be walked
+            // from its new frame through frames as they were before the call.
+            let order = prefetch_order(&self.hot_blocks, &self.entry_blocks);
+            cached.prefetch(&order);
+            let prefetched = cached.touched();
             let mut w = Walker::new(&cached, &self.layout, &mut self.types, &mut self.codes);
             w.want = Some(&filter);
             w.stopped = paused;
             let walked = w.walk(self.runtime);
             let witnesses = std::mem::take(&mut w.witnesses);
             let bounds = std::mem::take(&mut w.bounds);
+            let entries = std::mem::take(&mut w.entries);
+            // a pointer read on demand after the batch is newer than frames taken from it
+            let walked = walked.and_then(|t| match late_entry(&entries, &prefetched) {
+                Some(e) => Err(MemoryError::Invalid(format!(
+                    "innermost-frame pointer at {e:#x} was read after the frames"
+                ))),
+                None => Ok(t),
+            });
+            self.entry_blocks = entries.iter().map(|&e| e & !(BLOCK - 1)).collect();
+            self.entry_blocks.sort_unstable();
+            self.entry_blocks.dedup();
             let walked =
                 walked.and_then(|t| self.codes.verify_deferred(&cached, &self.layout).map(|_| t));
             // unpaused: everything the walk followed must read back the same now, from the
@@ -353,6 +376,36 @@ impl PythonProcess {
     pub fn memory(&self) -> &dyn Memory {
         &self.mem
     }
+}
+
+const BLOCK: u64 = 4096;
+
+/// The blocks to fetch at the start of a walk, in copy order: those of `entries` first.
+fn prefetch_order(hot: &[u64], entries: &[u64]) -> Vec<u64> {
+    let first = || {
+        hot.iter()
+            .copied()
+            .filter(|b| entries.binary_search(b).is_ok())
+    };
+    let rest = || {
+        hot.iter()
+            .copied()
+            .filter(|b| entries.binary_search(b).is_err())
+    };
+    first().chain(rest()).collect()
+}
+
+/// An entry pointer (`entries`) whose block the batch (`prefetched`, sorted; empty when
+/// there was none or it failed, and every block was then read in walk order) did not hold:
+/// it was read on demand, after frames the batch held.
+fn late_entry(entries: &[u64], prefetched: &[u64]) -> Option<u64> {
+    if prefetched.is_empty() {
+        return None;
+    }
+    entries
+        .iter()
+        .copied()
+        .find(|&e| prefetched.binary_search(&(e & !(BLOCK - 1))).is_err())
 }
 
 /// `_PyRuntime`: the symbol, else the `.PyRuntime` section, else (3.13+) the debug

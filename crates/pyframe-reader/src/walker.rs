@@ -2,13 +2,16 @@
 //! validated as it goes (type pointers, bounds, cycles); a failed check is reported as
 //! [`MemoryError::Invalid`] so the caller can retry a torn read of a running target.
 
-use rustc_hash::FxHashSet as HashSet;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use protocol::Frame;
 
 use crate::code::CodeCache;
 use crate::error::MemoryError;
-use crate::layout::{CurrentFrame, FrameLayout, Layout, OB_TYPE};
+use crate::layout::{
+    CurrentFrame, FrameLayout, FrameWords, Layout, OB_TYPE, STACK_CHUNK_DATA, STACK_CHUNK_PREVIOUS,
+    STACK_CHUNK_TOP,
+};
 use crate::memory::{i32_at, u64_at, u8_at, MemResult, Memory, MemoryExt};
 use crate::objects::{Kind, Types};
 use crate::witness::{StackBound, Witness};
@@ -47,7 +50,17 @@ pub struct Walker<'a> {
     pub bounds: Vec<StackBound>,
     /// The target's threads are stopped for this walk (nothing moves while it reads).
     pub stopped: bool,
+    /// Where each walked thread's innermost-frame pointer was read (the thread state's
+    /// field, and on 3.11/3.12 the `_PyCFrame`'s): the caller fetches these before the
+    /// frames, so that a walk never starts from a pointer newer than the frames it reads.
+    pub entries: Vec<u64>,
+    /// 3.11+: data-stack words per frame of each code object seen in this walk.
+    frame_words: HashMap<u64, u64>,
 }
+
+/// `FRAME_OWNED_BY_THREAD` (every version with interpreter frames): the frame is in the
+/// thread's data stack.
+const OWNED_BY_THREAD: u8 = 0;
 
 /// Mark the frame read last (the outermost so far) as its eval call's entry frame.
 fn close_group(frames: &mut [Frame]) {
@@ -80,6 +93,8 @@ impl<'a> Walker<'a> {
             witnesses: Vec::new(),
             bounds: Vec::new(),
             stopped: false,
+            entries: Vec::new(),
+            frame_words: HashMap::default(),
         }
     }
 
@@ -171,20 +186,6 @@ impl<'a> Walker<'a> {
                 "thread state {t:#x} does not point back to its interpreter"
             )));
         }
-        let frame = match tl.current_frame {
-            CurrentFrame::Direct(o) => u64_at(&buf, o as usize),
-            CurrentFrame::ViaCFrame {
-                cframe,
-                current_frame,
-            } => {
-                let cf = u64_at(&buf, cframe as usize);
-                if cf == 0 {
-                    0
-                } else {
-                    self.mem.read_u64(cf.wrapping_add(current_frame))?
-                }
-            }
-        };
         let tracing = tl.tracing.is_some_and(|o| i32_at(&buf, o as usize) != 0);
         let thread_id = u64_at(&buf, tl.thread_id as usize);
         let native_thread_id = tl.native_thread_id.map(|o| u64_at(&buf, o as usize));
@@ -194,6 +195,29 @@ impl<'a> Walker<'a> {
                 return Ok((next, None));
             }
         }
+        let frame = match tl.current_frame {
+            CurrentFrame::Direct(o) => {
+                self.entries.push(t.wrapping_add(o));
+                u64_at(&buf, o as usize)
+            }
+            CurrentFrame::ViaCFrame {
+                cframe,
+                current_frame,
+            } => {
+                let cf = u64_at(&buf, cframe as usize);
+                self.entries.push(t.wrapping_add(cframe));
+                // the thread's entry into its current eval loop must still be the same
+                // one after the walk (its innermost frame moves on; that is checked
+                // through the data-stack top)
+                self.witnesses.push(Witness::new(t).field(cframe, 8, cf));
+                if cf == 0 {
+                    0
+                } else {
+                    self.entries.push(cf.wrapping_add(current_frame));
+                    self.mem.read_u64(cf.wrapping_add(current_frame))?
+                }
+            }
+        };
         let frames = match self.layout.frame {
             FrameLayout::Object(_) => self.object_frames(frame, tracing)?,
             FrameLayout::Interpreter(fl) => {
@@ -284,6 +308,86 @@ impl<'a> Walker<'a> {
         Ok(frames)
     }
 
+    /// Data-stack words a frame of the code object at `code` takes, if the layout says.
+    fn code_frame_words(&mut self, code: u64) -> MemResult<Option<u64>> {
+        let Some(fw) = self.layout.code.frame_words else {
+            return Ok(None);
+        };
+        if let Some(&w) = self.frame_words.get(&code) {
+            return Ok(Some(w));
+        }
+        let words = match fw {
+            FrameWords::Field(o) => i64::from(self.mem.read_i32(code.wrapping_add(o))?),
+            FrameWords::Sum {
+                nlocalsplus,
+                stacksize,
+                specials,
+            } => {
+                i64::from(self.mem.read_i32(code.wrapping_add(nlocalsplus))?)
+                    + i64::from(self.mem.read_i32(code.wrapping_add(stacksize))?)
+                    + specials as i64
+            }
+        };
+        // a code object's frame is its specials, locals and value stack: never empty,
+        // never megabytes
+        if !(1..=1 << 20).contains(&words) {
+            return Err(invalid(format!(
+                "code object {code:#x} states a frame of {words} words"
+            )));
+        }
+        self.frame_words.insert(code, words as u64);
+        Ok(Some(words as u64))
+    }
+
+    /// A data-stack frame at `callee` whose caller's frame ends at `end` elsewhere must be
+    /// the first frame of a chunk pushed while that caller was the innermost frame: the
+    /// chunk's `previous` chunk then has its saved top exactly at `end`. Anything else is a
+    /// chain read from two different moments (a frame whose caller's slot was meanwhile
+    /// reused by another call). A root chunk's first frame (a data stack of its own, such
+    /// as a greenlet's) has no caller in the data stack to check.
+    fn chunk_start(&mut self, callee: u64, end: u64) -> MemResult<()> {
+        let chunk = callee.wrapping_sub(STACK_CHUNK_DATA);
+        let previous = self
+            .mem
+            .read_u64(chunk.wrapping_add(STACK_CHUNK_PREVIOUS))?;
+        if previous != 0 {
+            if let Ok(top) = self.mem.read_u64(previous.wrapping_add(STACK_CHUNK_TOP)) {
+                let saved_top = previous
+                    .wrapping_add(STACK_CHUNK_DATA)
+                    .wrapping_add(top.wrapping_mul(8));
+                if saved_top == end {
+                    self.witnesses.push(Witness::new(chunk).field(
+                        STACK_CHUNK_PREVIOUS,
+                        8,
+                        previous,
+                    ));
+                    self.witnesses
+                        .push(Witness::new(previous).field(STACK_CHUNK_TOP, 8, top));
+                    return Ok(());
+                }
+            }
+        }
+        // the first frame of a root chunk (`data[1]` of a page-aligned chunk with no
+        // previous one) starts a data stack of its own
+        let root = callee.wrapping_sub(STACK_CHUNK_DATA + 8);
+        if root.is_multiple_of(4096) {
+            let mut hdr = [0u8; 16];
+            self.mem.read(root, &mut hdr)?;
+            let (prev, size) = (u64_at(&hdr, 0), u64_at(&hdr, 8));
+            if prev == 0 && size >= 4096 && size.is_multiple_of(4096) && size <= 1 << 30 {
+                self.witnesses.push(
+                    Witness::new(root)
+                        .field(STACK_CHUNK_PREVIOUS, 8, 0)
+                        .field(8, 8, size),
+                );
+                return Ok(());
+            }
+        }
+        Err(invalid(format!(
+            "frame {callee:#x} does not start where its caller ends ({end:#x}): the stack changed during the read"
+        )))
+    }
+
     /// 3.11+: `_PyInterpreterFrame` chain; entry frames close each eval call's group.
     fn interpreter_frames(&mut self, mut addr: u64, addrs: &mut Vec<u64>) -> MemResult<Vec<Frame>> {
         let FrameLayout::Interpreter(fl) = self.layout.frame else {
@@ -294,6 +398,8 @@ impl<'a> Walker<'a> {
         let mut seen = HashSet::default();
         let mut buf = vec![0u8; fl.size as usize];
         let mut innermost = true;
+        // the data-stack frame read last (the one called by the next one out)
+        let mut callee: Option<u64> = None;
         while addr != 0 {
             if !seen.insert(addr) || seen.len() > MAX_FRAMES {
                 return Err(invalid(format!(
@@ -314,6 +420,19 @@ impl<'a> Walker<'a> {
             innermost = false;
             self.witnesses.push(w);
             addrs.push(addr);
+            if owner == OWNED_BY_THREAD {
+                if let Some(words) =
+                    self.code_frame_words(u64_at(&buf, fl.code as usize) & !fl.code_tag_mask)?
+                {
+                    let end = addr.wrapping_add(words.wrapping_mul(8));
+                    if let Some(callee) = callee {
+                        if callee != end {
+                            self.chunk_start(callee, end)?;
+                        }
+                    }
+                    callee = Some(addr);
+                }
+            }
             if fl.first_non_python_owner.is_some_and(|mark| owner >= mark) {
                 // the C-stack shim (or interpreter base frame): the frame inside it was
                 // the first one its eval call ran

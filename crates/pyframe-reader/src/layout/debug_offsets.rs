@@ -614,6 +614,11 @@ pub fn apply(table: &Layout, parsed: &DebugOffsets) -> (Layout, Vec<String>) {
     .max()
     .unwrap_or(0);
     c.size = c.size.max(need);
+    // the target does not state its frame size field: the table's is trusted only where
+    // the target's code object agrees with the table everywhere else
+    if d.iter().any(|x| x.starts_with("code.")) {
+        c.frame_words = None;
+    }
     set(
         d,
         "unicode.length",

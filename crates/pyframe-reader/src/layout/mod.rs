@@ -191,9 +191,34 @@ pub struct CodeLayout {
     /// code unit is "incomplete" (being set up, or an internal frame such as 3.13's
     /// `__init__` cleanup shim) and is not shown, as CPython's own tracebacks do not.
     pub first_traceable: Option<u64>,
+    /// 3.11+: how many words a frame of this code takes in the thread's data stack. A
+    /// frame pushed there starts exactly where its caller's frame ends (or at the start of
+    /// a new chunk), which the walker checks. `None` where no table states it.
+    pub frame_words: Option<FrameWords>,
     /// Bytes to read to cover every pointer field above (not the inline bytecode).
     pub size: u64,
 }
+
+/// Where a code object states the size of its frames, in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameWords {
+    /// `co_framesize` (int, 3.12+).
+    Field(u64),
+    /// 3.11: `co_nlocalsplus + co_stacksize + FRAME_SPECIALS_SIZE` (both ints), as
+    /// `_PyFrame_PushUnchecked` computes it.
+    Sum {
+        nlocalsplus: u64,
+        stacksize: u64,
+        specials: u64,
+    },
+}
+
+/// `_PyStackChunk` (3.11+, `Include/cpython/pystate.h`): `previous`, `size`, `top` (the
+/// saved top of a chunk that is not the current one, in words from `data`), then `data`.
+/// The same on every version with a data stack (checked against 3.11-3.13 DWARF).
+pub const STACK_CHUNK_PREVIOUS: u64 = 0;
+pub const STACK_CHUNK_TOP: u64 = 16;
+pub const STACK_CHUNK_DATA: u64 = 24;
 
 /// Which line-table encoding a version uses (see `linetable`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

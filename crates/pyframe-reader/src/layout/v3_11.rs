@@ -66,6 +66,12 @@ pub const LAYOUT: Layout = Layout {
         code_adaptive: Some(184),
         // `_co_firsttraceable`
         first_traceable: Some(168),
+        // `co_nlocalsplus`, `co_stacksize`, FRAME_SPECIALS_SIZE ((sizeof(_PyInterpreterFrame) - 1) / 8)
+        frame_words: Some(FrameWords::Sum {
+            nlocalsplus: 76,
+            stacksize: 68,
+            specials: 9,
+        }),
         size: 184,
     },
     // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),

@@ -70,6 +70,8 @@ pub const LAYOUT: Layout = Layout {
         code_adaptive: Some(192),
         // `_co_firsttraceable`
         first_traceable: Some(176),
+        // `co_framesize`
+        frame_words: Some(FrameWords::Field(76)),
         size: 192,
     },
     // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),

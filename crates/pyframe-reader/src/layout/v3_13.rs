@@ -67,6 +67,8 @@ pub const LAYOUT: Layout = Layout {
         code_adaptive: Some(200),
         // `_co_firsttraceable`
         first_traceable: Some(184),
+        // `co_framesize`
+        frame_words: Some(FrameWords::Field(76)),
         size: 200,
     },
     // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),

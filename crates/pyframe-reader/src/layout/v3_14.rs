@@ -69,6 +69,8 @@ pub const LAYOUT: Layout = Layout {
         code_adaptive: Some(208),
         // `_co_firsttraceable`
         first_traceable: Some(192),
+        // not checked against a 3.14 interpreter here: no frame tiling check
+        frame_words: None,
         size: 208,
     },
     // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),

@@ -50,6 +50,7 @@ pub const LAYOUT: Layout = Layout {
         linetable_format: LineTableFormat::Lnotab,
         code_adaptive: None,
         first_traceable: None,
+        frame_words: None,
         size: 128,
     },
     // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),
