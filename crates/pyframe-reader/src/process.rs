@@ -60,6 +60,9 @@ pub struct PythonProcess {
     /// batch fetches them first, so that every frame a walk reads is at least as new as
     /// the pointer it started from (see `read_consistent`).
     entry_blocks: Vec<u64>,
+    /// The GILs (`last_holder`, `switch_number` addresses) the last walk's threads ran
+    /// under: read before the next walk (see `verify_quiet`).
+    gils: Vec<(u64, u64)>,
     /// OS thread names by tid, with when they were read (names change rarely; reading
     /// /proc for each thread of each stack would dominate a warm read).
     names: HashMap<u64, (Instant, Option<String>)>,
@@ -174,6 +177,7 @@ impl PythonProcess {
             pthread_tid_offset: None,
             hot_blocks: Vec::new(),
             entry_blocks: Vec::new(),
+            gils: Vec::new(),
             names: HashMap::new(),
             warnings,
         })
@@ -265,6 +269,12 @@ impl PythonProcess {
             // copied after the frames (on 3.11/3.12 it lives on the thread's C stack,
             // mapped above its data stack), a thread that had just called would be walked
             // from its new frame through frames as they were before the call.
+            // each GIL's switch count, then its last holder, before any frame is read
+            let clocks = if paused {
+                Vec::new()
+            } else {
+                read_clocks(&self.mem, &self.gils)
+            };
             let order = prefetch_order(&self.hot_blocks, &self.entry_blocks);
             cached.prefetch(&order);
             let prefetched = cached.touched();
@@ -275,6 +285,7 @@ impl PythonProcess {
             let witnesses = std::mem::take(&mut w.witnesses);
             let bounds = std::mem::take(&mut w.bounds);
             let entries = std::mem::take(&mut w.entries);
+            let spans = std::mem::take(&mut w.spans);
             // a pointer read on demand after the batch is newer than frames taken from it
             let walked = walked.and_then(|t| match late_entry(&entries, &prefetched) {
                 Some(e) => Err(MemoryError::Invalid(format!(
@@ -290,9 +301,14 @@ impl PythonProcess {
             // unpaused: everything the walk followed must read back the same now, from the
             // process itself (not the walk's block cache); stopped, nothing can move
             let walked = match walked {
-                Ok(t) if !paused => witness::verify(&self.mem, &witnesses, &bounds).map(|_| t),
+                Ok(t) if !paused => {
+                    verify_quiet(&self.mem, &witnesses, &bounds, &spans, &clocks).map(|_| t)
+                }
                 other => other,
             };
+            self.gils = spans.iter().filter_map(|s| s.gil).collect();
+            self.gils.sort_unstable();
+            self.gils.dedup();
             self.hot_blocks = cached.touched();
             match walked {
                 Ok(t) => return Ok(t),
@@ -379,6 +395,100 @@ impl PythonProcess {
 }
 
 const BLOCK: u64 = 4096;
+
+/// A GIL's (`last_holder`, `switch_number`) field addresses and the values read.
+struct Clock {
+    fields: (u64, u64),
+    holder: u64,
+    switches: u64,
+}
+
+/// Each GIL's `switch_number`, then its `last_holder`, in that order (separate copies in
+/// one batch). A GIL that cannot be read is left out (its threads are then re-read).
+fn read_clocks(mem: &dyn Memory, gils: &[(u64, u64)]) -> Vec<Clock> {
+    if gils.is_empty() {
+        return Vec::new();
+    }
+    let mut vals = vec![[0u8; 8]; gils.len() * 2];
+    let ok = {
+        let mut reqs: Vec<(u64, &mut [u8])> = Vec::with_capacity(vals.len());
+        let mut it = vals.iter_mut();
+        for &(holder, switch) in gils {
+            reqs.push((switch, &mut it.next().unwrap()[..]));
+            reqs.push((holder, &mut it.next().unwrap()[..]));
+        }
+        mem.read_many(&mut reqs).is_ok()
+    };
+    if !ok {
+        return Vec::new();
+    }
+    gils.iter()
+        .zip(vals.chunks(2))
+        .map(|(&fields, v)| Clock {
+            fields,
+            switches: u64::from_le_bytes(v[0]),
+            holder: u64::from_le_bytes(v[1]),
+        })
+        .collect()
+}
+
+/// [`witness::verify`], skipping the threads shown not to have run since before the walk.
+///
+/// A thread runs Python code (and so pushes, pops or moves a frame) only while it holds
+/// its GIL. Taking the GIL sets `last_holder` to the taker and, when that changes it,
+/// increments `switch_number`, before the taker runs any Python code. So if a GIL's
+/// `switch_number`, read before the walk (`clocks`, then `last_holder`), reads the same
+/// after the re-read, and `last_holder` too (read just before it), no thread other than
+/// that holder took this GIL in between: every other thread under it had the same frames
+/// all along, and what the walk read of them is one moment's stack without reading it
+/// again. The holder, and threads under a GIL not read before the walk, are re-read as
+/// usual; if a clock moved, everything is.
+fn verify_quiet(
+    mem: &dyn Memory,
+    witnesses: &[witness::Witness],
+    bounds: &[witness::StackBound],
+    spans: &[crate::walker::ThreadSpan],
+    clocks: &[Clock],
+) -> std::result::Result<(), MemoryError> {
+    let quiet = |s: &crate::walker::ThreadSpan| {
+        s.gil.is_some_and(|g| {
+            clocks
+                .iter()
+                .any(|c| c.fields == g && c.holder != s.tstate)
+        })
+    };
+    if !spans.iter().any(quiet) {
+        return witness::verify(mem, witnesses, bounds);
+    }
+    let mut ws = Vec::with_capacity(witnesses.len());
+    let mut bs = Vec::with_capacity(bounds.len());
+    let mut covered = 0;
+    for s in spans {
+        // anything recorded between threads (none today) stays
+        ws.extend_from_slice(&witnesses[covered.min(s.witnesses.start)..s.witnesses.start]);
+        covered = s.witnesses.end;
+        if !quiet(s) {
+            ws.extend_from_slice(&witnesses[s.witnesses.clone()]);
+            bs.extend_from_slice(&bounds[s.bounds.clone()]);
+        }
+    }
+    ws.extend_from_slice(&witnesses[covered.min(witnesses.len())..]);
+    // each clock: `last_holder`, then `switch_number`, last in the batch
+    let tail: Vec<u64> = clocks
+        .iter()
+        .flat_map(|c| [c.fields.0, c.fields.1])
+        .collect();
+    let now = witness::verify_then(mem, &ws, &bs, &tail)?;
+    let still = clocks
+        .iter()
+        .zip(now.chunks(2))
+        .all(|(c, v)| v[0] == c.holder && v[1] == c.switches);
+    if still {
+        Ok(())
+    } else {
+        witness::verify(mem, witnesses, bounds)
+    }
+}
 
 /// The blocks to fetch at the start of a walk, in copy order: those of `entries` first.
 fn prefetch_order(hot: &[u64], entries: &[u64]) -> Vec<u64> {

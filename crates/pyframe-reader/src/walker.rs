@@ -9,8 +9,8 @@ use protocol::Frame;
 use crate::code::CodeCache;
 use crate::error::MemoryError;
 use crate::layout::{
-    CurrentFrame, FrameLayout, FrameWords, Layout, OB_TYPE, STACK_CHUNK_DATA, STACK_CHUNK_PREVIOUS,
-    STACK_CHUNK_TOP,
+    CurrentFrame, FrameLayout, FrameWords, Layout, GIL_LAST_HOLDER, GIL_SWITCH_NUMBER, OB_TYPE,
+    STACK_CHUNK_DATA, STACK_CHUNK_PREVIOUS, STACK_CHUNK_TOP,
 };
 use crate::memory::{i32_at, u64_at, u8_at, MemResult, Memory, MemoryExt};
 use crate::objects::{Kind, Types};
@@ -56,6 +56,21 @@ pub struct Walker<'a> {
     pub entries: Vec<u64>,
     /// 3.11+: data-stack words per frame of each code object seen in this walk.
     frame_words: HashMap<u64, u64>,
+    /// Per walked thread: what in `witnesses` and `bounds` is its own, and the GIL it runs
+    /// under (see [`ThreadSpan`]).
+    pub spans: Vec<ThreadSpan>,
+    runtime: u64,
+}
+
+/// The part of a walk's witnesses and bounds that belongs to one thread.
+#[derive(Debug, Clone)]
+pub struct ThreadSpan {
+    pub tstate: u64,
+    /// Addresses of the `last_holder` and `switch_number` fields of the GIL this thread
+    /// needs to run Python code, where the layout knows them.
+    pub gil: Option<(u64, u64)>,
+    pub witnesses: std::ops::Range<usize>,
+    pub bounds: std::ops::Range<usize>,
 }
 
 /// `FRAME_OWNED_BY_THREAD` (every version with interpreter frames): the frame is in the
@@ -95,11 +110,14 @@ impl<'a> Walker<'a> {
             stopped: false,
             entries: Vec::new(),
             frame_words: HashMap::default(),
+            spans: Vec::new(),
+            runtime: 0,
         }
     }
 
     /// Every thread of every interpreter reachable from `_PyRuntime` at `runtime`.
     pub fn walk(&mut self, runtime: u64) -> MemResult<Vec<RawThread>> {
+        self.runtime = runtime;
         let l = self.layout;
         let head = self
             .mem
@@ -149,6 +167,24 @@ impl<'a> Walker<'a> {
             }
             (None, None) => None,
         };
+        // the GIL this interpreter's threads run under: `_PyRuntime`'s up to 3.11, the
+        // one the interpreter points to from 3.12
+        let gil_fields = match (self.layout.runtime.gil, il.gil) {
+            (Some(off), _) => Some(self.runtime.wrapping_add(off)),
+            (None, Some(g)) if g.switch_number.is_some() => {
+                Some(u64_at(&buf, g.pointer as usize)).filter(|&p| p != 0)
+            }
+            _ => None,
+        }
+        .map(|gil| {
+            let (holder, switch) = match il.gil {
+                Some(g) if self.layout.runtime.gil.is_none() => {
+                    (g.last_holder, g.switch_number.unwrap_or(GIL_SWITCH_NUMBER))
+                }
+                _ => (GIL_LAST_HOLDER, GIL_SWITCH_NUMBER),
+            };
+            (gil.wrapping_add(holder), gil.wrapping_add(switch))
+        });
         let mut threads = Vec::new();
         let mut seen = HashSet::default();
         let mut t = u64_at(&buf, il.threads_head as usize);
@@ -156,7 +192,16 @@ impl<'a> Walker<'a> {
             if !seen.insert(t) || seen.len() > MAX_THREADS {
                 return Err(invalid(format!("thread list loops at {t:#x}")));
             }
+            let (w0, b0) = (self.witnesses.len(), self.bounds.len());
             let (next, thread) = self.thread(t, id, interp, gil_holder)?;
+            if thread.is_some() {
+                self.spans.push(ThreadSpan {
+                    tstate: t,
+                    gil: gil_fields,
+                    witnesses: w0..self.witnesses.len(),
+                    bounds: b0..self.bounds.len(),
+                });
+            }
             threads.extend(thread);
             t = next;
         }
@@ -195,9 +240,12 @@ impl<'a> Walker<'a> {
                 return Ok((next, None));
             }
         }
+        // where the innermost-frame pointer is (read again after the walk)
+        let mut cur_field = 0;
         let frame = match tl.current_frame {
             CurrentFrame::Direct(o) => {
                 self.entries.push(t.wrapping_add(o));
+                cur_field = t.wrapping_add(o);
                 u64_at(&buf, o as usize)
             }
             CurrentFrame::ViaCFrame {
@@ -214,6 +262,7 @@ impl<'a> Walker<'a> {
                     0
                 } else {
                     self.entries.push(cf.wrapping_add(current_frame));
+                    cur_field = cf.wrapping_add(current_frame);
                     self.mem.read_u64(cf.wrapping_add(current_frame))?
                 }
             }
@@ -228,6 +277,7 @@ impl<'a> Walker<'a> {
                         chunk_field: t.wrapping_add(ds.chunk),
                         top: ds.top.wrapping_sub(ds.chunk),
                         limit: ds.limit.wrapping_sub(ds.chunk),
+                        current_field: cur_field,
                         frames: addrs.into_iter().map(|a| (a, fl.size)).collect(),
                     });
                 }
@@ -367,25 +417,34 @@ impl<'a> Walker<'a> {
                 }
             }
         }
-        // the first frame of a root chunk (`data[1]` of a page-aligned chunk with no
-        // previous one) starts a data stack of its own
-        let root = callee.wrapping_sub(STACK_CHUNK_DATA + 8);
-        if root.is_multiple_of(4096) {
-            let mut hdr = [0u8; 16];
-            self.mem.read(root, &mut hdr)?;
-            let (prev, size) = (u64_at(&hdr, 0), u64_at(&hdr, 8));
-            if prev == 0 && size >= 4096 && size.is_multiple_of(4096) && size <= 1 << 30 {
-                self.witnesses.push(
-                    Witness::new(root)
-                        .field(STACK_CHUNK_PREVIOUS, 8, 0)
-                        .field(8, 8, size),
-                );
-                return Ok(());
-            }
+        if self.root_chunk_start(callee)? {
+            return Ok(());
         }
         Err(invalid(format!(
             "frame {callee:#x} does not start where its caller ends ({end:#x}): the stack changed during the read"
         )))
+    }
+
+    /// Whether the data-stack frame at `frame` is the first frame of a root chunk
+    /// (`data[1]` of a page-aligned chunk with no previous one): the start of a data
+    /// stack of its own (a thread's first frame, or a greenlet's).
+    fn root_chunk_start(&mut self, frame: u64) -> MemResult<bool> {
+        let root = frame.wrapping_sub(STACK_CHUNK_DATA + 8);
+        if !root.is_multiple_of(4096) {
+            return Ok(false);
+        }
+        let mut hdr = [0u8; 16];
+        self.mem.read(root, &mut hdr)?;
+        let (prev, size) = (u64_at(&hdr, 0), u64_at(&hdr, 8));
+        if prev == 0 && size >= 4096 && size.is_multiple_of(4096) && size <= 1 << 30 {
+            self.witnesses.push(
+                Witness::new(root)
+                    .field(STACK_CHUNK_PREVIOUS, 8, 0)
+                    .field(8, 8, size),
+            );
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// 3.11+: `_PyInterpreterFrame` chain; entry frames close each eval call's group.
@@ -400,6 +459,9 @@ impl<'a> Walker<'a> {
         let mut innermost = true;
         // the data-stack frame read last (the one called by the next one out)
         let mut callee: Option<u64> = None;
+        // the frame read last is a Python frame the next one out called itself (not
+        // through a C call into a new eval loop)
+        let mut called_inline = false;
         while addr != 0 {
             if !seen.insert(addr) || seen.len() > MAX_FRAMES {
                 return Err(invalid(format!(
@@ -431,12 +493,23 @@ impl<'a> Walker<'a> {
                         }
                     }
                     callee = Some(addr);
+                    // A chain ends only where a stack can: a thread's first frame (on
+                    // 3.12+ even that one links to its eval call's C-stack frame). A frame
+                    // that is being set up in a new chunk has no link yet (the chunk's
+                    // pages are fresh): the pointer to it was read before it was pushed
+                    // again (a thread that returned and called again meanwhile).
+                    if previous == 0 && !self.root_chunk_start(addr)? {
+                        return Err(invalid(format!(
+                            "frame {addr:#x} has no caller but does not start a data stack: the stack changed during the read"
+                        )));
+                    }
                 }
             }
             if fl.first_non_python_owner.is_some_and(|mark| owner >= mark) {
                 // the C-stack shim (or interpreter base frame): the frame inside it was
                 // the first one its eval call ran
                 close_group(&mut frames);
+                called_inline = false;
                 addr = previous;
                 continue;
             }
@@ -455,9 +528,20 @@ impl<'a> Walker<'a> {
                 }
             }
             let entry = fl.is_entry.is_some_and(|o| u8_at(&buf, o as usize) != 0);
+            let inner_called_inline = std::mem::replace(&mut called_inline, !entry);
             if owner != fl.generator_owner && units < code.first_traceable as i64 {
                 // incomplete (not yet started, or an internal cleanup frame): CPython's
-                // tracebacks skip it; its eval call's grouping stays with the frames inside
+                // tracebacks skip it; its eval call's grouping stays with the frames inside.
+                // Up to 3.12 such a frame has run none of its code, so it has called no
+                // Python function itself (code it starts through C, such as a finalizer run
+                // while it makes its generator, has an entry frame of its own): a frame
+                // inside it was read at another moment than this one (3.13's `__init__`
+                // cleanup frame does call `__init__` itself)
+                if inner_called_inline && self.layout.version <= (3, 12) {
+                    return Err(invalid(format!(
+                        "frame {addr:#x} has not started but has a callee: the stack changed during the read"
+                    )));
+                }
                 if entry {
                     close_group(&mut frames);
                 }

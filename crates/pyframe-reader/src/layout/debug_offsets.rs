@@ -520,6 +520,8 @@ pub fn apply(table: &Layout, parsed: &DebugOffsets) -> (Layout, Vec<String>) {
             pointer: ptr,
             last_holder: holder.saturating_sub(base),
             locked: locked.saturating_sub(base),
+            // not in the target's offsets: the table's, if the rest agrees (below)
+            switch_number: out.interp.gil.and_then(|g| g.switch_number),
         };
         match &mut out.interp.gil {
             Some(gil) => {
@@ -536,6 +538,9 @@ pub fn apply(table: &Layout, parsed: &DebugOffsets) -> (Layout, Vec<String>) {
                     Some(target.last_holder),
                 );
                 set(d, "interp.gil.locked", &mut gil.locked, Some(target.locked));
+                if d.iter().any(|x| x.starts_with("interp.gil")) {
+                    gil.switch_number = None;
+                }
             }
             none => {
                 d.push(format!("interp.gil: table None, target {target:?}"));

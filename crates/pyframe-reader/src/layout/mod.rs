@@ -40,7 +40,17 @@ pub struct RuntimeLayout {
     pub interpreters_head: u64,
     /// `gilstate.tstate_current` (≤3.11): the thread state holding the GIL.
     pub gilstate_tstate_current: Option<u64>,
+    /// ≤3.11: offset of `ceval.gil` (`struct _gil_runtime_state`, embedded), whose
+    /// `last_holder` and `switch_number` are at [`GIL_LAST_HOLDER`] and
+    /// [`GIL_SWITCH_NUMBER`]. 3.12+: see [`GilLayout::switch_number`].
+    pub gil: Option<u64>,
 }
+
+/// `struct _gil_runtime_state`: `last_holder` (the thread state that took the GIL last)
+/// and `switch_number` (incremented whenever a thread other than `last_holder` takes it).
+/// The same offsets in 3.8-3.13 (checked against each one's DWARF).
+pub const GIL_LAST_HOLDER: u64 = 8;
+pub const GIL_SWITCH_NUMBER: u64 = 24;
 
 /// `PyInterpreterState` (`Include/internal/pycore_interp.h`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +72,8 @@ pub struct GilLayout {
     /// Offsets in `struct _gil_runtime_state`.
     pub last_holder: u64,
     pub locked: u64,
+    /// `switch_number`, where checked against the version's DWARF (3.12, 3.13).
+    pub switch_number: Option<u64>,
 }
 
 /// `PyThreadState` (`Include/cpython/pystate.h`).

@@ -8,6 +8,8 @@ pub const LAYOUT: Layout = Layout {
         interpreters_head: 40,
         // gilstate.tstate_current
         gilstate_tstate_current: Some(576),
+        // `ceval.gil`
+        gil: Some(360),
     },
     // `struct _is` (Include/internal/pycore_interp.h)
     interp: InterpLayout {

@@ -8,6 +8,8 @@ pub const LAYOUT: Layout = Layout {
         interpreters_head: 32,
         // gilstate.tstate_current
         gilstate_tstate_current: Some(568),
+        // `ceval.gil`
+        gil: Some(352),
     },
     // `struct _is` (Include/internal/pycore_interp.h)
     interp: InterpLayout {
