@@ -451,11 +451,8 @@ fn verify_quiet(
     clocks: &[Clock],
 ) -> std::result::Result<(), MemoryError> {
     let quiet = |s: &crate::walker::ThreadSpan| {
-        s.gil.is_some_and(|g| {
-            clocks
-                .iter()
-                .any(|c| c.fields == g && c.holder != s.tstate)
-        })
+        s.gil
+            .is_some_and(|g| clocks.iter().any(|c| c.fields == g && c.holder != s.tstate))
     };
     if !spans.iter().any(quiet) {
         return witness::verify(mem, witnesses, bounds);

@@ -314,4 +314,34 @@ mod tests {
         let e = verify(&mem, &[], &[popped]).unwrap_err().to_string();
         assert!(e.contains("returned during the read"), "{e}");
     }
+
+    #[test]
+    fn the_innermost_frame_must_still_be_current_or_below_it() {
+        // chunk [0x50000, 0x51000), top 0x50400; the current-frame pointer at 0x9100
+        let mut mem = Snapshot::new();
+        let mut ts = vec![0u8; 0x108];
+        ts[8..16].copy_from_slice(&0x50000u64.to_le_bytes());
+        ts[16..24].copy_from_slice(&0x50400u64.to_le_bytes());
+        ts[24..32].copy_from_slice(&0x51000u64.to_le_bytes());
+        ts[0x100..0x108].copy_from_slice(&0x50300u64.to_le_bytes());
+        mem.insert(0x9000, ts);
+        let bound = |innermost: u64| StackBound {
+            chunk_field: 0x9008,
+            top: 8,
+            limit: 16,
+            current_field: 0x9100,
+            frames: vec![(innermost, 80), (0x50100, 80)],
+        };
+        // the walk's innermost frame is the current one, or the thread called further
+        verify(&mem, &[], &[bound(0x50300)]).unwrap();
+        verify(&mem, &[], &[bound(0x50200)]).unwrap();
+        // above the current frame: set up again (not linked) after the thread left it
+        let e = verify(&mem, &[], &[bound(0x50380)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no longer the current one"), "{e}");
+        // the values after everything else come back in order
+        let tail = verify_then(&mem, &[], &[bound(0x50300)], &[0x9010, 0x9100]).unwrap();
+        assert_eq!(tail, vec![0x50400, 0x50300]);
+    }
 }
