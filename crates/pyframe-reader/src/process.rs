@@ -63,6 +63,10 @@ pub struct PythonProcess {
     /// The GILs (`last_holder`, `switch_number` addresses) the last walk's threads ran
     /// under: read before the next walk (see `verify_quiet`).
     gils: Vec<(u64, u64)>,
+    /// Those GILs' counts and holders as the last successful re-read ended with them: read
+    /// after everything that read saw, so valid as the "before" of the next walk (saving a
+    /// read of its own).
+    clocks: Vec<Clock>,
     /// OS thread names by tid, with when they were read (names change rarely; reading
     /// /proc for each thread of each stack would dominate a warm read).
     names: HashMap<u64, (Instant, Option<String>)>,
@@ -178,6 +182,7 @@ impl PythonProcess {
             hot_blocks: Vec::new(),
             entry_blocks: Vec::new(),
             gils: Vec::new(),
+            clocks: Vec::new(),
             names: HashMap::new(),
             warnings,
         })
@@ -272,6 +277,8 @@ impl PythonProcess {
             // each GIL's switch count, then its last holder, before any frame is read
             let clocks = if paused {
                 Vec::new()
+            } else if !self.clocks.is_empty() {
+                std::mem::take(&mut self.clocks)
             } else {
                 read_clocks(&self.mem, &self.gils)
             };
@@ -300,15 +307,19 @@ impl PythonProcess {
                 walked.and_then(|t| self.codes.verify_deferred(&cached, &self.layout).map(|_| t));
             // unpaused: everything the walk followed must read back the same now, from the
             // process itself (not the walk's block cache); stopped, nothing can move
-            let walked = match walked {
-                Ok(t) if !paused => {
-                    verify_quiet(&self.mem, &witnesses, &bounds, &spans, &clocks).map(|_| t)
-                }
-                other => other,
-            };
             self.gils = spans.iter().filter_map(|s| s.gil).collect();
             self.gils.sort_unstable();
             self.gils.dedup();
+            let walked = match walked {
+                Ok(t) if !paused => verify_quiet(
+                    &self.mem, &witnesses, &bounds, &spans, &clocks, &self.gils,
+                )
+                .map(|next| {
+                    self.clocks = next;
+                    t
+                }),
+                other => other,
+            };
             self.hot_blocks = cached.touched();
             match walked {
                 Ok(t) => return Ok(t),
@@ -437,8 +448,9 @@ fn read_clocks(mem: &dyn Memory, gils: &[(u64, u64)]) -> Vec<Clock> {
 /// A thread runs Python code (and so pushes, pops or moves a frame) only while it holds
 /// its GIL. Taking the GIL sets `last_holder` to the taker and, when that changes it,
 /// increments `switch_number`, before the taker runs any Python code. So if a GIL's
-/// `switch_number`, read before the walk (`clocks`, then `last_holder`), reads the same
-/// after the re-read, and `last_holder` too (read just before it), no thread other than
+/// `switch_number` and then `last_holder`, read before the walk (`clocks`: at the end of
+/// the previous re-read, or on their own), read the same at the end of this re-read
+/// (`last_holder`, then `switch_number`), no thread other than
 /// that holder took this GIL in between: every other thread under it had the same frames
 /// all along, and what the walk read of them is one moment's stack without reading it
 /// again. The holder, and threads under a GIL not read before the walk, are re-read as
@@ -449,13 +461,28 @@ fn verify_quiet(
     bounds: &[witness::StackBound],
     spans: &[crate::walker::ThreadSpan],
     clocks: &[Clock],
-) -> std::result::Result<(), MemoryError> {
+    gils: &[(u64, u64)],
+) -> std::result::Result<Vec<Clock>, MemoryError> {
     let quiet = |s: &crate::walker::ThreadSpan| {
         s.gil
             .is_some_and(|g| clocks.iter().any(|c| c.fields == g && c.holder != s.tstate))
     };
+    // last in the batch, for each GIL: `last_holder`, `switch_number` (this walk's
+    // "after"), `last_holder` again (with that count, the next walk's "before")
+    let tail: Vec<u64> = gils.iter().flat_map(|&(h, s)| [h, s, h]).collect();
+    let next = |now: &[u64]| -> Vec<Clock> {
+        gils.iter()
+            .zip(now.chunks(3))
+            .map(|(&fields, v)| Clock {
+                fields,
+                switches: v[1],
+                holder: v[2],
+            })
+            .collect()
+    };
     if !spans.iter().any(quiet) {
-        return witness::verify(mem, witnesses, bounds);
+        let now = witness::verify_then(mem, witnesses, bounds, &tail)?;
+        return Ok(next(&now));
     }
     let mut ws = Vec::with_capacity(witnesses.len());
     let mut bs = Vec::with_capacity(bounds.len());
@@ -470,20 +497,19 @@ fn verify_quiet(
         }
     }
     ws.extend_from_slice(&witnesses[covered.min(witnesses.len())..]);
-    // each clock: `last_holder`, then `switch_number`, last in the batch
-    let tail: Vec<u64> = clocks
-        .iter()
-        .flat_map(|c| [c.fields.0, c.fields.1])
-        .collect();
     let now = witness::verify_then(mem, &ws, &bs, &tail)?;
+    // every clock a skipped thread relied on must read the same after
     let still = clocks
         .iter()
-        .zip(now.chunks(2))
-        .all(|(c, v)| v[0] == c.holder && v[1] == c.switches);
+        .all(|c| match gils.iter().position(|&g| g == c.fields) {
+            Some(i) => now[3 * i] == c.holder && now[3 * i + 1] == c.switches,
+            None => !spans.iter().any(|s| s.gil == Some(c.fields)),
+        });
     if still {
-        Ok(())
+        Ok(next(&now))
     } else {
-        witness::verify(mem, witnesses, bounds)
+        let now = witness::verify_then(mem, witnesses, bounds, &tail)?;
+        Ok(next(&now))
     }
 }
 
