@@ -12,7 +12,7 @@
 //! The number of reads is `PYSTACKD_TORN_READS`, spread over every interpreter
 //! `tests/pythons/list` finds, each 3.11+ interpreter taking six shares to a 3.8-3.10 one's
 //! (their reads cost about a fifth: frames sit together in the data stack, not one per page).
-//! `tests/run` runs this test in a release build with 1,000,000 reads (about 25 minutes
+//! `tests/run` runs this test in a release build with 1,000,000 reads (about 6 minutes
 //! here); a debug build skips it unless `PYSTACKD_TORN_READS` is set. A read may be refused as
 //! inconsistent (exit 8 in the CLI); the refusals are counted and printed, never counted as
 //! success. `PYSTACKD_TORN_ONLY=3.11,3.12` keeps only the interpreters whose label contains
