@@ -56,6 +56,7 @@ pub struct Walker<'a> {
     pub entries: Vec<u64>,
     /// 3.11+: data-stack words per frame of each code object seen in this walk.
     frame_words: HashMap<u64, u64>,
+    last_frame_words: (u64, u64),
     /// Per walked thread: what in `witnesses` and `bounds` is its own, and the GIL it runs
     /// under (see [`ThreadSpan`]).
     pub spans: Vec<ThreadSpan>,
@@ -110,6 +111,7 @@ impl<'a> Walker<'a> {
             stopped: false,
             entries: Vec::new(),
             frame_words: HashMap::default(),
+            last_frame_words: (0, 0),
             spans: Vec::new(),
             runtime: 0,
         }
@@ -363,7 +365,12 @@ impl<'a> Walker<'a> {
         let Some(fw) = self.layout.code.frame_words else {
             return Ok(None);
         };
+        // recursion: the same code object frame after frame
+        if self.last_frame_words.0 == code && code != 0 {
+            return Ok(Some(self.last_frame_words.1));
+        }
         if let Some(&w) = self.frame_words.get(&code) {
+            self.last_frame_words = (code, w);
             return Ok(Some(w));
         }
         let words = match fw {
@@ -386,6 +393,7 @@ impl<'a> Walker<'a> {
             )));
         }
         self.frame_words.insert(code, words as u64);
+        self.last_frame_words = (code, words as u64);
         Ok(Some(words as u64))
     }
 
