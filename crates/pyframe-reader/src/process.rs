@@ -56,6 +56,17 @@ pub struct PythonProcess {
     pthread_tid_offset: Option<u64>,
     /// 4 KiB blocks the last walk read, fetched in one batch at the start of the next.
     hot_blocks: Vec<u64>,
+    /// The blocks holding each thread's innermost-frame pointer in the last walk: the
+    /// batch fetches them first, so that every frame a walk reads is at least as new as
+    /// the pointer it started from (see `read_consistent`).
+    entry_blocks: Vec<u64>,
+    /// The GILs (`last_holder`, `switch_number` addresses) the last walk's threads ran
+    /// under: read before the next walk (see `verify_quiet`).
+    gils: Vec<(u64, u64)>,
+    /// Those GILs' counts and holders as the last successful re-read ended with them: read
+    /// after everything that read saw, so valid as the "before" of the next walk (saving a
+    /// read of its own).
+    clocks: Vec<Clock>,
     /// OS thread names by tid, with when they were read (names change rarely; reading
     /// /proc for each thread of each stack would dominate a warm read).
     names: HashMap<u64, (Instant, Option<String>)>,
@@ -169,6 +180,9 @@ impl PythonProcess {
             codes: CodeCache::default(),
             pthread_tid_offset: None,
             hot_blocks: Vec::new(),
+            entry_blocks: Vec::new(),
+            gils: Vec::new(),
+            clocks: Vec::new(),
             names: HashMap::new(),
             warnings,
         })
@@ -255,19 +269,55 @@ impl PythonProcess {
             attempts += 1;
             self.codes.begin_walk();
             let cached = BlockCache::new(&self.mem);
-            cached.prefetch(&self.hot_blocks);
+            // One batch, copied in the order given: each thread's innermost-frame pointer
+            // first, then everything else. A batch is not one moment: were the pointer
+            // copied after the frames (on 3.11/3.12 it lives on the thread's C stack,
+            // mapped above its data stack), a thread that had just called would be walked
+            // from its new frame through frames as they were before the call.
+            // each GIL's switch count, then its last holder, before any frame is read
+            let clocks = if paused {
+                Vec::new()
+            } else if !self.clocks.is_empty() {
+                std::mem::take(&mut self.clocks)
+            } else {
+                read_clocks(&self.mem, &self.gils)
+            };
+            let order = prefetch_order(&self.hot_blocks, &self.entry_blocks);
+            cached.prefetch(&order);
+            let prefetched = cached.touched();
             let mut w = Walker::new(&cached, &self.layout, &mut self.types, &mut self.codes);
             w.want = Some(&filter);
             w.stopped = paused;
             let walked = w.walk(self.runtime);
             let witnesses = std::mem::take(&mut w.witnesses);
             let bounds = std::mem::take(&mut w.bounds);
+            let entries = std::mem::take(&mut w.entries);
+            let spans = std::mem::take(&mut w.spans);
+            // a pointer read on demand after the batch is newer than frames taken from it
+            let walked = walked.and_then(|t| match late_entry(&entries, &prefetched) {
+                Some(e) => Err(MemoryError::Invalid(format!(
+                    "innermost-frame pointer at {e:#x} was read after the frames"
+                ))),
+                None => Ok(t),
+            });
+            self.entry_blocks = entries.iter().map(|&e| e & !(BLOCK - 1)).collect();
+            self.entry_blocks.sort_unstable();
+            self.entry_blocks.dedup();
             let walked =
                 walked.and_then(|t| self.codes.verify_deferred(&cached, &self.layout).map(|_| t));
             // unpaused: everything the walk followed must read back the same now, from the
             // process itself (not the walk's block cache); stopped, nothing can move
+            self.gils = spans.iter().filter_map(|s| s.gil).collect();
+            self.gils.sort_unstable();
+            self.gils.dedup();
             let walked = match walked {
-                Ok(t) if !paused => witness::verify(&self.mem, &witnesses, &bounds).map(|_| t),
+                Ok(t) if !paused => verify_quiet(
+                    &self.mem, &witnesses, &bounds, &spans, &clocks, &self.gils,
+                )
+                .map(|next| {
+                    self.clocks = next;
+                    t
+                }),
                 other => other,
             };
             self.hot_blocks = cached.touched();
@@ -353,6 +403,142 @@ impl PythonProcess {
     pub fn memory(&self) -> &dyn Memory {
         &self.mem
     }
+}
+
+const BLOCK: u64 = 4096;
+
+/// A GIL's (`last_holder`, `switch_number`) field addresses and the values read.
+struct Clock {
+    fields: (u64, u64),
+    holder: u64,
+    switches: u64,
+}
+
+/// Each GIL's `switch_number`, then its `last_holder`, in that order (separate copies in
+/// one batch). A GIL that cannot be read is left out (its threads are then re-read).
+fn read_clocks(mem: &dyn Memory, gils: &[(u64, u64)]) -> Vec<Clock> {
+    if gils.is_empty() {
+        return Vec::new();
+    }
+    let mut vals = vec![[0u8; 8]; gils.len() * 2];
+    let ok = {
+        let mut reqs: Vec<(u64, &mut [u8])> = Vec::with_capacity(vals.len());
+        let mut it = vals.iter_mut();
+        for &(holder, switch) in gils {
+            reqs.push((switch, &mut it.next().unwrap()[..]));
+            reqs.push((holder, &mut it.next().unwrap()[..]));
+        }
+        mem.read_many(&mut reqs).is_ok()
+    };
+    if !ok {
+        return Vec::new();
+    }
+    gils.iter()
+        .zip(vals.chunks(2))
+        .map(|(&fields, v)| Clock {
+            fields,
+            switches: u64::from_le_bytes(v[0]),
+            holder: u64::from_le_bytes(v[1]),
+        })
+        .collect()
+}
+
+/// [`witness::verify`], skipping the threads shown not to have run since before the walk.
+///
+/// A thread runs Python code (and so pushes, pops or moves a frame) only while it holds
+/// its GIL. Taking the GIL sets `last_holder` to the taker and, when that changes it,
+/// increments `switch_number`, before the taker runs any Python code. So if a GIL's
+/// `switch_number` and then `last_holder`, read before the walk (`clocks`: at the end of
+/// the previous re-read, or on their own), read the same at the end of this re-read
+/// (`last_holder`, then `switch_number`), no thread other than
+/// that holder took this GIL in between: every other thread under it had the same frames
+/// all along, and what the walk read of them is one moment's stack without reading it
+/// again. The holder, and threads under a GIL not read before the walk, are re-read as
+/// usual; if a clock moved, everything is.
+fn verify_quiet(
+    mem: &dyn Memory,
+    witnesses: &[witness::Witness],
+    bounds: &[witness::StackBound],
+    spans: &[crate::walker::ThreadSpan],
+    clocks: &[Clock],
+    gils: &[(u64, u64)],
+) -> std::result::Result<Vec<Clock>, MemoryError> {
+    let quiet = |s: &crate::walker::ThreadSpan| {
+        s.gil
+            .is_some_and(|g| clocks.iter().any(|c| c.fields == g && c.holder != s.tstate))
+    };
+    // last in the batch, for each GIL: `last_holder`, `switch_number` (this walk's
+    // "after"), `last_holder` again (with that count, the next walk's "before")
+    let tail: Vec<u64> = gils.iter().flat_map(|&(h, s)| [h, s, h]).collect();
+    let next = |now: &[u64]| -> Vec<Clock> {
+        gils.iter()
+            .zip(now.chunks(3))
+            .map(|(&fields, v)| Clock {
+                fields,
+                switches: v[1],
+                holder: v[2],
+            })
+            .collect()
+    };
+    if !spans.iter().any(quiet) {
+        let now = witness::verify_then(mem, witnesses, bounds, &tail)?;
+        return Ok(next(&now));
+    }
+    let mut ws = Vec::with_capacity(witnesses.len());
+    let mut bs = Vec::with_capacity(bounds.len());
+    let mut covered = 0;
+    for s in spans {
+        // anything recorded between threads (none today) stays
+        ws.extend_from_slice(&witnesses[covered.min(s.witnesses.start)..s.witnesses.start]);
+        covered = s.witnesses.end;
+        if !quiet(s) {
+            ws.extend_from_slice(&witnesses[s.witnesses.clone()]);
+            bs.extend_from_slice(&bounds[s.bounds.clone()]);
+        }
+    }
+    ws.extend_from_slice(&witnesses[covered.min(witnesses.len())..]);
+    let now = witness::verify_then(mem, &ws, &bs, &tail)?;
+    // every clock a skipped thread relied on must read the same after
+    let still = clocks
+        .iter()
+        .all(|c| match gils.iter().position(|&g| g == c.fields) {
+            Some(i) => now[3 * i] == c.holder && now[3 * i + 1] == c.switches,
+            None => !spans.iter().any(|s| s.gil == Some(c.fields)),
+        });
+    if still {
+        Ok(next(&now))
+    } else {
+        let now = witness::verify_then(mem, witnesses, bounds, &tail)?;
+        Ok(next(&now))
+    }
+}
+
+/// The blocks to fetch at the start of a walk, in copy order: those of `entries` first.
+fn prefetch_order(hot: &[u64], entries: &[u64]) -> Vec<u64> {
+    let first = || {
+        hot.iter()
+            .copied()
+            .filter(|b| entries.binary_search(b).is_ok())
+    };
+    let rest = || {
+        hot.iter()
+            .copied()
+            .filter(|b| entries.binary_search(b).is_err())
+    };
+    first().chain(rest()).collect()
+}
+
+/// An entry pointer (`entries`) whose block the batch (`prefetched`, sorted; empty when
+/// there was none or it failed, and every block was then read in walk order) did not hold:
+/// it was read on demand, after frames the batch held.
+fn late_entry(entries: &[u64], prefetched: &[u64]) -> Option<u64> {
+    if prefetched.is_empty() {
+        return None;
+    }
+    entries
+        .iter()
+        .copied()
+        .find(|&e| prefetched.binary_search(&(e & !(BLOCK - 1))).is_err())
 }
 
 /// `_PyRuntime`: the symbol, else the `.PyRuntime` section, else (3.13+) the debug

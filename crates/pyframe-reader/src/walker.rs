@@ -2,13 +2,16 @@
 //! validated as it goes (type pointers, bounds, cycles); a failed check is reported as
 //! [`MemoryError::Invalid`] so the caller can retry a torn read of a running target.
 
-use rustc_hash::FxHashSet as HashSet;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use protocol::Frame;
 
 use crate::code::CodeCache;
 use crate::error::MemoryError;
-use crate::layout::{CurrentFrame, FrameLayout, Layout, OB_TYPE};
+use crate::layout::{
+    CurrentFrame, FrameLayout, FrameWords, Layout, GIL_LAST_HOLDER, GIL_SWITCH_NUMBER, OB_TYPE,
+    STACK_CHUNK_DATA, STACK_CHUNK_PREVIOUS, STACK_CHUNK_TOP,
+};
 use crate::memory::{i32_at, u64_at, u8_at, MemResult, Memory, MemoryExt};
 use crate::objects::{Kind, Types};
 use crate::witness::{StackBound, Witness};
@@ -47,7 +50,33 @@ pub struct Walker<'a> {
     pub bounds: Vec<StackBound>,
     /// The target's threads are stopped for this walk (nothing moves while it reads).
     pub stopped: bool,
+    /// Where each walked thread's innermost-frame pointer was read (the thread state's
+    /// field, and on 3.11/3.12 the `_PyCFrame`'s): the caller fetches these before the
+    /// frames, so that a walk never starts from a pointer newer than the frames it reads.
+    pub entries: Vec<u64>,
+    /// 3.11+: data-stack words per frame of each code object seen in this walk.
+    frame_words: HashMap<u64, u64>,
+    last_frame_words: (u64, u64),
+    /// Per walked thread: what in `witnesses` and `bounds` is its own, and the GIL it runs
+    /// under (see [`ThreadSpan`]).
+    pub spans: Vec<ThreadSpan>,
+    runtime: u64,
 }
+
+/// The part of a walk's witnesses and bounds that belongs to one thread.
+#[derive(Debug, Clone)]
+pub struct ThreadSpan {
+    pub tstate: u64,
+    /// Addresses of the `last_holder` and `switch_number` fields of the GIL this thread
+    /// needs to run Python code, where the layout knows them.
+    pub gil: Option<(u64, u64)>,
+    pub witnesses: std::ops::Range<usize>,
+    pub bounds: std::ops::Range<usize>,
+}
+
+/// `FRAME_OWNED_BY_THREAD` (every version with interpreter frames): the frame is in the
+/// thread's data stack.
+const OWNED_BY_THREAD: u8 = 0;
 
 /// Mark the frame read last (the outermost so far) as its eval call's entry frame.
 fn close_group(frames: &mut [Frame]) {
@@ -80,11 +109,17 @@ impl<'a> Walker<'a> {
             witnesses: Vec::new(),
             bounds: Vec::new(),
             stopped: false,
+            entries: Vec::new(),
+            frame_words: HashMap::default(),
+            last_frame_words: (0, 0),
+            spans: Vec::new(),
+            runtime: 0,
         }
     }
 
     /// Every thread of every interpreter reachable from `_PyRuntime` at `runtime`.
     pub fn walk(&mut self, runtime: u64) -> MemResult<Vec<RawThread>> {
+        self.runtime = runtime;
         let l = self.layout;
         let head = self
             .mem
@@ -134,6 +169,24 @@ impl<'a> Walker<'a> {
             }
             (None, None) => None,
         };
+        // the GIL this interpreter's threads run under: `_PyRuntime`'s up to 3.11, the
+        // one the interpreter points to from 3.12
+        let gil_fields = match (self.layout.runtime.gil, il.gil) {
+            (Some(off), _) => Some(self.runtime.wrapping_add(off)),
+            (None, Some(g)) if g.switch_number.is_some() => {
+                Some(u64_at(&buf, g.pointer as usize)).filter(|&p| p != 0)
+            }
+            _ => None,
+        }
+        .map(|gil| {
+            let (holder, switch) = match il.gil {
+                Some(g) if self.layout.runtime.gil.is_none() => {
+                    (g.last_holder, g.switch_number.unwrap_or(GIL_SWITCH_NUMBER))
+                }
+                _ => (GIL_LAST_HOLDER, GIL_SWITCH_NUMBER),
+            };
+            (gil.wrapping_add(holder), gil.wrapping_add(switch))
+        });
         let mut threads = Vec::new();
         let mut seen = HashSet::default();
         let mut t = u64_at(&buf, il.threads_head as usize);
@@ -141,7 +194,16 @@ impl<'a> Walker<'a> {
             if !seen.insert(t) || seen.len() > MAX_THREADS {
                 return Err(invalid(format!("thread list loops at {t:#x}")));
             }
+            let (w0, b0) = (self.witnesses.len(), self.bounds.len());
             let (next, thread) = self.thread(t, id, interp, gil_holder)?;
+            if thread.is_some() {
+                self.spans.push(ThreadSpan {
+                    tstate: t,
+                    gil: gil_fields,
+                    witnesses: w0..self.witnesses.len(),
+                    bounds: b0..self.bounds.len(),
+                });
+            }
             threads.extend(thread);
             t = next;
         }
@@ -171,20 +233,6 @@ impl<'a> Walker<'a> {
                 "thread state {t:#x} does not point back to its interpreter"
             )));
         }
-        let frame = match tl.current_frame {
-            CurrentFrame::Direct(o) => u64_at(&buf, o as usize),
-            CurrentFrame::ViaCFrame {
-                cframe,
-                current_frame,
-            } => {
-                let cf = u64_at(&buf, cframe as usize);
-                if cf == 0 {
-                    0
-                } else {
-                    self.mem.read_u64(cf.wrapping_add(current_frame))?
-                }
-            }
-        };
         let tracing = tl.tracing.is_some_and(|o| i32_at(&buf, o as usize) != 0);
         let thread_id = u64_at(&buf, tl.thread_id as usize);
         let native_thread_id = tl.native_thread_id.map(|o| u64_at(&buf, o as usize));
@@ -194,6 +242,33 @@ impl<'a> Walker<'a> {
                 return Ok((next, None));
             }
         }
+        // where the innermost-frame pointer is (read again after the walk)
+        let mut cur_field = 0;
+        let frame = match tl.current_frame {
+            CurrentFrame::Direct(o) => {
+                self.entries.push(t.wrapping_add(o));
+                cur_field = t.wrapping_add(o);
+                u64_at(&buf, o as usize)
+            }
+            CurrentFrame::ViaCFrame {
+                cframe,
+                current_frame,
+            } => {
+                let cf = u64_at(&buf, cframe as usize);
+                self.entries.push(t.wrapping_add(cframe));
+                // the thread's entry into its current eval loop must still be the same
+                // one after the walk (its innermost frame moves on; that is checked
+                // through the data-stack top)
+                self.witnesses.push(Witness::new(t).field(cframe, 8, cf));
+                if cf == 0 {
+                    0
+                } else {
+                    self.entries.push(cf.wrapping_add(current_frame));
+                    cur_field = cf.wrapping_add(current_frame);
+                    self.mem.read_u64(cf.wrapping_add(current_frame))?
+                }
+            }
+        };
         let frames = match self.layout.frame {
             FrameLayout::Object(_) => self.object_frames(frame, tracing)?,
             FrameLayout::Interpreter(fl) => {
@@ -204,6 +279,7 @@ impl<'a> Walker<'a> {
                         chunk_field: t.wrapping_add(ds.chunk),
                         top: ds.top.wrapping_sub(ds.chunk),
                         limit: ds.limit.wrapping_sub(ds.chunk),
+                        current_field: cur_field,
                         frames: addrs.into_iter().map(|a| (a, fl.size)).collect(),
                     });
                 }
@@ -284,6 +360,101 @@ impl<'a> Walker<'a> {
         Ok(frames)
     }
 
+    /// Data-stack words a frame of the code object at `code` takes, if the layout says.
+    fn code_frame_words(&mut self, code: u64) -> MemResult<Option<u64>> {
+        let Some(fw) = self.layout.code.frame_words else {
+            return Ok(None);
+        };
+        // recursion: the same code object frame after frame
+        if self.last_frame_words.0 == code && code != 0 {
+            return Ok(Some(self.last_frame_words.1));
+        }
+        if let Some(&w) = self.frame_words.get(&code) {
+            self.last_frame_words = (code, w);
+            return Ok(Some(w));
+        }
+        let words = match fw {
+            FrameWords::Field(o) => i64::from(self.mem.read_i32(code.wrapping_add(o))?),
+            FrameWords::Sum {
+                nlocalsplus,
+                stacksize,
+                specials,
+            } => {
+                i64::from(self.mem.read_i32(code.wrapping_add(nlocalsplus))?)
+                    + i64::from(self.mem.read_i32(code.wrapping_add(stacksize))?)
+                    + specials as i64
+            }
+        };
+        // a code object's frame is its specials, locals and value stack: never empty,
+        // never megabytes
+        if !(1..=1 << 20).contains(&words) {
+            return Err(invalid(format!(
+                "code object {code:#x} states a frame of {words} words"
+            )));
+        }
+        self.frame_words.insert(code, words as u64);
+        self.last_frame_words = (code, words as u64);
+        Ok(Some(words as u64))
+    }
+
+    /// A data-stack frame at `callee` whose caller's frame ends at `end` elsewhere must be
+    /// the first frame of a chunk pushed while that caller was the innermost frame: the
+    /// chunk's `previous` chunk then has its saved top exactly at `end`. Anything else is a
+    /// chain read from two different moments (a frame whose caller's slot was meanwhile
+    /// reused by another call). A root chunk's first frame (a data stack of its own, such
+    /// as a greenlet's) has no caller in the data stack to check.
+    fn chunk_start(&mut self, callee: u64, end: u64) -> MemResult<()> {
+        let chunk = callee.wrapping_sub(STACK_CHUNK_DATA);
+        let previous = self
+            .mem
+            .read_u64(chunk.wrapping_add(STACK_CHUNK_PREVIOUS))?;
+        if previous != 0 {
+            if let Ok(top) = self.mem.read_u64(previous.wrapping_add(STACK_CHUNK_TOP)) {
+                let saved_top = previous
+                    .wrapping_add(STACK_CHUNK_DATA)
+                    .wrapping_add(top.wrapping_mul(8));
+                if saved_top == end {
+                    self.witnesses.push(Witness::new(chunk).field(
+                        STACK_CHUNK_PREVIOUS,
+                        8,
+                        previous,
+                    ));
+                    self.witnesses
+                        .push(Witness::new(previous).field(STACK_CHUNK_TOP, 8, top));
+                    return Ok(());
+                }
+            }
+        }
+        if self.root_chunk_start(callee)? {
+            return Ok(());
+        }
+        Err(invalid(format!(
+            "frame {callee:#x} does not start where its caller ends ({end:#x}): the stack changed during the read"
+        )))
+    }
+
+    /// Whether the data-stack frame at `frame` is the first frame of a root chunk
+    /// (`data[1]` of a page-aligned chunk with no previous one): the start of a data
+    /// stack of its own (a thread's first frame, or a greenlet's).
+    fn root_chunk_start(&mut self, frame: u64) -> MemResult<bool> {
+        let root = frame.wrapping_sub(STACK_CHUNK_DATA + 8);
+        if !root.is_multiple_of(4096) {
+            return Ok(false);
+        }
+        let mut hdr = [0u8; 16];
+        self.mem.read(root, &mut hdr)?;
+        let (prev, size) = (u64_at(&hdr, 0), u64_at(&hdr, 8));
+        if prev == 0 && size >= 4096 && size.is_multiple_of(4096) && size <= 1 << 30 {
+            self.witnesses.push(
+                Witness::new(root)
+                    .field(STACK_CHUNK_PREVIOUS, 8, 0)
+                    .field(8, 8, size),
+            );
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// 3.11+: `_PyInterpreterFrame` chain; entry frames close each eval call's group.
     fn interpreter_frames(&mut self, mut addr: u64, addrs: &mut Vec<u64>) -> MemResult<Vec<Frame>> {
         let FrameLayout::Interpreter(fl) = self.layout.frame else {
@@ -294,6 +465,11 @@ impl<'a> Walker<'a> {
         let mut seen = HashSet::default();
         let mut buf = vec![0u8; fl.size as usize];
         let mut innermost = true;
+        // the data-stack frame read last (the one called by the next one out)
+        let mut callee: Option<u64> = None;
+        // the frame read last is a Python frame the next one out called itself (not
+        // through a C call into a new eval loop)
+        let mut called_inline = false;
         while addr != 0 {
             if !seen.insert(addr) || seen.len() > MAX_FRAMES {
                 return Err(invalid(format!(
@@ -314,10 +490,34 @@ impl<'a> Walker<'a> {
             innermost = false;
             self.witnesses.push(w);
             addrs.push(addr);
+            if owner == OWNED_BY_THREAD {
+                if let Some(words) =
+                    self.code_frame_words(u64_at(&buf, fl.code as usize) & !fl.code_tag_mask)?
+                {
+                    let end = addr.wrapping_add(words.wrapping_mul(8));
+                    if let Some(callee) = callee {
+                        if callee != end {
+                            self.chunk_start(callee, end)?;
+                        }
+                    }
+                    callee = Some(addr);
+                    // A chain ends only where a stack can: a thread's first frame (on
+                    // 3.12+ even that one links to its eval call's C-stack frame). A frame
+                    // that is being set up in a new chunk has no link yet (the chunk's
+                    // pages are fresh): the pointer to it was read before it was pushed
+                    // again (a thread that returned and called again meanwhile).
+                    if previous == 0 && !self.root_chunk_start(addr)? {
+                        return Err(invalid(format!(
+                            "frame {addr:#x} has no caller but does not start a data stack: the stack changed during the read"
+                        )));
+                    }
+                }
+            }
             if fl.first_non_python_owner.is_some_and(|mark| owner >= mark) {
                 // the C-stack shim (or interpreter base frame): the frame inside it was
                 // the first one its eval call ran
                 close_group(&mut frames);
+                called_inline = false;
                 addr = previous;
                 continue;
             }
@@ -336,9 +536,20 @@ impl<'a> Walker<'a> {
                 }
             }
             let entry = fl.is_entry.is_some_and(|o| u8_at(&buf, o as usize) != 0);
+            let inner_called_inline = std::mem::replace(&mut called_inline, !entry);
             if owner != fl.generator_owner && units < code.first_traceable as i64 {
                 // incomplete (not yet started, or an internal cleanup frame): CPython's
-                // tracebacks skip it; its eval call's grouping stays with the frames inside
+                // tracebacks skip it; its eval call's grouping stays with the frames inside.
+                // Up to 3.12 such a frame has run none of its code, so it has called no
+                // Python function itself (code it starts through C, such as a finalizer run
+                // while it makes its generator, has an entry frame of its own): a frame
+                // inside it was read at another moment than this one (3.13's `__init__`
+                // cleanup frame does call `__init__` itself)
+                if inner_called_inline && self.layout.version <= (3, 12) {
+                    return Err(invalid(format!(
+                        "frame {addr:#x} has not started but has a callee: the stack changed during the read"
+                    )));
+                }
                 if entry {
                     close_group(&mut frames);
                 }

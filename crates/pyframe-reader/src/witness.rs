@@ -50,7 +50,10 @@ pub struct StackBound {
     /// Offsets of `datastack_top` and `datastack_limit` from `chunk_field`.
     pub top: u64,
     pub limit: u64,
-    /// (address, size) of each frame the walk read.
+    /// Address of the thread's innermost-frame pointer (`current_frame`, in the thread
+    /// state or on 3.11/3.12 in its `_PyCFrame`); 0 if none was read.
+    pub current_field: u64,
+    /// (address, size) of each frame the walk read, innermost first.
     pub frames: Vec<(u64, u64)>,
 }
 
@@ -100,6 +103,17 @@ fn value_at(buf: &[u8], at: usize, width: u8) -> u64 {
 /// every thread's data-stack top, and fail with [`MemoryError::Invalid`] naming the first
 /// value that changed or the first frame that is no longer on its thread's stack.
 pub fn verify(mem: &dyn Memory, witnesses: &[Witness], bounds: &[StackBound]) -> MemResult<()> {
+    verify_then(mem, witnesses, bounds, &[]).map(|_| ())
+}
+
+/// [`verify`], then (in the same batched read, after everything else) the 8-byte values
+/// at `tail`, returned in order.
+pub fn verify_then(
+    mem: &dyn Memory,
+    witnesses: &[Witness],
+    bounds: &[StackBound],
+    tail: &[u64],
+) -> MemResult<Vec<u64>> {
     // Merge nearby spans into ranges in walk order, no sort: a thread's frames in its
     // data-stack chunk come one next to the other, so they make one range per chunk.
     let mut ranges: Vec<(u64, u64)> = Vec::new();
@@ -140,10 +154,20 @@ pub fn verify(mem: &dyn Memory, witnesses: &[Witness], bounds: &[StackBound]) ->
     }
     let frames_end = ranges.len();
     ranges.extend(before.iter().copied());
+    // and last, each thread's innermost-frame pointer
+    let currents = bounds.iter().filter(|b| b.current_field != 0).count();
+    ranges.extend(
+        bounds
+            .iter()
+            .filter(|b| b.current_field != 0)
+            .map(|b| (b.current_field, b.current_field.wrapping_add(8))),
+    );
+    let tail_start = ranges.len() + before.len();
+    ranges.extend(tail.iter().map(|&a| (a, a.wrapping_add(8))));
     let n_before = before.len();
     ranges.splice(0..0, before);
     if ranges.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let total: usize = ranges.iter().map(|&(lo, hi)| (hi - lo) as usize).sum();
     if total > MAX_REREAD {
@@ -180,9 +204,38 @@ pub fn verify(mem: &dyn Memory, witnesses: &[Witness], bounds: &[StackBound]) ->
             }
         }
     }
+    let mut cur = n_before + frames_end + n_before;
+    debug_assert_eq!(cur + currents + tail.len(), ranges.len());
     for (i, b) in bounds.iter().enumerate() {
         within_top(b, &buf[offsets[i]..])?;
-        within_top(b, &buf[offsets[n_before + frames_end + i]..])?;
+        let after = &buf[offsets[n_before + frames_end + i]..];
+        within_top(b, after)?;
+        if b.current_field != 0 {
+            still_linked(b, after, value_at(&buf, offsets[cur], 8))?;
+            cur += 1;
+        }
+    }
+    Ok((0..tail.len())
+        .map(|i| value_at(&buf, offsets[tail_start + i], 8))
+        .collect())
+}
+
+/// The walk's innermost frame must still be on the thread's chain at the end: when it
+/// and the thread's current frame (`current`, read last) are both in the current chunk,
+/// the current frame is that one or a later one. A current frame below it means the walk
+/// started from a frame the thread had left (returned from, and pushing a frame at the
+/// same place again: set up, not yet linked), whose fields it read in between.
+fn still_linked(b: &StackBound, fields: &[u8], current: u64) -> MemResult<()> {
+    let Some(&(innermost, _)) = b.frames.first() else {
+        return Ok(());
+    };
+    let chunk = value_at(fields, 0, 8);
+    let limit = value_at(fields, b.limit as usize, 8);
+    let inside = |a: u64| a >= chunk && a < limit;
+    if inside(innermost) && inside(current) && current < innermost {
+        return Err(MemoryError::Invalid(format!(
+            "frame {innermost:#x} is no longer the current one or inside it (current {current:#x}): the thread returned during the read"
+        )));
     }
     Ok(())
 }
@@ -246,6 +299,7 @@ mod tests {
             chunk_field: 0x9008,
             top: 8,
             limit: 16,
+            current_field: 0,
             frames,
         };
         // below the top, and outside the chunk (a generator's frame, an older chunk)
@@ -259,5 +313,35 @@ mod tests {
         let popped = bound(vec![(0x50100, 80), (0x503c0, 80)]);
         let e = verify(&mem, &[], &[popped]).unwrap_err().to_string();
         assert!(e.contains("returned during the read"), "{e}");
+    }
+
+    #[test]
+    fn the_innermost_frame_must_still_be_current_or_below_it() {
+        // chunk [0x50000, 0x51000), top 0x50400; the current-frame pointer at 0x9100
+        let mut mem = Snapshot::new();
+        let mut ts = vec![0u8; 0x108];
+        ts[8..16].copy_from_slice(&0x50000u64.to_le_bytes());
+        ts[16..24].copy_from_slice(&0x50400u64.to_le_bytes());
+        ts[24..32].copy_from_slice(&0x51000u64.to_le_bytes());
+        ts[0x100..0x108].copy_from_slice(&0x50300u64.to_le_bytes());
+        mem.insert(0x9000, ts);
+        let bound = |innermost: u64| StackBound {
+            chunk_field: 0x9008,
+            top: 8,
+            limit: 16,
+            current_field: 0x9100,
+            frames: vec![(innermost, 80), (0x50100, 80)],
+        };
+        // the walk's innermost frame is the current one, or the thread called further
+        verify(&mem, &[], &[bound(0x50300)]).unwrap();
+        verify(&mem, &[], &[bound(0x50200)]).unwrap();
+        // above the current frame: set up again (not linked) after the thread left it
+        let e = verify(&mem, &[], &[bound(0x50380)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no longer the current one"), "{e}");
+        // the values after everything else come back in order
+        let tail = verify_then(&mem, &[], &[bound(0x50300)], &[0x9010, 0x9100]).unwrap();
+        assert_eq!(tail, vec![0x50400, 0x50300]);
     }
 }

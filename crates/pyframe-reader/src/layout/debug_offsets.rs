@@ -528,6 +528,11 @@ pub fn apply(table: &Layout, parsed: &DebugOffsets) -> (Layout, Vec<String>) {
     .max()
     .unwrap_or(0);
     c.size = c.size.max(need);
+    // the target does not state its frame size field: the table's is trusted only where
+    // the target's code object agrees with the table everywhere else
+    if d.iter().any(|x| x.starts_with("code.")) {
+        c.frame_words = None;
+    }
     (out, d)
 }
 
@@ -556,6 +561,8 @@ fn apply_gil(d: &mut Vec<String>, out: &mut Layout, parsed: &DebugOffsets) {
         pointer: ptr,
         last_holder: holder.saturating_sub(base),
         locked: locked.saturating_sub(base),
+        // not in the target's offsets: the table's, if the rest agrees (below)
+        switch_number: out.interp.gil.and_then(|g| g.switch_number),
     };
     match &mut out.interp.gil {
         Some(gil) => {
@@ -572,6 +579,9 @@ fn apply_gil(d: &mut Vec<String>, out: &mut Layout, parsed: &DebugOffsets) {
                 Some(target.last_holder),
             );
             set(d, "interp.gil.locked", &mut gil.locked, Some(target.locked));
+            if d.iter().any(|x| x.starts_with("interp.gil")) {
+                gil.switch_number = None;
+            }
         }
         none => {
             d.push(format!("interp.gil: table None, target {target:?}"));

@@ -40,7 +40,17 @@ pub struct RuntimeLayout {
     pub interpreters_head: u64,
     /// `gilstate.tstate_current` (≤3.11): the thread state holding the GIL.
     pub gilstate_tstate_current: Option<u64>,
+    /// ≤3.11: offset of `ceval.gil` (`struct _gil_runtime_state`, embedded), whose
+    /// `last_holder` and `switch_number` are at [`GIL_LAST_HOLDER`] and
+    /// [`GIL_SWITCH_NUMBER`]. 3.12+: see [`GilLayout::switch_number`].
+    pub gil: Option<u64>,
 }
+
+/// `struct _gil_runtime_state`: `last_holder` (the thread state that took the GIL last)
+/// and `switch_number` (incremented whenever a thread other than `last_holder` takes it).
+/// The same offsets in 3.8-3.13 (checked against each one's DWARF).
+pub const GIL_LAST_HOLDER: u64 = 8;
+pub const GIL_SWITCH_NUMBER: u64 = 24;
 
 /// `PyInterpreterState` (`Include/internal/pycore_interp.h`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +72,8 @@ pub struct GilLayout {
     /// Offsets in `struct _gil_runtime_state`.
     pub last_holder: u64,
     pub locked: u64,
+    /// `switch_number`, where checked against the version's DWARF (3.12, 3.13).
+    pub switch_number: Option<u64>,
 }
 
 /// `PyThreadState` (`Include/cpython/pystate.h`).
@@ -191,9 +203,34 @@ pub struct CodeLayout {
     /// code unit is "incomplete" (being set up, or an internal frame such as 3.13's
     /// `__init__` cleanup shim) and is not shown, as CPython's own tracebacks do not.
     pub first_traceable: Option<u64>,
+    /// 3.11+: how many words a frame of this code takes in the thread's data stack. A
+    /// frame pushed there starts exactly where its caller's frame ends (or at the start of
+    /// a new chunk), which the walker checks. `None` where no table states it.
+    pub frame_words: Option<FrameWords>,
     /// Bytes to read to cover every pointer field above (not the inline bytecode).
     pub size: u64,
 }
+
+/// Where a code object states the size of its frames, in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameWords {
+    /// `co_framesize` (int, 3.12+).
+    Field(u64),
+    /// 3.11: `co_nlocalsplus + co_stacksize + FRAME_SPECIALS_SIZE` (both ints), as
+    /// `_PyFrame_PushUnchecked` computes it.
+    Sum {
+        nlocalsplus: u64,
+        stacksize: u64,
+        specials: u64,
+    },
+}
+
+/// `_PyStackChunk` (3.11+, `Include/cpython/pystate.h`): `previous`, `size`, `top` (the
+/// saved top of a chunk that is not the current one, in words from `data`), then `data`.
+/// The same on every version with a data stack (checked against 3.11-3.13 DWARF).
+pub const STACK_CHUNK_PREVIOUS: u64 = 0;
+pub const STACK_CHUNK_TOP: u64 = 16;
+pub const STACK_CHUNK_DATA: u64 = 24;
 
 /// Which line-table encoding a version uses (see `linetable`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

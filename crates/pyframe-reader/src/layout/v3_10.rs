@@ -8,6 +8,8 @@ pub const LAYOUT: Layout = Layout {
         interpreters_head: 32,
         // gilstate.tstate_current
         gilstate_tstate_current: Some(568),
+        // `ceval.gil`
+        gil: Some(352),
     },
     // `struct _is` (Include/internal/pycore_interp.h)
     interp: InterpLayout {
@@ -50,6 +52,7 @@ pub const LAYOUT: Layout = Layout {
         linetable_format: LineTableFormat::Pep626,
         code_adaptive: None,
         first_traceable: None,
+        frame_words: None,
         size: 128,
     },
     // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),

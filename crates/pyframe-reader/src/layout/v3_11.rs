@@ -8,6 +8,8 @@ pub const LAYOUT: Layout = Layout {
         interpreters_head: 40,
         // gilstate.tstate_current
         gilstate_tstate_current: Some(576),
+        // `ceval.gil`
+        gil: Some(360),
     },
     // `struct _is` (Include/internal/pycore_interp.h)
     interp: InterpLayout {
@@ -66,6 +68,12 @@ pub const LAYOUT: Layout = Layout {
         code_adaptive: Some(184),
         // `_co_firsttraceable`
         first_traceable: Some(168),
+        // `co_nlocalsplus`, `co_stacksize`, FRAME_SPECIALS_SIZE ((sizeof(_PyInterpreterFrame) - 1) / 8)
+        frame_words: Some(FrameWords::Sum {
+            nlocalsplus: 76,
+            stacksize: 68,
+            specials: 9,
+        }),
         size: 184,
     },
     // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),

@@ -8,6 +8,8 @@ pub const LAYOUT: Layout = Layout {
         interpreters_head: 40,
         // 3.12+: gone (the current thread state is a thread-local `_Py_tss_tstate`)
         gilstate_tstate_current: None,
+        // 3.12+: reached through the interpreter (`interp.gil`)
+        gil: None,
     },
     // `struct _is` (Include/internal/pycore_interp.h)
     interp: InterpLayout {
@@ -20,6 +22,8 @@ pub const LAYOUT: Layout = Layout {
             pointer: 384,
             last_holder: 8,
             locked: 16,
+            // `switch_number`
+            switch_number: Some(24),
         }),
     },
     // `struct _ts` (Include/cpython/pystate.h)
@@ -70,6 +74,8 @@ pub const LAYOUT: Layout = Layout {
         code_adaptive: Some(192),
         // `_co_firsttraceable`
         first_traceable: Some(176),
+        // `co_framesize`
+        frame_words: Some(FrameWords::Field(76)),
         size: 192,
     },
     // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),

@@ -8,6 +8,8 @@ pub const LAYOUT: Layout = Layout {
         interpreters_head: 632,
         // 3.12+: gone (the current thread state is a thread-local `_Py_tss_tstate`)
         gilstate_tstate_current: None,
+        // 3.12+: reached through the interpreter (`interp.gil`)
+        gil: None,
     },
     // `struct _is` (Include/internal/pycore_interp.h)
     interp: InterpLayout {
@@ -20,6 +22,8 @@ pub const LAYOUT: Layout = Layout {
             pointer: 16,
             last_holder: 8,
             locked: 16,
+            // `switch_number`
+            switch_number: Some(24),
         }),
     },
     // `struct _ts` (Include/cpython/pystate.h)
@@ -67,6 +71,8 @@ pub const LAYOUT: Layout = Layout {
         code_adaptive: Some(200),
         // `_co_firsttraceable`
         first_traceable: Some(184),
+        // `co_framesize`
+        frame_words: Some(FrameWords::Field(76)),
         size: 200,
     },
     // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),

@@ -9,6 +9,8 @@ pub const LAYOUT: Layout = Layout {
         interpreters_head: 808,
         // 3.12+: gone (the current thread state is a thread-local `_Py_tss_tstate`)
         gilstate_tstate_current: None,
+        // 3.12+: reached through the interpreter (`interp.gil`)
+        gil: None,
     },
     // `struct _is` (Include/internal/pycore_interp.h)
     interp: InterpLayout {
@@ -21,6 +23,8 @@ pub const LAYOUT: Layout = Layout {
             pointer: 16,
             last_holder: 8,
             locked: 16,
+            // not checked against this version's DWARF here
+            switch_number: None,
         }),
     },
     // `struct _ts` (Include/cpython/pystate.h)
@@ -69,6 +73,8 @@ pub const LAYOUT: Layout = Layout {
         code_adaptive: Some(208),
         // `_co_firsttraceable`
         first_traceable: Some(192),
+        // not checked against a 3.14 interpreter here: no frame tiling check
+        frame_words: None,
         size: 208,
     },
     // `PyASCIIObject` / `PyCompactUnicodeObject` (Include/cpython/unicodeobject.h),
