@@ -1,6 +1,7 @@
 """Trace test target: one worker thread runs CPU-bound Python all the time; two Python
-call paths, each the only caller of one C function of a small test library (each called
-about a thousand times a second: a rate bpftrace's output keeps up with).
+call paths, each the only caller of one C function of a small test library (called on
+one pass in 32: a few hundred times a second, a rate a tracer's output keeps up with; every
+pass, thousands a second on fast builds, most records would be lost).
 
 usage: trace_target.py OUT.json LIB.so
 
@@ -40,6 +41,8 @@ def spin(n):
 
 def a_inner(x):
     spin(500)
+    if x & 31:
+        return x
     return MARKER_A(x)
 
 
@@ -54,6 +57,8 @@ def a_outer(x):
 
 def b_inner(x):
     spin(800)
+    if x & 31:
+        return x
     return MARKER_B(x)
 
 

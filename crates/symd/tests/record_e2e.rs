@@ -16,7 +16,7 @@ fn frame(f: &str) -> Option<(&str, u32)> {
     Some((name, line.parse().ok()?))
 }
 
-/// Checks every folded line against the program's structure; the samples counted.
+/// Checks every folded line against the program's structure; the workers' samples counted.
 fn check_folded(truth: &GroundTruth, text: &str) -> Result<u64, String> {
     let max = truth.max_depth.unwrap_or(1000) as usize + 8;
     let mut samples = 0;
@@ -57,7 +57,9 @@ fn check_folded(truth: &GroundTruth, text: &str) -> Result<u64, String> {
                 ));
             }
         }
-        samples += n;
+        if outer == "run" {
+            samples += n;
+        }
     }
     Ok(samples)
 }
@@ -72,13 +74,19 @@ fn record(pid: u32, args: &[&str], out: &std::path::Path) -> std::process::Outpu
 }
 
 fn case(py: &Interpreter, pause: bool) -> Result<u64, String> {
-    let target = Target::try_spawn(py, "recur_target.py", &["--threads", "2"])?;
+    // Depth 50-300, changing all the time: deep enough to move under every read, shallow
+    // enough that an unpaused read of the debug build is caught still often enough to
+    // give samples on a loaded machine (at depth 950 on 3.8-3.10 most reads move).
+    let target = Target::try_spawn(
+        py,
+        "recur_target.py",
+        &["--threads", "2", "--max-depth", "300"],
+    )?;
     let tmp = TempDir::new("record");
     let out = tmp.path().join("p.folded");
-    let mut args = vec!["--duration", "1", "--rate", "200"];
-    if pause {
-        args.push("--pause");
-    }
+    let mut args = vec!["--rate", "200"];
+    // unpaused, most reads of a moving stack are dropped (never recorded wrong): longer
+    args.extend(if pause { ["--duration", "1", "--pause"] } else { ["--duration", "3", "--idle"] });
     let o = record(target.pid(), &args, &out);
     let err = String::from_utf8_lossy(&o.stderr);
     if !o.status.success() {
@@ -86,7 +94,8 @@ fn case(py: &Interpreter, pause: bool) -> Result<u64, String> {
     }
     let text = std::fs::read_to_string(&out).unwrap();
     let n = check_folded(target.truth(), &text).map_err(|e| format!("{}: {e}", py.label))?;
-    if n < 20 {
+    // enough stacks to have tested something; how many is the benchmarks' business
+    if n < 10 {
         return Err(format!(
             "{}: only {n} samples of the workers: {err}",
             py.label

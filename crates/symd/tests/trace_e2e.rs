@@ -194,7 +194,7 @@ fn trace_is_exact_on_moving_targets() {
         let probes = vec![
             format!("uprobe:{lib_s}:marker_a"),
             format!("uprobe:{lib_s}:marker_b"),
-            "profile:hz:997".to_string(),
+            "profile:hz:499".to_string(),
         ];
         let (firings, stderr, status) = run_trace(target.pid(), &probes);
         let label = &interp.label;

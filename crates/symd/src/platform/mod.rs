@@ -74,7 +74,9 @@ const INTERFACE: () = {
 pub enum Hold {
     /// Stopped by a signal or a `/proc` stop (Linux `T`, illumos `PR_STOPPED`).
     Stopped,
-    /// In a tracing stop under this tracer (Linux `t` with `TracerPid`).
+    /// In a tracing stop under this tracer (Linux `t` with `TracerPid`; illumos reports
+    /// a traced stop as `Stopped`).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Traced(u32),
     /// Running, runnable or blocked: free to move on its own.
     Free,
