@@ -413,6 +413,29 @@ fn ensure_tracefs() -> Result<(), Failure> {
     }
 }
 
+/// Stops bpftrace with SIGINT (it prints its maps and exits), again if it is still there
+/// after a while (a SIGINT that came while it was still attaching can go unanswered), and
+/// with SIGKILL in the end: the trace never hangs on it.
+fn stop_bpftrace(child_pid: i32, done: &AtomicBool) {
+    for signal in [libc::SIGINT, libc::SIGINT, libc::SIGINT, libc::SIGKILL] {
+        // SAFETY: a signal to our own child, not yet reaped (`done` is set after the wait)
+        unsafe { libc::kill(child_pid, signal) };
+        let sent = Instant::now();
+        while sent.elapsed() < Duration::from_secs(3) {
+            if done.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// After the probes stop: the output must be quiet this long before bpftrace is stopped
+/// (whatever it still holds is lost when it is)...
+const DRAIN_QUIET: Duration = Duration::from_millis(300);
+/// ...but no longer than this (a consumer that cannot keep up says what it lost).
+const DRAIN_MAX: Duration = Duration::from_secs(10);
+
 pub fn run(args: &TraceArgs) -> ExitCode {
     match trace(args) {
         Ok(code) => ExitCode::from(code),
@@ -431,7 +454,13 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
         .map_err(|e| fail(exit::for_reader_error(&e), e.to_string(), None))?;
     let plan = Plan::for_process(&process, capture::Os::Linux, args.depth)
         .map_err(|e| fail(exit::FAILURE, e.to_string(), None))?;
-    let program = capture::bpftrace::render_program(&plan, args.pid, &args.probes);
+    let duration = Duration::from_secs_f64(args.duration.clamp(0.01, 1e7));
+    let program = capture::bpftrace::render_program(
+        &plan,
+        args.pid,
+        &args.probes,
+        duration.as_nanos().min(u128::from(u64::MAX)) as u64,
+    );
     if args.print_program {
         print!("{program}");
         return Ok(exit::OK);
@@ -489,18 +518,23 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
         }
         s
     });
-    // The trace ends --duration after bpftrace attached (compiling takes seconds), or when the
-    // target exits: SIGINT, on which bpftrace stops at once (an exit() probe would wait
-    // behind every record still queued).
+    // The probes stop --duration after bpftrace attached them all (its BEGIN: compiling
+    // takes seconds), in the kernel; then everything they queued is read before bpftrace is
+    // stopped (SIGINT: it drops what is still queued, so not before the output has been
+    // quiet a while). The target exiting, or Ctrl-C, ends it early.
     let exited = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
     let attached = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let clock = Instant::now();
+    // when the last line came, in ms on `clock`
+    let last_line = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let watcher = {
-        let (exited, done, attached) = (exited.clone(), done.clone(), attached.clone());
+        let (exited, done, attached, last_line) =
+            (exited.clone(), done.clone(), attached.clone(), last_line.clone());
         let pid = args.pid;
         let child_pid = child.id() as i32;
-        let duration = Duration::from_secs_f64(args.duration.clamp(0.01, 1e7));
         std::thread::spawn(move || {
+            let mut ending: Option<Instant> = None;
             while !done.load(Ordering::Relaxed) {
                 let gone = !Path::new(&format!("/proc/{pid}")).exists()
                     || pyframe_reader::platform::has_exited(pid);
@@ -508,11 +542,17 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
                     .lock()
                     .map(|a| a.is_some_and(|t| t.elapsed() >= duration))
                     .unwrap_or(false);
+                if gone {
+                    exited.store(true, Ordering::Relaxed);
+                }
                 if gone || over {
-                    exited.store(gone, Ordering::Relaxed);
-                    // SAFETY: a signal to our own child
-                    unsafe { libc::kill(child_pid, libc::SIGINT) };
-                    return;
+                    let since = *ending.get_or_insert_with(Instant::now);
+                    let quiet_ms = (clock.elapsed().as_millis() as u64)
+                        .saturating_sub(last_line.load(Ordering::Relaxed));
+                    if quiet_ms >= DRAIN_QUIET.as_millis() as u64 || since.elapsed() >= DRAIN_MAX {
+                        stop_bpftrace(child_pid, &done);
+                        return;
+                    }
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -541,13 +581,40 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
             },
         );
     };
+    let mut fired: u64 = 0;
+    let mut unmatched: Option<(usize, usize)> = None;
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { break };
-        if line.starts_with("Attaching ") {
+        last_line.store(clock.elapsed().as_millis() as u64, Ordering::Relaxed);
+        // `Attaching N probes...`: N counts BEGIN and END; a probe that matched nothing is
+        // left out by bpftrace without an error, and the trace would wait for nothing
+        if let Some(n) = line
+            .strip_prefix("Attaching ")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            let given = args.probes.len();
+            let wildcard = args.probes.iter().any(|p| p.contains('*') || p.contains('{'));
+            let user = n.saturating_sub(2);
+            if user == 0 || (!wildcard && user < given) {
+                unmatched = Some((user, given));
+                // SAFETY: a signal to our own child
+                unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            }
+            continue;
+        }
+        if line.trim_end() == "@pystackd begin" {
             if let Ok(mut a) = attached.lock() {
                 a.get_or_insert_with(Instant::now);
             }
             continue;
+        }
+        // printed by bpftrace when it stops: `@pystackd_fired[PROBE]: N`
+        if let Some(rest) = line.strip_prefix("@pystackd_fired[") {
+            if let Some(n) = rest.rsplit_once("]: ").and_then(|(_, n)| n.trim().parse::<u64>().ok()) {
+                fired += n;
+                continue;
+            }
         }
         if let Some(done) = parser.line(&line) {
             finish(done, &mut sink, &mut out);
@@ -564,11 +631,22 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
         .lock()
         .ok()
         .and_then(|a| a.map(|t| t.elapsed()))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        // the time the probes were on (reading what they queued took longer)
+        .min(duration);
     let _ = std::fs::remove_dir_all(&dir);
     let was_interrupted = status
         .as_ref()
         .is_ok_and(|s| s.success() || std::os::unix::process::ExitStatusExt::signal(s).is_some());
+    if let Some((attached, given)) = unmatched {
+        return Err(fail(
+            exit::TRACER_REFUSED,
+            format!(
+                "bpftrace attached {attached} of the {given} probes given: a probe matched nothing"
+            ),
+            Some("check the probe names (bpftrace -l 'uprobe:/path/lib.so:*'); --print-program shows the program"),
+        ));
+    }
     if sink.total == 0 && !was_interrupted && !exited.load(Ordering::Relaxed) {
         let msg: Vec<&str> = stderr
             .lines()
@@ -591,6 +669,15 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
         eprintln!(
             "pystackd: bpftrace dropped {} output records (its reader fell behind): {} firings incomplete and left out",
             parser.lost_records, parser.incomplete
+        );
+    }
+    // every firing the probes counted is either printed, incomplete, or never delivered
+    let undelivered = fired.saturating_sub(sink.total + parser.incomplete);
+    if undelivered > 0 {
+        eprintln!(
+            "pystackd: {undelivered} of {fired} firings never reached pystackd (bpftrace's output \
+             ring was full, or they were still queued when it was stopped); fewer probes or a \
+             lower rate lose fewer"
         );
     }
     eprintln!(

@@ -129,6 +129,38 @@ fn run_trace(pid: u32, probes: &[String]) -> (Vec<Firing>, String, i32) {
     )
 }
 
+/// Every firing the probes counted in the kernel is printed, or counted on stderr as
+/// incomplete or never delivered: the numbers must add up.
+fn accounted(stderr: &str, printed: u64) -> Result<(), String> {
+    let number_before = |text: &str, marker: &str| -> Option<u64> {
+        let head = &text[..text.find(marker)?];
+        head.split_whitespace().last()?.parse().ok()
+    };
+    let total = stderr
+        .find("pystackd: ")
+        .and_then(|_| number_before(stderr, " firings in "))
+        .ok_or_else(|| format!("no firing count on stderr: {stderr}"))?;
+    if total != printed {
+        return Err(format!("stderr says {total} firings, {printed} printed"));
+    }
+    let incomplete = number_before(stderr, " firings incomplete").unwrap_or(0);
+    let loss_line = stderr.lines().find(|l| l.contains("never reached")).unwrap_or("");
+    if let Some(lost) = number_before(loss_line, " of ") {
+        let of = loss_line
+            .split(" of ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| format!("unreadable loss line: {stderr}"))?;
+        if printed + incomplete + lost != of {
+            return Err(format!(
+                "{printed} printed + {incomplete} incomplete + {lost} undelivered != {of} fired: {stderr}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Why a worker's Python stack (innermost first) is not a path of the program, if it is not.
 fn invalid_path(
     frames: &[PyFrame],
@@ -194,7 +226,7 @@ fn trace_is_exact_on_moving_targets() {
         let probes = vec![
             format!("uprobe:{lib_s}:marker_a"),
             format!("uprobe:{lib_s}:marker_b"),
-            "profile:hz:499".to_string(),
+            "profile:hz:199".to_string(),
         ];
         let (firings, stderr, status) = run_trace(target.pid(), &probes);
         let label = &interp.label;
@@ -274,6 +306,9 @@ fn trace_is_exact_on_moving_targets() {
                 first_bad.len(),
                 &first_bad[..first_bad.len().min(3)]
             ));
+        }
+        if let Err(e) = accounted(&stderr, firings.len() as u64) {
+            failures.push(format!("{label}: {e}"));
         }
         if counts[0] < MIN_MARKER_FIRINGS || counts[1] < MIN_MARKER_FIRINGS {
             failures.push(format!(
