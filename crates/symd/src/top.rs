@@ -162,6 +162,9 @@ struct Stats {
     /// The last finished window, as shown.
     shown: Vec<TopRow>,
     shown_secs: f64,
+    /// Reads per second over the last finished window.
+    rate_shown: Option<f64>,
+    reads_at_roll: u64,
     threads: usize,
     idle_threads: usize,
     seen: HashSet<FnKey>,
@@ -175,6 +178,8 @@ impl Stats {
             window_started: Instant::now(),
             shown: Vec::new(),
             shown_secs: 0.0,
+            rate_shown: None,
+            reads_at_roll: 0,
             threads: 0,
             idle_threads: 0,
             seen: HashSet::new(),
@@ -226,26 +231,39 @@ impl Stats {
     }
 
     /// Ends the current window: its rows become the shown ones.
-    fn roll(&mut self, sort: SortBy) {
+    fn roll(&mut self, sort: SortBy, reads: u64) {
         self.shown = self.rows(&self.window, sort);
         self.shown_secs = self.window_started.elapsed().as_secs_f64();
+        self.rate_shown = Some((reads - self.reads_at_roll) as f64 / self.shown_secs.max(1e-9));
+        self.reads_at_roll = reads;
         self.window = Tally::default();
         self.window_started = Instant::now();
     }
 }
 
-/// The header's facts: one line.
-fn header(pid: u32, sampler: &Sampler, rate: u32, stats: &Stats) -> String {
-    format!(
-        "process {pid} (Python {}): {:.0} samples/s of {rate} requested, {} samples, {} torn \
-         reads dropped, {} threads ({} idle{})",
-        sampler.version(),
-        sampler.rate_achieved(),
-        sampler.samples,
-        sampler.dropped,
-        stats.threads,
-        stats.idle_threads,
-        if sampler.counts_idle() { ", counted: --idle" } else { ", left out" },
+/// The header's facts: the reads (rate over the last window, or over `whole` seconds),
+/// then the threads.
+fn header(pid: u32, sampler: &Sampler, rate: u32, stats: &Stats, whole: bool) -> (String, String) {
+    let achieved = if whole {
+        Some(sampler.rate_achieved())
+    } else {
+        stats.rate_shown
+    };
+    let achieved = achieved.map_or_else(|| "-".to_string(), |r| format!("{r:.0}"));
+    (
+        format!(
+            "process {pid} (Python {}): {achieved} samples/s of {rate} requested, {} samples, \
+             {} torn reads dropped",
+            sampler.version(),
+            sampler.samples,
+            sampler.dropped,
+        ),
+        format!(
+            "{} threads ({} idle, {})",
+            stats.threads,
+            stats.idle_threads,
+            if sampler.counts_idle() { "counted: --idle" } else { "left out" },
+        ),
     )
 }
 
@@ -326,6 +344,20 @@ pub fn run(args: &TopArgs) -> ExitCode {
         }
     };
     let secs = sampler.started().elapsed().as_secs_f64().max(1e-9);
+    let end = match end {
+        Ended::Quit => {
+            eprintln!(
+                "pystackd top: {} samples in {secs:.1} s ({:.0}/s of {} requested), {} dropped \
+                 as torn reads; quit",
+                sampler.samples,
+                sampler.samples as f64 / secs,
+                args.rate,
+                sampler.dropped,
+            );
+            return ExitCode::from(exit::OK);
+        }
+        Ended::Sampler(end) => end,
+    };
     if let End::Error(e) = &end {
         eprintln!("pystackd top: {e}");
     }
@@ -347,8 +379,15 @@ pub fn run(args: &TopArgs) -> ExitCode {
     }
 }
 
+/// How the view ended.
+enum Ended {
+    /// q, Esc or Ctrl-C on the terminal, or stdout closed.
+    Quit,
+    Sampler(End),
+}
+
 /// Plain tables on stdout, one per interval and one for the whole run.
-fn run_plain(args: &TopArgs, sampler: &mut Sampler, interval: Duration) -> io::Result<End> {
+fn run_plain(args: &TopArgs, sampler: &mut Sampler, interval: Duration) -> io::Result<Ended> {
     let mut stats = Stats::new();
     let mut next_table = Instant::now() + interval;
     let stdout = io::stdout();
@@ -361,33 +400,33 @@ fn run_plain(args: &TopArgs, sampler: &mut Sampler, interval: Duration) -> io::R
         }
         if Instant::now() >= next_table {
             next_table += interval;
-            stats.roll(args.sort);
+            stats.roll(args.sort, sampler.samples);
+            let (reads, threads) = header(args.pid, sampler, args.rate, &stats, false);
             let title = format!(
-                "== {}: {}; last {:.1} s",
+                "== {}: {reads}, {threads}; last {:.1} s",
                 utc_now(),
-                header(args.pid, sampler, args.rate, &stats),
                 stats.shown_secs
             );
             if let Err(e) = print_table(&mut out, &title, &stats.shown) {
                 // a closed pipe (| head): stop quietly
                 if e.kind() == io::ErrorKind::BrokenPipe {
-                    return Ok(End::Interrupted);
+                    return Ok(Ended::Quit);
                 }
                 return Err(e);
             }
         }
     };
     let rows = stats.rows(&stats.run, args.sort);
+    let (reads, threads) = header(args.pid, sampler, args.rate, &stats, true);
     let title = format!(
-        "== {}: {}; whole run, {:.1} s ({})",
+        "== {}: {reads}, {threads}; whole run, {:.1} s ({})",
         utc_now(),
-        header(args.pid, sampler, args.rate, &stats),
         sampler.started().elapsed().as_secs_f64(),
         end.describe()
     );
     match print_table(&mut out, &title, &rows) {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e),
-        _ => Ok(end),
+        _ => Ok(Ended::Sampler(end)),
     }
 }
 
@@ -403,7 +442,7 @@ impl Drop for Restore {
 }
 
 /// The full-screen view.
-fn run_tui(args: &TopArgs, sampler: &mut Sampler, interval: Duration) -> io::Result<End> {
+fn run_tui(args: &TopArgs, sampler: &mut Sampler, interval: Duration) -> io::Result<Ended> {
     let _restore = Restore;
     let mut terminal = ratatui::try_init()?;
     let mut stats = Stats::new();
@@ -411,6 +450,7 @@ fn run_tui(args: &TopArgs, sampler: &mut Sampler, interval: Duration) -> io::Res
     let mut next_redraw = Instant::now() + interval;
     let mut last_poll = Instant::now();
     let mut dirty = true;
+    let mut quit = false;
     let poll_every = Duration::from_millis(30);
     let end = loop {
         let wait = match sampler.next_event() {
@@ -419,7 +459,8 @@ fn run_tui(args: &TopArgs, sampler: &mut Sampler, interval: Duration) -> io::Res
                 stats.add(&s);
                 None
             }
-            Event::End(end) => break end,
+            Event::End(End::Interrupted) if quit => break Ended::Quit,
+            Event::End(end) => break Ended::Sampler(end),
         };
         let now = Instant::now();
         let timeout = match wait {
@@ -433,8 +474,12 @@ fn run_tui(args: &TopArgs, sampler: &mut Sampler, interval: Duration) -> io::Res
             if event::poll(timeout)? {
                 match event::read()? {
                     TermEvent::Key(k) if k.kind == KeyEventKind::Press => match k.code {
-                        KeyCode::Char('q') | KeyCode::Esc => sampler.stop(),
+                        KeyCode::Char('q') | KeyCode::Esc => {
+                            quit = true;
+                            sampler.stop()
+                        }
                         KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => {
+                            quit = true;
                             sampler.stop()
                         }
                         KeyCode::Char('o') => {
@@ -456,12 +501,12 @@ fn run_tui(args: &TopArgs, sampler: &mut Sampler, interval: Duration) -> io::Res
         }
         if Instant::now() >= next_redraw {
             next_redraw += interval;
-            stats.roll(sort);
+            stats.roll(sort, sampler.samples);
             dirty = true;
         }
         if dirty {
             dirty = false;
-            let head = header(args.pid, sampler, args.rate, &stats);
+            let head = header(args.pid, sampler, args.rate, &stats, false);
             terminal.draw(|f| draw(f, &head, &stats, sort, interval))?;
         }
     };
@@ -486,9 +531,15 @@ impl Stats {
     }
 }
 
-fn draw(f: &mut ratatui::Frame, head: &str, stats: &Stats, sort: SortBy, interval: Duration) {
+fn draw(
+    f: &mut ratatui::Frame,
+    (reads, threads): &(String, String),
+    stats: &Stats,
+    sort: SortBy,
+    interval: Duration,
+) {
     let [top, body, foot] = Layout::vertical([
-        Constraint::Length(2),
+        Constraint::Length(3),
         Constraint::Min(1),
         Constraint::Length(1),
     ])
@@ -496,7 +547,8 @@ fn draw(f: &mut ratatui::Frame, head: &str, stats: &Stats, sort: SortBy, interva
     let bold = Style::default().add_modifier(Modifier::BOLD);
     f.render_widget(
         Paragraph::new(vec![
-            Line::styled(format!("pystackd top: {head}"), bold),
+            Line::styled(format!("pystackd top: {reads}"), bold),
+            Line::raw(threads.clone()),
             Line::raw(format!(
                 "percentages over the last {:.1} s, sorted by {}; counts since the start",
                 if stats.shown_secs > 0.0 { stats.shown_secs } else { interval.as_secs_f64() },

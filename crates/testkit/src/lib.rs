@@ -211,7 +211,7 @@ pub fn have(tool: &str, arg: &str) -> bool {
 fn package_of(tool: &str) -> &str {
     match tool {
         "perf" => "linux-perf",
-        "setpriv" | "unshare" => "util-linux",
+        "setpriv" | "unshare" | "script" => "util-linux",
         "systemd-socket-activate" => "systemd",
         "go" => "golang-go",
         other => other,
