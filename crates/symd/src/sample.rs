@@ -132,7 +132,11 @@ impl Sample {
 
     /// How many threads were idle (0 when not told apart).
     pub fn idle_threads(&self) -> usize {
-        self.stack.threads.iter().filter(|t| self.is_idle(t)).count()
+        self.stack
+            .threads
+            .iter()
+            .filter(|t| self.is_idle(t))
+            .count()
     }
 }
 

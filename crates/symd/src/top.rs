@@ -262,7 +262,11 @@ fn header(pid: u32, sampler: &Sampler, rate: u32, stats: &Stats, whole: bool) ->
             "{} threads ({} idle, {})",
             stats.threads,
             stats.idle_threads,
-            if sampler.counts_idle() { "counted: --idle" } else { "left out" },
+            if sampler.counts_idle() {
+                "counted: --idle"
+            } else {
+                "left out"
+            },
         ),
     )
 }
@@ -293,7 +297,10 @@ fn utc_now() -> String {
 
 fn print_table(out: &mut dyn Write, title: &str, rows: &[TopRow]) -> io::Result<()> {
     writeln!(out, "{title}")?;
-    writeln!(out, "  OWN %  TOTAL %       OWN     TOTAL  FUNCTION (FILE:LINE)")?;
+    writeln!(
+        out,
+        "  OWN %  TOTAL %       OWN     TOTAL  FUNCTION (FILE:LINE)"
+    )?;
     if rows.is_empty() {
         writeln!(out, "  (no samples of running threads)")?;
     }
@@ -394,7 +401,9 @@ fn run_plain(args: &TopArgs, sampler: &mut Sampler, interval: Duration) -> io::R
     let mut out = stdout.lock();
     let end = loop {
         match sampler.next_event() {
-            Event::Wait(d) => std::thread::sleep(d.min(next_table.saturating_duration_since(Instant::now()))),
+            Event::Wait(d) => {
+                std::thread::sleep(d.min(next_table.saturating_duration_since(Instant::now())))
+            }
             Event::Sample(s) => stats.add(&s),
             Event::End(end) => break end,
         }
@@ -464,7 +473,10 @@ fn run_tui(args: &TopArgs, sampler: &mut Sampler, interval: Duration) -> io::Res
         };
         let now = Instant::now();
         let timeout = match wait {
-            Some(d) => Some(d.min(next_redraw.saturating_duration_since(now)).min(poll_every)),
+            Some(d) => Some(
+                d.min(next_redraw.saturating_duration_since(now))
+                    .min(poll_every),
+            ),
             // reading as fast as it can: still look at the keyboard now and then
             None if now.duration_since(last_poll) >= poll_every => Some(Duration::ZERO),
             None => None,
@@ -551,7 +563,11 @@ fn draw(
             Line::raw(threads.clone()),
             Line::raw(format!(
                 "percentages over the last {:.1} s, sorted by {}; counts since the start",
-                if stats.shown_secs > 0.0 { stats.shown_secs } else { interval.as_secs_f64() },
+                if stats.shown_secs > 0.0 {
+                    stats.shown_secs
+                } else {
+                    interval.as_secs_f64()
+                },
                 match sort {
                     SortBy::Own => "own %",
                     SortBy::Total => "total %",

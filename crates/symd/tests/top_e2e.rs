@@ -122,7 +122,8 @@ fn plain_tables_show_the_shares_the_target_measured() {
         // `== YYYY-MM-DD HH:MM:SS UTC: process PID (Python X.Y.Z): ...`
         assert!(
             t.title.get(19..24) == Some(" UTC:")
-                && t.title.contains(&format!("process {} (Python ", target.pid())),
+                && t.title
+                    .contains(&format!("process {} (Python ", target.pid())),
             "header: {}",
             t.title
         );
@@ -216,7 +217,11 @@ fn terminal_view_shows_the_functions_and_restores_the_terminal() {
     };
     for (how, top_args, keys) in [
         ("--duration", "--duration 2.5", None),
-        ("the q key", "", Some((Duration::from_millis(2500), &b"q"[..]))),
+        (
+            "the q key",
+            "",
+            Some((Duration::from_millis(2500), &b"q"[..])),
+        ),
     ] {
         let t0 = Instant::now();
         let o = under_pty(&cmd(top_args), keys);
@@ -236,7 +241,14 @@ fn terminal_view_shows_the_functions_and_restores_the_terminal() {
             "{how}: the alternate screen was not left: {text:?}"
         );
         let shown = screen(raw, 30, 120);
-        for want in ["heavy (", "light (", "run (", "OWN %", "TOTAL %", "torn reads dropped"] {
+        for want in [
+            "heavy (",
+            "light (",
+            "run (",
+            "OWN %",
+            "TOTAL %",
+            "torn reads dropped",
+        ] {
             assert!(
                 shown.contains(want),
                 "{how}: {want:?} not on the screen:\n{shown}"
@@ -283,7 +295,11 @@ fn bad_input_fails_as_record_does() {
             rec_err.replace("pystackd record:", "pystackd top:"),
             "{what}"
         );
-        assert!(o.stdout.is_empty(), "{what}: {}", String::from_utf8_lossy(&o.stdout));
+        assert!(
+            o.stdout.is_empty(),
+            "{what}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
         (o.status.code(), top_err.into_owned())
     };
     // a pid that does not exist
