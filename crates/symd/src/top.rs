@@ -64,9 +64,10 @@ Columns, per Python function (its name, and file:line of its `def`):
   TOTAL %  share of the samples in which the function was anywhere on a thread's stack:
            itself or anything it called (a recursive function counts once per sample).
   OWN, TOTAL   the same as sample counts since the start.
-Percentages are over the last --interval (what the program does now); the counts are over
-the whole run. Each thread's stack in a sample counts once; idle threads (blocked in the
-kernel: sleep, I/O, locks) are left out unless --idle.
+Percentages are over the last --interval (what the program does now; the plain output's
+last table is over the whole run); the counts are over the whole run. Each thread's stack in
+a sample counts once; idle threads (blocked in the kernel: sleep, I/O, locks, waiting for
+the GIL) are left out unless --idle.
 
 Each sample is one read of the process's memory while it runs, as in pystackd record: a read
 the target moved under is retried and, if it never holds still, dropped and counted in the
@@ -83,9 +84,11 @@ Examples:
   pystackd top --pid 4242 --rate 1000 --sort total
   pystackd top --pid 4242 --duration 10 --interval 2 > top.txt
 
-The run ends with q/Ctrl-C, after --duration, or when the process exits (said on stderr).
-Exit status: 0 ok, 3 no such process, 4 not a CPython process, 5 permission denied, 6
-unsupported version, 7 the process exited before the first sample, 1 the terminal failed.";
+The run ends with q/Ctrl-C, after --duration, or when the process exits (said on stderr,
+with the samples taken, the rate achieved and the torn reads dropped).
+Exit status: 0 ok (also when the process exits after the first sample), 3 no such process,
+4 not a CPython process, 5 permission denied, 6 unsupported version, 7 the process exited
+before the first sample, 1 the terminal failed.";
 
 /// A Python function: name (qualified on 3.11+), file, first line.
 #[derive(Clone, PartialEq, Eq, Hash)]
