@@ -276,9 +276,13 @@ fn header(pid: u32, sampler: &Sampler, rate: u32, stats: &Stats, whole: bool) ->
 
 /// `2026-12-05 12:34:56 UTC`.
 fn utc_now() -> String {
-    let secs = SystemTime::now()
+    utc(SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
+        .map_or(0, |d| d.as_secs()) as i64)
+}
+
+/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC`.
+fn utc(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // civil date from days since 1970-01-01 (H. Hinnant's algorithm)
     let z = days + 719_468;
@@ -637,4 +641,76 @@ fn draw(
         Paragraph::new("o: sort by own %   t: sort by total %   q: quit"),
         foot,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thread(innermost_first: &[&str]) -> ThreadStack {
+        ThreadStack {
+            interpreter_id: 0,
+            thread_id: 1,
+            os_tid: Some(1),
+            name: None,
+            holds_gil: None,
+            frames: innermost_first
+                .iter()
+                .map(|n| protocol::Frame {
+                    function: Arc::from(*n),
+                    qualname: None,
+                    filename: Arc::from("/p.py"),
+                    line: Some(7),
+                    first_line: n.len() as u32,
+                    entry: true,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn own_is_the_innermost_frame_and_total_counts_a_function_once_per_stack() {
+        let mut stats = Stats::new();
+        let mut seen = HashSet::new();
+        for t in [
+            thread(&["leaf", "rec", "rec", "rec", "main"]),
+            thread(&["rec", "rec", "main"]),
+            thread(&["leaf", "main"]),
+            thread(&[]),
+        ] {
+            stats.run.add(&t, &mut seen);
+        }
+        assert_eq!(stats.run.stacks, 3, "an empty stack is not a sample");
+        let rows = stats.rows(&stats.run, SortBy::Own);
+        let got: Vec<(&str, f64, f64, u64, u64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.label.split(' ').next().unwrap(),
+                    (r.own_pct * 10.0).round() / 10.0,
+                    (r.total_pct * 10.0).round() / 10.0,
+                    r.own,
+                    r.total,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("leaf", 66.7, 66.7, 2, 2),
+                ("rec", 33.3, 66.7, 1, 2),
+                ("main", 0.0, 100.0, 0, 3),
+            ]
+        );
+        let by_total = stats.rows(&stats.run, SortBy::Total);
+        assert!(by_total[0].label.starts_with("main ("));
+        assert_eq!(rows[0].label, "leaf (/p.py:4)");
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_825_600), "2000-02-29 12:00:00 UTC");
+        assert_eq!(utc(1_796_386_330), "2026-12-04 12:12:10 UTC");
+    }
 }

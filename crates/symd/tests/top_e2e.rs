@@ -92,76 +92,101 @@ fn spawn(tmp: &TempDir) -> Option<(Target, std::path::PathBuf)> {
     Some((target, shares))
 }
 
-#[test]
-fn plain_tables_show_the_shares_the_target_measured() {
+/// One interpreter: top's plain tables against the target's own timing.
+fn shares_case(py: &testkit::Interpreter, pause: bool) -> Result<String, String> {
     let tmp = TempDir::new("top-plain");
-    let Some((target, shares)) = spawn(&tmp) else {
-        return;
-    };
+    let shares = tmp.path().join("shares.json");
+    let target = Target::try_spawn(py, "top_target.py", &[shares.to_str().unwrap()])?;
+    let label = format!("{} (pause {pause})", py.label);
     // the target's time to settle (first rounds, reporter started)
     std::thread::sleep(Duration::from_millis(300));
     let before = totals(&shares);
-    let o = top(&[
-        "--pid",
-        &target.pid().to_string(),
-        "--duration",
-        "3",
-        "--interval",
-        "1",
-    ]);
+    let pid = target.pid().to_string();
+    let mut args = vec!["--pid", &pid, "--duration", "3", "--interval", "1"];
+    if pause {
+        args.push("--pause");
+    }
+    let o = top(&args);
     // the reporter writes every 0.5 s: a file written after top ended
     std::thread::sleep(Duration::from_millis(700));
     let after = totals(&shares);
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{err}\n{out}");
-    assert!(err.contains("the duration ended"), "{err}");
+    let fail = |what: String| Err(format!("{label}: {what}\n{out}{err}"));
+    if o.status.code() != Some(0) {
+        return fail(format!("exit {:?}", o.status.code()));
+    }
+    if !err.contains("the duration ended") {
+        return fail("no end said on stderr".into());
+    }
     let tables = tables(&out);
-    assert!(tables.len() >= 2, "fewer than 2 tables:\n{out}");
+    if tables.len() < 2 {
+        return fail(format!("{} tables", tables.len()));
+    }
     for t in &tables {
         // `== YYYY-MM-DD HH:MM:SS UTC: process PID (Python X.Y.Z): ...`
-        assert!(
-            t.title.get(19..24) == Some(" UTC:")
-                && t.title
-                    .contains(&format!("process {} (Python ", target.pid())),
-            "header: {}",
-            t.title
-        );
-        assert!(t.title.contains("torn reads dropped"), "{}", t.title);
+        if t.title.get(19..24) != Some(" UTC:")
+            || !t.title.contains(&format!("process {pid} (Python "))
+            || !t.title.contains("torn reads dropped")
+        {
+            return fail(format!("header: {}", t.title));
+        }
     }
     let last = tables.last().unwrap();
-    assert!(last.title.contains("whole run"), "{}", last.title);
+    if !last.title.contains("whole run") {
+        return fail(format!("last table: {}", last.title));
+    }
     let wall = after.wall_s - before.wall_s;
     let (heavy, light) = (
         100.0 * (after.heavy_s - before.heavy_s) / wall,
         100.0 * (after.light_s - before.light_s) / wall,
     );
-    let shown_heavy = last
-        .own("heavy")
-        .unwrap_or_else(|| panic!("no heavy:\n{out}"));
-    let shown_light = last
-        .own("light")
-        .unwrap_or_else(|| panic!("no light:\n{out}"));
-    eprintln!(
-        "measured by the target ({} rounds in {wall:.2} s): heavy {heavy:.1} %, light \
-         {light:.1} %; shown: heavy {shown_heavy:.1} %, light {shown_light:.1} %",
+    let (Some(shown_heavy), Some(shown_light)) = (last.own("heavy"), last.own("light")) else {
+        return fail("heavy or light missing".into());
+    };
+    let said = format!(
+        "{label}: measured by the target ({} rounds in {wall:.2} s): heavy {heavy:.1} %, \
+         light {light:.1} %; shown over the run: heavy {shown_heavy:.1} %, light \
+         {shown_light:.1} %",
         after.rounds - before.rounds
     );
-    assert!(shown_heavy > shown_light, "{out}");
-    assert!(
-        (shown_heavy - heavy).abs() <= 15.0 && (shown_light - light).abs() <= 15.0,
-        "shown heavy {shown_heavy} % light {shown_light} %, measured {heavy:.1} % \
-         {light:.1} %:\n{out}"
-    );
-    // every interval table too: heavy ahead of light
-    for t in &tables {
-        if let (Some(h), Some(l)) = (t.own("heavy"), t.own("light")) {
-            assert!(h > l, "{}: heavy {h} light {l}\n{out}", t.title);
-        }
+    if shown_heavy <= shown_light
+        || (shown_heavy - heavy).abs() > 15.0
+        || (shown_light - light).abs() > 15.0
+    {
+        return fail(said);
     }
     // total %: run is on the worker's stack in every one of its samples
-    let run_total = last.rows.iter().find(|r| r.4.starts_with("run (")).unwrap();
-    assert!(run_total.1 >= shown_heavy + shown_light - 0.5, "{out}");
+    match last.rows.iter().find(|r| r.4.starts_with("run (")) {
+        Some(r) if r.1 >= shown_heavy + shown_light - 0.5 => {}
+        _ => return fail("run's total % below heavy's and light's own".into()),
+    }
+    Ok(said)
+}
+
+#[test]
+fn plain_tables_show_the_shares_the_target_measured() {
+    let list = require!(testkit::pythons::distinct_builds());
+    let mut failures = Vec::new();
+    for py in &list {
+        if !py.supported() {
+            testkit::skip_case(format!("{}: not a supported build", py.label));
+            continue;
+        }
+        // --pause (ptrace) on one interpreter: the same view, exact reads
+        let pauses: &[bool] = if testkit::is_root() && std::ptr::eq(py, &list[0]) {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &pause in pauses {
+            match shares_case(py, pause) {
+                Ok(said) => eprintln!("ok {said}"),
+                Err(e) => failures.push(e),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// The bytes `script` captured up to where the view left the alternate screen, as a
