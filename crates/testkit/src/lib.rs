@@ -211,7 +211,8 @@ pub fn have(tool: &str, arg: &str) -> bool {
 fn package_of(tool: &str) -> &str {
     match tool {
         "perf" => "linux-perf",
-        "setpriv" | "unshare" | "script" => "util-linux",
+        "setpriv" | "unshare" => "util-linux",
+        "script" => "bsdutils",
         "systemd-socket-activate" => "systemd",
         "go" => "golang-go",
         other => other,
