@@ -67,6 +67,10 @@ pub enum Command {
     /// profile.
     #[command(after_help = crate::record::RECORD_HELP)]
     Record(crate::record::RecordArgs),
+    /// A live view of a running process's Python functions by share of samples (own and
+    /// total %), like top; plain tables when stdout is not a terminal.
+    #[command(after_help = crate::top::TOP_HELP)]
+    Top(crate::top::TopArgs),
     /// Ask the daemon to attach a process and keep it ready for fast reads.
     #[command(after_help = CLIENT_HELP)]
     Attach(PidArgs),
@@ -231,7 +235,7 @@ pub fn run() -> ExitCode {
     if global.no_daemon
         && !matches!(
             cli.command,
-            Command::Stack(_) | Command::Annotate(_) | Command::Record(_)
+            Command::Stack(_) | Command::Annotate(_) | Command::Record(_) | Command::Top(_)
         )
     {
         eprintln!(
@@ -249,6 +253,7 @@ pub fn run() -> ExitCode {
             crate::stack::run(&args, &global)
         }
         Command::Record(args) => crate::record::run(&args),
+        Command::Top(args) => crate::top::run(&args),
         Command::Serve(args) => {
             crate::daemon::run(socket, args.config.as_deref(), args.log_level.as_deref())
         }

@@ -13,7 +13,9 @@ mod platform;
 mod pprof;
 mod probe;
 mod record;
+mod sample;
 mod stack;
+mod top;
 mod trace;
 
 use std::process::ExitCode;

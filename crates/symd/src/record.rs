@@ -2,24 +2,21 @@
 //! rate, counts identical stacks, and writes a flame graph (SVG, through `inferno`), a
 //! speedscope file or folded lines.
 //!
-//! Each sample is one read of the process. Without `--pause` the target keeps running and a
-//! read it moved under is retried and, if it never holds still, dropped and counted (the
-//! reader's own check, docs/consistency.md): a recorded stack is always one the program had.
-//! With `--pause` every thread is stopped for each read: exact, and slower for the target.
+//! The sampling itself (rate, idle threads, torn reads dropped and counted, Ctrl-C, the
+//! process exiting) is `crate::sample`'s, shared with `pystackd top`.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use protocol::{escape_control, ErrorKind, ThreadStack};
-use pyframe_reader::{PythonProcess, StackOptions};
 use serde::Serialize;
 
 use crate::exit;
+use crate::sample::{self, End, Event, Sampler};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordFormat {
@@ -81,13 +78,6 @@ Exit status: 0 written, 1 could not write the output, 3 no such process, 4 not a
 process, 5 permission denied, 6 unsupported version, 7 the process exited before the first
 sample.";
 
-/// Set by SIGINT: end the recording, write what was seen.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
 /// What a recording saw.
 struct Profile {
     /// Folded stack (outermost first) → samples.
@@ -97,9 +87,6 @@ struct Profile {
     thread_index: HashMap<u64, usize>,
     frames: Vec<SpeedscopeFrame>,
     frame_index: HashMap<(String, String, Option<u32>), usize>,
-    samples: u64,
-    dropped: u64,
-    idle_skipped: u64,
     pprof: crate::pprof::Builder,
 }
 
@@ -135,9 +122,6 @@ impl Profile {
             thread_index: HashMap::new(),
             frames: Vec::new(),
             frame_index: HashMap::new(),
-            samples: 0,
-            dropped: 0,
-            idle_skipped: 0,
             pprof: crate::pprof::Builder::new(period_ns, now),
         }
     }
@@ -283,12 +267,8 @@ fn open_output(path: &Path) -> io::Result<File> {
 }
 
 pub fn run(args: &RecordArgs) -> ExitCode {
-    if args.rate == 0 || args.rate > 100_000 {
-        eprintln!("pystackd record: --rate must be 1 to 100000 samples per second");
-        return ExitCode::from(exit::USAGE);
-    }
-    if args.duration.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
-        eprintln!("pystackd record: --duration must be a positive number of seconds");
+    if let Err(msg) = sample::check_settings("record", args.rate, args.duration) {
+        eprintln!("{msg}");
         return ExitCode::from(exit::USAGE);
     }
     let format = format_of(args);
@@ -299,97 +279,56 @@ pub fn run(args: &RecordArgs) -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    let mut process = match PythonProcess::attach(args.pid) {
-        Ok(p) => p,
+    let mut sampler = match Sampler::attach(sample::Settings {
+        pid: args.pid,
+        rate: args.rate,
+        duration: args.duration.map(Duration::from_secs_f64),
+        pause: args.pause,
+        idle: args.idle,
+        classify_idle: false,
+    }) {
+        Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_file(&args.output);
-            eprintln!("pystackd record: {e}");
-            if let Some(h) = e.kind().hint() {
-                eprintln!("hint: {h}");
-            }
-            return ExitCode::from(exit::for_reader_error(&e));
+            return ExitCode::from(sample::report_attach_error("record", &e));
         }
     };
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
-    }
-    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
-    let started = Instant::now();
-    let end = args.duration.map(|d| started + Duration::from_secs_f64(d));
+    let sigint = sample::catch_sigint();
+    let started = sampler.started();
     let progress = io::stderr().is_terminal();
     let mut last_progress = started;
-    let mut profile = Profile::new(interval.as_nanos() as i64);
-    let mut next = started;
-    let mut ended_by = "the duration ended";
-    let opts = StackOptions {
-        pause: args.pause,
-        tid: None,
-    };
-    loop {
-        if STOP.load(Ordering::Relaxed) {
-            ended_by = "Ctrl-C";
-            break;
-        }
-        let now = Instant::now();
-        if end.is_some_and(|e| now >= e) {
-            break;
-        }
-        if now < next {
-            std::thread::sleep(next - now);
-            continue;
-        }
-        // a rate the machine cannot keep: sample as fast as it can, never in a burst
-        next = (next + interval).max(now);
-        let idle = (!args.idle).then(|| crate::platform::idle_threads(args.pid));
-        match process.stack(&opts) {
-            Ok(s) => {
-                profile.samples += 1;
-                for t in &s.threads {
-                    let is_idle = match (&idle, t.os_tid) {
-                        (Some(set), Some(tid)) => set.contains(&tid),
-                        _ => false,
-                    };
-                    if is_idle {
-                        profile.idle_skipped += 1;
-                    } else {
-                        profile.add(t, args.threads);
-                    }
+    let mut profile = Profile::new(sampler.interval().as_nanos() as i64);
+    let end = loop {
+        match sampler.next_event() {
+            Event::Wait(d) => std::thread::sleep(d),
+            Event::Sample(s) => {
+                for t in s.counted() {
+                    profile.add(t, args.threads);
                 }
             }
-            Err(e) => match e.kind() {
-                ErrorKind::Inconsistent => profile.dropped += 1,
-                ErrorKind::ProcessExited | ErrorKind::NoSuchProcess => {
-                    ended_by = "the process exited";
-                    break;
-                }
-                _ => {
-                    eprintln!("pystackd record: {e}");
-                    ended_by = "an error";
-                    break;
-                }
-            },
+            Event::End(end) => break end,
         }
         if progress && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             let secs = started.elapsed().as_secs_f64();
             eprint!(
                 "\rpystackd record: {} samples in {secs:.0} s ({:.0}/s), {} dropped as torn   ",
-                profile.samples,
-                profile.samples as f64 / secs,
-                profile.dropped
+                sampler.samples,
+                sampler.samples as f64 / secs,
+                sampler.dropped
             );
         }
+    };
+    drop(sigint);
+    if let End::Error(e) = &end {
+        eprintln!("pystackd record: {e}");
     }
-    // SAFETY: restoring the default disposition.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_DFL);
-    }
+    let ended_by = end.describe();
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     if progress {
         eprintln!();
     }
-    let (samples, dropped, idle_skipped) = (profile.samples, profile.dropped, profile.idle_skipped);
+    let (samples, dropped, idle_skipped) = (sampler.samples, sampler.dropped, sampler.idle_skipped);
     let mut out = BufWriter::new(file);
     if let Err(e) = profile
         .write(format, args.pid, started.elapsed(), &mut out)
@@ -409,7 +348,7 @@ pub fn run(args: &RecordArgs) -> ExitCode {
         if args.idle { " (none: --idle)" } else { "" },
         args.output.display()
     );
-    if samples == 0 && ended_by == "the process exited" {
+    if samples == 0 && matches!(end, End::Exited) {
         return ExitCode::from(ErrorKind::ProcessExited.exit_code());
     }
     ExitCode::from(exit::OK)

@@ -212,6 +212,7 @@ fn package_of(tool: &str) -> &str {
     match tool {
         "perf" => "linux-perf",
         "setpriv" | "unshare" => "util-linux",
+        "script" => "bsdutils",
         "systemd-socket-activate" => "systemd",
         "go" => "golang-go",
         other => other,

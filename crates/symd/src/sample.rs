@@ -1,0 +1,279 @@
+//! The sampling loop shared by `pystackd record` and `pystackd top`: one read of every
+//! thread's Python stack at a fixed rate, idle threads told apart, torn reads dropped and
+//! counted, the end of the run (duration, Ctrl-C, the process exiting, an error) reported.
+//!
+//! Each sample is one read of the process. Without `--pause` the target keeps running and a
+//! read it moved under is retried and, if it never holds still, dropped and counted (the
+//! reader's own check, docs/consistency.md): a sample is always a stack the program had.
+//! With `--pause` every thread is stopped for each read: exact, and slower for the target.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use protocol::{ErrorKind, ProcessStack, ThreadStack};
+use pyframe_reader::{PythonProcess, StackOptions};
+
+/// Set by SIGINT: end the run.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// While alive, SIGINT (Ctrl-C) ends the sampling instead of the program; dropping it
+/// restores the default disposition.
+pub struct SigintGuard(());
+
+pub fn catch_sigint() -> SigintGuard {
+    STOP.store(false, Ordering::Relaxed);
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    }
+    SigintGuard(())
+}
+
+impl Drop for SigintGuard {
+    fn drop(&mut self) {
+        // SAFETY: restoring the default disposition.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+        }
+    }
+}
+
+/// How to sample.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub pid: u32,
+    /// Samples per second.
+    pub rate: u32,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Stop every thread for each read.
+    pub pause: bool,
+    /// Keep idle threads' stacks.
+    pub idle: bool,
+    /// Tell idle threads apart even with `idle` (costs a look at every thread's state per
+    /// sample; `top` shows the counts).
+    pub classify_idle: bool,
+}
+
+/// Checks `--rate` and `--duration`; the message names the subcommand.
+pub fn check_settings(cmd: &str, rate: u32, duration: Option<f64>) -> Result<(), String> {
+    if rate == 0 || rate > 100_000 {
+        return Err(format!(
+            "pystackd {cmd}: --rate must be 1 to 100000 samples per second"
+        ));
+    }
+    if duration.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
+        return Err(format!(
+            "pystackd {cmd}: --duration must be a positive number of seconds"
+        ));
+    }
+    Ok(())
+}
+
+/// Says why attaching failed (and what to do, where there is a hint) on stderr; returns the
+/// exit status.
+pub fn report_attach_error(cmd: &str, e: &pyframe_reader::Error) -> u8 {
+    eprintln!("pystackd {cmd}: {e}");
+    if let Some(h) = e.kind().hint() {
+        eprintln!("hint: {h}");
+    }
+    crate::exit::for_reader_error(e)
+}
+
+/// Why sampling ended.
+#[derive(Debug)]
+pub enum End {
+    Duration,
+    Interrupted,
+    Exited,
+    Error(pyframe_reader::Error),
+}
+
+impl End {
+    /// As record's and top's summaries say it.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            End::Duration => "the duration ended",
+            End::Interrupted => "Ctrl-C",
+            End::Exited => "the process exited",
+            End::Error(_) => "an error",
+        }
+    }
+}
+
+/// One read of the process.
+pub struct Sample {
+    pub stack: ProcessStack,
+    /// Kernel thread ids of the threads idle at the read (when told apart).
+    idle: Option<HashSet<u64>>,
+    keep_idle: bool,
+}
+
+impl Sample {
+    pub fn is_idle(&self, t: &ThreadStack) -> bool {
+        match (&self.idle, t.os_tid) {
+            (Some(set), Some(tid)) => set.contains(&tid),
+            _ => false,
+        }
+    }
+
+    /// The threads this sample counts: all of them with `--idle`, else those not idle.
+    pub fn counted(&self) -> impl Iterator<Item = &ThreadStack> {
+        self.stack
+            .threads
+            .iter()
+            .filter(move |t| self.keep_idle || !self.is_idle(t))
+    }
+
+    /// How many threads were idle (0 when not told apart).
+    pub fn idle_threads(&self) -> usize {
+        self.stack
+            .threads
+            .iter()
+            .filter(|t| self.is_idle(t))
+            .count()
+    }
+}
+
+/// What the sampler has to say next.
+pub enum Event {
+    /// Not yet time for the next read: wait at most this long (or do something else).
+    Wait(Duration),
+    Sample(Sample),
+    /// Sampling is over; every later call says so again.
+    End(End),
+}
+
+/// The sampling loop's state: the attached process, the clock and the counters.
+pub struct Sampler {
+    process: PythonProcess,
+    settings: Settings,
+    interval: Duration,
+    started: Instant,
+    end: Option<Instant>,
+    next: Instant,
+    ended: bool,
+    interrupted: bool,
+    /// Reads that gave a stack.
+    pub samples: u64,
+    /// Reads the target moved under, dropped as torn.
+    pub dropped: u64,
+    /// Thread stacks left out as idle.
+    pub idle_skipped: u64,
+}
+
+impl Sampler {
+    /// Attaches the process; the clock starts now.
+    pub fn attach(settings: Settings) -> Result<Sampler, pyframe_reader::Error> {
+        let process = PythonProcess::attach(settings.pid)?;
+        let started = Instant::now();
+        Ok(Sampler {
+            process,
+            settings,
+            interval: Duration::from_secs_f64(1.0 / f64::from(settings.rate.max(1))),
+            started,
+            end: settings.duration.map(|d| started + d),
+            next: started,
+            ended: false,
+            interrupted: false,
+            samples: 0,
+            dropped: 0,
+            idle_skipped: 0,
+        })
+    }
+
+    /// The interpreter's version, e.g. `3.12.3`.
+    pub fn version(&self) -> &str {
+        self.process.version()
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Whether idle threads are counted (`--idle`).
+    pub fn counts_idle(&self) -> bool {
+        self.settings.idle
+    }
+
+    /// Reads per second achieved so far.
+    pub fn rate_achieved(&self) -> f64 {
+        self.samples as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    /// Ends the run from outside (a key press in `top`): the next event is the end, as by
+    /// Ctrl-C.
+    pub fn stop(&mut self) {
+        self.ended = true;
+        self.interrupted = true;
+    }
+
+    /// The next read if it is time for one, else how long to wait, or the end.
+    pub fn next_event(&mut self) -> Event {
+        if self.interrupted || STOP.load(Ordering::Relaxed) {
+            self.ended = true;
+            self.interrupted = true;
+            return Event::End(End::Interrupted);
+        }
+        if self.ended {
+            return Event::End(End::Duration);
+        }
+        let now = Instant::now();
+        if self.end.is_some_and(|e| now >= e) {
+            self.ended = true;
+            return Event::End(End::Duration);
+        }
+        if now < self.next {
+            let wait = self.next - now;
+            return Event::Wait(match self.end {
+                Some(e) => wait.min(e - now),
+                None => wait,
+            });
+        }
+        // a rate the machine cannot keep: sample as fast as it can, never in a burst
+        self.next = (self.next + self.interval).max(now);
+        let want_idle = !self.settings.idle || self.settings.classify_idle;
+        let idle = want_idle.then(|| crate::platform::idle_threads(self.settings.pid));
+        let opts = StackOptions {
+            pause: self.settings.pause,
+            tid: None,
+        };
+        match self.process.stack(&opts) {
+            Ok(stack) => {
+                self.samples += 1;
+                let sample = Sample {
+                    stack,
+                    idle,
+                    keep_idle: self.settings.idle,
+                };
+                if !self.settings.idle {
+                    self.idle_skipped += sample.idle_threads() as u64;
+                }
+                Event::Sample(sample)
+            }
+            Err(e) => match e.kind() {
+                ErrorKind::Inconsistent => {
+                    self.dropped += 1;
+                    Event::Wait(Duration::ZERO)
+                }
+                ErrorKind::ProcessExited | ErrorKind::NoSuchProcess => {
+                    self.ended = true;
+                    Event::End(End::Exited)
+                }
+                _ => {
+                    self.ended = true;
+                    Event::End(End::Error(e))
+                }
+            },
+        }
+    }
+}

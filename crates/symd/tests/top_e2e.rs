@@ -1,0 +1,383 @@
+//! `pystackd top` on a target that times itself (tests/targets/top_target.py: one worker
+//! thread alternating heavy(), about 75 % of its time, and light(), about 25 %, summing the
+//! perf_counter time of each): the shares top shows are the ones the target measured. Plain
+//! tables when stdout is a pipe, the full-screen view under a pseudo-terminal (`script`), and
+//! bad input failing as `pystackd record` fails.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use testkit::{pystackd_bin, require, Target, TempDir};
+
+/// What the target wrote about its own time (cumulative since its worker started).
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct Totals {
+    heavy_s: f64,
+    light_s: f64,
+    wall_s: f64,
+    rounds: u64,
+}
+
+fn totals(path: &Path) -> Totals {
+    // replaced atomically by the target: always a whole file
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}: {text}", path.display()))
+}
+
+/// One plain table: its `==` header line and rows (own %, total %, own, total, function).
+#[derive(Debug)]
+struct Table {
+    title: String,
+    rows: Vec<(f64, f64, u64, u64, String)>,
+}
+
+impl Table {
+    /// Own % of the function called `name`.
+    fn own(&self, name: &str) -> Option<f64> {
+        let prefix = format!("{name} (");
+        self.rows
+            .iter()
+            .find(|r| r.4.starts_with(&prefix))
+            .map(|r| r.0)
+    }
+}
+
+fn tables(text: &str) -> Vec<Table> {
+    let mut out: Vec<Table> = Vec::new();
+    for line in text.lines() {
+        if let Some(title) = line.strip_prefix("== ") {
+            out.push(Table {
+                title: title.to_string(),
+                rows: Vec::new(),
+            });
+            continue;
+        }
+        let Some(t) = out.last_mut() else { continue };
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 5 {
+            continue;
+        }
+        let (Ok(own), Ok(total), Ok(n_own), Ok(n_total)) =
+            (f[0].parse(), f[1].parse(), f[2].parse(), f[3].parse())
+        else {
+            continue; // the column header
+        };
+        t.rows.push((own, total, n_own, n_total, f[4..].join(" ")));
+    }
+    out
+}
+
+fn top(args: &[&str]) -> Output {
+    Command::new(pystackd_bin())
+        .arg("top")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn spawn(tmp: &TempDir) -> Option<(Target, std::path::PathBuf)> {
+    let py = match testkit::python(&testkit::Want::any()) {
+        Ok(p) => p,
+        Err(e) => {
+            e.report();
+            return None;
+        }
+    };
+    let shares = tmp.path().join("shares.json");
+    let target = Target::spawn(&py, "top_target.py", &[shares.to_str().unwrap()]);
+    Some((target, shares))
+}
+
+/// One interpreter: top's plain tables against the target's own timing.
+fn shares_case(py: &testkit::Interpreter, pause: bool) -> Result<String, String> {
+    let tmp = TempDir::new("top-plain");
+    let shares = tmp.path().join("shares.json");
+    let target = Target::try_spawn(py, "top_target.py", &[shares.to_str().unwrap()])?;
+    let label = format!("{} (pause {pause})", py.label);
+    // the target's time to settle (first rounds, reporter started)
+    std::thread::sleep(Duration::from_millis(300));
+    let before = totals(&shares);
+    let pid = target.pid().to_string();
+    let mut args = vec!["--pid", &pid, "--duration", "3", "--interval", "1"];
+    if pause {
+        args.push("--pause");
+    }
+    let o = top(&args);
+    // the reporter writes every 0.5 s: a file written after top ended
+    std::thread::sleep(Duration::from_millis(700));
+    let after = totals(&shares);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let fail = |what: String| Err(format!("{label}: {what}\n{out}{err}"));
+    if o.status.code() != Some(0) {
+        return fail(format!("exit {:?}", o.status.code()));
+    }
+    if !err.contains("the duration ended") {
+        return fail("no end said on stderr".into());
+    }
+    let tables = tables(&out);
+    if tables.len() < 2 {
+        return fail(format!("{} tables", tables.len()));
+    }
+    for t in &tables {
+        // `== YYYY-MM-DD HH:MM:SS UTC: process PID (Python X.Y.Z): ...`
+        if t.title.get(19..24) != Some(" UTC:")
+            || !t.title.contains(&format!("process {pid} (Python "))
+            || !t.title.contains("torn reads dropped")
+        {
+            return fail(format!("header: {}", t.title));
+        }
+    }
+    let last = tables.last().unwrap();
+    if !last.title.contains("whole run") {
+        return fail(format!("last table: {}", last.title));
+    }
+    let wall = after.wall_s - before.wall_s;
+    let (heavy, light) = (
+        100.0 * (after.heavy_s - before.heavy_s) / wall,
+        100.0 * (after.light_s - before.light_s) / wall,
+    );
+    let (Some(shown_heavy), Some(shown_light)) = (last.own("heavy"), last.own("light")) else {
+        return fail("heavy or light missing".into());
+    };
+    let said = format!(
+        "{label}: measured by the target ({} rounds in {wall:.2} s): heavy {heavy:.1} %, \
+         light {light:.1} %; shown over the run: heavy {shown_heavy:.1} %, light \
+         {shown_light:.1} %",
+        after.rounds - before.rounds
+    );
+    if shown_heavy <= shown_light
+        || (shown_heavy - heavy).abs() > 15.0
+        || (shown_light - light).abs() > 15.0
+    {
+        return fail(said);
+    }
+    // total %: run is on the worker's stack in every one of its samples
+    match last.rows.iter().find(|r| r.4.starts_with("run (")) {
+        Some(r) if r.1 >= shown_heavy + shown_light - 0.5 => {}
+        _ => return fail("run's total % below heavy's and light's own".into()),
+    }
+    Ok(said)
+}
+
+#[test]
+fn plain_tables_show_the_shares_the_target_measured() {
+    let list = require!(testkit::pythons::distinct_builds());
+    let mut failures = Vec::new();
+    for py in &list {
+        if !py.supported() {
+            testkit::skip_case(format!("{}: not a supported build", py.label));
+            continue;
+        }
+        // --pause (ptrace) on one interpreter: the same view, exact reads
+        let pauses: &[bool] = if testkit::is_root() && std::ptr::eq(py, &list[0]) {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &pause in pauses {
+            match shares_case(py, pause) {
+                Ok(said) => eprintln!("ok {said}"),
+                Err(e) => failures.push(e),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The bytes `script` captured up to where the view left the alternate screen, as a
+/// terminal of `rows` x `cols` shows them.
+fn screen(raw: &[u8], rows: u16, cols: u16) -> String {
+    let leave = b"\x1b[?1049l";
+    let end = raw
+        .windows(leave.len())
+        .rposition(|w| w == leave)
+        .unwrap_or(raw.len());
+    let mut p = vt100::Parser::new(rows, cols, 0);
+    p.process(&raw[..end]);
+    p.screen().contents()
+}
+
+fn under_pty(command: &str, keys: Option<(Duration, &'static [u8])>) -> Output {
+    let mut child = Command::new("script")
+        .args(["-qfec", command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        if let Some((after, keys)) = keys {
+            std::thread::sleep(after);
+            let _ = stdin.write_all(keys);
+            let _ = stdin.flush();
+        }
+        // script ends when its command does; stdin stays open until then
+        std::thread::sleep(Duration::from_secs(20));
+        drop(stdin);
+    });
+    let o = child.wait_with_output().unwrap();
+    drop(writer);
+    o
+}
+
+#[test]
+fn terminal_view_shows_the_functions_and_restores_the_terminal() {
+    require!(testkit::tool("script"));
+    let tmp = TempDir::new("top-tui");
+    let Some((target, _)) = spawn(&tmp) else {
+        return;
+    };
+    let pid = target.pid().to_string();
+    let cmd = |top_args: &str| {
+        format!(
+            "stty cols 120 rows 30; {} top --pid {pid} {top_args}; echo TOP_EXIT=$?; stty -a",
+            pystackd_bin()
+        )
+    };
+    for (how, top_args, keys) in [
+        ("--duration", "--duration 2.5", None),
+        (
+            "the q key",
+            "",
+            Some((Duration::from_millis(2500), &b"q"[..])),
+        ),
+    ] {
+        let t0 = Instant::now();
+        let o = under_pty(&cmd(top_args), keys);
+        let raw = &o.stdout;
+        let text = String::from_utf8_lossy(raw);
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "{how}: top did not end"
+        );
+        assert!(text.contains("TOP_EXIT=0"), "{how}: {text}");
+        assert!(text.contains("\x1b[?1049h"), "{how}: no alternate screen");
+        // left the alternate screen, after the last time it entered it
+        let enter = text.rfind("\x1b[?1049h").unwrap();
+        let leave = text.rfind("\x1b[?1049l");
+        assert!(
+            leave.is_some_and(|l| l > enter),
+            "{how}: the alternate screen was not left: {text:?}"
+        );
+        let shown = screen(raw, 30, 120);
+        for want in [
+            "heavy (",
+            "light (",
+            "run (",
+            "OWN %",
+            "TOTAL %",
+            "torn reads dropped",
+        ] {
+            assert!(
+                shown.contains(want),
+                "{how}: {want:?} not on the screen:\n{shown}"
+            );
+        }
+        assert!(
+            shown.contains(&format!("process {pid} (Python ")),
+            "{how}:\n{shown}"
+        );
+        // raw mode left: the line discipline is back to canonical mode with echo
+        let stty = &text[text.find("TOP_EXIT=").unwrap()..];
+        assert!(
+            stty.contains(" icanon") && stty.contains(" echo ") && !stty.contains("-icanon"),
+            "{how}: terminal still raw: {stty}"
+        );
+        eprintln!("ok {how}: screen\n{shown}");
+    }
+}
+
+#[test]
+fn bad_input_fails_as_record_does() {
+    let tmp = TempDir::new("top-bad");
+    // what record says and returns for a pid
+    let compare = |pid: &str, what: &str| {
+        let out = tmp.path().join("p.folded");
+        let rec = Command::new(pystackd_bin())
+            .args(["record", "--pid", pid, "--duration", "1", "-o"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let o = top(&["--pid", pid, "--duration", "1"]);
+        let (rec_err, top_err) = (
+            String::from_utf8_lossy(&rec.stderr),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert_ne!(rec.status.code(), Some(0), "{what}: record: {rec_err}");
+        assert_eq!(
+            o.status.code(),
+            rec.status.code(),
+            "{what}: top: {top_err}\nrecord: {rec_err}"
+        );
+        assert_eq!(
+            top_err,
+            rec_err.replace("pystackd record:", "pystackd top:"),
+            "{what}"
+        );
+        assert!(
+            o.stdout.is_empty(),
+            "{what}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        (o.status.code(), top_err.into_owned())
+    };
+    // a pid that does not exist
+    let (code, msg) = compare("999999999", "no such process");
+    assert_eq!(code, Some(3), "{msg}");
+    eprintln!("no such process: exit {code:?}: {msg}");
+    // a process that is not Python
+    let mut sleep = Command::new("sleep")
+        .arg("60")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, msg) = compare(&sleep.id().to_string(), "not python");
+    let _ = sleep.kill();
+    let _ = sleep.wait();
+    assert_eq!(code, Some(4), "{msg}");
+    eprintln!("not a CPython process: exit {code:?}: {msg}");
+    // bad options: usage errors, as record's
+    for (bad, rec_bad) in [
+        (vec!["--rate", "0"], vec!["--rate", "0"]),
+        (vec!["--duration", "-1"], vec!["--duration", "-1"]),
+    ] {
+        let o = top(&[&["--pid", "1"][..], &bad].concat());
+        let rec = Command::new(pystackd_bin())
+            .args([&["record", "--pid", "1", "-o", "/dev/null"][..], &rec_bad].concat())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), rec.status.code(), "{bad:?}");
+    }
+    let o = top(&["--pid", "1", "--interval", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn the_target_exiting_ends_the_view() {
+    let tmp = TempDir::new("top-exit");
+    let Some((mut target, _)) = spawn(&tmp) else {
+        return;
+    };
+    let pid = target.pid().to_string();
+    let run = std::thread::spawn(move || top(&["--pid", &pid, "--duration", "30"]));
+    std::thread::sleep(Duration::from_millis(1500));
+    let t0 = Instant::now();
+    target.kill();
+    let o = run.join().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("the process exited"), "{err}");
+    let tables = tables(&out);
+    let last = tables.last().unwrap_or_else(|| panic!("no table: {out}"));
+    assert!(last.title.contains("whole run") && last.title.contains("the process exited"));
+    assert!(last.own("heavy").is_some(), "{out}");
+}
