@@ -209,15 +209,24 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
             *slot = Some(addr);
         }
     }
+    // Biased reference counting (`_Py_brc_*`, PEP 703) exists only in free-threaded builds:
+    // noted in the same passes (one pass over a symbol table costs more than the whole
+    // read of a blocked process).
+    const FREE_THREADED_SYMBOL: &str = "_Py_brc_merge_refcounts";
+    let mut brc = false;
+    let mut static_pass = false;
     for s in obj.dynamic_symbols() {
         if let Ok(n) = s.name() {
             fill(&mut syms, n, s.address());
+            brc |= n == FREE_THREADED_SYMBOL;
         }
     }
     if syms.py_runtime.is_none() || syms.code_type.is_none() {
+        static_pass = true;
         for s in obj.symbols() {
             if let Ok(n) = s.name() {
                 fill(&mut syms, n, s.address());
+                brc |= n == FREE_THREADED_SYMBOL;
             }
         }
     }
@@ -231,12 +240,13 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
     // A free-threaded build (PEP 703: `--disable-gil`, the `t` ABI flag) lays out every
     // object differently (a larger header: `ob_tid`, `ob_ref_local`, `ob_ref_shared`);
     // refuse it by name here rather than misread it as a torn read later. Its biased
-    // reference counting (`_Py_brc_*`) exists in no GIL build: a renamed binary is caught too.
+    // reference counting symbol catches a renamed binary too: the static symbols are looked
+    // at only where the name does not rule it out (no free-threaded build before 3.13).
     let free_threaded = free_threaded_name(&path)
-        || obj
-            .dynamic_symbols()
-            .chain(obj.symbols())
-            .any(|s| s.name() == Ok("_Py_brc_merge_refcounts"));
+        || brc
+        || (!static_pass
+            && name_version.is_none_or(|v| v >= (3, 13))
+            && obj.symbols().any(|s| s.name() == Ok(FREE_THREADED_SYMBOL)));
     if free_threaded {
         let v = name_version.map_or_else(|| "3.13+".to_string(), |(a, b)| format!("{a}.{b}"));
         return Err(Error::UnsupportedVersion {
