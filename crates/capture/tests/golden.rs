@@ -30,7 +30,12 @@ fn renderings_match_golden_files() {
         let bt = format!(
             "{}\n// ---- the whole program pystackd trace runs ----\n{}",
             bpftrace::render_block(&plan(l, Os::Linux), &LinePrefix::default()),
-            bpftrace::render_program(&plan(l, Os::Linux), 4242, &["profile:hz:997".to_string()], 5_000_000_000)
+            bpftrace::render_program(
+                &plan(l, Os::Linux),
+                4242,
+                &["profile:hz:997".to_string()],
+                5_000_000_000
+            )
         );
         let d = dtrace::render(
             &plan(l, Os::Illumos),

@@ -529,8 +529,12 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
     // when the last line came, in ms on `clock`
     let last_line = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let watcher = {
-        let (exited, done, attached, last_line) =
-            (exited.clone(), done.clone(), attached.clone(), last_line.clone());
+        let (exited, done, attached, last_line) = (
+            exited.clone(),
+            done.clone(),
+            attached.clone(),
+            last_line.clone(),
+        );
         let pid = args.pid;
         let child_pid = child.id() as i32;
         std::thread::spawn(move || {
@@ -594,7 +598,10 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
             .and_then(|n| n.parse::<usize>().ok())
         {
             let given = args.probes.len();
-            let wildcard = args.probes.iter().any(|p| p.contains('*') || p.contains('{'));
+            let wildcard = args
+                .probes
+                .iter()
+                .any(|p| p.contains('*') || p.contains('{'));
             let user = n.saturating_sub(2);
             if user == 0 || (!wildcard && user < given) {
                 unmatched = Some((user, given));
@@ -611,7 +618,10 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
         }
         // printed by bpftrace when it stops: `@pystackd_fired[PROBE]: N`
         if let Some(rest) = line.strip_prefix("@pystackd_fired[") {
-            if let Some(n) = rest.rsplit_once("]: ").and_then(|(_, n)| n.trim().parse::<u64>().ok()) {
+            if let Some(n) = rest
+                .rsplit_once("]: ")
+                .and_then(|(_, n)| n.trim().parse::<u64>().ok())
+            {
                 fired += n;
                 continue;
             }

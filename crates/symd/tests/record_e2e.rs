@@ -86,7 +86,11 @@ fn case(py: &Interpreter, pause: bool) -> Result<u64, String> {
     let out = tmp.path().join("p.folded");
     let mut args = vec!["--rate", "200"];
     // unpaused, most reads of a moving stack are dropped (never recorded wrong): longer
-    args.extend(if pause { ["--duration", "1", "--pause"] } else { ["--duration", "3", "--idle"] });
+    args.extend(if pause {
+        ["--duration", "1", "--pause"]
+    } else {
+        ["--duration", "3", "--idle"]
+    });
     let o = record(target.pid(), &args, &out);
     let err = String::from_utf8_lossy(&o.stderr);
     if !o.status.success() {

@@ -144,7 +144,10 @@ fn accounted(stderr: &str, printed: u64) -> Result<(), String> {
         return Err(format!("stderr says {total} firings, {printed} printed"));
     }
     let incomplete = number_before(stderr, " firings incomplete").unwrap_or(0);
-    let loss_line = stderr.lines().find(|l| l.contains("never reached")).unwrap_or("");
+    let loss_line = stderr
+        .lines()
+        .find(|l| l.contains("never reached"))
+        .unwrap_or("");
     if let Some(lost) = number_before(loss_line, " of ") {
         let of = loss_line
             .split(" of ")
