@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use protocol::{escape_control, ThreadStack};
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
@@ -276,30 +276,13 @@ fn header(pid: u32, sampler: &Sampler, rate: u32, stats: &Stats, whole: bool) ->
 
 /// `2026-12-05 12:34:56 UTC`.
 fn utc_now() -> String {
-    utc(SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64)
+    utc(SystemTime::now())
 }
 
-/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC`.
-fn utc(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // civil date from days since 1970-01-01 (H. Hinnant's algorithm)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+/// A time as `YYYY-MM-DD HH:MM:SS UTC` (humantime's RFC 3339, spelled for people).
+fn utc(t: SystemTime) -> String {
+    let rfc = humantime::format_rfc3339_seconds(t).to_string();
+    format!("{} UTC", rfc.trim_end_matches('Z').replacen('T', " ", 1))
 }
 
 fn print_table(out: &mut dyn Write, title: &str, rows: &[TopRow]) -> io::Result<()> {
@@ -709,8 +692,9 @@ mod tests {
 
     #[test]
     fn utc_dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(951_825_600), "2000-02-29 12:00:00 UTC");
-        assert_eq!(utc(1_796_386_330), "2026-12-04 12:12:10 UTC");
+        let at = |secs| std::time::UNIX_EPOCH + Duration::from_secs(secs);
+        assert_eq!(utc(at(0)), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(at(951_825_600)), "2000-02-29 12:00:00 UTC");
+        assert_eq!(utc(at(1_796_386_330)), "2026-12-04 12:12:10 UTC");
     }
 }

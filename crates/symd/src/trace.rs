@@ -528,19 +528,26 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
     let clock = Instant::now();
     // when the last line came, in ms on `clock`
     let last_line = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // set by the reader when the trace must end now (a probe matched nothing)
+    let abort = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let (exited, done, attached, last_line) = (
+        let (exited, done, attached, last_line, abort) = (
             exited.clone(),
             done.clone(),
             attached.clone(),
             last_line.clone(),
+            abort.clone(),
         );
         let pid = args.pid;
         let child_pid = child.id() as i32;
         std::thread::spawn(move || {
             let mut ending: Option<Instant> = None;
             while !done.load(Ordering::Relaxed) {
-                let gone = !Path::new(&format!("/proc/{pid}")).exists()
+                if abort.load(Ordering::Relaxed) {
+                    stop_bpftrace(child_pid, &done);
+                    return;
+                }
+                let gone = !pyframe_reader::platform::exists(pid)
                     || pyframe_reader::platform::has_exited(pid);
                 let over = attached
                     .lock()
@@ -605,8 +612,7 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
             let user = n.saturating_sub(2);
             if user == 0 || (!wildcard && user < given) {
                 unmatched = Some((user, given));
-                // SAFETY: a signal to our own child
-                unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+                abort.store(true, Ordering::Relaxed);
             }
             continue;
         }

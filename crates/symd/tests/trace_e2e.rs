@@ -231,11 +231,38 @@ fn trace_is_exact_on_moving_targets() {
             format!("uprobe:{lib_s}:marker_b"),
             "profile:hz:199".to_string(),
         ];
-        let (firings, stderr, status) = run_trace(target.pid(), &probes);
         let label = &interp.label;
+        let (mut firings, mut stderr, status) = run_trace(target.pid(), &probes);
         if status != 0 {
             failures.push(format!("{label}: exit status {status}: {stderr}"));
             continue;
+        }
+        if let Err(e) = accounted(&stderr, firings.len() as u64) {
+            failures.push(format!("{label}: {e}"));
+        }
+        // A loaded machine can starve the target or the probes for a whole run (seen: one
+        // marker 3 times, the other 2,039, by the kernel's own count): trace once more, and
+        // check every firing of both runs.
+        let short = |f: &[Firing]| {
+            ["marker_a", "marker_b"].iter().any(|m| {
+                f.iter()
+                    .filter(|x| x.probe.ends_with(&format!(":{m}")))
+                    .count()
+                    < MIN_MARKER_FIRINGS
+            })
+        };
+        if short(&firings) {
+            eprintln!("{label}: few marker firings, traced once more: {stderr}");
+            let (more, more_err, more_status) = run_trace(target.pid(), &probes);
+            if more_status != 0 {
+                failures.push(format!("{label}: exit status {more_status}: {more_err}"));
+                continue;
+            }
+            if let Err(e) = accounted(&more_err, more.len() as u64) {
+                failures.push(format!("{label}: {e}"));
+            }
+            firings.extend(more);
+            stderr = format!("{stderr} / then: {more_err}");
         }
         let expect_a = ["a_inner", "a_mid", "a_outer", "worker"];
         let expect_b = ["b_inner", "b_outer", "worker"];
@@ -309,9 +336,6 @@ fn trace_is_exact_on_moving_targets() {
                 first_bad.len(),
                 &first_bad[..first_bad.len().min(3)]
             ));
-        }
-        if let Err(e) = accounted(&stderr, firings.len() as u64) {
-            failures.push(format!("{label}: {e}"));
         }
         if counts[0] < MIN_MARKER_FIRINGS || counts[1] < MIN_MARKER_FIRINGS {
             failures.push(format!(
