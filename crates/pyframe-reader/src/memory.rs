@@ -171,10 +171,29 @@ impl Memory for Snapshot {
 
 /// Serves small reads from 4 KiB blocks fetched once per walk: frames of 3.11+ sit
 /// together in the thread's data stack and recursion reuses one code object, so one
-/// syscall covers many reads. Created afresh for each walk (it never goes stale).
+/// syscall covers many reads. Created afresh for each walk (it never goes stale); its
+/// buffers can be handed to the next walk ([`BlockCache::with_spare`]).
 pub struct BlockCache<'a> {
     inner: &'a dyn Memory,
-    blocks: std::sync::Mutex<rustc_hash::FxHashMap<u64, Box<[u8; BLOCK]>>>,
+    state: std::sync::Mutex<Blocks>,
+}
+
+/// One 4 KiB block of the target's memory.
+pub type Block = Box<[u8; BLOCK]>;
+
+#[derive(Default)]
+struct Blocks {
+    held: rustc_hash::FxHashMap<u64, Block>,
+    /// Buffers to fill before allocating: allocating and zeroing ~50 blocks per warm read
+    /// (3.8-3.10 frames are spread over the heap) cost more than the consistency check.
+    /// A buffer is only ever served after a read filled it whole.
+    spare: Vec<Block>,
+}
+
+impl Blocks {
+    fn buffer(&mut self) -> Block {
+        self.spare.pop().unwrap_or_else(|| Box::new([0u8; BLOCK]))
+    }
 }
 
 const BLOCK: usize = 4096;
@@ -183,10 +202,32 @@ const MAX_BLOCKS: usize = 4096;
 
 impl<'a> BlockCache<'a> {
     pub fn new(inner: &'a dyn Memory) -> Self {
+        Self::with_spare(inner, Vec::new())
+    }
+
+    /// A cache that fills these buffers (an earlier walk's, [`BlockCache::into_spare`])
+    /// before allocating new ones.
+    pub fn with_spare(inner: &'a dyn Memory, mut spare: Vec<Block>) -> Self {
+        spare.truncate(MAX_BLOCKS);
         BlockCache {
             inner,
-            blocks: Default::default(),
+            state: std::sync::Mutex::new(Blocks {
+                held: Default::default(),
+                spare,
+            }),
         }
+    }
+
+    /// Every buffer of this walk, for the next one.
+    pub fn into_spare(self) -> Vec<Block> {
+        let Blocks { held, mut spare } = self.state.into_inner().unwrap_or_else(|e| e.into_inner());
+        spare.extend(held.into_values());
+        spare.truncate(MAX_BLOCKS);
+        spare
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Blocks> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Fetch these blocks now, in one batched read: the blocks the previous walk of the
@@ -197,8 +238,10 @@ impl<'a> BlockCache<'a> {
         if blocks.is_empty() {
             return;
         }
-        let mut bufs: Vec<Box<[u8; BLOCK]>> =
-            blocks.iter().map(|_| Box::new([0u8; BLOCK])).collect();
+        let mut bufs: Vec<Block> = {
+            let mut st = self.lock();
+            blocks.iter().map(|_| st.buffer()).collect()
+        };
         let ok = {
             let mut reqs: Vec<(u64, &mut [u8])> = blocks
                 .iter()
@@ -207,18 +250,20 @@ impl<'a> BlockCache<'a> {
                 .collect();
             self.inner.read_many(&mut reqs).is_ok()
         };
+        let mut st = self.lock();
         if ok {
-            let mut map = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+            st.held.reserve(blocks.len());
             for (a, b) in blocks.iter().zip(bufs) {
-                map.insert(*a, b);
+                st.held.insert(*a, b);
             }
+        } else {
+            st.spare.extend(bufs);
         }
     }
 
     /// Addresses of the blocks this walk read.
     pub fn touched(&self) -> Vec<u64> {
-        let map = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<u64> = map.keys().copied().collect();
+        let mut v: Vec<u64> = self.lock().held.keys().copied().collect();
         v.sort_unstable();
         v
     }
@@ -245,24 +290,25 @@ impl Memory for BlockCache<'_> {
         if buf.is_empty() || end - first > 2 * BLOCK as u64 {
             return self.inner.read(addr, buf);
         }
-        let mut blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.lock();
         let mut pos = first;
         let mut done = 0usize;
         while pos < end {
-            if !blocks.contains_key(&pos) {
-                if blocks.len() >= MAX_BLOCKS {
-                    drop(blocks);
+            if !st.held.contains_key(&pos) {
+                if st.held.len() >= MAX_BLOCKS {
+                    drop(st);
                     return self.inner.read(addr, buf);
                 }
-                let mut b = Box::new([0u8; BLOCK]);
+                let mut b = st.buffer();
                 if self.inner.read(pos, &mut b[..]).is_err() {
                     // a page we may not read whole (guard pages, special mappings)
-                    drop(blocks);
+                    st.spare.push(b);
+                    drop(st);
                     return self.inner.read(addr, buf);
                 }
-                blocks.insert(pos, b);
+                st.held.insert(pos, b);
             }
-            let b = &blocks[&pos];
+            let b = &st.held[&pos];
             let from = addr.max(pos) - pos;
             let to = end.min(pos + BLOCK as u64) - pos;
             let n = (to - from) as usize;

@@ -10,7 +10,7 @@ use crate::binary::{find_python, PythonBinary};
 use crate::code::CodeCache;
 use crate::error::{Error, MemoryError, Result};
 use crate::layout::{self, debug_offsets, Layout};
-use crate::memory::{BlockCache, Memory, MemoryExt};
+use crate::memory::{Block, BlockCache, Memory, MemoryExt};
 use crate::objects::Types;
 use crate::platform::{self, ProcessMemory};
 use crate::version::{self, Version, DEBUG_COOKIE};
@@ -67,6 +67,10 @@ pub struct PythonProcess {
     /// after everything that read saw, so valid as the "before" of the next walk (saving a
     /// read of its own).
     clocks: Vec<Clock>,
+    /// The last walk's block buffers, filled again by the next (no allocation per read).
+    spare_blocks: Vec<Block>,
+    /// Benchmarks only: skip the unpaused re-read, to measure what it costs.
+    unchecked: bool,
     /// OS thread names by tid, with when they were read (names change rarely; reading
     /// /proc for each thread of each stack would dominate a warm read).
     names: HashMap<u64, (Instant, Option<String>)>,
@@ -183,6 +187,8 @@ impl PythonProcess {
             entry_blocks: Vec::new(),
             gils: Vec::new(),
             clocks: Vec::new(),
+            spare_blocks: Vec::new(),
+            unchecked: false,
             names: HashMap::new(),
             warnings,
         })
@@ -209,6 +215,14 @@ impl PythonProcess {
     /// Address of `_PyRuntime` in the target.
     pub fn runtime_address(&self) -> u64 {
         self.runtime
+    }
+
+    /// Benchmarks only: read without the unpaused consistency re-read (docs/consistency.md),
+    /// so that its cost can be measured against the same build. Never for real reads: an
+    /// unchecked read can return a stack that never existed.
+    #[doc(hidden)]
+    pub fn skip_consistency_check_for_benchmarks(&mut self, skip: bool) {
+        self.unchecked = skip;
     }
 
     /// Read every thread's stack (or one thread's, see [`StackOptions::tid`]).
@@ -268,7 +282,7 @@ impl PythonProcess {
             let attempt = attempts;
             attempts += 1;
             self.codes.begin_walk();
-            let cached = BlockCache::new(&self.mem);
+            let cached = BlockCache::with_spare(&self.mem, std::mem::take(&mut self.spare_blocks));
             // One batch, copied in the order given: each thread's innermost-frame pointer
             // first, then everything else. A batch is not one moment: were the pointer
             // copied after the frames (on 3.11/3.12 it lives on the thread's C stack,
@@ -311,7 +325,7 @@ impl PythonProcess {
             self.gils.sort_unstable();
             self.gils.dedup();
             let walked = match walked {
-                Ok(t) if !paused => verify_quiet(
+                Ok(t) if !paused && !self.unchecked => verify_quiet(
                     &self.mem, &witnesses, &bounds, &spans, &clocks, &self.gils,
                 )
                 .map(|next| {
@@ -321,6 +335,7 @@ impl PythonProcess {
                 other => other,
             };
             self.hot_blocks = cached.touched();
+            self.spare_blocks = cached.into_spare();
             match walked {
                 Ok(t) => return Ok(t),
                 Err(MemoryError::Gone) => return Err(Error::ProcessExited { pid: self.pid }),

@@ -309,7 +309,7 @@ impl<'a> Walker<'a> {
             unreachable!()
         };
         let mut frames = Vec::new();
-        let mut seen = HashSet::default();
+        let mut seen = frame_set();
         let mut buf = vec![0u8; fl.size as usize];
         while addr != 0 {
             if !seen.insert(addr) || frames.len() >= MAX_FRAMES {
@@ -462,7 +462,7 @@ impl<'a> Walker<'a> {
         };
         let code_adaptive = self.layout.code.code_adaptive.unwrap_or(0);
         let mut frames: Vec<Frame> = Vec::new();
-        let mut seen = HashSet::default();
+        let mut seen = frame_set();
         let mut buf = vec![0u8; fl.size as usize];
         let mut innermost = true;
         // the data-stack frame read last (the one called by the next one out)
@@ -563,4 +563,10 @@ impl<'a> Walker<'a> {
         close_group(&mut frames);
         Ok(frames)
     }
+}
+
+/// A set for the frames of one thread, sized for a typical stack: growing it from empty
+/// rehashed it several times per thread per read.
+fn frame_set() -> HashSet<u64> {
+    HashSet::with_capacity_and_hasher(128, Default::default())
 }
