@@ -106,7 +106,9 @@ impl<'a> Walker<'a> {
             types,
             codes,
             want: None,
-            witnesses: Vec::new(),
+            // sized for a few threads of typical depth: grown from empty, these were
+            // reallocated several times per read
+            witnesses: Vec::with_capacity(512),
             bounds: Vec::new(),
             stopped: false,
             entries: Vec::new(),
@@ -272,7 +274,7 @@ impl<'a> Walker<'a> {
         let frames = match self.layout.frame {
             FrameLayout::Object(_) => self.object_frames(frame, tracing)?,
             FrameLayout::Interpreter(fl) => {
-                let mut addrs = Vec::new();
+                let mut addrs = Vec::with_capacity(64);
                 let frames = self.interpreter_frames(frame, &mut addrs)?;
                 if let Some(ds) = tl.datastack {
                     self.bounds.push(StackBound {
@@ -308,7 +310,7 @@ impl<'a> Walker<'a> {
         let FrameLayout::Object(fl) = self.layout.frame else {
             unreachable!()
         };
-        let mut frames = Vec::new();
+        let mut frames = Vec::with_capacity(64);
         let mut seen = frame_set();
         let mut buf = vec![0u8; fl.size as usize];
         while addr != 0 {
@@ -461,7 +463,7 @@ impl<'a> Walker<'a> {
             unreachable!()
         };
         let code_adaptive = self.layout.code.code_adaptive.unwrap_or(0);
-        let mut frames: Vec<Frame> = Vec::new();
+        let mut frames: Vec<Frame> = Vec::with_capacity(64);
         let mut seen = frame_set();
         let mut buf = vec![0u8; fl.size as usize];
         let mut innermost = true;
