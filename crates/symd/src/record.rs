@@ -213,6 +213,9 @@ impl Profile {
                 let mut opts = inferno::flamegraph::Options::default();
                 opts.title = format!("pystackd record: process {pid}");
                 opts.count_name = "samples".into();
+                // labels are `function (file:line)`: a narrow box keeps the function name
+                // (inferno's default cut kept the end of the path, seen in a screenshot)
+                opts.text_truncate_direction = inferno::flamegraph::TextTruncateDirection::Right;
                 if lines.is_empty() {
                     // inferno refuses an empty profile: say so in the picture
                     opts.title = format!("pystackd record: process {pid}: no samples");

@@ -274,3 +274,96 @@ fn go_tool_pprof_reads_the_profile() {
         String::from_utf8_lossy(&cum.stdout)
     );
 }
+
+/// The flame graph as a person sees it: Debian's Chromium, headless, renders the SVG
+/// (its own script included) without a console error, and the screenshot shows a tower
+/// of frame boxes, not an empty page. Narrow boxes keep the function name.
+#[test]
+fn flame_graph_renders_in_headless_chromium() {
+    require!(testkit::tool("chromium"));
+    let py = require!(testkit::python(&testkit::Want::any()));
+    let target = Target::spawn(
+        &py,
+        "recur_target.py",
+        // shallow, so that the whole graph fits the window (a 950-deep one is 15,000 px high)
+        &["--threads", "1", "--min-depth", "5", "--max-depth", "30"],
+    );
+    let tmp = TempDir::new("record-chromium");
+    let svg = tmp.path().join("profile.svg");
+    let o = record(target.pid(), &["--duration", "1", "--rate", "200"], &svg);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    // every cut label still starts with its function name
+    for label in text.split("<text ").skip(1).filter_map(|t| {
+        let body = &t[t.find('>')? + 1..];
+        Some(&body[..body.find("</text>")?])
+    }) {
+        assert!(!label.starts_with(".."), "label cut at its start: {label}");
+    }
+    let png = tmp.path().join("shot.png");
+    let (w, h) = (1200u32, 800u32);
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg("chromium")
+        .args([
+            "--headless=new",
+            "--no-sandbox", // the tests run as root
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            tmp.path().join("chromium").display()
+        ))
+        .arg(format!("--window-size={w},{h}"))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", svg.display()))
+        .env("HOME", tmp.path())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "chromium failed: {log}");
+    let console_errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") && (l.contains("Uncaught") || l.contains("Error")))
+        .collect();
+    assert!(console_errors.is_empty(), "{console_errors:#?}");
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!((info.width, info.height), (w, h));
+    let channels = info.color_type.samples();
+    assert!(channels >= 3, "{:?}", info.color_type);
+    // inferno's "hot" palette: red high, blue low; the background is pale grey-yellow
+    let mut hot = 0usize;
+    let mut rows = std::collections::BTreeSet::new();
+    for y in 0..h as usize {
+        for x in 0..w as usize {
+            let p = &buf[(y * w as usize + x) * channels..][..3];
+            if p[0] >= 200 && p[2] <= 60 {
+                hot += 1;
+                rows.insert(y / 16); // one frame row is 16 px high
+            }
+        }
+    }
+    let share = hot as f64 / f64::from(w * h);
+    eprintln!(
+        "chromium screenshot: {:.1} % frame pixels in {} frame rows",
+        share * 100.0,
+        rows.len()
+    );
+    assert!(
+        share > 0.02,
+        "hardly any frame boxes in the screenshot ({share:.4})"
+    );
+    // the target recurses: its stacks are far more than a few frames high
+    assert!(rows.len() >= 8, "only {} rows of frames", rows.len());
+    if std::env::var_os("PYSTACKD_KEEP_SCREENSHOT").is_some() {
+        let keep = std::env::temp_dir().join("pystackd-flamegraph.png");
+        std::fs::copy(&png, &keep).unwrap();
+        eprintln!("screenshot kept: {}", keep.display());
+    }
+}
