@@ -7,8 +7,8 @@
 //! `cargo bench -p pyframe-reader --bench check_cost` (PYSTACKD_BENCH_READS: reads per
 //! half-round, default 3000; PYSTACKD_BENCH_ROUNDS, default 10).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod support;
+
 use std::time::Instant;
 
 use pyframe_reader::{PythonProcess, StackOptions};
@@ -51,17 +51,7 @@ fn main() {
     };
     let reads = env_or("PYSTACKD_BENCH_READS", 3000).max(1);
     let rounds = env_or("PYSTACKD_BENCH_ROUNDS", 10).max(1);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/bench_target.py");
-    let mut child = Command::new(&py.command)
-        .arg(script)
-        .arg("40")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn python");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut child = support::spawn_bench_target(&py.command, 40);
     let mut p = PythonProcess::attach(child.id()).expect("attach");
     let s = p.stack(&StackOptions::default()).expect("stack");
     let frames: usize = s.threads.iter().map(|t| t.frames.len()).sum();

@@ -2,8 +2,7 @@
 //! The interpreter: `testkit::pythons::bench_python()` (PYSTACKD_BENCH_PYTHON, a label of
 //! tests/pythons/list, else pyenv's 3.12/3.11/3.10).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod support;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pyframe_reader::{PythonProcess, StackOptions};
@@ -13,17 +12,7 @@ fn bench(c: &mut Criterion) {
         eprintln!("warm_read: skipped: no Python interpreter (set PYSTACKD_BENCH_PYTHON)");
         return;
     };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/bench_target.py");
-    let mut child = Command::new(&py.command)
-        .arg(script)
-        .arg("40")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn python");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut child = support::spawn_bench_target(&py.command, 40);
     let mut p = PythonProcess::attach(child.id()).expect("attach");
     let s = p.stack(&StackOptions::default()).expect("stack");
     let frames: usize = s.threads.iter().map(|t| t.frames.len()).sum();
