@@ -367,3 +367,98 @@ fn flame_graph_renders_in_headless_chromium() {
         eprintln!("screenshot kept: {}", keep.display());
     }
 }
+
+/// What tests/targets/top_target.py says about its own time (cumulative since its worker
+/// started; rewritten whole every 0.5 s).
+fn own_times(path: &std::path::Path) -> (f64, f64, f64) {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+    (f("heavy_s"), f("light_s"), f("wall_s"))
+}
+
+/// One interpreter: the share of the worker's samples in heavy() and light() against the
+/// share of its time the target measured in each, over the same seconds.
+fn share_case(py: &Interpreter, pause: bool) -> Result<String, String> {
+    let tmp = TempDir::new("record-shares");
+    let shares = tmp.path().join("shares.json");
+    let target = Target::try_spawn(py, "top_target.py", &[shares.to_str().unwrap()])?;
+    let label = format!("{} (pause {pause})", py.label);
+    std::thread::sleep(Duration::from_millis(300)); // first rounds, reporter started
+    let before = own_times(&shares);
+    let out = tmp.path().join("p.folded");
+    let mut args = vec!["--duration", "3", "--rate", "200"];
+    if pause {
+        args.push("--pause");
+    }
+    let o = record(target.pid(), &args, &out);
+    std::thread::sleep(Duration::from_millis(700)); // a report written after the recording
+    let after = own_times(&shares);
+    let err = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success() {
+        return Err(format!("{label}: exit {:?}: {err}", o.status.code()));
+    }
+    let text = std::fs::read_to_string(&out).unwrap();
+    let (mut heavy, mut light, mut worker) = (0u64, 0u64, 0u64);
+    for line in text.lines() {
+        let Some((stack, n)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let n: u64 = n.parse().map_err(|_| format!("{label}: bad line {line}"))?;
+        let mut frames = stack.split(';').filter_map(frame);
+        if frames.next().map(|f| f.0) != Some("run") {
+            continue; // the main thread (blocked) and the reporter
+        }
+        worker += n;
+        match frames.last().map(|f| f.0) {
+            Some("heavy") => heavy += n,
+            Some("light") => light += n,
+            _ => {}
+        }
+    }
+    if worker < 200 {
+        return Err(format!("{label}: {worker} worker samples: {err}"));
+    }
+    let wall = after.2 - before.2;
+    let measured = (
+        100.0 * (after.0 - before.0) / wall,
+        100.0 * (after.1 - before.1) / wall,
+    );
+    let shown = (
+        100.0 * heavy as f64 / worker as f64,
+        100.0 * light as f64 / worker as f64,
+    );
+    let said = format!(
+        "{label}: {worker} worker samples: heavy {:.1} % (the target measured {:.1} %), light {:.1} % ({:.1} %)",
+        shown.0, measured.0, shown.1, measured.1
+    );
+    // a few points: 600 samples give about 2 points of sampling error
+    if (shown.0 - measured.0).abs() > 8.0 || (shown.1 - measured.1).abs() > 8.0 {
+        return Err(said);
+    }
+    Ok(said)
+}
+
+/// record's shares of time per path are the ones the target measures itself, on every
+/// provisioned build, unpaused and (as root) with --pause.
+#[test]
+fn recorded_shares_match_what_the_target_measures() {
+    let list = require!(testkit::pythons::distinct_builds());
+    let mut failures = Vec::new();
+    for py in &list {
+        if !py.supported() {
+            testkit::skip_case(format!("{}: not a supported build", py.label));
+            continue;
+        }
+        for pause in [false, true] {
+            if pause && !testkit::is_root() {
+                continue;
+            }
+            match share_case(py, pause) {
+                Ok(said) => eprintln!("ok {said}"),
+                Err(e) => failures.push(e),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
