@@ -410,7 +410,7 @@ fn share_case(py: &Interpreter, pause: bool) -> Result<String, String> {
             continue; // the main thread (blocked) and the reporter
         }
         worker += n;
-        match frames.last().map(|f| f.0) {
+        match frames.next_back().map(|f| f.0) {
             Some("heavy") => heavy += n,
             Some("light") => light += n,
             _ => {}
