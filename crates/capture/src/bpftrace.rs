@@ -19,7 +19,10 @@ use pyframe_reader::layout::CurrentFrame;
 
 use crate::plan::{FrameSteps, Plan, ThreadMatch};
 
-/// Frames per `printf` (3 arguments each; 8 keeps a record well under the BPF stack limit).
+/// Frames per `printf` (3 arguments each). Every output record costs the probe a few µs, so
+/// fewer, larger records would be cheaper, but bpftrace 0.17 builds a record on the 512-byte
+/// BPF stack: 10 frames per record already exceed it in `pystackd trace`'s program
+/// (measured), 8 fit.
 pub const GROUP: u32 = 8;
 
 /// What the block prints before each of its lines: a `printf` format prefix and its
@@ -193,10 +196,10 @@ pub fn render_block(plan: &Plan, prefix: &LinePrefix) -> String {
     s
 }
 
-/// C struct definitions the block reads through (bpftrace reads a struct in one
-/// `probe_read_user`, a field in one each: a frame costs two reads instead of seven). They
-/// are generated from the layout table, padding included, and must be at the top of the
-/// script, outside any probe.
+/// C struct definitions the block reads through. bpftrace 0.17 reads a struct lazily: each
+/// field access is its own `probe_read_user` (measured in its LLVM IR), so the block copies
+/// every field it needs into a scalar once. They are generated from the layout table,
+/// padding included, and must be at the top of the script, outside any probe.
 pub fn render_definitions(plan: &Plan) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -334,12 +337,16 @@ fn step(s: &mut String, plan: &Plan, k: u32, ind: &str) {
         } => {
             let mut close = "";
             let mut ind2 = ind.to_string();
+            // each field once into a scalar: bpftrace 0.17 reads a struct field per access
+            if first_non_python_owner.is_some() || first_traceable.is_some() {
+                let _ = writeln!(s, "{ind}$py_ow = $py_fr.owner;");
+            }
+            if is_entry.is_some() {
+                let _ = writeln!(s, "{ind}$py_ie = (int64)$py_fr.is_entry;");
+            }
             if let Some(mark) = first_non_python_owner {
                 // C-stack shim: an eval-call boundary, printed as 0:1:0
-                let _ = writeln!(
-                    s,
-                    "{ind}if ($py_fr.owner >= {mark}) {{ $py_o{k} = 1; }} else {{"
-                );
+                let _ = writeln!(s, "{ind}if ($py_ow >= {mark}) {{ $py_o{k} = 1; }} else {{");
                 close = "}";
                 ind2 = format!("{ind}    ");
             }
@@ -356,18 +363,14 @@ fn step(s: &mut String, plan: &Plan, k: u32, ind: &str) {
                 "{ind2}$py_off = (int64)($py_fr.instr - $py_code - {code_adaptive});"
             );
             // 3.11: an entry frame's offset carries the flag in its low bit
-            let flag = if is_entry.is_some() {
-                " | (int64)$py_fr.is_entry"
-            } else {
-                ""
-            };
+            let flag = if is_entry.is_some() { " | $py_ie" } else { "" };
             code_fields(s, &ind2, "$py_code");
             match first_traceable {
                 Some(_) => {
                     // incomplete frames (not started, internal cleanup) are skipped
                     let _ = writeln!(
                         s,
-                        "{ind2}if ($py_fr.owner == {generator_owner} || $py_off >= 2 * $py_lt) {{"
+                        "{ind2}if ($py_ow == {generator_owner} || $py_off >= 2 * $py_lt) {{"
                     );
                     let _ = writeln!(
                         s,
@@ -375,8 +378,7 @@ fn step(s: &mut String, plan: &Plan, k: u32, ind: &str) {
                     );
                     if is_entry.is_some() {
                         // a skipped entry frame still ends its eval call's group: 0:1:0
-                        let _ =
-                            writeln!(s, "{ind2}}} else {{ $py_o{k} = (int64)$py_fr.is_entry; }}");
+                        let _ = writeln!(s, "{ind2}}} else {{ $py_o{k} = $py_ie; }}");
                     } else {
                         let _ = writeln!(s, "{ind2}}}");
                     }
