@@ -152,6 +152,7 @@ pub enum Event {
 /// The sampling loop's state: the attached process, the clock and the counters.
 pub struct Sampler {
     process: PythonProcess,
+    states: crate::platform::ThreadStates,
     settings: Settings,
     interval: Duration,
     started: Instant,
@@ -174,6 +175,7 @@ impl Sampler {
         let started = Instant::now();
         Ok(Sampler {
             process,
+            states: crate::platform::ThreadStates::new(settings.pid),
             settings,
             interval: Duration::from_secs_f64(1.0 / f64::from(settings.rate.max(1))),
             started,
@@ -242,7 +244,7 @@ impl Sampler {
         // a rate the machine cannot keep: sample as fast as it can, never in a burst
         self.next = (self.next + self.interval).max(now);
         let want_idle = !self.settings.idle || self.settings.classify_idle;
-        let idle = want_idle.then(|| crate::platform::idle_threads(self.settings.pid));
+        let idle = want_idle.then(|| self.states.idle());
         let opts = StackOptions {
             pause: self.settings.pause,
             tid: None,

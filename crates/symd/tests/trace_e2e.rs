@@ -218,52 +218,62 @@ fn trace_is_exact_on_moving_targets() {
         skip("no interpreters (tests/pythons/list found none)");
         return;
     }
-    let lib = marker_lib("exact");
-    let lib_s = lib.to_str().unwrap();
     let mut table = BTreeMap::new();
     let mut failures = Vec::new();
     for interp in &interps {
-        let target = Target::spawn(interp, "trace_target.py", &[lib_s]);
-        let truth = target.truth();
-        let file = truth.files[0].clone();
-        let probes = vec![
-            format!("uprobe:{lib_s}:marker_a"),
-            format!("uprobe:{lib_s}:marker_b"),
-            "profile:hz:199".to_string(),
-        ];
         let label = &interp.label;
-        let (mut firings, mut stderr, status) = run_trace(target.pid(), &probes);
-        if status != 0 {
-            failures.push(format!("{label}: exit status {status}: {stderr}"));
-            continue;
-        }
-        if let Err(e) = accounted(&stderr, firings.len() as u64) {
-            failures.push(format!("{label}: {e}"));
-        }
-        // A loaded machine can starve the target or the probes for a whole run (seen: one
-        // marker 3 times, the other 2,039, by the kernel's own count): trace once more, and
-        // check every firing of both runs.
-        let short = |f: &[Firing]| {
-            ["marker_a", "marker_b"].iter().any(|m| {
-                f.iter()
+        // One uprobe of a pair sometimes fires only a handful of times in a whole run, by
+        // the kernel's own count of its program's runs (docs/trace.md, Limits; cause open:
+        // not the target, not lost output, not BPF recursion, not the library file being
+        // traced just before). Then a new target, on a library file of its own, is traced:
+        // up to three runs, every firing of every run checked.
+        let mut firings: Vec<Firing> = Vec::new();
+        let mut stderr = String::new();
+        let mut truth = None;
+        let mut failed = false;
+        for run in 0..3 {
+            let lib = marker_lib(&format!("exact-{label}-{run}"));
+            let lib_s = lib.to_str().unwrap();
+            let target = Target::spawn(interp, "trace_target.py", &[lib_s]);
+            truth = Some(target.truth().clone());
+            let probes = vec![
+                format!("uprobe:{lib_s}:marker_a"),
+                format!("uprobe:{lib_s}:marker_b"),
+                "profile:hz:199".to_string(),
+            ];
+            let (more, err, status) = run_trace(target.pid(), &probes);
+            if status != 0 {
+                failures.push(format!("{label}: exit status {status}: {err}"));
+                failed = true;
+                break;
+            }
+            if let Err(e) = accounted(&err, more.len() as u64) {
+                failures.push(format!("{label}: {e}"));
+            }
+            let short = ["marker_a", "marker_b"].iter().any(|m| {
+                more.iter()
                     .filter(|x| x.probe.ends_with(&format!(":{m}")))
                     .count()
                     < MIN_MARKER_FIRINGS
-            })
-        };
-        if short(&firings) {
-            eprintln!("{label}: few marker firings, traced once more: {stderr}");
-            let (more, more_err, more_status) = run_trace(target.pid(), &probes);
-            if more_status != 0 {
-                failures.push(format!("{label}: exit status {more_status}: {more_err}"));
-                continue;
-            }
-            if let Err(e) = accounted(&more_err, more.len() as u64) {
-                failures.push(format!("{label}: {e}"));
-            }
+            });
             firings.extend(more);
-            stderr = format!("{stderr} / then: {more_err}");
+            stderr = if stderr.is_empty() {
+                err
+            } else {
+                format!("{stderr} / then: {err}")
+            };
+            if !short {
+                break;
+            }
+            eprintln!(
+                "{label}: few firings of a marker in run {}: {stderr}",
+                run + 1
+            );
         }
+        let Some(truth) = truth.filter(|_| !failed) else {
+            continue;
+        };
+        let file = truth.files[0].clone();
         let expect_a = ["a_inner", "a_mid", "a_outer", "worker"];
         let expect_b = ["b_inner", "b_outer", "worker"];
         let mut counts = [0usize; 3];

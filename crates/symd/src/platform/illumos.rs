@@ -283,7 +283,7 @@ pub const DEFAULT_RUN_DIR: &str = "/var/run/pystackd";
 const LWPSINFO_SNAME: usize = 26;
 
 /// LWPs of `pid` sleeping in the kernel (`pr_sname` `S`): idle for a profiler.
-pub fn idle_threads(pid: u32) -> std::collections::HashSet<u64> {
+fn idle_threads(pid: u32) -> std::collections::HashSet<u64> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/lwp")) else {
         return Default::default();
     };
@@ -294,4 +294,20 @@ pub fn idle_threads(pid: u32) -> std::collections::HashSet<u64> {
             (b.get(LWPSINFO_SNAME) == Some(&b'S')).then_some(lwp)
         })
         .collect()
+}
+
+/// Which LWPs of a process are sleeping (`lwpsinfo` `pr_sname` `S`): idle for a profiler.
+pub struct ThreadStates {
+    pid: u32,
+}
+
+impl ThreadStates {
+    pub fn new(pid: u32) -> Self {
+        ThreadStates { pid }
+    }
+
+    /// The idle LWPs now.
+    pub fn idle(&mut self) -> std::collections::HashSet<u64> {
+        idle_threads(self.pid)
+    }
 }

@@ -462,20 +462,72 @@ pub fn executable(pid: u32) -> Option<String> {
 /// Default directory of the daemon's socket.
 pub const DEFAULT_RUN_DIR: &str = "/run/pystackd";
 
-/// Threads of `pid` blocked in the kernel (`S` sleeping, `D` uninterruptible: I/O, locks,
-/// sleeps): idle for a profiler.
-pub fn idle_threads(pid: u32) -> std::collections::HashSet<u64> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Default::default();
-    };
-    dir.flatten()
-        .filter_map(|e| {
-            let tid = e.file_name().to_str()?.parse::<u64>().ok()?;
-            let stat = std::fs::read(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
-            let close = stat.iter().rposition(|&b| b == b')')?;
-            matches!(stat.get(close + 2), Some(b'S' | b'D')).then_some(tid)
-        })
-        .collect()
+/// Which threads of a process are blocked in the kernel (`S` sleeping, `D` uninterruptible:
+/// I/O, locks, sleeps): idle for a profiler. Asked once per sample, so each thread's
+/// `/proc/PID/task/TID/stat` stays open and is read again from its start (opening it anew
+/// and listing the task directory each time was a third of `record`'s CPU per sample); the
+/// list of threads is refreshed every [`ThreadStates::RELIST`]: a thread newer than that
+/// counts as not idle (kept, never left out unseen).
+pub struct ThreadStates {
+    pid: u32,
+    files: std::collections::HashMap<u64, std::fs::File>,
+    listed: Option<std::time::Instant>,
+}
+
+impl ThreadStates {
+    pub const RELIST: std::time::Duration = std::time::Duration::from_millis(100);
+
+    pub fn new(pid: u32) -> Self {
+        ThreadStates {
+            pid,
+            files: Default::default(),
+            listed: None,
+        }
+    }
+
+    /// The idle threads now.
+    pub fn idle(&mut self) -> std::collections::HashSet<u64> {
+        use std::os::unix::fs::FileExt;
+        if self.listed.is_none_or(|t| t.elapsed() >= Self::RELIST) {
+            self.relist();
+        }
+        let mut buf = [0u8; 512];
+        let mut idle = std::collections::HashSet::new();
+        self.files.retain(|&tid, f| {
+            // a thread that has exited reads as an error (ESRCH): forget it
+            let Ok(n) = f.read_at(&mut buf, 0) else {
+                return false;
+            };
+            let stat = &buf[..n];
+            if let Some(close) = stat.iter().rposition(|&b| b == b')') {
+                if matches!(stat.get(close + 2), Some(b'S' | b'D')) {
+                    idle.insert(tid);
+                }
+            }
+            true
+        });
+        idle
+    }
+
+    fn relist(&mut self) {
+        self.listed = Some(std::time::Instant::now());
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            self.files.clear();
+            return;
+        };
+        let now: std::collections::HashSet<u64> = dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+            .collect();
+        self.files.retain(|tid, _| now.contains(tid));
+        for tid in now {
+            if let std::collections::hash_map::Entry::Vacant(e) = self.files.entry(tid) {
+                if let Ok(f) = std::fs::File::open(format!("/proc/{}/task/{tid}/stat", self.pid)) {
+                    e.insert(f);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
