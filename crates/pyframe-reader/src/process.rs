@@ -70,6 +70,9 @@ pub struct PythonProcess {
     /// OS thread names by tid, with when they were read (names change rarely; reading
     /// /proc for each thread of each stack would dominate a warm read).
     names: HashMap<u64, (Instant, Option<String>)>,
+    /// The target's PID namespace and its pid there, when not ours: its memory then holds
+    /// thread ids as that namespace numbers them.
+    pid_ns: Option<(u64, u64)>,
     warnings: Vec<String>,
 }
 
@@ -184,6 +187,7 @@ impl PythonProcess {
             gils: Vec::new(),
             clocks: Vec::new(),
             names: HashMap::new(),
+            pid_ns: platform::pid_namespace(pid),
             warnings,
         })
     }
@@ -211,7 +215,21 @@ impl PythonProcess {
         self.runtime
     }
 
-    /// Read every thread's stack (or one thread's, see [`StackOptions::tid`]).
+    /// The target's PID namespace (inode) and its pid there, when it is not ours.
+    pub fn pid_namespace(&self) -> Option<(u64, u64)> {
+        self.pid_ns
+    }
+
+    /// Each thread's (our tid, the target's namespace tid); identity outside a namespace.
+    fn ns_tids(&self) -> Vec<(u64, u64)> {
+        match self.pid_ns {
+            Some(_) => platform::thread_ns_tids(self.pid).unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Read every thread's stack (or one thread's, see [`StackOptions::tid`], our tid or
+    /// the target's namespace tid; ours wins where a number is both).
     pub fn stack(&mut self, opts: &StackOptions) -> Result<ProcessStack> {
         let _stopped = if opts.pause {
             // attached before: a process that is gone now has exited
@@ -223,21 +241,33 @@ impl PythonProcess {
         } else {
             None
         };
-        let raw = self.read_consistent(opts.tid, opts.pause)?;
+        let want = opts.tid.map(|tid| {
+            let pairs = self.ns_tids();
+            pairs
+                .iter()
+                .find(|p| p.0 == tid)
+                .or_else(|| pairs.iter().find(|p| p.1 == tid))
+                .copied()
+                .unwrap_or((tid, tid))
+        });
+        let raw = self.read_consistent(want, opts.pause)?;
         let mut threads = self.finish_threads(raw);
-        if let Some(tid) = opts.tid {
-            threads.retain(|t| t.os_tid == Some(tid));
+        if let Some((host, _)) = want {
+            threads.retain(|t| t.os_tid == Some(host));
         }
         Ok(ProcessStack {
             pid: self.pid,
             python_version: self.version.text.clone(),
             python_binary: self.binary.path.clone(),
+            pid_ns: self.pid_ns.map(|p| p.0),
+            ns_pid: self.pid_ns.map(|p| p.1),
             threads,
             warnings: self.warnings.clone(),
         })
     }
 
-    fn read_consistent(&mut self, tid: Option<u64>, paused: bool) -> Result<Vec<RawThread>> {
+    /// `tid`: only this thread, as (our tid, its namespace tid).
+    fn read_consistent(&mut self, tid: Option<(u64, u64)>, paused: bool) -> Result<Vec<RawThread>> {
         let mut last = String::new();
         // one thread wanted: recognise it before reading its frames. Without
         // `native_thread_id` the pthread → LWP offset tells (found once per process).
@@ -252,12 +282,13 @@ impl PythonProcess {
         let pid = self.pid;
         let offset = self.pthread_tid_offset;
         let filter = move |mem: &dyn Memory, thread_id: u64, native: Option<u64>| -> bool {
-            let Some(want) = tid else { return true };
+            let Some((host, ns)) = tid else { return true };
             match native {
-                Some(n) if n != 0 => n == want,
+                // the target's memory numbers threads as its own namespace does
+                Some(n) if n != 0 => n == ns,
                 _ => platform::os_thread_ids(pid, mem, &[thread_id], &mut offset.clone())
                     .get(&thread_id)
-                    .is_none_or(|&t| t == want),
+                    .is_none_or(|&t| t == host),
             }
         };
         let started = Instant::now();
@@ -359,21 +390,45 @@ impl PythonProcess {
         } else {
             platform::os_thread_ids(self.pid, &self.mem, &need_map, &mut self.pthread_tid_offset)
         };
+        // native_thread_id is the target's namespace tid; ours is what tools here use
+        let pairs = if raw.iter().any(|t| t.native_thread_id.unwrap_or(0) != 0) {
+            self.ns_tids()
+        } else {
+            Vec::new()
+        };
+        let host_of = |ns: u64| {
+            if self.pid_ns.is_none() {
+                return Some(ns);
+            }
+            pairs.iter().find(|p| p.1 == ns).map(|p| p.0)
+        };
+        let ns_of: HashMap<u64, u64> = if self.pid_ns.is_some() && pairs.is_empty() {
+            self.ns_tids().into_iter().collect()
+        } else {
+            pairs.iter().copied().collect()
+        };
         let now = Instant::now();
-        let live: std::collections::HashSet<u64> =
-            raw.iter().filter_map(|t| t.native_thread_id).collect();
+        let live: std::collections::HashSet<u64> = raw
+            .iter()
+            .filter_map(|t| t.native_thread_id)
+            .filter_map(host_of)
+            .collect();
         self.names
             .retain(|tid, (at, _)| now.duration_since(*at) < NAME_TTL * 30 || live.contains(tid));
         raw.into_iter()
             .map(|t| {
                 let os_tid = match t.native_thread_id {
-                    Some(n) if n != 0 => Some(n),
+                    Some(n) if n != 0 => host_of(n),
                     _ => mapped.get(&t.thread_id).copied(),
                 };
+                let ns_tid = os_tid
+                    .and_then(|h| ns_of.get(&h).copied())
+                    .filter(|&n| Some(n) != os_tid);
                 ThreadStack {
                     interpreter_id: t.interpreter_id,
                     thread_id: t.thread_id,
                     os_tid,
+                    ns_tid,
                     name: os_tid.and_then(|tid| {
                         let pid = self.pid;
                         let e = self
