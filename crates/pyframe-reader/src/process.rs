@@ -54,6 +54,8 @@ pub struct PythonProcess {
     types: Types,
     codes: CodeCache,
     pthread_tid_offset: Option<u64>,
+    /// Whether a walk was made to find `pthread_tid_offset` before the first read.
+    calibration_tried: bool,
     /// 4 KiB blocks the last walk read, fetched in one batch at the start of the next.
     hot_blocks: Vec<u64>,
     /// The blocks holding each thread's innermost-frame pointer in the last walk: the
@@ -182,6 +184,7 @@ impl PythonProcess {
             types,
             codes: CodeCache::default(),
             pthread_tid_offset: None,
+            calibration_tried: false,
             hot_blocks: Vec::new(),
             entry_blocks: Vec::new(),
             gils: Vec::new(),
@@ -271,10 +274,13 @@ impl PythonProcess {
         let mut last = String::new();
         // one thread wanted: recognise it before reading its frames. Without
         // `native_thread_id` the pthread → LWP offset tells (found once per process).
-        if tid.is_some()
-            && self.layout.tstate.native_thread_id.is_none()
+        // Every read wants it before its walk (the walk reads each thread's tid, see
+        // `Walker::pthread_tid_offset`): one extra walk, once per process.
+        if self.layout.tstate.native_thread_id.is_none()
             && self.pthread_tid_offset.is_none()
+            && !self.calibration_tried
         {
+            self.calibration_tried = true;
             let all = self.read_consistent(None, paused)?;
             let ids: Vec<u64> = all.iter().map(|t| t.thread_id).collect();
             platform::os_thread_ids(self.pid, &self.mem, &ids, &mut self.pthread_tid_offset);
@@ -319,6 +325,8 @@ impl PythonProcess {
             let mut w = Walker::new(&cached, &self.layout, &mut self.types, &mut self.codes);
             w.want = Some(&filter);
             w.stopped = paused;
+            w.pthread_tid_offset = offset;
+            w.require_tid = attempt + 2 < MIN_ATTEMPTS;
             let walked = w.walk(self.runtime);
             let witnesses = std::mem::take(&mut w.witnesses);
             let bounds = std::mem::take(&mut w.bounds);
@@ -379,7 +387,10 @@ impl PythonProcess {
         })
     }
 
-    fn finish_threads(&mut self, raw: Vec<RawThread>) -> Vec<ThreadStack> {
+    fn finish_threads(&mut self, mut raw: Vec<RawThread>) -> Vec<ThreadStack> {
+        // a thread state not bound to a thread yet (3.12+: `thread_id` 0 until the new
+        // thread starts) is no thread: nothing runs on it and it has no OS tid
+        raw.retain(|t| t.thread_id != 0 || !t.frames.is_empty());
         let need_map: Vec<u64> = raw
             .iter()
             .filter(|t| t.native_thread_id.unwrap_or(0) == 0)
