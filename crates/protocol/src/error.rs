@@ -54,6 +54,8 @@ pub mod exit {
     /// trace: some captured code objects were freed and their memory reused before they
     /// could be resolved (those frames are reported, not guessed).
     pub const CODE_REUSED: u8 = 15;
+    /// `--tid` names no Python thread of the process (kind `NoSuchThread`).
+    pub const NO_SUCH_THREAD: u8 = 16;
 }
 
 impl ErrorKind {
@@ -110,7 +112,8 @@ impl ErrorKind {
     pub const fn exit_code(self) -> u8 {
         use ErrorKind::*;
         match self {
-            NoSuchProcess | NoSuchThread => 3,
+            NoSuchProcess => 3,
+            NoSuchThread => exit::NO_SUCH_THREAD,
             NotPython => 4,
             PermissionDenied => 5,
             UnsupportedVersion => 6,

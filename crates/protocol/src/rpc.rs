@@ -200,7 +200,8 @@ pub struct CacheSizes {
 #[serde(deny_unknown_fields)]
 pub struct StackParams {
     pub pid: u32,
-    /// Only this OS thread id (LWP).
+    /// Only this OS thread id (LWP): as the daemon's PID namespace numbers it (the host's),
+    /// or as the target's own namespace does (`ThreadStack::ns_tid`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tid: Option<u64>,
     /// Stop the target for the read.

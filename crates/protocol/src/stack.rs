@@ -10,6 +10,13 @@ pub struct ProcessStack {
     pub python_version: String,
     /// Path of the object holding the interpreter (executable or libpython).
     pub python_binary: String,
+    /// The PID namespace the process is in (the inode number of `/proc/PID/ns/pid`), only
+    /// when it is not the reader's own (a container seen from the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<u64>,
+    /// The process's pid inside that namespace (set with `pid_ns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u64>,
     pub threads: Vec<ThreadStack>,
     /// Non-fatal observations (e.g. debug offsets disagreeing with the built-in table).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -23,8 +30,13 @@ pub struct ThreadStack {
     pub interpreter_id: i64,
     /// `PyThreadState.thread_id`: `pthread_self()` of the thread (on illumos the LWP id).
     pub thread_id: u64,
-    /// Kernel thread id (Linux LWP / illumos LWP id), what DTrace, bpftrace and perf call `tid`.
+    /// Kernel thread id (Linux LWP / illumos LWP id), what DTrace, bpftrace and perf call `tid`,
+    /// as the reader's PID namespace numbers it (the host's, for a target in a container).
     pub os_tid: Option<u64>,
+    /// The thread id in the target's own PID namespace (what the application itself sees,
+    /// `threading.get_native_id()`), only when it differs from `os_tid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_tid: Option<u64>,
     /// Thread name as the OS reports it (`/proc/PID/task/TID/comm`), if any.
     pub name: Option<String>,
     /// Whether this thread holds the GIL; `None` where the version gives no way to tell.

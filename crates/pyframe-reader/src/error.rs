@@ -4,7 +4,7 @@ use std::io;
 /// CLI maps to its own exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no such process: {pid}")]
+    #[error("no such process: {pid}{}", nested_note())]
     NoSuchProcess { pid: u32 },
     #[error("permission denied reading process {pid}: {detail}")]
     PermissionDenied { pid: u32, detail: String },
@@ -60,6 +60,16 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+}
+
+/// Why a pid may be invisible here: we run in a PID namespace below the target's.
+fn nested_note() -> &'static str {
+    if crate::platform::in_nested_pid_namespace() {
+        " (pystackd runs in a PID namespace of its own, a container, which shows no \
+         process outside it: run pystackd on the host or in the target's namespace)"
+    } else {
+        ""
     }
 }
 

@@ -54,6 +54,8 @@ pub struct PythonProcess {
     types: Types,
     codes: CodeCache,
     pthread_tid_offset: Option<u64>,
+    /// Whether a walk was made to find `pthread_tid_offset` before the first read.
+    calibration_tried: bool,
     /// 4 KiB blocks the last walk read, fetched in one batch at the start of the next.
     hot_blocks: Vec<u64>,
     /// The blocks holding each thread's innermost-frame pointer in the last walk: the
@@ -74,6 +76,9 @@ pub struct PythonProcess {
     /// OS thread names by tid, with when they were read (names change rarely; reading
     /// /proc for each thread of each stack would dominate a warm read).
     names: HashMap<u64, (Instant, Option<String>)>,
+    /// The target's PID namespace and its pid there, when not ours: its memory then holds
+    /// thread ids as that namespace numbers them.
+    pid_ns: Option<(u64, u64)>,
     warnings: Vec<String>,
 }
 
@@ -183,6 +188,7 @@ impl PythonProcess {
             types,
             codes: CodeCache::default(),
             pthread_tid_offset: None,
+            calibration_tried: false,
             hot_blocks: Vec::new(),
             entry_blocks: Vec::new(),
             gils: Vec::new(),
@@ -190,6 +196,7 @@ impl PythonProcess {
             spare_blocks: Vec::new(),
             unchecked: false,
             names: HashMap::new(),
+            pid_ns: platform::pid_namespace(pid),
             warnings,
         })
     }
@@ -225,7 +232,21 @@ impl PythonProcess {
         self.unchecked = skip;
     }
 
-    /// Read every thread's stack (or one thread's, see [`StackOptions::tid`]).
+    /// The target's PID namespace (inode) and its pid there, when it is not ours.
+    pub fn pid_namespace(&self) -> Option<(u64, u64)> {
+        self.pid_ns
+    }
+
+    /// Each thread's (our tid, the target's namespace tid); identity outside a namespace.
+    fn ns_tids(&self) -> Vec<(u64, u64)> {
+        match self.pid_ns {
+            Some(_) => platform::thread_ns_tids(self.pid).unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Read every thread's stack (or one thread's, see [`StackOptions::tid`], our tid or
+    /// the target's namespace tid; ours wins where a number is both).
     pub fn stack(&mut self, opts: &StackOptions) -> Result<ProcessStack> {
         let _stopped = if opts.pause {
             // attached before: a process that is gone now has exited
@@ -237,28 +258,43 @@ impl PythonProcess {
         } else {
             None
         };
-        let raw = self.read_consistent(opts.tid, opts.pause)?;
+        let want = opts.tid.map(|tid| {
+            let pairs = self.ns_tids();
+            pairs
+                .iter()
+                .find(|p| p.0 == tid)
+                .or_else(|| pairs.iter().find(|p| p.1 == tid))
+                .copied()
+                .unwrap_or((tid, tid))
+        });
+        let raw = self.read_consistent(want, opts.pause)?;
         let mut threads = self.finish_threads(raw);
-        if let Some(tid) = opts.tid {
-            threads.retain(|t| t.os_tid == Some(tid));
+        if let Some((host, _)) = want {
+            threads.retain(|t| t.os_tid == Some(host));
         }
         Ok(ProcessStack {
             pid: self.pid,
             python_version: self.version.text.clone(),
             python_binary: self.binary.path.clone(),
+            pid_ns: self.pid_ns.map(|p| p.0),
+            ns_pid: self.pid_ns.map(|p| p.1),
             threads,
             warnings: self.warnings.clone(),
         })
     }
 
-    fn read_consistent(&mut self, tid: Option<u64>, paused: bool) -> Result<Vec<RawThread>> {
+    /// `tid`: only this thread, as (our tid, its namespace tid).
+    fn read_consistent(&mut self, tid: Option<(u64, u64)>, paused: bool) -> Result<Vec<RawThread>> {
         let mut last = String::new();
         // one thread wanted: recognise it before reading its frames. Without
         // `native_thread_id` the pthread → LWP offset tells (found once per process).
-        if tid.is_some()
-            && self.layout.tstate.native_thread_id.is_none()
+        // Every read wants it before its walk (the walk reads each thread's tid, see
+        // `Walker::pthread_tid_offset`): one extra walk, once per process.
+        if self.layout.tstate.native_thread_id.is_none()
             && self.pthread_tid_offset.is_none()
+            && !self.calibration_tried
         {
+            self.calibration_tried = true;
             let all = self.read_consistent(None, paused)?;
             let ids: Vec<u64> = all.iter().map(|t| t.thread_id).collect();
             platform::os_thread_ids(self.pid, &self.mem, &ids, &mut self.pthread_tid_offset);
@@ -266,12 +302,13 @@ impl PythonProcess {
         let pid = self.pid;
         let offset = self.pthread_tid_offset;
         let filter = move |mem: &dyn Memory, thread_id: u64, native: Option<u64>| -> bool {
-            let Some(want) = tid else { return true };
+            let Some((host, ns)) = tid else { return true };
             match native {
-                Some(n) if n != 0 => n == want,
+                // the target's memory numbers threads as its own namespace does
+                Some(n) if n != 0 => n == ns,
                 _ => platform::os_thread_ids(pid, mem, &[thread_id], &mut offset.clone())
                     .get(&thread_id)
-                    .is_none_or(|&t| t == want),
+                    .is_none_or(|&t| t == host),
             }
         };
         let started = Instant::now();
@@ -302,6 +339,8 @@ impl PythonProcess {
             let mut w = Walker::new(&cached, &self.layout, &mut self.types, &mut self.codes);
             w.want = Some(&filter);
             w.stopped = paused;
+            w.pthread_tid_offset = offset;
+            w.require_tid = attempt + 2 < MIN_ATTEMPTS;
             let walked = w.walk(self.runtime);
             let witnesses = std::mem::take(&mut w.witnesses);
             let bounds = std::mem::take(&mut w.bounds);
@@ -363,7 +402,10 @@ impl PythonProcess {
         })
     }
 
-    fn finish_threads(&mut self, raw: Vec<RawThread>) -> Vec<ThreadStack> {
+    fn finish_threads(&mut self, mut raw: Vec<RawThread>) -> Vec<ThreadStack> {
+        // a thread state not bound to a thread yet (3.12+: `thread_id` 0 until the new
+        // thread starts) is no thread: nothing runs on it and it has no OS tid
+        raw.retain(|t| t.thread_id != 0 || !t.frames.is_empty());
         let need_map: Vec<u64> = raw
             .iter()
             .filter(|t| t.native_thread_id.unwrap_or(0) == 0)
@@ -374,21 +416,45 @@ impl PythonProcess {
         } else {
             platform::os_thread_ids(self.pid, &self.mem, &need_map, &mut self.pthread_tid_offset)
         };
+        // native_thread_id is the target's namespace tid; ours is what tools here use
+        let pairs = if raw.iter().any(|t| t.native_thread_id.unwrap_or(0) != 0) {
+            self.ns_tids()
+        } else {
+            Vec::new()
+        };
+        let host_of = |ns: u64| {
+            if self.pid_ns.is_none() {
+                return Some(ns);
+            }
+            pairs.iter().find(|p| p.1 == ns).map(|p| p.0)
+        };
+        let ns_of: HashMap<u64, u64> = if self.pid_ns.is_some() && pairs.is_empty() {
+            self.ns_tids().into_iter().collect()
+        } else {
+            pairs.iter().copied().collect()
+        };
         let now = Instant::now();
-        let live: std::collections::HashSet<u64> =
-            raw.iter().filter_map(|t| t.native_thread_id).collect();
+        let live: std::collections::HashSet<u64> = raw
+            .iter()
+            .filter_map(|t| t.native_thread_id)
+            .filter_map(host_of)
+            .collect();
         self.names
             .retain(|tid, (at, _)| now.duration_since(*at) < NAME_TTL * 30 || live.contains(tid));
         raw.into_iter()
             .map(|t| {
                 let os_tid = match t.native_thread_id {
-                    Some(n) if n != 0 => Some(n),
+                    Some(n) if n != 0 => host_of(n),
                     _ => mapped.get(&t.thread_id).copied(),
                 };
+                let ns_tid = os_tid
+                    .and_then(|h| ns_of.get(&h).copied())
+                    .filter(|&n| Some(n) != os_tid);
                 ThreadStack {
                     interpreter_id: t.interpreter_id,
                     thread_id: t.thread_id,
                     os_tid,
+                    ns_tid,
                     name: os_tid.and_then(|tid| {
                         let pid = self.pid;
                         let e = self

@@ -50,6 +50,15 @@ pub struct Walker<'a> {
     pub bounds: Vec<StackBound>,
     /// The target's threads are stopped for this walk (nothing moves while it reads).
     pub stopped: bool,
+    /// Versions without `native_thread_id` (before 3.11): where the OS tid sits in the
+    /// block `thread_id` (`pthread_self()`) points to (Linux: glibc's `struct pthread`).
+    /// Read in the walk, and witnessed, so the tid is the walked thread's: a mapping made
+    /// after the walk misses threads that ended meanwhile, or finds a reused block.
+    pub pthread_tid_offset: Option<u64>,
+    /// With `pthread_tid_offset`: a thread running Python whose block holds no tid (seen
+    /// for a thread at its start or end) fails the walk, to be retried, instead of coming
+    /// back without its OS tid. The caller clears it for its last attempts.
+    pub require_tid: bool,
     /// Where each walked thread's innermost-frame pointer was read (the thread state's
     /// field, and on 3.11/3.12 the `_PyCFrame`'s): the caller fetches these before the
     /// frames, so that a walk never starts from a pointer newer than the frames it reads.
@@ -111,6 +120,8 @@ impl<'a> Walker<'a> {
             witnesses: Vec::with_capacity(512),
             bounds: Vec::new(),
             stopped: false,
+            pthread_tid_offset: None,
+            require_tid: false,
             entries: Vec::new(),
             frame_words: HashMap::default(),
             last_frame_words: (0, 0),
@@ -237,7 +248,19 @@ impl<'a> Walker<'a> {
         }
         let tracing = tl.tracing.is_some_and(|o| i32_at(&buf, o as usize) != 0);
         let thread_id = u64_at(&buf, tl.thread_id as usize);
-        let native_thread_id = tl.native_thread_id.map(|o| u64_at(&buf, o as usize));
+        let mut native_thread_id = tl.native_thread_id.map(|o| u64_at(&buf, o as usize));
+        if let (None, Some(off), true) =
+            (tl.native_thread_id, self.pthread_tid_offset, thread_id != 0)
+        {
+            // an unreadable or cleared tid (a thread that ended) leaves the later mapping
+            if let Ok(v) = self.mem.read_i32(thread_id.wrapping_add(off)) {
+                if v > 0 {
+                    self.witnesses
+                        .push(Witness::new(thread_id).field(off, 4, v as u32 as u64));
+                    native_thread_id = Some(v as u64);
+                }
+            }
+        }
         let next = u64_at(&buf, tl.next as usize);
         if let Some(want) = self.want {
             if !want(self.mem, thread_id, native_thread_id) {
@@ -271,6 +294,15 @@ impl<'a> Walker<'a> {
                 }
             }
         };
+        if frame != 0
+            && native_thread_id.is_none()
+            && self.pthread_tid_offset.is_some()
+            && self.require_tid
+        {
+            return Err(invalid(format!(
+                "thread state {t:#x} runs Python, but its pthread block holds no thread id"
+            )));
+        }
         let frames = match self.layout.frame {
             FrameLayout::Object(_) => self.object_frames(frame, tracing)?,
             FrameLayout::Interpreter(fl) => {

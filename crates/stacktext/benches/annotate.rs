@@ -47,6 +47,7 @@ fn source() -> Cached {
             interpreter_id: 0,
             thread_id: tid,
             os_tid: Some(tid),
+            ns_tid: None,
             name: None,
             holds_gil: None,
             frames: (0..8)

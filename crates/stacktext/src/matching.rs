@@ -261,9 +261,12 @@ pub fn match_thread(
     calls: usize,
 ) -> Result<Matched<'_>, Unmatched> {
     let thread = if let Some(tid) = tid {
+        // the host's tid first (perf, gdb, bpftrace on the host), then the one the
+        // target's own PID namespace gives (tools run inside a container)
         threads
             .iter()
             .find(|t| t.os_tid == Some(tid))
+            .or_else(|| threads.iter().find(|t| t.ns_tid == Some(tid)))
             .ok_or(Unmatched::ThreadNotFound(tid))?
     } else if threads.len() == 1 {
         &threads[0]

@@ -128,6 +128,7 @@ fn resolve_capture(
         interpreter_id: 0,
         thread_id: 0,
         os_tid: tid,
+        ns_tid: None,
         name: None,
         holds_gil: None,
         frames,

@@ -50,7 +50,7 @@ Examples:
   pystackd stack --json 4242 | jq .   machine-readable (schema: docs/json.md)
   sudo pystackd stack --pause 4242    consistent snapshot of a busy process
 
-Exit status: 0 ok, 3 no such process (or thread, --tid), 4 not a CPython process, 5 permission
+Exit status: 0 ok, 3 no such process, 16 no such Python thread (--tid), 4 not a CPython process, 5 permission
 denied (needs
 ptrace rights: the process owner with kernel.yama.ptrace_scope <= 1, or root/CAP_SYS_PTRACE),
 6 unsupported version ({versions} are known), 7 the process exited while being read,

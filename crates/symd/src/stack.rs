@@ -82,10 +82,15 @@ fn print(args: &StackArgs, stack: &ProcessStack) -> ExitCode {
 /// Why a read for one thread (`--tid`) came back without it: the process has no such
 /// thread, or that thread runs no Python; naming the threads it has. `None` when it is there.
 pub fn missing_thread(stack: &ProcessStack, tid: u64) -> Option<String> {
-    if stack.threads.iter().any(|t| t.os_tid == Some(tid)) {
+    if stack
+        .threads
+        .iter()
+        .any(|t| t.os_tid == Some(tid) || t.ns_tid == Some(tid))
+    {
         return None;
     }
-    let os = pyframe_reader::platform::threads(stack.pid).unwrap_or_default();
+    let pairs = pyframe_reader::platform::thread_ns_tids(stack.pid).unwrap_or_default();
+    let os: Vec<u64> = pairs.iter().map(|p| p.0).collect();
     let list = |ids: &[u64]| {
         let mut v: Vec<String> = ids.iter().take(16).map(u64::to_string).collect();
         if ids.len() > 16 {
@@ -93,7 +98,7 @@ pub fn missing_thread(stack: &ProcessStack, tid: u64) -> Option<String> {
         }
         v.join(", ")
     };
-    Some(if os.contains(&tid) {
+    Some(if pairs.iter().any(|p| p.0 == tid || p.1 == tid) {
         format!(
             "thread {tid} of process {} runs no Python code (it is not a thread of the \
              interpreter)",
@@ -115,6 +120,13 @@ pub fn write_text(out: &mut impl Write, s: &ProcessStack) -> std::io::Result<()>
         "Process {}: Python {} ({})",
         s.pid, s.python_version, s.python_binary
     )?;
+    if let Some(ns) = s.pid_ns {
+        write!(out, "In a container: pid namespace {ns}")?;
+        if let Some(p) = s.ns_pid {
+            write!(out, ", pid {p} there")?;
+        }
+        writeln!(out, " (thread ids: here, then [in the namespace])")?;
+    }
     for w in &s.warnings {
         writeln!(out, "warning: {w}")?;
     }
@@ -125,6 +137,9 @@ pub fn write_text(out: &mut impl Write, s: &ProcessStack) -> std::io::Result<()>
             .map(|t| t.to_string())
             .unwrap_or_else(|| "?".into());
         write!(out, "Thread {tid}")?;
+        if let Some(ns) = t.ns_tid {
+            write!(out, " [{ns}]")?;
+        }
         if let Some(name) = &t.name {
             write!(out, " \"{}\"", escape_control(name))?;
         }
@@ -162,7 +177,8 @@ pub struct StackArgs {
     /// Stop the target while reading, for a consistent snapshot (needs ptrace rights).
     #[arg(long)]
     pub pause: bool,
-    /// Only the thread with this OS thread id (LWP).
+    /// Only the thread with this OS thread id (LWP): as the host numbers it, or as the
+    /// target's PID namespace does (a container's own tid).
     #[arg(long)]
     pub tid: Option<u64>,
     /// Read the process directly even when the daemon is running.

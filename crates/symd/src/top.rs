@@ -635,6 +635,7 @@ mod tests {
             interpreter_id: 0,
             thread_id: 1,
             os_tid: Some(1),
+            ns_tid: None,
             name: None,
             holds_gil: None,
             frames: innermost_first

@@ -183,6 +183,22 @@ pub fn thread_name(pid: u32, tid: u64) -> Option<String> {
     procfs::parse_lwpname(&b)
 }
 
+/// Zones share the system's pid space (a zone's processes have the same pids inside it
+/// and in the global zone): every LWP id is its own.
+pub fn thread_ns_tids(pid: u32) -> Result<Vec<(u64, u64)>> {
+    Ok(threads(pid)?.into_iter().map(|t| (t, t)).collect())
+}
+
+/// Zones share the pid space: no process is in a pid namespace of its own.
+pub fn pid_namespace(_pid: u32) -> Option<(u64, u64)> {
+    None
+}
+
+/// Zones share the pid space: every process is visible from the global zone.
+pub fn in_nested_pid_namespace() -> bool {
+    false
+}
+
 /// Linux finds the LWP id inside `struct pthread` by calibration; on illumos
 /// `pthread_self()` is the LWP id itself, so there is no offset to find.
 pub fn calibrate_pthread_tid_offset(

@@ -372,51 +372,106 @@ pub fn thread_name(pid: u32, tid: u64) -> Option<String> {
         .map(|s| s.trim_end_matches('\n').to_string())
 }
 
-/// Offset of `tid` inside glibc's/musl's `struct pthread`, found by calibration: the
-/// main thread's `pthread_self()` block holds the pid (its LWP id) at that offset.
-/// Cached per process by the caller.
+/// Each thread's id in the target's own (innermost) PID namespace, by its id here: the
+/// last and first fields of `NSpid:` in `/proc/PID/task/TID/status` (the first is in the
+/// namespace of our `/proc`). The target's memory (`native_thread_id`, glibc's
+/// `struct pthread`) holds the former; perf, gdb and bpftrace on the host use the latter.
+/// Equal pairs outside a namespace; a thread without an `NSpid:` line (kernel < 4.1)
+/// maps to itself.
+pub fn thread_ns_tids(pid: u32) -> Result<Vec<(u64, u64)>> {
+    Ok(threads(pid)?
+        .into_iter()
+        .filter_map(|t| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/task/{t}/status")).ok()?;
+            let ns = status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|v| v.split_whitespace().last()?.parse().ok())
+                .unwrap_or(t);
+            Some((t, ns))
+        })
+        .collect())
+}
+
+/// The PID namespace of `pid` (the inode of `/proc/PID/ns/pid`) when it is not ours, and
+/// the process's pid in it; `None` when it shares ours or cannot be told.
+pub fn pid_namespace(pid: u32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let theirs = std::fs::metadata(format!("/proc/{pid}/ns/pid")).ok()?.ino();
+    let ours = std::fs::metadata("/proc/self/ns/pid").ok()?.ino();
+    if theirs == ours {
+        return None;
+    }
+    let ns_pid = thread_ns_tids(pid)
+        .ok()?
+        .into_iter()
+        .find(|&(t, _)| t == u64::from(pid))
+        .map_or(u64::from(pid), |(_, ns)| ns);
+    Some((theirs, ns_pid))
+}
+
+/// Whether pystackd itself runs in a PID namespace below another (a container): processes
+/// of the outer namespaces have no pid here.
+pub fn in_nested_pid_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .is_some_and(|v| v.split_whitespace().count() > 1)
+    })
+}
+
+/// glibc x86_64 keeps `tid` at this offset of `struct pthread`: the pick when several
+/// offsets fit equally well (a lone thread whose namespace tid is 1 matches small flags).
+const GLIBC_TID_OFFSET: usize = 0x2d0;
+
+/// Offset of `tid` inside glibc's/musl's `struct pthread`, found by calibration: at that
+/// offset the `pthread_self()` blocks of the threads hold their tids (as the target's PID
+/// namespace numbers them). Thread states sharing a `pthread_t` (a subinterpreter's, one
+/// `threading` preallocates for a thread not started yet) and blocks of threads that
+/// ended (tid cleared, memory reused) must not spoil it: the offset where the most
+/// distinct threads hold distinct live tids wins. Cached per process by the caller.
 pub fn calibrate_pthread_tid_offset(pid: u32, mem: &dyn Memory, thread_ids: &[u64]) -> Option<u64> {
-    let lwps = threads(pid).ok()?;
-    let lwp_set: std::collections::HashSet<u64> = lwps.iter().copied().collect();
+    let ns: std::collections::HashSet<u64> = thread_ns_tids(pid)
+        .ok()?
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect();
     const SPAN: usize = 0x800;
+    let mut ids: Vec<u64> = thread_ids.iter().copied().filter(|&t| t != 0).collect();
+    ids.sort_unstable();
+    ids.dedup();
     let mut blocks = Vec::new();
-    for &t in thread_ids {
+    for t in ids {
         let mut b = vec![0u8; SPAN];
         if mem.read(t, &mut b).is_ok() {
             blocks.push(b);
         }
     }
-    if blocks.is_empty() {
-        return None;
-    }
-    // candidate offsets: 4-byte aligned, where every thread's value is one of its LWPs
-    // and all values differ. glibc x86_64 has it at 0x2d0.
-    let mut best = None;
+    let mut best: Option<(usize, usize)> = None;
     for off in (0..SPAN - 4).step_by(4) {
-        let vals: Vec<u64> = blocks
+        let mut vals: Vec<u64> = blocks
             .iter()
             .map(|b| u32::from_le_bytes(b[off..off + 4].try_into().unwrap()) as u64)
+            .filter(|v| ns.contains(v))
             .collect();
-        if !vals.iter().all(|v| lwp_set.contains(v)) {
+        let n = vals.len();
+        vals.sort_unstable();
+        vals.dedup();
+        if n == 0 || vals.len() != n {
             continue;
         }
-        let mut uniq = vals.clone();
-        uniq.sort_unstable();
-        uniq.dedup();
-        if uniq.len() != vals.len() {
-            continue;
+        let better = match best {
+            None => true,
+            Some((_, m)) => n > m || (n == m && off == GLIBC_TID_OFFSET),
+        };
+        if better {
+            best = Some((off, n));
         }
-        // prefer the offset where the main thread's value is the pid
-        if vals.contains(&(pid as u64)) || blocks.len() > 1 {
-            best = Some(off as u64);
-            break;
-        }
-        best.get_or_insert(off as u64);
     }
-    best
+    best.map(|(off, _)| off as u64)
 }
 
-/// Map `PyThreadState.thread_id` (`pthread_self()`) values to LWP ids.
+/// Map `PyThreadState.thread_id` (`pthread_self()`) values to LWP ids as we number them.
 pub fn os_thread_ids(
     pid: u32,
     mem: &dyn Memory,
@@ -428,10 +483,23 @@ pub fn os_thread_ids(
     }
     let mut map = HashMap::new();
     let Some(off) = *tid_offset else { return map };
+    let mut ns_tids: Vec<(u64, u64)> = thread_ns_tids(pid).unwrap_or_default();
     for &t in thread_ids {
+        if t == 0 {
+            continue;
+        }
         if let Ok(v) = mem.read_i32(t.wrapping_add(off)) {
-            if v > 0 {
-                map.insert(t, v as u64);
+            if v <= 0 {
+                continue;
+            }
+            let v = v as u64;
+            if !ns_tids.iter().any(|&(_, n)| n == v) {
+                // a thread started after the listing
+                ns_tids = thread_ns_tids(pid).unwrap_or_default();
+            }
+            // a tid no live thread has is a block that outlived its thread: no answer
+            if let Some(&(host, _)) = ns_tids.iter().find(|&&(_, n)| n == v) {
+                map.insert(t, host);
             }
         }
     }

@@ -4,7 +4,8 @@
 //! Each OS module provides the same free functions and the `ProcessMemory` and
 //! `StopGuard` types: open process memory, list mappings with object paths, process
 //! start time, threads and their names, stopping and resuming a
-//! process, and mapping `PyThreadState.thread_id` values to OS thread ids.
+//! process, mapping `PyThreadState.thread_id` values to OS thread ids, and thread ids
+//! between the target's PID namespace and ours (Linux; illumos zones share one pid space).
 
 use std::path::PathBuf;
 
@@ -38,6 +39,9 @@ const INTERFACE: () = {
     let _: fn(u32) -> Result<u64> = start_time;
     let _: fn(u32) -> Result<Vec<u64>> = threads;
     let _: fn(u32, u64) -> Option<String> = thread_name;
+    let _: fn(u32) -> Result<Vec<(u64, u64)>> = thread_ns_tids;
+    let _: fn(u32) -> Option<(u64, u64)> = pid_namespace;
+    let _: fn() -> bool = in_nested_pid_namespace;
     let _: fn(u32, &dyn Memory, &[u64]) -> Option<u64> = calibrate_pthread_tid_offset;
     let _: fn(u32, &dyn Memory, &[u64], &mut Option<u64>) -> HashMap<u64, u64> = os_thread_ids;
     let _: fn(u32) -> Result<StopGuard> = stop;
