@@ -37,7 +37,14 @@ fn bench(c: &mut Criterion) {
     });
     let tid = s.threads[0].os_tid;
     g.bench_function("stack_one_thread_warm", |b| {
-        b.iter(|| p.stack(&StackOptions { pause: false, tid }).unwrap())
+        b.iter(|| {
+            p.stack(&StackOptions {
+                pause: false,
+                tid,
+                locals: false,
+            })
+            .unwrap()
+        })
     });
     g.finish();
     let _ = child.kill();

@@ -13,6 +13,7 @@ use crate::layout::{self, debug_offsets, Layout};
 use crate::memory::{BlockCache, Memory, MemoryExt};
 use crate::objects::Types;
 use crate::platform::{self, ProcessMemory};
+use crate::values::{TypeCache, ValueReader};
 use crate::version::{self, Version, DEBUG_COOKIE};
 use crate::walker::{RawThread, Walker};
 use crate::witness;
@@ -33,6 +34,8 @@ pub struct StackOptions {
     pub pause: bool,
     /// Only this OS thread id (LWP); `None` for all threads.
     pub tid: Option<u64>,
+    /// Also read every frame's arguments and local variables (`Frame::locals`).
+    pub locals: bool,
 }
 
 /// Sizes of the per-process caches.
@@ -71,6 +74,8 @@ pub struct PythonProcess {
     /// /proc for each thread of each stack would dominate a warm read).
     names: HashMap<u64, (Instant, Option<String>)>,
     warnings: Vec<String>,
+    /// Built-in type objects seen by `--locals` reads.
+    value_types: TypeCache,
 }
 
 const NAME_TTL: Duration = Duration::from_secs(1);
@@ -184,6 +189,7 @@ impl PythonProcess {
             gils: Vec::new(),
             clocks: Vec::new(),
             names: HashMap::new(),
+            value_types: TypeCache::default(),
             warnings,
         })
     }
@@ -223,7 +229,30 @@ impl PythonProcess {
         } else {
             None
         };
-        let raw = self.read_consistent(opts.tid, opts.pause)?;
+        let mut raw = self.read_consistent(opts.tid, opts.pause)?;
+        let mut warnings = self.warnings.clone();
+        if opts.locals {
+            // read after the walk (while still stopped with --pause): each frame's values
+            // are checked against a re-read of its slots (values.rs), not against the walk
+            let mut reader = ValueReader::new(&self.mem, &self.layout, &mut self.value_types);
+            for t in &mut raw {
+                for (f, &(frame, code)) in t.frames.iter_mut().zip(&t.frame_addrs) {
+                    match reader.frame_locals(frame, code) {
+                        Ok(l) => f.locals = Some(l),
+                        Err(MemoryError::Gone) => {
+                            return Err(Error::ProcessExited { pid: self.pid })
+                        }
+                        Err(e) => {
+                            f.locals = Some(Vec::new());
+                            warnings.push(format!(
+                                "locals of {} (thread {:#x}) not read: {e}",
+                                f.function, t.thread_id
+                            ));
+                        }
+                    }
+                }
+            }
+        }
         let mut threads = self.finish_threads(raw);
         if let Some(tid) = opts.tid {
             threads.retain(|t| t.os_tid == Some(tid));
@@ -233,7 +262,7 @@ impl PythonProcess {
             python_version: self.version.text.clone(),
             python_binary: self.binary.path.clone(),
             threads,
-            warnings: self.warnings.clone(),
+            warnings,
         })
     }
 
