@@ -88,6 +88,9 @@ pub struct ValueReader<'a> {
     heap: HashMap<u64, (TypeInfo, String)>,
     /// Containers being rendered (Python prints a cycle as `[...]`).
     active: Vec<u64>,
+    /// An item of the container being rendered was no readable object: a container that
+    /// holds one is being changed (or is garbage), never a value to show.
+    bad_item: bool,
 }
 
 fn invalid(msg: String) -> MemoryError {
@@ -102,6 +105,7 @@ impl<'a> ValueReader<'a> {
             cache,
             heap: HashMap::default(),
             active: Vec::new(),
+            bad_item: false,
         }
     }
 
@@ -158,7 +162,7 @@ impl<'a> ValueReader<'a> {
     }
 
     fn type_of(&mut self, obj: u64) -> MemResult<TypeInfo> {
-        if obj == 0 || obj % 8 != 0 {
+        if obj == 0 || !obj.is_multiple_of(8) {
             return Err(invalid(format!("bad object pointer {obj:#x}")));
         }
         let tp = self.mem.read_u64(obj.wrapping_add(OB_TYPE))?;
@@ -168,7 +172,7 @@ impl<'a> ValueReader<'a> {
         if let Some((t, _)) = self.heap.get(&tp) {
             return Ok(t.clone());
         }
-        if tp == 0 || tp % 8 != 0 {
+        if tp == 0 || !tp.is_multiple_of(8) {
             return Err(invalid(format!("bad type pointer {tp:#x}")));
         }
         let mut head = [0u8; (obj::TYPE_DICT + 8) as usize];
@@ -274,6 +278,7 @@ impl<'a> ValueReader<'a> {
         let t = match self.type_of(o) {
             Ok(t) => t,
             Err(_) => {
+                self.bad_item = true;
                 let _ = write!(out, "<unreadable object at {o:#x}>");
                 return;
             }
@@ -458,20 +463,21 @@ impl<'a> ValueReader<'a> {
             return;
         }
         for _ in 0..ATTEMPTS {
+            // a container whose parts do not agree (a pointer followed while it changed, a
+            // count ahead of its entries) is being changed: retry, then say so
             let Ok(before) = self.snapshot(o, b) else {
-                out.push_str("<unreadable>");
-                return;
+                continue;
             };
             let (n, ref items) = before.items;
             if n == 0 {
-                out.push_str(match b {
-                    Builtin::Tuple => "()",
-                    Builtin::List => "[]",
-                    Builtin::Dict => "{}",
-                    Builtin::Set => "set()",
-                    _ => "frozenset()",
-                });
                 if self.snapshot(o, b).ok().as_ref() == Some(&before) {
+                    out.push_str(match b {
+                        Builtin::Tuple => "()",
+                        Builtin::List => "[]",
+                        Builtin::Dict => "{}",
+                        Builtin::Set => "set()",
+                        _ => "frozenset()",
+                    });
                     return;
                 }
                 continue;
@@ -481,34 +487,59 @@ impl<'a> ValueReader<'a> {
                 let _ = write!(out, "{open}…{close}");
                 return;
             }
-            let mut s = String::from(open);
-            let mut t = false;
-            self.active.push(o);
-            for (i, &(k, v)) in items.iter().enumerate() {
-                if i > 0 {
-                    s.push_str(", ");
-                }
-                self.render(k, depth + 1, &mut s, &mut t);
-                if b == Builtin::Dict {
-                    s.push_str(": ");
-                    self.render(v, depth + 1, &mut s, &mut t);
-                }
+            // rendered twice, the container read again after each: an item freed and its
+            // memory reused for another value (the container dropping and taking back the
+            // same address meanwhile) shows as a difference between the two renderings
+            let outer_bad = std::mem::replace(&mut self.bad_item, false);
+            let (s1, t) = self.items_text(o, b, n, items, depth, open, close);
+            let bad = std::mem::replace(&mut self.bad_item, outer_bad);
+            if bad || self.snapshot(o, b).ok().as_ref() != Some(&before) {
+                continue;
             }
-            self.active.pop();
-            if n > items.len() {
-                s.push_str(", …");
-                t = true;
-            } else if b == Builtin::Tuple && n == 1 {
-                s.push(',');
+            let (s2, _) = self.items_text(o, b, n, items, depth, open, close);
+            if s1 != s2 || self.snapshot(o, b).ok().as_ref() != Some(&before) {
+                continue;
             }
-            s.push_str(close);
-            if self.snapshot(o, b).ok().as_ref() == Some(&before) {
-                out.push_str(&s);
-                *trunc |= t;
-                return;
-            }
+            out.push_str(&s1);
+            *trunc |= t;
+            return;
         }
         out.push_str(CHANGED);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn items_text(
+        &mut self,
+        o: u64,
+        b: Builtin,
+        n: usize,
+        items: &[(u64, u64)],
+        depth: usize,
+        open: &str,
+        close: &str,
+    ) -> (String, bool) {
+        let mut s = String::from(open);
+        let mut t = false;
+        self.active.push(o);
+        for (i, &(k, v)) in items.iter().enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            self.render(k, depth + 1, &mut s, &mut t);
+            if b == Builtin::Dict {
+                s.push_str(": ");
+                self.render(v, depth + 1, &mut s, &mut t);
+            }
+        }
+        self.active.pop();
+        if n > items.len() {
+            s.push_str(", …");
+            t = true;
+        } else if b == Builtin::Tuple && n == 1 {
+            s.push(',');
+        }
+        s.push_str(close);
+        (s, t)
     }
 
     /// What a container holds now: its length and the first items (dict: key, value),
@@ -568,6 +599,9 @@ impl<'a> ValueReader<'a> {
                     words.extend_from_slice(&raw);
                     i += chunk;
                 }
+                if i > mask && items.len() < (used as usize).min(MAX_ITEMS) {
+                    return Err(invalid(format!("set at {o:#x}: fewer entries than `used`")));
+                }
                 Ok(Snap {
                     items: (used as usize, items),
                     words,
@@ -577,7 +611,7 @@ impl<'a> ValueReader<'a> {
     }
 
     /// The dict's head words and its first `max` (key, value) pairs in iteration order.
-    fn dict_items(&mut self, d: u64, max: usize) -> MemResult<(Vec<u8>, Vec<(u64, u64)>)> {
+    fn dict_items(&mut self, d: u64, max: usize) -> MemResult<DictRead> {
         let head = self.mem.read_array::<48>(d)?;
         let used = u64_at(&head, obj::DICT_USED as usize);
         let keys = u64_at(&head, obj::DICT_KEYS as usize);
@@ -725,6 +759,12 @@ impl<'a> ValueReader<'a> {
                         words.extend_from_slice(&vs);
                     }
                     i += chunk;
+                }
+                // a dict caught between its count and its entries (a running insert)
+                if i >= nentries && items.len() < (used as usize).min(max) {
+                    return Err(invalid(format!(
+                        "dict at {d:#x}: fewer entries than ma_used"
+                    )));
                 }
             }
         }
@@ -918,6 +958,9 @@ impl<'a> ValueReader<'a> {
         Ok(out)
     }
 }
+
+/// A dict's raw words (compared by the re-read) and its first (key, value) pairs.
+type DictRead = (Vec<u8>, Vec<(u64, u64)>);
 
 enum SplitOrder {
     Combined,
