@@ -229,3 +229,48 @@ fn mutated_containers_are_never_torn() {
     );
     assert!(failures.is_empty(), "torn values:\n{}", failures.join("\n"));
 }
+
+/// The daemon's `stack` with `"locals": true` gives the same locals; without it, frames
+/// carry no `locals` member (the existing JSON is unchanged).
+#[test]
+fn daemon_stack_with_locals() {
+    use serde_json::json;
+    let py = require!(testkit::python(&testkit::Want::any()));
+    let target = Target::spawn(&py, "locals_target.py", &[]);
+    let d = testkit::daemon::Daemon::start(None);
+    let mut c = d.connect();
+    let plain = c.ok("stack", json!({"pid": target.pid()}));
+    let frames = plain["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["frames"].as_array().unwrap());
+    for f in frames {
+        assert!(f.get("locals").is_none(), "{f}");
+    }
+    let v = c.ok("stack", json!({"pid": target.pid(), "locals": true}));
+    let got: ProcessStack = serde_json::from_value(v).unwrap();
+    let worker = target.truth().thread("values").unwrap();
+    let t = got
+        .threads
+        .iter()
+        .find(|t| t.os_tid == Some(worker.native_id))
+        .expect("the values thread");
+    let mut compared = 0;
+    for want in &target.truth().locals {
+        let f = t
+            .frames
+            .iter()
+            .find(|f| *f.function == *want.function)
+            .unwrap();
+        let l = f
+            .locals
+            .iter()
+            .flatten()
+            .find(|l| l.name == want.name)
+            .unwrap_or_else(|| panic!("no local {}", want.name));
+        assert_eq!(l.repr, want.repr, "{}", want.name);
+        compared += 1;
+    }
+    eprintln!("daemon: {compared} locals compared ({})", py.label);
+}
