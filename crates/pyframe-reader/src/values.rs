@@ -78,6 +78,10 @@ struct TypeInfo {
 #[derive(Debug, Default)]
 pub struct TypeCache {
     statics: HashMap<u64, TypeInfo>,
+    /// Local names per code object address, with the names tuple they were read from: a
+    /// code object is immutable, so the same tuple pointer at the same address means the
+    /// same names (one 8-byte read instead of a tuple of strings per frame).
+    names: HashMap<u64, (u64, std::sync::Arc<Vec<(String, LocalKind)>>)>,
 }
 
 /// Reads and renders values of one process for one stack read.
@@ -876,7 +880,22 @@ impl<'a> ValueReader<'a> {
     /// The arguments and locals of the frame at `frame` running the code at `code`.
     /// Unbound variables (and empty cells) are left out, as `locals()` leaves them out.
     pub fn frame_locals(&mut self, frame: u64, code: u64) -> MemResult<Vec<Local>> {
-        let names = self.local_names(code)?;
+        let names_field = match self.layout.values.code {
+            CodeLocalsLayout::Varnames { varnames, .. } => varnames,
+            CodeLocalsLayout::Kinds { names, .. } => names,
+        };
+        let tuple = self.mem.read_u64(code + names_field)?;
+        let names = match self.cache.names.get(&code) {
+            Some((t, n)) if *t == tuple => n.clone(),
+            _ => {
+                let n = std::sync::Arc::new(self.local_names(code)?);
+                if self.cache.names.len() >= 100_000 {
+                    self.cache.names.clear();
+                }
+                self.cache.names.insert(code, (tuple, n.clone()));
+                n
+            }
+        };
         let at = frame + self.layout.values.frame_localsplus;
         let mask = !self.layout.values.localsplus_tag_mask;
         let n = names.len();
