@@ -73,6 +73,9 @@ struct TypeInfo {
     dict: u64,
 }
 
+/// A code object's fast locals: name and kind per slot (an empty name: not shown).
+type Names = std::sync::Arc<Vec<(String, LocalKind)>>;
+
 /// Type objects already read. Static (non-heap) types live as long as the process, so
 /// they are kept across reads; heap types only for one [`ValueReader`].
 #[derive(Debug, Default)]
@@ -81,7 +84,7 @@ pub struct TypeCache {
     /// Local names per code object address, with the names tuple they were read from: a
     /// code object is immutable, so the same tuple pointer at the same address means the
     /// same names (one 8-byte read instead of a tuple of strings per frame).
-    names: HashMap<u64, (u64, std::sync::Arc<Vec<(String, LocalKind)>>)>,
+    names: HashMap<u64, (u64, Names)>,
 }
 
 /// Reads and renders values of one process for one stack read.
