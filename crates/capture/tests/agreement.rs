@@ -49,6 +49,7 @@ fn plan_interpreter_agrees_with_walker() {
                 .stack(&StackOptions {
                     pause: false,
                     tid: None,
+                    locals: false,
                 })
                 .expect("walker reads the stopped target");
             let mut resolver = Resolver::new(process.layout());

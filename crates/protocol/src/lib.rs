@@ -8,5 +8,5 @@ mod stack;
 mod summary;
 
 pub use error::ErrorKind;
-pub use stack::{escape_control, Frame, ProcessStack, ThreadStack};
+pub use stack::{escape_control, Frame, Local, LocalKind, ProcessStack, ThreadStack};
 pub use summary::AnnotateSummary;

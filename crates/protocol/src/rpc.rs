@@ -207,6 +207,9 @@ pub struct StackParams {
     /// Stop the target for the read.
     #[serde(default)]
     pub pause: bool,
+    /// Also read each frame's arguments and local variables (`Frame::locals`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub locals: bool,
 }
 
 pub type StackResult = ProcessStack;
@@ -501,7 +504,8 @@ mod tests {
             StackParams {
                 pid: 42,
                 tid: None,
-                pause: false
+                pause: false,
+                locals: false
             }
         );
     }

@@ -64,6 +64,48 @@ pub struct Frame {
     /// the previous entry frame (exclusive) to this one (inclusive) belong to one
     /// `_PyEval_EvalFrameDefault` frame of the native stack. Always true up to 3.10.
     pub entry: bool,
+    /// The frame's arguments and local variables (`stack --locals`), in the code object's
+    /// order; absent when not asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locals: Option<Vec<Local>>,
+}
+
+/// One argument or local variable of a frame, its value shown as Python's `repr()` would,
+/// within limits (docs/json.md "Locals").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Local {
+    pub name: String,
+    pub kind: LocalKind,
+    /// The value's type name (`tp_name`, e.g. `int`, `dict`, `Point`); empty when the value
+    /// could not be read.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub repr: String,
+    /// True when the limits cut the repr short (marked with `…` where they did).
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalKind {
+    /// A parameter of the function (including `*args`, `**kwargs`, keyword-only ones).
+    Arg,
+    Local,
+    /// A local variable that an inner function captures (read through its cell).
+    Cell,
+    /// A variable of an enclosing function this one uses (read through its cell).
+    Free,
+}
+
+impl LocalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocalKind::Arg => "arg",
+            LocalKind::Local => "local",
+            LocalKind::Cell => "cell",
+            LocalKind::Free => "free",
+        }
+    }
 }
 
 impl ThreadStack {

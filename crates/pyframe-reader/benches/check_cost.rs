@@ -14,7 +14,11 @@ use std::time::Instant;
 use pyframe_reader::{PythonProcess, StackOptions};
 
 fn median_read_us(p: &mut PythonProcess, reads: usize, tid: Option<u64>) -> f64 {
-    let opts = StackOptions { pause: false, tid };
+    let opts = StackOptions {
+        pause: false,
+        tid,
+        locals: false,
+    };
     let mut ns: Vec<u64> = (0..reads)
         .map(|_| {
             let t = Instant::now();
@@ -62,8 +66,12 @@ fn main() {
     );
     for (what, tid) in [("all threads", None), ("one thread", s.threads[0].os_tid)] {
         for _ in 0..1000 {
-            p.stack(&StackOptions { pause: false, tid })
-                .expect("warm-up");
+            p.stack(&StackOptions {
+                pause: false,
+                tid,
+                locals: false,
+            })
+            .expect("warm-up");
         }
         let (mut with, mut without, mut ratios) = (vec![], vec![], vec![]);
         for r in 0..rounds {

@@ -24,9 +24,25 @@ fn bench(c: &mut Criterion) {
     g.bench_function("stack_all_threads_warm", |b| {
         b.iter(|| p.stack(&StackOptions::default()).unwrap())
     });
+    // `--locals`: the same read plus every frame's arguments and locals (goal: at most
+    // twice a plain read)
+    let with_locals = StackOptions {
+        locals: true,
+        ..Default::default()
+    };
+    g.bench_function("stack_all_threads_warm_locals", |b| {
+        b.iter(|| p.stack(&with_locals).unwrap())
+    });
     let tid = s.threads[0].os_tid;
     g.bench_function("stack_one_thread_warm", |b| {
-        b.iter(|| p.stack(&StackOptions { pause: false, tid }).unwrap())
+        b.iter(|| {
+            p.stack(&StackOptions {
+                pause: false,
+                tid,
+                locals: false,
+            })
+            .unwrap()
+        })
     });
     g.finish();
     let _ = child.kill();

@@ -33,6 +33,7 @@ impl CodeInfo {
     /// started yet, reported at `co_firstlineno` as CPython does).
     pub fn frame(&self, byte_offset: i64, entry: bool) -> Frame {
         Frame {
+            locals: None,
             function: self.name.clone(),
             qualname: self.qualname.clone(),
             filename: self.filename.clone(),

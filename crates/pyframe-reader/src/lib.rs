@@ -11,6 +11,7 @@ pub mod memory;
 pub mod objects;
 pub mod platform;
 pub mod process;
+pub mod values;
 pub mod version;
 pub mod walker;
 pub mod witness;

@@ -13,6 +13,7 @@ use crate::layout::{self, debug_offsets, Layout};
 use crate::memory::{Block, BlockCache, Memory, MemoryExt};
 use crate::objects::Types;
 use crate::platform::{self, ProcessMemory};
+use crate::values::{TypeCache, ValueReader};
 use crate::version::{self, Version, DEBUG_COOKIE};
 use crate::walker::{RawThread, Walker};
 use crate::witness;
@@ -33,6 +34,8 @@ pub struct StackOptions {
     pub pause: bool,
     /// Only this OS thread id (LWP); `None` for all threads.
     pub tid: Option<u64>,
+    /// Also read every frame's arguments and local variables (`Frame::locals`).
+    pub locals: bool,
 }
 
 /// Sizes of the per-process caches.
@@ -80,6 +83,8 @@ pub struct PythonProcess {
     /// thread ids as that namespace numbers them.
     pid_ns: Option<(u64, u64)>,
     warnings: Vec<String>,
+    /// Built-in type objects seen by `--locals` reads.
+    value_types: TypeCache,
 }
 
 const NAME_TTL: Duration = Duration::from_secs(1);
@@ -197,6 +202,7 @@ impl PythonProcess {
             unchecked: false,
             names: HashMap::new(),
             pid_ns: platform::pid_namespace(pid),
+            value_types: TypeCache::default(),
             warnings,
         })
     }
@@ -267,7 +273,30 @@ impl PythonProcess {
                 .copied()
                 .unwrap_or((tid, tid))
         });
-        let raw = self.read_consistent(want, opts.pause)?;
+        let mut raw = self.read_consistent(want, opts.pause)?;
+        let mut warnings = self.warnings.clone();
+        if opts.locals {
+            // read after the walk (while still stopped with --pause): each frame's values
+            // are checked against a re-read of its slots (values.rs), not against the walk
+            let mut reader = ValueReader::new(&self.mem, &self.layout, &mut self.value_types);
+            for t in &mut raw {
+                for (f, &(frame, code)) in t.frames.iter_mut().zip(&t.frame_addrs) {
+                    match reader.frame_locals(frame, code) {
+                        Ok(l) => f.locals = Some(l),
+                        Err(MemoryError::Gone) => {
+                            return Err(Error::ProcessExited { pid: self.pid })
+                        }
+                        Err(e) => {
+                            f.locals = Some(Vec::new());
+                            warnings.push(format!(
+                                "locals of {} (thread {:#x}) not read: {e}",
+                                f.function, t.thread_id
+                            ));
+                        }
+                    }
+                }
+            }
+        }
         let mut threads = self.finish_threads(raw);
         if let Some((host, _)) = want {
             threads.retain(|t| t.os_tid == Some(host));
@@ -279,7 +308,7 @@ impl PythonProcess {
             pid_ns: self.pid_ns.map(|p| p.0),
             ns_pid: self.pid_ns.map(|p| p.1),
             threads,
-            warnings: self.warnings.clone(),
+            warnings,
         })
     }
 

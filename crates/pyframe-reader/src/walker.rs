@@ -30,6 +30,8 @@ pub struct RawThread {
     pub holds_gil: Option<bool>,
     /// Innermost first.
     pub frames: Vec<Frame>,
+    /// Per frame, the address of the frame and of its code object (`--locals` reads there).
+    pub frame_addrs: Vec<(u64, u64)>,
 }
 
 /// Decides from `(memory, thread_id, native_thread_id)` whether a thread's frames are read.
@@ -303,11 +305,12 @@ impl<'a> Walker<'a> {
                 "thread state {t:#x} runs Python, but its pthread block holds no thread id"
             )));
         }
+        let mut frame_addrs = Vec::new();
         let frames = match self.layout.frame {
-            FrameLayout::Object(_) => self.object_frames(frame, tracing)?,
+            FrameLayout::Object(_) => self.object_frames(frame, tracing, &mut frame_addrs)?,
             FrameLayout::Interpreter(fl) => {
                 let mut addrs = Vec::with_capacity(64);
-                let frames = self.interpreter_frames(frame, &mut addrs)?;
+                let frames = self.interpreter_frames(frame, &mut addrs, &mut frame_addrs)?;
                 if let Some(ds) = tl.datastack {
                     self.bounds.push(StackBound {
                         chunk_field: t.wrapping_add(ds.chunk),
@@ -329,6 +332,7 @@ impl<'a> Walker<'a> {
                 native_thread_id,
                 holds_gil: gil_holder.map(|h| h == t),
                 frames,
+                frame_addrs,
             }),
         ))
     }
@@ -338,7 +342,12 @@ impl<'a> Walker<'a> {
     /// frame, and its stale back link would cut the chain short. Inside a trace or profile
     /// function (`tracing`), the traced frame itself may not be running yet (call event)
     /// or any more (return event), so the flag is then only compared after the walk.
-    fn object_frames(&mut self, mut addr: u64, tracing: bool) -> MemResult<Vec<Frame>> {
+    fn object_frames(
+        &mut self,
+        mut addr: u64,
+        tracing: bool,
+        shown: &mut Vec<(u64, u64)>,
+    ) -> MemResult<Vec<Frame>> {
         let FrameLayout::Object(fl) = self.layout.frame else {
             unreachable!()
         };
@@ -378,6 +387,7 @@ impl<'a> Walker<'a> {
             )?;
             let lasti = i32_at(&buf, fl.lasti as usize) as i64;
             frames.push(code.frame(lasti * i64::from(fl.lasti_unit), true));
+            shown.push((addr, u64_at(&buf, fl.code as usize)));
             let back = u64_at(&buf, fl.back as usize);
             let mut w = Witness::new(addr)
                 .field(OB_TYPE, 8, u64_at(&buf, OB_TYPE as usize))
@@ -490,7 +500,12 @@ impl<'a> Walker<'a> {
     }
 
     /// 3.11+: `_PyInterpreterFrame` chain; entry frames close each eval call's group.
-    fn interpreter_frames(&mut self, mut addr: u64, addrs: &mut Vec<u64>) -> MemResult<Vec<Frame>> {
+    fn interpreter_frames(
+        &mut self,
+        mut addr: u64,
+        addrs: &mut Vec<u64>,
+        shown: &mut Vec<(u64, u64)>,
+    ) -> MemResult<Vec<Frame>> {
         let FrameLayout::Interpreter(fl) = self.layout.frame else {
             unreachable!()
         };
@@ -591,6 +606,7 @@ impl<'a> Walker<'a> {
                 continue;
             }
             frames.push(code.frame(units * 2, entry));
+            shown.push((addr, code_addr));
             addr = previous;
         }
         // the outermost frame was run by the outermost eval call

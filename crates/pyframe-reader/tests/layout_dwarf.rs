@@ -452,6 +452,186 @@ fn check_layout(c: &mut Checker, t: &Layout) {
     c.offset("OB_SIZE", layout::OB_SIZE, VAROBJ, "ob_size");
     c.offset("OB_TYPE", layout::OB_TYPE, "PyObject", "ob_type");
     c.offset("type_tp_name", t.type_tp_name, TYPE, "tp_name");
+    check_values(c, t);
+}
+
+/// `--locals`: fast locals, local names, built-in objects (`layout::ValuesLayout`, `obj`).
+fn check_values(c: &mut Checker, t: &Layout) {
+    use layout::{obj, CodeLocalsLayout, DictLayout, LongLayout, SplitValues};
+    let v = &t.values;
+    match t.frame {
+        FrameLayout::Object(_) => c.offset(
+            "values.frame_localsplus",
+            v.frame_localsplus,
+            FRAME_OBJ,
+            "f_localsplus",
+        ),
+        FrameLayout::Interpreter(_) => c.offset(
+            "values.frame_localsplus",
+            v.frame_localsplus,
+            IFRAME,
+            "localsplus",
+        ),
+    }
+    match v.code {
+        CodeLocalsLayout::Varnames {
+            argcount,
+            kwonlyargcount,
+            flags,
+            varnames,
+            cellvars,
+            freevars,
+        } => {
+            c.offset("values.code.argcount", argcount, CODE, "co_argcount");
+            c.offset(
+                "values.code.kwonly",
+                kwonlyargcount,
+                CODE,
+                "co_kwonlyargcount",
+            );
+            c.offset("values.code.flags", flags, CODE, "co_flags");
+            c.offset("values.code.varnames", varnames, CODE, "co_varnames");
+            c.offset("values.code.cellvars", cellvars, CODE, "co_cellvars");
+            c.offset("values.code.freevars", freevars, CODE, "co_freevars");
+        }
+        CodeLocalsLayout::Kinds {
+            argcount,
+            kwonlyargcount,
+            flags,
+            names,
+            kinds,
+        } => {
+            c.offset("values.code.argcount", argcount, CODE, "co_argcount");
+            c.offset(
+                "values.code.kwonly",
+                kwonlyargcount,
+                CODE,
+                "co_kwonlyargcount",
+            );
+            c.offset("values.code.flags", flags, CODE, "co_flags");
+            c.offset("values.code.names", names, CODE, "co_localsplusnames");
+            c.offset("values.code.kinds", kinds, CODE, "co_localspluskinds");
+        }
+    }
+    c.offset(
+        "values.tuple_items",
+        v.tuple_items,
+        "PyTupleObject",
+        "ob_item",
+    );
+    match v.long {
+        LongLayout::SignedSize { digits } => {
+            c.offset("values.long.digits", digits, "PyLongObject", "ob_digit")
+        }
+        LongLayout::Tagged { tag, digits } => {
+            // gdb does not expand the typedef'd `_PyLongValue`: `lv_tag` is its first
+            // member, the digits follow that one word
+            c.offset("values.long.tag", tag, "PyLongObject", "long_value");
+            c.offset(
+                "values.long.digits - 8",
+                digits - 8,
+                "PyLongObject",
+                "long_value",
+            );
+        }
+    }
+    const KEYS: &str = "PyDictKeysObject";
+    match v.dict {
+        DictLayout::Sized {
+            size,
+            nentries,
+            indices,
+        } => {
+            c.offset("values.dict.size", size, KEYS, "dk_size");
+            c.offset("values.dict.nentries", nentries, KEYS, "dk_nentries");
+            c.offset("values.dict.indices", indices, KEYS, "dk_indices");
+        }
+        DictLayout::Log2 {
+            log2_size,
+            log2_index_bytes,
+            kind,
+            nentries,
+            indices,
+            values,
+        } => {
+            c.offset("values.dict.log2_size", log2_size, KEYS, "dk_log2_size");
+            c.offset(
+                "values.dict.log2_index_bytes",
+                log2_index_bytes,
+                KEYS,
+                "dk_log2_index_bytes",
+            );
+            c.offset("values.dict.kind", kind, KEYS, "dk_kind");
+            c.offset("values.dict.nentries", nentries, KEYS, "dk_nentries");
+            c.offset("values.dict.indices", indices, KEYS, "dk_indices");
+            match values {
+                SplitValues::OrderBefore => c.offset(
+                    "values.dict.values (plain array)",
+                    0,
+                    "PyDictValues",
+                    "values",
+                ),
+                SplitValues::Header {
+                    capacity,
+                    size,
+                    values,
+                } => {
+                    c.offset(
+                        "values.dict.values.capacity",
+                        capacity,
+                        "PyDictValues",
+                        "capacity",
+                    );
+                    c.offset("values.dict.values.size", size, "PyDictValues", "size");
+                    c.offset(
+                        "values.dict.values.values",
+                        values,
+                        "PyDictValues",
+                        "values",
+                    );
+                }
+            }
+        }
+    }
+    c.offset(
+        "obj::FLOAT_VALUE",
+        obj::FLOAT_VALUE,
+        "PyFloatObject",
+        "ob_fval",
+    );
+    // `Py_complex` is `{double real; double imag;}` (a typedef gdb does not expand)
+    c.offset(
+        "obj::COMPLEX_REAL",
+        obj::COMPLEX_REAL,
+        "PyComplexObject",
+        "cval",
+    );
+    c.offset(
+        "obj::COMPLEX_IMAG - 8",
+        obj::COMPLEX_IMAG - 8,
+        "PyComplexObject",
+        "cval",
+    );
+    c.offset(
+        "obj::LIST_ITEMS",
+        obj::LIST_ITEMS,
+        "PyListObject",
+        "ob_item",
+    );
+    c.offset("obj::DICT_USED", obj::DICT_USED, "PyDictObject", "ma_used");
+    c.offset("obj::DICT_KEYS", obj::DICT_KEYS, "PyDictObject", "ma_keys");
+    c.offset(
+        "obj::DICT_VALUES",
+        obj::DICT_VALUES,
+        "PyDictObject",
+        "ma_values",
+    );
+    c.offset("obj::SET_USED", obj::SET_USED, "PySetObject", "used");
+    c.offset("obj::SET_MASK", obj::SET_MASK, "PySetObject", "mask");
+    c.offset("obj::SET_TABLE", obj::SET_TABLE, "PySetObject", "table");
+    c.offset("obj::CELL_REF", obj::CELL_REF, "PyCellObject", "ob_ref");
+    c.offset("obj::TYPE_FLAGS", obj::TYPE_FLAGS, TYPE, "tp_flags");
+    c.offset("obj::TYPE_DICT", obj::TYPE_DICT, TYPE, "tp_dict");
 }
 
 /// `enum _frameowner {FRAME_OWNED_BY_THREAD, ...}`: the first value that is not a
@@ -500,6 +680,16 @@ fn tables_match_dwarf() {
             TYPE,
             "PyObject",
             DEBUG_OFFSETS,
+            "PyTupleObject",
+            "PyLongObject",
+            "PyDictKeysObject",
+            "PyDictValues",
+            "PyFloatObject",
+            "PyComplexObject",
+            "PyListObject",
+            "PyDictObject",
+            "PySetObject",
+            "PyCellObject",
         ]
         .iter()
         .map(|t| (*t, format!("ptype /o {t}")))

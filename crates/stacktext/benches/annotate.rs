@@ -52,6 +52,7 @@ fn source() -> Cached {
             holds_gil: None,
             frames: (0..8)
                 .map(|i| Frame {
+                    locals: None,
                     function: format!("func{i}").into(),
                     qualname: None,
                     filename: "/usr/lib/python3.10/vendor-packages/pkg/client/image.py".into(),

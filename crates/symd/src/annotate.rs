@@ -151,6 +151,7 @@ impl StackSource for LiveSource {
         match p.stack(&StackOptions {
             pause: false,
             tid: None,
+            locals: false,
         }) {
             Ok(s) => Ok(s.threads),
             Err(e) => {
@@ -201,6 +202,7 @@ impl DaemonSource {
             pid,
             tid: None,
             pause: false,
+            locals: false,
         };
         if self.client.is_none() {
             self.client = Some(Client::connect(&self.socket)?);

@@ -44,11 +44,19 @@ Threads are listed with their OS thread id (what top, perf, gdb and DTrace call 
 the OS thread name and whether they hold the GIL; frames innermost first, as
 `function (file:line)` (qualified names on 3.11+).
 
+--locals adds each frame's arguments and local variables under it, `name = repr` (`(arg)`,
+`(cell)`, `(free)` mark the kind), read from memory without running code in the target: int,
+float, complex, bool, None, str, bytes, tuple, list, dict, set and frozenset as Python's repr()
+shows them (3 levels deep, 10 items, 100 characters, then `…`), anything else as
+`<module.Class object at 0x…>`. A container that changed while read is retried, then shown as
+`<changed while read>` (docs/json.md \"Locals\").
+
 Examples:
   pystackd stack 4242                 every thread of process 4242
   pystackd stack --tid 4250 4242      one thread
   pystackd stack --json 4242 | jq .   machine-readable (schema: docs/json.md)
   sudo pystackd stack --pause 4242    consistent snapshot of a busy process
+  pystackd stack --locals 4242        with every frame's arguments and locals
 
 Exit status: 0 ok, 3 no such process, 16 no such Python thread (--tid), 4 not a CPython process, 5 permission
 denied (needs

@@ -211,8 +211,17 @@ pub fn stack(
     pid: u32,
     tid: Option<u64>,
     pause: bool,
+    locals: bool,
 ) -> Result<ProcessStack, ClientError> {
-    Client::connect(socket)?.call(methods::STACK, Some(StackParams { pid, tid, pause }))
+    Client::connect(socket)?.call(
+        methods::STACK,
+        Some(StackParams {
+            pid,
+            tid,
+            pause,
+            locals,
+        }),
+    )
 }
 
 fn fail(e: &ClientError) -> ExitCode {

@@ -248,6 +248,7 @@ impl Sampler {
         let opts = StackOptions {
             pause: self.settings.pause,
             tid: None,
+            locals: false,
         };
         match self.process.stack(&opts) {
             Ok(stack) => {

@@ -13,7 +13,7 @@ pub fn run(args: &StackArgs, global: &Global) -> ExitCode {
     // The daemon when it answers (it may read what the caller may not open itself,
     // and keeps caches warm); the process directly when there is none.
     if !global.no_daemon {
-        match client::stack(&global.socket, args.pid, args.tid, args.pause) {
+        match client::stack(&global.socket, args.pid, args.tid, args.pause, args.locals) {
             Ok(stack) => return print(args, &stack),
             Err(e) if e.is_not_running() => {}
             Err(e @ (ClientError::Rpc(_) | ClientError::Closed | ClientError::Timeout { .. })) => {
@@ -34,6 +34,7 @@ pub fn run(args: &StackArgs, global: &Global) -> ExitCode {
         p.stack(&StackOptions {
             pause: args.pause,
             tid: args.tid,
+            locals: args.locals,
         })
     });
     match result {
@@ -162,6 +163,20 @@ pub fn write_text(out: &mut impl Write, s: &ProcessStack) -> std::io::Result<()>
                 Some(l) => writeln!(out, "    {name} ({file}:{l})")?,
                 None => writeln!(out, "    {name} ({file})")?,
             }
+            for l in f.locals.iter().flatten() {
+                let mark = match l.kind {
+                    protocol::LocalKind::Arg => " (arg)",
+                    protocol::LocalKind::Local => "",
+                    protocol::LocalKind::Cell => " (cell)",
+                    protocol::LocalKind::Free => " (free)",
+                };
+                writeln!(
+                    out,
+                    "        {} = {}{mark}",
+                    escape_control(&l.name),
+                    escape_control(&l.repr)
+                )?;
+            }
         }
     }
     Ok(())
@@ -181,6 +196,10 @@ pub struct StackArgs {
     /// target's PID namespace does (a container's own tid).
     #[arg(long)]
     pub tid: Option<u64>,
+    /// Also show each frame's arguments and local variables, as Python's repr() shows
+    /// them within limits (docs/json.md "Locals"); --pause makes them one moment's values.
+    #[arg(long)]
+    pub locals: bool,
     /// Read the process directly even when the daemon is running.
     #[arg(long)]
     pub no_daemon: bool,

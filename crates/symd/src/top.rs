@@ -641,6 +641,7 @@ mod tests {
             frames: innermost_first
                 .iter()
                 .map(|n| protocol::Frame {
+                    locals: None,
                     function: Arc::from(*n),
                     qualname: None,
                     filename: Arc::from("/p.py"),

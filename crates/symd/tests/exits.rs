@@ -88,7 +88,11 @@ fn reads_of_exiting_processes_say_exited() {
                     continue;
                 }
             };
-            let opts = StackOptions { pause, tid: None };
+            let opts = StackOptions {
+                pause,
+                tid: None,
+                locals: false,
+            };
             // read until the target has exited and been seen to
             let last = loop {
                 match p.stack(&opts) {

@@ -60,7 +60,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 pub use pythons::{python, Interpreter, Want};
-pub use target::{FrameTruth, GroundTruth, SelfCheck, Target, ThreadTruth};
+pub use target::{FrameTruth, GroundTruth, LocalTruth, SelfCheck, Target, ThreadTruth};
 pub use user::{RunAs, TestUser};
 
 /// Whether `PYSTACKD_STRICT=1`: a missing prerequisite fails the test instead of skipping it.

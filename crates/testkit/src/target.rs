@@ -73,12 +73,28 @@ pub struct GroundTruth {
     pub min_depth: Option<u32>,
     #[serde(default)]
     pub max_depth: Option<u32>,
+    /// locals_target: each recorded variable with its own repr(), cut by pystackd's limits.
+    #[serde(default)]
+    pub locals: Vec<LocalTruth>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct SelfCheck {
     pub samples: u32,
     pub functions_seen: Vec<String>,
+}
+
+/// One variable as locals_target.py saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LocalTruth {
+    pub function: String,
+    pub name: String,
+    /// `arg`, `local`, `cell`, `free`.
+    pub kind: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub repr: String,
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

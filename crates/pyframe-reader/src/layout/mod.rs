@@ -31,6 +31,118 @@ pub struct Layout {
     pub bytes: BytesLayout,
     /// `PyTypeObject.tp_name` (type validation by name when a type symbol is missing).
     pub type_tp_name: u64,
+    /// What `stack --locals` needs: fast locals, their names, built-in value objects.
+    pub values: ValuesLayout,
+}
+
+/// Where a frame's local variables are and how the built-in objects `--locals` shows
+/// are laid out (`crate::values`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValuesLayout {
+    /// Offset of the fast locals in the frame: `PyFrameObject.f_localsplus` (≤3.10),
+    /// `_PyInterpreterFrame.localsplus` (3.11+).
+    pub frame_localsplus: u64,
+    /// 3.14+: the slots are `_PyStackRef`s; clear these low tag bits (as for `f_executable`).
+    pub localsplus_tag_mask: u64,
+    pub code: CodeLocalsLayout,
+    /// `PyTupleObject.ob_item` (3.14 put `ob_hash` before it).
+    pub tuple_items: u64,
+    pub long: LongLayout,
+    pub dict: DictLayout,
+}
+
+/// Where a code object names its fast locals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeLocalsLayout {
+    /// ≤3.10: `co_varnames` (tuple of str: arguments first, then locals), `co_cellvars`,
+    /// `co_freevars`; the frame holds the locals, then a cell per cell var, then per free var.
+    Varnames {
+        argcount: u64,
+        kwonlyargcount: u64,
+        flags: u64,
+        varnames: u64,
+        cellvars: u64,
+        freevars: u64,
+    },
+    /// 3.11+: `co_localsplusnames` (tuple of str) and `co_localspluskinds` (bytes, one
+    /// `CO_FAST_*` kind per slot).
+    Kinds {
+        argcount: u64,
+        kwonlyargcount: u64,
+        flags: u64,
+        names: u64,
+        kinds: u64,
+    },
+}
+
+/// How an `int` states its size and sign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LongLayout {
+    /// ≤3.11: `ob_size` is the digit count, negative for a negative number; digits at 24.
+    SignedSize { digits: u64 },
+    /// 3.12+: `long_value.lv_tag` = digit count << 3 | sign (0 positive, 1 zero, 2 negative).
+    Tagged { tag: u64, digits: u64 },
+}
+
+/// `PyDictKeysObject` and the split-table values, by version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DictLayout {
+    /// ≤3.10: `dk_size` (entries of the hash index), `dk_nentries`, `dk_indices`; every
+    /// entry is `{hash, key, value}`; split values are a plain array in key order.
+    Sized {
+        size: u64,
+        nentries: u64,
+        indices: u64,
+    },
+    /// 3.11+: `dk_log2_size`, `dk_log2_index_bytes`, `dk_kind` (0 general: 24-byte
+    /// entries, else 16-byte `{key, value}` entries), `dk_nentries`, `dk_indices`.
+    Log2 {
+        log2_size: u64,
+        log2_index_bytes: u64,
+        kind: u64,
+        nentries: u64,
+        indices: u64,
+        values: SplitValues,
+    },
+}
+
+/// How a split dict's values record their insertion order (3.11+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitValues {
+    /// 3.11/3.12: `ma_values` points at the values; the count is the byte at -2 and the
+    /// entry index of the i-th value inserted the byte at -3-i.
+    OrderBefore,
+    /// 3.13+: `PyDictValues {capacity, size, embedded, valid, values[capacity]}`, the
+    /// order bytes right after `values[capacity]`.
+    Header {
+        capacity: u64,
+        size: u64,
+        values: u64,
+    },
+}
+
+/// Offsets of built-in objects that are the same in every version 3.8-3.15 (checked
+/// against each one's DWARF in `tests/layout_dwarf.rs`).
+pub mod obj {
+    /// `PyFloatObject.ob_fval`; `PyComplexObject.cval.real`, `.imag`.
+    pub const FLOAT_VALUE: u64 = 16;
+    pub const COMPLEX_REAL: u64 = 16;
+    pub const COMPLEX_IMAG: u64 = 24;
+    /// `PyListObject.ob_item` (a `PyObject **`); the length is `ob_size`.
+    pub const LIST_ITEMS: u64 = 24;
+    /// `PyDictObject.ma_used`, `ma_keys`, `ma_values`.
+    pub const DICT_USED: u64 = 16;
+    pub const DICT_KEYS: u64 = 32;
+    pub const DICT_VALUES: u64 = 40;
+    /// `PySetObject.used`, `mask`, `table` (entries `{key, hash}`, 16 bytes).
+    pub const SET_USED: u64 = 24;
+    pub const SET_MASK: u64 = 32;
+    pub const SET_TABLE: u64 = 40;
+    /// `PyCellObject.ob_ref`.
+    pub const CELL_REF: u64 = 16;
+    /// `PyTypeObject.tp_flags`, `tp_dict`.
+    pub const TYPE_FLAGS: u64 = 168;
+    pub const TYPE_DICT: u64 = 264;
 }
 
 /// `_PyRuntimeState` (`Include/internal/pycore_runtime.h`; `pystate.h` on 3.8).

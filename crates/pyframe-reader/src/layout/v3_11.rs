@@ -92,4 +92,32 @@ pub const LAYOUT: Layout = Layout {
     bytes: BytesLayout { size: 16, data: 32 },
     // `PyTypeObject.tp_name` (Include/cpython/object.h)
     type_tp_name: 24,
+    // fast locals, local names, built-in objects (`stack --locals`)
+    values: ValuesLayout {
+        // `localsplus`
+        frame_localsplus: 72,
+        localsplus_tag_mask: 0,
+        // `PyCodeObject`: co_argcount, co_kwonlyargcount, co_flags, co_localsplusnames,
+        // co_localspluskinds
+        code: CodeLocalsLayout::Kinds {
+            argcount: 56,
+            kwonlyargcount: 64,
+            flags: 48,
+            names: 96,
+            kinds: 104,
+        },
+        tuple_items: 24,
+        // `PyLongObject.ob_digit` (`ob_size` is the signed digit count)
+        long: LongLayout::SignedSize { digits: 24 },
+        // `PyDictKeysObject`: dk_log2_size, dk_log2_index_bytes, dk_kind, dk_nentries,
+        // dk_indices
+        dict: DictLayout::Log2 {
+            log2_size: 8,
+            log2_index_bytes: 9,
+            kind: 10,
+            nentries: 24,
+            indices: 32,
+            values: SplitValues::OrderBefore,
+        },
+    },
 };

@@ -71,4 +71,29 @@ pub const LAYOUT: Layout = Layout {
     bytes: BytesLayout { size: 16, data: 32 },
     // `PyTypeObject.tp_name` (Include/cpython/object.h)
     type_tp_name: 24,
+    // fast locals, local names, built-in objects (`stack --locals`)
+    values: ValuesLayout {
+        // `f_localsplus`
+        frame_localsplus: 360,
+        localsplus_tag_mask: 0,
+        // `PyCodeObject`: co_argcount, co_kwonlyargcount, co_flags, co_varnames,
+        // co_cellvars, co_freevars
+        code: CodeLocalsLayout::Varnames {
+            argcount: 16,
+            kwonlyargcount: 24,
+            flags: 36,
+            varnames: 72,
+            cellvars: 88,
+            freevars: 80,
+        },
+        tuple_items: 24,
+        // `PyLongObject.ob_digit` (`ob_size` is the signed digit count)
+        long: LongLayout::SignedSize { digits: 24 },
+        // `PyDictKeysObject`: dk_size, dk_nentries, dk_indices
+        dict: DictLayout::Sized {
+            size: 8,
+            nentries: 32,
+            indices: 40,
+        },
+    },
 };

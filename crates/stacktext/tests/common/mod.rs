@@ -12,6 +12,7 @@ pub fn fixture(name: &str) -> Vec<u8> {
 
 pub fn frame(filename: &str, function: &str, line: u32, entry: bool) -> Frame {
     Frame {
+        locals: None,
         function: function.into(),
         qualname: None,
         filename: filename.into(),

@@ -421,6 +421,7 @@ fn read_stack(
     let opts = StackOptions {
         pause: p.pause,
         tid: p.tid,
+        locals: p.locals,
     };
     match entry.read(process, &opts) {
         Read::Stack(s) => match p.tid.and_then(|t| crate::stack::missing_thread(&s, t)) {
@@ -465,6 +466,7 @@ impl stacktext::StackSource for CacheSource<'_> {
             pid,
             tid: None,
             pause: false,
+            locals: false,
         };
         stack(self.state, self.peer, &p)
             .map(|s| s.threads)

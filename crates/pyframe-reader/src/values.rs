@@ -1,0 +1,1217 @@
+//! Python values read out of the target, shown as Python's `repr()` would show them,
+//! within limits (depth, items, characters) so that garbage pointers, cycles and huge
+//! containers stay bounded. Never runs code in the target. Mutable containers are read,
+//! rendered and read again: a value that changed meanwhile is retried, then shown as
+//! `<changed while read>`, never as a mixture of two states.
+//!
+//! The small API ([`ValueReader::repr`], [`ValueReader::str_value`],
+//! [`ValueReader::dict_get_str`]) is what other readers (e.g. `threading` names) build on.
+
+use rustc_hash::FxHashMap as HashMap;
+use std::fmt::Write as _;
+
+use protocol::{Local, LocalKind};
+
+use crate::error::MemoryError;
+use crate::layout::{obj, CodeLocalsLayout, DictLayout, Layout, LongLayout, SplitValues};
+use crate::layout::{OB_SIZE, OB_TYPE};
+use crate::memory::{u64_at, u8_at, MemResult, Memory, MemoryExt};
+
+/// Containers nested deeper than this show as `[…]`.
+pub const MAX_DEPTH: usize = 3;
+/// Items shown per container; more are `…`.
+pub const MAX_ITEMS: usize = 10;
+/// Characters of a `str` (bytes of a `bytes`) shown; more are `…` before the closing quote.
+pub const MAX_CHARS: usize = 100;
+/// 30-bit digits of an `int` converted; larger ones show as `<int of N bits>`.
+pub const MAX_INT_DIGITS: u64 = 100;
+/// Re-reads of a container that changed while being read.
+const ATTEMPTS: usize = 3;
+/// Fast locals of one frame read at most (a garbage count must not become a huge read).
+const MAX_SLOTS: u64 = 4096;
+/// Dict/set entries scanned at most for the shown items (deleted entries are skipped).
+const MAX_SCAN: u64 = 4096;
+pub const CHANGED: &str = "<changed while read>";
+
+const HEAPTYPE: u64 = 1 << 9;
+const CO_VARARGS: u32 = 4;
+const CO_VARKEYWORDS: u32 = 8;
+const CO_FAST_HIDDEN: u8 = 0x10;
+const CO_FAST_CELL: u8 = 0x40;
+const CO_FAST_FREE: u8 = 0x80;
+
+/// A value as shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repr {
+    pub type_name: String,
+    pub text: String,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Builtin {
+    Int,
+    Bool,
+    Float,
+    Complex,
+    Str,
+    Bytes,
+    Tuple,
+    List,
+    Dict,
+    Set,
+    FrozenSet,
+    None,
+    Cell,
+}
+
+#[derive(Debug, Clone)]
+struct TypeInfo {
+    name: String,
+    builtin: Option<Builtin>,
+    heap: bool,
+    dict: u64,
+}
+
+/// A code object's fast locals: name and kind per slot (an empty name: not shown).
+type Names = std::sync::Arc<Vec<(String, LocalKind)>>;
+
+/// Type objects already read. Static (non-heap) types live as long as the process, so
+/// they are kept across reads; heap types only for one [`ValueReader`].
+#[derive(Debug, Default)]
+pub struct TypeCache {
+    statics: HashMap<u64, TypeInfo>,
+    /// Local names per code object address, with the names tuple they were read from: a
+    /// code object is immutable, so the same tuple pointer at the same address means the
+    /// same names (one 8-byte read instead of a tuple of strings per frame).
+    names: HashMap<u64, (u64, Names)>,
+}
+
+/// Reads and renders values of one process for one stack read.
+pub struct ValueReader<'a> {
+    mem: &'a dyn Memory,
+    layout: &'a Layout,
+    cache: &'a mut TypeCache,
+    heap: HashMap<u64, (TypeInfo, String)>,
+    /// Containers being rendered (Python prints a cycle as `[...]`).
+    active: Vec<u64>,
+    /// An item of the container being rendered was no readable object: a container that
+    /// holds one is being changed (or is garbage), never a value to show.
+    bad_item: bool,
+}
+
+fn invalid(msg: String) -> MemoryError {
+    MemoryError::Invalid(msg)
+}
+
+impl<'a> ValueReader<'a> {
+    pub fn new(mem: &'a dyn Memory, layout: &'a Layout, cache: &'a mut TypeCache) -> Self {
+        ValueReader {
+            mem,
+            layout,
+            cache,
+            heap: HashMap::default(),
+            active: Vec::new(),
+            bad_item: false,
+        }
+    }
+
+    /// The value at `obj`, as `repr()` shows it within the limits.
+    pub fn repr(&mut self, obj: u64) -> Repr {
+        let mut out = String::new();
+        let mut truncated = false;
+        let type_name = match self.type_of(obj) {
+            Ok(t) => t.name.clone(),
+            Err(_) => {
+                return Repr {
+                    type_name: String::new(),
+                    text: format!("<unreadable object at {obj:#x}>"),
+                    truncated: false,
+                }
+            }
+        };
+        self.render(obj, 0, &mut out, &mut truncated);
+        Repr {
+            type_name,
+            text: out,
+            truncated,
+        }
+    }
+
+    /// The text of a `str` object (at most [`MAX_CHARS`] * 160 characters).
+    pub fn str_value(&mut self, obj: u64) -> MemResult<String> {
+        let t = self.type_of(obj)?;
+        if t.builtin != Some(Builtin::Str) {
+            return Err(invalid(format!("{obj:#x} is not a str")));
+        }
+        let (cps, _) = self.str_points(obj, MAX_CHARS * 160)?;
+        Ok(cps
+            .into_iter()
+            .map(|c| char::from_u32(c).unwrap_or('\u{fffd}'))
+            .collect())
+    }
+
+    /// The value stored under the `str` key `key` in the dict at `dict`, if any.
+    pub fn dict_get_str(&mut self, dict: u64, key: &str) -> MemResult<Option<u64>> {
+        let t = self.type_of(dict)?;
+        if t.builtin != Some(Builtin::Dict) && !t.heap {
+            return Err(invalid(format!("{dict:#x} is not a dict")));
+        }
+        let (_, items) = self.dict_items(dict, MAX_SCAN as usize)?;
+        for (k, v) in items {
+            if self.type_of(k).ok().and_then(|t| t.builtin) == Some(Builtin::Str)
+                && self.str_value(k).ok().as_deref() == Some(key)
+            {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+
+    fn type_of(&mut self, obj: u64) -> MemResult<TypeInfo> {
+        if obj == 0 || !obj.is_multiple_of(8) {
+            return Err(invalid(format!("bad object pointer {obj:#x}")));
+        }
+        let tp = self.mem.read_u64(obj.wrapping_add(OB_TYPE))?;
+        if let Some(t) = self.cache.statics.get(&tp) {
+            return Ok(t.clone());
+        }
+        if let Some((t, _)) = self.heap.get(&tp) {
+            return Ok(t.clone());
+        }
+        if tp == 0 || !tp.is_multiple_of(8) {
+            return Err(invalid(format!("bad type pointer {tp:#x}")));
+        }
+        let mut head = [0u8; (obj::TYPE_DICT + 8) as usize];
+        self.mem.read(tp, &mut head)?;
+        let name = self.cstr(u64_at(&head, self.layout.type_tp_name as usize), 200)?;
+        let flags = u64_at(&head, obj::TYPE_FLAGS as usize);
+        let heap = flags & HEAPTYPE != 0;
+        let builtin = if heap {
+            None
+        } else {
+            Some(match name.as_str() {
+                "int" => Builtin::Int,
+                "bool" => Builtin::Bool,
+                "float" => Builtin::Float,
+                "complex" => Builtin::Complex,
+                "str" => Builtin::Str,
+                "bytes" => Builtin::Bytes,
+                "tuple" => Builtin::Tuple,
+                "list" => Builtin::List,
+                "dict" => Builtin::Dict,
+                "set" => Builtin::Set,
+                "frozenset" => Builtin::FrozenSet,
+                "NoneType" => Builtin::None,
+                "cell" => Builtin::Cell,
+                _ => Builtin::Cell,
+            })
+            .filter(|_| {
+                matches!(
+                    name.as_str(),
+                    "int"
+                        | "bool"
+                        | "float"
+                        | "complex"
+                        | "str"
+                        | "bytes"
+                        | "tuple"
+                        | "list"
+                        | "dict"
+                        | "set"
+                        | "frozenset"
+                        | "NoneType"
+                        | "cell"
+                )
+            })
+        };
+        let info = TypeInfo {
+            name,
+            builtin,
+            heap,
+            dict: u64_at(&head, obj::TYPE_DICT as usize),
+        };
+        if heap {
+            if self.heap.len() < 4096 {
+                self.heap.insert(tp, (info.clone(), String::new()));
+            }
+        } else if self.cache.statics.len() < 4096 {
+            self.cache.statics.insert(tp, info.clone());
+        }
+        Ok(info)
+    }
+
+    /// A NUL-terminated C string (a type's `tp_name`), read in page-bounded pieces.
+    fn cstr(&self, addr: u64, max: usize) -> MemResult<String> {
+        let mut out = Vec::new();
+        let mut at = addr;
+        while out.len() < max {
+            let room = (4096 - (at % 4096)).min(64) as usize;
+            let mut buf = vec![0u8; room];
+            self.mem.read(at, &mut buf)?;
+            if let Some(i) = buf.iter().position(|&b| b == 0) {
+                out.extend_from_slice(&buf[..i]);
+                return Ok(String::from_utf8_lossy(&out).into_owned());
+            }
+            out.extend_from_slice(&buf);
+            at += room as u64;
+        }
+        Err(invalid(format!("type name at {addr:#x} too long")))
+    }
+
+    /// `__module__` of a heap type, from its dict ("" when not found).
+    fn module_of(&mut self, tp: u64, info: &TypeInfo) -> String {
+        if let Some((_, m)) = self.heap.get(&tp) {
+            if !m.is_empty() {
+                return m.clone();
+            }
+        }
+        let m = if info.dict == 0 {
+            String::new()
+        } else {
+            self.dict_get_str(info.dict, "__module__")
+                .ok()
+                .flatten()
+                .and_then(|v| self.str_value(v).ok())
+                .unwrap_or_default()
+        };
+        if let Some(e) = self.heap.get_mut(&tp) {
+            e.1 = m.clone();
+        }
+        m
+    }
+
+    fn render(&mut self, o: u64, depth: usize, out: &mut String, trunc: &mut bool) {
+        let t = match self.type_of(o) {
+            Ok(t) => t,
+            Err(_) => {
+                self.bad_item = true;
+                let _ = write!(out, "<unreadable object at {o:#x}>");
+                return;
+            }
+        };
+        let r = match t.builtin {
+            Some(Builtin::None) => {
+                out.push_str("None");
+                Ok(())
+            }
+            Some(Builtin::Bool) => self.int_digits(o).map(|(neg, d)| {
+                let _ = neg;
+                out.push_str(if d.iter().any(|&x| x != 0) {
+                    "True"
+                } else {
+                    "False"
+                })
+            }),
+            Some(Builtin::Int) => self.int(o, out, trunc),
+            Some(Builtin::Float) => self
+                .mem
+                .read_array::<8>(o + obj::FLOAT_VALUE)
+                .map(|b| out.push_str(&float_repr(f64::from_le_bytes(b), true))),
+            Some(Builtin::Complex) => self.mem.read_array::<16>(o + obj::COMPLEX_REAL).map(|b| {
+                let re = f64::from_le_bytes(b[..8].try_into().unwrap());
+                let im = f64::from_le_bytes(b[8..].try_into().unwrap());
+                out.push_str(&complex_repr(re, im))
+            }),
+            Some(Builtin::Str) => self.str_points(o, MAX_CHARS).map(|(cps, len)| {
+                let cut = len > MAX_CHARS as u64;
+                *trunc |= cut;
+                out.push_str(&str_repr(&cps, cut))
+            }),
+            Some(Builtin::Bytes) => self.bytes_prefix(o).map(|(b, len)| {
+                let cut = len > MAX_CHARS as u64;
+                *trunc |= cut;
+                out.push_str(&bytes_repr(&b, cut))
+            }),
+            Some(
+                b @ (Builtin::Tuple
+                | Builtin::List
+                | Builtin::Dict
+                | Builtin::Set
+                | Builtin::FrozenSet),
+            ) => {
+                self.container(o, b, depth, out, trunc);
+                Ok(())
+            }
+            Some(Builtin::Cell) | None => {
+                let tp = self.mem.read_u64(o + OB_TYPE).unwrap_or(0);
+                let name = if t.heap {
+                    match self.module_of(tp, &t).as_str() {
+                        "" | "builtins" => t.name.clone(),
+                        m => format!("{m}.{}", t.name),
+                    }
+                } else {
+                    t.name.clone()
+                };
+                let _ = write!(out, "<{name} object at {o:#x}>");
+                Ok(())
+            }
+        };
+        if r.is_err() {
+            let _ = write!(out, "<unreadable {} at {o:#x}>", t.name);
+        }
+    }
+
+    /// Sign and 30-bit digits (least significant first) of an `int`, at most
+    /// [`MAX_INT_DIGITS`]; `Err` when larger (the digit count is returned in the message).
+    fn int_digits(&self, o: u64) -> MemResult<(bool, Vec<u32>)> {
+        let (neg, n, at) = self.int_head(o)?;
+        if n > MAX_INT_DIGITS {
+            return Err(invalid(format!("int of {n} digits")));
+        }
+        let raw = self
+            .mem
+            .read_vec(at, n as usize * 4, MAX_INT_DIGITS as usize * 4)?;
+        let d = raw
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        Ok((neg, d))
+    }
+
+    fn int_head(&self, o: u64) -> MemResult<(bool, u64, u64)> {
+        Ok(match self.layout.values.long {
+            LongLayout::SignedSize { digits } => {
+                let size = self.mem.read_u64(o + OB_SIZE)? as i64;
+                (size < 0, size.unsigned_abs(), o + digits)
+            }
+            LongLayout::Tagged { tag, digits } => {
+                let t = self.mem.read_u64(o + tag)?;
+                (t & 3 == 2, t >> 3, o + digits)
+            }
+        })
+    }
+
+    fn int(&self, o: u64, out: &mut String, trunc: &mut bool) -> MemResult<()> {
+        let (_, n, at) = self.int_head(o)?;
+        if n > MAX_INT_DIGITS {
+            if n > 1 << 28 {
+                return Err(invalid(format!("int of {n} digits")));
+            }
+            // the bit length needs only the top digit
+            let top = self.mem.read_u32(at + (n - 1) * 4)?;
+            let bits = (n - 1) * 30 + u64::from(32 - top.leading_zeros());
+            *trunc = true;
+            let _ = write!(out, "<int of {bits} bits>");
+            return Ok(());
+        }
+        let (neg, digits) = self.int_digits(o)?;
+        if digits.iter().any(|&d| d >= 1 << 30) {
+            return Err(invalid(format!("int at {o:#x} has a digit over 30 bits")));
+        }
+        out.push_str(&int_decimal(neg, &digits));
+        Ok(())
+    }
+
+    /// Code points of a compact `str` (at most `max`) and its length.
+    fn str_points(&self, o: u64, max: usize) -> MemResult<(Vec<u32>, u64)> {
+        let u = &self.layout.unicode;
+        let mut head = [0u8; 80];
+        let head = &mut head[..(u.compact_data as usize).min(80)];
+        self.mem.read(o, head)?;
+        let len = u64_at(head, u.length as usize);
+        let state = crate::memory::u32_at(head, u.state as usize);
+        let kind = (state >> u.kind_shift) & 7;
+        let compact = (state >> u.compact_bit) & 1 == 1;
+        let ascii = (state >> u.ascii_bit) & 1 == 1;
+        if !compact || len > 1 << 40 {
+            return Err(invalid(format!("str at {o:#x} not compact or too long")));
+        }
+        let n = (len as usize).min(max);
+        let data = if ascii { u.ascii_data } else { u.compact_data };
+        let width = if ascii { 1 } else { kind as usize };
+        if !matches!(width, 1 | 2 | 4) {
+            return Err(invalid(format!("str at {o:#x} has kind {kind}")));
+        }
+        let raw = self.mem.read_vec(o + data, n * width, max * 4)?;
+        let cps = match width {
+            1 => raw.iter().map(|&b| u32::from(b)).collect(),
+            2 => raw
+                .chunks_exact(2)
+                .map(|c| u32::from(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+            _ => raw
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        };
+        Ok((cps, len))
+    }
+
+    fn bytes_prefix(&self, o: u64) -> MemResult<(Vec<u8>, u64)> {
+        let len = self.mem.read_u64(o + OB_SIZE)?;
+        if len > 1 << 40 {
+            return Err(invalid(format!("bytes at {o:#x} too long")));
+        }
+        let n = (len as usize).min(MAX_CHARS);
+        Ok((
+            self.mem
+                .read_vec(o + self.layout.bytes.data, n, MAX_CHARS)?,
+            len,
+        ))
+    }
+
+    fn container(&mut self, o: u64, b: Builtin, depth: usize, out: &mut String, trunc: &mut bool) {
+        let (open, close) = match b {
+            Builtin::Tuple => ("(", ")"),
+            Builtin::List => ("[", "]"),
+            Builtin::FrozenSet => ("frozenset({", "})"),
+            _ => ("{", "}"),
+        };
+        if self.active.contains(&o) {
+            // Python's own notation for a container inside itself
+            out.push_str(match b {
+                Builtin::List => "[...]",
+                Builtin::Tuple => "(...)",
+                Builtin::Set => "set(...)",
+                Builtin::FrozenSet => "frozenset(...)",
+                _ => "{...}",
+            });
+            return;
+        }
+        for _ in 0..ATTEMPTS {
+            // a container whose parts do not agree (a pointer followed while it changed, a
+            // count ahead of its entries) is being changed: retry, then say so
+            let Ok(before) = self.snapshot(o, b) else {
+                continue;
+            };
+            let (n, ref items) = before.items;
+            if n == 0 {
+                if self.snapshot(o, b).ok().as_ref() == Some(&before) {
+                    out.push_str(match b {
+                        Builtin::Tuple => "()",
+                        Builtin::List => "[]",
+                        Builtin::Dict => "{}",
+                        Builtin::Set => "set()",
+                        _ => "frozenset()",
+                    });
+                    return;
+                }
+                continue;
+            }
+            if depth >= MAX_DEPTH {
+                *trunc = true;
+                let _ = write!(out, "{open}…{close}");
+                return;
+            }
+            // rendered twice, the container read again after each: an item freed and its
+            // memory reused for another value (the container dropping and taking back the
+            // same address meanwhile) shows as a difference between the two renderings
+            let outer_bad = std::mem::replace(&mut self.bad_item, false);
+            let (s1, t) = self.items_text(o, b, n, items, depth, open, close);
+            let bad = std::mem::replace(&mut self.bad_item, outer_bad);
+            if bad || self.snapshot(o, b).ok().as_ref() != Some(&before) {
+                continue;
+            }
+            let (s2, _) = self.items_text(o, b, n, items, depth, open, close);
+            if s1 != s2 || self.snapshot(o, b).ok().as_ref() != Some(&before) {
+                continue;
+            }
+            out.push_str(&s1);
+            *trunc |= t;
+            return;
+        }
+        out.push_str(CHANGED);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn items_text(
+        &mut self,
+        o: u64,
+        b: Builtin,
+        n: usize,
+        items: &[(u64, u64)],
+        depth: usize,
+        open: &str,
+        close: &str,
+    ) -> (String, bool) {
+        let mut s = String::from(open);
+        let mut t = false;
+        self.active.push(o);
+        for (i, &(k, v)) in items.iter().enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            self.render(k, depth + 1, &mut s, &mut t);
+            if b == Builtin::Dict {
+                s.push_str(": ");
+                self.render(v, depth + 1, &mut s, &mut t);
+            }
+        }
+        self.active.pop();
+        if n > items.len() {
+            s.push_str(", …");
+            t = true;
+        } else if b == Builtin::Tuple && n == 1 {
+            s.push(',');
+        }
+        s.push_str(close);
+        (s, t)
+    }
+
+    /// What a container holds now: its length and the first items (dict: key, value),
+    /// plus the raw words compared by the re-read.
+    fn snapshot(&mut self, o: u64, b: Builtin) -> MemResult<Snap> {
+        match b {
+            Builtin::Tuple | Builtin::List => {
+                let head = self.mem.read_array::<40>(o)?;
+                let n = u64_at(&head, OB_SIZE as usize);
+                if n > 1 << 40 {
+                    return Err(invalid(format!("sequence at {o:#x} too long")));
+                }
+                let shown = (n as usize).min(MAX_ITEMS);
+                let items_at = if b == Builtin::List {
+                    u64_at(&head, obj::LIST_ITEMS as usize)
+                } else {
+                    o + self.layout.values.tuple_items
+                };
+                let raw = self.mem.read_vec(items_at, shown * 8, MAX_ITEMS * 8)?;
+                let items = raw.chunks_exact(8).map(|c| (u64_at(c, 0), 0)).collect();
+                Ok(Snap {
+                    items: (n as usize, items),
+                    words: head.to_vec(),
+                })
+            }
+            Builtin::Dict => {
+                let (words, items) = self.dict_items(o, MAX_ITEMS)?;
+                let n = u64_at(&words, obj::DICT_USED as usize) as usize;
+                Ok(Snap {
+                    items: (n, items),
+                    words,
+                })
+            }
+            _ => {
+                let head = self.mem.read_array::<48>(o)?;
+                let used = u64_at(&head, obj::SET_USED as usize);
+                let mask = u64_at(&head, obj::SET_MASK as usize);
+                let table = u64_at(&head, obj::SET_TABLE as usize);
+                if mask > 1 << 32 || used > mask + 1 {
+                    return Err(invalid(format!("set at {o:#x} has mask {mask}")));
+                }
+                let mut words = head.to_vec();
+                let mut items = Vec::new();
+                let mut i = 0;
+                while i <= mask && i < MAX_SCAN && items.len() < MAX_ITEMS {
+                    let chunk = (mask + 1 - i).min(64);
+                    let raw = self
+                        .mem
+                        .read_vec(table + i * 16, chunk as usize * 16, 1024)?;
+                    for e in raw.chunks_exact(16) {
+                        let (key, hash) = (u64_at(e, 0), u64_at(e, 8));
+                        // empty slots have no key; deleted ones the dummy key and hash -1
+                        if key != 0 && hash != u64::MAX && items.len() < MAX_ITEMS {
+                            items.push((key, 0));
+                        }
+                    }
+                    words.extend_from_slice(&raw);
+                    i += chunk;
+                }
+                if i > mask && items.len() < (used as usize).min(MAX_ITEMS) {
+                    return Err(invalid(format!("set at {o:#x}: fewer entries than `used`")));
+                }
+                Ok(Snap {
+                    items: (used as usize, items),
+                    words,
+                })
+            }
+        }
+    }
+
+    /// The dict's head words and its first `max` (key, value) pairs in iteration order.
+    fn dict_items(&mut self, d: u64, max: usize) -> MemResult<DictRead> {
+        let head = self.mem.read_array::<48>(d)?;
+        let used = u64_at(&head, obj::DICT_USED as usize);
+        let keys = u64_at(&head, obj::DICT_KEYS as usize);
+        let values = u64_at(&head, obj::DICT_VALUES as usize);
+        let mut words = head.to_vec();
+        let mut items = Vec::new();
+        if used > 1 << 40 {
+            return Err(invalid(format!("dict at {d:#x} claims {used} items")));
+        }
+        // (entry size, key offset, value offset, first entry, entry count)
+        let (esize, koff, voff, entries, nentries, order): (u64, u64, u64, u64, u64, SplitOrder) =
+            match self.layout.values.dict {
+                DictLayout::Sized {
+                    size,
+                    nentries,
+                    indices,
+                } => {
+                    let kh = self.mem.read_array::<48>(keys)?;
+                    let dk_size = u64_at(&kh, size as usize);
+                    let ib = match dk_size {
+                        0..=0xff => 1,
+                        0x100..=0xffff => 2,
+                        0x1_0000..=0xffff_ffff => 4,
+                        _ => 8,
+                    };
+                    if dk_size > 1 << 40 {
+                        return Err(invalid(format!("dict keys at {keys:#x} size {dk_size}")));
+                    }
+                    words.extend_from_slice(&kh);
+                    let order = if values != 0 {
+                        SplitOrder::KeyOrder
+                    } else {
+                        SplitOrder::Combined
+                    };
+                    (
+                        24,
+                        8,
+                        16,
+                        keys + indices + dk_size * ib,
+                        u64_at(&kh, nentries as usize),
+                        order,
+                    )
+                }
+                DictLayout::Log2 {
+                    log2_size: _,
+                    log2_index_bytes,
+                    kind,
+                    nentries,
+                    indices,
+                    values: split,
+                } => {
+                    let kh = self.mem.read_array::<40>(keys)?;
+                    let lib = u8_at(&kh, log2_index_bytes as usize);
+                    if lib > 40 {
+                        return Err(invalid(format!(
+                            "dict keys at {keys:#x} index bytes 2^{lib}"
+                        )));
+                    }
+                    words.extend_from_slice(&kh);
+                    let general = u8_at(&kh, kind as usize) == 0;
+                    let (esize, koff, voff) = if general { (24, 8, 16) } else { (16, 0, 8) };
+                    let order = if values == 0 {
+                        SplitOrder::Combined
+                    } else {
+                        let n = used.min(max as u64) as usize;
+                        let idx = match split {
+                            SplitValues::OrderBefore => {
+                                let raw = self.mem.read_vec(values - 2 - n as u64, n, 256)?;
+                                // the i-th index is the byte at -3-i
+                                raw.iter().rev().copied().collect::<Vec<u8>>()
+                            }
+                            SplitValues::Header {
+                                capacity,
+                                size: _,
+                                values: vals,
+                            } => {
+                                let cap = u64::from(self.mem.read_u8(values + capacity)?);
+                                self.mem.read_vec(values + vals + cap * 8, n, 256)?
+                            }
+                        };
+                        let base = match split {
+                            SplitValues::OrderBefore => values,
+                            SplitValues::Header { values: vals, .. } => values + vals,
+                        };
+                        words.extend_from_slice(&idx);
+                        SplitOrder::Indexed(base, idx)
+                    };
+                    (
+                        esize,
+                        koff,
+                        voff,
+                        keys + indices + (1u64 << lib),
+                        u64_at(&kh, nentries as usize),
+                        order,
+                    )
+                }
+            };
+        if nentries > 1 << 40 {
+            return Err(invalid(format!(
+                "dict keys at {keys:#x} {nentries} entries"
+            )));
+        }
+        match order {
+            SplitOrder::Indexed(base, idx) => {
+                for ix in idx {
+                    let ix = u64::from(ix);
+                    if ix >= nentries {
+                        return Err(invalid(format!("split dict at {d:#x}: index {ix}")));
+                    }
+                    let k = self.mem.read_u64(entries + ix * esize + koff)?;
+                    let v = self.mem.read_u64(base + ix * 8)?;
+                    words.extend_from_slice(&k.to_le_bytes());
+                    words.extend_from_slice(&v.to_le_bytes());
+                    if v != 0 {
+                        items.push((k, v));
+                    }
+                }
+            }
+            SplitOrder::KeyOrder | SplitOrder::Combined => {
+                let mut i = 0;
+                while i < nentries && i < MAX_SCAN && items.len() < max {
+                    let chunk = (nentries - i).min(32);
+                    let raw =
+                        self.mem
+                            .read_vec(entries + i * esize, (chunk * esize) as usize, 1024)?;
+                    let vals = match order {
+                        SplitOrder::KeyOrder => {
+                            Some(self.mem.read_vec(values + i * 8, chunk as usize * 8, 256)?)
+                        }
+                        _ => None,
+                    };
+                    for j in 0..chunk as usize {
+                        let e = &raw[j * esize as usize..];
+                        let k = u64_at(e, koff as usize);
+                        let v = match &vals {
+                            Some(vs) => u64_at(vs, j * 8),
+                            None => u64_at(e, voff as usize),
+                        };
+                        if k != 0 && v != 0 && items.len() < max {
+                            items.push((k, v));
+                        }
+                    }
+                    words.extend_from_slice(&raw);
+                    if let Some(vs) = vals {
+                        words.extend_from_slice(&vs);
+                    }
+                    i += chunk;
+                }
+                // a dict caught between its count and its entries (a running insert)
+                if i >= nentries && items.len() < (used as usize).min(max) {
+                    return Err(invalid(format!(
+                        "dict at {d:#x}: fewer entries than ma_used"
+                    )));
+                }
+            }
+        }
+        Ok((words, items))
+    }
+
+    /// Names and kinds of a code object's fast locals.
+    pub fn local_names(&mut self, code: u64) -> MemResult<Vec<(String, LocalKind)>> {
+        let strs = |r: &mut Self, tuple: u64| -> MemResult<Vec<String>> {
+            let n = r.mem.read_u64(tuple + OB_SIZE)?;
+            if n > MAX_SLOTS {
+                return Err(invalid(format!("names tuple at {tuple:#x} of {n}")));
+            }
+            let raw = r.mem.read_vec(
+                tuple + r.layout.values.tuple_items,
+                n as usize * 8,
+                MAX_SLOTS as usize * 8,
+            )?;
+            raw.chunks_exact(8)
+                .map(|c| r.str_value(u64_at(c, 0)))
+                .collect()
+        };
+        let i32_at = |r: &Self, at: u64| r.mem.read_i32(at).map(|v| v.max(0) as u32);
+        match self.layout.values.code {
+            CodeLocalsLayout::Varnames {
+                argcount,
+                kwonlyargcount,
+                flags,
+                varnames,
+                cellvars,
+                freevars,
+            } => {
+                let fl = i32_at(self, code + flags)?;
+                let nargs = nargs(
+                    i32_at(self, code + argcount)?,
+                    i32_at(self, code + kwonlyargcount)?,
+                    fl,
+                );
+                let v = strs(self, self.mem.read_u64(code + varnames)?)?;
+                let c = strs(self, self.mem.read_u64(code + cellvars)?)?;
+                let f = strs(self, self.mem.read_u64(code + freevars)?)?;
+                let mut out: Vec<(String, LocalKind)> = v
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        let k = if (i as u32) < nargs {
+                            LocalKind::Arg
+                        } else {
+                            LocalKind::Local
+                        };
+                        (n, k)
+                    })
+                    .collect();
+                out.extend(c.into_iter().map(|n| (n, LocalKind::Cell)));
+                out.extend(f.into_iter().map(|n| (n, LocalKind::Free)));
+                Ok(out)
+            }
+            CodeLocalsLayout::Kinds {
+                argcount,
+                kwonlyargcount,
+                flags,
+                names,
+                kinds,
+            } => {
+                let fl = i32_at(self, code + flags)?;
+                let nargs = nargs(
+                    i32_at(self, code + argcount)?,
+                    i32_at(self, code + kwonlyargcount)?,
+                    fl,
+                );
+                let n = strs(self, self.mem.read_u64(code + names)?)?;
+                let kb = self.mem.read_u64(code + kinds)?;
+                let len = self.mem.read_u64(kb + OB_SIZE)?;
+                if len != n.len() as u64 {
+                    return Err(invalid(format!(
+                        "code {code:#x}: {len} kinds for {} names",
+                        n.len()
+                    )));
+                }
+                let k = self.mem.read_vec(
+                    kb + self.layout.bytes.data,
+                    len as usize,
+                    MAX_SLOTS as usize,
+                )?;
+                Ok(n.into_iter()
+                    .zip(k)
+                    .enumerate()
+                    .map(|(i, (name, kind))| {
+                        let k = if (i as u32) < nargs {
+                            LocalKind::Arg
+                        } else if kind & CO_FAST_FREE != 0 {
+                            LocalKind::Free
+                        } else if kind & CO_FAST_CELL != 0 {
+                            LocalKind::Cell
+                        } else if kind & CO_FAST_HIDDEN != 0 {
+                            // an inlined comprehension's variable: not a local of the
+                            // function (`locals()` does not show it either)
+                            return (String::new(), LocalKind::Local);
+                        } else {
+                            LocalKind::Local
+                        };
+                        (name, k)
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// The arguments and locals of the frame at `frame` running the code at `code`.
+    /// Unbound variables (and empty cells) are left out, as `locals()` leaves them out.
+    pub fn frame_locals(&mut self, frame: u64, code: u64) -> MemResult<Vec<Local>> {
+        let names_field = match self.layout.values.code {
+            CodeLocalsLayout::Varnames { varnames, .. } => varnames,
+            CodeLocalsLayout::Kinds { names, .. } => names,
+        };
+        let tuple = self.mem.read_u64(code + names_field)?;
+        let names = match self.cache.names.get(&code) {
+            Some((t, n)) if *t == tuple => n.clone(),
+            _ => {
+                let n = std::sync::Arc::new(self.local_names(code)?);
+                if self.cache.names.len() >= 100_000 {
+                    self.cache.names.clear();
+                }
+                self.cache.names.insert(code, (tuple, n.clone()));
+                n
+            }
+        };
+        let at = frame + self.layout.values.frame_localsplus;
+        let mask = !self.layout.values.localsplus_tag_mask;
+        let n = names.len();
+        let read_slots = |r: &Self| -> MemResult<Vec<u64>> {
+            let raw = r.mem.read_vec(at, n * 8, MAX_SLOTS as usize * 8)?;
+            Ok(raw.chunks_exact(8).map(|c| u64_at(c, 0) & mask).collect())
+        };
+        let cells = matches!(self.layout.values.code, CodeLocalsLayout::Varnames { .. });
+        let mut slots = read_slots(self)?;
+        let mut out = Vec::new();
+        for attempt in 0..ATTEMPTS {
+            out.clear();
+            // a cell var that is also an argument (≤3.10: the argument's slot was emptied
+            // into the cell): shown once, as the argument, at the argument's place
+            let mut moved: Vec<(usize, u64)> = Vec::new();
+            if cells {
+                for (i, (name, kind)) in names.iter().enumerate() {
+                    if *kind == LocalKind::Cell {
+                        if let Some(a) = names
+                            .iter()
+                            .position(|(n, k)| n == name && *k == LocalKind::Arg)
+                        {
+                            if slots[a] == 0 {
+                                moved.push((a, slots[i]));
+                            }
+                        }
+                    }
+                }
+            }
+            for (i, (name, kind)) in names.iter().enumerate() {
+                if name.is_empty() {
+                    continue;
+                }
+                let mut v = slots[i];
+                let mut through_cell = *kind != LocalKind::Local;
+                if let Some(&(_, c)) = moved.iter().find(|(a, _)| *a == i) {
+                    v = c;
+                    through_cell = true;
+                }
+                if *kind == LocalKind::Cell
+                    && names.iter().any(|(n, k)| n == name && *k == LocalKind::Arg)
+                    && cells
+                {
+                    continue;
+                }
+                if v != 0 && through_cell {
+                    // a cell or free variable's slot holds its cell (an argument's slot on
+                    // 3.11+ too once the function made its cell)
+                    if self.type_of(v).ok().and_then(|t| t.builtin) == Some(Builtin::Cell) {
+                        v = self.mem.read_u64(v + obj::CELL_REF).unwrap_or(0);
+                    }
+                }
+                if v == 0 {
+                    continue;
+                }
+                let r = self.repr(v);
+                out.push(Local {
+                    name: name.clone(),
+                    kind: *kind,
+                    type_name: r.type_name,
+                    repr: r.text,
+                    truncated: r.truncated,
+                });
+            }
+            let again = read_slots(self)?;
+            if again == slots {
+                return Ok(out);
+            }
+            slots = again;
+            if attempt + 1 == ATTEMPTS {
+                break;
+            }
+        }
+        // the frame kept changing: its values are not shown as if they were one moment's
+        for l in &mut out {
+            l.repr = CHANGED.into();
+            l.truncated = false;
+        }
+        Ok(out)
+    }
+}
+
+/// A dict's raw words (compared by the re-read) and its first (key, value) pairs.
+type DictRead = (Vec<u8>, Vec<(u64, u64)>);
+
+enum SplitOrder {
+    Combined,
+    /// ≤3.10 split table: the i-th value belongs to the i-th entry.
+    KeyOrder,
+    /// 3.11+ split table: values base and the entry index of each value, in order.
+    Indexed(u64, Vec<u8>),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Snap {
+    items: (usize, Vec<(u64, u64)>),
+    words: Vec<u8>,
+}
+
+fn nargs(argcount: u32, kwonly: u32, flags: u32) -> u32 {
+    argcount + kwonly + u32::from(flags & CO_VARARGS != 0) + u32::from(flags & CO_VARKEYWORDS != 0)
+}
+
+/// Decimal text of an `int` from its 30-bit digits (least significant first).
+pub fn int_decimal(neg: bool, digits: &[u32]) -> String {
+    // base 10^9 limbs, least significant first
+    let mut limbs: Vec<u32> = Vec::new();
+    for &d in digits.iter().rev() {
+        let mut carry = u64::from(d);
+        for l in limbs.iter_mut() {
+            let v = (u64::from(*l) << 30) + carry;
+            *l = (v % 1_000_000_000) as u32;
+            carry = v / 1_000_000_000;
+        }
+        while carry > 0 {
+            limbs.push((carry % 1_000_000_000) as u32);
+            carry /= 1_000_000_000;
+        }
+    }
+    let mut s = String::new();
+    if limbs.is_empty() {
+        return "0".into();
+    }
+    if neg {
+        s.push('-');
+    }
+    let _ = write!(s, "{}", limbs[limbs.len() - 1]);
+    for l in limbs.iter().rev().skip(1) {
+        let _ = write!(s, "{l:09}");
+    }
+    s
+}
+
+/// Python's `repr(float)`: the shortest digits that round-trip (Rust's `{:e}` gives the same
+/// digits as Python's `'r'` mode), laid out by Python's rules: scientific when the decimal
+/// point is more than 16 places right or 4 places left of the first digit, `e+16`/`e-05`
+/// exponents, `.0` on integral values when `dot0` (not inside a complex).
+pub fn float_repr(x: f64, dot0: bool) -> String {
+    if x.is_nan() {
+        return "nan".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    let sign = if x.is_sign_negative() { "-" } else { "" };
+    let e = format!("{:e}", x.abs());
+    let (mant, exp) = e.split_once('e').expect("{:e} has an exponent");
+    let digits: String = mant.chars().filter(|c| *c != '.').collect();
+    let decpt = exp.parse::<i32>().expect("exponent") + 1;
+    let n = digits.len() as i32;
+    if decpt <= -4 || decpt > 16 {
+        let mut s = format!("{sign}{}", &digits[..1]);
+        if n > 1 {
+            s.push('.');
+            s.push_str(&digits[1..]);
+        }
+        let ex = decpt - 1;
+        let _ = write!(s, "e{}{:02}", if ex < 0 { '-' } else { '+' }, ex.abs());
+        s
+    } else if decpt <= 0 {
+        format!("{sign}0.{}{digits}", "0".repeat((-decpt) as usize))
+    } else if decpt >= n {
+        format!(
+            "{sign}{digits}{}{}",
+            "0".repeat((decpt - n) as usize),
+            if dot0 { ".0" } else { "" }
+        )
+    } else {
+        format!(
+            "{sign}{}.{}",
+            &digits[..decpt as usize],
+            &digits[decpt as usize..]
+        )
+    }
+}
+
+/// Python's `repr(complex)`.
+pub fn complex_repr(re: f64, im: f64) -> String {
+    let imag = float_repr(im, false);
+    if re == 0.0 && re.is_sign_positive() {
+        return format!("{imag}j");
+    }
+    let sign = if imag.starts_with('-') { "" } else { "+" };
+    format!("({}{sign}{imag}j)", float_repr(re, false))
+}
+
+/// Whether Python's `str.isprintable()` holds for a non-ASCII code point. pystackd carries
+/// no Unicode database: controls, separators other than space, format characters,
+/// surrogates, private use and non-characters are known; an unassigned code point (which
+/// Python escapes) is shown as itself.
+fn printable(c: u32) -> bool {
+    !matches!(c,
+        0x80..=0xa0 | 0xad | 0x600..=0x605 | 0x61c | 0x6dd | 0x70f | 0x890..=0x891 | 0x8e2
+        | 0x1680 | 0x180e | 0x2000..=0x200f | 0x2028..=0x202f | 0x205f..=0x2064
+        | 0x2066..=0x206f | 0x3000 | 0xd800..=0xf8ff | 0xfdd0..=0xfdef | 0xfeff
+        | 0xfff9..=0xfffb | 0x110bd | 0x110cd | 0x13430..=0x1343f | 0x1bca0..=0x1bca3
+        | 0x1d173..=0x1d17a | 0xe0001 | 0xe0020..=0xe007f | 0xf0000..)
+        && c & 0xfffe != 0xfffe
+}
+
+/// Python's `repr(str)` of the code points `cps`; `cut`: `…` before the closing quote.
+pub fn str_repr(cps: &[u32], cut: bool) -> String {
+    let quote = if cps.contains(&u32::from(b'\'')) && !cps.contains(&u32::from(b'"')) {
+        '"'
+    } else {
+        '\''
+    };
+    let mut s = String::with_capacity(cps.len() + 2);
+    s.push(quote);
+    for &c in cps {
+        match c {
+            _ if c == quote as u32 || c == u32::from(b'\\') => {
+                s.push('\\');
+                s.push(char::from_u32(c).unwrap());
+            }
+            0x09 => s.push_str("\\t"),
+            0x0a => s.push_str("\\n"),
+            0x0d => s.push_str("\\r"),
+            0..=0x1f | 0x7f => {
+                let _ = write!(s, "\\x{c:02x}");
+            }
+            0x20..=0x7e => s.push(char::from_u32(c).unwrap()),
+            _ => match char::from_u32(c).filter(|_| printable(c)) {
+                Some(ch) => s.push(ch),
+                None if c <= 0xff => {
+                    let _ = write!(s, "\\x{c:02x}");
+                }
+                None if c <= 0xffff => {
+                    let _ = write!(s, "\\u{c:04x}");
+                }
+                None => {
+                    let _ = write!(s, "\\U{c:08x}");
+                }
+            },
+        }
+    }
+    if cut {
+        s.push('…');
+    }
+    s.push(quote);
+    s
+}
+
+/// Python's `repr(bytes)`; `cut`: `…` before the closing quote.
+pub fn bytes_repr(b: &[u8], cut: bool) -> String {
+    let quote = if b.contains(&b'\'') && !b.contains(&b'"') {
+        b'"'
+    } else {
+        b'\''
+    };
+    let mut s = String::from("b");
+    s.push(quote as char);
+    for &c in b {
+        match c {
+            _ if c == quote || c == b'\\' => {
+                s.push('\\');
+                s.push(c as char);
+            }
+            b'\t' => s.push_str("\\t"),
+            b'\n' => s.push_str("\\n"),
+            b'\r' => s.push_str("\\r"),
+            0x20..=0x7e => s.push(c as char),
+            _ => {
+                let _ = write!(s, "\\x{c:02x}");
+            }
+        }
+    }
+    if cut {
+        s.push('…');
+    }
+    s.push(quote as char);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_as_python_shows_them() {
+        for (x, want) in [
+            (0.1, "0.1"),
+            (1e16, "1e+16"),
+            (1e15, "1000000000000000.0"),
+            (1e-7, "1e-07"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (-0.0, "-0.0"),
+            (0.0, "0.0"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+            (f64::NAN, "nan"),
+            (1.5, "1.5"),
+            (123456789.125, "123456789.125"),
+            (1.2345678901234567e300, "1.2345678901234567e+300"),
+            (5e-324, "5e-324"),
+            (2.5e16, "2.5e+16"),
+        ] {
+            assert_eq!(float_repr(x, true), want, "{x:e}");
+        }
+        assert_eq!(complex_repr(1.0, 2.0), "(1+2j)");
+        assert_eq!(complex_repr(0.0, 2.0), "2j");
+        assert_eq!(complex_repr(-0.0, -1.5), "(-0-1.5j)");
+        assert_eq!(complex_repr(1e16, f64::NAN), "(1e+16+nanj)");
+    }
+
+    #[test]
+    fn ints_and_strings() {
+        assert_eq!(int_decimal(false, &[]), "0");
+        // 2**30
+        assert_eq!(int_decimal(true, &[0, 1]), "-1073741824");
+        assert_eq!(str_repr(&[b'a' as u32, b'\'' as u32], false), "\"a'\"");
+        assert_eq!(str_repr(&[0x1f600, 0x85, 0xa], true), "'😀\\x85\\n…'");
+        assert_eq!(bytes_repr(b"a\x00'\xff", false), "b\"a\\x00'\\xff\"");
+    }
+}
