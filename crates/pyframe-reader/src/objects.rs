@@ -104,6 +104,50 @@ impl Types {
     }
 }
 
+/// Where a compact `str`'s characters are, from its header (the first
+/// `layout.unicode.compact_data` bytes, at most 80): the walker's names and `--locals`
+/// values read strings through this one decoding of the state bits.
+#[derive(Debug, Clone, Copy)]
+pub struct StrShape {
+    /// Length in code points, as the object states it (not yet bounded).
+    pub len: u64,
+    /// Bytes per code point: 1, 2 or 4.
+    pub width: usize,
+    /// Offset of the characters from the object's start.
+    pub data: u64,
+    pub ascii: bool,
+}
+
+pub fn str_shape(layout: &Layout, addr: u64, head: &[u8]) -> MemResult<StrShape> {
+    let u = &layout.unicode;
+    let len = u64_at(head, u.length as usize);
+    let state = u32_at(head, u.state as usize);
+    let kind = (state >> u.kind_shift) & 7;
+    let compact = (state >> u.compact_bit) & 1 == 1;
+    let ascii = (state >> u.ascii_bit) & 1 == 1;
+    if !compact {
+        return Err(MemoryError::Invalid(format!(
+            "str at {addr:#x} is not compact"
+        )));
+    }
+    if ascii && kind != 1 {
+        return Err(MemoryError::Invalid(format!(
+            "ASCII str at {addr:#x} has kind {kind}"
+        )));
+    }
+    if !matches!(kind, 1 | 2 | 4) {
+        return Err(MemoryError::Invalid(format!(
+            "str at {addr:#x} has kind {kind}"
+        )));
+    }
+    Ok(StrShape {
+        len,
+        width: kind as usize,
+        data: if ascii { u.ascii_data } else { u.compact_data },
+        ascii,
+    })
+}
+
 /// Read a compact `str` and return it as UTF-8.
 pub fn read_str(
     mem: &dyn Memory,
@@ -116,33 +160,17 @@ pub fn read_str(
     let head = &mut head[..(u.compact_data as usize).min(80)];
     mem.read(addr, head)?;
     types.expect(mem, layout, Kind::Str, addr, u64_at(head, OB_TYPE as usize))?;
-    let len = u64_at(head, u.length as usize);
-    let state = u32_at(head, u.state as usize);
-    let kind = (state >> u.kind_shift) & 7;
-    let compact = (state >> u.compact_bit) & 1 == 1;
-    let ascii = (state >> u.ascii_bit) & 1 == 1;
-    if !compact {
+    let shape = str_shape(layout, addr, head)?;
+    if shape.len > MAX_STRING_CHARS {
         return Err(MemoryError::Invalid(format!(
-            "str at {addr:#x} is not compact"
+            "str at {addr:#x} claims {} characters",
+            shape.len
         )));
     }
-    if len > MAX_STRING_CHARS {
-        return Err(MemoryError::Invalid(format!(
-            "str at {addr:#x} claims {len} characters"
-        )));
-    }
-    let n = len as usize;
-    if ascii {
-        if kind != 1 {
-            return Err(MemoryError::Invalid(format!(
-                "ASCII str at {addr:#x} has kind {kind}"
-            )));
-        }
-        let bytes = mem.read_vec(
-            addr.wrapping_add(u.ascii_data),
-            n,
-            MAX_STRING_CHARS as usize,
-        )?;
+    let n = shape.len as usize;
+    let data = addr.wrapping_add(shape.data);
+    if shape.ascii {
+        let bytes = mem.read_vec(data, n, MAX_STRING_CHARS as usize)?;
         if !bytes.is_ascii() {
             return Err(MemoryError::Invalid(format!(
                 "ASCII str at {addr:#x} has non-ASCII data"
@@ -151,8 +179,7 @@ pub fn read_str(
         // SAFETY-free: checked ASCII
         return Ok(String::from_utf8(bytes).expect("ascii"));
     }
-    let data = addr.wrapping_add(u.compact_data);
-    match kind {
+    match shape.width {
         1 => {
             let b = mem.read_vec(data, n, MAX_STRING_CHARS as usize)?;
             Ok(b.iter().map(|&c| c as char).collect())
@@ -165,7 +192,7 @@ pub fn read_str(
                 .map(|c| char::from_u32(c as u32).unwrap_or('\u{fffd}'))
                 .collect())
         }
-        4 => {
+        _ => {
             let b = mem.read_vec(data, n * 4, 4 * MAX_STRING_CHARS as usize)?;
             let chars = b
                 .chunks_exact(4)
@@ -180,9 +207,6 @@ pub fn read_str(
             }
             Ok(s)
         }
-        other => Err(MemoryError::Invalid(format!(
-            "str at {addr:#x} has kind {other}"
-        ))),
     }
 }
 

@@ -409,20 +409,13 @@ impl<'a> ValueReader<'a> {
         let mut head = [0u8; 80];
         let head = &mut head[..(u.compact_data as usize).min(80)];
         self.mem.read(o, head)?;
-        let len = u64_at(head, u.length as usize);
-        let state = crate::memory::u32_at(head, u.state as usize);
-        let kind = (state >> u.kind_shift) & 7;
-        let compact = (state >> u.compact_bit) & 1 == 1;
-        let ascii = (state >> u.ascii_bit) & 1 == 1;
-        if !compact || len > 1 << 40 {
-            return Err(invalid(format!("str at {o:#x} not compact or too long")));
+        let shape = crate::objects::str_shape(self.layout, o, head)?;
+        let len = shape.len;
+        if len > 1 << 40 {
+            return Err(invalid(format!("str at {o:#x} too long")));
         }
         let n = (len as usize).min(max);
-        let data = if ascii { u.ascii_data } else { u.compact_data };
-        let width = if ascii { 1 } else { kind as usize };
-        if !matches!(width, 1 | 2 | 4) {
-            return Err(invalid(format!("str at {o:#x} has kind {kind}")));
-        }
+        let (data, width) = (shape.data, shape.width);
         let raw = self.mem.read_vec(o + data, n * width, max * 4)?;
         let cps = match width {
             1 => raw.iter().map(|&b| u32::from(b)).collect(),
