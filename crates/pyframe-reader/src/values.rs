@@ -33,12 +33,9 @@ const MAX_SLOTS: u64 = 4096;
 const MAX_SCAN: u64 = 4096;
 pub const CHANGED: &str = "<changed while read>";
 
-const HEAPTYPE: u64 = 1 << 9;
-const CO_VARARGS: u32 = 4;
-const CO_VARKEYWORDS: u32 = 8;
-const CO_FAST_HIDDEN: u8 = 0x10;
-const CO_FAST_CELL: u8 = 0x40;
-const CO_FAST_FREE: u8 = 0x80;
+use crate::layout::obj::{
+    CO_FAST_CELL, CO_FAST_FREE, CO_FAST_HIDDEN, CO_VARARGS, CO_VARKEYWORDS, HEAPTYPE,
+};
 
 /// A value as shown.
 #[derive(Debug, Clone, PartialEq, Eq)]

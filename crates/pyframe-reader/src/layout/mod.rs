@@ -143,6 +143,15 @@ pub mod obj {
     /// `PyTypeObject.tp_flags`, `tp_dict`.
     pub const TYPE_FLAGS: u64 = 168;
     pub const TYPE_DICT: u64 = 264;
+    /// `Py_TPFLAGS_HEAPTYPE` in `tp_flags` (a class defined in Python).
+    pub const HEAPTYPE: u64 = 1 << 9;
+    /// `co_flags`: `CO_VARARGS`, `CO_VARKEYWORDS` (the same on 3.8-3.15).
+    pub const CO_VARARGS: u32 = 4;
+    pub const CO_VARKEYWORDS: u32 = 8;
+    /// `co_localspluskinds` bits (3.11+; `CO_FAST_HIDDEN` is never set before 3.12).
+    pub const CO_FAST_HIDDEN: u8 = 0x10;
+    pub const CO_FAST_CELL: u8 = 0x40;
+    pub const CO_FAST_FREE: u8 = 0x80;
 }
 
 /// `_PyRuntimeState` (`Include/internal/pycore_runtime.h`; `pystate.h` on 3.8).
