@@ -56,6 +56,9 @@ pub mod exit {
     pub const CODE_REUSED: u8 = 15;
     /// `--tid` names no Python thread of the process (kind `NoSuchThread`).
     pub const NO_SUCH_THREAD: u8 = 16;
+    /// trace: a uprobe's breakpoint was missing from the process during the trace (the
+    /// kernel removed it, or never placed it): that probe's later calls were not traced.
+    pub const PROBE_REMOVED: u8 = 17;
 }
 
 impl ErrorKind {

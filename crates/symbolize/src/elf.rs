@@ -345,6 +345,21 @@ impl ElfFile {
             .map(|s| s.vaddr.wrapping_add(offset.wrapping_sub(s.offset)))
     }
 
+    /// The file offset of an ELF virtual address, through the PT_LOAD segment whose file
+    /// bytes hold it (`None` for addresses only in memory, such as `.bss`).
+    pub fn offset_of_vaddr(&self, vaddr: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz)
+            .map(|s| s.offset + (vaddr - s.vaddr))
+    }
+
+    /// `len` bytes of the file from `offset`, `None` past its end.
+    pub fn bytes_at(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let start = usize::try_from(offset).ok()?;
+        self.data.get(start..start.checked_add(len)?)
+    }
+
     /// CRC32 of the whole file (the `.gnu_debuglink` check).
     pub fn crc32(&self) -> u32 {
         let mut h = crc32fast::Hasher::new();

@@ -2,8 +2,8 @@
 //! daemon's errors come from `protocol::ErrorKind::exit_code`; the rest are here.
 
 pub use protocol::error::exit::{
-    CODE_REUSED, DAEMON, FAILURE, NOT_EXACT, NOT_PYTHON_THREAD, OK, PARTIAL, TRACER_MISSING,
-    TRACER_REFUSED, USAGE,
+    CODE_REUSED, DAEMON, FAILURE, NOT_EXACT, NOT_PYTHON_THREAD, OK, PARTIAL, PROBE_REMOVED,
+    TRACER_MISSING, TRACER_REFUSED, USAGE,
 };
 use protocol::ErrorKind;
 

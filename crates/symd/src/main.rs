@@ -1,6 +1,7 @@
 //! `pystackd`: readable Python stacks in native stack traces of CPython processes.
 
 mod annotate;
+mod breakpoints;
 mod cli;
 mod client;
 mod daemon;

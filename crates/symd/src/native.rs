@@ -5,6 +5,7 @@
 //! names, be found and annotated.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use protocol::ThreadStack;
 use stacktext::{Moment, NativeSymbol, SourceError, StackSource};
@@ -16,22 +17,89 @@ const MAX_PROCESSES: usize = 64;
 /// A `StackSource` that also names native frames.
 pub struct Naming<S> {
     inner: S,
-    symbolizer: Symbolizer,
-    /// Mappings per pid, read once per run (`None`: unreadable, asked once).
-    maps: HashMap<u32, Option<ProcessMaps>>,
-    /// Answers per (pid, address): a stack repeats its addresses thousands of times.
-    names: HashMap<(u32, u64), Option<NativeSymbol>>,
+    names: Names,
 }
 
 impl<S: StackSource> Naming<S> {
     pub fn new(inner: S) -> Self {
         Naming {
             inner,
+            names: Names::new(),
+        }
+    }
+}
+
+/// The name of a native address of a process: the mapped object's path there, and the
+/// symbol holding the address with the offset into it, when the object names one.
+#[derive(Debug, Clone)]
+pub struct Named {
+    pub module: String,
+    pub symbol: Option<(String, u64)>,
+}
+
+/// Names native addresses of live processes (used by annotate, and by trace: bpftrace
+/// is told not to name user frames itself).
+pub struct Names {
+    symbolizer: Symbolizer,
+    /// Mappings per pid and when they were read (`None`: unreadable).
+    maps: HashMap<u32, (Option<ProcessMaps>, Instant)>,
+    /// Answers per (pid, address): a stack repeats its addresses thousands of times.
+    names: HashMap<(u32, u64), Option<Named>>,
+}
+
+/// An address in no mapping (a library loaded since) re-reads the mappings, at most this often.
+const MAPS_REREAD: Duration = Duration::from_secs(1);
+
+impl Default for Names {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Names {
+    pub fn new() -> Names {
+        Names {
             // debug roots from PYSTACKD_DEBUG_ROOT (else /usr/lib/debug), DEBUGINFOD_URLS
             symbolizer: Symbolizer::new(Config::from_env()),
             maps: HashMap::new(),
             names: HashMap::new(),
         }
+    }
+
+    pub fn name(&mut self, pid: u32, addr: u64) -> Option<Named> {
+        if let Some(n) = self.names.get(&(pid, addr)) {
+            return n.clone();
+        }
+        if !self.maps.contains_key(&pid) && self.maps.len() >= MAX_PROCESSES {
+            self.maps.clear();
+            self.names.clear();
+        }
+        let entry = self
+            .maps
+            .entry(pid)
+            .or_insert_with(|| (ProcessMaps::for_pid(pid).ok(), Instant::now()));
+        let unmapped = entry.0.as_ref().is_some_and(|m| m.region(addr).is_none());
+        if unmapped && entry.1.elapsed() >= MAPS_REREAD {
+            if let Ok(m) = ProcessMaps::for_pid(pid) {
+                *entry = (Some(m), Instant::now());
+            }
+        }
+        let maps = entry.0.as_ref()?;
+        let name = match self.symbolizer.symbolize(maps, addr, false) {
+            Ok(s) => Some(Named {
+                module: maps
+                    .region(addr)
+                    .and_then(|(_, r)| r.path.clone())
+                    .unwrap_or_else(|| s.module.name().to_string()),
+                symbol: s.symbol.map(|h| (h.name.to_string(), h.offset)),
+            }),
+            Err(_) => None,
+        };
+        if self.names.len() >= 1 << 16 {
+            self.names.clear();
+        }
+        self.names.insert((pid, addr), name.clone());
+        name
     }
 }
 
@@ -58,34 +126,17 @@ impl<S: StackSource> StackSource for Naming<S> {
     }
 
     fn native_symbol(&mut self, pid: u32, addr: u64) -> Option<NativeSymbol> {
-        if let Some(n) = self.names.get(&(pid, addr)) {
-            return n.clone();
-        }
-        if !self.maps.contains_key(&pid) && self.maps.len() >= MAX_PROCESSES {
-            self.maps.clear();
-            self.names.clear();
-        }
-        let maps = self
-            .maps
-            .entry(pid)
-            .or_insert_with(|| ProcessMaps::for_pid(pid).ok())
-            .as_ref()?;
-        let name = self
-            .symbolizer
-            .symbolize(maps, addr, false)
-            .ok()
-            .and_then(|s| {
-                let hit = s.symbol?;
-                Some(NativeSymbol {
-                    module: s.module.basename().to_string(),
-                    symbol: hit.name.to_string(),
-                    offset: hit.offset,
-                })
-            });
-        if self.names.len() >= 1 << 16 {
-            self.names.clear();
-        }
-        self.names.insert((pid, addr), name.clone());
-        name
+        let named = self.names.name(pid, addr)?;
+        let (symbol, offset) = named.symbol?;
+        Some(NativeSymbol {
+            module: named
+                .module
+                .rsplit('/')
+                .next()
+                .unwrap_or(&named.module)
+                .to_string(),
+            symbol,
+            offset,
+        })
     }
 }

@@ -15,7 +15,9 @@ use protocol::Frame;
 use pyframe_reader::PythonProcess;
 use serde::Serialize;
 
+use crate::breakpoints::Breakpoints;
 use crate::exit;
+use crate::native::Names;
 
 pub const HELP: &str = "\
 Each probe fires in process PID; in probe context, bpftrace itself walks the firing thread's
@@ -53,7 +55,9 @@ Exit status: 0 ok, 3 no such process, 4 not a CPython process, 5 permission deni
 12 bpftrace is not installed, 13 bpftrace refused (not root, no tracefs, probe not found,
 program rejected: its message is shown), 14 no firing was on a thread running Python,
 15 some code objects were freed and reused before they could be resolved (those frames are
-shown as such).";
+shown as such), 17 a uprobe's breakpoint was missing from the process during the trace (the
+kernel took it out: that probe's later calls are not in the output; each uprobe given with a
+path is checked all through the trace).";
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TraceOutput {
@@ -435,6 +439,8 @@ fn stop_bpftrace(child_pid: i32, done: &AtomicBool) {
 const DRAIN_QUIET: Duration = Duration::from_millis(300);
 /// ...but no longer than this (a consumer that cannot keep up says what it lost).
 const DRAIN_MAX: Duration = Duration::from_secs(10);
+/// How often each uprobe's breakpoint is looked at during a trace (one small read each).
+const BREAKPOINT_LOOK: Duration = Duration::from_millis(100);
 
 pub fn run(args: &TraceArgs) -> ExitCode {
     match trace(args) {
@@ -495,6 +501,11 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
         .arg(&file)
         // a larger output ring per CPU: fewer records lost when firings come fast
         .env("BPFTRACE_PERF_RB_PAGES", "1024")
+        // user frames as addresses, named by pystackd: bpftrace 0.17's own naming (bcc's)
+        // closes descriptors that are not its own now and then, and so detaches probes in
+        // the middle of a trace (a profile probe stops firing, a uprobe's breakpoint is taken
+        // out, stack ids fail with EBADF: docs/trace.md); it was also most of a trace's CPU
+        .env("BPFTRACE_NO_USER_SYMBOLS", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -540,21 +551,30 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
         );
         let pid = args.pid;
         let child_pid = child.id() as i32;
+        let mut breakpoints = Breakpoints::locate(pid, &args.probes);
+        // its own handle: the reader's is the resolver's, on this thread's other side
+        let memory = pyframe_reader::platform::open_memory(pid).ok();
         std::thread::spawn(move || {
             let mut ending: Option<Instant> = None;
+            let mut next_look = Instant::now();
             while !done.load(Ordering::Relaxed) {
                 if abort.load(Ordering::Relaxed) {
                     stop_bpftrace(child_pid, &done);
-                    return;
+                    return breakpoints;
                 }
                 let gone = !pyframe_reader::platform::exists(pid)
                     || pyframe_reader::platform::has_exited(pid);
-                let over = attached
-                    .lock()
-                    .map(|a| a.is_some_and(|t| t.elapsed() >= duration))
-                    .unwrap_or(false);
+                let since_attach = attached.lock().ok().and_then(|a| a.map(|t| t.elapsed()));
+                let over = since_attach.is_some_and(|t| t >= duration);
                 if gone {
                     exited.store(true, Ordering::Relaxed);
+                }
+                // the breakpoints, while the probes are on (all attached: BEGIN has run)
+                if let (Some(at), Some(mem), false, false) = (since_attach, &memory, over, gone) {
+                    if !breakpoints.is_empty() && Instant::now() >= next_look {
+                        breakpoints.check(mem, at);
+                        next_look = Instant::now() + BREAKPOINT_LOOK;
+                    }
                 }
                 if gone || over {
                     let since = *ending.get_or_insert_with(Instant::now);
@@ -562,11 +582,12 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
                         .saturating_sub(last_line.load(Ordering::Relaxed));
                     if quiet_ms >= DRAIN_QUIET.as_millis() as u64 || since.elapsed() >= DRAIN_MAX {
                         stop_bpftrace(child_pid, &done);
-                        return;
+                        return breakpoints;
                     }
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
+            breakpoints
         })
     };
     let mut resolver = Resolver::new(process.layout());
@@ -574,7 +595,19 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut sink = Sink::new(args);
     let stdout = child.stdout.take().expect("piped");
-    let mut finish = |(tid, probe, c, native): Done, sink: &mut Sink, out: &mut dyn Write| {
+    let mut names = Names::new();
+    let pid = args.pid;
+    let mut finish = |(tid, probe, c, mut native): Done, sink: &mut Sink, out: &mut dyn Write| {
+        // bpftrace printed addresses only (BPFTRACE_NO_USER_SYMBOLS): named here
+        for f in native.iter_mut().filter(|f| f.symbol.is_none()) {
+            if let Some(n) = names.name(pid, f.address) {
+                f.module = Some(n.module);
+                if let Some((symbol, offset)) = n.symbol {
+                    f.symbol = Some(symbol);
+                    f.offset = Some(offset);
+                }
+            }
+        }
         let python: Vec<PyFrame> = resolver
             .resolve(process.memory(), &c)
             .into_iter()
@@ -641,7 +674,7 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
     }
     let status = child.wait();
     done.store(true, Ordering::Relaxed);
-    let _ = watcher.join();
+    let breakpoints = watcher.join().unwrap_or_default();
     let stderr = err_thread.join().unwrap_or_default();
     let elapsed = attached
         .lock()
@@ -708,9 +741,19 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
             String::new()
         }
     );
+    for line in breakpoints.report() {
+        eprintln!("pystackd: {line}");
+    }
     if exited.load(Ordering::Relaxed) {
         eprintln!("pystackd: process {} exited during the trace", args.pid);
         return Ok(exit::PROCESS_EXITED);
+    }
+    if breakpoints.any_missing() {
+        eprintln!(
+            "pystackd: the trace is missing calls of those probes (docs/trace.md, Limits: \
+             what has taken breakpoints out)"
+        );
+        return Ok(exit::PROBE_REMOVED);
     }
     if sink.mismatched > 0 {
         return Ok(exit::CODE_REUSED);

@@ -21,12 +21,12 @@ fn interpreters() -> Vec<testkit::Interpreter> {
 }
 
 /// Firings each marker and the profile must have at least, per interpreter. The target gets
-/// what CPU a shared 2-core machine leaves it (20-40 % while other tests run), so a 5 s trace
+/// what CPU a shared 2-core machine leaves it (20-40 % while other tests run), so a 3 s trace
 /// sees a few hundred to a few thousand firings; the minimums only guard against a trace
 /// that silently saw next to nothing. The counts are printed.
 const MIN_MARKER_FIRINGS: usize = 50;
 const MIN_PROFILE_SAMPLES: usize = 15;
-const TRACE_SECONDS: &str = "5";
+const TRACE_SECONDS: &str = "3";
 
 fn strict() -> bool {
     std::env::var("PYSTACKD_STRICT").is_ok_and(|v| v == "1")
@@ -222,54 +222,66 @@ fn trace_is_exact_on_moving_targets() {
     let mut failures = Vec::new();
     for interp in &interps {
         let label = &interp.label;
-        // One probe (a uprobe of a pair, or the profile probe) sometimes fires only a
-        // handful of times in a whole run, by the kernel's own count of its program's runs (docs/trace.md, Limits; cause open:
-        // not the target, not lost output, not BPF recursion, not the library file being
-        // traced just before). Then a new target, on a library file of its own, is traced:
-        // up to three runs, every firing of every run checked.
+        // A probe that fired fewer times than its minimum over the runs so far gets another
+        // run, on a new target and a new library file: up to five runs, every firing of
+        // every run checked. (Before pystackd named user frames itself, bpftrace's own
+        // naming detached probes now and then: docs/trace.md. A uprobe's breakpoint found
+        // missing is reported with exit 17, which `breakpoint_removal_is_reported` tests.)
         let mut firings: Vec<Firing> = Vec::new();
         let mut stderr = String::new();
         let mut truth = None;
         let mut failed = false;
-        for run in 0..3 {
-            let lib = marker_lib(&format!("exact-{label}-{run}"));
-            let lib_s = lib.to_str().unwrap();
-            let target = Target::spawn(interp, "trace_target.py", &[lib_s]);
-            truth = Some(target.truth().clone());
-            let probes = vec![
-                format!("uprobe:{lib_s}:marker_a"),
-                format!("uprobe:{lib_s}:marker_b"),
-                "profile:hz:199".to_string(),
-            ];
-            let (more, err, status) = run_trace(target.pid(), &probes);
-            if status != 0 {
-                failures.push(format!("{label}: exit status {status}: {err}"));
-                failed = true;
-                break;
+        let wanted = [
+            (":marker_a", MIN_MARKER_FIRINGS),
+            (":marker_b", MIN_MARKER_FIRINGS),
+            ("profile:hz:199", MIN_PROFILE_SAMPLES),
+        ];
+        let kind = "all";
+        'kinds: {
+            let mut totals: BTreeMap<&str, usize> = wanted.iter().map(|w| (w.0, 0)).collect();
+            for run in 0..5 {
+                let lib = marker_lib(&format!("exact-{label}-{kind}-{run}"));
+                let lib_s = lib.to_str().unwrap();
+                let target = Target::spawn(interp, "trace_target.py", &[lib_s]);
+                truth = Some(target.truth().clone());
+                let probe_of = |w: &str| match w.strip_prefix(':') {
+                    Some(f) => format!("uprobe:{lib_s}:{f}"),
+                    None => w.to_string(),
+                };
+                let probes: Vec<String> = wanted.iter().map(|w| probe_of(w.0)).collect();
+                let (more, err, status) = run_trace(target.pid(), &probes);
+                // 17: a breakpoint was found missing, and said so
+                if status != 0 && status != 17 {
+                    failures.push(format!("{label} {kind}: exit status {status}: {err}"));
+                    failed = true;
+                    break 'kinds;
+                }
+                if let Err(e) = accounted(&err, more.len() as u64) {
+                    failures.push(format!("{label} {kind}: {e}"));
+                }
+                if (status == 17) != err.contains(": its breakpoint") {
+                    failures.push(format!(
+                        "{label} {kind}: exit {status} and the breakpoint report disagree: {err}"
+                    ));
+                }
+                for (w, total) in totals.iter_mut() {
+                    let p = probe_of(w);
+                    *total += more.iter().filter(|x| x.probe == p).count();
+                }
+                firings.extend(more);
+                stderr = if stderr.is_empty() {
+                    err
+                } else {
+                    format!("{stderr} / then: {err}")
+                };
+                if wanted.iter().all(|(w, min)| totals[w] >= *min) {
+                    break;
+                }
+                eprintln!(
+                    "{label}: after run {}: {totals:?} firings (minimums {wanted:?}): {stderr}",
+                    run + 1
+                );
             }
-            if let Err(e) = accounted(&err, more.len() as u64) {
-                failures.push(format!("{label}: {e}"));
-            }
-            // the profile probe has been seen starved the same way (11 samples in 5 s
-            // next to 2,196 marker firings)
-            let fired = |suffix: &str| more.iter().filter(|x| x.probe.ends_with(suffix)).count();
-            let (a, b) = (fired(":marker_a"), fired(":marker_b"));
-            let short = a < MIN_MARKER_FIRINGS
-                || b < MIN_MARKER_FIRINGS
-                || more.len() - a - b < MIN_PROFILE_SAMPLES;
-            firings.extend(more);
-            stderr = if stderr.is_empty() {
-                err
-            } else {
-                format!("{stderr} / then: {err}")
-            };
-            if !short {
-                break;
-            }
-            eprintln!(
-                "{label}: few firings of a probe in run {}: {stderr}",
-                run + 1
-            );
         }
         let Some(truth) = truth.filter(|_| !failed) else {
             continue;
@@ -466,6 +478,160 @@ fn trace_failure_statuses() {
         "the trace ended {:?} after the target",
         started.elapsed()
     );
+}
+
+/// Where `lib` (a small shared object built here: its text's file offsets are its
+/// addresses) holds `symbol` in process `pid`, and the file's first byte there.
+fn symbol_in_process(pid: u32, lib: &std::path::Path, symbol: &str) -> (u64, u8) {
+    let nm = Command::new("nm")
+        .arg("-D")
+        .arg(lib)
+        .output()
+        .expect("nm runs");
+    let vaddr = String::from_utf8_lossy(&nm.stdout)
+        .lines()
+        .find_map(|l| {
+            let p: Vec<&str> = l.split_whitespace().collect();
+            (p.len() == 3 && p[2] == symbol).then(|| u64::from_str_radix(p[0], 16).unwrap())
+        })
+        .expect("symbol in nm -D");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let lib_s = lib.to_str().unwrap();
+    let addr = maps
+        .lines()
+        .find_map(|l| {
+            let p: Vec<&str> = l.split_whitespace().collect();
+            if p.len() < 6 || p[5] != lib_s || !p[1].contains('x') {
+                return None;
+            }
+            let (lo, hi) = p[0].split_once('-')?;
+            let (lo, hi) = (
+                u64::from_str_radix(lo, 16).ok()?,
+                u64::from_str_radix(hi, 16).ok()?,
+            );
+            let off = u64::from_str_radix(p[2], 16).ok()?;
+            (vaddr >= off && vaddr - off < hi - lo).then_some(lo + vaddr - off)
+        })
+        .expect("the library's text mapped");
+    let file = std::fs::read(lib).unwrap();
+    (addr, file[vaddr as usize])
+}
+
+/// A uprobe's breakpoint taken out of the process during a trace (as Linux 6.18 does now and
+/// then: docs/trace.md) is found and said, with exit 17; a probe on a library the process
+/// does not map is named as unable to fire. The removal is made here the way the kernel
+/// undoes a breakpoint: the file's original byte written back over it in the process's
+/// memory. (Only x86_64's one-byte int3 is handled by this test.)
+#[test]
+fn breakpoint_removal_is_reported() {
+    use std::io::{BufRead, Seek, Write};
+    let _serial = serial();
+    if let Some(why) = missing() {
+        skip(&why);
+        return;
+    }
+    if !cfg!(target_arch = "x86_64") {
+        skip("the breakpoint byte written back is x86_64's");
+        return;
+    }
+    let interps = interpreters();
+    let Some(interp) = interps
+        .iter()
+        .find(|i| i.label.starts_with("pyenv-3.12"))
+        .or(interps.first())
+    else {
+        skip("no interpreters");
+        return;
+    };
+    let lib = marker_lib("removal");
+    let unmapped = marker_lib("removal-unmapped");
+    let target = Target::spawn(interp, "trace_target.py", &[lib.to_str().unwrap()]);
+    let probe_a = format!("uprobe:{}:marker_a", lib.display());
+    let probe_b = format!("uprobe:{}:marker_b", lib.display());
+    let probe_other = format!("uprobe:{}:marker_a", unmapped.display());
+    let mut trace = Command::new(pystackd_bin())
+        .args([
+            "trace",
+            "--pid",
+            &target.pid().to_string(),
+            "--duration",
+            "4",
+        ])
+        .args(["--output", "json"])
+        .args([&probe_a, &probe_b, &probe_other])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (addr, original) = symbol_in_process(target.pid(), &lib, "marker_a");
+    // once marker_a has fired (its breakpoint in place), write the original byte back
+    let mut lines = std::io::BufReader::new(trace.stdout.take().unwrap()).lines();
+    let mut before = (0usize, 0usize);
+    for line in lines.by_ref() {
+        let f: Firing = serde_json::from_str(&line.unwrap()).unwrap();
+        if f.probe == probe_a {
+            before.0 += 1;
+        } else if f.probe == probe_b {
+            before.1 += 1;
+        }
+        if before.0 >= 20 {
+            break;
+        }
+    }
+    assert!(before.0 >= 20, "marker_a never fired 20 times: {before:?}");
+    let mut mem = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/{}/mem", target.pid()))
+        .unwrap();
+    let mut now = [0u8; 1];
+    mem.seek(std::io::SeekFrom::Start(addr)).unwrap();
+    std::io::Read::read_exact(&mut mem, &mut now).unwrap();
+    assert_eq!(now[0], 0xcc, "marker_a's breakpoint is in the process");
+    mem.seek(std::io::SeekFrom::Start(addr)).unwrap();
+    mem.write_all(&[original]).unwrap();
+    let removed_at = std::time::Instant::now();
+    let (mut a_after, mut b_after) = (0usize, 0usize);
+    for line in lines {
+        let f: Firing = serde_json::from_str(&line.unwrap()).unwrap();
+        if f.probe == probe_a {
+            a_after += 1;
+        } else if f.probe == probe_b {
+            b_after += 1;
+        }
+    }
+    let status = trace.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut trace.stderr.take().unwrap(), &mut stderr).unwrap();
+    eprintln!(
+        "marker_a {} then {a_after}, marker_b {} then {b_after} ({:?} after the removal); stderr: {stderr}",
+        before.0,
+        before.1,
+        removed_at.elapsed()
+    );
+    assert_eq!(status.code(), Some(17), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{probe_a}: its breakpoint was gone from process {}",
+            target.pid()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(&format!("{probe_b}: its breakpoint")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{probe_other}: {} is not mapped by process",
+            unmapped.display()
+        )),
+        "{stderr}"
+    );
+    // the kernel agrees: marker_b kept firing, marker_a stopped (a firing or two may have
+    // been queued in the output when the byte was written)
+    assert!(b_after >= 50, "marker_b after the removal: {b_after}");
+    assert!(a_after <= 5, "marker_a after the removal: {a_after}");
 }
 
 /// `pystackd probe --emit bpftrace` pasted into a hand-written script: its `pyframes=` lines
