@@ -33,9 +33,14 @@ pub enum RecordFormat {
 
 #[derive(clap::Args, Debug)]
 pub struct RecordArgs {
-    /// The CPython process to sample.
-    #[arg(long, value_name = "PID")]
-    pub pid: u32,
+    /// The CPython process to sample (or start one: `-- COMMAND ARGS`).
+    #[arg(
+        long,
+        value_name = "PID",
+        required_unless_present = "command",
+        conflicts_with = "command"
+    )]
+    pub pid: Option<u32>,
     /// Where to write the profile.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
@@ -59,6 +64,9 @@ pub struct RecordArgs {
     /// One root per thread (`thread NAME (TID)`), so threads are told apart.
     #[arg(long)]
     pub threads: bool,
+    /// Start this program and sample it until it exits, after `--` (`-- python3 app.py`).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 pub const RECORD_HELP: &str = "\
@@ -67,6 +75,7 @@ Samples every thread's Python stack of a running process and writes a profile:
   pystackd record --pid 4242 --duration 10 -o p.json     speedscope (https://www.speedscope.app)
   pystackd record --pid 4242 --rate 1000 --threads -o p.folded
   pystackd record --pid 4242 --duration 30 -o cpu.pprof; go tool pprof -top cpu.pprof
+  pystackd record -o profile.svg -- python3 app.py --port 8080   start it, sample until it exits
 
 Each sample is one read of the process's memory while it runs: a read the target moved under
 is retried and, if it never holds still, dropped and counted, never recorded wrong
@@ -74,9 +83,15 @@ is retried and, if it never holds still, dropped and counted, never recorded wro
 the kernel (sleep, I/O, locks) are idle and left out unless --idle. A progress line goes to
 stderr; Ctrl-C ends the recording and still writes the file, and so does the target exiting.
 
-Exit status: 0 written, 1 could not write the output, 3 no such process, 4 not a CPython
-process, 5 permission denied, 6 unsupported version, 7 the process exited before the first
-sample.";
+With -- COMMAND, the program is started with pystackd's terminal, environment and working
+directory, and sampled from the moment its interpreter has a thread (the process must become
+CPython itself, within 5 s: a shell script that execs python works, one that runs python as a
+child does not). Ctrl-C reaches it too. Its exit status is printed; when --duration ends
+first, the file is written and pystackd waits for the program to exit.
+
+Exit status: 0 written, 1 could not write the output or start COMMAND, 3 no such process,
+4 not a CPython process (COMMAND: it is then stopped), 5 permission denied, 6 unsupported
+version, 7 the process exited before the first sample.";
 
 /// What a recording saw.
 struct Profile {
@@ -282,8 +297,25 @@ pub fn run(args: &RecordArgs) -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
+    let mut started_child = None;
+    let pid = match (args.pid, args.command.first()) {
+        (Some(pid), _) => pid,
+        (None, Some(_)) => match start_command(&args.command) {
+            Ok(c) => {
+                let pid = c.child.id();
+                started_child = Some(c);
+                pid
+            }
+            Err(code) => {
+                let _ = std::fs::remove_file(&args.output);
+                return ExitCode::from(code);
+            }
+        },
+        // clap requires one of them
+        (None, None) => return ExitCode::from(exit::USAGE),
+    };
     let mut sampler = match Sampler::attach(sample::Settings {
-        pid: args.pid,
+        pid,
         rate: args.rate,
         duration: args.duration.map(Duration::from_secs_f64),
         pause: args.pause,
@@ -293,6 +325,9 @@ pub fn run(args: &RecordArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_file(&args.output);
+            if let Some(c) = started_child.as_mut() {
+                c.stop();
+            }
             return ExitCode::from(sample::report_attach_error("record", &e));
         }
     };
@@ -327,6 +362,10 @@ pub fn run(args: &RecordArgs) -> ExitCode {
         eprintln!("pystackd record: {e}");
     }
     let ended_by = end.describe();
+    // the started program, gone: reaped now, so its status can be told
+    let child_status = started_child
+        .as_mut()
+        .and_then(|c| c.child.try_wait().ok().flatten());
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     if progress {
         eprintln!();
@@ -334,7 +373,7 @@ pub fn run(args: &RecordArgs) -> ExitCode {
     let (samples, dropped, idle_skipped) = (sampler.samples, sampler.dropped, sampler.idle_skipped);
     let mut out = BufWriter::new(file);
     if let Err(e) = profile
-        .write(format, args.pid, started.elapsed(), &mut out)
+        .write(format, pid, started.elapsed(), &mut out)
         .and_then(|_| out.flush())
     {
         eprintln!("pystackd record: writing {}: {e}", args.output.display());
@@ -351,8 +390,111 @@ pub fn run(args: &RecordArgs) -> ExitCode {
         if args.idle { " (none: --idle)" } else { "" },
         args.output.display()
     );
+    if let Some(c) = started_child.as_mut() {
+        let status = match child_status {
+            Some(s) => Some(s),
+            None => {
+                eprintln!(
+                    "pystackd record: waiting for {} (pid {pid}) to exit",
+                    c.program
+                );
+                c.child.wait().ok()
+            }
+        };
+        if let Some(s) = status {
+            eprintln!("pystackd record: {} {}", c.program, describe_status(s));
+        }
+    }
     if samples == 0 && matches!(end, End::Exited) {
         return ExitCode::from(ErrorKind::ProcessExited.exit_code());
     }
     ExitCode::from(exit::OK)
+}
+
+/// A program started by `record -- COMMAND`.
+struct StartedCommand {
+    child: std::process::Child,
+    program: String,
+}
+
+impl StartedCommand {
+    /// Stops it (SIGTERM, then SIGKILL after a second) and reaps it.
+    fn stop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signalling our own child, not yet reaped (its pid cannot be reused)
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How long a started program has to become a CPython process with a thread.
+const COMMAND_START: Duration = Duration::from_secs(5);
+
+/// Starts COMMAND and waits until its process is CPython with a thread state (the moment
+/// sampling can begin), or fails with the exit status to return.
+fn start_command(command: &[String]) -> Result<StartedCommand, u8> {
+    let program = command[0].clone();
+    let child = match std::process::Command::new(&program)
+        .args(&command[1..])
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pystackd record: cannot start {program}: {e}");
+            return Err(exit::FAILURE);
+        }
+    };
+    let mut started = StartedCommand { child, program };
+    let pid = started.child.id();
+    let deadline = Instant::now() + COMMAND_START;
+    let mut last_error = None;
+    loop {
+        if let Ok(Some(status)) = started.child.try_wait() {
+            eprintln!(
+                "pystackd record: {} {} before its interpreter could be sampled",
+                started.program,
+                describe_status(status)
+            );
+            return Err(ErrorKind::ProcessExited.exit_code());
+        }
+        // a shell script that execs python, or an interpreter still starting: try again
+        match pyframe_reader::PythonProcess::attach(pid) {
+            Ok(mut p) => match p.stack(&pyframe_reader::StackOptions::default()) {
+                Ok(s) if !s.threads.is_empty() => return Ok(started),
+                Ok(_) => {}
+                Err(e) => last_error = Some(e),
+            },
+            Err(e) => last_error = Some(e),
+        }
+        if Instant::now() >= deadline {
+            let why =
+                last_error.map_or_else(|| "it has no Python thread".to_string(), |e| e.to_string());
+            eprintln!(
+                "pystackd record: {} (pid {pid}) is not a CPython process {} s after it started \
+                 ({why}); stopping it. record follows the process it starts, not its children.",
+                started.program,
+                COMMAND_START.as_secs()
+            );
+            started.stop();
+            return Err(ErrorKind::NotPython.exit_code());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn describe_status(s: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => format!("ended ({s})"),
+    }
 }

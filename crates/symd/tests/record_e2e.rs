@@ -462,3 +462,101 @@ fn recorded_shares_match_what_the_target_measures() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `record -- COMMAND` on every interpreter: the program is started (its output passes
+/// through), sampled from its start until it exits, its exit status told; every sample of
+/// the target's own file is a path the program has (`<module>` > phase > busy_leaf), and
+/// most samples are in busy_leaf, where it spends its time. A command that never becomes
+/// CPython is stopped (exit 4, no file), one that cannot start is said (exit 1).
+#[test]
+fn a_started_command_is_recorded_until_it_exits() {
+    let list = require!(testkit::pythons::all());
+    let tmp = TempDir::new("record-command");
+    let script = testkit::targets_dir().join("command_target.py");
+    let path = ["<module>", "phase", "busy_leaf"];
+    let mut failures = Vec::new();
+    for py in &list {
+        let out = tmp.path().join(format!("{}.folded", py.label));
+        let o = Command::new(pystackd_bin())
+            .args(["record", "--rate", "200", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(&py.command)
+            .arg(&script)
+            .arg("1.0")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        if o.status.code() != Some(0)
+            || !String::from_utf8_lossy(&o.stdout).contains("done")
+            || !err.contains("exited with status 3")
+        {
+            failures.push(format!(
+                "[{}] status {:?}: {err}",
+                py.label,
+                o.status.code()
+            ));
+            continue;
+        }
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let (mut busy, mut total) = (0u64, 0u64);
+        for line in text.lines() {
+            let Some((stack, n)) = line.rsplit_once(' ') else {
+                failures.push(format!("[{}] bad line {line:?}", py.label));
+                continue;
+            };
+            let n: u64 = n.parse().unwrap_or(0);
+            total += n;
+            // the target's own frames, outermost first
+            let own: Vec<&str> = stack
+                .split(';')
+                .filter(|f| f.contains("command_target.py:"))
+                .filter_map(|f| frame(f).map(|(name, _)| name))
+                .collect();
+            if !path.starts_with(&own) {
+                failures.push(format!("[{}] not a path of the program: {line}", py.label));
+            }
+            if own.len() == 3 {
+                busy += n;
+            }
+        }
+        eprintln!(
+            "record -- COMMAND [{}]: {busy} of {total} samples in busy_leaf",
+            py.label
+        );
+        if busy < 20 || busy * 2 < total {
+            failures.push(format!(
+                "[{}] {busy} of {total} samples in busy_leaf",
+                py.label
+            ));
+        }
+    }
+    // never CPython: stopped after a while, exit 4, no file
+    let out = tmp.path().join("sleep.folded");
+    let t0 = Instant::now();
+    let o = Command::new(pystackd_bin())
+        .args(["record", "-o"])
+        .arg(&out)
+        .args(["--", "sleep", "60"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("is not a CPython process") && err.contains("stopping it"),
+        "{err}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    assert!(!out.exists());
+    // cannot start: exit 1, said
+    let o = Command::new(pystackd_bin())
+        .args(["record", "-o"])
+        .arg(tmp.path().join("none.folded"))
+        .args(["--", "/nonexistent/program"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot start /nonexistent/program"), "{err}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
