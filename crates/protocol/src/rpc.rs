@@ -129,6 +129,9 @@ pub mod methods {
     pub const ANNOTATE: &str = "annotate";
     pub const STATUS: &str = "status";
     pub const VERSION: &str = "version";
+    pub const PROFILE: &str = "profile";
+    pub const PROFILE_RESULT: &str = "profile_result";
+    pub const PROFILE_STOP: &str = "profile_stop";
 }
 
 /// `attach`: find the interpreter of a process and keep it cached.
@@ -213,6 +216,106 @@ pub struct StackParams {
 }
 
 pub type StackResult = ProcessStack;
+
+/// `profile`: start sampling a process in the daemon (as `pystackd record` does) for a
+/// bounded time; the result names the session, whose profile `profile_result` gives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileParams {
+    pub pid: u32,
+    /// Samples per second (1 to 10,000; default 100).
+    #[serde(default = "default_rate")]
+    pub rate: u32,
+    /// Seconds to sample (at most 3,600; rate × duration at most 1,000,000 samples).
+    pub duration: f64,
+    /// Keep samples of idle threads (blocked in the kernel).
+    #[serde(default)]
+    pub idle: bool,
+    /// Stop every thread for each sample.
+    #[serde(default)]
+    pub pause: bool,
+    /// One root per thread in folded and flame graph output.
+    #[serde(default)]
+    pub threads: bool,
+}
+
+fn default_rate() -> u32 {
+    100
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileStarted {
+    /// The session's id, for `profile_result` and `profile_stop`.
+    pub session: u64,
+    pub pid: u32,
+    pub rate: u32,
+    pub duration: f64,
+}
+
+/// What `profile_result` gives the profile as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfileFormat {
+    /// `frame;frame;... count` lines, outermost first.
+    #[default]
+    Folded,
+    /// speedscope's JSON file format (as a string).
+    Speedscope,
+    /// An SVG flame graph (as a string).
+    Flamegraph,
+    /// pprof's gzipped `profile.proto`, base64-encoded.
+    Pprof,
+}
+
+/// `profile_result` and `profile_stop`: one session of the caller's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileResultParams {
+    pub session: u64,
+    /// The profile's format; with `profile_stop` too (default folded).
+    #[serde(default)]
+    pub format: ProfileFormat,
+}
+
+/// Where a profiling session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfileState {
+    /// Still sampling (`data` is absent).
+    Running,
+    /// Its duration ended.
+    Done,
+    /// Ended early by `profile_stop`.
+    Stopped,
+    /// The process exited (what was seen is kept).
+    Exited,
+    /// Sampling failed (`error` says why; what was seen is kept).
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileResult {
+    pub session: u64,
+    pub pid: u32,
+    pub state: ProfileState,
+    /// Reads that gave a stack.
+    pub samples: u64,
+    /// Reads the target moved under, dropped as torn.
+    pub dropped: u64,
+    /// Thread stacks left out as idle.
+    pub idle_skipped: u64,
+    /// Seconds sampled so far.
+    pub elapsed: f64,
+    pub rate_requested: u32,
+    pub rate_achieved: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The profile, once the session has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ProfileFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+}
 
 /// `annotate`: add Python frames to a native stack trace text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ mod native;
 mod platform;
 mod pprof;
 mod probe;
+mod profile;
 mod record;
 mod sample;
 mod stack;

@@ -190,11 +190,12 @@ impl Builder {
     }
 
     /// The gzipped `profile.proto`.
-    pub fn write(mut self, duration_ns: i64, out: &mut dyn Write) -> io::Result<()> {
+    pub fn write(&self, duration_ns: i64, out: &mut dyn Write) -> io::Result<()> {
         use prost::Message;
-        self.p.duration_nanos = duration_ns;
+        let mut p = self.p.clone();
+        p.duration_nanos = duration_ns;
         let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
-        gz.write_all(&self.p.encode_to_vec())?;
+        gz.write_all(&p.encode_to_vec())?;
         gz.finish()?;
         Ok(())
     }

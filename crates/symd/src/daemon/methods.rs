@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use protocol::rpc::{
     methods, AnnotateParams, AnnotateResult, AttachParams, AttachResult, DetachParams,
-    DetachResult, ListResult, RpcError, StackParams, StatusResult, VersionResult, PROTOCOL_VERSION,
+    DetachResult, ListResult, ProfileParams, ProfileResult, ProfileResultParams, ProfileStarted,
+    RpcError, StackParams, StatusResult, VersionResult, PROTOCOL_VERSION,
 };
 use protocol::ErrorKind;
 use pyframe_reader::{platform, Identity, PythonProcess, StackOptions};
@@ -79,11 +80,31 @@ pub async fn dispatch(
             let st = state.clone();
             to_value(blocking(move || annotate(&st, peer, p)).await??)
         }
+        methods::PROFILE => {
+            let p: ProfileParams = parse_params(
+                method,
+                params,
+                r#"{"pid": 1234, "rate": 100, "duration": 10} (rate, idle, pause, threads optional)"#,
+            )?;
+            super::profiles::check(&p)?;
+            let st = state.clone();
+            to_value(blocking(move || profile(&st, peer, &p)).await??)
+        }
+        methods::PROFILE_RESULT | methods::PROFILE_STOP => {
+            let p: ProfileResultParams = parse_params(
+                method,
+                params,
+                r#"{"session": 1, "format": "folded"} (format: folded, speedscope, flamegraph, pprof; optional)"#,
+            )?;
+            let stop = method == methods::PROFILE_STOP;
+            let st = state.clone();
+            to_value(blocking(move || profile_result(&st, peer, &p, stop)).await??)
+        }
         _ => Err(RpcError::of(
             ErrorKind::MethodNotFound,
             format!(
                 "unknown method `{method}` (methods: attach, detach, list, stack, annotate, \
-                 status, version)"
+                 profile, profile_result, profile_stop, status, version)"
             ),
         )),
     }
@@ -166,6 +187,28 @@ fn exited(pid: u32) -> RpcError {
         ErrorKind::ProcessExited,
         format!("process {pid} exited while being read"),
     )
+}
+
+/// `profile`: the access check of `stack`, then a session sampling in its own thread.
+fn profile(state: &State, peer: PeerCredentials, p: &ProfileParams) -> RpcResult<ProfileStarted> {
+    let key = authorize(state, peer, p.pid)?;
+    state.profiles.start(peer.uid, p, key.start_time)
+}
+
+/// `profile_result` / `profile_stop` (which ends the session first, then answers as
+/// `profile_result` does).
+fn profile_result(
+    state: &State,
+    peer: PeerCredentials,
+    p: &ProfileResultParams,
+    stop: bool,
+) -> RpcResult<ProfileResult> {
+    let session = state.profiles.get(p.session, peer.uid, peer.privileged)?;
+    if stop {
+        session.stop();
+        session.wait_ended(std::time::Duration::from_secs(5));
+    }
+    session.result(p.format)
 }
 
 /// Identify process `pid` and check that `peer` may inspect it.

@@ -8,6 +8,7 @@ pub mod checker;
 pub mod config;
 pub mod methods;
 pub mod peer;
+pub mod profiles;
 pub mod server;
 pub mod socket;
 pub mod state;

@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use super::cache::Cache;
 use super::checker::Checkers;
 use super::config::Config;
+use super::profiles::Sessions;
 
 /// Everything the connections share.
 pub struct State {
@@ -26,6 +27,8 @@ pub struct State {
     pub by_uid: Mutex<HashMap<u32, UidCounts>>,
     /// The access checkers of non-root clients.
     pub checkers: Checkers,
+    /// Profiling sessions (`profile`).
+    pub profiles: Arc<Sessions>,
 }
 
 /// One client uid's share of the counters.
@@ -55,6 +58,7 @@ impl State {
             connections_by_uid: Mutex::new(HashMap::new()),
             by_uid: Mutex::new(HashMap::new()),
             checkers: Checkers::default(),
+            profiles: Arc::new(Sessions::default()),
         }
     }
 
