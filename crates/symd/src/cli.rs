@@ -260,7 +260,7 @@ pub fn run() -> ExitCode {
             };
             crate::stack::run(&args, &global)
         }
-        Command::Record(args) => crate::record::run(&args),
+        Command::Record(args) => crate::record::run(&args, &global),
         Command::Top(args) => crate::top::run(&args),
         Command::Serve(args) => {
             crate::daemon::run(socket, args.config.as_deref(), args.log_level.as_deref())

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use protocol::ErrorKind;
 
+use crate::client::{Client, ClientError, Global};
 use crate::exit;
 use crate::profile::{Profile, RecordFormat};
 use crate::sample::{self, End, Event, Sampler};
@@ -69,6 +70,11 @@ is retried and, if it never holds still, dropped and counted, never recorded wro
 the kernel (sleep, I/O, locks) are idle and left out unless --idle. A progress line goes to
 stderr; Ctrl-C ends the recording and still writes the file, and so does the target exiting.
 
+With --pid, record goes through the daemon (pystackd serve) when it runs, as stack does: an
+unprivileged user records what they could read themselves (--no-daemon reads directly).
+Without --duration a session there lasts until Ctrl-C, the process exiting, or the daemon's
+longest session (1,000,000 samples, at most an hour).
+
 With -- COMMAND, the program is started with pystackd's terminal, environment and working
 directory, and sampled from the moment its interpreter has a thread (the process must become
 CPython itself, within 5 s: a shell script that execs python works, one that runs python as a
@@ -94,19 +100,29 @@ fn open_output(path: &Path) -> io::Result<File> {
     File::create(path)
 }
 
-pub fn run(args: &RecordArgs) -> ExitCode {
+pub fn run(args: &RecordArgs, global: &Global) -> ExitCode {
     if let Err(msg) = sample::check_settings("record", args.rate, args.duration) {
         eprintln!("{msg}");
         return ExitCode::from(exit::USAGE);
     }
     let format = format_of(args);
-    let file = match open_output(&args.output) {
+    let mut file = match open_output(&args.output) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("pystackd record: {}: {e}", args.output.display());
             return ExitCode::from(exit::FAILURE);
         }
     };
+    // The daemon when it answers (it reads what the caller may read, root or not); the
+    // process directly when there is none. A started COMMAND is the caller's own child:
+    // read directly.
+    if let (Some(pid), false) = (args.pid, global.no_daemon) {
+        match via_daemon(args, pid, format, &global.socket, file) {
+            Ok(code) => return code,
+            // not running: directly, with the file opened again
+            Err(f) => file = f,
+        }
+    }
     let mut started_child = None;
     let pid = match (args.pid, args.command.first()) {
         (Some(pid), _) => pid,
@@ -307,4 +323,140 @@ fn describe_status(s: std::process::ExitStatus) -> String {
         (None, Some(sig)) => format!("was killed by signal {sig}"),
         _ => format!("ended ({s})"),
     }
+}
+
+/// How often a recording through the daemon asks how it is going.
+const DAEMON_POLL: Duration = Duration::from_millis(250);
+
+/// `record --pid` through the daemon's `profile` methods. Gives the file back when no
+/// daemon runs (the caller then reads the process directly).
+fn via_daemon(
+    args: &RecordArgs,
+    pid: u32,
+    format: RecordFormat,
+    socket: &Path,
+    file: File,
+) -> Result<ExitCode, File> {
+    use protocol::rpc::{
+        methods, ProfileFormat, ProfileParams, ProfileResult, ProfileResultParams, ProfileStarted,
+        ProfileState,
+    };
+    let fail = |e: &ClientError, output: &Path| {
+        let _ = std::fs::remove_file(output);
+        eprintln!("pystackd record: {e}");
+        if let Some(h) = e.hint() {
+            eprintln!("hint: {h}");
+        }
+        ExitCode::from(e.exit_status())
+    };
+    let mut client = match Client::connect(socket) {
+        Ok(c) => c,
+        Err(e) if e.is_not_running() => return Err(file),
+        Err(e) => return Ok(fail(&e, &args.output)),
+    };
+    // a session is bounded: "until Ctrl-C" is the longest one the daemon allows
+    let longest = (1_000_000.0 / f64::from(args.rate.max(1))).min(3600.0);
+    let duration = args.duration.unwrap_or(longest);
+    let started: ProfileStarted = match client.call(
+        methods::PROFILE,
+        Some(ProfileParams {
+            pid,
+            rate: args.rate,
+            duration,
+            idle: args.idle,
+            pause: args.pause,
+            threads: args.threads,
+        }),
+    ) {
+        Ok(s) => s,
+        Err(e) => return Ok(fail(&e, &args.output)),
+    };
+    if args.duration.is_none() {
+        eprintln!(
+            "pystackd record: through the daemon: until Ctrl-C, the process exiting, or {duration:.0} s (its longest session at {} Hz)",
+            args.rate
+        );
+    }
+    let wire_format = match format {
+        RecordFormat::Folded => ProfileFormat::Folded,
+        RecordFormat::Speedscope => ProfileFormat::Speedscope,
+        RecordFormat::Flamegraph => ProfileFormat::Flamegraph,
+        RecordFormat::Pprof => ProfileFormat::Pprof,
+    };
+    let ask = ProfileResultParams {
+        session: started.session,
+        format: wire_format,
+    };
+    let sigint = sample::catch_sigint();
+    let progress = io::stderr().is_terminal();
+    let result: ProfileResult = loop {
+        std::thread::sleep(DAEMON_POLL);
+        let method = if sample::interrupted() {
+            methods::PROFILE_STOP
+        } else {
+            methods::PROFILE_RESULT
+        };
+        let r: ProfileResult = match client.call(method, Some(ask.clone())) {
+            Ok(r) => r,
+            Err(e) => return Ok(fail(&e, &args.output)),
+        };
+        if r.state != ProfileState::Running {
+            break r;
+        }
+        if progress {
+            eprint!(
+                "\rpystackd record: {} samples in {:.0} s ({:.0}/s), {} dropped as torn   ",
+                r.samples, r.elapsed, r.rate_achieved, r.dropped
+            );
+        }
+    };
+    drop(sigint);
+    if progress {
+        eprintln!();
+    }
+    let bytes = match (wire_format, result.data.as_deref()) {
+        (ProfileFormat::Pprof, Some(d)) => {
+            use base64::Engine;
+            match base64::engine::general_purpose::STANDARD.decode(d) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("pystackd record: the daemon's pprof data: {e}");
+                    return Ok(ExitCode::from(exit::DAEMON));
+                }
+            }
+        }
+        (_, Some(d)) => d.as_bytes().to_vec(),
+        (_, None) => Vec::new(),
+    };
+    let mut out = BufWriter::new(file);
+    if let Err(e) = out.write_all(&bytes).and_then(|_| out.flush()) {
+        eprintln!("pystackd record: writing {}: {e}", args.output.display());
+        return Ok(ExitCode::from(exit::FAILURE));
+    }
+    if let Some(e) = &result.error {
+        eprintln!("pystackd record: {e}");
+    }
+    let ended_by = match result.state {
+        ProfileState::Done => "the duration ended",
+        ProfileState::Stopped => "interrupted",
+        ProfileState::Exited => "the process exited",
+        ProfileState::Failed => "a read failed",
+        ProfileState::Running => "still running",
+    };
+    eprintln!(
+        "pystackd record: {} samples in {:.1} s ({:.0}/s of {} requested), {} dropped as torn \
+         reads, {} idle thread samples left out{}; {ended_by}; through the daemon; wrote {}",
+        result.samples,
+        result.elapsed,
+        result.rate_achieved,
+        args.rate,
+        result.dropped,
+        result.idle_skipped,
+        if args.idle { " (none: --idle)" } else { "" },
+        args.output.display()
+    );
+    if result.samples == 0 && result.state == ProfileState::Exited {
+        return Ok(ExitCode::from(ErrorKind::ProcessExited.exit_code()));
+    }
+    Ok(ExitCode::from(exit::OK))
 }

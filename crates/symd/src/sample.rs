@@ -23,6 +23,11 @@ extern "C" fn on_sigint(_: libc::c_int) {
 
 /// While alive, SIGINT (Ctrl-C) ends the sampling instead of the program; dropping it
 /// restores the default disposition.
+/// Whether Ctrl-C was pressed since [`catch_sigint`].
+pub fn interrupted() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
 pub struct SigintGuard(());
 
 pub fn catch_sigint() -> SigintGuard {

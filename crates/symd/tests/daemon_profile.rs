@@ -261,3 +261,52 @@ fn a_user_profiles_their_own_process_only() {
     assert_eq!(theirs["state"], "done");
     c.ok("profile_stop", json!({"session": mine["session"]}));
 }
+
+/// `pystackd record --pid` goes through the daemon when it runs: an unprivileged user
+/// records their own process (exit 0, the file holds only paths of the program) and is
+/// refused a root process (exit 5, no file), as their `pystackd stack` is.
+#[test]
+fn record_goes_through_the_daemon() {
+    let user = require!(TestUser::create());
+    let run_as = user.run_as();
+    let user_py = require!(testkit::python(&Want::any().usable_by_others()));
+    let own = recur(&user_py, Some(&run_as));
+    let root_target = recur(&user_py, None);
+    let d = Daemon::start(None);
+    let out = std::env::temp_dir().join(format!(
+        "pystackd-daemon-record-{}.folded",
+        std::process::id()
+    ));
+    let record = |pid: u32| {
+        run_as
+            .command(testkit::pystackd_bin())
+            .args([
+                "record",
+                "--pid",
+                &pid.to_string(),
+                "--rate",
+                "200",
+                "--duration",
+                "1",
+            ])
+            .arg("-o")
+            .arg(&out)
+            .arg("--socket")
+            .arg(&d.socket)
+            .output()
+            .unwrap()
+    };
+    let o = record(own.pid());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("through the daemon"), "{err}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let workers = check_folded(own.truth(), &text).unwrap();
+    eprintln!("record through the daemon: {workers} worker stacks; {err}");
+    assert!(workers >= 10, "{workers}: {err}");
+    let _ = std::fs::remove_file(&out);
+    let o = record(root_target.pid());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    assert!(!out.exists(), "a file was left behind");
+}
