@@ -10,34 +10,10 @@ use crate::client::{self, ClientError, Global};
 use crate::exit;
 
 pub fn run(args: &StackArgs, global: &Global) -> ExitCode {
-    // The daemon when it answers (it may read what the caller may not open itself,
-    // and keeps caches warm); the process directly when there is none.
-    if !global.no_daemon {
-        match client::stack(&global.socket, args.pid, args.tid, args.pause, args.locals) {
-            Ok(stack) => return print(args, &stack),
-            Err(e) if e.is_not_running() => {}
-            Err(e @ (ClientError::Rpc(_) | ClientError::Closed | ClientError::Timeout { .. })) => {
-                eprintln!("pystackd: {e}");
-                match e.hint() {
-                    Some(hint) => eprintln!("hint: {hint}"),
-                    None if !matches!(e, ClientError::Rpc(_)) => {
-                        eprintln!("hint: --no-daemon reads the process directly")
-                    }
-                    None => {}
-                }
-                return ExitCode::from(e.exit_status());
-            }
-            Err(e) => eprintln!("pystackd: daemon: {e}; reading the process directly"),
-        }
+    if args.subprocesses {
+        return run_tree(args, global);
     }
-    let result = PythonProcess::attach(args.pid).and_then(|mut p| {
-        p.stack(&StackOptions {
-            pause: args.pause,
-            tid: args.tid,
-            locals: args.locals,
-        })
-    });
-    match result {
+    match read_one(args, global, args.pid, args.tid) {
         Ok(stack) => match args.tid.and_then(|t| missing_thread(&stack, t)) {
             Some(why) => {
                 eprintln!("pystackd: {why}");
@@ -50,11 +26,144 @@ pub fn run(args: &StackArgs, global: &Global) -> ExitCode {
             None => print(args, &stack),
         },
         Err(e) => {
-            eprintln!("pystackd: {e}");
-            if let Some(hint) = e.kind().hint() {
+            eprintln!("pystackd: {}", e.message);
+            if let Some(hint) = &e.hint {
                 eprintln!("hint: {hint}");
             }
-            ExitCode::from(exit::for_reader_error(&e))
+            ExitCode::from(e.status)
+        }
+    }
+}
+
+/// Why one process could not be read: its exit status, message, hint and kind.
+struct ReadError {
+    status: u8,
+    message: String,
+    hint: Option<String>,
+    kind: Option<protocol::ErrorKind>,
+}
+
+/// One process's stacks: through the daemon when it answers (it may read what the caller
+/// may not open itself, and keeps caches warm), directly when there is none.
+fn read_one(
+    args: &StackArgs,
+    global: &Global,
+    pid: u32,
+    tid: Option<u64>,
+) -> Result<ProcessStack, ReadError> {
+    if !global.no_daemon {
+        match client::stack(&global.socket, pid, tid, args.pause, args.locals) {
+            Ok(stack) => return Ok(stack),
+            Err(e) if e.is_not_running() => {}
+            Err(e @ (ClientError::Rpc(_) | ClientError::Closed | ClientError::Timeout { .. })) => {
+                let hint = match e.hint() {
+                    Some(h) => Some(h.to_string()),
+                    None if !matches!(e, ClientError::Rpc(_)) => {
+                        Some("--no-daemon reads the process directly".into())
+                    }
+                    None => None,
+                };
+                return Err(ReadError {
+                    status: e.exit_status(),
+                    message: e.to_string(),
+                    hint,
+                    kind: e.kind(),
+                });
+            }
+            Err(e) => eprintln!("pystackd: daemon: {e}; reading the process directly"),
+        }
+    }
+    PythonProcess::attach(pid)
+        .and_then(|mut p| {
+            p.stack(&StackOptions {
+                pause: args.pause,
+                tid,
+                locals: args.locals,
+            })
+        })
+        .map_err(|e| ReadError {
+            status: exit::for_reader_error(&e),
+            message: e.to_string(),
+            hint: e.kind().hint().map(str::to_string),
+            kind: Some(e.kind()),
+        })
+}
+
+/// `--subprocesses`: the process, then each of its descendants that runs Python (parents
+/// before children). Descendants that are not Python, or ended meanwhile, are left out
+/// quietly; one that cannot be read for another reason is named with it (exit 9).
+fn run_tree(args: &StackArgs, global: &Global) -> ExitCode {
+    use protocol::ErrorKind;
+    let root = match read_one(args, global, args.pid, None) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pystackd: {}", e.message);
+            if let Some(hint) = &e.hint {
+                eprintln!("hint: {hint}");
+            }
+            return ExitCode::from(e.status);
+        }
+    };
+    let mut read = vec![(None, root)];
+    let mut unreadable: Vec<(u32, u32, String)> = Vec::new();
+    for (pid, ppid) in crate::platform::descendants(args.pid) {
+        match read_one(args, global, pid, None) {
+            Ok(s) => read.push((Some(ppid), s)),
+            Err(e) => match e.kind {
+                Some(
+                    ErrorKind::NotPython | ErrorKind::NoSuchProcess | ErrorKind::ProcessExited,
+                ) => {}
+                _ => unreadable.push((pid, ppid, e.message)),
+            },
+        }
+    }
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let r = if args.json {
+        let processes: Vec<serde_json::Value> = read
+            .iter()
+            .map(|(ppid, s)| {
+                let mut v = serde_json::to_value(s).unwrap_or_default();
+                v["parent_pid"] = serde_json::json!(ppid);
+                v
+            })
+            .collect();
+        let unread: Vec<serde_json::Value> = unreadable
+            .iter()
+            .map(|(pid, ppid, why)| serde_json::json!({"pid": pid, "parent_pid": ppid, "error": why}))
+            .collect();
+        serde_json::to_writer_pretty(
+            &mut out,
+            &serde_json::json!({"processes": processes, "unreadable": unread}),
+        )
+        .map_err(std::io::Error::from)
+        .and_then(|_| writeln!(out))
+    } else {
+        let mut r = Ok(());
+        for (i, (ppid, s)) in read.iter().enumerate() {
+            r = r.and_then(|_| {
+                if i > 0 {
+                    writeln!(out)?;
+                }
+                if let Some(pp) = ppid {
+                    writeln!(out, "Subprocess {} (child of {pp})", s.pid)?;
+                }
+                write_text(&mut out, s)
+            });
+        }
+        for (pid, ppid, why) in &unreadable {
+            r = r.and_then(|_| {
+                writeln!(out, "\nSubprocess {pid} (child of {ppid}): not read: {why}")
+            });
+        }
+        r
+    };
+    match r.and_then(|_| out.flush()) {
+        Ok(()) if !unreadable.is_empty() => ExitCode::from(exit::PARTIAL),
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("pystackd: writing output: {e}");
+            ExitCode::from(exit::FAILURE)
         }
     }
 }
@@ -203,4 +312,9 @@ pub struct StackArgs {
     /// Read the process directly even when the daemon is running.
     #[arg(long)]
     pub no_daemon: bool,
+    /// Also every descendant process that runs Python (multiprocessing, gunicorn or celery
+    /// workers, subprocesses), each with its pid and parent; descendants that are not Python
+    /// are left out, ones that cannot be read are named with the reason (exit 9).
+    #[arg(long, conflicts_with = "tid")]
+    pub subprocesses: bool,
 }

@@ -61,6 +61,7 @@ const INTERFACE: () = {
     let _: fn(u32, CheckMode) -> io::Result<()> = open_as_client;
     let _: fn() -> u32 = ptrace_scope;
     let _: fn(u32, u32) -> bool = is_descendant;
+    let _: fn(u32) -> Vec<(u32, u32)> = descendants;
     let _: fn(u32) -> Vec<(u64, Hold)> = thread_holds;
     let _: fn() -> Option<u32> = stdin_pipe_maker;
     let _: fn(u32) -> ThreadStates = ThreadStates::new;
