@@ -108,6 +108,10 @@ pub struct ThreadTruth {
     /// The OS's name for the thread (`/proc/self/task/TID/comm`); 3.14+ sets it from `name`.
     #[serde(default)]
     pub os_name: Option<String>,
+    /// names_target.py: whether the thread was started through `threading` (false: by
+    /// `_thread.start_new_thread`, it has no `threading` name); absent in other targets.
+    #[serde(default)]
+    pub threading: Option<bool>,
     /// Innermost first.
     pub frames: Vec<FrameTruth>,
 }

@@ -1,0 +1,157 @@
+//! The `threading` module's thread names (`threading.Thread(name=...)`, `MainThread`),
+//! read out of the target: `sys.modules["threading"]`, its `_active` dict (thread ident
+//! → `Thread`), each `Thread`'s `_name`. The ident is `PyThreadState.thread_id`.
+//!
+//! Read while the target runs: the whole map is read twice and used only when both reads
+//! agree; otherwise (and for a thread without an entry: one started by
+//! `_thread.start_new_thread`) no name is given and the OS name stands. Never a name
+//! from a half-changed dict. Bounded: at most [`MAX_THREADS`] entries, names of at most
+//! [`MAX_NAME_CHARS`] characters (a longer one is not given).
+
+use std::time::{Duration, Instant};
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+
+use crate::layout::{obj, Layout};
+use crate::memory::{Memory, MemoryExt};
+use crate::values::{TypeCache, ValueReader};
+
+/// Entries of `_active` read at most.
+pub const MAX_THREADS: usize = 1024;
+/// Longer names are not given (the OS name is shown instead).
+pub const MAX_NAME_CHARS: usize = 1024;
+/// Pairs of reads tried before giving up on a changing `_active`.
+const ATTEMPTS: usize = 3;
+/// How long a map read stays in use while no new thread appears (a rename shows after
+/// at most this long).
+pub const NAMES_TTL: Duration = Duration::from_secs(1);
+
+/// Thread ident → name of one interpreter's `threading._active`.
+pub type NameMap = HashMap<u64, String>;
+
+/// Per process: where each interpreter's `_active` is and the names last read.
+#[derive(Debug, Default)]
+pub struct ThreadNames {
+    /// Interpreter address → its `threading._active` dict, once found.
+    active: HashMap<u64, u64>,
+    /// Interpreter address → the last read.
+    last: HashMap<u64, Last>,
+    /// Full reads made (tests and benchmarks: the cache at work).
+    reads: u64,
+}
+
+#[derive(Debug)]
+struct Last {
+    at: Instant,
+    /// Thread ids seen when it was read (those of the walk and those of the map).
+    known: HashSet<u64>,
+    names: NameMap,
+}
+
+impl ThreadNames {
+    /// The names of interpreter `interp`'s threads `ids` (those with one). The last map
+    /// is reused while it is fresh ([`NAMES_TTL`]) and knows every id asked for.
+    pub fn names(
+        &mut self,
+        mem: &dyn Memory,
+        layout: &Layout,
+        types: &mut TypeCache,
+        interp: u64,
+        ids: &[u64],
+    ) -> &NameMap {
+        let now = Instant::now();
+        let fresh = self.last.get(&interp).is_some_and(|l| {
+            now.duration_since(l.at) < NAMES_TTL && ids.iter().all(|i| l.known.contains(i))
+        });
+        if !fresh {
+            self.reads += 1;
+            let mut r = ValueReader::new(mem, layout, types);
+            let names = self.read(&mut r, mem, layout, interp).unwrap_or_default();
+            let known = ids.iter().chain(names.keys()).copied().collect();
+            if self.last.len() > 64 {
+                self.last.clear();
+            }
+            self.last.insert(
+                interp,
+                Last {
+                    at: now,
+                    known,
+                    names,
+                },
+            );
+        }
+        &self.last[&interp].names
+    }
+
+    /// How many times the map was read (not taken from the cache).
+    pub fn reads(&self) -> u64 {
+        self.reads
+    }
+
+    fn read(
+        &mut self,
+        r: &mut ValueReader,
+        mem: &dyn Memory,
+        layout: &Layout,
+        interp: u64,
+    ) -> Option<NameMap> {
+        let active = match self.active.get(&interp) {
+            Some(&a) if r.is_dict(a) => a,
+            _ => {
+                self.active.remove(&interp);
+                let a = locate(r, mem, layout, interp)?;
+                if self.active.len() > 64 {
+                    self.active.clear();
+                }
+                self.active.insert(interp, a);
+                a
+            }
+        };
+        for _ in 0..ATTEMPTS {
+            match (read_once(r, active), read_once(r, active)) {
+                (Some(a), Some(b)) if a == b => {
+                    return Some(a.into_iter().map(|(id, _, n)| (id, n)).collect())
+                }
+                _ => std::thread::yield_now(),
+            }
+        }
+        None
+    }
+}
+
+/// `sys.modules["threading"].__dict__["_active"]` of the interpreter at `interp`; `None`
+/// before `threading` is imported.
+fn locate(r: &mut ValueReader, mem: &dyn Memory, layout: &Layout, interp: u64) -> Option<u64> {
+    let modules = mem
+        .read_u64(interp.wrapping_add(layout.interp.modules))
+        .ok()?;
+    if modules == 0 || !r.is_dict(modules) {
+        return None;
+    }
+    let module = r.dict_get_str(modules, "threading").ok()??;
+    let globals = mem.read_u64(module.wrapping_add(obj::MODULE_DICT)).ok()?;
+    if !r.is_dict(globals) {
+        return None;
+    }
+    let active = r.dict_get_str(globals, "_active").ok()??;
+    r.is_dict(active).then_some(active)
+}
+
+/// One read of `_active`: (ident, `Thread` object, name) in the dict's order (so that two reads agree only on the same objects). `None` when the
+/// dict itself could not be read.
+fn read_once(r: &mut ValueReader, active: u64) -> Option<Vec<(u64, u64, String)>> {
+    let items = r.dict_entries(active, MAX_THREADS).ok()?;
+    let mut out = Vec::with_capacity(items.len());
+    for (k, thread) in items {
+        let Ok(Some(ident)) = r.int_u64(k) else {
+            continue;
+        };
+        let Ok(Some(name)) = r.instance_attr(thread, "_name") else {
+            continue;
+        };
+        if let Ok(Some(text)) = r.str_limited(name, MAX_NAME_CHARS) {
+            out.push((ident, thread, text));
+        }
+    }
+    Some(out)
+}
