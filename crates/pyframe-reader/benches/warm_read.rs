@@ -33,6 +33,21 @@ fn bench(c: &mut Criterion) {
     g.bench_function("stack_all_threads_warm_locals", |b| {
         b.iter(|| p.stack(&with_locals).unwrap())
     });
+    // thread names (`threading`): none at all (the read before names existed), the map
+    // re-read at every read, and `threading` looked up in sys.modules again as well; the
+    // plain read above uses the cache (re-read when a thread appears or after 1 s)
+    use pyframe_reader::names::BenchMode;
+    for (name, mode) in [
+        ("stack_all_threads_warm_no_names", BenchMode::Off),
+        ("stack_all_threads_warm_names_reread", BenchMode::Reread),
+        ("stack_all_threads_warm_names_relocate", BenchMode::Relocate),
+    ] {
+        p.thread_names_mode_for_benchmarks(mode);
+        g.bench_function(name, |b| {
+            b.iter(|| p.stack(&StackOptions::default()).unwrap())
+        });
+    }
+    p.thread_names_mode_for_benchmarks(BenchMode::Cached);
     let tid = s.threads[0].os_tid;
     g.bench_function("stack_one_thread_warm", |b| {
         b.iter(|| {

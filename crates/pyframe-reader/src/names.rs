@@ -38,6 +38,24 @@ pub struct ThreadNames {
     last: HashMap<u64, Last>,
     /// Full reads made (tests and benchmarks: the cache at work).
     reads: u64,
+    /// Benchmarks only: what to do instead of using the cache.
+    pub bench: BenchMode,
+    empty: NameMap,
+}
+
+/// Benchmarks only: how [`ThreadNames`] behaves, to measure what names cost a read.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BenchMode {
+    /// The normal behaviour: the map is re-read when a thread appears or it is stale.
+    #[default]
+    Cached,
+    /// No names read at all (a read as before thread names).
+    Off,
+    /// `_active` read again (twice) at every stack read.
+    Reread,
+    /// `threading` looked up in `sys.modules` again, and `_active` read, at every read.
+    Relocate,
 }
 
 #[derive(Debug)]
@@ -60,9 +78,15 @@ impl ThreadNames {
         ids: &[u64],
     ) -> &NameMap {
         let now = Instant::now();
-        let fresh = self.last.get(&interp).is_some_and(|l| {
-            now.duration_since(l.at) < NAMES_TTL && ids.iter().all(|i| l.known.contains(i))
-        });
+        match self.bench {
+            BenchMode::Off => return &self.empty,
+            BenchMode::Relocate => self.active.clear(),
+            _ => {}
+        }
+        let fresh = self.bench == BenchMode::Cached
+            && self.last.get(&interp).is_some_and(|l| {
+                now.duration_since(l.at) < NAMES_TTL && ids.iter().all(|i| l.known.contains(i))
+            });
         if !fresh {
             self.reads += 1;
             let mut r = ValueReader::new(mem, layout, types);

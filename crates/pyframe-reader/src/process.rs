@@ -537,6 +537,13 @@ impl PythonProcess {
             .collect()
     }
 
+    /// Benchmarks only: read the `threading` names as `mode` says instead of through
+    /// their cache, to measure what they cost.
+    #[doc(hidden)]
+    pub fn thread_names_mode_for_benchmarks(&mut self, mode: crate::names::BenchMode) {
+        self.thread_names.bench = mode;
+    }
+
     /// How many times the `threading` names were read rather than taken from the cache.
     pub fn thread_name_reads(&self) -> u64 {
         self.thread_names.reads()
