@@ -61,21 +61,23 @@ pub enum BenchMode {
 #[derive(Debug)]
 struct Last {
     at: Instant,
-    /// Thread ids seen when it was read (those of the walk and those of the map).
-    known: HashSet<u64>,
+    /// The threads it was read for, as (ident, OS tid or thread-state address): a new
+    /// thread that reuses an ended one's ident (glibc reuses `pthread_t`s) is a new pair.
+    known: HashSet<(u64, u64)>,
     names: NameMap,
 }
 
 impl ThreadNames {
-    /// The names of interpreter `interp`'s threads `ids` (those with one). The last map
-    /// is reused while it is fresh ([`NAMES_TTL`]) and knows every id asked for.
+    /// The names (by ident) of interpreter `interp`'s threads `threads`, each given as
+    /// (ident, OS tid or else its thread state's address). The last map is reused while it
+    /// is fresh ([`NAMES_TTL`]) and was read for every one of these threads.
     pub fn names(
         &mut self,
         mem: &dyn Memory,
         layout: &Layout,
         types: &mut TypeCache,
         interp: u64,
-        ids: &[u64],
+        threads: &[(u64, u64)],
     ) -> &NameMap {
         let now = Instant::now();
         match self.bench {
@@ -85,13 +87,13 @@ impl ThreadNames {
         }
         let fresh = self.bench == BenchMode::Cached
             && self.last.get(&interp).is_some_and(|l| {
-                now.duration_since(l.at) < NAMES_TTL && ids.iter().all(|i| l.known.contains(i))
+                now.duration_since(l.at) < NAMES_TTL && threads.iter().all(|t| l.known.contains(t))
             });
         if !fresh {
             self.reads += 1;
             let mut r = ValueReader::new(mem, layout, types);
             let names = self.read(&mut r, mem, layout, interp).unwrap_or_default();
-            let known = ids.iter().chain(names.keys()).copied().collect();
+            let known = threads.iter().copied().collect();
             if self.last.len() > 64 {
                 self.last.clear();
             }

@@ -482,10 +482,10 @@ impl PythonProcess {
         interps.sort_unstable();
         interps.dedup();
         for interp in interps {
-            let ids: Vec<u64> = raw
+            let ids: Vec<(u64, u64)> = raw
                 .iter()
                 .filter(|t| t.interp == interp)
-                .map(|t| t.thread_id)
+                .map(|t| (t.thread_id, t.native_thread_id.unwrap_or(t.tstate)))
                 .collect();
             let map = self.thread_names.names(
                 &self.mem,
@@ -494,7 +494,7 @@ impl PythonProcess {
                 interp,
                 &ids,
             );
-            for id in ids {
+            for (id, _) in ids {
                 if let Some(n) = map.get(&id) {
                     py_names.insert((interp, id), n.clone());
                 }

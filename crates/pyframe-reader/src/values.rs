@@ -224,7 +224,7 @@ impl<'a> ValueReader<'a> {
         if !t.heap {
             return Ok(None);
         }
-        let tp = self.mem.read_u64(obj + OB_TYPE)?;
+        let tp = self.mem.read_u64(obj.wrapping_add(OB_TYPE))?;
         let v = &self.layout.values;
         let end = (obj::TYPE_DICTOFFSET + 8).max(v.cached_keys + 8) as usize;
         let head = self.mem.read_vec(tp, end, 4096)?;
@@ -258,8 +258,8 @@ impl<'a> ValueReader<'a> {
                     if basicsize == 0 || basicsize > 1 << 16 {
                         return Err(invalid(format!("type {tp:#x}: basicsize {basicsize}")));
                     }
-                    let vals = obj + basicsize;
-                    if self.mem.read_u8(vals + valid)? != 0 {
+                    let vals = obj.wrapping_add(basicsize);
+                    if self.mem.read_u8(vals.wrapping_add(valid))? != 0 {
                         return self.values_get(keys, vals, name);
                     }
                 }
@@ -302,7 +302,7 @@ impl<'a> ValueReader<'a> {
         } else {
             (16, 0)
         };
-        let entries = keys + indices + (1u64 << lib);
+        let entries = keys.wrapping_add(indices).wrapping_add(1u64 << lib);
         let raw = self.mem.read_vec(entries, (n * esize) as usize, 256 * 24)?;
         let names: Vec<u64> = raw
             .chunks_exact(esize as usize)
@@ -316,14 +316,14 @@ impl<'a> ValueReader<'a> {
             SplitValues::Header {
                 capacity, values, ..
             } => {
-                let cap = self.mem.read_u8(vals + capacity)?;
+                let cap = self.mem.read_u8(vals.wrapping_add(capacity))?;
                 if ix >= usize::from(cap) {
                     return Ok(None);
                 }
-                vals + values
+                vals.wrapping_add(values)
             }
         };
-        let v = self.mem.read_u64(base + ix as u64 * 8)?;
+        let v = self.mem.read_u64(base.wrapping_add(ix as u64 * 8))?;
         Ok((v != 0).then_some(v))
     }
 
