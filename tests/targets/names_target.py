@@ -14,7 +14,9 @@ Every thread reports its ident and native id, then blocks in os.read. The main t
 writes {"pid", "version", "target", "threads": [{ident, native_id, name, os_name,
 threading, frames: []}]}: `name` is the name pystackd must show (the threading name, or
 the OS's for the _thread thread), `os_name` the OS's (/proc/self/task/TID/comm, read after
-the rename), prints READY and blocks reading stdin until it is closed.
+the rename), prints READY and blocks reading stdin until it is closed, doing what each
+line read says: `rename NAME` renames the renamed thread again, `start NAME` starts one
+more threading.Thread named NAME.
 """
 
 import sys
@@ -98,8 +100,17 @@ def main():
     })
     sys.stdout.write("READY\n")
     sys.stdout.flush()
+    pending = b""
     chunk = os.read(0, 65536)
     while chunk:  # until stdin is closed
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            command, _, arg = line.decode("utf-8").partition(" ")
+            if command == "rename":
+                renamed.name = arg
+            elif command == "start":
+                threading.Thread(name=arg, target=worker, daemon=True).start()
         chunk = os.read(0, 65536)
 
 

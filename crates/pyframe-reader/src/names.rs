@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::layout::{obj, Layout};
 use crate::memory::{Memory, MemoryExt};
@@ -25,6 +25,12 @@ const ATTEMPTS: usize = 3;
 /// How long a map read stays in use while no new thread appears (a rename shows after
 /// at most this long).
 pub const NAMES_TTL: Duration = Duration::from_secs(1);
+/// A thread is seen (its thread state exists) a moment before `threading` registers it in
+/// `_active`: while a thread without a name is younger than [`NAMES_TTL`], the map is
+/// read again once it is this old, so that a new thread is named promptly. A thread that
+/// never gets a name (`_thread.start_new_thread`) costs these re-reads only in its first
+/// second.
+pub const NEW_THREAD_RECHECK: Duration = Duration::from_millis(50);
 
 /// Thread ident → name of one interpreter's `threading._active`.
 pub type NameMap = HashMap<u64, String>;
@@ -61,9 +67,10 @@ pub enum BenchMode {
 #[derive(Debug)]
 struct Last {
     at: Instant,
-    /// The threads it was read for, as (ident, OS tid or thread-state address): a new
-    /// thread that reuses an ended one's ident (glibc reuses `pthread_t`s) is a new pair.
-    known: HashSet<(u64, u64)>,
+    /// The threads it was read for, as (ident, OS tid or thread-state address), with
+    /// when each was first seen: a new thread that reuses an ended one's ident (glibc
+    /// reuses `pthread_t`s) is a new pair.
+    known: HashMap<(u64, u64), Instant>,
     names: NameMap,
 }
 
@@ -87,13 +94,24 @@ impl ThreadNames {
         }
         let fresh = self.bench == BenchMode::Cached
             && self.last.get(&interp).is_some_and(|l| {
-                now.duration_since(l.at) < NAMES_TTL && threads.iter().all(|t| l.known.contains(t))
+                let age = now.duration_since(l.at);
+                age < NAMES_TTL
+                    && threads.iter().all(|t| l.known.contains_key(t))
+                    && (age < NEW_THREAD_RECHECK
+                        || !threads.iter().any(|t| {
+                            !l.names.contains_key(&t.0)
+                                && now.duration_since(l.known[t]) < NAMES_TTL
+                        }))
             });
         if !fresh {
             self.reads += 1;
             let mut r = ValueReader::new(mem, layout, types);
             let names = self.read(&mut r, mem, layout, interp).unwrap_or_default();
-            let known = threads.iter().copied().collect();
+            let old = self.last.get(&interp).map(|l| &l.known);
+            let known = threads
+                .iter()
+                .map(|t| (*t, old.and_then(|o| o.get(t)).copied().unwrap_or(now)))
+                .collect();
             if self.last.len() > 64 {
                 self.last.clear();
             }

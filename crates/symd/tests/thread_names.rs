@@ -107,20 +107,14 @@ fn check(i: &Interpreter, daemon: &Daemon) -> Result<usize, String> {
         let line = format!("Thread {} \"{}\"", t.native_id, t.name);
         ensure!(text.contains(&line), "text output has no {line:?}:\n{text}");
     }
-    // the reader reads the map once while no thread appears
+    // an attached reader: the names from its cache equal the target's too
     let mut p = PythonProcess::attach(target.pid()).map_err(|e| e.to_string())?;
-    let started = std::time::Instant::now();
     for _ in 0..5 {
         let s = p
             .stack(&StackOptions::default())
             .map_err(|e| e.to_string())?;
         checked += compare(&target, &s, "library")?;
     }
-    ensure!(
-        p.thread_name_reads() == 1 || started.elapsed() >= pyframe_reader::names::NAMES_TTL,
-        "five reads within a second read the threading names {} times",
-        p.thread_name_reads()
-    );
     Ok(checked)
 }
 
@@ -150,4 +144,114 @@ fn threading_names_equal_the_targets_own() {
         "thread names:\n{}",
         failures.join("\n")
     );
+}
+
+/// An attached reader (the daemon's, `record`'s) follows the target: a rename shows
+/// within [`NAMES_TTL`] (plus a read), a thread started later is named within
+/// `NEW_THREAD_RECHECK` of `threading` registering it; no thread ever shows another's name.
+#[test]
+fn renames_and_new_threads_show_on_an_attached_reader() {
+    use pyframe_reader::names::NAMES_TTL;
+    use std::time::{Duration, Instant};
+    let list = require!(testkit::pythons::distinct_builds());
+    let mut failures = Vec::new();
+    let mut tested = Vec::new();
+    for i in &list {
+        let r = (|| -> Result<String, String> {
+            let mut target = Target::try_spawn(i, "names_target.py", &[])?;
+            let renamed = target
+                .truth()
+                .threads
+                .iter()
+                .find(|t| t.name == "renamed")
+                .map(|t| t.native_id)
+                .ok_or("no renamed thread in the truth")?;
+            let mut p = PythonProcess::attach(target.pid()).map_err(|e| e.to_string())?;
+            let name_of = |p: &mut PythonProcess, pred: &dyn Fn(&protocol::ThreadStack) -> bool| {
+                p.stack(&StackOptions::default())
+                    .map(|s| s.threads.into_iter().find(|t| pred(t)).and_then(|t| t.name))
+                    .map_err(|e| e.to_string())
+            };
+            ensure!(
+                name_of(&mut p, &|t| t.os_tid == Some(renamed))?.as_deref() == Some("renamed"),
+                "first read: not \"renamed\""
+            );
+            // once every thread is older than NAMES_TTL: one read of the map serves the
+            // reads of the next second (none appears, none is renamed)
+            std::thread::sleep(NAMES_TTL);
+            let before = p.thread_name_reads();
+            let started = Instant::now();
+            for _ in 0..5 {
+                p.stack(&StackOptions::default())
+                    .map_err(|e| e.to_string())?;
+            }
+            let reads = p.thread_name_reads() - before;
+            ensure!(
+                reads == 1 || started.elapsed() >= NAMES_TTL,
+                "five reads within {:?} read the threading names {reads} times",
+                started.elapsed()
+            );
+            // each change alone: the rename (no thread appears: seen through the TTL), then
+            // a new thread (seen once threading registered it)
+            let mut wait = |p: &mut PythonProcess,
+                            what: &str,
+                            seen: &dyn Fn(&protocol::ThreadStack) -> bool|
+             -> Result<Option<Duration>, String> {
+                target.send_line(what).map_err(|e| e.to_string())?;
+                let sent = Instant::now();
+                while sent.elapsed() < NAMES_TTL * 3 + Duration::from_secs(2) {
+                    let s = p
+                        .stack(&StackOptions::default())
+                        .map_err(|e| e.to_string())?;
+                    for t in &s.threads {
+                        // never a name from another thread
+                        let n = t.name.as_deref();
+                        ensure!(
+                            t.os_tid == Some(renamed)
+                                || !matches!(n, Some("renamed" | "renamed-again")),
+                            "thread {:?} named {n:?}",
+                            t.os_tid
+                        );
+                    }
+                    if s.threads.iter().any(seen) {
+                        return Ok(Some(sent.elapsed()));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(None)
+            };
+            let rename_seen = wait(&mut p, "rename renamed-again", &|t| {
+                t.os_tid == Some(renamed) && t.name.as_deref() == Some("renamed-again")
+            })?;
+            let start_seen = wait(&mut p, "start late-starter", &|t| {
+                t.name.as_deref() == Some("late-starter")
+            })?;
+            let limit = NAMES_TTL + Duration::from_millis(900);
+            ensure!(
+                rename_seen.is_some_and(|d| d < limit),
+                "rename seen after {rename_seen:?} (limit {limit:?})"
+            );
+            let limit = Duration::from_millis(600);
+            ensure!(
+                start_seen.is_some_and(|d| d < limit),
+                "new thread named after {start_seen:?} (limit {limit:?})"
+            );
+            Ok(format!(
+                "{} (rename after {:?}, new thread after {:?})",
+                i.label,
+                rename_seen.unwrap_or_default(),
+                start_seen.unwrap_or_default()
+            ))
+        })();
+        match r {
+            Ok(line) => tested.push(line),
+            Err(e) => failures.push(format!("[{}] {e}", i.label)),
+        }
+    }
+    eprintln!(
+        "renames and new threads: passed on {} interpreters:\n  {}",
+        tested.len(),
+        tested.join("\n  ")
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

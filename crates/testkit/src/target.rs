@@ -347,6 +347,18 @@ impl Target {
         self.child.wait().expect("reap the target");
     }
 
+    /// Writes `line` and a newline to the target's stdin (targets that take commands
+    /// there, e.g. names_target.py).
+    pub fn send_line(&mut self, line: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("stdin closed"))?;
+        stdin.write_all(format!("{line}\n").as_bytes())?;
+        stdin.flush()
+    }
+
     /// Whether the process is still running (not reaped).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
