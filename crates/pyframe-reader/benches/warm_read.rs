@@ -33,14 +33,13 @@ fn bench(c: &mut Criterion) {
     g.bench_function("stack_all_threads_warm_locals", |b| {
         b.iter(|| p.stack(&with_locals).unwrap())
     });
-    // thread names (`threading`): none at all (the read before names existed), the map
-    // re-read at every read, and `threading` looked up in sys.modules again as well; the
+    // thread names (`threading`): none at all (the read before names existed), and the
+    // map read again (sys.modules → threading._active → names, twice) at every read; the
     // plain read above uses the cache (re-read when a thread appears or after 1 s)
     use pyframe_reader::names::BenchMode;
     for (name, mode) in [
         ("stack_all_threads_warm_no_names", BenchMode::Off),
         ("stack_all_threads_warm_names_reread", BenchMode::Reread),
-        ("stack_all_threads_warm_names_relocate", BenchMode::Relocate),
     ] {
         p.thread_names_mode_for_benchmarks(mode);
         g.bench_function(name, |b| {

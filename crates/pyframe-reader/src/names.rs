@@ -35,11 +35,9 @@ pub const NEW_THREAD_RECHECK: Duration = Duration::from_millis(50);
 /// Thread ident → name of one interpreter's `threading._active`.
 pub type NameMap = HashMap<u64, String>;
 
-/// Per process: where each interpreter's `_active` is and the names last read.
+/// Per process: the names last read, per interpreter.
 #[derive(Debug, Default)]
 pub struct ThreadNames {
-    /// Interpreter address → its `threading._active` dict, once found.
-    active: HashMap<u64, u64>,
     /// Interpreter address → the last read.
     last: HashMap<u64, Last>,
     /// Full reads made (tests and benchmarks: the cache at work).
@@ -58,10 +56,8 @@ pub enum BenchMode {
     Cached,
     /// No names read at all (a read as before thread names).
     Off,
-    /// `_active` read again (twice) at every stack read.
+    /// The map read again (twice) at every stack read.
     Reread,
-    /// `threading` looked up in `sys.modules` again, and `_active` read, at every read.
-    Relocate,
 }
 
 #[derive(Debug)]
@@ -87,10 +83,8 @@ impl ThreadNames {
         threads: &[(u64, u64)],
     ) -> &NameMap {
         let now = Instant::now();
-        match self.bench {
-            BenchMode::Off => return &self.empty,
-            BenchMode::Relocate => self.active.clear(),
-            _ => {}
+        if self.bench == BenchMode::Off {
+            return &self.empty;
         }
         let fresh = self.bench == BenchMode::Cached
             && self.last.get(&interp).is_some_and(|l| {
@@ -132,6 +126,8 @@ impl ThreadNames {
         self.reads
     }
 
+    /// Two reads that agree, each from `sys.modules` on (a `threading` reloaded between
+    /// them has a new `_active`), or `None`.
     fn read(
         &mut self,
         r: &mut ValueReader,
@@ -139,21 +135,14 @@ impl ThreadNames {
         layout: &Layout,
         interp: u64,
     ) -> Option<NameMap> {
-        let active = match self.active.get(&interp) {
-            Some(&a) if r.is_dict(a) => a,
-            _ => {
-                self.active.remove(&interp);
-                let a = locate(r, mem, layout, interp)?;
-                if self.active.len() > 64 {
-                    self.active.clear();
-                }
-                self.active.insert(interp, a);
-                a
-            }
-        };
         for _ in 0..ATTEMPTS {
-            match (read_once(r, active), read_once(r, active)) {
-                (Some(a), Some(b)) if a == b => {
+            // a lookup can fail on a dict being resized (sys.modules during an import):
+            // tried again like a disagreement
+            let first = locate(r, mem, layout, interp);
+            let a = first.and_then(|d| read_once(r, d));
+            let second = locate(r, mem, layout, interp);
+            match (a, second.and_then(|d| read_once(r, d))) {
+                (Some(a), Some(b)) if first == second && a == b => {
                     return Some(a.into_iter().map(|(id, _, n)| (id, n)).collect())
                 }
                 _ => std::thread::yield_now(),
@@ -181,8 +170,8 @@ fn locate(r: &mut ValueReader, mem: &dyn Memory, layout: &Layout, interp: u64) -
     r.is_dict(active).then_some(active)
 }
 
-/// One read of `_active`: (ident, `Thread` object, name) in the dict's order (so that two reads agree only on the same objects). `None` when the
-/// dict itself could not be read.
+/// One read of `_active`: (ident, `Thread` object, name) in the dict's order (so that two
+/// reads agree only on the same objects). `None` when the dict itself could not be read.
 fn read_once(r: &mut ValueReader, active: u64) -> Option<Vec<(u64, u64, String)>> {
     let items = r.dict_entries(active, MAX_THREADS).ok()?;
     let mut out = Vec::with_capacity(items.len());
