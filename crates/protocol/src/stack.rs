@@ -37,8 +37,14 @@ pub struct ThreadStack {
     /// `threading.get_native_id()`), only when it differs from `os_tid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ns_tid: Option<u64>,
-    /// Thread name as the OS reports it (`/proc/PID/task/TID/comm`), if any.
+    /// The thread's name to show: the `threading` module's name of the thread
+    /// (`threading.Thread(name=...)`, `MainThread`) when it has one that could be read,
+    /// else the OS's name ([`ThreadStack::os_name`]).
     pub name: Option<String>,
+    /// Thread name as the OS reports it (`/proc/PID/task/TID/comm`, illumos `lwpname`),
+    /// when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_name: Option<String>,
     /// Whether this thread holds the GIL; `None` where the version gives no way to tell.
     pub holds_gil: Option<bool>,
     /// Frames, innermost first.

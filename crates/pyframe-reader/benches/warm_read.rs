@@ -33,6 +33,20 @@ fn bench(c: &mut Criterion) {
     g.bench_function("stack_all_threads_warm_locals", |b| {
         b.iter(|| p.stack(&with_locals).unwrap())
     });
+    // thread names (`threading`): none at all (the read before names existed), and the
+    // map read again (sys.modules → threading._active → names, twice) at every read; the
+    // plain read above uses the cache (re-read when a thread appears or after 1 s)
+    use pyframe_reader::names::BenchMode;
+    for (name, mode) in [
+        ("stack_all_threads_warm_no_names", BenchMode::Off),
+        ("stack_all_threads_warm_names_reread", BenchMode::Reread),
+    ] {
+        p.thread_names_mode_for_benchmarks(mode);
+        g.bench_function(name, |b| {
+            b.iter(|| p.stack(&StackOptions::default()).unwrap())
+        });
+    }
+    p.thread_names_mode_for_benchmarks(BenchMode::Cached);
     let tid = s.threads[0].os_tid;
     g.bench_function("stack_one_thread_warm", |b| {
         b.iter(|| {

@@ -8,6 +8,7 @@ pub mod identity;
 pub mod layout;
 pub mod linetable;
 pub mod memory;
+pub mod names;
 pub mod objects;
 pub mod platform;
 pub mod process;

@@ -11,6 +11,7 @@ use crate::code::CodeCache;
 use crate::error::{Error, MemoryError, Result};
 use crate::layout::{self, debug_offsets, Layout};
 use crate::memory::{Block, BlockCache, Memory, MemoryExt};
+use crate::names::ThreadNames;
 use crate::objects::Types;
 use crate::platform::{self, ProcessMemory};
 use crate::values::{TypeCache, ValueReader};
@@ -85,6 +86,9 @@ pub struct PythonProcess {
     warnings: Vec<String>,
     /// Built-in type objects seen by `--locals` reads.
     value_types: TypeCache,
+    /// The `threading` module's thread names, re-read when a thread appears or after
+    /// [`crate::names::NAMES_TTL`].
+    thread_names: ThreadNames,
 }
 
 const NAME_TTL: Duration = Duration::from_secs(1);
@@ -203,6 +207,7 @@ impl PythonProcess {
             names: HashMap::new(),
             pid_ns: platform::pid_namespace(pid),
             value_types: TypeCache::default(),
+            thread_names: ThreadNames::default(),
             warnings,
         })
     }
@@ -470,6 +475,31 @@ impl PythonProcess {
             .collect();
         self.names
             .retain(|tid, (at, _)| now.duration_since(*at) < NAME_TTL * 30 || live.contains(tid));
+        // `threading`'s names, per interpreter (read after the walk; with --pause while
+        // still stopped)
+        let mut py_names: HashMap<(u64, u64), String> = HashMap::new();
+        let mut interps: Vec<u64> = raw.iter().map(|t| t.interp).collect();
+        interps.sort_unstable();
+        interps.dedup();
+        for interp in interps {
+            let ids: Vec<(u64, u64)> = raw
+                .iter()
+                .filter(|t| t.interp == interp)
+                .map(|t| (t.thread_id, t.native_thread_id.unwrap_or(t.tstate)))
+                .collect();
+            let map = self.thread_names.names(
+                &self.mem,
+                &self.layout,
+                &mut self.value_types,
+                interp,
+                &ids,
+            );
+            for (id, _) in ids {
+                if let Some(n) = map.get(&id) {
+                    py_names.insert((interp, id), n.clone());
+                }
+            }
+        }
         raw.into_iter()
             .map(|t| {
                 let os_tid = match t.native_thread_id {
@@ -479,27 +509,44 @@ impl PythonProcess {
                 let ns_tid = os_tid
                     .and_then(|h| ns_of.get(&h).copied())
                     .filter(|&n| Some(n) != os_tid);
+                let os_name = os_tid.and_then(|tid| {
+                    let pid = self.pid;
+                    let e = self
+                        .names
+                        .entry(tid)
+                        .or_insert_with(|| (now, platform::thread_name(pid, tid)));
+                    if now.duration_since(e.0) > NAME_TTL {
+                        *e = (now, platform::thread_name(pid, tid));
+                    }
+                    e.1.clone()
+                });
+                let name = py_names
+                    .remove(&(t.interp, t.thread_id))
+                    .or_else(|| os_name.clone());
                 ThreadStack {
                     interpreter_id: t.interpreter_id,
                     thread_id: t.thread_id,
                     os_tid,
                     ns_tid,
-                    name: os_tid.and_then(|tid| {
-                        let pid = self.pid;
-                        let e = self
-                            .names
-                            .entry(tid)
-                            .or_insert_with(|| (now, platform::thread_name(pid, tid)));
-                        if now.duration_since(e.0) > NAME_TTL {
-                            *e = (now, platform::thread_name(pid, tid));
-                        }
-                        e.1.clone()
-                    }),
+                    name,
+                    os_name,
                     holds_gil: t.holds_gil,
                     frames: t.frames,
                 }
             })
             .collect()
+    }
+
+    /// Benchmarks only: read the `threading` names as `mode` says instead of through
+    /// their cache, to measure what they cost.
+    #[doc(hidden)]
+    pub fn thread_names_mode_for_benchmarks(&mut self, mode: crate::names::BenchMode) {
+        self.thread_names.bench = mode;
+    }
+
+    /// How many times the `threading` names were read rather than taken from the cache.
+    pub fn thread_name_reads(&self) -> u64 {
+        self.thread_names.reads()
     }
 
     pub fn cache_stats(&self) -> CacheStats {

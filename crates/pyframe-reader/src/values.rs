@@ -13,7 +13,9 @@ use std::fmt::Write as _;
 use protocol::{Local, LocalKind};
 
 use crate::error::MemoryError;
-use crate::layout::{obj, CodeLocalsLayout, DictLayout, Layout, LongLayout, SplitValues};
+use crate::layout::{
+    obj, CodeLocalsLayout, DictLayout, InstanceDict, Layout, LongLayout, SplitValues,
+};
 use crate::layout::{OB_SIZE, OB_TYPE};
 use crate::memory::{u64_at, u8_at, MemResult, Memory, MemoryExt};
 
@@ -82,6 +84,8 @@ pub struct TypeCache {
     /// code object is immutable, so the same tuple pointer at the same address means the
     /// same names (one 8-byte read instead of a tuple of strings per frame).
     names: HashMap<u64, (u64, Names)>,
+    /// The `str` object last found equal to a looked-up key (`ValueReader::find_key`).
+    interned: HashMap<String, u64>,
 }
 
 /// Reads and renders values of one process for one stack read.
@@ -95,6 +99,8 @@ pub struct ValueReader<'a> {
     /// An item of the container being rendered was no readable object: a container that
     /// holds one is being changed (or is garbage), never a value to show.
     bad_item: bool,
+    /// `interned` entries confirmed to still be their `str` during this reader's life.
+    checked_keys: Vec<u64>,
 }
 
 fn invalid(msg: String) -> MemoryError {
@@ -110,6 +116,7 @@ impl<'a> ValueReader<'a> {
             heap: HashMap::default(),
             active: Vec::new(),
             bad_item: false,
+            checked_keys: Vec::new(),
         }
     }
 
@@ -155,14 +162,201 @@ impl<'a> ValueReader<'a> {
             return Err(invalid(format!("{dict:#x} is not a dict")));
         }
         let (_, items) = self.dict_items(dict, MAX_SCAN as usize)?;
-        for (k, v) in items {
-            if self.type_of(k).ok().and_then(|t| t.builtin) == Some(Builtin::Str)
-                && self.str_value(k).ok().as_deref() == Some(key)
-            {
-                return Ok(Some(v));
+        let keys: Vec<u64> = items.iter().map(|i| i.0).collect();
+        Ok(self.find_key(&keys, key).map(|i| items[i].1))
+    }
+
+    /// Whether the object at `obj` is a `dict` (not a subclass).
+    pub fn is_dict(&mut self, obj: u64) -> bool {
+        self.type_of(obj).ok().and_then(|t| t.builtin) == Some(Builtin::Dict)
+    }
+
+    /// The first `max` (key, value) pairs of the `dict` at `dict`, in iteration order.
+    /// One read: a caller that needs a consistent view reads twice and compares.
+    pub fn dict_entries(&mut self, dict: u64, max: usize) -> MemResult<Vec<(u64, u64)>> {
+        if !self.is_dict(dict) {
+            return Err(invalid(format!("{dict:#x} is not a dict")));
+        }
+        Ok(self.dict_items(dict, max.min(MAX_SCAN as usize))?.1)
+    }
+
+    /// The value of the `int` at `obj` when it is one of 0..2^64 (a thread ident);
+    /// `None` for a negative or larger one.
+    pub fn int_u64(&mut self, obj: u64) -> MemResult<Option<u64>> {
+        if self.type_of(obj)?.builtin != Some(Builtin::Int) {
+            return Err(invalid(format!("{obj:#x} is not an int")));
+        }
+        let (neg, n, _) = self.int_head(obj)?;
+        if neg || n > 3 {
+            return Ok(None);
+        }
+        let (_, digits) = self.int_digits(obj)?;
+        let mut v: u128 = 0;
+        for (i, &d) in digits.iter().enumerate() {
+            if d >= 1 << 30 {
+                return Err(invalid(format!("int at {obj:#x} has a digit over 30 bits")));
+            }
+            v |= u128::from(d) << (30 * i);
+        }
+        Ok(u64::try_from(v).ok())
+    }
+
+    /// The text of the `str` at `obj`, or `None` when it is longer than `max` characters.
+    pub fn str_limited(&mut self, obj: u64, max: usize) -> MemResult<Option<String>> {
+        if self.type_of(obj)?.builtin != Some(Builtin::Str) {
+            return Err(invalid(format!("{obj:#x} is not a str")));
+        }
+        let (cps, len) = self.str_points(obj, max)?;
+        if len > max as u64 {
+            return Ok(None);
+        }
+        cps.into_iter()
+            .map(|c| char::from_u32(c).ok_or_else(|| invalid(format!("str at {obj:#x}: {c:#x}"))))
+            .collect::<MemResult<String>>()
+            .map(Some)
+    }
+
+    /// The attribute `name` that the object at `obj` holds in its own `__dict__` (not
+    /// its class's), wherever this version keeps instance attributes
+    /// ([`crate::layout::InstanceDict`]); `None` when it has none.
+    pub fn instance_attr(&mut self, obj: u64, name: &str) -> MemResult<Option<u64>> {
+        let t = self.type_of(obj)?;
+        if !t.heap {
+            return Ok(None);
+        }
+        let tp = self.mem.read_u64(obj.wrapping_add(OB_TYPE))?;
+        let v = &self.layout.values;
+        let end = (obj::TYPE_DICTOFFSET + 8).max(v.cached_keys + 8) as usize;
+        let head = self.mem.read_vec(tp, end, 4096)?;
+        let flags = u64_at(&head, obj::TYPE_FLAGS as usize);
+        let basicsize = u64_at(&head, obj::TYPE_BASICSIZE as usize);
+        let dictoffset = u64_at(&head, obj::TYPE_DICTOFFSET as usize) as i64;
+        let keys = u64_at(&head, v.cached_keys as usize);
+        let at = |off: i64| obj.wrapping_add_signed(off);
+        let dict = match v.instance_dict {
+            InstanceDict::Managed { flag, dict, values } if flags & flag != 0 => {
+                let vals = self.mem.read_u64(at(values))?;
+                if vals != 0 {
+                    return self.values_get(keys, vals, name);
+                }
+                self.mem.read_u64(at(dict))?
+            }
+            InstanceDict::Tagged { flag, at: off } if flags & flag != 0 => {
+                let w = self.mem.read_u64(at(off))?;
+                if w & 1 == 1 {
+                    return self.values_get(keys, w.wrapping_add(1), name);
+                }
+                w
+            }
+            InstanceDict::Inline {
+                flag,
+                inline_flag,
+                dict,
+                valid,
+            } if flags & flag != 0 => {
+                if flags & inline_flag != 0 {
+                    if basicsize == 0 || basicsize > 1 << 16 {
+                        return Err(invalid(format!("type {tp:#x}: basicsize {basicsize}")));
+                    }
+                    let vals = obj.wrapping_add(basicsize);
+                    if self.mem.read_u8(vals.wrapping_add(valid))? != 0 {
+                        return self.values_get(keys, vals, name);
+                    }
+                }
+                self.mem.read_u64(at(dict))?
+            }
+            _ if dictoffset > 0 && dictoffset < 1 << 16 => self.mem.read_u64(at(dictoffset))?,
+            _ => return Ok(None),
+        };
+        if dict == 0 {
+            return Ok(None);
+        }
+        self.dict_get_str(dict, name)
+    }
+
+    /// `name`'s value in split values at `vals` indexed as the shared keys at `keys`.
+    fn values_get(&mut self, keys: u64, vals: u64, name: &str) -> MemResult<Option<u64>> {
+        let DictLayout::Log2 {
+            log2_index_bytes,
+            kind,
+            nentries,
+            indices,
+            values: split,
+            ..
+        } = self.layout.values.dict
+        else {
+            return Err(invalid("split values without 3.11+ dict keys".into()));
+        };
+        if keys == 0 {
+            return Ok(None);
+        }
+        let kh = self.mem.read_array::<40>(keys)?;
+        let lib = u8_at(&kh, log2_index_bytes as usize);
+        let n = u64_at(&kh, nentries as usize);
+        // shared keys hold at most 30 names in CPython
+        if lib > 40 || n > 256 {
+            return Err(invalid(format!("shared keys at {keys:#x}: {n} entries")));
+        }
+        let (esize, koff) = if u8_at(&kh, kind as usize) == 0 {
+            (24, 8)
+        } else {
+            (16, 0)
+        };
+        let entries = keys.wrapping_add(indices).wrapping_add(1u64 << lib);
+        let raw = self.mem.read_vec(entries, (n * esize) as usize, 256 * 24)?;
+        let names: Vec<u64> = raw
+            .chunks_exact(esize as usize)
+            .map(|e| u64_at(e, koff))
+            .collect();
+        let Some(ix) = self.find_key(&names, name) else {
+            return Ok(None);
+        };
+        let base = match split {
+            SplitValues::OrderBefore => vals,
+            SplitValues::Header {
+                capacity, values, ..
+            } => {
+                let cap = self.mem.read_u8(vals.wrapping_add(capacity))?;
+                if ix >= usize::from(cap) {
+                    return Ok(None);
+                }
+                vals.wrapping_add(values)
+            }
+        };
+        let v = self.mem.read_u64(base.wrapping_add(ix as u64 * 8))?;
+        Ok((v != 0).then_some(v))
+    }
+
+    /// The position in `keys` of the `str` object equal to `name`. Attribute names are
+    /// interned: the object last found equal to `name` (checked once per reader) is
+    /// looked for by address first, sparing a read per key.
+    fn find_key(&mut self, keys: &[u64], name: &str) -> Option<usize> {
+        if let Some(&p) = self.cache.interned.get(name) {
+            if let Some(i) = keys.iter().position(|&k| k == p) {
+                if self.checked_keys.contains(&p) {
+                    return Some(i);
+                }
+                if self.str_is(p, name) {
+                    self.checked_keys.push(p);
+                    return Some(i);
+                }
             }
         }
-        Ok(None)
+        let i = keys.iter().position(|&k| self.str_is(k, name))?;
+        if self.cache.interned.len() < 64 {
+            self.cache.interned.insert(name.to_string(), keys[i]);
+        }
+        self.checked_keys.push(keys[i]);
+        Some(i)
+    }
+
+    /// Whether the object at `k` is a `str` equal to `name` (its length compared first).
+    fn str_is(&mut self, k: u64, name: &str) -> bool {
+        if self.type_of(k).ok().and_then(|t| t.builtin) != Some(Builtin::Str) {
+            return false;
+        }
+        let want: Vec<u32> = name.chars().map(u32::from).collect();
+        matches!(self.str_points(k, want.len()), Ok((cps, len)) if len == want.len() as u64 && cps == want)
     }
 
     fn type_of(&mut self, obj: u64) -> MemResult<TypeInfo> {

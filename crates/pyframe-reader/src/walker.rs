@@ -24,6 +24,8 @@ pub const MAX_FRAMES: usize = 16_384;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawThread {
     pub tstate: u64,
+    /// Address of the thread's `PyInterpreterState`.
+    pub interp: u64,
     pub interpreter_id: i64,
     pub thread_id: u64,
     pub native_thread_id: Option<u64>,
@@ -327,6 +329,7 @@ impl<'a> Walker<'a> {
             next,
             Some(RawThread {
                 tstate: t,
+                interp,
                 interpreter_id: interp_id,
                 thread_id,
                 native_thread_id,

@@ -320,6 +320,12 @@ fn check_layout(c: &mut Checker, t: &Layout) {
     };
     c.offset("interp.threads_head", t.interp.threads_head, INTERP, heads);
     c.offset("interp.id", t.interp.id, INTERP, "id");
+    let modules = if t.version.1 <= 11 {
+        "modules"
+    } else {
+        "imports.modules"
+    };
+    c.offset("interp.modules", t.interp.modules, INTERP, modules);
     match t.interp.gil {
         Some(g) => {
             c.offset("interp.gil.pointer", g.pointer, INTERP, "ceval.gil");
@@ -632,6 +638,39 @@ fn check_values(c: &mut Checker, t: &Layout) {
     c.offset("obj::CELL_REF", obj::CELL_REF, "PyCellObject", "ob_ref");
     c.offset("obj::TYPE_FLAGS", obj::TYPE_FLAGS, TYPE, "tp_flags");
     c.offset("obj::TYPE_DICT", obj::TYPE_DICT, TYPE, "tp_dict");
+    // thread names: a module's dict, a class's instance attributes
+    c.offset(
+        "obj::TYPE_BASICSIZE",
+        obj::TYPE_BASICSIZE,
+        TYPE,
+        "tp_basicsize",
+    );
+    c.offset(
+        "obj::TYPE_DICTOFFSET",
+        obj::TYPE_DICTOFFSET,
+        TYPE,
+        "tp_dictoffset",
+    );
+    c.offset(
+        "obj::MODULE_DICT",
+        obj::MODULE_DICT,
+        "PyModuleObject",
+        "md_dict",
+    );
+    c.offset(
+        "values.cached_keys",
+        v.cached_keys,
+        "PyHeapTypeObject",
+        "ht_cached_keys",
+    );
+    match v.instance_dict {
+        layout::InstanceDict::Inline { valid, .. } => {
+            c.offset("values.instance_dict.valid", valid, "PyDictValues", "valid")
+        }
+        // the pre-header words and the flag bits are macros, not in DWARF: the
+        // thread_names test reads instance attributes on every version
+        _ => c.absent("values.instance_dict.valid", "PyDictValues", "valid"),
+    }
 }
 
 /// `enum _frameowner {FRAME_OWNED_BY_THREAD, ...}`: the first value that is not a
@@ -690,6 +729,8 @@ fn tables_match_dwarf() {
             "PyDictObject",
             "PySetObject",
             "PyCellObject",
+            "PyModuleObject",
+            "PyHeapTypeObject",
         ]
         .iter()
         .map(|t| (*t, format!("ptype /o {t}")))

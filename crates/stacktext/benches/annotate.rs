@@ -49,6 +49,7 @@ fn source() -> Cached {
             os_tid: Some(tid),
             ns_tid: None,
             name: None,
+            os_name: None,
             holds_gil: None,
             frames: (0..8)
                 .map(|i| Frame {

@@ -130,6 +130,7 @@ fn resolve_capture(
         os_tid: tid,
         ns_tid: None,
         name: None,
+        os_name: None,
         holds_gil: None,
         frames,
     })

@@ -637,6 +637,7 @@ mod tests {
             os_tid: Some(1),
             ns_tid: None,
             name: None,
+            os_name: None,
             holds_gil: None,
             frames: innermost_first
                 .iter()

@@ -108,6 +108,10 @@ pub struct ThreadTruth {
     /// The OS's name for the thread (`/proc/self/task/TID/comm`); 3.14+ sets it from `name`.
     #[serde(default)]
     pub os_name: Option<String>,
+    /// names_target.py: whether the thread was started through `threading` (false: by
+    /// `_thread.start_new_thread`, it has no `threading` name); absent in other targets.
+    #[serde(default)]
+    pub threading: Option<bool>,
     /// Innermost first.
     pub frames: Vec<FrameTruth>,
 }
@@ -341,6 +345,18 @@ impl Target {
     pub fn kill(&mut self) {
         self.child.kill().expect("kill the target");
         self.child.wait().expect("reap the target");
+    }
+
+    /// Writes `line` and a newline to the target's stdin (targets that take commands
+    /// there, e.g. names_target.py).
+    pub fn send_line(&mut self, line: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("stdin closed"))?;
+        stdin.write_all(format!("{line}\n").as_bytes())?;
+        stdin.flush()
     }
 
     /// Whether the process is still running (not reaped).

@@ -47,6 +47,8 @@ pub enum Slot {
     InterpId,
     InterpNext,
     InterpThreadsHead,
+    /// `imports.modules` (sys.modules), 3.14+.
+    InterpImportsModules,
     InterpCevalGil,
     /// Offset in the interpreter of its embedded `_gil` (`struct _gil_runtime_state`).
     InterpGilRuntimeState,
@@ -98,6 +100,7 @@ impl Slot {
             InterpId => "interpreter_state.id",
             InterpNext => "interpreter_state.next",
             InterpThreadsHead => "interpreter_state.threads_head",
+            InterpImportsModules => "interpreter_state.imports_modules",
             InterpCevalGil => "interpreter_state.ceval_gil",
             InterpGilRuntimeState => "interpreter_state.gil_runtime_state",
             InterpGilLocked => "interpreter_state.gil_runtime_state_locked",
@@ -144,6 +147,7 @@ impl Slot {
             InterpId
             | InterpNext
             | InterpThreadsHead
+            | InterpImportsModules
             | InterpCevalGil
             | InterpGilRuntimeState
             | InterpGilLocked
@@ -235,6 +239,7 @@ const V3_14: Format = Format {
         (InterpId, 56),
         (InterpNext, 64),
         (InterpThreadsHead, 72),
+        (InterpImportsModules, 96),
         (InterpCevalGil, 120),
         (InterpGilRuntimeState, 128),
         (InterpGilLocked, 144),
@@ -281,6 +286,7 @@ const V3_15: Format = Format {
         (InterpId, 56),
         (InterpNext, 64),
         (InterpThreadsHead, 72),
+        (InterpImportsModules, 96),
         (InterpCevalGil, 120),
         (InterpGilRuntimeState, 128),
         (InterpGilLocked, 144),
@@ -604,6 +610,9 @@ const PLAIN: &[Field<Layout>] = &[
         &mut l.interp.threads_head
     }),
     (InterpId, "interp.id", |l| &mut l.interp.id),
+    (InterpImportsModules, "interp.modules", |l| {
+        &mut l.interp.modules
+    }),
     (TstateNext, "tstate.next", |l| &mut l.tstate.next),
     (TstateInterp, "tstate.interp", |l| &mut l.tstate.interp),
     (TstateThreadId, "tstate.thread_id", |l| {
@@ -674,13 +683,10 @@ mod tests {
                 assert!(at + 8 <= f.size, "{:?} {slot:?}", f.version);
                 assert!(at >= 24, "{:?} {slot:?} overlaps the header", f.version);
             }
-            // Every slot but the 3.15-only compact size is present.
+            // Every slot but the 3.15-only compact size and the 3.14+ sys.modules is present.
             let n = f.slots.len();
-            assert!(
-                n == SLOT_COUNT || n == SLOT_COUNT - 1,
-                "{:?}: {n} slots",
-                f.version
-            );
+            let absent = usize::from(f.version < (3, 15)) + usize::from(f.version < (3, 14));
+            assert!(n == SLOT_COUNT - absent, "{:?}: {n} slots", f.version);
             let buf = plausible(f);
             parse(&buf, f.version).expect("plausible buffer parses");
         }

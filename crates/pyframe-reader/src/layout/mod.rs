@@ -49,6 +49,36 @@ pub struct ValuesLayout {
     pub tuple_items: u64,
     pub long: LongLayout,
     pub dict: DictLayout,
+    /// `PyHeapTypeObject.ht_cached_keys`: the keys an instance's split values (3.11+: its
+    /// values without a dict object) are indexed by.
+    pub cached_keys: u64,
+    /// Where an instance of a class keeps its attributes.
+    pub instance_dict: InstanceDict,
+}
+
+/// Where an instance of a heap type keeps its attributes (`__dict__`). A type without the
+/// managed-dict flag (every type before 3.11) has its dict pointer `tp_dictoffset` bytes
+/// into the object when that is positive. Offsets are relative to the object (negative:
+/// in the pre-header before it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceDict {
+    /// ≤3.10: only `tp_dictoffset`.
+    DictOffset,
+    /// 3.11: with `flag` set in `tp_flags`, a values pointer at `values` (the attributes,
+    /// indexed as the type's cached keys) or, when that is NULL, a dict pointer at `dict`.
+    Managed { flag: u64, dict: i64, values: i64 },
+    /// 3.12: with `flag`, one word at `at`: with bit 0 set the values pointer minus one,
+    /// else the dict pointer.
+    Tagged { flag: u64, at: i64 },
+    /// 3.13+: with `inline_flag`, a `PyDictValues` right after the object (at
+    /// `tp_basicsize`), used while its byte at `valid` is non-zero; else (and with only
+    /// `flag`) the dict pointer at `dict`.
+    Inline {
+        flag: u64,
+        inline_flag: u64,
+        dict: i64,
+        valid: u64,
+    },
 }
 
 /// Where a code object names its fast locals.
@@ -143,6 +173,11 @@ pub mod obj {
     /// `PyTypeObject.tp_flags`, `tp_dict`.
     pub const TYPE_FLAGS: u64 = 168;
     pub const TYPE_DICT: u64 = 264;
+    /// `PyTypeObject.tp_basicsize`, `tp_dictoffset` (instance attributes).
+    pub const TYPE_BASICSIZE: u64 = 32;
+    pub const TYPE_DICTOFFSET: u64 = 288;
+    /// `PyModuleObject.md_dict` (a module's globals).
+    pub const MODULE_DICT: u64 = 16;
     /// `Py_TPFLAGS_HEAPTYPE` in `tp_flags` (a class defined in Python).
     pub const HEAPTYPE: u64 = 1 << 9;
     /// `co_flags`: `CO_VARARGS`, `CO_VARKEYWORDS` (the same on 3.8-3.15).
@@ -181,6 +216,8 @@ pub struct InterpLayout {
     pub threads_head: u64,
     /// `id` (int64_t).
     pub id: u64,
+    /// `sys.modules` (a dict): `modules` up to 3.11, `imports.modules` from 3.12.
+    pub modules: u64,
     /// 3.12+: `ceval.gil`, a pointer to `struct _gil_runtime_state`.
     pub gil: Option<GilLayout>,
 }

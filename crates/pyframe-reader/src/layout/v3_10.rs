@@ -16,6 +16,8 @@ pub const LAYOUT: Layout = Layout {
         next: 0,
         // `tstate_head`
         threads_head: 8,
+        // `modules` (sys.modules)
+        modules: 856,
         id: 24,
         gil: None,
     },
@@ -76,6 +78,10 @@ pub const LAYOUT: Layout = Layout {
         // `f_localsplus`
         frame_localsplus: 352,
         localsplus_tag_mask: 0,
+        // `PyHeapTypeObject.ht_cached_keys` (Include/cpython/object.h)
+        cached_keys: 872,
+        // where an instance keeps its attributes (`threading` names read `Thread._name`)
+        instance_dict: InstanceDict::DictOffset,
         // `PyCodeObject`: co_argcount, co_kwonlyargcount, co_flags, co_varnames,
         // co_cellvars, co_freevars
         code: CodeLocalsLayout::Varnames {

@@ -16,6 +16,8 @@ pub const LAYOUT: Layout = Layout {
         next: 0,
         // `threads.head`
         threads_head: 16,
+        // `modules` (sys.modules)
+        modules: 888,
         id: 48,
         gil: None,
     },
@@ -97,6 +99,16 @@ pub const LAYOUT: Layout = Layout {
         // `localsplus`
         frame_localsplus: 72,
         localsplus_tag_mask: 0,
+        // `PyHeapTypeObject.ht_cached_keys` (Include/cpython/object.h)
+        cached_keys: 872,
+        // where an instance keeps its attributes (`threading` names read `Thread._name`)
+        instance_dict: InstanceDict::Managed {
+            // `Py_TPFLAGS_MANAGED_DICT`; `_PyObject_ManagedDictPointer` (obj - 3 words),
+            // `_PyObject_ValuesPointer` (obj - 4 words), Include/internal/pycore_object.h
+            flag: 1 << 4,
+            dict: -24,
+            values: -32,
+        },
         // `PyCodeObject`: co_argcount, co_kwonlyargcount, co_flags, co_localsplusnames,
         // co_localspluskinds
         code: CodeLocalsLayout::Kinds {

@@ -16,6 +16,8 @@ pub const LAYOUT: Layout = Layout {
         next: 0,
         // `threads.head`
         threads_head: 72,
+        // `imports.modules` (sys.modules)
+        modules: 944,
         id: 8,
         gil: Some(GilLayout {
             // `ceval.gil`; `struct _gil_runtime_state` is in Include/internal/pycore_gil.h
@@ -99,6 +101,16 @@ pub const LAYOUT: Layout = Layout {
         // `localsplus`
         frame_localsplus: 72,
         localsplus_tag_mask: 0,
+        // `PyHeapTypeObject.ht_cached_keys` (Include/cpython/object.h)
+        cached_keys: 880,
+        // where an instance keeps its attributes (`threading` names read `Thread._name`)
+        instance_dict: InstanceDict::Tagged {
+            // `Py_TPFLAGS_MANAGED_DICT`; `_PyObject_DictOrValuesPointer` (obj - 3 words):
+            // a `PyDictOrValues`, the values pointer - 1 when bit 0 is set
+            // (`_PyDictOrValues_IsValues`), else the dict (Include/internal/pycore_object.h)
+            flag: 1 << 4,
+            at: -24,
+        },
         // `PyCodeObject`: co_argcount, co_kwonlyargcount, co_flags, co_localsplusnames,
         // co_localspluskinds
         code: CodeLocalsLayout::Kinds {

@@ -17,6 +17,8 @@ pub const LAYOUT: Layout = Layout {
         next: 7272,
         // `threads.head`
         threads_head: 7344,
+        // `imports.modules` (sys.modules)
+        modules: 7688,
         id: 7280,
         gil: Some(GilLayout {
             // `ceval.gil`; `struct _gil_runtime_state` is in Include/internal/pycore_gil.h
@@ -98,6 +100,19 @@ pub const LAYOUT: Layout = Layout {
         // `localsplus` (`_PyStackRef`s)
         frame_localsplus: 80,
         localsplus_tag_mask: 3,
+        // `PyHeapTypeObject.ht_cached_keys` (Include/cpython/object.h)
+        cached_keys: 880,
+        // where an instance keeps its attributes (`threading` names read `Thread._name`)
+        instance_dict: InstanceDict::Inline {
+            // `Py_TPFLAGS_MANAGED_DICT`, `Py_TPFLAGS_INLINE_VALUES` (Include/object.h);
+            // `MANAGED_DICT_OFFSET` (obj - 3 words), `_PyObject_InlineValues` (obj +
+            // tp_basicsize), `PyDictValues.valid` (Include/internal/pycore_object.h,
+            // pycore_dict.h)
+            flag: 1 << 4,
+            inline_flag: 1 << 2,
+            dict: -24,
+            valid: 3,
+        },
         // `PyCodeObject`: co_argcount, co_kwonlyargcount, co_flags, co_localsplusnames,
         // co_localspluskinds
         code: CodeLocalsLayout::Kinds {

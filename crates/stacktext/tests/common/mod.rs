@@ -29,6 +29,7 @@ pub fn thread(os_tid: Option<u64>, frames: Vec<Frame>) -> ThreadStack {
         os_tid,
         ns_tid: None,
         name: None,
+        os_name: None,
         holds_gil: None,
         frames,
     }

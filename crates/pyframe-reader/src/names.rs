@@ -1,0 +1,190 @@
+//! The `threading` module's thread names (`threading.Thread(name=...)`, `MainThread`),
+//! read out of the target: `sys.modules["threading"]`, its `_active` dict (thread ident
+//! → `Thread`), each `Thread`'s `_name`. The ident is `PyThreadState.thread_id`.
+//!
+//! Read while the target runs: the whole map is read twice and used only when both reads
+//! agree; otherwise (and for a thread without an entry: one started by
+//! `_thread.start_new_thread`) no name is given and the OS name stands. Never a name
+//! from a half-changed dict. Bounded: at most [`MAX_THREADS`] entries, names of at most
+//! [`MAX_NAME_CHARS`] characters (a longer one is not given).
+
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap as HashMap;
+
+use crate::layout::{obj, Layout};
+use crate::memory::{Memory, MemoryExt};
+use crate::values::{TypeCache, ValueReader};
+
+/// Entries of `_active` read at most.
+pub const MAX_THREADS: usize = 1024;
+/// Longer names are not given (the OS name is shown instead).
+pub const MAX_NAME_CHARS: usize = 1024;
+/// Pairs of reads tried before giving up on a changing `_active`.
+const ATTEMPTS: usize = 3;
+/// How long a map read stays in use while no new thread appears (a rename shows after
+/// at most this long).
+pub const NAMES_TTL: Duration = Duration::from_secs(1);
+/// A thread is seen (its thread state exists) a moment before `threading` registers it in
+/// `_active`: while a thread without a name is younger than [`NAMES_TTL`], the map is
+/// read again once it is this old, so that a new thread is named promptly. A thread that
+/// never gets a name (`_thread.start_new_thread`) costs these re-reads only in its first
+/// second.
+pub const NEW_THREAD_RECHECK: Duration = Duration::from_millis(50);
+
+/// Thread ident → name of one interpreter's `threading._active`.
+pub type NameMap = HashMap<u64, String>;
+
+/// Per process: the names last read, per interpreter.
+#[derive(Debug, Default)]
+pub struct ThreadNames {
+    /// Interpreter address → the last read.
+    last: HashMap<u64, Last>,
+    /// Full reads made (tests and benchmarks: the cache at work).
+    reads: u64,
+    /// Benchmarks only: what to do instead of using the cache.
+    pub bench: BenchMode,
+    empty: NameMap,
+}
+
+/// Benchmarks only: how [`ThreadNames`] behaves, to measure what names cost a read.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BenchMode {
+    /// The normal behaviour: the map is re-read when a thread appears or it is stale.
+    #[default]
+    Cached,
+    /// No names read at all (a read as before thread names).
+    Off,
+    /// The map read again (twice) at every stack read.
+    Reread,
+}
+
+#[derive(Debug)]
+struct Last {
+    at: Instant,
+    /// The threads it was read for, as (ident, OS tid or thread-state address), with
+    /// when each was first seen: a new thread that reuses an ended one's ident (glibc
+    /// reuses `pthread_t`s) is a new pair.
+    known: HashMap<(u64, u64), Instant>,
+    names: NameMap,
+}
+
+impl ThreadNames {
+    /// The names (by ident) of interpreter `interp`'s threads `threads`, each given as
+    /// (ident, OS tid or else its thread state's address). The last map is reused while it
+    /// is fresh ([`NAMES_TTL`]) and was read for every one of these threads.
+    pub fn names(
+        &mut self,
+        mem: &dyn Memory,
+        layout: &Layout,
+        types: &mut TypeCache,
+        interp: u64,
+        threads: &[(u64, u64)],
+    ) -> &NameMap {
+        let now = Instant::now();
+        if self.bench == BenchMode::Off {
+            return &self.empty;
+        }
+        let fresh = self.bench == BenchMode::Cached
+            && self.last.get(&interp).is_some_and(|l| {
+                let age = now.duration_since(l.at);
+                age < NAMES_TTL
+                    && threads.iter().all(|t| l.known.contains_key(t))
+                    && (age < NEW_THREAD_RECHECK
+                        || !threads.iter().any(|t| {
+                            !l.names.contains_key(&t.0)
+                                && now.duration_since(l.known[t]) < NAMES_TTL
+                        }))
+            });
+        if !fresh {
+            self.reads += 1;
+            let mut r = ValueReader::new(mem, layout, types);
+            let names = self.read(&mut r, mem, layout, interp).unwrap_or_default();
+            let old = self.last.get(&interp).map(|l| &l.known);
+            let known = threads
+                .iter()
+                .map(|t| (*t, old.and_then(|o| o.get(t)).copied().unwrap_or(now)))
+                .collect();
+            if self.last.len() > 64 {
+                self.last.clear();
+            }
+            self.last.insert(
+                interp,
+                Last {
+                    at: now,
+                    known,
+                    names,
+                },
+            );
+        }
+        &self.last[&interp].names
+    }
+
+    /// How many times the map was read (not taken from the cache).
+    pub fn reads(&self) -> u64 {
+        self.reads
+    }
+
+    /// Two reads that agree, each from `sys.modules` on (a `threading` reloaded between
+    /// them has a new `_active`), or `None`.
+    fn read(
+        &mut self,
+        r: &mut ValueReader,
+        mem: &dyn Memory,
+        layout: &Layout,
+        interp: u64,
+    ) -> Option<NameMap> {
+        for _ in 0..ATTEMPTS {
+            // a lookup can fail on a dict being resized (sys.modules during an import):
+            // tried again like a disagreement
+            let first = locate(r, mem, layout, interp);
+            let a = first.and_then(|d| read_once(r, d));
+            let second = locate(r, mem, layout, interp);
+            match (a, second.and_then(|d| read_once(r, d))) {
+                (Some(a), Some(b)) if first == second && a == b => {
+                    return Some(a.into_iter().map(|(id, _, n)| (id, n)).collect())
+                }
+                _ => std::thread::yield_now(),
+            }
+        }
+        None
+    }
+}
+
+/// `sys.modules["threading"].__dict__["_active"]` of the interpreter at `interp`; `None`
+/// before `threading` is imported.
+fn locate(r: &mut ValueReader, mem: &dyn Memory, layout: &Layout, interp: u64) -> Option<u64> {
+    let modules = mem
+        .read_u64(interp.wrapping_add(layout.interp.modules))
+        .ok()?;
+    if modules == 0 || !r.is_dict(modules) {
+        return None;
+    }
+    let module = r.dict_get_str(modules, "threading").ok()??;
+    let globals = mem.read_u64(module.wrapping_add(obj::MODULE_DICT)).ok()?;
+    if !r.is_dict(globals) {
+        return None;
+    }
+    let active = r.dict_get_str(globals, "_active").ok()??;
+    r.is_dict(active).then_some(active)
+}
+
+/// One read of `_active`: (ident, `Thread` object, name) in the dict's order (so that two
+/// reads agree only on the same objects). `None` when the dict itself could not be read.
+fn read_once(r: &mut ValueReader, active: u64) -> Option<Vec<(u64, u64, String)>> {
+    let items = r.dict_entries(active, MAX_THREADS).ok()?;
+    let mut out = Vec::with_capacity(items.len());
+    for (k, thread) in items {
+        let Ok(Some(ident)) = r.int_u64(k) else {
+            continue;
+        };
+        let Ok(Some(name)) = r.instance_attr(thread, "_name") else {
+            continue;
+        };
+        if let Ok(Some(text)) = r.str_limited(name, MAX_NAME_CHARS) {
+            out.push((ident, thread, text));
+        }
+    }
+    Some(out)
+}
