@@ -82,7 +82,7 @@ pub struct Row {
 /// What a [`CfiLookup`] knows of an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
-    Row(Row),
+    Row(Box<Row>),
     /// Executable memory with no CFI covering it (frame pointers then).
     NoCfi,
     /// No executable mapping holds it: not a return address.
@@ -359,7 +359,10 @@ impl std::fmt::Debug for UnwindTables {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UnwindTables")
             .field("eh_frame", &self.eh_frame.as_ref().map(|s| s.index.len()))
-            .field("debug_frame", &self.debug_frame.as_ref().map(|s| s.index.len()))
+            .field(
+                "debug_frame",
+                &self.debug_frame.as_ref().map(|s| s.index.len()),
+            )
             .finish()
     }
 }
@@ -371,7 +374,10 @@ fn section_address(file: &ElfFile, name: &str) -> Option<u64> {
     Some(s.address())
 }
 
-fn index_of<S: UnwindSection<Reader>>(section: &S, bases: &BaseAddresses) -> Vec<(u64, u64, usize)> {
+fn index_of<S: UnwindSection<Reader>>(
+    section: &S,
+    bases: &BaseAddresses,
+) -> Vec<(u64, u64, usize)> {
     let mut index = Vec::new();
     let mut entries = section.entries(bases);
     // a corrupt section ends the index where it stops parsing
@@ -448,8 +454,11 @@ impl UnwindTables {
 
     /// Whether any CFI was found.
     pub fn is_empty(&self) -> bool {
-        self.eh_frame.as_ref().is_none_or(|s| s.index.is_empty())
-            && self.debug_frame.as_ref().is_none_or(|s| s.index.is_empty())
+        self.eh_frame.as_ref().map_or(true, |s| s.index.is_empty())
+            && self
+                .debug_frame
+                .as_ref()
+                .map_or(true, |s| s.index.is_empty())
     }
 
     /// The row for ELF virtual address `vaddr`: `.eh_frame` first, then `.debug_frame`.
@@ -536,7 +545,7 @@ impl CfiLookup for ProcessCfi<'_> {
         }
         match self.module_vaddr(addr) {
             Some((m, vaddr)) => match m.unwind_tables().row(vaddr) {
-                Some(r) => Lookup::Row(r),
+                Some(r) => Lookup::Row(Box::new(r)),
                 None => Lookup::NoCfi,
             },
             // [vdso], JIT code, a deleted file
@@ -567,17 +576,17 @@ mod tests {
                     let mut regs: [Option<Rule>; 17] = Default::default();
                     regs[RA] = Some(Rule::Offset(-8));
                     regs[RBP] = Some(Rule::Offset(-16));
-                    Lookup::Row(Row {
+                    Lookup::Row(Box::new(Row {
                         cfa: Cfa::RegisterOffset(RSP as u16, 16),
                         regs,
-                    })
+                    }))
                 }
                 0x2000..=0x2fff => Lookup::NoCfi,
                 // "end of stack" function: RA undefined
-                0x3000..=0x3fff => Lookup::Row(Row {
+                0x3000..=0x3fff => Lookup::Row(Box::new(Row {
                     cfa: Cfa::RegisterOffset(RSP as u16, 8),
                     regs: Default::default(),
-                }),
+                })),
                 _ => Lookup::Unmapped,
             }
         }
@@ -666,7 +675,9 @@ mod tests {
         // DW_OP_breg7 8; DW_OP_breg16 0; DW_OP_lit15; DW_OP_and; DW_OP_lit11; DW_OP_ge;
         // DW_OP_lit3; DW_OP_shl; DW_OP_plus  (the x86-64 .plt CFA)
         let e: Arc<[u8]> = Arc::from(
-            &[0x77, 0x08, 0x80, 0x00, 0x3f, 0x1a, 0x3b, 0x2a, 0x33, 0x24, 0x22][..],
+            &[
+                0x77, 0x08, 0x80, 0x00, 0x3f, 0x1a, 0x3b, 0x2a, 0x33, 0x24, 0x22,
+            ][..],
         );
         let mut regs: Regs = [None; 17];
         regs[RSP] = Some(0x7000);

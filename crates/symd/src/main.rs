@@ -16,6 +16,7 @@ mod probe;
 mod record;
 mod sample;
 mod stack;
+mod stack_native;
 mod top;
 mod trace;
 

@@ -10,6 +10,9 @@ use crate::client::{self, ClientError, Global};
 use crate::exit;
 
 pub fn run(args: &StackArgs, global: &Global) -> ExitCode {
+    if args.native {
+        return crate::stack_native::run(args);
+    }
     // The daemon when it answers (it may read what the caller may not open itself,
     // and keeps caches warm); the process directly when there is none.
     if !global.no_daemon {
@@ -203,4 +206,10 @@ pub struct StackArgs {
     /// Read the process directly even when the daemon is running.
     #[arg(long)]
     pub no_daemon: bool,
+    /// Every thread's native stack with the Python frames under the eval-loop frames that
+    /// run them (DTrace jstack() layout). Implies stopping the process (ptrace, every thread,
+    /// resumed afterwards, as --pause) and reads it directly, never through the daemon
+    /// (docs/native.md).
+    #[arg(long)]
+    pub native: bool,
 }
