@@ -344,8 +344,10 @@ fn eval(expr: &[u8], regs: &Regs, mem: &dyn ReadMemory, cfa: Option<u64>) -> Res
 struct Section<S> {
     section: S,
     bases: BaseAddresses,
-    /// (start, end, offset of the FDE), sorted by start.
+    /// (start, end, offset of the FDE), sorted by start (empty when `hdr` has a table).
     index: Vec<(u64, u64, usize)>,
+    /// `.eh_frame_hdr` with its binary-search table: no index to build.
+    hdr: Option<gimli::ParsedEhFrameHdr<Reader>>,
 }
 
 /// The CFI of one module: `.eh_frame` and `.debug_frame` (of the binary or its debug file).
@@ -414,14 +416,29 @@ impl UnwindTables {
                 if let Some(t) = section_address(binary, ".text") {
                     bases = bases.set_text(t);
                 }
+                let mut hdr = None;
                 if let Some(h) = section_address(binary, ".eh_frame_hdr") {
                     bases = bases.set_eh_frame_hdr(h);
+                    hdr = binary
+                        .section(".eh_frame_hdr", limit)
+                        .ok()
+                        .flatten()
+                        .and_then(|b| {
+                            gimli::EhFrameHdr::from(Reader::new(b, endian))
+                                .parse(&bases, 8)
+                                .ok()
+                        })
+                        .filter(|p| p.table().is_some());
                 }
-                let index = index_of(&section, &bases);
+                let index = match hdr {
+                    Some(_) => Vec::new(),
+                    None => index_of(&section, &bases),
+                };
                 Section {
                     section,
                     bases,
                     index,
+                    hdr,
                 }
             });
         let debug_frame = [Some(binary), debug]
@@ -437,6 +454,7 @@ impl UnwindTables {
                     section,
                     bases,
                     index,
+                    hdr: None,
                 }
             });
         UnwindTables {
@@ -454,7 +472,9 @@ impl UnwindTables {
 
     /// Whether any CFI was found.
     pub fn is_empty(&self) -> bool {
-        self.eh_frame.as_ref().map_or(true, |s| s.index.is_empty())
+        self.eh_frame
+            .as_ref()
+            .map_or(true, |s| s.index.is_empty() && s.hdr.is_none())
             && self
                 .debug_frame
                 .as_ref()
@@ -464,8 +484,22 @@ impl UnwindTables {
     /// The row for ELF virtual address `vaddr`: `.eh_frame` first, then `.debug_frame`.
     pub fn row(&self, vaddr: u64) -> Option<Row> {
         if let Some(s) = &self.eh_frame {
-            if let Some(r) = row_in(s, vaddr) {
-                return Some(r);
+            let hit = match &s.hdr {
+                Some(h) => h.table().and_then(|t| {
+                    let fde = t
+                        .fde_for_address(
+                            &s.section,
+                            &s.bases,
+                            vaddr,
+                            gimli::EhFrame::cie_from_offset,
+                        )
+                        .ok()?;
+                    row_of(s, fde, vaddr)
+                }),
+                None => row_in(s, vaddr),
+            };
+            if hit.is_some() {
+                return hit;
             }
         }
         self.debug_frame.as_ref().and_then(|s| row_in(s, vaddr))
@@ -485,6 +519,14 @@ where
         .section
         .fde_from_offset(&s.bases, S::Offset::from(off), S::cie_from_offset)
         .ok()?;
+    row_of(s, fde, vaddr)
+}
+
+fn row_of<S: UnwindSection<Reader>>(
+    s: &Section<S>,
+    fde: gimli::FrameDescriptionEntry<Reader>,
+    vaddr: u64,
+) -> Option<Row> {
     let mut ctx = UnwindContext::new();
     let row = fde
         .unwind_info_for_address(&s.section, &s.bases, &mut ctx, vaddr)
@@ -704,5 +746,24 @@ mod tests {
         let _ = idx;
         let row = t.row(vaddr).expect("a CFI row for a Rust function");
         assert_eq!(row.regs[RA], Some(Rule::Offset(-8)));
+
+        // the .eh_frame_hdr search table finds the rows the full index finds
+        let eh = t.eh_frame.as_ref().unwrap();
+        assert!(eh.hdr.is_some(), "a linked binary has .eh_frame_hdr");
+        let plain = Section {
+            section: eh.section.clone(),
+            bases: eh.bases.clone(),
+            index: index_of(&eh.section, &eh.bases),
+            hdr: None,
+        };
+        assert!(plain.index.len() > 100);
+        let mut compared = 0;
+        for &(start, end, _) in plain.index.iter().step_by(37) {
+            for a in [start, start + (end - start) / 2, end - 1] {
+                assert_eq!(row_in(&plain, a), t.row(a), "at {a:#x}");
+                compared += 1;
+            }
+        }
+        assert!(compared > 30);
     }
 }

@@ -410,6 +410,23 @@ fn text_output_puts_python_frames_under_eval_frames() {
     for t in &target.truth().threads {
         assert!(text.contains(&format!("Thread {}", t.native_id)), "{text}");
     }
+    // resumed: no thread left stopped or traced, none with a tracer
+    let pid = target.pid();
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid = e.unwrap().file_name();
+        let tid = tid.to_string_lossy();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap();
+        let state = stat.rsplit_once(") ").unwrap().1.chars().next().unwrap();
+        assert!(
+            !matches!(state, 't' | 'T'),
+            "thread {tid} left in state {state}"
+        );
+        let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+        assert!(
+            status.contains("TracerPid:\t0\n"),
+            "thread {tid} still traced"
+        );
+    }
 }
 
 #[test]
