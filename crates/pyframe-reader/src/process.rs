@@ -259,7 +259,28 @@ impl PythonProcess {
     /// Read every thread's stack (or one thread's, see [`StackOptions::tid`], our tid or
     /// the target's namespace tid; ours wins where a number is both).
     pub fn stack(&mut self, opts: &StackOptions) -> Result<ProcessStack> {
-        let _stopped = if opts.pause {
+        self.stack_inner(opts, false)
+    }
+
+    /// Read every thread's stack (as [`PythonProcess::stack`]) while the caller holds the
+    /// process stopped with `_held` (`stack --native` reads registers under the same stop):
+    /// read as a paused read, without stopping it again.
+    pub fn stack_held(
+        &mut self,
+        _held: &platform::StopGuard,
+        opts: &StackOptions,
+    ) -> Result<ProcessStack> {
+        self.stack_inner(
+            &StackOptions {
+                pause: true,
+                ..opts.clone()
+            },
+            true,
+        )
+    }
+
+    fn stack_inner(&mut self, opts: &StackOptions, held: bool) -> Result<ProcessStack> {
+        let _stopped = if opts.pause && !held {
             // attached before: a process that is gone now has exited
             Some(platform::stop(self.pid).map_err(|e| match e {
                 Error::NoSuchProcess { pid } => Error::ProcessExited { pid },

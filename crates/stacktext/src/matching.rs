@@ -115,6 +115,25 @@ pub fn eval_calls<'a, I: IntoIterator<Item = (usize, &'a [u8])>>(frames: I, out:
     }
 }
 
+/// Where the Python frame groups of a thread (`groups` of them, one per C eval call,
+/// innermost first) go in a native stack given innermost first as `(id, symbol)`: the id of
+/// the eval frame of each group, innermost first, when the counts fit as annotate requires
+/// (equal, or one more eval frame than groups: a call entering or leaving, whose outermost
+/// eval frame stays without Python frames). `None` when they cannot be placed (no eval
+/// frame named, as in stripped builds whose loop has no symbol).
+pub fn place_groups<'a, I: IntoIterator<Item = (usize, &'a [u8])>>(
+    frames: I,
+    groups: usize,
+) -> Option<Vec<usize>> {
+    let mut evals = Vec::new();
+    eval_calls(frames, &mut evals);
+    if groups == 0 || !fits(groups, evals.len()) {
+        return None;
+    }
+    evals.truncate(groups);
+    Some(evals)
+}
+
 /// Why a stack was left unannotated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unmatched {
@@ -308,6 +327,25 @@ mod tests {
             &mut v,
         );
         v
+    }
+
+    #[test]
+    fn groups_placed_on_eval_frames() {
+        let syms = [
+            "os_read",
+            "_PyEval_EvalFrameDefault",
+            "builtin_sorted",
+            "_PyEval_EvalFrameDefault.cold",
+            "main",
+        ];
+        let frames = || syms.iter().enumerate().map(|(i, s)| (i, s.as_bytes()));
+        assert_eq!(place_groups(frames(), 2), Some(vec![1, 3]));
+        // one eval frame more than groups: the outermost stays bare
+        assert_eq!(place_groups(frames(), 1), Some(vec![1]));
+        assert_eq!(place_groups(frames(), 3), None);
+        assert_eq!(place_groups(frames(), 0), None);
+        // stripped: no eval frame named
+        assert_eq!(place_groups([(0, &b"??"[..])], 1), None);
     }
 
     #[test]

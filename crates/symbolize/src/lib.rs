@@ -9,7 +9,8 @@
 //! - [`debuginfod`]: the debuginfod HTTP client and its download cache;
 //! - [`cache`]: the per-build-id module cache with an LRU byte budget;
 //! - [`maps`]: process mappings and address → file → ELF virtual address;
-//! - [`module`]: one binary with its lazily loaded debug file, symbols and DWARF.
+//! - [`module`]: one binary with its lazily loaded debug file, symbols and DWARF;
+//! - [`unwind`]: native stack unwinding with `.eh_frame`/`.debug_frame` CFI and frame pointers.
 //!
 //! ```no_run
 //! use symbolize::{Config, ProcessMaps, Symbolizer};
@@ -29,6 +30,7 @@ pub mod lines;
 pub mod maps;
 pub mod module;
 pub mod symtab;
+pub mod unwind;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

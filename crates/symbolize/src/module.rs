@@ -11,6 +11,7 @@ use crate::elf::{BuildId, ElfFile};
 use crate::error::{Error, Result};
 use crate::lines::{Lines, SourceFrame};
 use crate::symtab::{SymbolHit, SymbolTable};
+use crate::unwind::UnwindTables;
 
 /// What every module of one symbolizer shares.
 #[derive(Debug)]
@@ -28,6 +29,7 @@ pub struct Module {
     debug: OnceLock<DebugSearch>,
     symbols: OnceLock<(SymbolTable, Option<Error>)>,
     lines: OnceLock<Result<Option<Mutex<Lines>>, Error>>,
+    unwind: OnceLock<UnwindTables>,
     bytes: AtomicU64,
 }
 
@@ -62,6 +64,7 @@ impl Module {
             debug: OnceLock::new(),
             symbols: OnceLock::new(),
             lines: OnceLock::new(),
+            unwind: OnceLock::new(),
             bytes,
         }
     }
@@ -160,6 +163,17 @@ impl Module {
             })
             .as_ref()
             .map(|o| o.as_ref())
+    }
+
+    /// The module's call frame information (`.eh_frame`, and `.debug_frame` of the
+    /// binary or its debug file), indexed on first use.
+    pub fn unwind_tables(&self) -> &UnwindTables {
+        self.unwind.get_or_init(|| {
+            let debug = self.debug_search().found.as_ref().map(|(f, _)| f);
+            let t = UnwindTables::load(&self.binary, debug, self.settings.section_limit);
+            self.bytes.fetch_add(t.heap_bytes(), Ordering::Relaxed);
+            t
+        })
     }
 
     /// Whether DWARF (lines, inlined frames) is available.

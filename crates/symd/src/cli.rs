@@ -51,8 +51,14 @@ shows them (3 levels deep, 10 items, 100 characters, then `…`), anything else 
 `<module.Class object at 0x…>`. A container that changed while read is retried, then shown as
 `<changed while read>` (docs/json.md \"Locals\").
 
+--native prints every thread's native (C) stack, unwound from its registers with the
+binaries' call frame information, with the Python frames under the eval-loop frames that
+run them, in DTrace's jstack() layout; it stops the process while it reads (as --pause) and
+always reads it directly (docs/native.md).
+
 Examples:
   pystackd stack 4242                 every thread of process 4242
+  pystackd stack --native 4242        native and Python frames together
   pystackd stack --tid 4250 4242      one thread
   pystackd stack --json 4242 | jq .   machine-readable (schema: docs/json.md)
   sudo pystackd stack --pause 4242    consistent snapshot of a busy process

@@ -17,6 +17,7 @@ mod profile;
 mod record;
 mod sample;
 mod stack;
+mod stack_native;
 mod top;
 mod trace;
 

@@ -10,6 +10,9 @@ use crate::client::{self, ClientError, Global};
 use crate::exit;
 
 pub fn run(args: &StackArgs, global: &Global) -> ExitCode {
+    if args.native {
+        return crate::stack_native::run(args);
+    }
     if args.subprocesses {
         return run_tree(args, global);
     }
@@ -315,6 +318,12 @@ pub struct StackArgs {
     /// Also every descendant process that runs Python (multiprocessing, gunicorn or celery
     /// workers, subprocesses), each with its pid and parent; descendants that are not Python
     /// are left out, ones that cannot be read are named with the reason (exit 9).
-    #[arg(long, conflicts_with = "tid")]
+    #[arg(long, conflicts_with_all = ["tid", "native"])]
     pub subprocesses: bool,
+    /// Every thread's native stack with the Python frames under the eval-loop frames that
+    /// run them (DTrace jstack() layout). Implies stopping the process (ptrace, every thread,
+    /// resumed afterwards, as --pause) and reads it directly, never through the daemon
+    /// (docs/native.md).
+    #[arg(long)]
+    pub native: bool,
 }

@@ -251,6 +251,24 @@ pub fn stop(pid: u32) -> Result<StopGuard> {
     Ok(StopGuard { ctl })
 }
 
+impl StopGuard {
+    /// The LWPs held: `PCSTOP` stops them all; not listed one by one here yet.
+    pub fn tids(&self) -> Vec<u64> {
+        Vec::new()
+    }
+
+    /// Not supported yet on illumos (the registers are in `/proc/PID/lwp/LWP/lwpstatus`).
+    pub fn registers(&self, tid: u64) -> Result<super::Registers> {
+        Err(Error::io(
+            format!(
+                "reading the registers of thread {tid}: stack --native is not supported yet \
+                 on illumos"
+            ),
+            std::io::Error::from(std::io::ErrorKind::Unsupported),
+        ))
+    }
+}
+
 impl Drop for StopGuard {
     fn drop(&mut self) {
         let _ = self.ctl.write_all(&ctl_message(&[PCRUN, 0]));

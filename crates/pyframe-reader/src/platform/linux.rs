@@ -613,6 +613,44 @@ fn release(p: Pid) {
     }
 }
 
+impl StopGuard {
+    /// The threads held (host tids), in the order they were stopped.
+    pub fn tids(&self) -> Vec<u64> {
+        self.tids.iter().map(|p| p.as_raw() as u64).collect()
+    }
+
+    /// The registers of held thread `tid`.
+    #[cfg(target_arch = "x86_64")]
+    pub fn registers(&self, tid: u64) -> Result<super::Registers> {
+        let p = Pid::from_raw(tid as i32);
+        if !self.tids.contains(&p) {
+            return Err(Error::io(
+                format!("thread {tid} is not stopped"),
+                io::Error::from(ErrorKind::InvalidInput),
+            ));
+        }
+        let r = ptrace::getregs(p)
+            .map_err(|e| Error::io(format!("reading the registers of thread {tid}"), e.into()))?;
+        Ok(super::Registers {
+            pc: r.rip,
+            sp: r.rsp,
+            gpr: [
+                r.rax, r.rdx, r.rcx, r.rbx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11,
+                r.r12, r.r13, r.r14, r.r15,
+            ],
+        })
+    }
+
+    /// Only x86-64 registers are read so far.
+    #[cfg(not(target_arch = "x86_64"))]
+    pub fn registers(&self, tid: u64) -> Result<super::Registers> {
+        Err(Error::io(
+            format!("reading the registers of thread {tid}: only x86-64 is supported yet"),
+            io::Error::from(ErrorKind::Unsupported),
+        ))
+    }
+}
+
 impl Drop for StopGuard {
     fn drop(&mut self) {
         for &p in &self.tids {

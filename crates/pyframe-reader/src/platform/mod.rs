@@ -45,11 +45,25 @@ const INTERFACE: () = {
     let _: fn(u32, &dyn Memory, &[u64]) -> Option<u64> = calibrate_pthread_tid_offset;
     let _: fn(u32, &dyn Memory, &[u64], &mut Option<u64>) -> HashMap<u64, u64> = os_thread_ids;
     let _: fn(u32) -> Result<StopGuard> = stop;
+    let _: fn(&StopGuard) -> Vec<u64> = StopGuard::tids;
+    let _: fn(&StopGuard, u64) -> Result<Registers> = StopGuard::registers;
     let _: fn(u32) -> Result<()> = resume;
     let _: fn(u32) -> std::io::Result<ProcessHandle> = ProcessHandle::open;
     let _: fn(&ProcessHandle) -> bool = ProcessHandle::exited;
     let _: fn(u32) -> Option<(u64, u64)> = exe_identity;
 };
+
+/// The registers of a stopped thread an unwinder starts from (`pystackd stack --native`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Registers {
+    /// Instruction pointer.
+    pub pc: u64,
+    /// Stack pointer.
+    pub sp: u64,
+    /// General-purpose registers by their DWARF number (x86-64: 0 rax, 1 rdx, 2 rcx,
+    /// 3 rbx, 4 rsi, 5 rdi, 6 rbp, 7 rsp, 8-15 r8-r15).
+    pub gpr: [u64; 16],
+}
 
 /// One mapping of the target's address space.
 #[derive(Debug, Clone, PartialEq, Eq)]

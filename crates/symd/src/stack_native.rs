@@ -1,0 +1,320 @@
+//! `pystackd stack --native PID`: every thread's native stack with its Python frames under
+//! the eval-loop frames that run them, like `py-spy dump --native`.
+//!
+//! The process is stopped (ptrace, every thread; resumed on every path by the
+//! `StopGuard`), each thread's registers are read and its stack unwound with CFI
+//! (`symbolize::unwind`), the Python stacks are read under the same stop, and each
+//! thread's Python frame groups (one per C eval call, delimited by `Frame::entry`) are put
+//! under the eval frames annotate would put them under (`stacktext::matching::place_groups`).
+//! Always read directly: the daemon is not asked (see docs/native.md).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use protocol::{escape_control, Frame as PyFrame};
+use pyframe_reader::{platform, PythonProcess, StackOptions};
+use serde::Serialize;
+use symbolize::unwind::{self, Method, ProcessCfi, Stop};
+use symbolize::{Config, ProcessMaps, Symbolizer};
+
+use crate::exit;
+use crate::stack::StackArgs;
+
+/// One native frame.
+#[derive(Debug, Clone, Serialize)]
+pub struct NativeFrame {
+    /// The pc (innermost frame) or return address.
+    pub address: u64,
+    /// The mapped file's path, as the target sees it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub symbol: Option<String>,
+    /// Offset of `address` into `symbol`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// How this frame was found: `registers` (innermost), `cfi`, `frame_pointer`.
+    pub unwound_by: &'static str,
+    /// The Python frames this eval-loop frame runs, innermost first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub python: Vec<PyFrame>,
+}
+
+/// One thread.
+#[derive(Debug, Clone, Serialize)]
+pub struct NativeThread {
+    pub os_tid: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Whether the interpreter knows this thread (it has a Python thread state).
+    pub python_thread: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holds_gil: Option<bool>,
+    /// Native frames, innermost first, with the Python frames under their eval frames.
+    pub frames: Vec<NativeFrame>,
+    /// The Python frames no eval frame could be found for (a build whose eval loop has no
+    /// symbol), innermost first: printed after the native frames.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unplaced_python: Vec<PyFrame>,
+    /// Why the unwind stopped: `end` (the outermost frame), `limit`, `unmapped`,
+    /// `sp_not_increasing`, `read_failed`, `unsupported`, `registers` (unreadable).
+    pub stop: String,
+}
+
+/// The whole process.
+#[derive(Debug, Clone, Serialize)]
+pub struct NativeStack {
+    pub pid: u32,
+    pub python_version: String,
+    pub python_binary: String,
+    pub threads: Vec<NativeThread>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+fn stop_name(s: Stop) -> String {
+    match s {
+        Stop::End => "end".into(),
+        Stop::Limit => "limit".into(),
+        Stop::Unmapped(a) => format!("unmapped {a:#x}"),
+        Stop::SpNotIncreasing => "sp_not_increasing".into(),
+        Stop::ReadFailed(a) => format!("read_failed {a:#x}"),
+        Stop::Unsupported => "unsupported".into(),
+    }
+}
+
+pub fn run(args: &StackArgs) -> ExitCode {
+    if args.locals {
+        eprintln!("pystackd: --locals is not supported with --native yet");
+        return ExitCode::from(exit::USAGE);
+    }
+    match read(args.pid, args.tid) {
+        Ok(stack) => {
+            if let Some(tid) = args.tid {
+                if !stack.threads.iter().any(|t| t.os_tid == tid) {
+                    eprintln!("pystackd: process {} has no thread {tid}", args.pid);
+                    return ExitCode::from(protocol::ErrorKind::NoSuchThread.exit_code());
+                }
+            }
+            print(args, &stack)
+        }
+        Err(e) => {
+            eprintln!("pystackd: {e}");
+            if let Some(hint) = e.kind().hint() {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(exit::for_reader_error(&e))
+        }
+    }
+}
+
+/// Stop `pid`, unwind every thread (or only `tid`), read the Python stacks, resume.
+pub fn read(pid: u32, tid: Option<u64>) -> pyframe_reader::Result<NativeStack> {
+    let mut process = PythonProcess::attach(pid)?;
+    let symbolizer = Symbolizer::new(Config::from_env());
+    let held = platform::stop(pid).map_err(|e| match e {
+        pyframe_reader::Error::NoSuchProcess { pid } => {
+            pyframe_reader::Error::ProcessExited { pid }
+        }
+        e => e,
+    })?;
+    // mappings and memory after the stop: nothing is loaded or unmapped meanwhile
+    let maps = ProcessMaps::for_pid(pid).map_err(|e| {
+        pyframe_reader::Error::io(
+            format!("reading the mappings of process {pid}"),
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    let mem = platform::open_memory(pid)?;
+    let py = process.stack_held(
+        &held,
+        &StackOptions {
+            pause: true,
+            tid: None,
+            locals: false,
+        },
+    )?;
+    let cfi = ProcessCfi {
+        symbolizer: &symbolizer,
+        maps: &maps,
+    };
+    let mut warnings = py.warnings.clone();
+    let mut threads = Vec::new();
+    for t in held.tids() {
+        if tid.is_some_and(|w| w != t) {
+            continue;
+        }
+        let pyt = py.threads.iter().find(|p| p.os_tid == Some(t));
+        let (frames, stop) = match held.registers(t) {
+            Ok(regs) => {
+                let u = unwind::unwind(regs.pc, &regs.gpr, &mem, &cfi, unwind::MAX_FRAMES);
+                let frames = u
+                    .frames
+                    .iter()
+                    .map(|f| name_frame(&symbolizer, &maps, f))
+                    .collect();
+                (frames, stop_name(u.stop))
+            }
+            Err(e) => {
+                warnings.push(format!("thread {t}: {e}"));
+                (Vec::new(), "registers".to_string())
+            }
+        };
+        let mut thread = NativeThread {
+            os_tid: t,
+            name: platform::thread_name(pid, t),
+            python_thread: pyt.is_some(),
+            holds_gil: pyt.and_then(|p| p.holds_gil),
+            frames,
+            unplaced_python: Vec::new(),
+            stop,
+        };
+        if let Some(pyt) = pyt {
+            place(&mut thread, pyt);
+        }
+        threads.push(thread);
+    }
+    drop(held);
+    Ok(NativeStack {
+        pid,
+        python_version: py.python_version,
+        python_binary: py.python_binary,
+        threads,
+        warnings,
+    })
+}
+
+/// Puts the thread's Python frame groups under their eval frames, or, when no placement
+/// fits, after the native frames.
+fn place(thread: &mut NativeThread, py: &protocol::ThreadStack) {
+    let groups = py.eval_groups();
+    let placed = stacktext::matching::place_groups(
+        thread
+            .frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (i, f.symbol.as_deref().unwrap_or("").as_bytes())),
+        groups.len(),
+    );
+    match placed {
+        Some(evals) => {
+            for (g, i) in groups.into_iter().zip(evals) {
+                thread.frames[i].python = g.to_vec();
+            }
+        }
+        None => thread.unplaced_python = py.frames.clone(),
+    }
+}
+
+fn name_frame(sym: &Symbolizer, maps: &ProcessMaps, f: &unwind::Frame) -> NativeFrame {
+    let lookup = f.lookup_address();
+    let module = maps.region(lookup).and_then(|(_, r)| r.path.clone());
+    let (symbol, offset) = match sym.symbolize(maps, lookup, false) {
+        Ok(s) => match s.symbol {
+            Some(h) => (Some(h.name.to_string()), Some(h.offset + (f.pc - lookup))),
+            None => (None, None),
+        },
+        Err(_) => (None, None),
+    };
+    NativeFrame {
+        address: f.pc,
+        module,
+        symbol,
+        offset,
+        unwound_by: match f.method {
+            Method::Registers => "registers",
+            Method::Cfi => "cfi",
+            Method::FramePointer => "frame_pointer",
+        },
+        python: Vec::new(),
+    }
+}
+
+fn print(args: &StackArgs, stack: &NativeStack) -> ExitCode {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let r = if args.json {
+        serde_json::to_writer_pretty(&mut out, stack)
+            .map_err(std::io::Error::from)
+            .and_then(|_| writeln!(out))
+    } else {
+        write_text(&mut out, stack)
+    };
+    match r.and_then(|_| out.flush()) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("pystackd: writing output: {e}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+/// A native frame in DTrace's `ustack()` form: `module`symbol+0xoff`, `module`0xaddr`
+/// without a symbol, `0xaddr` outside any file.
+pub fn frame_text(f: &NativeFrame) -> String {
+    let module = f
+        .module
+        .as_deref()
+        .map(|m| m.rsplit('/').next().unwrap_or(m));
+    match (&f.symbol, module) {
+        (Some(s), Some(m)) => format!("{m}`{s}+{:#x}", f.offset.unwrap_or(0)),
+        (Some(s), None) => format!("{s}+{:#x}", f.offset.unwrap_or(0)),
+        (None, Some(m)) => format!("{m}`{:#x}", f.address),
+        (None, None) => format!("{:#x}", f.address),
+    }
+}
+
+fn python_text(p: &PyFrame) -> String {
+    let func = escape_control(p.qualname.as_deref().unwrap_or(&p.function));
+    let file = escape_control(&p.filename);
+    match p.line {
+        Some(l) => format!("[ {file}:{l} ({func}) ]"),
+        None => format!("[ {file} ({func}) ]"),
+    }
+}
+
+/// The text form: a header per thread, then its frames in DTrace's `jstack()` layout.
+pub fn write_text(out: &mut impl Write, s: &NativeStack) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "Process {}: Python {} ({}), stopped while read",
+        s.pid, s.python_version, s.python_binary
+    )?;
+    for w in &s.warnings {
+        writeln!(out, "warning: {w}")?;
+    }
+    for t in &s.threads {
+        writeln!(out)?;
+        write!(out, "Thread {}", t.os_tid)?;
+        if let Some(n) = &t.name {
+            write!(out, " \"{}\"", escape_control(n))?;
+        }
+        if t.holds_gil == Some(true) {
+            write!(out, " (holds the GIL)")?;
+        }
+        if !t.python_thread {
+            write!(out, " (no Python thread state)")?;
+        }
+        writeln!(out)?;
+        for f in &t.frames {
+            writeln!(out, "              {}", frame_text(f))?;
+            for p in &f.python {
+                writeln!(out, "                {}", python_text(p))?;
+            }
+        }
+        if !t.unplaced_python.is_empty() {
+            writeln!(
+                out,
+                "              (Python frames, not placed: no eval-loop frame is named in this \
+                 native stack)"
+            )?;
+            for p in &t.unplaced_python {
+                writeln!(out, "                {}", python_text(p))?;
+            }
+        }
+        if t.stop != "end" {
+            writeln!(out, "              (unwinding stopped: {})", t.stop)?;
+        }
+    }
+    Ok(())
+}
