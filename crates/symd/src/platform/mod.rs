@@ -61,7 +61,7 @@ const INTERFACE: () = {
     let _: fn(u32, CheckMode) -> io::Result<()> = open_as_client;
     let _: fn() -> u32 = ptrace_scope;
     let _: fn(u32, u32) -> bool = is_descendant;
-    let _: fn(u32) -> Vec<(u32, u32)> = descendants;
+    let _: fn(u32) -> Option<u32> = parent_pid;
     let _: fn(u32) -> Vec<(u64, Hold)> = thread_holds;
     let _: fn() -> Option<u32> = stdin_pipe_maker;
     let _: fn(u32) -> ThreadStates = ThreadStates::new;
@@ -223,4 +223,36 @@ mod tests {
     fn bad_descriptor_is_an_error() {
         assert!(peer_credentials(-1).is_err());
     }
+}
+
+/// Every descendant of `pid` as (pid, parent pid), parents before their children, each
+/// level in pid order; from every process's parent pid. Processes that end while listed
+/// are left out; a cycle or an absurd tree cannot loop (each pid is taken once).
+pub fn descendants(pid: u32) -> Vec<(u32, u32)> {
+    let mut children: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for e in dir.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some(pp) = parent_pid(p) {
+            children.entry(pp).or_default().push(p);
+        }
+    }
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::from([pid]);
+    let mut queue = std::collections::VecDeque::from([pid]);
+    while let Some(p) = queue.pop_front() {
+        let mut kids = children.remove(&p).unwrap_or_default();
+        kids.sort_unstable();
+        for k in kids {
+            if seen.insert(k) {
+                out.push((k, p));
+                queue.push_back(k);
+            }
+        }
+    }
+    out
 }
