@@ -135,6 +135,38 @@ pub fn held_privileges(caps: (u64, u64)) -> Vec<(String, String)> {
     held_privileges_impl(caps)
 }
 
+/// Every descendant of `pid` as (pid, parent pid), parents before their children, each
+/// level in pid order; from every process's parent pid. Processes that end while listed
+/// are left out; a cycle or an absurd tree cannot loop (each pid is taken once).
+pub fn descendants(pid: u32) -> Vec<(u32, u32)> {
+    let mut children: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for e in dir.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some(pp) = parent_pid(p) {
+            children.entry(pp).or_default().push(p);
+        }
+    }
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::from([pid]);
+    let mut queue = std::collections::VecDeque::from([pid]);
+    while let Some(p) = queue.pop_front() {
+        let mut kids = children.remove(&p).unwrap_or_default();
+        kids.sort_unstable();
+        for k in kids {
+            if seen.insert(k) {
+                out.push((k, p));
+                queue.push_back(k);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,36 +255,4 @@ mod tests {
     fn bad_descriptor_is_an_error() {
         assert!(peer_credentials(-1).is_err());
     }
-}
-
-/// Every descendant of `pid` as (pid, parent pid), parents before their children, each
-/// level in pid order; from every process's parent pid. Processes that end while listed
-/// are left out; a cycle or an absurd tree cannot loop (each pid is taken once).
-pub fn descendants(pid: u32) -> Vec<(u32, u32)> {
-    let mut children: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    for e in dir.flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        if let Some(pp) = parent_pid(p) {
-            children.entry(pp).or_default().push(p);
-        }
-    }
-    let mut out = Vec::new();
-    let mut seen = std::collections::HashSet::from([pid]);
-    let mut queue = std::collections::VecDeque::from([pid]);
-    while let Some(p) = queue.pop_front() {
-        let mut kids = children.remove(&p).unwrap_or_default();
-        kids.sort_unstable();
-        for k in kids {
-            if seen.insert(k) {
-                out.push((k, p));
-                queue.push_back(k);
-            }
-        }
-    }
-    out
 }
