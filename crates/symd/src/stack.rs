@@ -120,70 +120,70 @@ fn run_tree(args: &StackArgs, global: &Global) -> ExitCode {
             },
         }
     }
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    let r = if args.json {
-        let processes: Vec<serde_json::Value> = read
-            .iter()
-            .map(|(ppid, s)| {
-                let mut v = serde_json::to_value(s).unwrap_or_default();
-                v["parent_pid"] = serde_json::json!(ppid);
-                v
-            })
-            .collect();
-        let unread: Vec<serde_json::Value> = unreadable
-            .iter()
-            .map(|(pid, ppid, why)| serde_json::json!({"pid": pid, "parent_pid": ppid, "error": why}))
-            .collect();
-        serde_json::to_writer_pretty(
-            &mut out,
-            &serde_json::json!({"processes": processes, "unreadable": unread}),
-        )
-        .map_err(std::io::Error::from)
-        .and_then(|_| writeln!(out))
-    } else {
-        let mut r = Ok(());
+    let processes: Vec<serde_json::Value> = read
+        .iter()
+        .map(|(ppid, s)| {
+            let mut v = serde_json::to_value(s).unwrap_or_default();
+            v["parent_pid"] = serde_json::json!(ppid);
+            v
+        })
+        .collect();
+    let unread: Vec<serde_json::Value> = unreadable
+        .iter()
+        .map(|(pid, ppid, why)| serde_json::json!({"pid": pid, "parent_pid": ppid, "error": why}))
+        .collect();
+    let doc = serde_json::json!({"processes": processes, "unreadable": unread});
+    let text = |mut out: &mut dyn Write| -> std::io::Result<()> {
         for (i, (ppid, s)) in read.iter().enumerate() {
-            r = r.and_then(|_| {
-                if i > 0 {
-                    writeln!(out)?;
-                }
-                if let Some(pp) = ppid {
-                    writeln!(out, "Subprocess {} (child of {pp})", s.pid)?;
-                }
-                write_text(&mut out, s)
-            });
+            if i > 0 {
+                writeln!(out)?;
+            }
+            if let Some(pp) = ppid {
+                writeln!(out, "Subprocess {} (child of {pp})", s.pid)?;
+            }
+            write_text(&mut out, s)?;
         }
         for (pid, ppid, why) in &unreadable {
-            r = r.and_then(|_| {
-                writeln!(out, "\nSubprocess {pid} (child of {ppid}): not read: {why}")
-            });
+            writeln!(out, "\nSubprocess {pid} (child of {ppid}): not read: {why}")?;
         }
-        r
+        Ok(())
     };
-    match r.and_then(|_| out.flush()) {
-        Ok(()) if !unreadable.is_empty() => ExitCode::from(exit::PARTIAL),
-        Ok(()) => ExitCode::from(exit::OK),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(exit::OK),
-        Err(e) => {
-            eprintln!("pystackd: writing output: {e}");
-            ExitCode::from(exit::FAILURE)
-        }
-    }
+    let ok = if unreadable.is_empty() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    };
+    report(args.json, &doc, text, ok)
 }
 
 fn print(args: &StackArgs, stack: &ProcessStack) -> ExitCode {
-    // one write for the whole report, not one per line (stdout is line-buffered)
+    report(
+        args.json,
+        stack,
+        |mut out| write_text(&mut out, stack),
+        exit::OK,
+    )
+}
+
+/// Writes a report to stdout, JSON or text, as one buffered write (stdout is
+/// line-buffered); `ok` is the exit status when it was written. A reader that closed the
+/// pipe (`| head`) is not a failure.
+pub fn report<T: serde::Serialize + ?Sized>(
+    json: bool,
+    value: &T,
+    text: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ok: u8,
+) -> ExitCode {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    let r = if args.json {
-        serde_json::to_writer_pretty(&mut out, stack)
+    let r = if json {
+        serde_json::to_writer_pretty(&mut out, value)
             .map_err(std::io::Error::from)
             .and_then(|_| writeln!(out))
     } else {
-        write_text(&mut out, stack)
+        text(&mut out)
     };
-    let r = r.and_then(|_| out.flush());
-    match r {
-        Ok(()) => ExitCode::from(exit::OK),
+    match r.and_then(|_| out.flush()) {
+        Ok(()) => ExitCode::from(ok),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("pystackd: writing output: {e}");

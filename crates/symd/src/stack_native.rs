@@ -231,22 +231,12 @@ fn name_frame(sym: &Symbolizer, maps: &ProcessMaps, f: &unwind::Frame) -> Native
 }
 
 fn print(args: &StackArgs, stack: &NativeStack) -> ExitCode {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    let r = if args.json {
-        serde_json::to_writer_pretty(&mut out, stack)
-            .map_err(std::io::Error::from)
-            .and_then(|_| writeln!(out))
-    } else {
-        write_text(&mut out, stack)
-    };
-    match r.and_then(|_| out.flush()) {
-        Ok(()) => ExitCode::from(exit::OK),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(exit::OK),
-        Err(e) => {
-            eprintln!("pystackd: writing output: {e}");
-            ExitCode::from(exit::FAILURE)
-        }
-    }
+    crate::stack::report(
+        args.json,
+        stack,
+        |mut out| write_text(&mut out, stack),
+        exit::OK,
+    )
 }
 
 /// A native frame in DTrace's `ustack()` form: `module`symbol+0xoff`, `module`0xaddr`
