@@ -46,6 +46,7 @@
 
 pub mod bpftrace;
 pub mod dtrace;
+pub mod ebpf;
 pub mod frames;
 pub mod interpret;
 pub mod plan;

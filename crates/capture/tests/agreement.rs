@@ -1,8 +1,9 @@
 //! The plan interpreter agrees with the reader's walker on real interpreters: for every
 //! thread of stopped targets (blocking and moving ones), running the capture plan for that
 //! thread and resolving what it captured gives exactly the walker's frames (function,
-//! file, line, eval-call grouping). This is what makes the renderers, which only translate
-//! the plan's steps, trustworthy where they cannot run (D on Linux).
+//! file, line, eval-call grouping), and the eBPF bytecode, run by `capture::ebpf::emulate`,
+//! takes the same capture. This is what makes the renderers, which only translate the
+//! plan's steps, trustworthy where they cannot run (D on Linux).
 
 mod common;
 
@@ -26,6 +27,7 @@ fn plan_interpreter_agrees_with_walker() {
     }
     let mut failures = Vec::new();
     let mut compared = 0usize;
+    let mut ebpf_compared = 0usize;
     for (label, _, python) in &interps {
         for (script, args) in TARGETS {
             let target = match common::Target::spawn(python, script, args) {
@@ -62,6 +64,24 @@ fn plan_interpreter_agrees_with_walker() {
                 let captured = interpret::run(&plan, process.memory(), key)
                     .unwrap_or_else(|e| panic!("{label} {script}: plan fails: {e}"));
                 let what = format!("{label} {script} tid {:?}", t.os_tid);
+                // the eBPF rendering, run by the emulator, takes the same capture
+                match capture::ebpf::emulate_capture(
+                    &plan,
+                    process.memory(),
+                    target.pid(),
+                    t.os_tid.unwrap_or(1) as u32,
+                    t.thread_id,
+                ) {
+                    Ok(r) if r.read_failed => failures.push(format!("{what}: eBPF read failed")),
+                    // compared in the slot form every tracer's output takes (a -1 `f_lasti`
+                    // of a frame not started reads as an odd offset there)
+                    Ok(r) if r.capture != slot_form(&captured) => failures.push(format!(
+                        "{what}: eBPF capture differs:\n ebpf {:?}\n plan {:?}",
+                        r.capture, captured
+                    )),
+                    Ok(_) => ebpf_compared += 1,
+                    Err(e) => failures.push(format!("{what}: eBPF emulation: {e}")),
+                }
                 if captured.no_thread {
                     failures.push(format!("{what}: plan finds no thread state"));
                     continue;
@@ -141,6 +161,25 @@ fn plan_interpreter_agrees_with_walker() {
             drop(guard);
         }
     }
-    eprintln!("plan vs walker: {compared} threads compared");
+    eprintln!(
+        "plan vs walker: {compared} threads compared; eBPF (emulated) vs plan: {ebpf_compared}"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        ebpf_compared >= compared,
+        "every thread compared with the eBPF rendering too"
+    );
+}
+
+/// `c` as the slot form reads back: an odd offset (3.9's `f_lasti` of -1 for a frame not
+/// started) is the entry flag plus the even offset below it.
+fn slot_form(c: &capture::Capture) -> capture::Capture {
+    let mut c = c.clone();
+    for f in &mut c.frames {
+        if f.offset & 1 != 0 {
+            f.offset &= !1;
+            f.entry = true;
+        }
+    }
+    c
 }
