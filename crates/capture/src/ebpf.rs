@@ -348,9 +348,10 @@ impl Asm {
     }
 }
 
-/// The span `[low, high)` of the fields `(offset, size)`.
+/// The span `[low, high)` of the fields `(offset, size)`, `low` 8-aligned (the verifier
+/// refuses misaligned stack loads, and fields keep their alignment in the copy).
 fn span(fields: &[(u64, u64)]) -> (u64, u64) {
-    let low = fields.iter().map(|f| f.0).min().unwrap_or(0);
+    let low = fields.iter().map(|f| f.0).min().unwrap_or(0) & !7;
     let high = fields.iter().map(|f| f.0 + f.1).max().unwrap_or(0);
     (low, high)
 }

@@ -156,6 +156,14 @@ fn address_in(
         .map(|m| m.start + (file_offset - m.offset))
 }
 
+/// A uprobe's file and the offset of its instruction in it (what `perf_event_open` takes),
+/// or why it cannot be found; `None` for probes that are not uprobes.
+pub fn file_offset(probe: &str) -> Option<Result<(String, u64), String>> {
+    Some(parse(probe)?.and_then(|(path, target, offset)| {
+        locate_in_file(&path, &target, offset).map(|(at, _)| (path, at))
+    }))
+}
+
 impl Breakpoints {
     /// Finds each uprobe's instruction in its file; which are checked is then fixed.
     pub fn locate(pid: u32, probes: &[String]) -> Breakpoints {

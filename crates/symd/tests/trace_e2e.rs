@@ -103,7 +103,7 @@ struct PyFrame {
     mismatch: Option<String>,
 }
 
-fn run_trace(pid: u32, probes: &[String]) -> (Vec<Firing>, String, i32) {
+fn run_trace(pid: u32, engine: &str, probes: &[String]) -> (Vec<Firing>, String, i32) {
     let out = Command::new(pystackd_bin())
         .args([
             "trace",
@@ -111,6 +111,8 @@ fn run_trace(pid: u32, probes: &[String]) -> (Vec<Firing>, String, i32) {
             &pid.to_string(),
             "--duration",
             TRACE_SECONDS,
+            "--engine",
+            engine,
         ])
         .args(["--output", "json"])
         .args(probes)
@@ -143,7 +145,8 @@ fn accounted(stderr: &str, printed: u64) -> Result<(), String> {
     if total != printed {
         return Err(format!("stderr says {total} firings, {printed} printed"));
     }
-    let incomplete = number_before(stderr, " firings incomplete").unwrap_or(0);
+    let incomplete = number_before(stderr, " firings incomplete").unwrap_or(0)
+        + number_before(stderr, " firings were lost").unwrap_or(0);
     let loss_line = stderr
         .lines()
         .find(|l| l.contains("never reached"))
@@ -206,9 +209,22 @@ fn invalid_path(
     None
 }
 
+/// Both engines: pystackd's own eBPF programs and bpftrace.
+const ENGINES: &[&str] = &["direct", "bpftrace"];
+
 #[test]
 fn trace_is_exact_on_moving_targets() {
     let _serial = serial();
+    let only = std::env::var("PYSTACKD_TRACE_ENGINE").ok();
+    for engine in ENGINES
+        .iter()
+        .filter(|e| only.as_deref().is_none_or(|o| o == **e))
+    {
+        exact_on_moving_targets(engine);
+    }
+}
+
+fn exact_on_moving_targets(engine: &str) {
     if let Some(why) = missing() {
         skip(&why);
         return;
@@ -221,7 +237,7 @@ fn trace_is_exact_on_moving_targets() {
     let mut table = BTreeMap::new();
     let mut failures = Vec::new();
     for interp in &interps {
-        let label = &interp.label;
+        let label = &format!("{}-{engine}", interp.label);
         // A probe that fired fewer times than its minimum over the runs so far gets another
         // run, on a new target and a new library file: up to five runs, every firing of
         // every run checked. (Before pystackd named user frames itself, bpftrace's own
@@ -249,7 +265,7 @@ fn trace_is_exact_on_moving_targets() {
                     None => w.to_string(),
                 };
                 let probes: Vec<String> = wanted.iter().map(|w| probe_of(w.0)).collect();
-                let (more, err, status) = run_trace(target.pid(), &probes);
+                let (more, err, status) = run_trace(target.pid(), engine, &probes);
                 // 17: a breakpoint was found missing, and said so
                 if status != 0 && status != 17 {
                     failures.push(format!("{label} {kind}: exit status {status}: {err}"));

@@ -19,6 +19,9 @@ use crate::breakpoints::Breakpoints;
 use crate::exit;
 use crate::native::Names;
 
+#[cfg(target_os = "linux")]
+mod direct;
+
 pub const HELP: &str = "\
 Each probe fires in process PID; in probe context, bpftrace itself walks the firing thread's
 Python frames and records (code object, instruction offset, identity) for each, which
@@ -70,6 +73,17 @@ pub enum TraceOutput {
     Folded,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// direct when it takes every probe given, else bpftrace
+    #[default]
+    Auto,
+    /// pystackd's own eBPF programs (Linux)
+    Direct,
+    /// bpftrace runs the capture
+    Bpftrace,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct TraceArgs {
     /// The CPython process to trace.
@@ -94,6 +108,11 @@ pub struct TraceArgs {
     /// Qualified names (`Class.method`, 3.11+) instead of bare function names.
     #[arg(long)]
     pub qualname: bool,
+    /// Who runs the capture: `direct` (pystackd loads its own eBPF programs: cheaper per
+    /// firing; profile:hz:N, uprobe/uretprobe with a path, tracepoint), `bpftrace` (any
+    /// bpftrace probe), `auto` (direct when it takes every probe given).
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    pub engine: Engine,
     /// bpftrace probes, e.g. `uprobe:/path/lib.so:func`, `profile:hz:99`.
     #[arg(required = true, value_name = "PROBE")]
     pub probes: Vec<String>,
@@ -237,7 +256,8 @@ pub struct Firing {
     pub tid: u64,
     /// The bpftrace probe that fired (`uprobe:/path/lib.so:func`, `profile:hz:99`).
     pub probe: String,
-    /// `ok`, or `nothread` (the thread has no Python thread state).
+    /// `ok`, `nothread` (the thread has no Python thread state), or `incomplete` (a read
+    /// failed in probe context: the Python frames are the innermost ones, up to it).
     pub status: &'static str,
     /// Innermost first.
     pub native: Vec<NativeFrame>,
@@ -455,38 +475,268 @@ pub fn run(args: &TraceArgs) -> ExitCode {
     }
 }
 
+/// What an engine did, for the summary and the exit status.
+#[derive(Default)]
+struct Ran {
+    /// Firings of the target's threads the probes counted (None: not known).
+    fired: Option<u64>,
+    /// Firings some of whose output was dropped (bpftrace): not reported.
+    incomplete: u64,
+    /// Output records bpftrace lost (its ring was full): parts of firings.
+    lost_records: u64,
+    /// Whole firings the direct engine's ring had no room for.
+    lost_firings: u64,
+    malformed: u64,
+    elapsed: Duration,
+    exited: bool,
+    breakpoints: Breakpoints,
+    /// The tracer's own complaint, shown when nothing was traced.
+    tracer_error: Option<String>,
+    interrupted: bool,
+}
+
+/// Which engine runs the capture.
+enum Chosen {
+    #[cfg(target_os = "linux")]
+    Direct(Vec<direct::DirectProbe>),
+    Bpftrace,
+}
+
+fn choose(args: &TraceArgs, plan: &Plan) -> Result<Chosen, Failure> {
+    #[cfg(target_os = "linux")]
+    {
+        let direct = direct::parse_probes(&args.probes).and_then(|probes| {
+            direct::fsbase_offset(plan)?;
+            Ok(probes)
+        });
+        match (args.engine, direct) {
+            (Engine::Bpftrace, _) => Ok(Chosen::Bpftrace),
+            (_, Ok(probes)) => Ok(Chosen::Direct(probes)),
+            (Engine::Direct, Err(why)) => Err(fail(
+                exit::USAGE,
+                format!("--engine direct cannot run this trace: {why}"),
+                Some("leave out --engine (auto) or use --engine bpftrace"),
+            )),
+            (Engine::Auto, Err(_)) => Ok(Chosen::Bpftrace),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = plan;
+        match args.engine {
+            Engine::Direct => Err(fail(
+                exit::USAGE,
+                "--engine direct loads eBPF programs: Linux only",
+                None,
+            )),
+            _ => Ok(Chosen::Bpftrace),
+        }
+    }
+}
+
 fn trace(args: &TraceArgs) -> Result<u8, Failure> {
     let process = PythonProcess::attach(args.pid)
         .map_err(|e| fail(exit::for_reader_error(&e), e.to_string(), None))?;
     let plan = Plan::for_process(&process, capture::Os::Linux, args.depth)
         .map_err(|e| fail(exit::FAILURE, e.to_string(), None))?;
     let duration = Duration::from_secs_f64(args.duration.clamp(0.01, 1e7));
-    let program = capture::bpftrace::render_program(
-        &plan,
-        args.pid,
-        &args.probes,
-        duration.as_nanos().min(u128::from(u64::MAX)) as u64,
-    );
+    let chosen = choose(args, &plan)?;
     if args.print_program {
-        print!("{program}");
+        match &chosen {
+            #[cfg(target_os = "linux")]
+            Chosen::Direct(probes) => print!("{}", direct::listing(&plan, args.pid, probes)),
+            Chosen::Bpftrace => print!(
+                "{}",
+                capture::bpftrace::render_program(
+                    &plan,
+                    args.pid,
+                    &args.probes,
+                    duration.as_nanos().min(u128::from(u64::MAX)) as u64,
+                )
+            ),
+        }
         return Ok(exit::OK);
     }
-    let Some(bpftrace) = find_in_path("bpftrace") else {
+    let bpftrace_path = find_in_path("bpftrace");
+    if matches!(chosen, Chosen::Bpftrace) && bpftrace_path.is_none() {
         return Err(fail(
             exit::TRACER_MISSING,
             "bpftrace is not installed (not found in PATH)",
             Some("install it (Debian/Ubuntu: apt-get install bpftrace), or use --print-program"),
         ));
-    };
+    }
     // SAFETY: geteuid has no preconditions
     if unsafe { libc::geteuid() } != 0 {
         return Err(fail(
             exit::TRACER_REFUSED,
-            "bpftrace needs root to load BPF programs",
+            "tracing needs root to load BPF programs",
             Some("run pystackd trace with sudo"),
         ));
     }
     ensure_tracefs()?;
+    let mut resolver = Resolver::new(process.layout());
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut sink = Sink::new(args);
+    let mut names = Names::new();
+    let pid = args.pid;
+    let mut finish = |(tid, probe, c, mut native): Done, read_failed: bool| {
+        // the tracer gave addresses only: named here
+        for f in native.iter_mut().filter(|f| f.symbol.is_none()) {
+            if let Some(n) = names.name(pid, f.address) {
+                f.module = Some(n.module);
+                if let Some((symbol, offset)) = n.symbol {
+                    f.symbol = Some(symbol);
+                    f.offset = Some(offset);
+                }
+            }
+        }
+        let python: Vec<PyFrame> = resolver
+            .resolve(process.memory(), &c)
+            .into_iter()
+            .map(PyFrame::from_resolved)
+            .collect();
+        let status = if c.no_thread {
+            "nothread"
+        } else if read_failed {
+            "incomplete"
+        } else {
+            "ok"
+        };
+        sink.add(
+            &mut out,
+            Firing {
+                tid,
+                probe,
+                status,
+                native,
+                python,
+                truncated: c.truncated,
+            },
+        );
+    };
+    let ran = match chosen {
+        #[cfg(target_os = "linux")]
+        Chosen::Direct(probes) => {
+            let breakpoints = Breakpoints::locate(args.pid, &args.probes);
+            let loaded = direct::load(&plan, args.pid, probes)?;
+            let o = direct::run(loaded, args.pid, duration, breakpoints, &mut finish)?;
+            Ran {
+                fired: Some(o.fired.iter().sum()),
+                incomplete: 0,
+                lost_records: 0,
+                lost_firings: o.lost.iter().sum(),
+                malformed: 0,
+                elapsed: o.elapsed,
+                exited: o.exited,
+                breakpoints: o.breakpoints,
+                tracer_error: None,
+                interrupted: o.interrupted,
+            }
+        }
+        Chosen::Bpftrace => run_bpftrace(
+            args,
+            &plan,
+            duration,
+            bpftrace_path.expect("checked above"),
+            &mut finish,
+        )?,
+    };
+    if sink.total == 0 && !ran.interrupted && !ran.exited {
+        if let Some(msg) = ran.tracer_error {
+            return Err(fail(
+                exit::TRACER_REFUSED,
+                msg,
+                Some("check the probe names (bpftrace -l 'uprobe:/path/lib.so:*'); --print-program shows the program"),
+            ));
+        }
+    }
+    let _ = sink.finish(&mut out);
+    let _ = out.flush();
+    drop(out);
+    if ran.incomplete > 0 || ran.lost_records > 0 {
+        eprintln!(
+            "pystackd: bpftrace dropped {} output records (its reader fell behind): {} firings incomplete and left out",
+            ran.lost_records, ran.incomplete
+        );
+    }
+    if ran.lost_firings > 0 {
+        eprintln!(
+            "pystackd: {} firings were lost: the ring buffer was full (pystackd fell behind); \
+             fewer probes or a lower rate lose fewer",
+            ran.lost_firings
+        );
+    }
+    // every firing the probes counted is either printed, incomplete, lost, or never delivered
+    if let Some(fired) = ran.fired {
+        let undelivered = fired.saturating_sub(sink.total + ran.incomplete + ran.lost_firings);
+        if undelivered > 0 {
+            eprintln!(
+                "pystackd: {undelivered} of {fired} firings never reached pystackd (the tracer's output \
+                 ring was full, or they were still queued when it was stopped); fewer probes or a \
+                 lower rate lose fewer"
+            );
+        }
+    }
+    eprintln!(
+        "pystackd: {} firings in {:.1} s; {} on threads without Python; {} with code objects freed and reused{}{}",
+        sink.total,
+        ran.elapsed.as_secs_f64(),
+        sink.nothread,
+        sink.mismatched,
+        if sink.incomplete > 0 {
+            format!(
+                "; {} captures cut short by a failed read (their outer frames are missing, marked)",
+                sink.incomplete
+            )
+        } else {
+            String::new()
+        },
+        if ran.malformed > 0 {
+            format!("; {} malformed lines from bpftrace", ran.malformed)
+        } else {
+            String::new()
+        }
+    );
+    for line in ran.breakpoints.report() {
+        eprintln!("pystackd: {line}");
+    }
+    if ran.exited {
+        eprintln!("pystackd: process {} exited during the trace", args.pid);
+        return Ok(exit::PROCESS_EXITED);
+    }
+    if ran.breakpoints.any_missing() {
+        eprintln!(
+            "pystackd: the trace is missing calls of those probes (docs/trace.md, Limits: \
+             what has taken breakpoints out)"
+        );
+        return Ok(exit::PROBE_REMOVED);
+    }
+    if sink.mismatched > 0 {
+        return Ok(exit::CODE_REUSED);
+    }
+    if sink.total > 0 && sink.nothread == sink.total {
+        eprintln!(
+            "pystackd: no firing was on a thread running Python code (a probe in another thread?)"
+        );
+        return Ok(exit::NOT_PYTHON_THREAD);
+    }
+    Ok(exit::OK)
+}
+
+/// Run bpftrace with the capture rendered as its program.
+fn run_bpftrace(
+    args: &TraceArgs,
+    plan: &Plan,
+    duration: Duration,
+    bpftrace: PathBuf,
+    finish: &mut dyn FnMut(Done, bool),
+) -> Result<Ran, Failure> {
+    let program = capture::bpftrace::render_program(
+        plan,
+        args.pid,
+        &args.probes,
+        duration.as_nanos().min(u128::from(u64::MAX)) as u64,
+    );
     let dir = std::env::temp_dir().join(format!("pystackd-trace-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let file = dir.join("trace.bt");
@@ -590,41 +840,8 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
             breakpoints
         })
     };
-    let mut resolver = Resolver::new(process.layout());
     let mut parser = OutputParser::new();
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut sink = Sink::new(args);
     let stdout = child.stdout.take().expect("piped");
-    let mut names = Names::new();
-    let pid = args.pid;
-    let mut finish = |(tid, probe, c, mut native): Done, sink: &mut Sink, out: &mut dyn Write| {
-        // bpftrace printed addresses only (BPFTRACE_NO_USER_SYMBOLS): named here
-        for f in native.iter_mut().filter(|f| f.symbol.is_none()) {
-            if let Some(n) = names.name(pid, f.address) {
-                f.module = Some(n.module);
-                if let Some((symbol, offset)) = n.symbol {
-                    f.symbol = Some(symbol);
-                    f.offset = Some(offset);
-                }
-            }
-        }
-        let python: Vec<PyFrame> = resolver
-            .resolve(process.memory(), &c)
-            .into_iter()
-            .map(PyFrame::from_resolved)
-            .collect();
-        sink.add(
-            out,
-            Firing {
-                tid,
-                probe,
-                status: if c.no_thread { "nothread" } else { "ok" },
-                native,
-                python,
-                truncated: c.truncated,
-            },
-        );
-    };
     let mut fired: u64 = 0;
     let mut unmatched: Option<(usize, usize)> = None;
     for line in BufReader::new(stdout).lines() {
@@ -666,11 +883,11 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
             }
         }
         if let Some(done) = parser.line(&line) {
-            finish(done, &mut sink, &mut out);
+            finish(done, false);
         }
     }
     if let Some(done) = parser.finish() {
-        finish(done, &mut sink, &mut out);
+        finish(done, false);
     }
     let status = child.wait();
     done.store(true, Ordering::Relaxed);
@@ -696,75 +913,26 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
             Some("check the probe names (bpftrace -l 'uprobe:/path/lib.so:*'); --print-program shows the program"),
         ));
     }
-    if sink.total == 0 && !was_interrupted && !exited.load(Ordering::Relaxed) {
-        let msg: Vec<&str> = stderr
-            .lines()
-            .filter(|l| !l.contains("RLIMIT_MEMLOCK"))
-            .collect();
-        return Err(fail(
-            exit::TRACER_REFUSED,
-            format!(
-                "bpftrace failed ({}):\n{}",
-                status.map(|s| s.to_string()).unwrap_or_default(),
-                msg.join("\n")
-            ),
-            Some("check the probe names (bpftrace -l 'uprobe:/path/lib.so:*'); --print-program shows the program"),
-        ));
-    }
-    let _ = sink.finish(&mut out);
-    let _ = out.flush();
-    drop(out);
-    if parser.incomplete > 0 || parser.lost_records > 0 {
-        eprintln!(
-            "pystackd: bpftrace dropped {} output records (its reader fell behind): {} firings incomplete and left out",
-            parser.lost_records, parser.incomplete
-        );
-    }
-    // every firing the probes counted is either printed, incomplete, or never delivered
-    let undelivered = fired.saturating_sub(sink.total + parser.incomplete);
-    if undelivered > 0 {
-        eprintln!(
-            "pystackd: {undelivered} of {fired} firings never reached pystackd (bpftrace's output \
-             ring was full, or they were still queued when it was stopped); fewer probes or a \
-             lower rate lose fewer"
-        );
-    }
-    eprintln!(
-        "pystackd: {} firings in {:.1} s; {} on threads without Python; {} with code objects freed and reused{}",
-        sink.total,
-        elapsed.as_secs_f64(),
-        sink.nothread,
-        sink.mismatched,
-        if parser.malformed > 0 {
-            format!("; {} malformed lines from bpftrace", parser.malformed)
-        } else {
-            String::new()
-        }
-    );
-    for line in breakpoints.report() {
-        eprintln!("pystackd: {line}");
-    }
-    if exited.load(Ordering::Relaxed) {
-        eprintln!("pystackd: process {} exited during the trace", args.pid);
-        return Ok(exit::PROCESS_EXITED);
-    }
-    if breakpoints.any_missing() {
-        eprintln!(
-            "pystackd: the trace is missing calls of those probes (docs/trace.md, Limits: \
-             what has taken breakpoints out)"
-        );
-        return Ok(exit::PROBE_REMOVED);
-    }
-    if sink.mismatched > 0 {
-        return Ok(exit::CODE_REUSED);
-    }
-    if sink.total > 0 && sink.nothread == sink.total {
-        eprintln!(
-            "pystackd: no firing was on a thread running Python code (a probe in another thread?)"
-        );
-        return Ok(exit::NOT_PYTHON_THREAD);
-    }
-    Ok(exit::OK)
+    let msg: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.contains("RLIMIT_MEMLOCK"))
+        .collect();
+    Ok(Ran {
+        fired: Some(fired),
+        incomplete: parser.incomplete,
+        lost_records: parser.lost_records,
+        lost_firings: 0,
+        malformed: parser.malformed,
+        elapsed,
+        exited: exited.load(Ordering::Relaxed),
+        breakpoints,
+        tracer_error: Some(format!(
+            "bpftrace failed ({}):\n{}",
+            status.map(|s| s.to_string()).unwrap_or_default(),
+            msg.join("\n")
+        )),
+        interrupted: was_interrupted,
+    })
 }
 
 /// Where resolved firings go: printed as they come, or counted (--aggregate, folded).
@@ -776,6 +944,8 @@ struct Sink {
     pub total: u64,
     pub nothread: u64,
     pub mismatched: u64,
+    /// Captures a failed read cut short.
+    pub incomplete: u64,
 }
 
 impl Sink {
@@ -788,6 +958,7 @@ impl Sink {
             total: 0,
             nothread: 0,
             mismatched: 0,
+            incomplete: 0,
         }
     }
 
@@ -795,6 +966,9 @@ impl Sink {
         self.total += 1;
         if f.status == "nothread" {
             self.nothread += 1;
+        }
+        if f.status == "incomplete" {
+            self.incomplete += 1;
         }
         if f.python
             .iter()
@@ -874,6 +1048,10 @@ fn folded_parts(f: &Firing, qualname: bool) -> Vec<String> {
             parts.extend(f.native.iter().rev().map(NativeFrame::text));
         }
     }
+    if f.status == "incomplete" {
+        // the outer frames were not seen: the stack hangs under a root of its own
+        parts.insert(0, "[capture cut short]".into());
+    }
     parts.into_iter().map(|p| p.replace(';', ":")).collect()
 }
 
@@ -906,6 +1084,9 @@ pub fn stack_lines(f: &Firing, qualname: bool) -> Vec<String> {
     }
     if f.truncated {
         lines.push("  [ ... more Python frames (raise --depth) ]".into());
+    }
+    if f.status == "incomplete" {
+        lines.push("  [ ... capture cut short: a read failed at probe time; outer Python frames not seen ]".into());
     }
     lines
 }
