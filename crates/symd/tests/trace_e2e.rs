@@ -423,7 +423,8 @@ fn trace_failure_statuses() {
     let target = Target::spawn(interp, "trace_target.py", &[lib.to_str().unwrap()]);
     let out = Command::new(pystackd_bin())
         .env("PATH", "/nonexistent")
-        .args(["trace", "--pid", &target.pid().to_string(), "profile:hz:99"])
+        .args(["trace", "--engine", "bpftrace"])
+        .args(["--pid", &target.pid().to_string(), "profile:hz:99"])
         .output()
         .unwrap();
     assert_eq!(
@@ -432,20 +433,58 @@ fn trace_failure_statuses() {
         "bpftrace missing: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // --print-program needs neither bpftrace nor root
+    // the direct engine (the default for these probes) needs no bpftrace
     let out = Command::new(pystackd_bin())
         .env("PATH", "/nonexistent")
-        .args([
-            "trace",
-            "--pid",
-            &target.pid().to_string(),
-            "--print-program",
-            "profile:hz:99",
-        ])
+        .args(["trace", "--duration", "1", "--output", "json"])
+        .args(["--pid", &target.pid().to_string(), "profile:hz:99"])
         .output()
         .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "direct engine without bpftrace: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).lines().count() > 10,
+        "direct engine without bpftrace printed next to nothing"
+    );
+    // --print-program needs neither bpftrace nor root
+    let print = |engine: &str| {
+        Command::new(pystackd_bin())
+            .env("PATH", "/nonexistent")
+            .args(["trace", "--engine", engine, "--print-program"])
+            .args(["--pid", &target.pid().to_string(), "profile:hz:99"])
+            .output()
+            .unwrap()
+    };
+    let out = print("bpftrace");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("profile:hz:99 /pid =="));
+    let out = print("direct");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("; pystackd trace --engine direct: probe 0 profile:hz:99"));
+    // a probe the direct engine cannot take: said so, with a distinct status
+    let out = Command::new(pystackd_bin())
+        .args([
+            "trace",
+            "--engine",
+            "direct",
+            "--pid",
+            &target.pid().to_string(),
+        ])
+        .arg("kprobe:do_nanosleep")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(13),
+        "direct engine, kprobe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs bpftrace"));
     if let Some(why) = missing() {
         skip(&why);
         return;

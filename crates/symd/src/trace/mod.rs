@@ -23,40 +23,47 @@ use crate::native::Names;
 mod direct;
 
 pub const HELP: &str = "\
-Each probe fires in process PID; in probe context, bpftrace itself walks the firing thread's
+Each probe fires in process PID; in probe context, a BPF program walks the firing thread's
 Python frames and records (code object, instruction offset, identity) for each, which
 pystackd resolves to file:line (function) afterwards. The Python frames are therefore those
 of the moment the probe fired, also for a thread that keeps running; each code object's
 identity is checked, and one freed and reused since is reported, never guessed.
 
-PROBE is any bpftrace probe that fires in the target's threads, e.g.
-  uprobe:/usr/lib/libssl.so.3:SSL_write     profile:hz:99
-  tracepoint:syscalls:sys_enter_unlinkat    uprobe:/path/libpython3.12.so:PyGC_Collect
-Each gets the filter /pid == PID/.
+Engines (--engine): `direct` (the default where it applies) loads pystackd's own BPF
+programs: one read per frame, one record per firing, no bpftrace needed. It takes
+  profile:hz:N    uprobe:/path/lib.so:FUNCTION[+OFFSET]    uretprobe:/path/lib.so:FUNCTION
+  tracepoint:CATEGORY:NAME
+`bpftrace` runs bpftrace with the capture on each probe and takes any bpftrace probe
+(kprobes, usdt, wildcards, library names without a path); `auto` picks direct when it takes
+every probe given, else bpftrace. Each probe gets the filter pid == PID.
 
-Output (--output): text shows each firing's native stack (ustack) with the Python frames
-under the eval-loop frame that runs them, as DTrace's jstack() does:
+Output (--output): text shows each firing's native stack (the user stack) with the Python
+frames under the eval-loop frame that runs them, as DTrace's jstack() does:
       libpython3.12.so.1.0`_PyEval_EvalFrameDefault+0x1b3c
         [ /srv/app/jobs.py:42 (handle) ]
 When the native stack does not show the eval frames (interpreters built without frame
-pointers give short ustacks), the Python frames follow the native ones, marked
-`(python frames at probe time, not placed in the native stack)`. --aggregate counts
-identical stacks; folded prints `frame;frame;... count` lines for flame graphs; json one
-object per stack (docs/trace.md).
+pointers give short user stacks), the Python frames follow the native ones, marked
+`(python frames at probe time, not placed in the native stack)`. A capture cut short by a
+read that failed in probe context (a page not resident) keeps its inner frames and is marked
+`capture cut short` (JSON status \"incomplete\"). --aggregate counts identical stacks; folded
+prints `frame;frame;... count` lines for flame graphs; json one object per stack
+(docs/trace.md).
 
-Needs root (bpftrace loads BPF programs) and tracefs: when /sys/kernel/tracing is not
-mounted, trace mounts it there (or says why it cannot).
+Needs root (BPF programs) and, for tracepoints and bpftrace, tracefs: when
+/sys/kernel/tracing is not mounted, trace mounts it there (or says why it cannot).
 
 Examples:
   sudo pystackd trace --pid 4242 'uprobe:/usr/lib/x86_64-linux-gnu/libc.so.6:fsync'
   sudo pystackd trace --pid 4242 --duration 10 --aggregate profile:hz:99
   sudo pystackd trace --pid 4242 --output folded profile:hz:997 > py.folded
-  pystackd trace --pid 4242 --print-program profile:hz:99     the bpftrace program only
+  pystackd trace --pid 4242 --print-program profile:hz:99     the program only (BPF listing,
+                                                               or bpftrace's with --engine bpftrace)
 
 Exit status: 0 ok, 3 no such process, 4 not a CPython process, 5 permission denied,
 6 unsupported version, 7 the process exited during the trace (what was traced is printed),
-12 bpftrace is not installed, 13 bpftrace refused (not root, no tracefs, probe not found,
-program rejected: its message is shown), 14 no firing was on a thread running Python,
+12 bpftrace is not installed (--engine bpftrace), 13 the tracer or the kernel refused (not
+root, no tracefs, probe not found, a probe the direct engine cannot take, program rejected:
+its message is shown), 14 no firing was on a thread running Python,
 15 some code objects were freed and reused before they could be resolved (those frames are
 shown as such), 17 a uprobe's breakpoint was missing from the process during the trace (the
 kernel took it out: that probe's later calls are not in the output; each uprobe given with a
@@ -513,7 +520,7 @@ fn choose(args: &TraceArgs, plan: &Plan) -> Result<Chosen, Failure> {
             (Engine::Bpftrace, _) => Ok(Chosen::Bpftrace),
             (_, Ok(probes)) => Ok(Chosen::Direct(probes)),
             (Engine::Direct, Err(why)) => Err(fail(
-                exit::USAGE,
+                exit::TRACER_REFUSED,
                 format!("--engine direct cannot run this trace: {why}"),
                 Some("leave out --engine (auto) or use --engine bpftrace"),
             )),
