@@ -4,7 +4,6 @@
 //! twice in a row (so a record that wraps reads contiguously).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use crate::{Error, Map, MapKind, Result};
 
@@ -14,7 +13,6 @@ const DISCARD: u32 = 1 << 30;
 const HEADER: usize = 8;
 
 pub struct RingBuffer {
-    fd: i32,
     consumer: *mut u8,
     producer: *mut u8,
     page: usize,
@@ -70,7 +68,6 @@ impl RingBuffer {
             return Err(e);
         }
         Ok(RingBuffer {
-            fd: map.fd(),
             consumer: consumer as *mut u8,
             producer: producer as *mut u8,
             page,
@@ -86,17 +83,6 @@ impl RingBuffer {
     fn producer_pos(&self) -> &AtomicU64 {
         // SAFETY: the first 8 bytes of the producer page
         unsafe { &*(self.producer as *const AtomicU64) }
-    }
-
-    /// Wait up to `timeout` for data (the kernel wakes the consumer when records come).
-    pub fn wait(&self, timeout: Duration) {
-        let mut p = libc::pollfd {
-            fd: self.fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd
-        unsafe { libc::poll(&mut p, 1, timeout.as_millis().min(i32::MAX as u128) as i32) };
     }
 
     /// Hand every committed record to `f`, in order; returns how many.

@@ -98,6 +98,8 @@ mod helper {
 }
 /// `bpf_get_stack` flag: the user-space stack.
 const F_USER_STACK: i32 = 1 << 8;
+/// `bpf_ringbuf_output` flag: do not wake the consumer.
+const RB_NO_WAKEUP: i32 = 1;
 
 /// Frames of user stack a record holds (the kernel's default `perf_event_max_stack`).
 pub const USER_STACK_FRAMES: usize = 127;
@@ -656,7 +658,9 @@ pub fn render(plan: &Plan, maps: &Maps, opts: &Options) -> Result<Program, Rende
     a.ld_map(R1, maps.ring);
     a.mov_x(R2, REC);
     a.mov_k(R3, size as i32);
-    a.mov_k(R4, 0);
+    // no wakeup per record (an interrupt each time the consumer had caught up): the
+    // consumer reads on a timer
+    a.mov_k(R4, RB_NO_WAKEUP);
     a.call(helper::RINGBUF_OUTPUT);
     a.jmp_k(JEQ, R0, 0, out);
     // no room: counted, never silently dropped

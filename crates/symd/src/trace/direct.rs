@@ -19,6 +19,8 @@ use crate::exit;
 
 /// Ring buffer size: at 2 KB a record, about 8,000 firings queued before any is lost.
 const RING_BYTES: u32 = 16 << 20;
+/// How often the ring is read.
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
 /// A probe the direct engine can attach, with the name firings carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,7 +303,9 @@ pub fn run(
         on_firing((u64::from(r.tid), probe, r.capture, native), r.read_failed);
     };
     loop {
-        ring.wait(Duration::from_millis(50));
+        // records come without wakeups (cheaper per firing): read on a timer; 16 MB hold
+        // 20 ms of firings at 300,000 a second
+        std::thread::sleep(DRAIN_EVERY);
         ring.drain(|b| handle(b, &mut out.delivered));
         let gone =
             !pyframe_reader::platform::exists(pid) || pyframe_reader::platform::has_exited(pid);
