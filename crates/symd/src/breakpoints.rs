@@ -158,6 +158,7 @@ fn address_in(
 
 /// A uprobe's file and the offset of its instruction in it (what `perf_event_open` takes),
 /// or why it cannot be found; `None` for probes that are not uprobes.
+#[cfg(target_os = "linux")]
 pub fn file_offset(probe: &str) -> Option<Result<(String, u64), String>> {
     Some(parse(probe)?.and_then(|(path, target, offset)| {
         locate_in_file(&path, &target, offset).map(|(at, _)| (path, at))
