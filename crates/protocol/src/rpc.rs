@@ -132,6 +132,7 @@ pub mod methods {
     pub const PROFILE: &str = "profile";
     pub const PROFILE_RESULT: &str = "profile_result";
     pub const PROFILE_STOP: &str = "profile_stop";
+    pub const SYMBOLIZE: &str = "symbolize";
 }
 
 /// `attach`: find the interpreter of a process and keep it cached.
@@ -149,6 +150,37 @@ pub struct AttachResult {
     pub newly_attached: bool,
     /// Number of OS threads (LWPs) of the process at attach time.
     pub os_threads: usize,
+}
+
+/// `symbolize`: name native addresses of a process: from its mappings while it runs, or
+/// from the daemon's record of its mappings after it exited (posthumously).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SymbolizeParams {
+    pub pid: u32,
+    /// At most [`MAX_SYMBOLIZE_ADDRESSES`].
+    pub addresses: Vec<u64>,
+}
+
+/// Addresses one `symbolize` request may ask for.
+pub const MAX_SYMBOLIZE_ADDRESSES: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SymbolizeResult {
+    pub pid: u32,
+    /// The process had exited: the names come from the daemon's record of its mappings.
+    pub posthumous: bool,
+    /// One per address, in order; `null` where no symbol names it.
+    pub symbols: Vec<Option<NativeName>>,
+}
+
+/// A native address named: the mapped file's name, the symbol and the offset into it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeName {
+    /// The file's path as the process saw it.
+    pub module: String,
+    pub symbol: String,
+    pub offset: u64,
 }
 
 /// `detach`: drop a process from the cache.

@@ -892,8 +892,15 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
                 self.out.write_all(&line[..l.frame.indent])?;
                 write!(
                     self.out,
-                    "  [= {}`{}+{:#x} (named by pystackd) ]",
-                    n.module, n.symbol, n.offset
+                    "  [= {}`{}+{:#x} (named by pystackd{}) ]",
+                    n.module,
+                    n.symbol,
+                    n.offset,
+                    if n.posthumous {
+                        ", posthumously: the process had exited"
+                    } else {
+                        ""
+                    }
                 )?;
                 self.out
                     .write_all(if eol.is_empty() { b"\n" } else { eol })?;
@@ -991,6 +998,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
                 offset: named.map(|n| n.offset).or(l.frame.offset),
                 address: l.frame.address,
                 named_by_pystackd: named.is_some(),
+                named_posthumously: named.is_some_and(|n| n.posthumous),
                 python,
             });
         }

@@ -23,6 +23,10 @@ pub struct NativeFrameRecord {
     /// the process's mappings and debug info.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub named_by_pystackd: bool,
+    /// With `named_by_pystackd`: named from the daemon's record of the mappings of the
+    /// process, which had exited (posthumous symbolization).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub named_posthumously: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub python: Vec<Frame>,
 }

@@ -32,6 +32,8 @@ pub struct NativeSymbol {
     /// The symbol (`_PyEval_EvalFrameDefault.cold`).
     pub symbol: String,
     pub offset: u64,
+    /// Named from the daemon's record of the mappings of a process that has exited.
+    pub posthumous: bool,
 }
 
 /// How a stack read relates to the moment the probe fired.

@@ -6,7 +6,7 @@
 //! streaming, flushing whenever input is awaited, quiet exit on a closed pipe.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::AsFd;
@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use protocol::rpc::{methods, StackParams};
+use protocol::rpc::{methods, StackParams, SymbolizeParams, SymbolizeResult};
 use protocol::{ErrorKind, ProcessStack, ThreadStack};
 use pyframe_reader::{platform, PythonProcess, StackOptions};
 use stacktext::{AnnotateError, Format, Options, OutputMode, SourceError, StackSource, Summary};
@@ -184,6 +184,10 @@ pub struct DaemonSource {
     /// Captured frames are resolved here, from the process's code objects: the daemon has
     /// no method for it.
     local: LiveSource,
+    /// The daemon's answers for native addresses (`None`: no name), and the pids it
+    /// gives none for.
+    symbols: HashMap<(u32, u64), Option<stacktext::NativeSymbol>>,
+    no_symbols: HashSet<u32>,
 }
 
 impl DaemonSource {
@@ -195,6 +199,8 @@ impl DaemonSource {
             client: Some(client),
             failed: Failed::default(),
             local: LiveSource::new(),
+            symbols: HashMap::new(),
+            no_symbols: HashSet::new(),
         })
     }
 
@@ -205,16 +211,24 @@ impl DaemonSource {
             pause: false,
             locals: false,
         };
+        self.request(methods::STACK, &params)
+    }
+
+    fn request<P: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &mut self,
+        method: &str,
+        params: &P,
+    ) -> Result<R, ClientError> {
         if self.client.is_none() {
             self.client = Some(Client::connect(&self.socket)?);
         }
         let c = self.client.as_mut().expect("connected above");
-        let r = c.call(methods::STACK, Some(&params));
+        let r = c.call(method, Some(params));
         if let Err(ClientError::Closed | ClientError::Io(_) | ClientError::Protocol(_)) = &r {
-            // a restarted daemon: one new connection, then give up on this stack
+            // a restarted daemon: one new connection, then give up on this request
             self.client = None;
             let mut c = Client::connect(&self.socket)?;
-            let r = c.call(methods::STACK, Some(&params));
+            let r = c.call(method, Some(params));
             self.client = Some(c);
             return r;
         }
@@ -223,6 +237,47 @@ impl DaemonSource {
 }
 
 impl StackSource for DaemonSource {
+    /// Asked only for processes this client cannot read itself: the daemon names their
+    /// addresses from their mappings, or from its record of them after they exited.
+    fn native_symbol(&mut self, pid: u32, addr: u64) -> Option<stacktext::NativeSymbol> {
+        if self.no_symbols.contains(&pid) {
+            return None;
+        }
+        if let Some(n) = self.symbols.get(&(pid, addr)) {
+            return n.clone();
+        }
+        let params = SymbolizeParams {
+            pid,
+            addresses: vec![addr],
+        };
+        let r: SymbolizeResult = match self.request(methods::SYMBOLIZE, &params) {
+            Ok(r) => r,
+            Err(_) => {
+                // refused, unknown, or an older daemon: not asked again this run
+                if self.no_symbols.len() < 4096 {
+                    self.no_symbols.insert(pid);
+                }
+                return None;
+            }
+        };
+        let n = r
+            .symbols
+            .into_iter()
+            .next()
+            .flatten()
+            .map(|n| stacktext::NativeSymbol {
+                module: n.module.rsplit('/').next().unwrap_or(&n.module).to_string(),
+                symbol: n.symbol,
+                offset: n.offset,
+                posthumous: r.posthumous,
+            });
+        if self.symbols.len() >= 1 << 16 {
+            self.symbols.clear();
+        }
+        self.symbols.insert((pid, addr), n.clone());
+        n
+    }
+
     fn captured(
         &mut self,
         pid: u32,

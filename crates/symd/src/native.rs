@@ -66,6 +66,11 @@ impl Names {
         }
     }
 
+    /// Whether the mappings of `pid` could be read (after a [`Names::name`] for it).
+    pub fn has_maps(&self, pid: u32) -> bool {
+        self.maps.get(&pid).is_some_and(|(m, _)| m.is_some())
+    }
+
     pub fn name(&mut self, pid: u32, addr: u64) -> Option<Named> {
         if let Some(n) = self.names.get(&(pid, addr)) {
             return n.clone();
@@ -126,7 +131,13 @@ impl<S: StackSource> StackSource for Naming<S> {
     }
 
     fn native_symbol(&mut self, pid: u32, addr: u64) -> Option<NativeSymbol> {
-        let named = self.names.name(pid, addr)?;
+        let named = self.names.name(pid, addr);
+        if named.is_none() && !self.names.has_maps(pid) {
+            // not readable here (exited, or not ours): the inner source may know more
+            // (the daemon: its record of an exited process)
+            return self.inner.native_symbol(pid, addr);
+        }
+        let named = named?;
         let (symbol, offset) = named.symbol?;
         Some(NativeSymbol {
             module: named
@@ -137,6 +148,7 @@ impl<S: StackSource> StackSource for Naming<S> {
                 .to_string(),
             symbol,
             offset,
+            posthumous: false,
         })
     }
 }

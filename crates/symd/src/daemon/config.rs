@@ -30,6 +30,12 @@ pub struct Config {
     pub max_connections_root: usize,
     /// Most access checkers (one per non-root client uid) running at once.
     pub max_access_checkers: usize,
+    /// How long the record of an attached process's executable mappings is kept after
+    /// the process exits, in seconds, to name its addresses posthumously (0: never).
+    pub posthumous_secs: u64,
+    /// Most processes whose mappings are recorded at once (the oldest exited ones are
+    /// dropped first).
+    pub max_records: usize,
 }
 
 impl Default for Config {
@@ -45,6 +51,8 @@ impl Default for Config {
             idle_timeout_secs: 300,
             max_connections_root: 512,
             max_access_checkers: 64,
+            posthumous_secs: 600,
+            max_records: 1024,
         }
     }
 }

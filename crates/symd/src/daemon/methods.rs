@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use protocol::rpc::{
     methods, AnnotateParams, AnnotateResult, AttachParams, AttachResult, DetachParams,
-    DetachResult, ListResult, ProfileParams, ProfileResult, ProfileResultParams, ProfileStarted,
-    RpcError, StackParams, StatusResult, VersionResult, PROTOCOL_VERSION,
+    DetachResult, ListResult, NativeName, ProfileParams, ProfileResult, ProfileResultParams,
+    ProfileStarted, RpcError, StackParams, StatusResult, SymbolizeParams, SymbolizeResult,
+    VersionResult, MAX_SYMBOLIZE_ADDRESSES, PROTOCOL_VERSION,
 };
 use protocol::ErrorKind;
 use pyframe_reader::{platform, Identity, PythonProcess, StackOptions};
@@ -80,6 +81,15 @@ pub async fn dispatch(
             let st = state.clone();
             to_value(blocking(move || annotate(&st, peer, p)).await??)
         }
+        methods::SYMBOLIZE => {
+            let p: SymbolizeParams = parse_params(
+                method,
+                params,
+                r#"{"pid": 1234, "addresses": [140737351962624]}"#,
+            )?;
+            let st = state.clone();
+            to_value(blocking(move || symbolize(&st, peer, &p)).await??)
+        }
         methods::PROFILE => {
             let p: ProfileParams = parse_params(
                 method,
@@ -104,7 +114,7 @@ pub async fn dispatch(
             ErrorKind::MethodNotFound,
             format!(
                 "unknown method `{method}` (methods: attach, detach, list, stack, annotate, \
-                 profile, profile_result, profile_stop, status, version)"
+                 symbolize, profile, profile_result, profile_stop, status, version)"
             ),
         )),
     }
@@ -223,6 +233,7 @@ fn authorize(state: &State, peer: PeerCredentials, pid: u32) -> RpcResult<Key> {
         if platform::start_time(pid).ok() != Some(start_time) {
             return Err(exited(pid));
         }
+        state.records.grant(Key { pid, start_time }, &peer);
     }
     Ok(Key { pid, start_time })
 }
@@ -234,7 +245,12 @@ fn authorize_cached(state: &State, peer: PeerCredentials, pid: u32) -> Option<Rp
         Err(e) => return Some(Err(e)),
     };
     let outcome = auth::check_cached(&state.checkers, &peer, pid, start_time)?;
-    Some(apply(state, peer, pid, outcome).map(|()| Key { pid, start_time }))
+    let key = Key { pid, start_time };
+    let allowed = apply(state, peer, pid, outcome).map(|()| key);
+    if allowed.is_ok() {
+        state.records.grant(key, &peer);
+    }
+    Some(allowed)
 }
 
 /// The start time of the process holding `pid` now.
@@ -292,6 +308,11 @@ fn get_or_attach(state: &State, peer: PeerCredentials, key: Key) -> RpcResult<At
     let mut entry = Entry::new(key, process, crate::platform::executable(key.pid), identity);
     entry.owner_uid = peer.uid;
     let config = state.config();
+    if config.posthumous_secs > 0 {
+        state
+            .records
+            .observe(&state.symbolizer, key, &peer, config.max_records);
+    }
     match state
         .cache
         .insert(entry, config.max_attached, config.max_attached_per_uid)
@@ -494,6 +515,8 @@ struct CacheSource<'a> {
     peer: PeerCredentials,
     /// Each pid's failure, so a refused or dead pid costs one check per request.
     failed: std::collections::HashMap<u32, stacktext::SourceError>,
+    /// Each pid's mappings for naming native frames (`None`: none the client may use).
+    maps: std::collections::HashMap<u32, Option<(Arc<symbolize::ProcessMaps>, bool)>>,
 }
 
 impl stacktext::StackSource for CacheSource<'_> {
@@ -534,6 +557,101 @@ impl stacktext::StackSource for CacheSource<'_> {
     fn pid_of_tid(&mut self, tid: u64) -> Option<u32> {
         crate::platform::pid_of_tid(tid)
     }
+
+    fn native_symbol(&mut self, pid: u32, addr: u64) -> Option<stacktext::NativeSymbol> {
+        if !self.maps.contains_key(&pid) && self.maps.len() >= 4096 {
+            self.maps.clear();
+        }
+        let (maps, posthumous) = self
+            .maps
+            .entry(pid)
+            .or_insert_with(|| native_maps(self.state, self.peer, pid).ok())
+            .clone()?;
+        let n = name_of(self.state, &maps, addr)?;
+        Some(stacktext::NativeSymbol {
+            module: n.module.rsplit('/').next().unwrap_or(&n.module).to_string(),
+            symbol: n.symbol,
+            offset: n.offset,
+            posthumous,
+        })
+    }
+}
+
+/// The mappings to name `pid`'s native addresses by, for `peer`: the live process's when
+/// it runs and `peer` may read it; else the daemon's record of it, kept after its exit, if
+/// `peer` was allowed to read it while it ran (`true`: posthumous). The error is the live
+/// one: nothing is said about a record `peer` may not use.
+fn native_maps(
+    state: &State,
+    peer: PeerCredentials,
+    pid: u32,
+) -> RpcResult<(Arc<symbolize::ProcessMaps>, bool)> {
+    let live = authorize(state, peer, pid).and_then(|key| {
+        let maps = symbolize::ProcessMaps::for_pid(pid).map_err(|_| exited(pid))?;
+        // the mappings are the authorized process's only if it still holds the pid
+        if platform::start_time(pid).ok() != Some(key.start_time) {
+            return Err(exited(pid));
+        }
+        Ok((Arc::new(maps), false))
+    });
+    match live {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::NoSuchProcess | ErrorKind::ProcessExited
+            ) =>
+        {
+            let keep = std::time::Duration::from_secs(state.config().posthumous_secs);
+            match state.records.exited(pid, keep) {
+                Some(r) if r.admits(&peer) => Ok((r.maps(), true)),
+                _ => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
+/// The symbol at `addr` of the process whose mappings are `maps`, if one names it.
+fn name_of(state: &State, maps: &symbolize::ProcessMaps, addr: u64) -> Option<NativeName> {
+    let s = state.symbolizer.symbolize(maps, addr, false).ok()?;
+    let hit = s.symbol?;
+    let module = maps
+        .region(addr)
+        .and_then(|(_, r)| r.path.clone())
+        .unwrap_or_else(|| s.module.name().to_string());
+    Some(NativeName {
+        module,
+        symbol: hit.name.to_string(),
+        offset: hit.offset,
+    })
+}
+
+/// `symbolize`: names of native addresses of a live process, or posthumously from the
+/// daemon's record of an exited one.
+fn symbolize(
+    state: &State,
+    peer: PeerCredentials,
+    p: &SymbolizeParams,
+) -> RpcResult<SymbolizeResult> {
+    if p.addresses.len() > MAX_SYMBOLIZE_ADDRESSES {
+        return Err(RpcError::of(
+            ErrorKind::InvalidParams,
+            format!(
+                "{} addresses asked for; at most {MAX_SYMBOLIZE_ADDRESSES} per request",
+                p.addresses.len()
+            ),
+        ));
+    }
+    let (maps, posthumous) = native_maps(state, peer, p.pid)?;
+    Ok(SymbolizeResult {
+        pid: p.pid,
+        posthumous,
+        symbols: p
+            .addresses
+            .iter()
+            .map(|&a| name_of(state, &maps, a))
+            .collect(),
+    })
 }
 
 fn annotate(state: &State, peer: PeerCredentials, p: AnnotateParams) -> RpcResult<AnnotateResult> {
@@ -553,6 +671,7 @@ fn annotate(state: &State, peer: PeerCredentials, p: AnnotateParams) -> RpcResul
         state,
         peer,
         failed: Default::default(),
+        maps: Default::default(),
     };
     let mut out = Vec::with_capacity(p.text.len() + p.text.len() / 4);
     let summary = stacktext::annotate(p.text.as_bytes(), &mut out, &mut source, &opts)
