@@ -160,6 +160,9 @@ pub struct SymbolizeParams {
     pub pid: u32,
     /// At most [`MAX_SYMBOLIZE_ADDRESSES`].
     pub addresses: Vec<u64>,
+    /// Also each address's source frames from DWARF (`sources`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lines: bool,
 }
 
 /// Addresses one `symbolize` request may ask for.
@@ -172,6 +175,10 @@ pub struct SymbolizeResult {
     pub posthumous: bool,
     /// One per address, in order; `null` where no symbol names it.
     pub symbols: Vec<Option<NativeName>>,
+    /// With `lines`: one list per address, in order, of its source frames (innermost
+    /// first; empty without DWARF).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<Vec<crate::NativeSource>>>,
 }
 
 /// A native address named: the mapped file's name, the symbol and the offset into it.
@@ -360,6 +367,9 @@ pub struct AnnotateParams {
     /// Input format (`dtrace`, `bpftrace`, `perf`, `gdb`); guessed when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// Add each native frame's source file, line and inlined functions (DWARF).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub native_lines: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -43,6 +43,9 @@ pub struct Options {
     pub max_stack_bytes: usize,
     /// Lines longer than this pass through in pieces.
     pub max_line: usize,
+    /// Add the source file, line and inlined functions (DWARF) of each native frame that
+    /// has an address (`--native-lines`).
+    pub native_lines: bool,
 }
 
 impl Default for Options {
@@ -57,6 +60,7 @@ impl Default for Options {
             max_stack_lines: 16 * 1024,
             max_stack_bytes: 8 << 20,
             max_line: 256 * 1024,
+            native_lines: false,
         }
     }
 }
@@ -217,6 +221,8 @@ pub struct Annotator<'s, W: Write, S: StackSource + ?Sized> {
     /// Frames of the pending stack the tracer left unnamed and the source named: (line
     /// index, symbol), in line order.
     resolved: Vec<(usize, NativeSymbol)>,
+    /// With `native_lines`: the source frames of line i, innermost first.
+    sources: Vec<(usize, Vec<protocol::NativeSource>)>,
     scratch: Vec<u8>,
 }
 
@@ -245,6 +251,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             summary: Summary::default(),
             calls: Vec::new(),
             resolved: Vec::new(),
+            sources: Vec::new(),
             scratch: Vec::new(),
         }
     }
@@ -662,6 +669,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         /// Lookups per stack at most (a stack of garbage addresses costs no more).
         const MAX_LOOKUPS: usize = 256;
         self.resolved.clear();
+        self.sources.clear();
         let Some(pid) = pid else {
             return;
         };
@@ -672,9 +680,13 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
                 continue;
             }
             let innermost = std::mem::replace(&mut first, false);
-            let (true, Some(addr)) = (l.frame.symbol.is_empty(), l.frame.address) else {
+            let Some(addr) = l.frame.address else {
                 continue;
             };
+            let unnamed = l.frame.symbol.is_empty();
+            if !unnamed && !self.opts.native_lines {
+                continue;
+            }
             if asked == MAX_LOOKUPS {
                 break;
             }
@@ -684,11 +696,19 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             } else {
                 addr.saturating_sub(1)
             };
-            if let Some(mut n) = self.source.native_symbol(pid, at) {
-                if !innermost {
-                    n.offset += 1;
+            if unnamed {
+                if let Some(mut n) = self.source.native_symbol(pid, at) {
+                    if !innermost {
+                        n.offset += 1;
+                    }
+                    self.resolved.push((i, n));
                 }
-                self.resolved.push((i, n));
+            }
+            if self.opts.native_lines {
+                let s = self.source.native_source(pid, at);
+                if !s.is_empty() {
+                    self.sources.push((i, s));
+                }
             }
         }
     }
@@ -880,9 +900,11 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         let groups = outcome.groups();
         let mut next_call = 0;
         let mut next_named = 0;
+        let mut next_source = 0;
         let mut from = 0;
         for (i, l) in self.lines[..keep].iter().enumerate() {
             let named = self.resolved.get(next_named).filter(|(j, _)| *j == i);
+            let source = self.sources.get(next_source).filter(|(j, _)| *j == i);
             if let Some((_, n)) = named {
                 next_named += 1;
                 self.out.write_all(&buf[from..l.end])?;
@@ -904,6 +926,21 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
                 )?;
                 self.out
                     .write_all(if eol.is_empty() { b"\n" } else { eol })?;
+            }
+            if let Some((_, frames)) = source {
+                next_source += 1;
+                if from < l.end {
+                    self.out.write_all(&buf[from..l.end])?;
+                    from = l.end;
+                }
+                let line = &buf[l.start..l.end];
+                let eol = &line[l.content_end - l.start..];
+                for f in frames {
+                    self.out.write_all(&line[..l.frame.indent])?;
+                    write!(self.out, "  {}", f.text())?;
+                    self.out
+                        .write_all(if eol.is_empty() { b"\n" } else { eol })?;
+                }
             }
             if next_call < groups.len() && self.calls[next_call] == i {
                 let group = groups[next_call];
@@ -999,6 +1036,12 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
                 address: l.frame.address,
                 named_by_pystackd: named.is_some(),
                 named_posthumously: named.is_some_and(|n| n.posthumous),
+                source: self
+                    .sources
+                    .iter()
+                    .find(|(j, _)| *j == i)
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_default(),
                 python,
             });
         }

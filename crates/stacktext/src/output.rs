@@ -27,6 +27,10 @@ pub struct NativeFrameRecord {
     /// process, which had exited (posthumous symbolization).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub named_posthumously: bool,
+    /// With `--native-lines`: the frame's source locations from DWARF, the functions
+    /// inlined at its address first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub source: Vec<protocol::NativeSource>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub python: Vec<Frame>,
 }

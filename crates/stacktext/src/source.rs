@@ -86,6 +86,12 @@ pub trait StackSource {
         None
     }
 
+    /// The source frames (DWARF file, line, inlined functions; innermost first) of `addr`
+    /// in process `pid`, for `--native-lines`. The default knows none.
+    fn native_source(&mut self, _pid: u32, _addr: u64) -> Vec<protocol::NativeSource> {
+        Vec::new()
+    }
+
     /// What the last `thread_stacks(pid)` shows about thread `tid` (`None`: the thread was
     /// picked by its shape, so every thread counts). The default proves nothing.
     fn moment(&mut self, _pid: u32, _tid: Option<u64>) -> Moment {
@@ -117,6 +123,9 @@ impl<S: StackSource + ?Sized> StackSource for &mut S {
     fn native_symbol(&mut self, pid: u32, addr: u64) -> Option<NativeSymbol> {
         (**self).native_symbol(pid, addr)
     }
+    fn native_source(&mut self, pid: u32, addr: u64) -> Vec<protocol::NativeSource> {
+        (**self).native_source(pid, addr)
+    }
 }
 
 impl<S: StackSource + ?Sized> StackSource for Box<S> {
@@ -142,5 +151,8 @@ impl<S: StackSource + ?Sized> StackSource for Box<S> {
     }
     fn native_symbol(&mut self, pid: u32, addr: u64) -> Option<NativeSymbol> {
         (**self).native_symbol(pid, addr)
+    }
+    fn native_source(&mut self, pid: u32, addr: u64) -> Vec<protocol::NativeSource> {
+        (**self).native_source(pid, addr)
     }
 }

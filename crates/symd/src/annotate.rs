@@ -249,6 +249,7 @@ impl StackSource for DaemonSource {
         let params = SymbolizeParams {
             pid,
             addresses: vec![addr],
+            lines: false,
         };
         let r: SymbolizeResult = match self.request(methods::SYMBOLIZE, &params) {
             Ok(r) => r,
@@ -276,6 +277,29 @@ impl StackSource for DaemonSource {
         }
         self.symbols.insert((pid, addr), n.clone());
         n
+    }
+
+    fn native_source(&mut self, pid: u32, addr: u64) -> Vec<protocol::NativeSource> {
+        if self.no_symbols.contains(&pid) {
+            return Vec::new();
+        }
+        let params = SymbolizeParams {
+            pid,
+            addresses: vec![addr],
+            lines: true,
+        };
+        match self.request::<_, SymbolizeResult>(methods::SYMBOLIZE, &params) {
+            Ok(r) => r
+                .sources
+                .and_then(|s| s.into_iter().next())
+                .unwrap_or_default(),
+            Err(_) => {
+                if self.no_symbols.len() < 4096 {
+                    self.no_symbols.insert(pid);
+                }
+                Vec::new()
+            }
+        }
     }
 
     fn captured(
@@ -366,6 +390,7 @@ fn options(args: &AnnotateArgs) -> Options {
         },
         qualname: args.qualname,
         stopped: args.stopped,
+        native_lines: args.native_lines,
         ..Options::default()
     }
 }
@@ -449,6 +474,10 @@ impl<S: StackSource> StackSource for Reuse<S> {
 
     fn native_symbol(&mut self, pid: u32, addr: u64) -> Option<stacktext::NativeSymbol> {
         self.inner.native_symbol(pid, addr)
+    }
+
+    fn native_source(&mut self, pid: u32, addr: u64) -> Vec<protocol::NativeSource> {
+        self.inner.native_source(pid, addr)
     }
 
     fn moment(&mut self, pid: u32, tid: Option<u64>) -> stacktext::Moment {
@@ -612,6 +641,10 @@ pub struct AnnotateArgs {
     /// Read the processes directly even when the daemon is running.
     #[arg(long)]
     pub no_daemon: bool,
+    /// Add each native frame's source file and line, and the functions inlined there, from
+    /// DWARF, for frames the tracer printed with an address (docs/native.md).
+    #[arg(long)]
+    pub native_lines: bool,
 }
 
 #[cfg(test)]

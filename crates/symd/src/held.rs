@@ -135,6 +135,10 @@ impl<S: StackSource> StackSource for Witnessed<S> {
         self.inner.native_symbol(pid, addr)
     }
 
+    fn native_source(&mut self, pid: u32, addr: u64) -> Vec<protocol::NativeSource> {
+        self.inner.native_source(pid, addr)
+    }
+
     fn moment(&mut self, pid: u32, tid: Option<u64>) -> Moment {
         let Some(s) = self.shown.get(&pid) else {
             return Moment::Later;

@@ -66,6 +66,22 @@ impl Names {
         }
     }
 
+    /// The source frames (DWARF) of `addr` of live process `pid` (after a [`Names::name`]
+    /// for it, which read its mappings).
+    pub fn source(&mut self, pid: u32, addr: u64) -> Vec<protocol::NativeSource> {
+        let Some((Some(maps), _)) = self.maps.get(&pid) else {
+            return Vec::new();
+        };
+        match self.symbolizer.symbolize(maps, addr, true) {
+            Ok(s) => s
+                .frames
+                .into_iter()
+                .map(crate::stack_native::native_source)
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Whether the mappings of `pid` could be read (after a [`Names::name`] for it).
     pub fn has_maps(&self, pid: u32) -> bool {
         self.maps.get(&pid).is_some_and(|(m, _)| m.is_some())
@@ -128,6 +144,13 @@ impl<S: StackSource> StackSource for Naming<S> {
     }
     fn moment(&mut self, pid: u32, tid: Option<u64>) -> Moment {
         self.inner.moment(pid, tid)
+    }
+
+    fn native_source(&mut self, pid: u32, addr: u64) -> Vec<protocol::NativeSource> {
+        if self.names.name(pid, addr).is_none() && !self.names.has_maps(pid) {
+            return self.inner.native_source(pid, addr);
+        }
+        self.names.source(pid, addr)
     }
 
     fn native_symbol(&mut self, pid: u32, addr: u64) -> Option<NativeSymbol> {

@@ -326,4 +326,8 @@ pub struct StackArgs {
     /// (docs/native.md).
     #[arg(long)]
     pub native: bool,
+    /// With --native: each native frame's source file and line, and the functions inlined
+    /// there, from DWARF (docs/native.md).
+    #[arg(long, requires = "native")]
+    pub native_lines: bool,
 }

@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use protocol::{escape_control, Frame as PyFrame};
+use protocol::{escape_control, Frame as PyFrame, NativeSource};
 use pyframe_reader::{platform, PythonProcess, StackOptions};
 use serde::Serialize;
 use symbolize::unwind::{self, Method, ProcessCfi, Stop};
@@ -35,6 +35,10 @@ pub struct NativeFrame {
     pub offset: Option<u64>,
     /// How this frame was found: `registers` (innermost), `cfi`, `frame_pointer`.
     pub unwound_by: &'static str,
+    /// With `--native-lines`: the source location from DWARF, the functions inlined at
+    /// the address first, the one holding the code last (innermost first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub source: Vec<NativeSource>,
     /// The Python frames this eval-loop frame runs, innermost first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub python: Vec<PyFrame>,
@@ -88,7 +92,7 @@ pub fn run(args: &StackArgs) -> ExitCode {
         eprintln!("pystackd: --locals is not supported with --native yet");
         return ExitCode::from(exit::USAGE);
     }
-    match read(args.pid, args.tid) {
+    match read(args.pid, args.tid, args.native_lines) {
         Ok(stack) => {
             if let Some(tid) = args.tid {
                 if !stack.threads.iter().any(|t| t.os_tid == tid) {
@@ -108,8 +112,9 @@ pub fn run(args: &StackArgs) -> ExitCode {
     }
 }
 
-/// Stop `pid`, unwind every thread (or only `tid`), read the Python stacks, resume.
-pub fn read(pid: u32, tid: Option<u64>) -> pyframe_reader::Result<NativeStack> {
+/// Stop `pid`, unwind every thread (or only `tid`), read the Python stacks, resume; with
+/// `lines`, each frame's source lines and inlined functions from DWARF.
+pub fn read(pid: u32, tid: Option<u64>, lines: bool) -> pyframe_reader::Result<NativeStack> {
     let mut process = PythonProcess::attach(pid)?;
     let symbolizer = Symbolizer::new(Config::from_env());
     let held = platform::stop(pid).map_err(|e| match e {
@@ -151,7 +156,7 @@ pub fn read(pid: u32, tid: Option<u64>) -> pyframe_reader::Result<NativeStack> {
                 let frames = u
                     .frames
                     .iter()
-                    .map(|f| name_frame(&symbolizer, &maps, f))
+                    .map(|f| name_frame(&symbolizer, &maps, f, lines))
                     .collect();
                 (frames, stop_name(u.stop))
             }
@@ -206,15 +211,23 @@ fn place(thread: &mut NativeThread, py: &protocol::ThreadStack) {
     }
 }
 
-fn name_frame(sym: &Symbolizer, maps: &ProcessMaps, f: &unwind::Frame) -> NativeFrame {
+fn name_frame(sym: &Symbolizer, maps: &ProcessMaps, f: &unwind::Frame, lines: bool) -> NativeFrame {
     let lookup = f.lookup_address();
     let module = maps.region(lookup).and_then(|(_, r)| r.path.clone());
-    let (symbol, offset) = match sym.symbolize(maps, lookup, false) {
-        Ok(s) => match s.symbol {
-            Some(h) => (Some(h.name.to_string()), Some(h.offset + (f.pc - lookup))),
-            None => (None, None),
-        },
-        Err(_) => (None, None),
+    let (symbol, offset, source) = match sym.symbolize(maps, lookup, lines) {
+        Ok(s) => {
+            // a return address's line is the call's (`lookup` is one byte back), as gdb's
+            let source = s.frames.into_iter().map(native_source).collect();
+            match s.symbol {
+                Some(h) => (
+                    Some(h.name.to_string()),
+                    Some(h.offset + (f.pc - lookup)),
+                    source,
+                ),
+                None => (None, None, source),
+            }
+        }
+        Err(_) => (None, None, Vec::new()),
     };
     NativeFrame {
         address: f.pc,
@@ -226,7 +239,19 @@ fn name_frame(sym: &Symbolizer, maps: &ProcessMaps, f: &unwind::Frame) -> Native
             Method::Cfi => "cfi",
             Method::FramePointer => "frame_pointer",
         },
+        source,
         python: Vec::new(),
+    }
+}
+
+/// The protocol's form of a DWARF source frame.
+pub fn native_source(f: symbolize::SourceFrame) -> NativeSource {
+    NativeSource {
+        function: f.function,
+        file: f.file,
+        line: f.line,
+        column: f.column,
+        inlined: f.inlined,
     }
 }
 
@@ -288,6 +313,9 @@ pub fn write_text(out: &mut impl Write, s: &NativeStack) -> std::io::Result<()> 
         writeln!(out)?;
         for f in &t.frames {
             writeln!(out, "              {}", frame_text(f))?;
+            for s in &f.source {
+                writeln!(out, "                {}", s.text())?;
+            }
             for p in &f.python {
                 writeln!(out, "                {}", python_text(p))?;
             }

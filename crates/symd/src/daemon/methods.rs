@@ -575,6 +575,37 @@ impl stacktext::StackSource for CacheSource<'_> {
             posthumous,
         })
     }
+
+    fn native_source(&mut self, pid: u32, addr: u64) -> Vec<protocol::NativeSource> {
+        if !self.maps.contains_key(&pid) && self.maps.len() >= 4096 {
+            self.maps.clear();
+        }
+        let Some((maps, _)) = self
+            .maps
+            .entry(pid)
+            .or_insert_with(|| native_maps(self.state, self.peer, pid).ok())
+            .clone()
+        else {
+            return Vec::new();
+        };
+        source_of(self.state, &maps, addr)
+    }
+}
+
+/// The source frames (DWARF) of `addr` of the process whose mappings are `maps`.
+fn source_of(
+    state: &State,
+    maps: &symbolize::ProcessMaps,
+    addr: u64,
+) -> Vec<protocol::NativeSource> {
+    match state.symbolizer.symbolize(maps, addr, true) {
+        Ok(s) => s
+            .frames
+            .into_iter()
+            .map(crate::stack_native::native_source)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// The mappings to name `pid`'s native addresses by, for `peer`: the live process's when
@@ -651,6 +682,12 @@ fn symbolize(
             .iter()
             .map(|&a| name_of(state, &maps, a))
             .collect(),
+        sources: p.lines.then(|| {
+            p.addresses
+                .iter()
+                .map(|&a| source_of(state, &maps, a))
+                .collect()
+        }),
     })
 }
 
@@ -665,6 +702,7 @@ fn annotate(state: &State, peer: PeerCredentials, p: AnnotateParams) -> RpcResul
     let opts = stacktext::Options {
         pid: p.pid,
         format,
+        native_lines: p.native_lines,
         ..stacktext::Options::default()
     };
     let mut source = CacheSource {
