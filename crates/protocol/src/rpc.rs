@@ -238,7 +238,7 @@ pub struct CacheSizes {
 
 /// `stack`: every thread's Python stack (attaches the process if needed); the result
 /// is a [`ProcessStack`], the same data as `pystackd stack --json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StackParams {
     pub pid: u32,
@@ -252,6 +252,14 @@ pub struct StackParams {
     /// Also read each frame's arguments and local variables (`Frame::locals`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub locals: bool,
+    /// Every thread's native stack with the Python frames under their eval-loop frames
+    /// (stops the process): the result is then what `pystackd stack --native --json`
+    /// prints, not a `ProcessStack`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub native: bool,
+    /// With `native`: each native frame's source lines and inlined functions (DWARF).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub native_lines: bool,
 }
 
 pub type StackResult = ProcessStack;
@@ -648,9 +656,7 @@ mod tests {
             p,
             StackParams {
                 pid: 42,
-                tid: None,
-                pause: false,
-                locals: false
+                ..StackParams::default()
             }
         );
     }

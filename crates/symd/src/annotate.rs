@@ -207,9 +207,7 @@ impl DaemonSource {
     fn call(&mut self, pid: u32) -> Result<ProcessStack, ClientError> {
         let params = StackParams {
             pid,
-            tid: None,
-            pause: false,
-            locals: false,
+            ..StackParams::default()
         };
         self.request(methods::STACK, &params)
     }

@@ -64,6 +64,11 @@ pub async fn dispatch(
                 params,
                 r#"{"pid": 1234, "tid": 1235, "pause": false} (tid and pause optional)"#,
             )?;
+            if p.native || p.native_lines {
+                check_native(&p)?;
+                let st = state.clone();
+                return blocking(move || native_stack(&st, peer, &p)).await?;
+            }
             match inline(|| stack_inline(state, peer, &p)) {
                 Some(r) => to_value(r?),
                 None => {
@@ -474,6 +479,70 @@ fn stack_inline(
     }
 }
 
+/// The parameters `native` does not combine with.
+fn check_native(p: &StackParams) -> RpcResult<()> {
+    let bad = |m: &str| Err(RpcError::of(ErrorKind::InvalidParams, m.to_string()));
+    if !p.native {
+        return bad("native_lines needs \"native\": true");
+    }
+    if p.locals {
+        return bad("locals is not supported with native yet");
+    }
+    Ok(())
+}
+
+/// `stack` with `native`: the merged native and Python stacks (`pystackd stack --native
+/// --json`), read by the daemon under a ptrace stop of every thread. The access check is
+/// `stack`'s: in the kernel's ATTACH mode (or READ plus ancestry at Yama scope 1), the
+/// rights a client needs to stop and unwind the process itself.
+fn native_stack(state: &State, peer: PeerCredentials, p: &StackParams) -> RpcResult<Value> {
+    let key = authorize(state, peer, p.pid)?;
+    let attached = get_or_attach(state, peer, key)?;
+    let entry = match &attached {
+        Attached::Cached(e, _) => &**e,
+        Attached::Uncached(e) => &**e,
+    };
+    let Some(mut process) = entry.lock() else {
+        state.cache.remove(key);
+        return Err(RpcError::of(
+            ErrorKind::Internal,
+            "internal error: the reader state of this process was lost; retry",
+        ));
+    };
+    let read = crate::stack_native::read_process(
+        &mut process,
+        &state.symbolizer,
+        p.pid,
+        p.tid,
+        p.native_lines,
+    );
+    drop(process);
+    // what was read is this process's only if the pid still names it
+    if !entry.identity.is_same() {
+        state.cache.remove(key);
+        return Err(exited(p.pid));
+    }
+    let stack = read.map_err(|e| {
+        if matches!(
+            e.kind(),
+            ErrorKind::NoSuchProcess | ErrorKind::ProcessExited | ErrorKind::Inconsistent
+        ) {
+            state.cache.remove(key);
+        }
+        reader_error(&e)
+    })?;
+    if let Some(tid) = p.tid {
+        if !stack.threads.iter().any(|t| t.os_tid == tid) {
+            return Err(RpcError::of(
+                ErrorKind::NoSuchThread,
+                format!("process {} has no thread {tid}", p.pid),
+            ));
+        }
+    }
+    entry.count_stack();
+    to_value(stack)
+}
+
 fn read_stack(
     state: &State,
     key: Key,
@@ -530,9 +599,7 @@ impl stacktext::StackSource for CacheSource<'_> {
         }
         let p = StackParams {
             pid,
-            tid: None,
-            pause: false,
-            locals: false,
+            ..StackParams::default()
         };
         stack(self.state, self.peer, &p)
             .map(|s| s.threads)
