@@ -163,6 +163,10 @@ pub struct SymbolizeParams {
     /// Also each address's source frames from DWARF (`sources`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lines: bool,
+    /// The file name of a shared object (`libfoo.so.1`): `addresses` are then offsets into
+    /// it, as tracers print `libfoo.so.1+0x1a2b`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
 }
 
 /// Addresses one `symbolize` request may ask for.

@@ -681,6 +681,26 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             }
             let innermost = std::mem::replace(&mut first, false);
             let Some(addr) = l.frame.address else {
+                // `libfoo.so+0x1a2b`: an offset into a shared object, no symbol
+                let line = &self.buf[l.start..l.content_end];
+                if let Some((module, off)) = module_offset(l.frame.symbol.get(line), l.frame.offset)
+                {
+                    if asked == MAX_LOOKUPS {
+                        break;
+                    }
+                    asked += 1;
+                    let at = if innermost {
+                        off
+                    } else {
+                        off.saturating_sub(1)
+                    };
+                    if let Some(mut n) = self.source.native_in_module(pid, &module, at) {
+                        if !innermost {
+                            n.offset += 1;
+                        }
+                        self.resolved.push((i, n));
+                    }
+                }
                 continue;
             };
             let unnamed = l.frame.symbol.is_empty();
@@ -713,17 +733,14 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         }
     }
 
-    /// The symbol of line `i`: the tracer's, else the one pystackd found.
+    /// The symbol of line `i`: the one pystackd found where the tracer printed none (or
+    /// only `module+0xoff`), else the tracer's.
     fn symbol_of(&self, i: usize) -> &[u8] {
-        let l = &self.lines[i];
-        let sym = l.frame.symbol.get(&self.buf[l.start..l.content_end]);
-        if !sym.is_empty() {
-            return sym;
+        if let Some((_, n)) = self.resolved.iter().find(|(j, _)| *j == i) {
+            return n.symbol.as_bytes();
         }
-        self.resolved
-            .iter()
-            .find(|(j, _)| *j == i)
-            .map_or(&[][..], |(_, n)| n.symbol.as_bytes())
+        let l = &self.lines[i];
+        l.frame.symbol.get(&self.buf[l.start..l.content_end])
     }
 
     /// The indices of the lines that are eval calls, into `self.calls`.
@@ -1109,5 +1126,41 @@ impl Outcome {
             .as_ref()
             .map(ThreadStack::eval_groups)
             .unwrap_or_default()
+    }
+}
+
+/// A frame that names only an offset into a shared object: `libfoo.so.1+0x1a2b` (as one
+/// opaque token, DTrace's layout) or the symbol `libfoo.so.1` with an offset (bpftrace's).
+/// Only `.so` names: anything else may be a real symbol with an offset.
+fn module_offset(symbol: &[u8], offset: Option<u64>) -> Option<(String, u64)> {
+    let s = std::str::from_utf8(symbol).ok()?;
+    let (name, off) = match s.rsplit_once("+0x") {
+        Some((n, h)) => (n, u64::from_str_radix(h, 16).ok()?),
+        None => (s, offset?),
+    };
+    let is_so = name.ends_with(".so") || name.contains(".so.");
+    (is_so && !name.is_empty() && !name.contains(|c: char| c.is_whitespace() || c == '`'))
+        .then(|| (name.to_string(), off))
+}
+
+#[cfg(test)]
+mod module_offset_tests {
+    use super::module_offset;
+
+    #[test]
+    fn shared_object_offsets_only() {
+        let m = |s: &str, o| module_offset(s.as_bytes(), o);
+        assert_eq!(
+            m("libc.so.6+0x2a3b4", None),
+            Some(("libc.so.6".into(), 0x2a3b4))
+        );
+        assert_eq!(m("libfoo.so", Some(16)), Some(("libfoo.so".into(), 16)));
+        // symbols with offsets, garbage
+        assert_eq!(m("_PyEval_EvalFrameDefault", Some(16)), None);
+        assert_eq!(m("main+0x10", None), None);
+        assert_eq!(m("libc.so.6+0xzz", None), None);
+        assert_eq!(m("libc.so.6", None), None);
+        assert_eq!(m("+0x10", None), None);
+        assert_eq!(m("a b.so+0x1", None), None);
     }
 }

@@ -86,6 +86,12 @@ pub trait StackSource {
         None
     }
 
+    /// The native symbol at offset `offset` of shared object `module` (its file name, as a
+    /// tracer prints `libfoo.so+0x1a2b`) mapped in process `pid`. The default knows nothing.
+    fn native_in_module(&mut self, _pid: u32, _module: &str, _offset: u64) -> Option<NativeSymbol> {
+        None
+    }
+
     /// The source frames (DWARF file, line, inlined functions; innermost first) of `addr`
     /// in process `pid`, for `--native-lines`. The default knows none.
     fn native_source(&mut self, _pid: u32, _addr: u64) -> Vec<protocol::NativeSource> {
@@ -126,6 +132,9 @@ impl<S: StackSource + ?Sized> StackSource for &mut S {
     fn native_source(&mut self, pid: u32, addr: u64) -> Vec<protocol::NativeSource> {
         (**self).native_source(pid, addr)
     }
+    fn native_in_module(&mut self, pid: u32, module: &str, offset: u64) -> Option<NativeSymbol> {
+        (**self).native_in_module(pid, module, offset)
+    }
 }
 
 impl<S: StackSource + ?Sized> StackSource for Box<S> {
@@ -154,5 +163,8 @@ impl<S: StackSource + ?Sized> StackSource for Box<S> {
     }
     fn native_source(&mut self, pid: u32, addr: u64) -> Vec<protocol::NativeSource> {
         (**self).native_source(pid, addr)
+    }
+    fn native_in_module(&mut self, pid: u32, module: &str, offset: u64) -> Option<NativeSymbol> {
+        (**self).native_in_module(pid, module, offset)
     }
 }

@@ -248,6 +248,7 @@ impl StackSource for DaemonSource {
             pid,
             addresses: vec![addr],
             lines: false,
+            module: None,
         };
         let r: SymbolizeResult = match self.request(methods::SYMBOLIZE, &params) {
             Ok(r) => r,
@@ -277,6 +278,42 @@ impl StackSource for DaemonSource {
         n
     }
 
+    fn native_in_module(
+        &mut self,
+        pid: u32,
+        module: &str,
+        offset: u64,
+    ) -> Option<stacktext::NativeSymbol> {
+        if self.no_symbols.contains(&pid) {
+            return None;
+        }
+        let params = SymbolizeParams {
+            pid,
+            addresses: vec![offset],
+            lines: false,
+            module: Some(module.to_string()),
+        };
+        match self.request::<_, SymbolizeResult>(methods::SYMBOLIZE, &params) {
+            Ok(r) => r
+                .symbols
+                .into_iter()
+                .next()
+                .flatten()
+                .map(|n| stacktext::NativeSymbol {
+                    module: n.module.rsplit('/').next().unwrap_or(&n.module).to_string(),
+                    symbol: n.symbol,
+                    offset: n.offset,
+                    posthumous: r.posthumous,
+                }),
+            Err(_) => {
+                if self.no_symbols.len() < 4096 {
+                    self.no_symbols.insert(pid);
+                }
+                None
+            }
+        }
+    }
+
     fn native_source(&mut self, pid: u32, addr: u64) -> Vec<protocol::NativeSource> {
         if self.no_symbols.contains(&pid) {
             return Vec::new();
@@ -285,6 +322,7 @@ impl StackSource for DaemonSource {
             pid,
             addresses: vec![addr],
             lines: true,
+            module: None,
         };
         match self.request::<_, SymbolizeResult>(methods::SYMBOLIZE, &params) {
             Ok(r) => r
@@ -476,6 +514,15 @@ impl<S: StackSource> StackSource for Reuse<S> {
 
     fn native_source(&mut self, pid: u32, addr: u64) -> Vec<protocol::NativeSource> {
         self.inner.native_source(pid, addr)
+    }
+
+    fn native_in_module(
+        &mut self,
+        pid: u32,
+        module: &str,
+        offset: u64,
+    ) -> Option<stacktext::NativeSymbol> {
+        self.inner.native_in_module(pid, module, offset)
     }
 
     fn moment(&mut self, pid: u32, tid: Option<u64>) -> stacktext::Moment {

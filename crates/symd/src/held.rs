@@ -139,6 +139,15 @@ impl<S: StackSource> StackSource for Witnessed<S> {
         self.inner.native_source(pid, addr)
     }
 
+    fn native_in_module(
+        &mut self,
+        pid: u32,
+        module: &str,
+        offset: u64,
+    ) -> Option<stacktext::NativeSymbol> {
+        self.inner.native_in_module(pid, module, offset)
+    }
+
     fn moment(&mut self, pid: u32, tid: Option<u64>) -> Moment {
         let Some(s) = self.shown.get(&pid) else {
             return Moment::Later;

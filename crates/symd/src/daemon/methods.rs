@@ -626,20 +626,17 @@ impl stacktext::StackSource for CacheSource<'_> {
     }
 
     fn native_symbol(&mut self, pid: u32, addr: u64) -> Option<stacktext::NativeSymbol> {
-        if !self.maps.contains_key(&pid) && self.maps.len() >= 4096 {
-            self.maps.clear();
-        }
-        let (maps, posthumous) = self
-            .maps
-            .entry(pid)
-            .or_insert_with(|| native_maps(self.state, self.peer, pid).ok())
-            .clone()?;
-        let n = name_of(self.state, &maps, addr)?;
-        Some(stacktext::NativeSymbol {
-            module: n.module.rsplit('/').next().unwrap_or(&n.module).to_string(),
-            symbol: n.symbol,
-            offset: n.offset,
-            posthumous,
+        self.name_at(pid, |_, _| Some(addr))
+    }
+
+    fn native_in_module(
+        &mut self,
+        pid: u32,
+        module: &str,
+        offset: u64,
+    ) -> Option<stacktext::NativeSymbol> {
+        self.name_at(pid, |state, maps| {
+            crate::native::module_address(&state.symbolizer, maps, module, offset)
         })
     }
 
@@ -672,6 +669,32 @@ fn source_of(
             .map(crate::stack_native::native_source)
             .collect(),
         Err(_) => Vec::new(),
+    }
+}
+
+impl CacheSource<'_> {
+    /// The name of the address `at` gives in `pid`'s mappings (live or recorded).
+    fn name_at(
+        &mut self,
+        pid: u32,
+        at: impl FnOnce(&State, &symbolize::ProcessMaps) -> Option<u64>,
+    ) -> Option<stacktext::NativeSymbol> {
+        if !self.maps.contains_key(&pid) && self.maps.len() >= 4096 {
+            self.maps.clear();
+        }
+        let (maps, posthumous) = self
+            .maps
+            .entry(pid)
+            .or_insert_with(|| native_maps(self.state, self.peer, pid).ok())
+            .clone()?;
+        let addr = at(self.state, &maps)?;
+        let n = name_of(self.state, &maps, addr)?;
+        Some(stacktext::NativeSymbol {
+            module: n.module.rsplit('/').next().unwrap_or(&n.module).to_string(),
+            symbol: n.symbol,
+            offset: n.offset,
+            posthumous,
+        })
     }
 }
 
@@ -741,18 +764,23 @@ fn symbolize(
         ));
     }
     let (maps, posthumous) = native_maps(state, peer, p.pid)?;
+    // with `module`, the addresses asked for are offsets into that object
+    let addrs: Vec<Option<u64>> = p
+        .addresses
+        .iter()
+        .map(|&a| match &p.module {
+            Some(m) => crate::native::module_address(&state.symbolizer, &maps, m, a),
+            None => Some(a),
+        })
+        .collect();
     Ok(SymbolizeResult {
         pid: p.pid,
         posthumous,
-        symbols: p
-            .addresses
-            .iter()
-            .map(|&a| name_of(state, &maps, a))
-            .collect(),
+        symbols: addrs.iter().map(|a| name_of(state, &maps, (*a)?)).collect(),
         sources: p.lines.then(|| {
-            p.addresses
+            addrs
                 .iter()
-                .map(|&a| source_of(state, &maps, a))
+                .map(|a| a.map_or_else(Vec::new, |a| source_of(state, &maps, a)))
                 .collect()
         }),
     })
