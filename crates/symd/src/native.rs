@@ -137,9 +137,11 @@ impl Names {
             self.maps.clear();
             self.names.clear();
         }
-        self.maps
-            .entry(pid)
-            .or_insert_with(|| (ProcessMaps::for_pid(pid).ok(), Instant::now()));
+        // no mappings at all: exited, not reaped yet (a zombie), as good as unreadable
+        self.maps.entry(pid).or_insert_with(|| {
+            let maps = ProcessMaps::for_pid(pid).ok();
+            (maps.filter(|m| !m.regions().is_empty()), Instant::now())
+        });
     }
 
     pub fn name(&mut self, pid: u32, addr: u64) -> Option<Named> {
@@ -151,7 +153,7 @@ impl Names {
         let unmapped = entry.0.as_ref().is_some_and(|m| m.region(addr).is_none());
         if unmapped && entry.1.elapsed() >= MAPS_REREAD {
             if let Ok(m) = ProcessMaps::for_pid(pid) {
-                *entry = (Some(m), Instant::now());
+                *entry = ((!m.regions().is_empty()).then_some(m), Instant::now());
             }
         }
         let maps = entry.0.as_ref()?;

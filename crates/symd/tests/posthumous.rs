@@ -568,3 +568,64 @@ fn record_is_not_used_after_it_expires() {
     );
     assert_eq!(r["error"]["code"], -32001, "{r}");
 }
+
+#[test]
+fn killed_but_not_reaped_process_is_named_from_the_record() {
+    require!(testkit::tool("gdb"));
+    let py = require!(testkit::python(&Want::any().shared().symbols()));
+    let d = Daemon::start(None);
+    // our own child, so that it stays a zombie until this test reaps it
+    let mut child = Command::new(&py.command)
+        .args([
+            "-c",
+            "import time\ndef leaf():\n    time.sleep(1000)\nleaf()\n",
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // attached once the interpreter is up
+    let t0 = Instant::now();
+    loop {
+        let r = d.connect().call("attach", json!({ "pid": pid }));
+        if r.get("result").is_some() {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{r}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // in time.sleep by now, or soon: the gdb stack must hold it
+    let mut gdb = Vec::new();
+    while t0.elapsed() < Duration::from_secs(10) {
+        gdb = gdb_threads(pid);
+        if format!("{gdb:?}").contains("sleep") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop_tail_calls(pid, &mut gdb);
+    let input = bare_addresses(&gdb);
+    // SAFETY: kill(2) of our own child
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let t0 = Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        if stat.rsplit_once(") ").unwrap().1.starts_with('Z') {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{stat}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid_s = pid.to_string();
+    let text = text_of(&annotate_via(
+        &d,
+        None,
+        &["--pid", &pid_s, "--format", "dtrace"],
+        &input,
+    ));
+    let mut c = Counts::default();
+    compare(&gdb, &text, &mut c).unwrap();
+    assert!(c.names_agreed > 0, "{c:?}");
+    eprintln!("zombie: {c:?}");
+    child.wait().unwrap();
+}

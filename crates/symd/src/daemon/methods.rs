@@ -709,8 +709,9 @@ fn native_maps(
 ) -> RpcResult<(Arc<symbolize::ProcessMaps>, bool)> {
     let live = authorize(state, peer, pid).and_then(|key| {
         let maps = symbolize::ProcessMaps::for_pid(pid).map_err(|_| exited(pid))?;
-        // the mappings are the authorized process's only if it still holds the pid
-        if platform::start_time(pid).ok() != Some(key.start_time) {
+        // the mappings are the authorized process's only if it still holds the pid; none
+        // at all: it exited and was not reaped yet (a zombie)
+        if platform::start_time(pid).ok() != Some(key.start_time) || maps.regions().is_empty() {
             return Err(exited(pid));
         }
         Ok((Arc::new(maps), false))

@@ -264,8 +264,9 @@ impl Records {
         self.map().values().cloned().collect()
     }
 
-    /// The record of the exited process that last held `pid`, within `keep` of its exit.
-    /// `None` when the pid names a live process of that record, or when two exited
+    /// The record of the exited process that last held `pid`, within `keep` of its exit;
+    /// the caller found no live process with mappings there (gone, or a zombie not reaped
+    /// yet: then the record with its start time is the one). `None` when two exited
     /// processes of that pid are on record (the text does not say which one it means).
     pub fn exited(&self, pid: u32, keep: Duration) -> Option<Arc<Record>> {
         let now = pyframe_reader::platform::start_time(pid).ok();
@@ -274,12 +275,12 @@ impl Records {
             .into_iter()
             .filter(|r| r.key.pid == pid)
             .collect();
+        if let Some(zombie) = candidates.iter().find(|r| now == Some(r.key.start_time)) {
+            self.mark_exited(zombie);
+            return Some(zombie.clone());
+        }
         let mut found = Vec::new();
         for r in candidates {
-            if now == Some(r.key.start_time) {
-                // still running: the live mappings answer
-                return None;
-            }
             self.mark_exited(&r);
             if r.exited_at().is_some_and(|t| t.elapsed() < keep) {
                 found.push(r);
