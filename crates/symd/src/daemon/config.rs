@@ -155,6 +155,9 @@ mod tests {
         );
         let c = Config::parse("max_connections_root = 5\nmax_access_checkers = 0\n").unwrap();
         assert_eq!((c.max_connections_root, c.max_access_checkers), (5, 1));
+        let c = Config::parse("posthumous_secs = 0\nmax_records = 7\n").unwrap();
+        assert_eq!((c.posthumous_secs, c.max_records), (0, 7));
+        assert_eq!(Config::default().posthumous_secs, 600);
     }
 
     #[test]

@@ -196,6 +196,11 @@ impl Records {
         if peer.privileged {
             return;
         }
+        // already admitted (the common case: a client reading the same process again):
+        // nothing to add, and Yama's scope (a file read) need not be asked
+        if record.inner().grants.iter().any(|g| g.admits(peer)) {
+            return;
+        }
         let g = Grant::of(peer, platform::ptrace_scope());
         let mut i = record.inner();
         if !i.grants.contains(&g) && i.grants.len() < MAX_GRANTS {
