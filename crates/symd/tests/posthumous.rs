@@ -198,12 +198,13 @@ fn normalize(name: &str) -> String {
 
 const POSTHUMOUS: &str = " (named by pystackd, posthumously: the process had exited) ]";
 
-/// Per frame line of annotate's text output (`0xADDR`), the symbol pystackd named it by
-/// posthumously (`[= module`symbol+0xoff (named by pystackd, posthumously...) ]` after it).
 /// Per frame line: its address when the line gives one, and the name pystackd gave it.
 type Named = Vec<(Option<u64>, Option<String>)>;
 
-fn named_frames(text: &str) -> Result<Named, String> {
+/// Per frame line of annotate's text output (`0xADDR` or `libfoo.so+0xoff`), the symbol
+/// pystackd named it by (`[= module`symbol+0xoff (named by pystackd...) ]` after it); the
+/// names must end with `marker` (`POSTHUMOUS`, or the live one).
+fn named_frames_marked(text: &str, marker: &str) -> Result<Named, String> {
     let mut v: Named = Vec::new();
     for line in text.lines() {
         let t = line.trim();
@@ -214,8 +215,8 @@ fn named_frames(text: &str) -> Result<Named, String> {
             // `libfoo.so+0xoff`: an offset into a shared object
             v.push((None, None));
         } else if let Some(named) = t.strip_prefix("[= ") {
-            let Some(body) = named.strip_suffix(POSTHUMOUS.trim_start()) else {
-                return Err(format!("a name not marked posthumous: {t}"));
+            let Some(body) = named.strip_suffix(marker.trim_start()) else {
+                return Err(format!("a name not marked {marker:?}: {t}"));
             };
             let sym = body
                 .split_once('`')
@@ -244,7 +245,16 @@ struct Counts {
 
 /// Every frame gdb named, named the same from the record; `Err` with the first mismatch.
 fn compare(gdb: &[(u64, Vec<GdbFrame>)], text: &str, counts: &mut Counts) -> Result<(), String> {
-    let ours = named_frames(text)?;
+    compare_marked(gdb, text, POSTHUMOUS, counts)
+}
+
+fn compare_marked(
+    gdb: &[(u64, Vec<GdbFrame>)],
+    text: &str,
+    marker: &str,
+    counts: &mut Counts,
+) -> Result<(), String> {
+    let ours = named_frames_marked(text, marker)?;
     let theirs: Vec<&GdbFrame> = gdb.iter().flat_map(|(_, f)| f).collect();
     if ours.len() != theirs.len() {
         return Err(format!(
@@ -366,6 +376,15 @@ fn run_case(d: &Daemon, interp: &Interpreter, counts: &mut Counts) -> Result<Str
     let out = annotate_via(d, None, &["--pid", &pid_s, "--format", "dtrace"], &offsets);
     compare(&gdb, &text_of(&out), &mut Counts::default())
         .map_err(|e| format!("{label}: module offsets: {e}"))?;
+    let r = d.connect().call(
+        "annotate",
+        json!({"text": offsets, "pid": pid, "format": "dtrace"}),
+    );
+    let method_text = r["result"]["text"]
+        .as_str()
+        .ok_or_else(|| format!("{label}: annotate method: {r}"))?;
+    compare(&gdb, method_text, &mut Counts::default())
+        .map_err(|e| format!("{label}: annotate method, module offsets: {e}"))?;
     // the daemon's own `annotate` method gives the same names
     let r = d.connect().call(
         "annotate",
@@ -628,4 +647,24 @@ fn killed_but_not_reaped_process_is_named_from_the_record() {
     assert!(c.names_agreed > 0, "{c:?}");
     eprintln!("zombie: {c:?}");
     child.wait().unwrap();
+}
+
+#[test]
+fn module_offsets_of_a_live_process_are_named_too() {
+    require!(testkit::tool("gdb"));
+    let py = require!(testkit::python(&Want::any().shared().symbols()));
+    let target = Target::spawn(&py, "nested_eval.py", &[]);
+    let pid = target.pid();
+    let mut gdb = gdb_threads(pid);
+    drop_tail_calls(pid, &mut gdb);
+    let offsets = module_offsets(pid, &gdb);
+    let out =
+        testkit::tools::annotate(&["--pid", &pid.to_string(), "--format", "dtrace"], &offsets);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut c = Counts::default();
+    compare_marked(&gdb, &text, " (named by pystackd) ]", &mut c).unwrap();
+    assert!(c.names_agreed > 0, "{c:?}");
+    // the eval frames, named from `libpython...so+0x...`, got their Python frames
+    assert!(text.contains("[~ ") || text.contains("[ "), "{text}");
+    eprintln!("live: {c:?}");
 }
