@@ -3,10 +3,12 @@
 //! documented in `docs/json.md` and `docs/protocol.md`.
 
 pub mod error;
+mod native;
 pub mod rpc;
 mod stack;
 mod summary;
 
 pub use error::ErrorKind;
+pub use native::NativeSource;
 pub use stack::{escape_control, Frame, Local, LocalKind, ProcessStack, ThreadStack};
 pub use summary::AnnotateSummary;

@@ -132,6 +132,7 @@ pub mod methods {
     pub const PROFILE: &str = "profile";
     pub const PROFILE_RESULT: &str = "profile_result";
     pub const PROFILE_STOP: &str = "profile_stop";
+    pub const SYMBOLIZE: &str = "symbolize";
 }
 
 /// `attach`: find the interpreter of a process and keep it cached.
@@ -149,6 +150,48 @@ pub struct AttachResult {
     pub newly_attached: bool,
     /// Number of OS threads (LWPs) of the process at attach time.
     pub os_threads: usize,
+}
+
+/// `symbolize`: name native addresses of a process: from its mappings while it runs, or
+/// from the daemon's record of its mappings after it exited (posthumously).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SymbolizeParams {
+    pub pid: u32,
+    /// At most [`MAX_SYMBOLIZE_ADDRESSES`].
+    pub addresses: Vec<u64>,
+    /// Also each address's source frames from DWARF (`sources`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lines: bool,
+    /// The file name of a shared object (`libfoo.so.1`): `addresses` are then offsets into
+    /// it, as tracers print `libfoo.so.1+0x1a2b`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+}
+
+/// Addresses one `symbolize` request may ask for.
+pub const MAX_SYMBOLIZE_ADDRESSES: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SymbolizeResult {
+    pub pid: u32,
+    /// The process had exited: the names come from the daemon's record of its mappings.
+    pub posthumous: bool,
+    /// One per address, in order; `null` where no symbol names it.
+    pub symbols: Vec<Option<NativeName>>,
+    /// With `lines`: one list per address, in order, of its source frames (innermost
+    /// first; empty without DWARF).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<Vec<crate::NativeSource>>>,
+}
+
+/// A native address named: the mapped file's name, the symbol and the offset into it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeName {
+    /// The file's path as the process saw it.
+    pub module: String,
+    pub symbol: String,
+    pub offset: u64,
 }
 
 /// `detach`: drop a process from the cache.
@@ -199,7 +242,7 @@ pub struct CacheSizes {
 
 /// `stack`: every thread's Python stack (attaches the process if needed); the result
 /// is a [`ProcessStack`], the same data as `pystackd stack --json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StackParams {
     pub pid: u32,
@@ -213,6 +256,14 @@ pub struct StackParams {
     /// Also read each frame's arguments and local variables (`Frame::locals`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub locals: bool,
+    /// Every thread's native stack with the Python frames under their eval-loop frames
+    /// (stops the process): the result is then what `pystackd stack --native --json`
+    /// prints, not a `ProcessStack`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub native: bool,
+    /// With `native`: each native frame's source lines and inlined functions (DWARF).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub native_lines: bool,
 }
 
 pub type StackResult = ProcessStack;
@@ -328,6 +379,9 @@ pub struct AnnotateParams {
     /// Input format (`dtrace`, `bpftrace`, `perf`, `gdb`); guessed when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// Add each native frame's source file, line and inlined functions (DWARF).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub native_lines: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -606,9 +660,7 @@ mod tests {
             p,
             StackParams {
                 pid: 42,
-                tid: None,
-                pause: false,
-                locals: false
+                ..StackParams::default()
             }
         );
     }

@@ -43,6 +43,9 @@ pub struct Options {
     pub max_stack_bytes: usize,
     /// Lines longer than this pass through in pieces.
     pub max_line: usize,
+    /// Add the source file, line and inlined functions (DWARF) of each native frame that
+    /// has an address (`--native-lines`).
+    pub native_lines: bool,
 }
 
 impl Default for Options {
@@ -57,6 +60,7 @@ impl Default for Options {
             max_stack_lines: 16 * 1024,
             max_stack_bytes: 8 << 20,
             max_line: 256 * 1024,
+            native_lines: false,
         }
     }
 }
@@ -217,6 +221,8 @@ pub struct Annotator<'s, W: Write, S: StackSource + ?Sized> {
     /// Frames of the pending stack the tracer left unnamed and the source named: (line
     /// index, symbol), in line order.
     resolved: Vec<(usize, NativeSymbol)>,
+    /// With `native_lines`: the source frames of line i, innermost first.
+    sources: Vec<(usize, Vec<protocol::NativeSource>)>,
     scratch: Vec<u8>,
 }
 
@@ -245,6 +251,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             summary: Summary::default(),
             calls: Vec::new(),
             resolved: Vec::new(),
+            sources: Vec::new(),
             scratch: Vec::new(),
         }
     }
@@ -662,6 +669,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         /// Lookups per stack at most (a stack of garbage addresses costs no more).
         const MAX_LOOKUPS: usize = 256;
         self.resolved.clear();
+        self.sources.clear();
         let Some(pid) = pid else {
             return;
         };
@@ -672,9 +680,33 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
                 continue;
             }
             let innermost = std::mem::replace(&mut first, false);
-            let (true, Some(addr)) = (l.frame.symbol.is_empty(), l.frame.address) else {
+            let Some(addr) = l.frame.address else {
+                // `libfoo.so+0x1a2b`: an offset into a shared object, no symbol
+                let line = &self.buf[l.start..l.content_end];
+                if let Some((module, off)) = module_offset(l.frame.symbol.get(line), l.frame.offset)
+                {
+                    if asked == MAX_LOOKUPS {
+                        break;
+                    }
+                    asked += 1;
+                    let at = if innermost {
+                        off
+                    } else {
+                        off.saturating_sub(1)
+                    };
+                    if let Some(mut n) = self.source.native_in_module(pid, &module, at) {
+                        if !innermost {
+                            n.offset += 1;
+                        }
+                        self.resolved.push((i, n));
+                    }
+                }
                 continue;
             };
+            let unnamed = l.frame.symbol.is_empty();
+            if !unnamed && !self.opts.native_lines {
+                continue;
+            }
             if asked == MAX_LOOKUPS {
                 break;
             }
@@ -684,26 +716,31 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
             } else {
                 addr.saturating_sub(1)
             };
-            if let Some(mut n) = self.source.native_symbol(pid, at) {
-                if !innermost {
-                    n.offset += 1;
+            if unnamed {
+                if let Some(mut n) = self.source.native_symbol(pid, at) {
+                    if !innermost {
+                        n.offset += 1;
+                    }
+                    self.resolved.push((i, n));
                 }
-                self.resolved.push((i, n));
+            }
+            if self.opts.native_lines {
+                let s = self.source.native_source(pid, at);
+                if !s.is_empty() {
+                    self.sources.push((i, s));
+                }
             }
         }
     }
 
-    /// The symbol of line `i`: the tracer's, else the one pystackd found.
+    /// The symbol of line `i`: the one pystackd found where the tracer printed none (or
+    /// only `module+0xoff`), else the tracer's.
     fn symbol_of(&self, i: usize) -> &[u8] {
-        let l = &self.lines[i];
-        let sym = l.frame.symbol.get(&self.buf[l.start..l.content_end]);
-        if !sym.is_empty() {
-            return sym;
+        if let Some((_, n)) = self.resolved.iter().find(|(j, _)| *j == i) {
+            return n.symbol.as_bytes();
         }
-        self.resolved
-            .iter()
-            .find(|(j, _)| *j == i)
-            .map_or(&[][..], |(_, n)| n.symbol.as_bytes())
+        let l = &self.lines[i];
+        l.frame.symbol.get(&self.buf[l.start..l.content_end])
     }
 
     /// The indices of the lines that are eval calls, into `self.calls`.
@@ -880,9 +917,11 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         let groups = outcome.groups();
         let mut next_call = 0;
         let mut next_named = 0;
+        let mut next_source = 0;
         let mut from = 0;
         for (i, l) in self.lines[..keep].iter().enumerate() {
             let named = self.resolved.get(next_named).filter(|(j, _)| *j == i);
+            let source = self.sources.get(next_source).filter(|(j, _)| *j == i);
             if let Some((_, n)) = named {
                 next_named += 1;
                 self.out.write_all(&buf[from..l.end])?;
@@ -892,11 +931,33 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
                 self.out.write_all(&line[..l.frame.indent])?;
                 write!(
                     self.out,
-                    "  [= {}`{}+{:#x} (named by pystackd) ]",
-                    n.module, n.symbol, n.offset
+                    "  [= {}`{}+{:#x} (named by pystackd{}) ]",
+                    n.module,
+                    n.symbol,
+                    n.offset,
+                    if n.posthumous {
+                        ", posthumously: the process had exited"
+                    } else {
+                        ""
+                    }
                 )?;
                 self.out
                     .write_all(if eol.is_empty() { b"\n" } else { eol })?;
+            }
+            if let Some((_, frames)) = source {
+                next_source += 1;
+                if from < l.end {
+                    self.out.write_all(&buf[from..l.end])?;
+                    from = l.end;
+                }
+                let line = &buf[l.start..l.end];
+                let eol = &line[l.content_end - l.start..];
+                for f in frames {
+                    self.out.write_all(&line[..l.frame.indent])?;
+                    write!(self.out, "  {}", f.text())?;
+                    self.out
+                        .write_all(if eol.is_empty() { b"\n" } else { eol })?;
+                }
             }
             if next_call < groups.len() && self.calls[next_call] == i {
                 let group = groups[next_call];
@@ -991,6 +1052,13 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
                 offset: named.map(|n| n.offset).or(l.frame.offset),
                 address: l.frame.address,
                 named_by_pystackd: named.is_some(),
+                named_posthumously: named.is_some_and(|n| n.posthumous),
+                source: self
+                    .sources
+                    .iter()
+                    .find(|(j, _)| *j == i)
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_default(),
                 python,
             });
         }
@@ -1058,5 +1126,41 @@ impl Outcome {
             .as_ref()
             .map(ThreadStack::eval_groups)
             .unwrap_or_default()
+    }
+}
+
+/// A frame that names only an offset into a shared object: `libfoo.so.1+0x1a2b` (as one
+/// opaque token, DTrace's layout) or the symbol `libfoo.so.1` with an offset (bpftrace's).
+/// Only `.so` names: anything else may be a real symbol with an offset.
+fn module_offset(symbol: &[u8], offset: Option<u64>) -> Option<(String, u64)> {
+    let s = std::str::from_utf8(symbol).ok()?;
+    let (name, off) = match s.rsplit_once("+0x") {
+        Some((n, h)) => (n, u64::from_str_radix(h, 16).ok()?),
+        None => (s, offset?),
+    };
+    let is_so = name.ends_with(".so") || name.contains(".so.");
+    (is_so && !name.is_empty() && !name.contains(|c: char| c.is_whitespace() || c == '`'))
+        .then(|| (name.to_string(), off))
+}
+
+#[cfg(test)]
+mod module_offset_tests {
+    use super::module_offset;
+
+    #[test]
+    fn shared_object_offsets_only() {
+        let m = |s: &str, o| module_offset(s.as_bytes(), o);
+        assert_eq!(
+            m("libc.so.6+0x2a3b4", None),
+            Some(("libc.so.6".into(), 0x2a3b4))
+        );
+        assert_eq!(m("libfoo.so", Some(16)), Some(("libfoo.so".into(), 16)));
+        // symbols with offsets, garbage
+        assert_eq!(m("_PyEval_EvalFrameDefault", Some(16)), None);
+        assert_eq!(m("main+0x10", None), None);
+        assert_eq!(m("libc.so.6+0xzz", None), None);
+        assert_eq!(m("libc.so.6", None), None);
+        assert_eq!(m("+0x10", None), None);
+        assert_eq!(m("a b.so+0x1", None), None);
     }
 }

@@ -23,6 +23,14 @@ pub struct NativeFrameRecord {
     /// the process's mappings and debug info.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub named_by_pystackd: bool,
+    /// With `named_by_pystackd`: named from the daemon's record of the mappings of the
+    /// process, which had exited (posthumous symbolization).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub named_posthumously: bool,
+    /// With `--native-lines`: the frame's source locations from DWARF, the functions
+    /// inlined at its address first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub source: Vec<protocol::NativeSource>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub python: Vec<Frame>,
 }

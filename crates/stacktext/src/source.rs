@@ -32,6 +32,8 @@ pub struct NativeSymbol {
     /// The symbol (`_PyEval_EvalFrameDefault.cold`).
     pub symbol: String,
     pub offset: u64,
+    /// Named from the daemon's record of the mappings of a process that has exited.
+    pub posthumous: bool,
 }
 
 /// How a stack read relates to the moment the probe fired.
@@ -84,6 +86,18 @@ pub trait StackSource {
         None
     }
 
+    /// The native symbol at offset `offset` of shared object `module` (its file name, as a
+    /// tracer prints `libfoo.so+0x1a2b`) mapped in process `pid`. The default knows nothing.
+    fn native_in_module(&mut self, _pid: u32, _module: &str, _offset: u64) -> Option<NativeSymbol> {
+        None
+    }
+
+    /// The source frames (DWARF file, line, inlined functions; innermost first) of `addr`
+    /// in process `pid`, for `--native-lines`. The default knows none.
+    fn native_source(&mut self, _pid: u32, _addr: u64) -> Vec<protocol::NativeSource> {
+        Vec::new()
+    }
+
     /// What the last `thread_stacks(pid)` shows about thread `tid` (`None`: the thread was
     /// picked by its shape, so every thread counts). The default proves nothing.
     fn moment(&mut self, _pid: u32, _tid: Option<u64>) -> Moment {
@@ -115,6 +129,12 @@ impl<S: StackSource + ?Sized> StackSource for &mut S {
     fn native_symbol(&mut self, pid: u32, addr: u64) -> Option<NativeSymbol> {
         (**self).native_symbol(pid, addr)
     }
+    fn native_source(&mut self, pid: u32, addr: u64) -> Vec<protocol::NativeSource> {
+        (**self).native_source(pid, addr)
+    }
+    fn native_in_module(&mut self, pid: u32, module: &str, offset: u64) -> Option<NativeSymbol> {
+        (**self).native_in_module(pid, module, offset)
+    }
 }
 
 impl<S: StackSource + ?Sized> StackSource for Box<S> {
@@ -140,5 +160,11 @@ impl<S: StackSource + ?Sized> StackSource for Box<S> {
     }
     fn native_symbol(&mut self, pid: u32, addr: u64) -> Option<NativeSymbol> {
         (**self).native_symbol(pid, addr)
+    }
+    fn native_source(&mut self, pid: u32, addr: u64) -> Vec<protocol::NativeSource> {
+        (**self).native_source(pid, addr)
+    }
+    fn native_in_module(&mut self, pid: u32, module: &str, offset: u64) -> Option<NativeSymbol> {
+        (**self).native_in_module(pid, module, offset)
     }
 }

@@ -91,6 +91,23 @@ impl ProcessMaps {
         }
     }
 
+    /// A record of mappings kept after the process exited, each with the module that was
+    /// mapped there (opened while the process ran: the very file, even if it has since
+    /// been replaced or deleted, or was only reachable through the process's root).
+    pub fn recorded(mut entries: Vec<(Region, Arc<Module>)>) -> ProcessMaps {
+        entries.retain(|(r, _)| r.start < r.end);
+        entries.sort_by_key(|(r, _)| r.start);
+        let modules = entries
+            .iter()
+            .map(|(_, m)| OnceLock::from(Some(m.clone())))
+            .collect();
+        ProcessMaps {
+            pid: None,
+            regions: entries.into_iter().map(|(r, _)| r).collect(),
+            modules,
+        }
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.pid
     }

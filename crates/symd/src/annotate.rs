@@ -6,7 +6,7 @@
 //! streaming, flushing whenever input is awaited, quiet exit on a closed pipe.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::AsFd;
@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use protocol::rpc::{methods, StackParams};
+use protocol::rpc::{methods, StackParams, SymbolizeParams, SymbolizeResult};
 use protocol::{ErrorKind, ProcessStack, ThreadStack};
 use pyframe_reader::{platform, PythonProcess, StackOptions};
 use stacktext::{AnnotateError, Format, Options, OutputMode, SourceError, StackSource, Summary};
@@ -184,6 +184,10 @@ pub struct DaemonSource {
     /// Captured frames are resolved here, from the process's code objects: the daemon has
     /// no method for it.
     local: LiveSource,
+    /// The daemon's answers for native addresses (`None`: no name), and the pids it
+    /// gives none for.
+    symbols: HashMap<(u32, u64), Option<stacktext::NativeSymbol>>,
+    no_symbols: HashSet<u32>,
 }
 
 impl DaemonSource {
@@ -195,26 +199,34 @@ impl DaemonSource {
             client: Some(client),
             failed: Failed::default(),
             local: LiveSource::new(),
+            symbols: HashMap::new(),
+            no_symbols: HashSet::new(),
         })
     }
 
     fn call(&mut self, pid: u32) -> Result<ProcessStack, ClientError> {
         let params = StackParams {
             pid,
-            tid: None,
-            pause: false,
-            locals: false,
+            ..StackParams::default()
         };
+        self.request(methods::STACK, &params)
+    }
+
+    fn request<P: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &mut self,
+        method: &str,
+        params: &P,
+    ) -> Result<R, ClientError> {
         if self.client.is_none() {
             self.client = Some(Client::connect(&self.socket)?);
         }
         let c = self.client.as_mut().expect("connected above");
-        let r = c.call(methods::STACK, Some(&params));
+        let r = c.call(method, Some(params));
         if let Err(ClientError::Closed | ClientError::Io(_) | ClientError::Protocol(_)) = &r {
-            // a restarted daemon: one new connection, then give up on this stack
+            // a restarted daemon: one new connection, then give up on this request
             self.client = None;
             let mut c = Client::connect(&self.socket)?;
-            let r = c.call(methods::STACK, Some(&params));
+            let r = c.call(method, Some(params));
             self.client = Some(c);
             return r;
         }
@@ -223,6 +235,109 @@ impl DaemonSource {
 }
 
 impl StackSource for DaemonSource {
+    /// Asked only for processes this client cannot read itself: the daemon names their
+    /// addresses from their mappings, or from its record of them after they exited.
+    fn native_symbol(&mut self, pid: u32, addr: u64) -> Option<stacktext::NativeSymbol> {
+        if self.no_symbols.contains(&pid) {
+            return None;
+        }
+        if let Some(n) = self.symbols.get(&(pid, addr)) {
+            return n.clone();
+        }
+        let params = SymbolizeParams {
+            pid,
+            addresses: vec![addr],
+            lines: false,
+            module: None,
+        };
+        let r: SymbolizeResult = match self.request(methods::SYMBOLIZE, &params) {
+            Ok(r) => r,
+            Err(_) => {
+                // refused, unknown, or an older daemon: not asked again this run
+                if self.no_symbols.len() < 4096 {
+                    self.no_symbols.insert(pid);
+                }
+                return None;
+            }
+        };
+        let n = r
+            .symbols
+            .into_iter()
+            .next()
+            .flatten()
+            .map(|n| stacktext::NativeSymbol {
+                module: n.module.rsplit('/').next().unwrap_or(&n.module).to_string(),
+                symbol: n.symbol,
+                offset: n.offset,
+                posthumous: r.posthumous,
+            });
+        if self.symbols.len() >= 1 << 16 {
+            self.symbols.clear();
+        }
+        self.symbols.insert((pid, addr), n.clone());
+        n
+    }
+
+    fn native_in_module(
+        &mut self,
+        pid: u32,
+        module: &str,
+        offset: u64,
+    ) -> Option<stacktext::NativeSymbol> {
+        if self.no_symbols.contains(&pid) {
+            return None;
+        }
+        let params = SymbolizeParams {
+            pid,
+            addresses: vec![offset],
+            lines: false,
+            module: Some(module.to_string()),
+        };
+        match self.request::<_, SymbolizeResult>(methods::SYMBOLIZE, &params) {
+            Ok(r) => r
+                .symbols
+                .into_iter()
+                .next()
+                .flatten()
+                .map(|n| stacktext::NativeSymbol {
+                    module: n.module.rsplit('/').next().unwrap_or(&n.module).to_string(),
+                    symbol: n.symbol,
+                    offset: n.offset,
+                    posthumous: r.posthumous,
+                }),
+            Err(_) => {
+                if self.no_symbols.len() < 4096 {
+                    self.no_symbols.insert(pid);
+                }
+                None
+            }
+        }
+    }
+
+    fn native_source(&mut self, pid: u32, addr: u64) -> Vec<protocol::NativeSource> {
+        if self.no_symbols.contains(&pid) {
+            return Vec::new();
+        }
+        let params = SymbolizeParams {
+            pid,
+            addresses: vec![addr],
+            lines: true,
+            module: None,
+        };
+        match self.request::<_, SymbolizeResult>(methods::SYMBOLIZE, &params) {
+            Ok(r) => r
+                .sources
+                .and_then(|s| s.into_iter().next())
+                .unwrap_or_default(),
+            Err(_) => {
+                if self.no_symbols.len() < 4096 {
+                    self.no_symbols.insert(pid);
+                }
+                Vec::new()
+            }
+        }
+    }
+
     fn captured(
         &mut self,
         pid: u32,
@@ -311,6 +426,7 @@ fn options(args: &AnnotateArgs) -> Options {
         },
         qualname: args.qualname,
         stopped: args.stopped,
+        native_lines: args.native_lines,
         ..Options::default()
     }
 }
@@ -394,6 +510,19 @@ impl<S: StackSource> StackSource for Reuse<S> {
 
     fn native_symbol(&mut self, pid: u32, addr: u64) -> Option<stacktext::NativeSymbol> {
         self.inner.native_symbol(pid, addr)
+    }
+
+    fn native_source(&mut self, pid: u32, addr: u64) -> Vec<protocol::NativeSource> {
+        self.inner.native_source(pid, addr)
+    }
+
+    fn native_in_module(
+        &mut self,
+        pid: u32,
+        module: &str,
+        offset: u64,
+    ) -> Option<stacktext::NativeSymbol> {
+        self.inner.native_in_module(pid, module, offset)
     }
 
     fn moment(&mut self, pid: u32, tid: Option<u64>) -> stacktext::Moment {
@@ -557,6 +686,10 @@ pub struct AnnotateArgs {
     /// Read the processes directly even when the daemon is running.
     #[arg(long)]
     pub no_daemon: bool,
+    /// Add each native frame's source file and line, and the functions inlined there, from
+    /// DWARF, for frames the tracer printed with an address (docs/native.md).
+    #[arg(long)]
+    pub native_lines: bool,
 }
 
 #[cfg(test)]

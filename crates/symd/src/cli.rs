@@ -53,8 +53,9 @@ shows them (3 levels deep, 10 items, 100 characters, then `…`), anything else 
 
 --native prints every thread's native (C) stack, unwound from its registers with the
 binaries' call frame information, with the Python frames under the eval-loop frames that
-run them, in DTrace's jstack() layout; it stops the process while it reads (as --pause) and
-always reads it directly (docs/native.md).
+run them, in DTrace's jstack() layout; it stops the process while it reads (as --pause),
+through the daemon when one runs; --native-lines adds each native frame's source lines and
+inlined functions (docs/native.md).
 
 Examples:
   pystackd stack 4242                 every thread of process 4242

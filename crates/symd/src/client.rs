@@ -220,6 +220,7 @@ pub fn stack(
             tid,
             pause,
             locals,
+            ..StackParams::default()
         }),
     )
 }

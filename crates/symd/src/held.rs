@@ -131,6 +131,23 @@ impl<S: StackSource> StackSource for Witnessed<S> {
         self.inner.captured(pid, tid, tokens)
     }
 
+    fn native_symbol(&mut self, pid: u32, addr: u64) -> Option<stacktext::NativeSymbol> {
+        self.inner.native_symbol(pid, addr)
+    }
+
+    fn native_source(&mut self, pid: u32, addr: u64) -> Vec<protocol::NativeSource> {
+        self.inner.native_source(pid, addr)
+    }
+
+    fn native_in_module(
+        &mut self,
+        pid: u32,
+        module: &str,
+        offset: u64,
+    ) -> Option<stacktext::NativeSymbol> {
+        self.inner.native_in_module(pid, module, offset)
+    }
+
     fn moment(&mut self, pid: u32, tid: Option<u64>) -> Moment {
         let Some(s) = self.shown.get(&pid) else {
             return Moment::Later;

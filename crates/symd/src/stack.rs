@@ -11,7 +11,7 @@ use crate::exit;
 
 pub fn run(args: &StackArgs, global: &Global) -> ExitCode {
     if args.native {
-        return crate::stack_native::run(args);
+        return crate::stack_native::run(args, global);
     }
     if args.subprocesses {
         return run_tree(args, global);
@@ -322,8 +322,11 @@ pub struct StackArgs {
     pub subprocesses: bool,
     /// Every thread's native stack with the Python frames under the eval-loop frames that
     /// run them (DTrace jstack() layout). Implies stopping the process (ptrace, every thread,
-    /// resumed afterwards, as --pause) and reads it directly, never through the daemon
-    /// (docs/native.md).
+    /// resumed afterwards, as --pause), through the daemon when one runs (docs/native.md).
     #[arg(long)]
     pub native: bool,
+    /// With --native: each native frame's source file and line, and the functions inlined
+    /// there, from DWARF (docs/native.md).
+    #[arg(long, requires = "native")]
+    pub native_lines: bool,
 }

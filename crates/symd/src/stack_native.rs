@@ -6,55 +6,62 @@
 //! (`symbolize::unwind`), the Python stacks are read under the same stop, and each
 //! thread's Python frame groups (one per C eval call, delimited by `Frame::entry`) are put
 //! under the eval frames annotate would put them under (`stacktext::matching::place_groups`).
-//! Always read directly: the daemon is not asked (see docs/native.md).
+//! Through the daemon when one runs (its `stack` method with `"native": true`), else
+//! directly.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use protocol::{escape_control, Frame as PyFrame};
+use protocol::{escape_control, Frame as PyFrame, NativeSource};
 use pyframe_reader::{platform, PythonProcess, StackOptions};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use symbolize::unwind::{self, Method, ProcessCfi, Stop};
 use symbolize::{Config, ProcessMaps, Symbolizer};
 
+use crate::client::{Client, ClientError, Global};
 use crate::exit;
 use crate::stack::StackArgs;
+use protocol::rpc::{methods, StackParams};
 
 /// One native frame.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NativeFrame {
     /// The pc (innermost frame) or return address.
     pub address: u64,
     /// The mapped file's path, as the target sees it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub symbol: Option<String>,
     /// Offset of `address` into `symbol`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
     /// How this frame was found: `registers` (innermost), `cfi`, `frame_pointer`.
-    pub unwound_by: &'static str,
+    pub unwound_by: String,
+    /// With `--native-lines`: the source location from DWARF, the functions inlined at
+    /// the address first, the one holding the code last (innermost first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source: Vec<NativeSource>,
     /// The Python frames this eval-loop frame runs, innermost first.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub python: Vec<PyFrame>,
 }
 
 /// One thread.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NativeThread {
     pub os_tid: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Whether the interpreter knows this thread (it has a Python thread state).
     pub python_thread: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holds_gil: Option<bool>,
     /// Native frames, innermost first, with the Python frames under their eval frames.
     pub frames: Vec<NativeFrame>,
     /// The Python frames no eval frame could be found for (a build whose eval loop has no
     /// symbol), innermost first: printed after the native frames.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unplaced_python: Vec<PyFrame>,
     /// Why the unwind stopped: `end` (the outermost frame), `limit`, `unmapped`,
     /// `sp_not_increasing`, `read_failed`, `unsupported`, `registers` (unreadable).
@@ -62,13 +69,13 @@ pub struct NativeThread {
 }
 
 /// The whole process.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NativeStack {
     pub pid: u32,
     pub python_version: String,
     pub python_binary: String,
     pub threads: Vec<NativeThread>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
 
@@ -83,12 +90,30 @@ fn stop_name(s: Stop) -> String {
     }
 }
 
-pub fn run(args: &StackArgs) -> ExitCode {
+pub fn run(args: &StackArgs, global: &Global) -> ExitCode {
     if args.locals {
         eprintln!("pystackd: --locals is not supported with --native yet");
         return ExitCode::from(exit::USAGE);
     }
-    match read(args.pid, args.tid) {
+    if !global.no_daemon {
+        match through_daemon(args, global) {
+            Ok(stack) => return print(args, &stack),
+            Err(e) if e.is_not_running() => {}
+            Err(e @ (ClientError::Rpc(_) | ClientError::Closed | ClientError::Timeout { .. })) => {
+                eprintln!("pystackd: {e}");
+                match e.hint() {
+                    Some(h) => eprintln!("hint: {h}"),
+                    None if !matches!(e, ClientError::Rpc(_)) => {
+                        eprintln!("hint: --no-daemon reads the process directly")
+                    }
+                    None => {}
+                }
+                return ExitCode::from(e.exit_status());
+            }
+            Err(e) => eprintln!("pystackd: daemon: {e}; reading the process directly"),
+        }
+    }
+    match read(args.pid, args.tid, args.native_lines) {
         Ok(stack) => {
             if let Some(tid) = args.tid {
                 if !stack.threads.iter().any(|t| t.os_tid == tid) {
@@ -108,10 +133,37 @@ pub fn run(args: &StackArgs) -> ExitCode {
     }
 }
 
-/// Stop `pid`, unwind every thread (or only `tid`), read the Python stacks, resume.
-pub fn read(pid: u32, tid: Option<u64>) -> pyframe_reader::Result<NativeStack> {
+/// The daemon's `stack` with `native`: it stops and unwinds the process (its access check
+/// is the one a direct read needs: ptrace rights on the target).
+fn through_daemon(args: &StackArgs, global: &Global) -> Result<NativeStack, ClientError> {
+    Client::connect(&global.socket)?.call(
+        methods::STACK,
+        Some(StackParams {
+            pid: args.pid,
+            tid: args.tid,
+            native: true,
+            native_lines: args.native_lines,
+            ..StackParams::default()
+        }),
+    )
+}
+
+/// Stop `pid`, unwind every thread (or only `tid`), read the Python stacks, resume; with
+/// `lines`, each frame's source lines and inlined functions from DWARF.
+pub fn read(pid: u32, tid: Option<u64>, lines: bool) -> pyframe_reader::Result<NativeStack> {
     let mut process = PythonProcess::attach(pid)?;
     let symbolizer = Symbolizer::new(Config::from_env());
+    read_process(&mut process, &symbolizer, pid, tid, lines)
+}
+
+/// [`read`] of an attached process with a given symbolizer (the daemon's: its caches).
+pub fn read_process(
+    process: &mut PythonProcess,
+    symbolizer: &Symbolizer,
+    pid: u32,
+    tid: Option<u64>,
+    lines: bool,
+) -> pyframe_reader::Result<NativeStack> {
     let held = platform::stop(pid).map_err(|e| match e {
         pyframe_reader::Error::NoSuchProcess { pid } => {
             pyframe_reader::Error::ProcessExited { pid }
@@ -135,7 +187,7 @@ pub fn read(pid: u32, tid: Option<u64>) -> pyframe_reader::Result<NativeStack> {
         },
     )?;
     let cfi = ProcessCfi {
-        symbolizer: &symbolizer,
+        symbolizer,
         maps: &maps,
     };
     let mut warnings = py.warnings.clone();
@@ -151,7 +203,7 @@ pub fn read(pid: u32, tid: Option<u64>) -> pyframe_reader::Result<NativeStack> {
                 let frames = u
                     .frames
                     .iter()
-                    .map(|f| name_frame(&symbolizer, &maps, f))
+                    .map(|f| name_frame(symbolizer, &maps, f, lines))
                     .collect();
                 (frames, stop_name(u.stop))
             }
@@ -206,15 +258,23 @@ fn place(thread: &mut NativeThread, py: &protocol::ThreadStack) {
     }
 }
 
-fn name_frame(sym: &Symbolizer, maps: &ProcessMaps, f: &unwind::Frame) -> NativeFrame {
+fn name_frame(sym: &Symbolizer, maps: &ProcessMaps, f: &unwind::Frame, lines: bool) -> NativeFrame {
     let lookup = f.lookup_address();
     let module = maps.region(lookup).and_then(|(_, r)| r.path.clone());
-    let (symbol, offset) = match sym.symbolize(maps, lookup, false) {
-        Ok(s) => match s.symbol {
-            Some(h) => (Some(h.name.to_string()), Some(h.offset + (f.pc - lookup))),
-            None => (None, None),
-        },
-        Err(_) => (None, None),
+    let (symbol, offset, source) = match sym.symbolize(maps, lookup, lines) {
+        Ok(s) => {
+            // a return address's line is the call's (`lookup` is one byte back), as gdb's
+            let source = s.frames.into_iter().map(native_source).collect();
+            match s.symbol {
+                Some(h) => (
+                    Some(h.name.to_string()),
+                    Some(h.offset + (f.pc - lookup)),
+                    source,
+                ),
+                None => (None, None, source),
+            }
+        }
+        Err(_) => (None, None, Vec::new()),
     };
     NativeFrame {
         address: f.pc,
@@ -225,8 +285,21 @@ fn name_frame(sym: &Symbolizer, maps: &ProcessMaps, f: &unwind::Frame) -> Native
             Method::Registers => "registers",
             Method::Cfi => "cfi",
             Method::FramePointer => "frame_pointer",
-        },
+        }
+        .to_string(),
+        source,
         python: Vec::new(),
+    }
+}
+
+/// The protocol's form of a DWARF source frame.
+pub fn native_source(f: symbolize::SourceFrame) -> NativeSource {
+    NativeSource {
+        function: f.function,
+        file: f.file,
+        line: f.line,
+        column: f.column,
+        inlined: f.inlined,
     }
 }
 
@@ -288,6 +361,9 @@ pub fn write_text(out: &mut impl Write, s: &NativeStack) -> std::io::Result<()> 
         writeln!(out)?;
         for f in &t.frames {
             writeln!(out, "              {}", frame_text(f))?;
+            for s in &f.source {
+                writeln!(out, "                {}", s.text())?;
+            }
             for p in &f.python {
                 writeln!(out, "                {}", python_text(p))?;
             }

@@ -30,6 +30,12 @@ pub struct Config {
     pub max_connections_root: usize,
     /// Most access checkers (one per non-root client uid) running at once.
     pub max_access_checkers: usize,
+    /// How long the record of an attached process's executable mappings is kept after
+    /// the process exits, in seconds, to name its addresses posthumously (0: never).
+    pub posthumous_secs: u64,
+    /// Most processes whose mappings are recorded at once (the oldest exited ones are
+    /// dropped first).
+    pub max_records: usize,
 }
 
 impl Default for Config {
@@ -45,6 +51,8 @@ impl Default for Config {
             idle_timeout_secs: 300,
             max_connections_root: 512,
             max_access_checkers: 64,
+            posthumous_secs: 600,
+            max_records: 1024,
         }
     }
 }
@@ -147,6 +155,9 @@ mod tests {
         );
         let c = Config::parse("max_connections_root = 5\nmax_access_checkers = 0\n").unwrap();
         assert_eq!((c.max_connections_root, c.max_access_checkers), (5, 1));
+        let c = Config::parse("posthumous_secs = 0\nmax_records = 7\n").unwrap();
+        assert_eq!((c.posthumous_secs, c.max_records), (0, 7));
+        assert_eq!(Config::default().posthumous_secs, 600);
     }
 
     #[test]

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use protocol::rpc::{
     methods, AnnotateParams, AnnotateResult, AttachParams, AttachResult, DetachParams,
-    DetachResult, ListResult, ProfileParams, ProfileResult, ProfileResultParams, ProfileStarted,
-    RpcError, StackParams, StatusResult, VersionResult, PROTOCOL_VERSION,
+    DetachResult, ListResult, NativeName, ProfileParams, ProfileResult, ProfileResultParams,
+    ProfileStarted, RpcError, StackParams, StatusResult, SymbolizeParams, SymbolizeResult,
+    VersionResult, MAX_SYMBOLIZE_ADDRESSES, PROTOCOL_VERSION,
 };
 use protocol::ErrorKind;
 use pyframe_reader::{platform, Identity, PythonProcess, StackOptions};
@@ -63,6 +64,11 @@ pub async fn dispatch(
                 params,
                 r#"{"pid": 1234, "tid": 1235, "pause": false} (tid and pause optional)"#,
             )?;
+            if p.native || p.native_lines {
+                check_native(&p)?;
+                let st = state.clone();
+                return blocking(move || native_stack(&st, peer, &p)).await?;
+            }
             match inline(|| stack_inline(state, peer, &p)) {
                 Some(r) => to_value(r?),
                 None => {
@@ -79,6 +85,15 @@ pub async fn dispatch(
             )?;
             let st = state.clone();
             to_value(blocking(move || annotate(&st, peer, p)).await??)
+        }
+        methods::SYMBOLIZE => {
+            let p: SymbolizeParams = parse_params(
+                method,
+                params,
+                r#"{"pid": 1234, "addresses": [140737351962624]}"#,
+            )?;
+            let st = state.clone();
+            to_value(blocking(move || symbolize(&st, peer, &p)).await??)
         }
         methods::PROFILE => {
             let p: ProfileParams = parse_params(
@@ -104,7 +119,7 @@ pub async fn dispatch(
             ErrorKind::MethodNotFound,
             format!(
                 "unknown method `{method}` (methods: attach, detach, list, stack, annotate, \
-                 profile, profile_result, profile_stop, status, version)"
+                 symbolize, profile, profile_result, profile_stop, status, version)"
             ),
         )),
     }
@@ -223,6 +238,7 @@ fn authorize(state: &State, peer: PeerCredentials, pid: u32) -> RpcResult<Key> {
         if platform::start_time(pid).ok() != Some(start_time) {
             return Err(exited(pid));
         }
+        state.records.grant(Key { pid, start_time }, &peer);
     }
     Ok(Key { pid, start_time })
 }
@@ -234,7 +250,12 @@ fn authorize_cached(state: &State, peer: PeerCredentials, pid: u32) -> Option<Rp
         Err(e) => return Some(Err(e)),
     };
     let outcome = auth::check_cached(&state.checkers, &peer, pid, start_time)?;
-    Some(apply(state, peer, pid, outcome).map(|()| Key { pid, start_time }))
+    let key = Key { pid, start_time };
+    let allowed = apply(state, peer, pid, outcome).map(|()| key);
+    if allowed.is_ok() {
+        state.records.grant(key, &peer);
+    }
+    Some(allowed)
 }
 
 /// The start time of the process holding `pid` now.
@@ -292,6 +313,11 @@ fn get_or_attach(state: &State, peer: PeerCredentials, key: Key) -> RpcResult<At
     let mut entry = Entry::new(key, process, crate::platform::executable(key.pid), identity);
     entry.owner_uid = peer.uid;
     let config = state.config();
+    if config.posthumous_secs > 0 {
+        state
+            .records
+            .observe(&state.symbolizer, key, &peer, config.max_records);
+    }
     match state
         .cache
         .insert(entry, config.max_attached, config.max_attached_per_uid)
@@ -453,6 +479,70 @@ fn stack_inline(
     }
 }
 
+/// The parameters `native` does not combine with.
+fn check_native(p: &StackParams) -> RpcResult<()> {
+    let bad = |m: &str| Err(RpcError::of(ErrorKind::InvalidParams, m.to_string()));
+    if !p.native {
+        return bad("native_lines needs \"native\": true");
+    }
+    if p.locals {
+        return bad("locals is not supported with native yet");
+    }
+    Ok(())
+}
+
+/// `stack` with `native`: the merged native and Python stacks (`pystackd stack --native
+/// --json`), read by the daemon under a ptrace stop of every thread. The access check is
+/// `stack`'s: in the kernel's ATTACH mode (or READ plus ancestry at Yama scope 1), the
+/// rights a client needs to stop and unwind the process itself.
+fn native_stack(state: &State, peer: PeerCredentials, p: &StackParams) -> RpcResult<Value> {
+    let key = authorize(state, peer, p.pid)?;
+    let attached = get_or_attach(state, peer, key)?;
+    let entry = match &attached {
+        Attached::Cached(e, _) => &**e,
+        Attached::Uncached(e) => &**e,
+    };
+    let Some(mut process) = entry.lock() else {
+        state.cache.remove(key);
+        return Err(RpcError::of(
+            ErrorKind::Internal,
+            "internal error: the reader state of this process was lost; retry",
+        ));
+    };
+    let read = crate::stack_native::read_process(
+        &mut process,
+        &state.symbolizer,
+        p.pid,
+        p.tid,
+        p.native_lines,
+    );
+    drop(process);
+    // what was read is this process's only if the pid still names it
+    if !entry.identity.is_same() {
+        state.cache.remove(key);
+        return Err(exited(p.pid));
+    }
+    let stack = read.map_err(|e| {
+        if matches!(
+            e.kind(),
+            ErrorKind::NoSuchProcess | ErrorKind::ProcessExited | ErrorKind::Inconsistent
+        ) {
+            state.cache.remove(key);
+        }
+        reader_error(&e)
+    })?;
+    if let Some(tid) = p.tid {
+        if !stack.threads.iter().any(|t| t.os_tid == tid) {
+            return Err(RpcError::of(
+                ErrorKind::NoSuchThread,
+                format!("process {} has no thread {tid}", p.pid),
+            ));
+        }
+    }
+    entry.count_stack();
+    to_value(stack)
+}
+
 fn read_stack(
     state: &State,
     key: Key,
@@ -494,6 +584,8 @@ struct CacheSource<'a> {
     peer: PeerCredentials,
     /// Each pid's failure, so a refused or dead pid costs one check per request.
     failed: std::collections::HashMap<u32, stacktext::SourceError>,
+    /// Each pid's mappings for naming native frames (`None`: none the client may use).
+    maps: std::collections::HashMap<u32, Option<(Arc<symbolize::ProcessMaps>, bool)>>,
 }
 
 impl stacktext::StackSource for CacheSource<'_> {
@@ -507,9 +599,7 @@ impl stacktext::StackSource for CacheSource<'_> {
         }
         let p = StackParams {
             pid,
-            tid: None,
-            pause: false,
-            locals: false,
+            ..StackParams::default()
         };
         stack(self.state, self.peer, &p)
             .map(|s| s.threads)
@@ -534,6 +624,167 @@ impl stacktext::StackSource for CacheSource<'_> {
     fn pid_of_tid(&mut self, tid: u64) -> Option<u32> {
         crate::platform::pid_of_tid(tid)
     }
+
+    fn native_symbol(&mut self, pid: u32, addr: u64) -> Option<stacktext::NativeSymbol> {
+        self.name_at(pid, |_, _| Some(addr))
+    }
+
+    fn native_in_module(
+        &mut self,
+        pid: u32,
+        module: &str,
+        offset: u64,
+    ) -> Option<stacktext::NativeSymbol> {
+        self.name_at(pid, |state, maps| {
+            crate::native::module_address(&state.symbolizer, maps, module, offset)
+        })
+    }
+
+    fn native_source(&mut self, pid: u32, addr: u64) -> Vec<protocol::NativeSource> {
+        if !self.maps.contains_key(&pid) && self.maps.len() >= 4096 {
+            self.maps.clear();
+        }
+        let Some((maps, _)) = self
+            .maps
+            .entry(pid)
+            .or_insert_with(|| native_maps(self.state, self.peer, pid).ok())
+            .clone()
+        else {
+            return Vec::new();
+        };
+        source_of(self.state, &maps, addr)
+    }
+}
+
+/// The source frames (DWARF) of `addr` of the process whose mappings are `maps`.
+fn source_of(
+    state: &State,
+    maps: &symbolize::ProcessMaps,
+    addr: u64,
+) -> Vec<protocol::NativeSource> {
+    match state.symbolizer.symbolize(maps, addr, true) {
+        Ok(s) => s
+            .frames
+            .into_iter()
+            .map(crate::stack_native::native_source)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+impl CacheSource<'_> {
+    /// The name of the address `at` gives in `pid`'s mappings (live or recorded).
+    fn name_at(
+        &mut self,
+        pid: u32,
+        at: impl FnOnce(&State, &symbolize::ProcessMaps) -> Option<u64>,
+    ) -> Option<stacktext::NativeSymbol> {
+        if !self.maps.contains_key(&pid) && self.maps.len() >= 4096 {
+            self.maps.clear();
+        }
+        let (maps, posthumous) = self
+            .maps
+            .entry(pid)
+            .or_insert_with(|| native_maps(self.state, self.peer, pid).ok())
+            .clone()?;
+        let addr = at(self.state, &maps)?;
+        let n = name_of(self.state, &maps, addr)?;
+        Some(stacktext::NativeSymbol {
+            module: n.module.rsplit('/').next().unwrap_or(&n.module).to_string(),
+            symbol: n.symbol,
+            offset: n.offset,
+            posthumous,
+        })
+    }
+}
+
+/// The mappings to name `pid`'s native addresses by, for `peer`: the live process's when
+/// it runs and `peer` may read it; else the daemon's record of it, kept after its exit, if
+/// `peer` was allowed to read it while it ran (`true`: posthumous). The error is the live
+/// one: nothing is said about a record `peer` may not use.
+fn native_maps(
+    state: &State,
+    peer: PeerCredentials,
+    pid: u32,
+) -> RpcResult<(Arc<symbolize::ProcessMaps>, bool)> {
+    let live = authorize(state, peer, pid).and_then(|key| {
+        let maps = symbolize::ProcessMaps::for_pid(pid).map_err(|_| exited(pid))?;
+        // the mappings are the authorized process's only if it still holds the pid; none
+        // at all: it exited and was not reaped yet (a zombie)
+        if platform::start_time(pid).ok() != Some(key.start_time) || maps.regions().is_empty() {
+            return Err(exited(pid));
+        }
+        Ok((Arc::new(maps), false))
+    });
+    match live {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::NoSuchProcess | ErrorKind::ProcessExited
+            ) =>
+        {
+            let keep = std::time::Duration::from_secs(state.config().posthumous_secs);
+            match state.records.exited(pid, keep) {
+                Some(r) if r.admits(&peer) => Ok((r.maps(), true)),
+                _ => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
+/// The symbol at `addr` of the process whose mappings are `maps`, if one names it.
+fn name_of(state: &State, maps: &symbolize::ProcessMaps, addr: u64) -> Option<NativeName> {
+    let s = state.symbolizer.symbolize(maps, addr, false).ok()?;
+    let hit = s.symbol?;
+    let module = maps
+        .region(addr)
+        .and_then(|(_, r)| r.path.clone())
+        .unwrap_or_else(|| s.module.name().to_string());
+    Some(NativeName {
+        module,
+        symbol: hit.name.to_string(),
+        offset: hit.offset,
+    })
+}
+
+/// `symbolize`: names of native addresses of a live process, or posthumously from the
+/// daemon's record of an exited one.
+fn symbolize(
+    state: &State,
+    peer: PeerCredentials,
+    p: &SymbolizeParams,
+) -> RpcResult<SymbolizeResult> {
+    if p.addresses.len() > MAX_SYMBOLIZE_ADDRESSES {
+        return Err(RpcError::of(
+            ErrorKind::InvalidParams,
+            format!(
+                "{} addresses asked for; at most {MAX_SYMBOLIZE_ADDRESSES} per request",
+                p.addresses.len()
+            ),
+        ));
+    }
+    let (maps, posthumous) = native_maps(state, peer, p.pid)?;
+    // with `module`, the addresses asked for are offsets into that object
+    let addrs: Vec<Option<u64>> = p
+        .addresses
+        .iter()
+        .map(|&a| match &p.module {
+            Some(m) => crate::native::module_address(&state.symbolizer, &maps, m, a),
+            None => Some(a),
+        })
+        .collect();
+    Ok(SymbolizeResult {
+        pid: p.pid,
+        posthumous,
+        symbols: addrs.iter().map(|a| name_of(state, &maps, (*a)?)).collect(),
+        sources: p.lines.then(|| {
+            addrs
+                .iter()
+                .map(|a| a.map_or_else(Vec::new, |a| source_of(state, &maps, a)))
+                .collect()
+        }),
+    })
 }
 
 fn annotate(state: &State, peer: PeerCredentials, p: AnnotateParams) -> RpcResult<AnnotateResult> {
@@ -547,12 +798,14 @@ fn annotate(state: &State, peer: PeerCredentials, p: AnnotateParams) -> RpcResul
     let opts = stacktext::Options {
         pid: p.pid,
         format,
+        native_lines: p.native_lines,
         ..stacktext::Options::default()
     };
     let mut source = CacheSource {
         state,
         peer,
         failed: Default::default(),
+        maps: Default::default(),
     };
     let mut out = Vec::with_capacity(p.text.len() + p.text.len() / 4);
     let summary = stacktext::annotate(p.text.as_bytes(), &mut out, &mut source, &opts)

@@ -9,6 +9,7 @@ pub mod config;
 pub mod methods;
 pub mod peer;
 pub mod profiles;
+pub mod records;
 pub mod server;
 pub mod socket;
 pub mod state;
@@ -180,6 +181,8 @@ async fn sweep(state: Arc<State>) {
                     info!(pid = e.key.pid, "process exited; detached");
                 }
             }
+            let keep = Duration::from_secs(st.config().posthumous_secs);
+            st.records.sweep(&st.symbolizer, keep);
         })
         .await;
     }

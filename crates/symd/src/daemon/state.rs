@@ -10,6 +10,7 @@ use super::cache::Cache;
 use super::checker::Checkers;
 use super::config::Config;
 use super::profiles::Sessions;
+use super::records::Records;
 
 /// Everything the connections share.
 pub struct State {
@@ -29,6 +30,11 @@ pub struct State {
     pub checkers: Checkers,
     /// Profiling sessions (`profile`).
     pub profiles: Arc<Sessions>,
+    /// Names native addresses (`symbolize`, `annotate`): one module cache for every
+    /// process, shared with the records.
+    pub symbolizer: symbolize::Symbolizer,
+    /// The mappings of attached processes, kept a while after they exit.
+    pub records: Records,
 }
 
 /// One client uid's share of the counters.
@@ -59,6 +65,8 @@ impl State {
             by_uid: Mutex::new(HashMap::new()),
             checkers: Checkers::default(),
             profiles: Arc::new(Sessions::default()),
+            symbolizer: symbolize::Symbolizer::new(symbolize::Config::from_env()),
+            records: Records::default(),
         }
     }
 
