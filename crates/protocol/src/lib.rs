@@ -8,5 +8,7 @@ mod stack;
 mod summary;
 
 pub use error::ErrorKind;
-pub use stack::{escape_control, Frame, Local, LocalKind, ProcessStack, ThreadStack};
+pub use stack::{
+    escape_control, Frame, Local, LocalKind, ProcessStack, RunState, ThreadStack, ThreadState,
+};
 pub use summary::AnnotateSummary;

@@ -145,4 +145,13 @@ pub const LAYOUT: Layout = Layout {
             },
         },
     },
+    // `struct _gil_runtime_state`: locked, [cond, sizeof) (Include/internal/pycore_gil.h)
+    gil_fields: GilFields {
+        locked: 16,
+        // the same GIL-build struct as 3.13 in Include/internal/pycore_gil.h; checked
+        // against DWARF where tests/layout_dwarf.rs finds this version's debug files
+        waits: Some((32, 208)),
+        // `_status.holds_gil` is gone again (3.13 only)
+        tstate_holds_gil: None,
+    },
 };
