@@ -379,3 +379,78 @@ fn cpu_bound_threads_take_turns_with_the_gil() {
         })
     });
 }
+
+/// `record` leaves out as idle exactly the threads `stack` shows asleep in the kernel
+/// (`blocked`, `waiting_for_gil`): with one CPU-bound thread, a second of samples without
+/// `--idle` holds that thread alone, with `--idle` every thread. Returns threads seen.
+fn record_idle(i: &Interpreter) -> Result<usize, String> {
+    let target = Target::try_spawn(i, "thread_state_target.py", &["1"])?;
+    let pid = target.pid();
+    let asleep: Vec<String> = by_name(&target, &stack(pid, &[])?)?
+        .into_iter()
+        .filter(|(_, t)| {
+            matches!(
+                t.state.state,
+                Some(RunState::Blocked | RunState::WaitingForGil)
+            )
+        })
+        .map(|(n, _)| n)
+        .collect();
+    ensure!(
+        asleep.len() == target.truth().threads.len() - 1,
+        "stack: asleep {asleep:?}, want every thread but spin-0"
+    );
+    let dir = testkit::TempDir::new("thread-state-record");
+    let mut seen = 0;
+    for idle in [false, true] {
+        let out = dir.path().join(format!("idle-{idle}.folded"));
+        let pid_s = pid.to_string();
+        let mut args = vec!["record", "--pid", &pid_s, "--duration", "1", "--threads"];
+        if idle {
+            args.push("--idle");
+        }
+        let out_s = out.display().to_string();
+        args.extend(["-o", &out_s]);
+        let run = Command::new(pystackd_bin())
+            .args(&args)
+            .output()
+            .map_err(|e| format!("running pystackd record: {e}"))?;
+        ensure!(
+            run.status.success(),
+            "record exited {:?}: {}",
+            run.status.code(),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let folded = std::fs::read_to_string(&out).map_err(|e| format!("{out_s}: {e}"))?;
+        let roots: std::collections::BTreeSet<&str> = folded
+            .lines()
+            .filter_map(|l| l.split(';').next())
+            .filter_map(|r| r.strip_prefix("thread "))
+            .filter_map(|r| r.split(" (").next())
+            .collect();
+        let want: std::collections::BTreeSet<&str> = if idle {
+            target
+                .truth()
+                .threads
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect()
+        } else {
+            ["spin-0"].into()
+        };
+        ensure!(
+            roots == want,
+            "record{}: threads {roots:?}, want {want:?}",
+            if idle { " --idle" } else { "" }
+        );
+        seen += roots.len();
+    }
+    Ok(seen)
+}
+
+#[test]
+fn record_leaves_out_the_threads_stack_shows_asleep() {
+    every_interpreter("record idle", |i| {
+        record_idle(i).map(|n| format!("{n} thread roots"))
+    });
+}

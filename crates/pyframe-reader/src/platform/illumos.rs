@@ -312,6 +312,12 @@ pub fn exe_identity(_pid: u32) -> Option<(u64, u64)> {
     None
 }
 
+/// Whether an `lwpsinfo` `pr_sname` is an LWP asleep in the kernel (`S`): `blocked` to
+/// `stack`, idle to `record` and `top` (one classification for both).
+pub fn state_is_asleep(sname: u8) -> bool {
+    sname == b'S'
+}
+
 /// What LWP `tid` of `pid` is doing: `pr_sname` of its `lwpsinfo` read before and after
 /// its `lwpstatus` (`pr_flags`, `pr_syscall`, `pr_sysarg[0]`); a state that moved between
 /// the reads is read again, `Unknown` when it moved each time. System calls are given by
@@ -354,7 +360,7 @@ pub fn thread_state(pid: u32, tid: u64, paused: bool) -> super::OsThreadState {
         return match after {
             b'O' if !paused => S::Running,
             b'R' if !paused => S::Runnable,
-            b'S' if !paused => S::Blocked {
+            s if state_is_asleep(s) && !paused => S::Blocked {
                 syscall: syscall
                     .filter(|_| status.is_some_and(|s| s.flags & procfs::PR_ASLEEP != 0)),
                 wchan: None,

@@ -717,6 +717,13 @@ pub fn exe_identity(pid: u32) -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
+/// Whether a state letter of `/proc/PID/task/TID/stat` is a thread asleep in the kernel
+/// (`S` interruptible, `D` not): `blocked` or `waiting_for_gil` to `stack`, idle to
+/// `record` and `top` (one classification for both).
+pub fn state_is_asleep(letter: u8) -> bool {
+    matches!(letter, b'S' | b'D')
+}
+
 /// What thread `tid` of `pid` is doing: its state letter in `/proc/PID/task/TID/stat`,
 /// read before and after `syscall` (the system call and its arguments, which the kernel
 /// itself reads only while the thread stays asleep: "running" otherwise) and `wchan` (the
@@ -747,7 +754,7 @@ pub fn thread_state(pid: u32, tid: u64, paused: bool) -> super::OsThreadState {
         // "NR ARG1..ARG6 SP PC"; unreadable without ptrace rights (the state letter alone
         // is then all there is)
         let sys = std::fs::read_to_string(format!("{base}/syscall")).ok();
-        let wchan = if matches!(before, b'S' | b'D') && !paused {
+        let wchan = if state_is_asleep(before) && !paused {
             std::fs::read_to_string(format!("{base}/wchan"))
                 .ok()
                 .map(|w| w.trim().to_string())
@@ -765,14 +772,14 @@ pub fn thread_state(pid: u32, tid: u64, paused: bool) -> super::OsThreadState {
         let parsed = sys.as_deref().map(parse_syscall);
         match (after, parsed) {
             (b'R', _) if !paused => return S::Running,
-            (b'S' | b'D', Some(SyscallLine::Running)) if !paused => continue,
-            (b'S' | b'D', Some(SyscallLine::In(c))) if !paused => {
+            (l, Some(SyscallLine::Running)) if state_is_asleep(l) && !paused => continue,
+            (l, Some(SyscallLine::In(c))) if state_is_asleep(l) && !paused => {
                 return S::Blocked {
                     syscall: Some(c),
                     wchan,
                 }
             }
-            (b'S' | b'D', _) if !paused => {
+            (l, _) if state_is_asleep(l) && !paused => {
                 return S::Blocked {
                     syscall: None,
                     wchan,
