@@ -9,6 +9,7 @@ mod summary;
 
 pub use error::ErrorKind;
 pub use stack::{
-    escape_control, Frame, Local, LocalKind, ProcessStack, RunState, ThreadStack, ThreadState,
+    escape_control, Frame, Local, LocalKind, MidUpdate, ProcessStack, RunState, ThreadStack,
+    ThreadState,
 };
 pub use summary::AnnotateSummary;

@@ -94,6 +94,21 @@ pub struct Local {
     pub repr: String,
     /// True when the limits cut the repr short (marked with `…` where they did).
     pub truncated: bool,
+    /// Set when the value shows a mutable container's items (`list`, `dict`, `set`, or a
+    /// `tuple`/`frozenset` holding one) read while some thread held the GIL and was not
+    /// blocked: that thread may have been inside one C-level update of it
+    /// (docs/json.md "Changing values").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mid_update: Option<MidUpdate>,
+}
+
+/// Why a value may be half updated (see [`Local::mid_update`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MidUpdate {
+    /// The OS thread id (`os_tid`) of the thread that held the GIL, when known.
+    pub thread: Option<u64>,
+    /// The reason in words, as text output shows it.
+    pub reason: String,
 }
 
 /// What one thread was doing at the moment of a read, as the OS and the interpreter tell

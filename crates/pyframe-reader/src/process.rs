@@ -325,6 +325,12 @@ impl PythonProcess {
         } else {
             HashMap::new()
         };
+        // each thread's context switches before the values (did a thread run meanwhile?)
+        let switches_before = if opts.locals {
+            platform::context_switches(self.pid)
+        } else {
+            HashMap::new()
+        };
         let extra: HashMap<(u64, u64), threadstate::ThreadGil> = raw
             .iter()
             .map(|t| {
@@ -384,6 +390,25 @@ impl PythonProcess {
                 last: threadstate::read_gils(&self.mem, &self.layout, &bases),
             };
             threadstate::classify(&self.layout, &mut threads, &extra, os, &gils);
+            if opts.locals {
+                // a value showing a mutable container's items is marked, or its mark cleared
+                let switches_after = platform::context_switches(self.pid);
+                let mark = threadstate::mid_update(
+                    &threads,
+                    &extra,
+                    &gils,
+                    (&switches_before, &switches_after),
+                );
+                for l in threads
+                    .iter_mut()
+                    .flat_map(|t| t.frames.iter_mut())
+                    .flat_map(|f| f.locals.iter_mut().flatten())
+                {
+                    if l.mid_update.is_some() {
+                        l.mid_update = mark.clone();
+                    }
+                }
+            }
         }
         if let Some((host, _)) = want {
             threads.retain(|t| t.os_tid == Some(host));

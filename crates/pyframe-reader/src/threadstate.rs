@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use protocol::{RunState, ThreadStack, ThreadState};
+use protocol::{MidUpdate, RunState, ThreadStack, ThreadState};
 
 use crate::layout::{Layout, GIL_LAST_HOLDER, GIL_SWITCH_NUMBER};
 use crate::memory::{i32_at, u64_at, MemResult, Memory, MemoryExt};
@@ -24,11 +24,15 @@ pub struct GilRead {
 
 /// The GIL at `base`: one copy of its first fields (they share a cache line).
 pub fn read_gil(mem: &dyn Memory, layout: &Layout, base: u64) -> MemResult<GilRead> {
-    let (holder, switch) = match layout.interp.gil {
-        Some(g) if layout.runtime.gil.is_none() => (g.last_holder, g.switch_number),
-        _ => (GIL_LAST_HOLDER, Some(GIL_SWITCH_NUMBER)),
+    let (holder, switch, locked) = match layout.interp.gil {
+        // 3.12+: as the target's `_Py_DebugOffsets` confirmed or corrected them
+        Some(g) if layout.runtime.gil.is_none() => (g.last_holder, g.switch_number, g.locked),
+        _ => (
+            GIL_LAST_HOLDER,
+            Some(GIL_SWITCH_NUMBER),
+            layout.gil_fields.locked,
+        ),
     };
-    let locked = layout.gil_fields.locked;
     let end = [holder + 8, locked + 4, switch.map_or(0, |s| s + 8)]
         .into_iter()
         .max()
@@ -157,6 +161,99 @@ fn holds_gil(x: &ThreadGil, gils: &GilReads) -> (Option<bool>, Option<String>) {
         ),
         _ => (Some(holds), None),
     }
+}
+
+/// Whether values read during this read may be half updated by a thread inside one
+/// C-level update (which holds the GIL from start to end):
+/// - a GIL was locked at one of its reads (before the values, around the OS states): its
+///   holder may be mid-update, asleep in the kernel or not (an update can make a system
+///   call midway: a list grown through `realloc`);
+/// - a GIL could not be read, or changed between the reads (`switch_number` counts every
+///   take by a thread other than the last holder);
+/// - free at every read, but its last holder (which retakes it without a count) ran in
+///   between: not asleep at the OS read, or its context switches (`switches`, by OS tid,
+///   counted before the values and after the OS reads) moved or were not counted.
+///
+/// `None` only when every GIL was free throughout and its last holder asleep and still
+/// (the usual hung process): no thread held a GIL while the values were read.
+pub fn mid_update(
+    threads: &[ThreadStack],
+    extra: &[ThreadGil],
+    gils: &GilReads,
+    switches: (&HashMap<u64, u64>, &HashMap<u64, u64>),
+) -> Option<MidUpdate> {
+    let by_tstate: HashMap<u64, &ThreadStack> = extra
+        .iter()
+        .zip(threads)
+        .map(|(x, t)| (x.tstate, t))
+        .collect();
+    let mark = |h: u64, what: &str| {
+        let tid = by_tstate.get(&h).and_then(|t| t.os_tid);
+        MidUpdate {
+            thread: tid,
+            reason: match tid {
+                Some(n) => format!("read while thread {n} {what}"),
+                None => format!("read while a thread not listed {what}"),
+            },
+        }
+    };
+    let mut bases: Vec<u64> = gils
+        .before
+        .keys()
+        .chain(gils.last.keys())
+        .copied()
+        .collect();
+    bases.sort_unstable();
+    bases.dedup();
+    for base in bases {
+        let reads = [
+            gils.before.get(&base),
+            gils.first.get(&base),
+            gils.last.get(&base),
+        ];
+        let mut ok = Vec::new();
+        for r in reads {
+            match r {
+                Some(Ok(g)) => ok.push(*g),
+                Some(Err(e)) => {
+                    return Some(MidUpdate {
+                        thread: None,
+                        reason: format!("read while {e}"),
+                    })
+                }
+                None => {
+                    return Some(MidUpdate {
+                        thread: None,
+                        reason: "read while the GIL was not read".into(),
+                    })
+                }
+            }
+        }
+        if let Some(g) = ok.iter().find(|g| g.locked) {
+            return Some(mark(g.holder, "held the GIL"));
+        }
+        if ok.windows(2).any(|w| w[0] != w[1]) || ok.iter().any(|g| g.switches.is_none()) {
+            return Some(MidUpdate {
+                thread: None,
+                reason: "read while the GIL changed hands".into(),
+            });
+        }
+        // free throughout; a holder no thread state lists has ended: it takes nothing back
+        let Some(last) = ok.last().and_then(|g| by_tstate.get(&g.holder)) else {
+            continue;
+        };
+        let asleep = matches!(
+            last.state.state,
+            Some(RunState::Blocked | RunState::WaitingForGil | RunState::Stopped)
+        );
+        let still = last.os_tid.is_some_and(|tid| {
+            matches!((switches.0.get(&tid), switches.1.get(&tid)), (Some(a), Some(b)) if a == b)
+        });
+        if !(asleep && still) {
+            return Some(mark(ok[0].holder, "ran and could take the GIL back"));
+        }
+    }
+    None
 }
 
 /// The OS state of each thread (by its `os_tid`), in order.

@@ -331,6 +331,9 @@ fn check_layout(c: &mut Checker, t: &Layout) {
             c.offset("interp.gil.pointer", g.pointer, INTERP, "ceval.gil");
             c.offset("interp.gil.last_holder", g.last_holder, GIL, "last_holder");
             c.offset("interp.gil.locked", g.locked, GIL, "locked");
+            if let Some(o) = g.switch_number {
+                c.offset("interp.gil.switch_number", o, GIL, "switch_number");
+            }
         }
         None => c.absent("interp.gil", INTERP, "ceval.gil"),
     }

@@ -280,12 +280,16 @@ pub fn write_text(out: &mut impl Write, s: &ProcessStack) -> std::io::Result<()>
                     protocol::LocalKind::Cell => " (cell)",
                     protocol::LocalKind::Free => " (free)",
                 };
-                writeln!(
+                write!(
                     out,
                     "        {} = {}{mark}",
                     escape_control(&l.name),
                     escape_control(&l.repr)
                 )?;
+                match &l.mid_update {
+                    Some(m) => writeln!(out, "  [{}: may be mid-update]", m.reason)?,
+                    None => writeln!(out)?,
+                }
             }
         }
     }

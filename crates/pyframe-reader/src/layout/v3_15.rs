@@ -25,8 +25,8 @@ pub const LAYOUT: Layout = Layout {
             pointer: 16,
             last_holder: 8,
             locked: 16,
-            // not checked against this version's DWARF here
-            switch_number: None,
+            // `switch_number`
+            switch_number: Some(24),
         }),
     },
     // `struct _ts` (Include/cpython/pystate.h)
