@@ -27,8 +27,9 @@ fn stack_json(pid: u32, extra: &[&str]) -> Result<ProcessStack, String> {
     serde_json::from_slice(&out.stdout).map_err(|e| format!("parsing pystackd's JSON: {e}"))
 }
 
-/// Compares pystackd's locals with the target's; returns how many values were compared.
-fn check(i: &Interpreter) -> Result<usize, String> {
+/// Compares pystackd's locals with the target's, read as `extra` says; returns how many
+/// values were compared.
+fn check(i: &Interpreter, extra: &[&str]) -> Result<usize, String> {
     let target = Target::try_spawn(i, "locals_target.py", &[])?;
     let truth = target.truth();
     let worker = truth
@@ -37,7 +38,7 @@ fn check(i: &Interpreter) -> Result<usize, String> {
     if truth.locals.is_empty() {
         return Err("the target recorded no locals".into());
     }
-    let got = stack_json(target.pid(), &[])?;
+    let got = stack_json(target.pid(), extra)?;
     let thread = got
         .threads
         .iter()
@@ -114,13 +115,14 @@ fn locals_equal_the_targets_own_repr() {
     let mut failures = Vec::new();
     let mut compared = 0;
     for i in &list {
-        match check(i) {
-            Ok(n) => {
-                compared += n;
-                tested.push(i.label.clone());
+        // unpaused and stopped: both plain (no thread holds the GIL) and exact
+        for extra in [&[][..], &["--pause"][..]] {
+            match check(i, extra) {
+                Ok(n) => compared += n,
+                Err(e) => failures.push(format!("[{}] {extra:?} {e}", i.label)),
             }
-            Err(e) => failures.push(format!("[{}] {e}", i.label)),
         }
+        tested.push(i.label.clone());
     }
     eprintln!(
         "locals: {compared} values compared on {} interpreters: {}",
