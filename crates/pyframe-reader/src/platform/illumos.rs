@@ -320,8 +320,8 @@ pub fn state_is_asleep(sname: u8) -> bool {
 
 /// What LWP `tid` of `pid` is doing: `pr_sname` of its `lwpsinfo` read before and after
 /// its `lwpstatus` (`pr_flags`, `pr_syscall`, `pr_sysarg[0]`); a state that moved between
-/// the reads is read again, `Unknown` when it moved each time. System calls are given by
-/// number (no table of illumos names here). `paused`: this read holds the LWP stopped,
+/// the reads is read again, `Unknown` when it moved each time. System calls are named where
+/// `illumos_procfs::syscall_name` knows them, else given by number. `paused`: this read holds the LWP stopped,
 /// and what counts is whether it was in a system call when stopped.
 pub fn thread_state(pid: u32, tid: u64, paused: bool) -> super::OsThreadState {
     use super::OsThreadState as S;
@@ -353,7 +353,7 @@ pub fn thread_state(pid: u32, tid: u64, paused: bool) -> super::OsThreadState {
         }
         let syscall = status.filter(|s| s.syscall > 0).map(|s| super::Syscall {
             number: i64::from(s.syscall),
-            name: None,
+            name: procfs::syscall_name(i64::from(s.syscall)),
             arg0: s.arg0,
             arg1: 0,
         });

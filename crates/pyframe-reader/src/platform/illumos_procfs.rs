@@ -245,6 +245,29 @@ pub fn parse_lwpstatus(b: &[u8]) -> Option<LwpStatus> {
     })
 }
 
+/// The names of the illumos system calls a Python thread blocks in (`SYS_*` of
+/// `usr/src/uts/common/sys/syscall.h`, a stable ABI); others are shown by number.
+pub fn syscall_name(nr: i64) -> Option<&'static str> {
+    Some(match nr {
+        3 => "read",
+        4 => "write",
+        77 => "lwp_park",
+        107 => "waitsys",
+        170 => "lwp_cond_wait",
+        173 => "pread",
+        183 => "pollsys",
+        199 => "nanosleep",
+        201 => "door",
+        210 => "lwp_mutex_timedlock",
+        211 => "lwp_sema_timedwait",
+        234 => "accept",
+        237 => "recv",
+        238 => "recvfrom",
+        239 => "recvmsg",
+        _ => return None,
+    })
+}
+
 /// `pr_sname` of LP64 `lwpsinfo_t` (after `pr_flag`, `pr_lwpid`, `pr_addr`, `pr_wchan`,
 /// `pr_stype`, `pr_state`): `O` on a CPU, `R` runnable, `S` sleeping, `T` stopped, `Z`.
 pub const LWPSINFO_SNAME: usize = 26;
@@ -269,6 +292,8 @@ mod tests {
             (PR_ASLEEP, 65, 0xfeed_f00d)
         );
         assert_eq!(parse_lwpstatus(&b[..300]), None);
+        assert_eq!(syscall_name(77), Some("lwp_park"));
+        assert_eq!(syscall_name(65), None);
     }
 
     fn prmap(vaddr: u64, size: u64, name: &str, offset: u64, mflags: i32) -> Vec<u8> {
