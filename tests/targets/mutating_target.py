@@ -30,9 +30,11 @@ def holder(out):
     t = threading.Thread(target=mutate, args=(lst, dct), name="mutator", daemon=True)
     t.start()
     # not groundtruth.publish(): the mutator's stack never holds still for its agreement check
+    # the mutator's ids: the thread a half-updated value must be marked with
+    mutator = {"ident": t.ident, "native_id": t.native_id, "name": t.name, "frames": []}
     with open(out + ".tmp", "w") as f:
         json.dump({"pid": os.getpid(), "version": platform.python_version(),
-                   "target": "mutating_target"}, f)
+                   "target": "mutating_target", "threads": [mutator]}, f)
     os.rename(out + ".tmp", out)
     print("READY", flush=True)
     os.read(0, 1)

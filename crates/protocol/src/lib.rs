@@ -10,5 +10,8 @@ mod summary;
 
 pub use error::ErrorKind;
 pub use native::NativeSource;
-pub use stack::{escape_control, Frame, Local, LocalKind, ProcessStack, ThreadStack};
+pub use stack::{
+    escape_control, Frame, Local, LocalKind, MidUpdate, ProcessStack, RunState, ThreadStack,
+    ThreadState,
+};
 pub use summary::AnnotateSummary;

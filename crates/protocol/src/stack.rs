@@ -45,8 +45,13 @@ pub struct ThreadStack {
     /// when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os_name: Option<String>,
-    /// Whether this thread holds the GIL; `None` where the version gives no way to tell.
+    /// Whether this thread holds the GIL; `None` when it could not be read consistently
+    /// ([`ThreadState::gil_unknown`] says why).
     pub holds_gil: Option<bool>,
+    /// What the thread is doing in the OS (running, blocked in a system call, waiting for
+    /// the GIL) at the moment of the read (docs/json.md "Thread state").
+    #[serde(flatten)]
+    pub state: ThreadState,
     /// Frames, innermost first.
     pub frames: Vec<Frame>,
 }
@@ -89,6 +94,73 @@ pub struct Local {
     pub repr: String,
     /// True when the limits cut the repr short (marked with `…` where they did).
     pub truncated: bool,
+    /// Set when the value shows a mutable container's items (`list`, `dict`, `set`, or a
+    /// `tuple`/`frozenset` holding one) read while some thread held the GIL and was not
+    /// blocked: that thread may have been inside one C-level update of it
+    /// (docs/json.md "Changing values").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mid_update: Option<MidUpdate>,
+}
+
+/// Why a value may be half updated (see [`Local::mid_update`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MidUpdate {
+    /// The OS thread id (`os_tid`) of the thread that held the GIL, when known.
+    pub thread: Option<u64>,
+    /// The reason in words, as text output shows it.
+    pub reason: String,
+}
+
+/// What one thread was doing at the moment of a read, as the OS and the interpreter tell
+/// it. Every field is absent where it was not read (a stack built from a trace).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<RunState>,
+    /// The system call the thread is in (Linux: `/proc/PID/task/TID/syscall`, illumos:
+    /// `pr_syscall`), by name where the number is known, else `syscall_N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<String>,
+    /// The kernel function the thread sleeps in (Linux `wchan`, illumos none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wchan: Option<String>,
+    /// With `state` `unknown`: why the state could not be read consistently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_unknown: Option<String>,
+    /// With `holds_gil` null: why the GIL could not be read consistently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gil_unknown: Option<String>,
+}
+
+/// A thread's scheduling state (docs/json.md "Thread state").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// On a CPU, or (Linux, which does not tell them apart) ready to run.
+    Running,
+    /// Ready to run, waiting for a CPU (illumos `SRUN`).
+    Runnable,
+    /// Asleep in the kernel (a system call, a page fault).
+    Blocked,
+    /// Asleep in the kernel on the GIL's own mutex or condition variable.
+    WaitingForGil,
+    /// Stopped by a signal or a debugger (not by this read).
+    Stopped,
+    /// Not read consistently: [`ThreadState::state_unknown`] says why.
+    Unknown,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Runnable => "runnable",
+            RunState::Blocked => "blocked",
+            RunState::WaitingForGil => "waiting for the GIL",
+            RunState::Stopped => "stopped",
+            RunState::Unknown => "unknown",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

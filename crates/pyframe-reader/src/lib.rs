@@ -12,6 +12,7 @@ pub mod names;
 pub mod objects;
 pub mod platform;
 pub mod process;
+pub mod threadstate;
 pub mod values;
 pub mod version;
 pub mod walker;

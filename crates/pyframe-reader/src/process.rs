@@ -14,6 +14,7 @@ use crate::memory::{Block, BlockCache, Memory, MemoryExt};
 use crate::names::ThreadNames;
 use crate::objects::Types;
 use crate::platform::{self, ProcessMemory};
+use crate::threadstate;
 use crate::values::{TypeCache, ValueReader};
 use crate::version::{self, Version, DEBUG_COOKIE};
 use crate::walker::{RawThread, Walker};
@@ -259,7 +260,15 @@ impl PythonProcess {
     /// Read every thread's stack (or one thread's, see [`StackOptions::tid`], our tid or
     /// the target's namespace tid; ours wins where a number is both).
     pub fn stack(&mut self, opts: &StackOptions) -> Result<ProcessStack> {
-        self.stack_inner(opts, false)
+        self.stack_inner(opts, false, true)
+    }
+
+    /// [`PythonProcess::stack`] without each thread's state (`ThreadStack::state`, and
+    /// `holds_gil` as the walk saw it): for samplers, to which a few `/proc` reads per
+    /// thread per sample matter. With `locals` the states are read all the same (a value
+    /// read while a thread held the GIL is marked from them).
+    pub fn stack_without_states(&mut self, opts: &StackOptions) -> Result<ProcessStack> {
+        self.stack_inner(opts, false, opts.locals)
     }
 
     /// Read every thread's stack (as [`PythonProcess::stack`]) while the caller holds the
@@ -276,10 +285,16 @@ impl PythonProcess {
                 ..opts.clone()
             },
             true,
+            true,
         )
     }
 
-    fn stack_inner(&mut self, opts: &StackOptions, held: bool) -> Result<ProcessStack> {
+    fn stack_inner(
+        &mut self,
+        opts: &StackOptions,
+        held: bool,
+        states: bool,
+    ) -> Result<ProcessStack> {
         let _stopped = if opts.pause && !held {
             // attached before: a process that is gone now has exited
             Some(platform::stop(self.pid).map_err(|e| match e {
@@ -301,6 +316,34 @@ impl PythonProcess {
         });
         let mut raw = self.read_consistent(want, opts.pause)?;
         let mut warnings = self.warnings.clone();
+        // the GILs, read before the values, and again around the OS states after them
+        let mut bases: Vec<u64> = raw.iter().filter_map(|t| t.gil).collect();
+        bases.sort_unstable();
+        bases.dedup();
+        let gil_before = if states {
+            threadstate::read_gils(&self.mem, &self.layout, &bases)
+        } else {
+            HashMap::new()
+        };
+        // each thread's context switches before the values (did a thread run meanwhile?)
+        let switches_before = if opts.locals {
+            platform::context_switches(self.pid)
+        } else {
+            HashMap::new()
+        };
+        let extra: HashMap<(u64, u64), threadstate::ThreadGil> = raw
+            .iter()
+            .map(|t| {
+                let x = threadstate::ThreadGil {
+                    tstate: t.tstate,
+                    gil: t.gil,
+                    own: t.own_holds_gil,
+                };
+                ((t.interp, t.thread_id), x)
+            })
+            .collect();
+        let interp_of: HashMap<i64, u64> =
+            raw.iter().map(|t| (t.interpreter_id, t.interp)).collect();
         if opts.locals {
             // read after the walk (while still stopped with --pause): each frame's values
             // are checked against a re-read of its slots (values.rs), not against the walk
@@ -324,6 +367,49 @@ impl PythonProcess {
             }
         }
         let mut threads = self.finish_threads(raw);
+        let extra: Vec<threadstate::ThreadGil> = threads
+            .iter()
+            .map(|t| {
+                let key = (
+                    interp_of.get(&t.interpreter_id).copied().unwrap_or(0),
+                    t.thread_id,
+                );
+                extra.get(&key).copied().unwrap_or(threadstate::ThreadGil {
+                    tstate: 0,
+                    gil: None,
+                    own: None,
+                })
+            })
+            .collect();
+        if states {
+            let first = threadstate::read_gils(&self.mem, &self.layout, &bases);
+            let os = threadstate::os_states(self.pid, &threads, opts.pause);
+            let gils = threadstate::GilReads {
+                before: gil_before,
+                first,
+                last: threadstate::read_gils(&self.mem, &self.layout, &bases),
+            };
+            threadstate::classify(&self.layout, &mut threads, &extra, os, &gils);
+            if opts.locals {
+                // a value showing a mutable container's items is marked, or its mark cleared
+                let switches_after = platform::context_switches(self.pid);
+                let mark = threadstate::mid_update(
+                    &threads,
+                    &extra,
+                    &gils,
+                    (&switches_before, &switches_after),
+                );
+                for l in threads
+                    .iter_mut()
+                    .flat_map(|t| t.frames.iter_mut())
+                    .flat_map(|f| f.locals.iter_mut().flatten())
+                {
+                    if l.mid_update.is_some() {
+                        l.mid_update = mark.clone();
+                    }
+                }
+            }
+        }
         if let Some((host, _)) = want {
             threads.retain(|t| t.os_tid == Some(host));
         }
@@ -552,6 +638,7 @@ impl PythonProcess {
                     name,
                     os_name,
                     holds_gil: t.holds_gil,
+                    state: Default::default(),
                     frames: t.frames,
                 }
             })

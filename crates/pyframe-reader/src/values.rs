@@ -10,7 +10,7 @@
 use rustc_hash::FxHashMap as HashMap;
 use std::fmt::Write as _;
 
-use protocol::{Local, LocalKind};
+use protocol::{Local, LocalKind, MidUpdate};
 
 use crate::error::MemoryError;
 use crate::layout::{
@@ -45,6 +45,8 @@ pub struct Repr {
     pub type_name: String,
     pub text: String,
     pub truncated: bool,
+    /// The text shows a mutable container's items (a `list`, `dict` or `set`, at any depth).
+    pub mutable: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +103,8 @@ pub struct ValueReader<'a> {
     bad_item: bool,
     /// `interned` entries confirmed to still be their `str` during this reader's life.
     checked_keys: Vec<u64>,
+    /// The value being rendered showed a mutable container's items (see [`Repr::mutable`]).
+    mutable: bool,
 }
 
 fn invalid(msg: String) -> MemoryError {
@@ -117,6 +121,7 @@ impl<'a> ValueReader<'a> {
             active: Vec::new(),
             bad_item: false,
             checked_keys: Vec::new(),
+            mutable: false,
         }
     }
 
@@ -131,14 +136,17 @@ impl<'a> ValueReader<'a> {
                     type_name: String::new(),
                     text: format!("<unreadable object at {obj:#x}>"),
                     truncated: false,
+                    mutable: false,
                 }
             }
         };
+        self.mutable = false;
         self.render(obj, 0, &mut out, &mut truncated);
         Repr {
             type_name,
             text: out,
             truncated,
+            mutable: self.mutable,
         }
     }
 
@@ -636,6 +644,7 @@ impl<'a> ValueReader<'a> {
     }
 
     fn container(&mut self, o: u64, b: Builtin, depth: usize, out: &mut String, trunc: &mut bool) {
+        self.mutable |= matches!(b, Builtin::List | Builtin::Dict | Builtin::Set);
         let (open, close) = match b {
             Builtin::Tuple => ("(", ")"),
             Builtin::List => ("[", "]"),
@@ -1145,6 +1154,9 @@ impl<'a> ValueReader<'a> {
                     type_name: r.type_name,
                     repr: r.text,
                     truncated: r.truncated,
+                    // a placeholder: the caller knows who held the GIL during the read
+                    // and fills this in, or clears it
+                    mid_update: r.mutable.then(MidUpdate::default),
                 });
             }
             let again = read_slots(self)?;

@@ -12,7 +12,7 @@ use crate::layout::{
     CurrentFrame, FrameLayout, FrameWords, Layout, GIL_LAST_HOLDER, GIL_SWITCH_NUMBER, OB_TYPE,
     STACK_CHUNK_DATA, STACK_CHUNK_PREVIOUS, STACK_CHUNK_TOP,
 };
-use crate::memory::{i32_at, u64_at, u8_at, MemResult, Memory, MemoryExt};
+use crate::memory::{i32_at, u32_at, u64_at, u8_at, MemResult, Memory, MemoryExt};
 use crate::objects::{Kind, Types};
 use crate::witness::{StackBound, Witness};
 
@@ -30,6 +30,10 @@ pub struct RawThread {
     pub thread_id: u64,
     pub native_thread_id: Option<u64>,
     pub holds_gil: Option<bool>,
+    /// The address of the `struct _gil_runtime_state` this thread runs under.
+    pub gil: Option<u64>,
+    /// 3.13: the thread state's own `_status.holds_gil` bit.
+    pub own_holds_gil: Option<bool>,
     /// Innermost first.
     pub frames: Vec<Frame>,
     /// Per frame, the address of the frame and of its code object (`--locals` reads there).
@@ -188,6 +192,11 @@ impl<'a> Walker<'a> {
         };
         // the GIL this interpreter's threads run under: `_PyRuntime`'s up to 3.11, the
         // one the interpreter points to from 3.12
+        let gil_base = match (self.layout.runtime.gil, il.gil) {
+            (Some(off), _) => Some(self.runtime.wrapping_add(off)),
+            (None, Some(g)) => Some(u64_at(&buf, g.pointer as usize)).filter(|&p| p != 0),
+            _ => None,
+        };
         let gil_fields = match (self.layout.runtime.gil, il.gil) {
             (Some(off), _) => Some(self.runtime.wrapping_add(off)),
             (None, Some(g)) if g.switch_number.is_some() => {
@@ -212,7 +221,10 @@ impl<'a> Walker<'a> {
                 return Err(invalid(format!("thread list loops at {t:#x}")));
             }
             let (w0, b0) = (self.witnesses.len(), self.bounds.len());
-            let (next, thread) = self.thread(t, id, interp, gil_holder)?;
+            let (next, mut thread) = self.thread(t, id, interp, gil_holder)?;
+            if let Some(th) = &mut thread {
+                th.gil = gil_base;
+            }
             if thread.is_some() {
                 self.spans.push(ThreadSpan {
                     tstate: t,
@@ -240,6 +252,7 @@ impl<'a> Walker<'a> {
         let mut offs = vec![tl.next, tl.interp, tl.thread_id];
         offs.extend(tl.native_thread_id);
         offs.extend(tl.tracing);
+        offs.extend(self.layout.gil_fields.tstate_holds_gil.map(|(o, _)| o));
         match tl.current_frame {
             CurrentFrame::Direct(o) => offs.push(o),
             CurrentFrame::ViaCFrame { cframe, .. } => offs.push(cframe),
@@ -334,6 +347,12 @@ impl<'a> Walker<'a> {
                 thread_id,
                 native_thread_id,
                 holds_gil: gil_holder.map(|h| h == t),
+                gil: None,
+                own_holds_gil: self
+                    .layout
+                    .gil_fields
+                    .tstate_holds_gil
+                    .map(|(o, bit)| u32_at(&buf, o as usize) >> bit & 1 != 0),
                 frames,
                 frame_addrs,
             }),

@@ -331,8 +331,47 @@ fn check_layout(c: &mut Checker, t: &Layout) {
             c.offset("interp.gil.pointer", g.pointer, INTERP, "ceval.gil");
             c.offset("interp.gil.last_holder", g.last_holder, GIL, "last_holder");
             c.offset("interp.gil.locked", g.locked, GIL, "locked");
+            if let Some(o) = g.switch_number {
+                c.offset("interp.gil.switch_number", o, GIL, "switch_number");
+            }
         }
         None => c.absent("interp.gil", INTERP, "ceval.gil"),
+    }
+    let g = &t.gil_fields;
+    c.offset("gil_fields.locked", g.locked, GIL, "locked");
+    if let Some((cond, size)) = g.waits {
+        c.offset("gil_fields.waits.0", cond, GIL, "cond");
+        c.offset("gil_fields.waits.1", size, GIL, "@size");
+        // nothing but the four locks after `cond`
+        let last = if c.dwarf(GIL, "switch_mutex").is_some() {
+            "switch_mutex"
+        } else {
+            "mutex"
+        };
+        c.checked += 1;
+        if c.dwarf(GIL, last).map(|(o, _)| o) <= Some(cond) {
+            c.failures.push(format!(
+                "{}: gil_fields.waits: no {last} after cond",
+                c.label
+            ));
+        }
+    }
+    match g.tstate_holds_gil {
+        Some((at, bit)) => {
+            c.offset(
+                "gil_fields.tstate_holds_gil",
+                at,
+                TSTATE,
+                "_status.holds_gil",
+            );
+            c.bit(
+                "gil_fields.tstate_holds_gil bit",
+                bit,
+                TSTATE,
+                "_status.holds_gil",
+            );
+        }
+        None => c.absent("gil_fields.tstate_holds_gil", TSTATE, "_status.holds_gil"),
     }
     c.offset("tstate.next", t.tstate.next, TSTATE, "next");
     c.offset("tstate.interp", t.tstate.interp, TSTATE, "interp");

@@ -51,6 +51,7 @@ fn source() -> Cached {
             name: None,
             os_name: None,
             holds_gil: None,
+            state: Default::default(),
             frames: (0..8)
                 .map(|i| Frame {
                     locals: None,

@@ -132,6 +132,7 @@ fn resolve_capture(
         name: None,
         os_name: None,
         holds_gil: None,
+        state: Default::default(),
         frames,
     })
 }
@@ -149,7 +150,7 @@ impl StackSource for LiveSource {
 
     fn thread_stacks(&mut self, pid: u32) -> Result<Vec<ThreadStack>, SourceError> {
         let p = self.process(pid)?;
-        match p.stack(&StackOptions {
+        match p.stack_without_states(&StackOptions {
             pause: false,
             tid: None,
             locals: false,

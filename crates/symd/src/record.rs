@@ -293,7 +293,7 @@ fn start_command(command: &[String]) -> Result<StartedCommand, u8> {
         }
         // a shell script that execs python, or an interpreter still starting: try again
         match pyframe_reader::PythonProcess::attach(pid) {
-            Ok(mut p) => match p.stack(&pyframe_reader::StackOptions::default()) {
+            Ok(mut p) => match p.stack_without_states(&pyframe_reader::StackOptions::default()) {
                 Ok(s) if !s.threads.is_empty() => return Ok(started),
                 Ok(_) => {}
                 Err(e) => last_error = Some(e),

@@ -255,7 +255,7 @@ impl Sampler {
             tid: None,
             locals: false,
         };
-        match self.process.stack(&opts) {
+        match self.process.stack_without_states(&opts) {
             Ok(stack) => {
                 self.samples += 1;
                 let sample = Sample {

@@ -256,10 +256,8 @@ pub fn write_text(out: &mut impl Write, s: &ProcessStack) -> std::io::Result<()>
         if let Some(name) = &t.name {
             write!(out, " \"{}\"", escape_control(name))?;
         }
-        match t.holds_gil {
-            Some(true) => write!(out, " (holds the GIL)")?,
-            Some(false) => {}
-            None => {}
+        if let Some(state) = state_text(t) {
+            write!(out, " ({state})")?;
         }
         if t.frames.is_empty() {
             write!(out, " (no Python frames)")?;
@@ -282,16 +280,49 @@ pub fn write_text(out: &mut impl Write, s: &ProcessStack) -> std::io::Result<()>
                     protocol::LocalKind::Cell => " (cell)",
                     protocol::LocalKind::Free => " (free)",
                 };
-                writeln!(
+                write!(
                     out,
                     "        {} = {}{mark}",
                     escape_control(&l.name),
                     escape_control(&l.repr)
                 )?;
+                match &l.mid_update {
+                    Some(m) => writeln!(out, "  [{}: may be mid-update]", m.reason)?,
+                    None => writeln!(out)?,
+                }
             }
         }
     }
     Ok(())
+}
+
+/// The short state after a thread's header (docs/json.md "Thread state"): what it is doing
+/// (`running`, `runnable`, `blocked: futex`, `waiting for the GIL`, `stopped`, `state
+/// unknown: why`), then whether it holds the GIL; `None` when nothing of it was read.
+pub fn state_text(t: &protocol::ThreadStack) -> Option<String> {
+    let st = &t.state;
+    let mut parts = Vec::new();
+    match st.state {
+        Some(protocol::RunState::Unknown) => parts.push(format!(
+            "state unknown: {}",
+            st.state_unknown.as_deref().unwrap_or("not read")
+        )),
+        Some(s @ (protocol::RunState::Blocked | protocol::RunState::Stopped)) => {
+            parts.push(match &st.syscall {
+                Some(c) => format!("{}: {c}", s.as_str()),
+                None => s.as_str().to_string(),
+            })
+        }
+        Some(s) => parts.push(s.as_str().to_string()),
+        None => {}
+    }
+    match (t.holds_gil, &st.gil_unknown) {
+        (Some(true), _) => parts.push("holds the GIL".into()),
+        (Some(false), _) => parts.push("holds no GIL".into()),
+        (None, Some(why)) => parts.push(format!("GIL unknown: {why}")),
+        (None, None) => {}
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 #[derive(clap::Args, Debug)]

@@ -639,6 +639,7 @@ mod tests {
             name: None,
             os_name: None,
             holds_gil: None,
+            state: Default::default(),
             frames: innermost_first
                 .iter()
                 .map(|n| protocol::Frame {

@@ -594,6 +594,11 @@ fn apply_gil(d: &mut Vec<String>, out: &mut Layout, parsed: &DebugOffsets) {
             *none = Some(target);
         }
     }
+    // the rest of the table's GIL struct is not trusted where the target's disagrees
+    if d.iter().any(|x| x.starts_with("interp.gil")) {
+        out.gil_fields.waits = None;
+        out.gil_fields.locked = target.locked;
+    }
 }
 
 /// A `u64` field of the layout a slot overrides: one line per field, where a new field

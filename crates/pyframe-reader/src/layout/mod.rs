@@ -33,6 +33,23 @@ pub struct Layout {
     pub type_tp_name: u64,
     /// What `stack --locals` needs: fast locals, their names, built-in value objects.
     pub values: ValuesLayout,
+    /// What a thread's GIL state is read from (`stack`'s `holds_gil`, `waiting_for_gil`).
+    pub gil_fields: GilFields,
+}
+
+/// `struct _gil_runtime_state` (Include/internal/pycore_gil.h) beyond `last_holder` and
+/// `switch_number`, and the thread state's own word on the GIL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GilFields {
+    /// `locked` (int): 1 while a thread holds the GIL.
+    pub locked: u64,
+    /// `(offset of cond, sizeof)`: `cond`, `mutex`, `switch_cond` and `switch_mutex` fill
+    /// the bytes between. A thread asleep in the kernel on a futex in them is waiting to
+    /// take the GIL (or, `switch_cond`, for a waiter to take the one it dropped).
+    pub waits: Option<(u64, u64)>,
+    /// 3.13 only: `PyThreadState._status.holds_gil` as (offset of `_status`, bit): set by
+    /// the thread after taking the GIL, cleared before dropping it.
+    pub tstate_holds_gil: Option<(u64, u32)>,
 }
 
 /// Where a frame's local variables are and how the built-in objects `--locals` shows

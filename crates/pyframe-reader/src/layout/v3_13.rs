@@ -142,4 +142,11 @@ pub const LAYOUT: Layout = Layout {
             },
         },
     },
+    // `struct _gil_runtime_state`: locked, [cond, sizeof) (Include/internal/pycore_gil.h)
+    gil_fields: GilFields {
+        locked: 16,
+        waits: Some((32, 208)),
+        // `PyThreadState._status.holds_gil` (Include/cpython/pystate.h)
+        tstate_holds_gil: Some((32, 5)),
+    },
 };

@@ -25,8 +25,8 @@ pub const LAYOUT: Layout = Layout {
             pointer: 16,
             last_holder: 8,
             locked: 16,
-            // not checked against this version's DWARF here
-            switch_number: None,
+            // `switch_number`
+            switch_number: Some(24),
         }),
     },
     // `struct _ts` (Include/cpython/pystate.h)
@@ -144,5 +144,14 @@ pub const LAYOUT: Layout = Layout {
                 values: 8,
             },
         },
+    },
+    // `struct _gil_runtime_state`: locked, [cond, sizeof) (Include/internal/pycore_gil.h)
+    gil_fields: GilFields {
+        locked: 16,
+        // the same GIL-build struct as 3.13 in Include/internal/pycore_gil.h; checked
+        // against DWARF where tests/layout_dwarf.rs finds this version's debug files
+        waits: Some((32, 208)),
+        // `_status.holds_gil` is gone again (3.13 only)
+        tstate_holds_gil: None,
     },
 };

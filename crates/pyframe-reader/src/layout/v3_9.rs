@@ -102,4 +102,11 @@ pub const LAYOUT: Layout = Layout {
             indices: 40,
         },
     },
+    // `struct _gil_runtime_state`: locked, [cond, sizeof) (Include/internal/pycore_gil.h)
+    gil_fields: GilFields {
+        locked: 16,
+        waits: Some((32, 208)),
+        // no `_status.holds_gil` before 3.13
+        tstate_holds_gil: None,
+    },
 };

@@ -212,12 +212,88 @@ pub fn parse_lwpname(b: &[u8]) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
+/// `lwpstatus_t.pr_flags` bits: the LWP is stopped; asleep in an interruptible system call.
+pub const PR_STOPPED: i32 = 0x01;
+pub const PR_ASLEEP: i32 = 0x10;
+
+/// What `/proc/PID/lwp/N/lwpstatus` says about the system call an LWP is in. LP64
+/// `lwpstatus_t`: `pr_flags` 0, `pr_lwpid` 4, `pr_why`/`pr_what`/`pr_cursig`/`pr_pad1`
+/// (shorts) 8, `pr_info` (`siginfo_t`, 256) 16, `pr_lwppend`, `pr_lwphold` (`sigset_t`,
+/// 16 each) 272, 288, `pr_action` (`struct sigaction`, 32) 304, `pr_altstack`
+/// (`stack_t`, 24) 336, `pr_oldcontext` 360, `pr_syscall` (short) 368, `pr_nsysarg` 370,
+/// `pr_errno` 372, `pr_sysarg[]` (longs) 376.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LwpStatus {
+    pub flags: i32,
+    /// `pr_syscall`: the system call number while in one, else 0.
+    pub syscall: i16,
+    /// `pr_sysarg[0]`.
+    pub arg0: u64,
+}
+
+const LWPSTATUS_SYSCALL: usize = 368;
+const LWPSTATUS_SYSARG: usize = 376;
+
+pub fn parse_lwpstatus(b: &[u8]) -> Option<LwpStatus> {
+    if b.len() < LWPSTATUS_SYSARG + 8 {
+        return None;
+    }
+    Some(LwpStatus {
+        flags: i32_at(b, 0),
+        syscall: i16::from_le_bytes([b[LWPSTATUS_SYSCALL], b[LWPSTATUS_SYSCALL + 1]]),
+        arg0: u64_at(b, LWPSTATUS_SYSARG),
+    })
+}
+
+/// The names of the illumos system calls a Python thread blocks in (`SYS_*` of
+/// `usr/src/uts/common/sys/syscall.h`, a stable ABI); others are shown by number.
+pub fn syscall_name(nr: i64) -> Option<&'static str> {
+    Some(match nr {
+        3 => "read",
+        4 => "write",
+        77 => "lwp_park",
+        107 => "waitsys",
+        170 => "lwp_cond_wait",
+        173 => "pread",
+        183 => "pollsys",
+        199 => "nanosleep",
+        201 => "door",
+        210 => "lwp_mutex_timedlock",
+        211 => "lwp_sema_timedwait",
+        234 => "accept",
+        237 => "recv",
+        238 => "recvfrom",
+        239 => "recvmsg",
+        _ => return None,
+    })
+}
+
+/// `pr_sname` of LP64 `lwpsinfo_t` (after `pr_flag`, `pr_lwpid`, `pr_addr`, `pr_wchan`,
+/// `pr_stype`, `pr_state`): `O` on a CPU, `R` runnable, `S` sleeping, `T` stopped, `Z`.
+pub const LWPSINFO_SNAME: usize = 26;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn put(buf: &mut [u8], off: usize, bytes: &[u8]) {
         buf[off..off + bytes.len()].copy_from_slice(bytes);
+    }
+
+    #[test]
+    fn lwpstatus_syscall() {
+        let mut b = vec![0u8; 800];
+        put(&mut b, 0, &(PR_ASLEEP | 0x4000).to_le_bytes());
+        put(&mut b, 368, &65i16.to_le_bytes());
+        put(&mut b, 376, &0xfeed_f00du64.to_le_bytes());
+        let s = parse_lwpstatus(&b).unwrap();
+        assert_eq!(
+            (s.flags & PR_ASLEEP, s.syscall, s.arg0),
+            (PR_ASLEEP, 65, 0xfeed_f00d)
+        );
+        assert_eq!(parse_lwpstatus(&b[..300]), None);
+        assert_eq!(syscall_name(77), Some("lwp_park"));
+        assert_eq!(syscall_name(65), None);
     }
 
     fn prmap(vaddr: u64, size: u64, name: &str, offset: u64, mflags: i32) -> Vec<u8> {

@@ -717,9 +717,215 @@ pub fn exe_identity(pid: u32) -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
+/// Each thread's context switches (`voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches`
+/// of `/proc/PID/task/TID/status`) by tid: a thread asleep at two reads with the same count
+/// did not run in between. Threads whose count cannot be read are left out.
+pub fn context_switches(pid: u32) -> HashMap<u64, u64> {
+    let Ok(tids) = threads(pid) else {
+        return HashMap::new();
+    };
+    tids.into_iter()
+        .filter_map(|tid| {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+            let count = |key: &str| -> Option<u64> {
+                s.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.trim().parse().ok())
+            };
+            Some((
+                tid,
+                count("voluntary_ctxt_switches:")? + count("nonvoluntary_ctxt_switches:")?,
+            ))
+        })
+        .collect()
+}
+
+/// Whether a state letter of `/proc/PID/task/TID/stat` is a thread asleep in the kernel
+/// (`S` interruptible, `D` not): `blocked` or `waiting_for_gil` to `stack`, idle to
+/// `record` and `top` (one classification for both).
+pub fn state_is_asleep(letter: u8) -> bool {
+    matches!(letter, b'S' | b'D')
+}
+
+/// What thread `tid` of `pid` is doing: its state letter in `/proc/PID/task/TID/stat`,
+/// read before and after `syscall` (the system call and its arguments, which the kernel
+/// itself reads only while the thread stays asleep: "running" otherwise) and `wchan` (the
+/// kernel function it sleeps in). A state that moved between the reads is read again, and
+/// is `Unknown` when it moved each time. `paused`: this read holds the thread stopped
+/// (ptrace), and what counts is what it was doing when stopped: in a system call (the
+/// kernel keeps its number and arguments through the stop) or in user code.
+pub fn thread_state(pid: u32, tid: u64, paused: bool) -> super::OsThreadState {
+    use super::OsThreadState as S;
+    const TRIES: usize = 3;
+    let base = format!("/proc/{pid}/task/{tid}");
+    let letter = || -> std::result::Result<u8, String> {
+        let stat = std::fs::read(format!("{base}/stat")).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => "the thread ended".to_string(),
+            _ => format!("{base}/stat: {e}"),
+        })?;
+        stat.iter()
+            .rposition(|&b| b == b')')
+            .and_then(|c| stat.get(c + 2).copied())
+            .ok_or_else(|| format!("{base}/stat: no state field"))
+    };
+    for _ in 0..TRIES {
+        let before = match letter() {
+            Ok(l) => l,
+            Err(e) => return S::Unknown(e),
+        };
+        // "running", "-1 SP PC" (asleep or stopped outside a system call) or
+        // "NR ARG1..ARG6 SP PC"; unreadable without ptrace rights (the state letter alone
+        // is then all there is)
+        let sys = std::fs::read_to_string(format!("{base}/syscall")).ok();
+        let wchan = if state_is_asleep(before) && !paused {
+            std::fs::read_to_string(format!("{base}/wchan"))
+                .ok()
+                .map(|w| w.trim().to_string())
+                .filter(|w| !w.is_empty() && w != "0")
+        } else {
+            None
+        };
+        let after = match letter() {
+            Ok(l) => l,
+            Err(e) => return S::Unknown(e),
+        };
+        if before != after {
+            continue;
+        }
+        let parsed = sys.as_deref().map(parse_syscall);
+        match (after, parsed) {
+            (b'R', _) if !paused => return S::Running,
+            (l, Some(SyscallLine::Running)) if state_is_asleep(l) && !paused => continue,
+            (l, Some(SyscallLine::In(c))) if state_is_asleep(l) && !paused => {
+                return S::Blocked {
+                    syscall: Some(c),
+                    wchan,
+                }
+            }
+            (l, _) if state_is_asleep(l) && !paused => {
+                return S::Blocked {
+                    syscall: None,
+                    wchan,
+                }
+            }
+            // a futex wake was running in the kernel, not asleep (a thread handing the
+            // GIL over wakes the next one): only a call that sleeps counts as blocked
+            (b't' | b'T', Some(SyscallLine::In(c)))
+                if paused && c.name == Some("futex") && !c.is_futex_wait() =>
+            {
+                return S::Running
+            }
+            (b't' | b'T', Some(SyscallLine::In(c))) if paused => {
+                return S::Blocked {
+                    syscall: Some(c),
+                    wchan: None,
+                }
+            }
+            (b't' | b'T', Some(SyscallLine::User)) if paused => return S::Running,
+            (b't' | b'T', None) if paused => {
+                return S::Unknown(format!(
+                    "{base}/syscall could not be read (what the thread was doing when \
+                     stopped is there)"
+                ))
+            }
+            (b't' | b'T', Some(SyscallLine::Running)) if paused => continue,
+            (b't' | b'T', s) => {
+                return S::Stopped {
+                    syscall: match s {
+                        Some(SyscallLine::In(c)) => Some(c),
+                        _ => None,
+                    },
+                }
+            }
+            (b'Z' | b'X', _) => return S::Unknown("the thread is exiting".into()),
+            (l, _) if paused => {
+                return S::Unknown(format!(
+                    "state {} while the process was held stopped",
+                    l as char
+                ))
+            }
+            (l, _) => return S::Unknown(format!("state {}", l as char)),
+        }
+    }
+    S::Unknown(format!("its state changed during each of {TRIES} reads"))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum SyscallLine {
+    Running,
+    /// Not in a system call (`-1`): in user code, or asleep on a page fault.
+    User,
+    In(super::Syscall),
+}
+
+/// A line of `/proc/PID/task/TID/syscall`.
+fn parse_syscall(line: &str) -> SyscallLine {
+    let mut f = line.split_whitespace();
+    let Some(nr) = f.next().and_then(|n| n.parse::<i64>().ok()) else {
+        return SyscallLine::Running;
+    };
+    if nr < 0 {
+        return SyscallLine::User;
+    }
+    let mut arg = || {
+        f.next()
+            .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+            .unwrap_or(0)
+    };
+    let (arg0, arg1) = (arg(), arg());
+    SyscallLine::In(super::Syscall {
+        number: nr,
+        name: syscalls::Sysno::new(nr as usize).map(|s| s.name()),
+        arg0,
+        arg1,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syscall_lines() {
+        assert_eq!(parse_syscall("running\n"), SyscallLine::Running);
+        assert_eq!(
+            parse_syscall("-1 0x7ffd1a2b3c40 0x7f0011223344\n"),
+            SyscallLine::User
+        );
+        let SyscallLine::In(c) = parse_syscall(
+            "202 0x7f55aa001234 0x189 0x0 0x0 0x0 0xffffffff 0x7ffd1a2b3c40 0x7f0011223344\n",
+        ) else {
+            panic!("a system call")
+        };
+        assert_eq!((c.number, c.arg0, c.arg1), (202, 0x7f55aa001234, 0x189));
+        // FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME
+        assert!(c.name != Some("futex") || c.is_futex_wait());
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(c.name, Some("futex"));
+    }
+
+    #[test]
+    fn a_sleeping_thread_of_ours() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() } as u64).unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(2));
+        });
+        let tid = rx.recv().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        match thread_state(std::process::id(), tid, false) {
+            super::super::OsThreadState::Blocked {
+                syscall: Some(c), ..
+            } => assert_eq!(c.display(), "clock_nanosleep"),
+            other => panic!("a thread in sleep(): {other:?}"),
+        }
+        h.join().unwrap();
+        assert!(matches!(
+            thread_state(std::process::id(), tid, false),
+            super::super::OsThreadState::Unknown(_)
+        ));
+    }
 
     #[test]
     fn exit_states_from_stat_lines() {

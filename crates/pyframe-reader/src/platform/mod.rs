@@ -51,7 +51,62 @@ const INTERFACE: () = {
     let _: fn(u32) -> std::io::Result<ProcessHandle> = ProcessHandle::open;
     let _: fn(&ProcessHandle) -> bool = ProcessHandle::exited;
     let _: fn(u32) -> Option<(u64, u64)> = exe_identity;
+    let _: fn(u32, u64, bool) -> OsThreadState = thread_state;
+    let _: fn(u8) -> bool = state_is_asleep;
+    let _: fn(u32) -> HashMap<u64, u64> = context_switches;
 };
+
+/// What the OS says one thread is doing, read consistently or `Unknown` with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OsThreadState {
+    /// On a CPU, or (Linux `R`, which does not tell them apart) ready to run. A thread
+    /// stopped by this read (`paused`) that was in user code when stopped.
+    Running,
+    /// Ready to run, waiting for a CPU (illumos `SRUN`).
+    Runnable,
+    /// Asleep in the kernel, in this system call when the OS says. A thread stopped by
+    /// this read that was in a system call when stopped.
+    Blocked {
+        syscall: Option<Syscall>,
+        wchan: Option<String>,
+    },
+    /// Stopped by a signal or a debugger (not by this read), in this system call if any.
+    Stopped {
+        syscall: Option<Syscall>,
+    },
+    Unknown(String),
+}
+
+/// A system call a thread is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Syscall {
+    pub number: i64,
+    /// The name where the number is known (`futex`, `clock_nanosleep`).
+    pub name: Option<&'static str>,
+    /// Its first argument (a futex's address: what a thread waiting for the GIL sleeps on).
+    pub arg0: u64,
+    /// Its second (a futex's operation: waits and wakes are told apart by it).
+    pub arg1: u64,
+}
+
+impl Syscall {
+    /// A `futex` call that may sleep (`FUTEX_WAIT`, `FUTEX_WAIT_BITSET`, `FUTEX_LOCK_PI`,
+    /// `FUTEX_LOCK_PI2`; not a wake): the operation is the low 7 bits of the second
+    /// argument (above them: the private and clock flags).
+    pub fn is_futex_wait(&self) -> bool {
+        self.name == Some("futex") && matches!(self.arg1 & 0x7f, 0 | 6 | 9 | 13)
+    }
+}
+
+impl Syscall {
+    /// The name, or `syscall_N` for a number without one.
+    pub fn display(&self) -> String {
+        match self.name {
+            Some(n) => n.to_string(),
+            None => format!("syscall_{}", self.number),
+        }
+    }
+}
 
 /// The registers of a stopped thread an unwinder starts from (`pystackd stack --native`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

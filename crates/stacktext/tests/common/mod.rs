@@ -31,6 +31,7 @@ pub fn thread(os_tid: Option<u64>, frames: Vec<Frame>) -> ThreadStack {
         name: None,
         os_name: None,
         holds_gil: None,
+        state: Default::default(),
         frames,
     }
 }

@@ -291,7 +291,9 @@ fn idle_threads(pid: u32) -> std::collections::HashSet<u64> {
         .filter_map(|e| {
             let lwp = e.file_name().to_str()?.parse::<u64>().ok()?;
             let b = std::fs::read(format!("/proc/{pid}/lwp/{lwp}/lwpsinfo")).ok()?;
-            (b.get(LWPSINFO_SNAME) == Some(&b'S')).then_some(lwp)
+            b.get(LWPSINFO_SNAME)
+                .is_some_and(|&s| pyframe_reader::platform::state_is_asleep(s))
+                .then_some(lwp)
         })
         .collect()
 }

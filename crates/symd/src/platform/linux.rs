@@ -462,8 +462,9 @@ pub fn executable(pid: u32) -> Option<String> {
 /// Default directory of the daemon's socket.
 pub const DEFAULT_RUN_DIR: &str = "/run/pystackd";
 
-/// Which threads of a process are blocked in the kernel (`S` sleeping, `D` uninterruptible:
-/// I/O, locks, sleeps): idle for a profiler. Asked once per sample, so each thread's
+/// Which threads of a process are asleep in the kernel (`S` sleeping, `D` uninterruptible:
+/// I/O, locks, sleeps, the GIL): idle for a profiler, the threads `stack` shows `blocked` or
+/// `waiting_for_gil` (`pyframe_reader::platform::state_is_asleep`, one classification). Asked once per sample, so each thread's
 /// `/proc/PID/task/TID/stat` stays open and is read again from its start (opening it anew
 /// and listing the task directory each time was a third of `record`'s CPU per sample); the
 /// list of threads is refreshed every [`ThreadStates::RELIST`]: a thread newer than that
@@ -500,7 +501,10 @@ impl ThreadStates {
             };
             let stat = &buf[..n];
             if let Some(close) = stat.iter().rposition(|&b| b == b')') {
-                if matches!(stat.get(close + 2), Some(b'S' | b'D')) {
+                if stat
+                    .get(close + 2)
+                    .is_some_and(|&l| pyframe_reader::platform::state_is_asleep(l))
+                {
                     idle.insert(tid);
                 }
             }
