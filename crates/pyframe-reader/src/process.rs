@@ -76,6 +76,10 @@ pub struct PythonProcess {
     clocks: Vec<Clock>,
     /// The last walk's block buffers, filled again by the next (no allocation per read).
     spare_blocks: Vec<Block>,
+    /// The blocks the last `--locals` read touched, fetched in one batch by the next, and
+    /// that read's buffers.
+    locals_blocks: Vec<u64>,
+    locals_spare: Vec<Block>,
     /// Benchmarks only: skip the unpaused re-read, to measure what it costs.
     unchecked: bool,
     /// OS thread names by tid, with when they were read (names change rarely; reading
@@ -204,6 +208,8 @@ impl PythonProcess {
             gils: Vec::new(),
             clocks: Vec::new(),
             spare_blocks: Vec::new(),
+            locals_blocks: Vec::new(),
+            locals_spare: Vec::new(),
             unchecked: false,
             names: HashMap::new(),
             pid_ns: platform::pid_namespace(pid),
@@ -347,11 +353,23 @@ impl PythonProcess {
         if opts.locals {
             // read after the walk (while still stopped with --pause): each frame's values
             // are checked against a re-read of its slots (values.rs), not against the walk
-            let mut reader = ValueReader::new(&self.mem, &self.layout, &mut self.value_types);
-            for t in &mut raw {
-                for (f, &(frame, code)) in t.frames.iter_mut().zip(&t.frame_addrs) {
-                    match reader.frame_locals(frame, code) {
-                        Ok(l) => f.locals = Some(l),
+            // Values are read first from one batched copy of the blocks the last --locals
+            // read touched (a value's words seldom move), each frame's slots and each
+            // container then checked against the process itself (values.rs). Stopped,
+            // nothing can change: the checks read the copy too.
+            let cached = BlockCache::with_spare(&self.mem, std::mem::take(&mut self.locals_spare));
+            cached.prefetch(&self.locals_blocks);
+            let live: &dyn Memory = if opts.pause { &cached } else { &self.mem };
+            let mut reader =
+                ValueReader::with_live(&cached, live, &self.layout, &mut self.value_types);
+            // every frame's values first, then all their slots checked in one read; a
+            // frame whose slots changed is read again on its own, from the process
+            let mut unchecked = Vec::new();
+            for (ti, t) in raw.iter_mut().enumerate() {
+                for (fi, (f, &(frame, code))) in t.frames.iter_mut().zip(&t.frame_addrs).enumerate()
+                {
+                    match reader.frame_locals_unchecked(frame, code) {
+                        Ok(u) => unchecked.push((ti, fi, u)),
                         Err(MemoryError::Gone) => {
                             return Err(Error::ProcessExited { pid: self.pid })
                         }
@@ -365,6 +383,40 @@ impl PythonProcess {
                     }
                 }
             }
+            let good = if opts.pause {
+                vec![true; unchecked.len()]
+            } else {
+                let refs: Vec<&crate::values::Unchecked> = unchecked.iter().map(|u| &u.2).collect();
+                match reader.check(&refs) {
+                    Ok(g) => g,
+                    Err(MemoryError::Gone) => return Err(Error::ProcessExited { pid: self.pid }),
+                    // some frame's memory went away: each checked on its own below
+                    Err(_) => vec![false; unchecked.len()],
+                }
+            };
+            for ((ti, fi, u), good) in unchecked.into_iter().zip(good) {
+                let t = &mut raw[ti];
+                let f = &mut t.frames[fi];
+                if good {
+                    f.locals = Some(u.locals);
+                    continue;
+                }
+                let (frame, code) = t.frame_addrs[fi];
+                match reader.frame_locals(frame, code) {
+                    Ok(l) => f.locals = Some(l),
+                    Err(MemoryError::Gone) => return Err(Error::ProcessExited { pid: self.pid }),
+                    Err(e) => {
+                        f.locals = Some(Vec::new());
+                        warnings.push(format!(
+                            "locals of {} (thread {:#x}) not read: {e}",
+                            f.function, t.thread_id
+                        ));
+                    }
+                }
+            }
+            drop(reader);
+            self.locals_blocks = cached.touched();
+            self.locals_spare = cached.into_spare();
         }
         let mut threads = self.finish_threads(raw);
         let extra: Vec<threadstate::ThreadGil> = threads

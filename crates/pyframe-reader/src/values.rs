@@ -92,7 +92,18 @@ pub struct TypeCache {
 
 /// Reads and renders values of one process for one stack read.
 pub struct ValueReader<'a> {
+    /// Where values are read first: a block cache of the whole `--locals` read (one batched
+    /// fetch of the blocks the last one touched) or the process itself.
     mem: &'a dyn Memory,
+    /// The process itself: what a value is checked against (a frame's slots, a container
+    /// read again), and where everything is read once a check failed.
+    live: &'a dyn Memory,
+    /// Read everything from `live` (a check failed: the cache's copy is older than the
+    /// process's state).
+    fresh: bool,
+    /// What objects showing no mutable container rendered as, by address, during this
+    /// read (the same `self` or value in many frames is read once).
+    shown: HashMap<u64, Repr>,
     layout: &'a Layout,
     cache: &'a mut TypeCache,
     heap: HashMap<u64, (TypeInfo, String)>,
@@ -113,8 +124,21 @@ fn invalid(msg: String) -> MemoryError {
 
 impl<'a> ValueReader<'a> {
     pub fn new(mem: &'a dyn Memory, layout: &'a Layout, cache: &'a mut TypeCache) -> Self {
+        Self::with_live(mem, mem, layout, cache)
+    }
+
+    /// A reader whose first reads come from `mem` (a cache) and whose checks read `live`.
+    pub fn with_live(
+        mem: &'a dyn Memory,
+        live: &'a dyn Memory,
+        layout: &'a Layout,
+        cache: &'a mut TypeCache,
+    ) -> Self {
         ValueReader {
             mem,
+            live,
+            fresh: false,
+            shown: HashMap::default(),
             layout,
             cache,
             heap: HashMap::default(),
@@ -125,8 +149,37 @@ impl<'a> ValueReader<'a> {
         }
     }
 
+    fn m(&self) -> &'a dyn Memory {
+        if self.fresh {
+            self.live
+        } else {
+            self.mem
+        }
+    }
+
+    /// `f` reading the process itself.
+    fn live<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        let was = std::mem::replace(&mut self.fresh, true);
+        let r = f(self);
+        self.fresh = was;
+        r
+    }
+
     /// The value at `obj`, as `repr()` shows it within the limits.
     pub fn repr(&mut self, obj: u64) -> Repr {
+        if !self.fresh {
+            if let Some(r) = self.shown.get(&obj) {
+                return r.clone();
+            }
+        }
+        let r = self.repr_uncached(obj);
+        if !self.fresh && !r.mutable && r.text != CHANGED && self.shown.len() < 65_536 {
+            self.shown.insert(obj, r.clone());
+        }
+        r
+    }
+
+    fn repr_uncached(&mut self, obj: u64) -> Repr {
         let mut out = String::new();
         let mut truncated = false;
         let type_name = match self.type_of(obj) {
@@ -232,10 +285,10 @@ impl<'a> ValueReader<'a> {
         if !t.heap {
             return Ok(None);
         }
-        let tp = self.mem.read_u64(obj.wrapping_add(OB_TYPE))?;
+        let tp = self.m().read_u64(obj.wrapping_add(OB_TYPE))?;
         let v = &self.layout.values;
         let end = (obj::TYPE_DICTOFFSET + 8).max(v.cached_keys + 8) as usize;
-        let head = self.mem.read_vec(tp, end, 4096)?;
+        let head = self.m().read_vec(tp, end, 4096)?;
         let flags = u64_at(&head, obj::TYPE_FLAGS as usize);
         let basicsize = u64_at(&head, obj::TYPE_BASICSIZE as usize);
         let dictoffset = u64_at(&head, obj::TYPE_DICTOFFSET as usize) as i64;
@@ -243,14 +296,14 @@ impl<'a> ValueReader<'a> {
         let at = |off: i64| obj.wrapping_add_signed(off);
         let dict = match v.instance_dict {
             InstanceDict::Managed { flag, dict, values } if flags & flag != 0 => {
-                let vals = self.mem.read_u64(at(values))?;
+                let vals = self.m().read_u64(at(values))?;
                 if vals != 0 {
                     return self.values_get(keys, vals, name);
                 }
-                self.mem.read_u64(at(dict))?
+                self.m().read_u64(at(dict))?
             }
             InstanceDict::Tagged { flag, at: off } if flags & flag != 0 => {
-                let w = self.mem.read_u64(at(off))?;
+                let w = self.m().read_u64(at(off))?;
                 if w & 1 == 1 {
                     return self.values_get(keys, w.wrapping_add(1), name);
                 }
@@ -267,13 +320,13 @@ impl<'a> ValueReader<'a> {
                         return Err(invalid(format!("type {tp:#x}: basicsize {basicsize}")));
                     }
                     let vals = obj.wrapping_add(basicsize);
-                    if self.mem.read_u8(vals.wrapping_add(valid))? != 0 {
+                    if self.m().read_u8(vals.wrapping_add(valid))? != 0 {
                         return self.values_get(keys, vals, name);
                     }
                 }
-                self.mem.read_u64(at(dict))?
+                self.m().read_u64(at(dict))?
             }
-            _ if dictoffset > 0 && dictoffset < 1 << 16 => self.mem.read_u64(at(dictoffset))?,
+            _ if dictoffset > 0 && dictoffset < 1 << 16 => self.m().read_u64(at(dictoffset))?,
             _ => return Ok(None),
         };
         if dict == 0 {
@@ -298,7 +351,7 @@ impl<'a> ValueReader<'a> {
         if keys == 0 {
             return Ok(None);
         }
-        let kh = self.mem.read_array::<40>(keys)?;
+        let kh = self.m().read_array::<40>(keys)?;
         let lib = u8_at(&kh, log2_index_bytes as usize);
         let n = u64_at(&kh, nentries as usize);
         // shared keys hold at most 30 names in CPython
@@ -311,7 +364,7 @@ impl<'a> ValueReader<'a> {
             (16, 0)
         };
         let entries = keys.wrapping_add(indices).wrapping_add(1u64 << lib);
-        let raw = self.mem.read_vec(entries, (n * esize) as usize, 256 * 24)?;
+        let raw = self.m().read_vec(entries, (n * esize) as usize, 256 * 24)?;
         let names: Vec<u64> = raw
             .chunks_exact(esize as usize)
             .map(|e| u64_at(e, koff))
@@ -324,14 +377,14 @@ impl<'a> ValueReader<'a> {
             SplitValues::Header {
                 capacity, values, ..
             } => {
-                let cap = self.mem.read_u8(vals.wrapping_add(capacity))?;
+                let cap = self.m().read_u8(vals.wrapping_add(capacity))?;
                 if ix >= usize::from(cap) {
                     return Ok(None);
                 }
                 vals.wrapping_add(values)
             }
         };
-        let v = self.mem.read_u64(base.wrapping_add(ix as u64 * 8))?;
+        let v = self.m().read_u64(base.wrapping_add(ix as u64 * 8))?;
         Ok((v != 0).then_some(v))
     }
 
@@ -371,7 +424,7 @@ impl<'a> ValueReader<'a> {
         if obj == 0 || !obj.is_multiple_of(8) {
             return Err(invalid(format!("bad object pointer {obj:#x}")));
         }
-        let tp = self.mem.read_u64(obj.wrapping_add(OB_TYPE))?;
+        let tp = self.m().read_u64(obj.wrapping_add(OB_TYPE))?;
         if let Some(t) = self.cache.statics.get(&tp) {
             return Ok(t.clone());
         }
@@ -382,7 +435,7 @@ impl<'a> ValueReader<'a> {
             return Err(invalid(format!("bad type pointer {tp:#x}")));
         }
         let mut head = [0u8; (obj::TYPE_DICT + 8) as usize];
-        self.mem.read(tp, &mut head)?;
+        self.m().read(tp, &mut head)?;
         let name = self.cstr(u64_at(&head, self.layout.type_tp_name as usize), 200)?;
         let flags = u64_at(&head, obj::TYPE_FLAGS as usize);
         let heap = flags & HEAPTYPE != 0;
@@ -447,7 +500,7 @@ impl<'a> ValueReader<'a> {
         while out.len() < max {
             let room = (4096 - (at % 4096)).min(64) as usize;
             let mut buf = vec![0u8; room];
-            self.mem.read(at, &mut buf)?;
+            self.m().read(at, &mut buf)?;
             if let Some(i) = buf.iter().position(|&b| b == 0) {
                 out.extend_from_slice(&buf[..i]);
                 return Ok(String::from_utf8_lossy(&out).into_owned());
@@ -504,10 +557,10 @@ impl<'a> ValueReader<'a> {
             }),
             Some(Builtin::Int) => self.int(o, out, trunc),
             Some(Builtin::Float) => self
-                .mem
+                .m()
                 .read_array::<8>(o + obj::FLOAT_VALUE)
                 .map(|b| out.push_str(&float_repr(f64::from_le_bytes(b), true))),
-            Some(Builtin::Complex) => self.mem.read_array::<16>(o + obj::COMPLEX_REAL).map(|b| {
+            Some(Builtin::Complex) => self.m().read_array::<16>(o + obj::COMPLEX_REAL).map(|b| {
                 let re = f64::from_le_bytes(b[..8].try_into().unwrap());
                 let im = f64::from_le_bytes(b[8..].try_into().unwrap());
                 out.push_str(&complex_repr(re, im))
@@ -533,7 +586,7 @@ impl<'a> ValueReader<'a> {
                 Ok(())
             }
             Some(Builtin::Cell) | None => {
-                let tp = self.mem.read_u64(o + OB_TYPE).unwrap_or(0);
+                let tp = self.m().read_u64(o + OB_TYPE).unwrap_or(0);
                 let name = if t.heap {
                     match self.module_of(tp, &t).as_str() {
                         "" | "builtins" => t.name.clone(),
@@ -559,7 +612,7 @@ impl<'a> ValueReader<'a> {
             return Err(invalid(format!("int of {n} digits")));
         }
         let raw = self
-            .mem
+            .m()
             .read_vec(at, n as usize * 4, MAX_INT_DIGITS as usize * 4)?;
         let d = raw
             .chunks_exact(4)
@@ -571,11 +624,11 @@ impl<'a> ValueReader<'a> {
     fn int_head(&self, o: u64) -> MemResult<(bool, u64, u64)> {
         Ok(match self.layout.values.long {
             LongLayout::SignedSize { digits } => {
-                let size = self.mem.read_u64(o + OB_SIZE)? as i64;
+                let size = self.m().read_u64(o + OB_SIZE)? as i64;
                 (size < 0, size.unsigned_abs(), o + digits)
             }
             LongLayout::Tagged { tag, digits } => {
-                let t = self.mem.read_u64(o + tag)?;
+                let t = self.m().read_u64(o + tag)?;
                 (t & 3 == 2, t >> 3, o + digits)
             }
         })
@@ -588,7 +641,7 @@ impl<'a> ValueReader<'a> {
                 return Err(invalid(format!("int of {n} digits")));
             }
             // the bit length needs only the top digit
-            let top = self.mem.read_u32(at + (n - 1) * 4)?;
+            let top = self.m().read_u32(at + (n - 1) * 4)?;
             let bits = (n - 1) * 30 + u64::from(32 - top.leading_zeros());
             *trunc = true;
             let _ = write!(out, "<int of {bits} bits>");
@@ -607,7 +660,7 @@ impl<'a> ValueReader<'a> {
         let u = &self.layout.unicode;
         let mut head = [0u8; 80];
         let head = &mut head[..(u.compact_data as usize).min(80)];
-        self.mem.read(o, head)?;
+        self.m().read(o, head)?;
         let shape = crate::objects::str_shape(self.layout, o, head)?;
         let len = shape.len;
         if len > 1 << 40 {
@@ -615,7 +668,7 @@ impl<'a> ValueReader<'a> {
         }
         let n = (len as usize).min(max);
         let (data, width) = (shape.data, shape.width);
-        let raw = self.mem.read_vec(o + data, n * width, max * 4)?;
+        let raw = self.m().read_vec(o + data, n * width, max * 4)?;
         let cps = match width {
             1 => raw.iter().map(|&b| u32::from(b)).collect(),
             2 => raw
@@ -631,13 +684,13 @@ impl<'a> ValueReader<'a> {
     }
 
     fn bytes_prefix(&self, o: u64) -> MemResult<(Vec<u8>, u64)> {
-        let len = self.mem.read_u64(o + OB_SIZE)?;
+        let len = self.m().read_u64(o + OB_SIZE)?;
         if len > 1 << 40 {
             return Err(invalid(format!("bytes at {o:#x} too long")));
         }
         let n = (len as usize).min(MAX_CHARS);
         Ok((
-            self.mem
+            self.m()
                 .read_vec(o + self.layout.bytes.data, n, MAX_CHARS)?,
             len,
         ))
@@ -662,7 +715,15 @@ impl<'a> ValueReader<'a> {
             });
             return;
         }
-        for _ in 0..ATTEMPTS {
+        let was_fresh = self.fresh;
+        // a mutable container is read from the process itself, all of it, in one short
+        // window (a copy from the start of the read can hold items since freed and reused
+        // at the same addresses while the container looks the same again); a tuple's own
+        // words cannot change
+        let mutable = !matches!(b, Builtin::Tuple | Builtin::FrozenSet);
+        for attempt in 0..ATTEMPTS {
+            // after a failed check, everything is read from the process itself
+            self.fresh = was_fresh || mutable || attempt > 0;
             // a container whose parts do not agree (a pointer followed while it changed, a
             // count ahead of its entries) is being changed: retry, then say so
             let Ok(before) = self.snapshot(o, b) else {
@@ -670,7 +731,8 @@ impl<'a> ValueReader<'a> {
             };
             let (n, ref items) = before.items;
             if n == 0 {
-                if self.snapshot(o, b).ok().as_ref() == Some(&before) {
+                if self.live(|r| r.snapshot(o, b)).ok().as_ref() == Some(&before) {
+                    self.fresh = was_fresh;
                     out.push_str(match b {
                         Builtin::Tuple => "()",
                         Builtin::List => "[]",
@@ -683,6 +745,7 @@ impl<'a> ValueReader<'a> {
                 continue;
             }
             if depth >= MAX_DEPTH {
+                self.fresh = was_fresh;
                 *trunc = true;
                 let _ = write!(out, "{open}…{close}");
                 return;
@@ -693,17 +756,20 @@ impl<'a> ValueReader<'a> {
             let outer_bad = std::mem::replace(&mut self.bad_item, false);
             let (s1, t) = self.items_text(o, b, n, items, depth, open, close);
             let bad = std::mem::replace(&mut self.bad_item, outer_bad);
-            if bad || self.snapshot(o, b).ok().as_ref() != Some(&before) {
+            if bad || self.live(|r| r.snapshot(o, b)).ok().as_ref() != Some(&before) {
                 continue;
             }
-            let (s2, _) = self.items_text(o, b, n, items, depth, open, close);
-            if s1 != s2 || self.snapshot(o, b).ok().as_ref() != Some(&before) {
+            // the second rendering from the process itself
+            let (s2, _) = self.live(|r| r.items_text(o, b, n, items, depth, open, close));
+            if s1 != s2 || self.live(|r| r.snapshot(o, b)).ok().as_ref() != Some(&before) {
                 continue;
             }
+            self.fresh = was_fresh;
             out.push_str(&s1);
             *trunc |= t;
             return;
         }
+        self.fresh = was_fresh;
         out.push_str(CHANGED);
     }
 
@@ -747,7 +813,7 @@ impl<'a> ValueReader<'a> {
     fn snapshot(&mut self, o: u64, b: Builtin) -> MemResult<Snap> {
         match b {
             Builtin::Tuple | Builtin::List => {
-                let head = self.mem.read_array::<40>(o)?;
+                let head = self.m().read_array::<40>(o)?;
                 let n = u64_at(&head, OB_SIZE as usize);
                 if n > 1 << 40 {
                     return Err(invalid(format!("sequence at {o:#x} too long")));
@@ -758,7 +824,7 @@ impl<'a> ValueReader<'a> {
                 } else {
                     o + self.layout.values.tuple_items
                 };
-                let raw = self.mem.read_vec(items_at, shown * 8, MAX_ITEMS * 8)?;
+                let raw = self.m().read_vec(items_at, shown * 8, MAX_ITEMS * 8)?;
                 let items = raw.chunks_exact(8).map(|c| (u64_at(c, 0), 0)).collect();
                 Ok(Snap {
                     items: (n as usize, items),
@@ -774,7 +840,7 @@ impl<'a> ValueReader<'a> {
                 })
             }
             _ => {
-                let head = self.mem.read_array::<48>(o)?;
+                let head = self.m().read_array::<48>(o)?;
                 let used = u64_at(&head, obj::SET_USED as usize);
                 let mask = u64_at(&head, obj::SET_MASK as usize);
                 let table = u64_at(&head, obj::SET_TABLE as usize);
@@ -787,7 +853,7 @@ impl<'a> ValueReader<'a> {
                 while i <= mask && i < MAX_SCAN && items.len() < MAX_ITEMS {
                     let chunk = (mask + 1 - i).min(64);
                     let raw = self
-                        .mem
+                        .m()
                         .read_vec(table + i * 16, chunk as usize * 16, 1024)?;
                     for e in raw.chunks_exact(16) {
                         let (key, hash) = (u64_at(e, 0), u64_at(e, 8));
@@ -812,7 +878,7 @@ impl<'a> ValueReader<'a> {
 
     /// The dict's head words and its first `max` (key, value) pairs in iteration order.
     fn dict_items(&mut self, d: u64, max: usize) -> MemResult<DictRead> {
-        let head = self.mem.read_array::<48>(d)?;
+        let head = self.m().read_array::<48>(d)?;
         let used = u64_at(&head, obj::DICT_USED as usize);
         let keys = u64_at(&head, obj::DICT_KEYS as usize);
         let values = u64_at(&head, obj::DICT_VALUES as usize);
@@ -829,7 +895,7 @@ impl<'a> ValueReader<'a> {
                     nentries,
                     indices,
                 } => {
-                    let kh = self.mem.read_array::<48>(keys)?;
+                    let kh = self.m().read_array::<48>(keys)?;
                     let dk_size = u64_at(&kh, size as usize);
                     let ib = match dk_size {
                         0..=0xff => 1,
@@ -863,7 +929,7 @@ impl<'a> ValueReader<'a> {
                     indices,
                     values: split,
                 } => {
-                    let kh = self.mem.read_array::<40>(keys)?;
+                    let kh = self.m().read_array::<40>(keys)?;
                     let lib = u8_at(&kh, log2_index_bytes as usize);
                     if lib > 40 {
                         return Err(invalid(format!(
@@ -879,7 +945,7 @@ impl<'a> ValueReader<'a> {
                         let n = used.min(max as u64) as usize;
                         let idx = match split {
                             SplitValues::OrderBefore => {
-                                let raw = self.mem.read_vec(values - 2 - n as u64, n, 256)?;
+                                let raw = self.m().read_vec(values - 2 - n as u64, n, 256)?;
                                 // the i-th index is the byte at -3-i
                                 raw.iter().rev().copied().collect::<Vec<u8>>()
                             }
@@ -888,8 +954,8 @@ impl<'a> ValueReader<'a> {
                                 size: _,
                                 values: vals,
                             } => {
-                                let cap = u64::from(self.mem.read_u8(values + capacity)?);
-                                self.mem.read_vec(values + vals + cap * 8, n, 256)?
+                                let cap = u64::from(self.m().read_u8(values + capacity)?);
+                                self.m().read_vec(values + vals + cap * 8, n, 256)?
                             }
                         };
                         let base = match split {
@@ -921,8 +987,8 @@ impl<'a> ValueReader<'a> {
                     if ix >= nentries {
                         return Err(invalid(format!("split dict at {d:#x}: index {ix}")));
                     }
-                    let k = self.mem.read_u64(entries + ix * esize + koff)?;
-                    let v = self.mem.read_u64(base + ix * 8)?;
+                    let k = self.m().read_u64(entries + ix * esize + koff)?;
+                    let v = self.m().read_u64(base + ix * 8)?;
                     words.extend_from_slice(&k.to_le_bytes());
                     words.extend_from_slice(&v.to_le_bytes());
                     if v != 0 {
@@ -935,11 +1001,11 @@ impl<'a> ValueReader<'a> {
                 while i < nentries && i < MAX_SCAN && items.len() < max {
                     let chunk = (nentries - i).min(32);
                     let raw =
-                        self.mem
+                        self.m()
                             .read_vec(entries + i * esize, (chunk * esize) as usize, 1024)?;
                     let vals = match order {
                         SplitOrder::KeyOrder => {
-                            Some(self.mem.read_vec(values + i * 8, chunk as usize * 8, 256)?)
+                            Some(self.m().read_vec(values + i * 8, chunk as usize * 8, 256)?)
                         }
                         _ => None,
                     };
@@ -974,11 +1040,11 @@ impl<'a> ValueReader<'a> {
     /// Names and kinds of a code object's fast locals.
     pub fn local_names(&mut self, code: u64) -> MemResult<Vec<(String, LocalKind)>> {
         let strs = |r: &mut Self, tuple: u64| -> MemResult<Vec<String>> {
-            let n = r.mem.read_u64(tuple + OB_SIZE)?;
+            let n = r.m().read_u64(tuple + OB_SIZE)?;
             if n > MAX_SLOTS {
                 return Err(invalid(format!("names tuple at {tuple:#x} of {n}")));
             }
-            let raw = r.mem.read_vec(
+            let raw = r.m().read_vec(
                 tuple + r.layout.values.tuple_items,
                 n as usize * 8,
                 MAX_SLOTS as usize * 8,
@@ -987,7 +1053,7 @@ impl<'a> ValueReader<'a> {
                 .map(|c| r.str_value(u64_at(c, 0)))
                 .collect()
         };
-        let i32_at = |r: &Self, at: u64| r.mem.read_i32(at).map(|v| v.max(0) as u32);
+        let i32_at = |r: &Self, at: u64| r.m().read_i32(at).map(|v| v.max(0) as u32);
         match self.layout.values.code {
             CodeLocalsLayout::Varnames {
                 argcount,
@@ -1003,9 +1069,9 @@ impl<'a> ValueReader<'a> {
                     i32_at(self, code + kwonlyargcount)?,
                     fl,
                 );
-                let v = strs(self, self.mem.read_u64(code + varnames)?)?;
-                let c = strs(self, self.mem.read_u64(code + cellvars)?)?;
-                let f = strs(self, self.mem.read_u64(code + freevars)?)?;
+                let v = strs(self, self.m().read_u64(code + varnames)?)?;
+                let c = strs(self, self.m().read_u64(code + cellvars)?)?;
+                let f = strs(self, self.m().read_u64(code + freevars)?)?;
                 let mut out: Vec<(String, LocalKind)> = v
                     .into_iter()
                     .enumerate()
@@ -1035,16 +1101,16 @@ impl<'a> ValueReader<'a> {
                     i32_at(self, code + kwonlyargcount)?,
                     fl,
                 );
-                let n = strs(self, self.mem.read_u64(code + names)?)?;
-                let kb = self.mem.read_u64(code + kinds)?;
-                let len = self.mem.read_u64(kb + OB_SIZE)?;
+                let n = strs(self, self.m().read_u64(code + names)?)?;
+                let kb = self.m().read_u64(code + kinds)?;
+                let len = self.m().read_u64(kb + OB_SIZE)?;
                 if len != n.len() as u64 {
                     return Err(invalid(format!(
                         "code {code:#x}: {len} kinds for {} names",
                         n.len()
                     )));
                 }
-                let k = self.mem.read_vec(
+                let k = self.m().read_vec(
                     kb + self.layout.bytes.data,
                     len as usize,
                     MAX_SLOTS as usize,
@@ -1073,15 +1139,14 @@ impl<'a> ValueReader<'a> {
         }
     }
 
-    /// The arguments and locals of the frame at `frame` running the code at `code`.
-    /// Unbound variables (and empty cells) are left out, as `locals()` leaves them out.
-    pub fn frame_locals(&mut self, frame: u64, code: u64) -> MemResult<Vec<Local>> {
+    /// The local names of the code at `code` (cached per code object).
+    fn names_of(&mut self, code: u64) -> MemResult<Names> {
         let names_field = match self.layout.values.code {
             CodeLocalsLayout::Varnames { varnames, .. } => varnames,
             CodeLocalsLayout::Kinds { names, .. } => names,
         };
-        let tuple = self.mem.read_u64(code + names_field)?;
-        let names = match self.cache.names.get(&code) {
+        let tuple = self.m().read_u64(code + names_field)?;
+        Ok(match self.cache.names.get(&code) {
             Some((t, n)) if *t == tuple => n.clone(),
             _ => {
                 let n = std::sync::Arc::new(self.local_names(code)?);
@@ -1091,75 +1156,35 @@ impl<'a> ValueReader<'a> {
                 self.cache.names.insert(code, (tuple, n.clone()));
                 n
             }
-        };
-        let at = frame + self.layout.values.frame_localsplus;
+        })
+    }
+
+    /// Where a frame's slots are, and how many there are.
+    fn slots_span(&self, frame: u64, names: &Names) -> (u64, usize) {
+        (frame + self.layout.values.frame_localsplus, names.len())
+    }
+
+    fn read_slots(&self, at: u64, n: usize) -> MemResult<Vec<u64>> {
         let mask = !self.layout.values.localsplus_tag_mask;
-        let n = names.len();
-        let read_slots = |r: &Self| -> MemResult<Vec<u64>> {
-            let raw = r.mem.read_vec(at, n * 8, MAX_SLOTS as usize * 8)?;
-            Ok(raw.chunks_exact(8).map(|c| u64_at(c, 0) & mask).collect())
-        };
-        let cells = matches!(self.layout.values.code, CodeLocalsLayout::Varnames { .. });
-        let mut slots = read_slots(self)?;
+        let raw = self.m().read_vec(at, n * 8, MAX_SLOTS as usize * 8)?;
+        Ok(raw.chunks_exact(8).map(|c| u64_at(c, 0) & mask).collect())
+    }
+
+    /// The arguments and locals of the frame at `frame` running the code at `code`.
+    /// Unbound variables (and empty cells) are left out, as `locals()` leaves them out.
+    pub fn frame_locals(&mut self, frame: u64, code: u64) -> MemResult<Vec<Local>> {
+        let names = self.names_of(code)?;
+        let (at, n) = self.slots_span(frame, &names);
+        let was_fresh = self.fresh;
+        let mut slots = self.read_slots(at, n)?;
         let mut out = Vec::new();
         for attempt in 0..ATTEMPTS {
-            out.clear();
-            // a cell var that is also an argument (≤3.10: the argument's slot was emptied
-            // into the cell): shown once, as the argument, at the argument's place
-            let mut moved: Vec<(usize, u64)> = Vec::new();
-            if cells {
-                for (i, (name, kind)) in names.iter().enumerate() {
-                    if *kind == LocalKind::Cell {
-                        if let Some(a) = names
-                            .iter()
-                            .position(|(n, k)| n == name && *k == LocalKind::Arg)
-                        {
-                            if slots[a] == 0 {
-                                moved.push((a, slots[i]));
-                            }
-                        }
-                    }
-                }
-            }
-            for (i, (name, kind)) in names.iter().enumerate() {
-                if name.is_empty() {
-                    continue;
-                }
-                let mut v = slots[i];
-                let mut through_cell = *kind != LocalKind::Local;
-                if let Some(&(_, c)) = moved.iter().find(|(a, _)| *a == i) {
-                    v = c;
-                    through_cell = true;
-                }
-                if *kind == LocalKind::Cell
-                    && names.iter().any(|(n, k)| n == name && *k == LocalKind::Arg)
-                    && cells
-                {
-                    continue;
-                }
-                if v != 0 && through_cell {
-                    // a cell or free variable's slot holds its cell (an argument's slot on
-                    // 3.11+ too once the function made its cell)
-                    if self.type_of(v).ok().and_then(|t| t.builtin) == Some(Builtin::Cell) {
-                        v = self.mem.read_u64(v + obj::CELL_REF).unwrap_or(0);
-                    }
-                }
-                if v == 0 {
-                    continue;
-                }
-                let r = self.repr(v);
-                out.push(Local {
-                    name: name.clone(),
-                    kind: *kind,
-                    type_name: r.type_name,
-                    repr: r.text,
-                    truncated: r.truncated,
-                    // a placeholder: the caller knows who held the GIL during the read
-                    // and fills this in, or clears it
-                    mid_update: r.mutable.then(MidUpdate::default),
-                });
-            }
-            let again = read_slots(self)?;
+            // after a failed check, everything is read from the process itself
+            self.fresh = was_fresh || attempt > 0;
+            out = self.render_slots(&names, &slots);
+            let again = self.live(|r| r.read_slots(at, n));
+            self.fresh = was_fresh;
+            let again = again?;
             if again == slots {
                 return Ok(out);
             }
@@ -1175,6 +1200,137 @@ impl<'a> ValueReader<'a> {
         }
         Ok(out)
     }
+
+    /// The frame's locals from the first memory, not yet checked against the process:
+    /// [`ValueReader::check`] checks many frames in one read, and a frame that fails it is
+    /// read again with [`ValueReader::frame_locals`].
+    pub fn frame_locals_unchecked(&mut self, frame: u64, code: u64) -> MemResult<Unchecked> {
+        let names = self.names_of(code)?;
+        let (at, n) = self.slots_span(frame, &names);
+        let slots = self.read_slots(at, n)?;
+        let locals = self.render_slots(&names, &slots);
+        Ok(Unchecked { locals, at, slots })
+    }
+
+    /// Whether each frame's slots still hold what its values were read from, now, in the
+    /// process itself: one batched read for all of them (3.11+ frames sit together in their
+    /// thread's data stack: slot arrays less than a page apart are read as one range).
+    pub fn check(&self, frames: &[&Unchecked]) -> MemResult<Vec<bool>> {
+        const GAP: u64 = 4096;
+        let mask = !self.layout.values.localsplus_tag_mask;
+        let mut order: Vec<usize> = (0..frames.len()).collect();
+        order.sort_by_key(|&i| frames[i].at);
+        // ranges [start, end) covering the slot arrays, in address order
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for &i in &order {
+            let (a, e) = (
+                frames[i].at,
+                frames[i].at + frames[i].slots.len() as u64 * 8,
+            );
+            match ranges.last_mut() {
+                Some(r) if a <= r.1 + GAP && e.max(r.1) - r.0 <= 16 * GAP => r.1 = r.1.max(e),
+                _ => ranges.push((a, e)),
+            }
+        }
+        let mut bufs: Vec<Vec<u8>> = ranges
+            .iter()
+            .map(|r| vec![0u8; (r.1 - r.0) as usize])
+            .collect();
+        {
+            let mut reqs: Vec<(u64, &mut [u8])> = ranges
+                .iter()
+                .zip(bufs.iter_mut())
+                .map(|(r, b)| (r.0, &mut b[..]))
+                .collect();
+            self.live.read_many(&mut reqs)?;
+        }
+        Ok(frames
+            .iter()
+            .map(|u| {
+                if u.slots.is_empty() {
+                    return true;
+                }
+                let r = ranges.partition_point(|r| r.1 <= u.at);
+                let (start, _) = ranges[r];
+                let off = (u.at - start) as usize;
+                bufs[r][off..off + u.slots.len() * 8]
+                    .chunks_exact(8)
+                    .map(|c| u64_at(c, 0) & mask)
+                    .eq(u.slots.iter().copied())
+            })
+            .collect())
+    }
+
+    /// The values the slots hold, rendered.
+    fn render_slots(&mut self, names: &Names, slots: &[u64]) -> Vec<Local> {
+        let cells = matches!(self.layout.values.code, CodeLocalsLayout::Varnames { .. });
+        let mut out = Vec::new();
+        // a cell var that is also an argument (≤3.10: the argument's slot was emptied
+        // into the cell): shown once, as the argument, at the argument's place
+        let mut moved: Vec<(usize, u64)> = Vec::new();
+        if cells {
+            for (i, (name, kind)) in names.iter().enumerate() {
+                if *kind == LocalKind::Cell {
+                    if let Some(a) = names
+                        .iter()
+                        .position(|(n, k)| n == name && *k == LocalKind::Arg)
+                    {
+                        if slots[a] == 0 {
+                            moved.push((a, slots[i]));
+                        }
+                    }
+                }
+            }
+        }
+        for (i, (name, kind)) in names.iter().enumerate() {
+            if name.is_empty() {
+                continue;
+            }
+            let mut v = slots[i];
+            let mut through_cell = *kind != LocalKind::Local;
+            if let Some(&(_, c)) = moved.iter().find(|(a, _)| *a == i) {
+                v = c;
+                through_cell = true;
+            }
+            if *kind == LocalKind::Cell
+                && names.iter().any(|(n, k)| n == name && *k == LocalKind::Arg)
+                && cells
+            {
+                continue;
+            }
+            if v != 0 && through_cell {
+                // a cell or free variable's slot holds its cell (an argument's slot on
+                // 3.11+ too once the function made its cell)
+                if self.type_of(v).ok().and_then(|t| t.builtin) == Some(Builtin::Cell) {
+                    v = self.m().read_u64(v + obj::CELL_REF).unwrap_or(0);
+                }
+            }
+            if v == 0 {
+                continue;
+            }
+            let r = self.repr(v);
+            out.push(Local {
+                name: name.clone(),
+                kind: *kind,
+                type_name: r.type_name,
+                repr: r.text,
+                truncated: r.truncated,
+                // a placeholder: the caller knows who held the GIL during the read
+                // and fills this in, or clears it
+                mid_update: r.mutable.then(MidUpdate::default),
+            });
+        }
+        out
+    }
+}
+
+/// A frame's locals read but not yet checked ([`ValueReader::frame_locals_unchecked`]).
+#[derive(Debug)]
+pub struct Unchecked {
+    pub locals: Vec<Local>,
+    /// Where its slots are, and what they held.
+    at: u64,
+    slots: Vec<u64>,
 }
 
 /// A dict's raw words (compared by the re-read) and its first (key, value) pairs.
