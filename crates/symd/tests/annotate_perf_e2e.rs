@@ -9,7 +9,6 @@
 //! changes all the time, so what annotate reads later is mostly not the sample's stack; not
 //! one plain `[ ... ]` line may come out.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -99,20 +98,9 @@ fn perf_record(
 }
 
 fn annotate(input: &str) -> (Option<i32>, String, String) {
-    let mut child = Command::new(pystackd_bin())
-        .args(["--no-daemon", "annotate"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pystackd runs");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_string();
-    let w = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let out = child.wait_with_output().unwrap();
-    w.join().unwrap();
+    let mut cmd = Command::new(pystackd_bin());
+    cmd.args(["--no-daemon", "annotate"]);
+    let out = testkit::tools::output_with_input(cmd, input);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

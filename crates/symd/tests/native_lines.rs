@@ -44,21 +44,13 @@ fn gdb_threads(text: &str) -> Vec<(u64, Vec<GdbFrame>)> {
             }
             continue;
         }
-        let (Some((_, frames)), Some(rest)) = (out.last_mut(), line.strip_prefix('#')) else {
+        let (Some((_, frames)), Some(g)) = (out.last_mut(), testkit::tools::gdb_frame_line(line))
+        else {
             continue;
         };
-        let num: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        let rest = rest[num.len()..].trim();
-        let (addr, func) = match rest.strip_prefix("0x") {
-            Some(a) => {
-                let hex: String = a.chars().take_while(char::is_ascii_hexdigit).collect();
-                let func = a[hex.len()..].strip_prefix(" in ").unwrap_or("??");
-                (u64::from_str_radix(&hex, 16).ok(), func)
-            }
-            None => (None, rest),
-        };
-        let src = parse_src(func);
-        if addr.is_some() || num == "0" {
+        let addr = g.addr;
+        let src = parse_src(g.func);
+        if g.physical() {
             frames.push(GdbFrame {
                 addr,
                 chain: src.map(|s| vec![s]),

@@ -62,27 +62,12 @@ fn gdb_threads(pid: u32) -> Vec<(u64, Vec<GdbFrame>)> {
             }
             continue;
         }
-        let Some(rest) = line.strip_prefix('#') else {
+        let Some(g) = testkit::tools::gdb_frame_line(line) else {
             continue;
         };
-        let num: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        let rest = rest[num.len()..].trim();
-        let (addr, func) = match rest.strip_prefix("0x") {
-            Some(a) => {
-                let hex: String = a.chars().take_while(char::is_ascii_hexdigit).collect();
-                let func = a[hex.len()..].strip_prefix(" in ").unwrap_or("??");
-                (u64::from_str_radix(&hex, 16).ok(), func)
-            }
-            None => (None, rest),
-        };
-        let name = func
-            .split(" (")
-            .next()
-            .map(str::trim)
-            .filter(|s| *s != "??" && !s.is_empty())
-            .map(str::to_string);
+        let (addr, name) = (g.addr, g.name.clone());
         let f = frames.entry(t).or_default();
-        if addr.is_some() || num == "0" {
+        if g.physical() {
             f.push((addr, name));
         } else if let Some(last) = f.last_mut() {
             // inlined into the physical frame above: the outermost name is the symbol's
@@ -285,25 +270,12 @@ fn annotate_via(d: &Daemon, user: Option<&RunAs>, args: &[&str], input: &str) ->
         Some(u) => u.command(pystackd_bin()),
         None => Command::new(pystackd_bin()),
     };
-    let mut child = cmd
-        .arg("annotate")
+    cmd.arg("annotate")
         .args(args)
         .arg("--socket")
         .arg(&d.socket)
-        .env("PYSTACKD_CLIENT_TIMEOUT", "10")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pystackd runs");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_string();
-    let w = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let out = child.wait_with_output().unwrap();
-    w.join().unwrap();
-    out
+        .env("PYSTACKD_CLIENT_TIMEOUT", "10");
+    testkit::tools::output_with_input(cmd, input)
 }
 
 /// annotate's output: with names, the stacks have eval frames but stay unannotated (no

@@ -33,27 +33,12 @@ fn parse_gdb(text: &str) -> HashMap<u64, Vec<GdbFrame>> {
             }
             continue;
         }
-        let (Some(t), Some(rest)) = (cur, line.strip_prefix('#')) else {
+        let (Some(t), Some(g)) = (cur, testkit::tools::gdb_frame_line(line)) else {
             continue;
         };
-        let num: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        let rest = rest[num.len()..].trim();
-        let (addr, func) = match rest.strip_prefix("0x") {
-            Some(a) => {
-                let hex: String = a.chars().take_while(char::is_ascii_hexdigit).collect();
-                let func = a[hex.len()..].strip_prefix(" in ").unwrap_or("??");
-                (u64::from_str_radix(&hex, 16).ok(), func)
-            }
-            None => (None, rest),
-        };
-        let name = func
-            .split(" (")
-            .next()
-            .map(str::trim)
-            .filter(|s| *s != "??" && !s.is_empty())
-            .map(str::to_string);
+        let (addr, name) = (g.addr, g.name.clone());
         let frames = threads.get_mut(&t).unwrap();
-        if addr.is_some() || num == "0" {
+        if g.physical() {
             frames.push(GdbFrame { addr, name });
         } else if let Some(last) = frames.last_mut() {
             // inlined into the physical frame above: the outermost name is the symbol's

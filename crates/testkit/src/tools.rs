@@ -31,16 +31,22 @@ pub fn names_eval_loop(gdb: &str) -> bool {
 
 /// `pystackd --no-daemon annotate ARGS` with `input` on its standard input.
 pub fn annotate(args: &[&str], input: &str) -> std::process::Output {
+    let mut cmd = Command::new(crate::pystackd_bin());
+    cmd.arg("--no-daemon").arg("annotate").args(args);
+    output_with_input(cmd, input)
+}
+
+/// Run `cmd` with `input` on its standard input (written from another thread, so a
+/// command that prints before it has read everything cannot block the test), its output
+/// captured.
+pub fn output_with_input(mut cmd: Command, input: &str) -> std::process::Output {
     use std::io::Write;
-    let mut child = Command::new(crate::pystackd_bin())
-        .arg("--no-daemon")
-        .arg("annotate")
-        .args(args)
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("pystackd runs");
+        .expect("the command runs");
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_string();
     let w = std::thread::spawn(move || {
@@ -49,6 +55,55 @@ pub fn annotate(args: &[&str], input: &str) -> std::process::Output {
     let out = child.wait_with_output().unwrap();
     w.join().unwrap();
     out
+}
+
+/// One frame line of gdb's `bt`: `#N  0xADDR in FUNC (ARGS) at FILE:LINE` (an outer frame),
+/// `#0  FUNC (...)` (the innermost, no address), or `#N  FUNC (...)` without an address (a
+/// function the frame above was inlined into).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GdbFrameLine<'a> {
+    /// The frame number, as gdb prints it.
+    pub num: &'a str,
+    pub addr: Option<u64>,
+    /// Everything after the address's ` in ` (or the whole rest without an address).
+    pub func: &'a str,
+    /// The function's name (`None` for gdb's `??`).
+    pub name: Option<String>,
+}
+
+impl GdbFrameLine<'_> {
+    /// A physical frame (not one the frame above was inlined into).
+    pub fn physical(&self) -> bool {
+        self.addr.is_some() || self.num == "0"
+    }
+}
+
+/// `line` as a gdb `bt` frame line, if it is one.
+pub fn gdb_frame_line(line: &str) -> Option<GdbFrameLine<'_>> {
+    let rest = line.strip_prefix('#')?;
+    let digits = rest.chars().take_while(char::is_ascii_digit).count();
+    let num = &rest[..digits];
+    let rest = rest[digits..].trim();
+    let (addr, func) = match rest.strip_prefix("0x") {
+        Some(a) => {
+            let hex = a.chars().take_while(char::is_ascii_hexdigit).count();
+            let func = a[hex..].strip_prefix(" in ").unwrap_or("??");
+            (u64::from_str_radix(&a[..hex], 16).ok(), func)
+        }
+        None => (None, rest),
+    };
+    let name = func
+        .split(" (")
+        .next()
+        .map(str::trim)
+        .filter(|s| *s != "??" && !s.is_empty())
+        .map(str::to_string);
+    Some(GdbFrameLine {
+        num,
+        addr,
+        func,
+        name,
+    })
 }
 
 /// The tid a stack header names: gdb's `(LWP N)`, or a `tid=N` line.
@@ -116,25 +171,11 @@ pub fn gdb_to_dtrace(gdb: &str, pid: u32) -> String {
             out.push_str(&format!("tid={tid}\n\n"));
             continue;
         }
-        let Some(rest) = line.strip_prefix('#') else {
+        let Some(g) = gdb_frame_line(line) else {
             continue;
         };
-        let num: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        let rest = rest[num.len()..].trim();
-        let (addr, func) = match rest.strip_prefix("0x") {
-            Some(a) => {
-                let hex: String = a.chars().take_while(char::is_ascii_hexdigit).collect();
-                let func = a[hex.len()..].strip_prefix(" in ").unwrap_or("??");
-                (u64::from_str_radix(&hex, 16).ok(), func)
-            }
-            None => (None, rest),
-        };
-        let sym = func
-            .split(" (")
-            .next()
-            .filter(|s| *s != "??" && !s.is_empty())
-            .map(str::to_string);
-        if addr.is_some() || num == "0" {
+        let (addr, sym) = (g.addr, g.name.clone());
+        if g.physical() {
             flush(&mut out, &mut pending);
             pending = Some((addr, sym));
         } else if let Some(p) = pending.as_mut() {
@@ -144,4 +185,28 @@ pub fn gdb_to_dtrace(gdb: &str, pid: u32) -> String {
     }
     flush(&mut out, &mut pending);
     out
+}
+
+#[cfg(test)]
+mod gdb_tests {
+    use super::*;
+
+    #[test]
+    fn gdb_frame_lines() {
+        let g = gdb_frame_line("#3  0x00007f1c2a4b5c6d in _PyEval_EvalFrameDefault (tstate=0x1) at Python/ceval.c:4000").unwrap();
+        assert_eq!((g.num, g.addr), ("3", Some(0x7f1c2a4b5c6d)));
+        assert_eq!(g.name.as_deref(), Some("_PyEval_EvalFrameDefault"));
+        assert!(g.physical());
+        let g =
+            gdb_frame_line("#0  __futex_abstimed_wait_common (cancel=true) at futex.c:57").unwrap();
+        assert_eq!(
+            (g.addr, g.name.as_deref(), g.physical()),
+            (None, Some("__futex_abstimed_wait_common"), true)
+        );
+        let g = gdb_frame_line("#4  inlined_fn (x=1) at a.c:3").unwrap();
+        assert!(!g.physical());
+        let g = gdb_frame_line("#5  0x0000000000401000 in ?? ()").unwrap();
+        assert_eq!((g.addr, g.name), (Some(0x401000), None));
+        assert!(gdb_frame_line("Thread 2 (LWP 7)").is_none());
+    }
 }
