@@ -214,7 +214,8 @@ impl PyFrame {
     fn entry(&self) -> bool {
         matches!(self, PyFrame::Frame { entry: true, .. })
     }
-    fn folded(&self, qualname: bool) -> String {
+    /// (file, function, line) of a resolved frame.
+    fn parts(&self, qualname: bool) -> Option<(&str, &str, String)> {
         match self {
             PyFrame::Frame {
                 function,
@@ -223,36 +224,29 @@ impl PyFrame {
                 line,
                 ..
             } => {
-                let func = if qualname {
-                    q.as_deref().unwrap_or(function)
-                } else {
-                    function
+                let func = match q {
+                    Some(q) if qualname => q,
+                    _ => function,
                 };
                 let line = line.map_or_else(|| "?".into(), |l| l.to_string());
-                format!("{filename}:{func}:{line}")
+                Some((filename, func, line))
             }
-            PyFrame::Mismatch { .. } => "[code object freed and reused]".into(),
+            PyFrame::Mismatch { .. } => None,
+        }
+    }
+
+    fn folded(&self, qualname: bool) -> String {
+        match (self.parts(qualname), self) {
+            (Some((file, func, line)), _) => format!("{file}:{func}:{line}"),
+            _ => "[code object freed and reused]".into(),
         }
     }
 
     fn text(&self, qualname: bool) -> String {
-        match self {
-            PyFrame::Frame {
-                function,
-                qualname: q,
-                filename,
-                line,
-                ..
-            } => {
-                let func = if qualname {
-                    q.as_deref().unwrap_or(function)
-                } else {
-                    function
-                };
-                let line = line.map_or_else(|| "?".into(), |l| l.to_string());
-                format!("[ {filename}:{line} ({func}) ]")
-            }
-            PyFrame::Mismatch { mismatch } => format!("[ ?? {mismatch} ]"),
+        match (self.parts(qualname), self) {
+            (Some((file, func, line)), _) => format!("[ {file}:{line} ({func}) ]"),
+            (None, PyFrame::Mismatch { mismatch }) => format!("[ ?? {mismatch} ]"),
+            (None, _) => "[ ?? ]".into(),
         }
     }
 }
