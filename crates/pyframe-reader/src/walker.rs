@@ -9,7 +9,7 @@ use protocol::Frame;
 use crate::code::CodeCache;
 use crate::error::MemoryError;
 use crate::layout::{
-    CurrentFrame, FrameLayout, FrameWords, Layout, GIL_LAST_HOLDER, GIL_SWITCH_NUMBER, OB_TYPE,
+    CurrentFrame, FrameLayout, FrameWords, Layout, GIL_LAST_HOLDER, GIL_SWITCH_NUMBER,
     STACK_CHUNK_DATA, STACK_CHUNK_PREVIOUS, STACK_CHUNK_TOP,
 };
 use crate::memory::{i32_at, u32_at, u64_at, u8_at, MemResult, Memory, MemoryExt};
@@ -399,7 +399,7 @@ impl<'a> Walker<'a> {
                 self.layout,
                 Kind::Frame,
                 addr,
-                u64_at(&buf, OB_TYPE as usize),
+                u64_at(&buf, self.layout.object.ob_type as usize),
             )?;
             let code = self.codes.get(
                 self.mem,
@@ -412,7 +412,11 @@ impl<'a> Walker<'a> {
             shown.push((addr, u64_at(&buf, fl.code as usize)));
             let back = u64_at(&buf, fl.back as usize);
             let mut w = Witness::new(addr)
-                .field(OB_TYPE, 8, u64_at(&buf, OB_TYPE as usize))
+                .field(
+                    self.layout.object.ob_type,
+                    8,
+                    u64_at(&buf, self.layout.object.ob_type as usize),
+                )
                 .field(fl.back, 8, back)
                 .field(fl.code, 8, u64_at(&buf, fl.code as usize))
                 .field(fl.live.offset(), 1, live as u64);
