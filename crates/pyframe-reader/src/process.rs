@@ -239,6 +239,19 @@ impl PythonProcess {
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
+    /// An error naming `what` when the target is a free-threaded build, which the
+    /// probe-time capture (crates/capture) cannot read: it knows the GIL builds' object
+    /// header only.
+    pub fn refuse_free_threaded(&self, what: &'static str) -> Result<()> {
+        if !self.layout.free_threaded {
+            return Ok(());
+        }
+        Err(Error::UnsupportedFeature {
+            what,
+            version: format!("{} (free-threaded)", self.version.text),
+            why: "the probe-time capture reads GIL builds only (`pystackd stack`, `record` and `top` read it)",
+        })
+    }
     /// Address of `_PyRuntime` in the target.
     pub fn runtime_address(&self) -> u64 {
         self.runtime

@@ -197,7 +197,11 @@ impl<'a> Walker<'a> {
             (None, Some(g)) => Some(u64_at(&buf, g.pointer as usize)).filter(|&p| p != 0),
             _ => None,
         };
+        // A free-threaded build's threads run Python without taking the GIL (3.13t turns
+        // it on and off at run time): an unchanged GIL shows none of them still, every one
+        // is re-read (docs/consistency.md).
         let gil_fields = match (self.layout.runtime.gil, il.gil) {
+            _ if self.layout.free_threaded => None,
             (Some(off), _) => Some(self.runtime.wrapping_add(off)),
             (None, Some(g)) if g.switch_number.is_some() => {
                 Some(u64_at(&buf, g.pointer as usize)).filter(|&p| p != 0)

@@ -526,3 +526,31 @@ impl ObjectHeader {
         ob_size: 32,
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 3.13t has a table of its own; 3.14t none (refused by name: `binary.rs`), and no GIL
+    /// lookup ever answers with a free-threaded table.
+    #[test]
+    fn free_threaded_tables() {
+        let t = for_build(3, 13, true).expect("3.13t");
+        assert!(t.free_threaded && t.object == ObjectHeader::FREE_THREADED);
+        assert!(!for_version(3, 13).unwrap().free_threaded);
+        assert!(ALL
+            .iter()
+            .all(|l| !l.free_threaded && l.object == ObjectHeader::GIL));
+        assert!(for_build(3, 14, true).is_none() && !has_free_threaded((3, 14)));
+        assert_eq!(supported_free_threaded(), "3.13t");
+        let e = crate::error::Error::UnsupportedVersion {
+            version: "3.14t (a free-threaded build)".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "CPython 3.14t (a free-threaded build) is not supported (pystackd knows 3.8 to 3.15 \
+             GIL builds and free-threaded 3.13t)"
+        );
+        assert_eq!(e.kind(), protocol::ErrorKind::UnsupportedVersion);
+    }
+}
