@@ -177,6 +177,8 @@ impl<'a> Walker<'a> {
         let next = u64_at(&buf, il.next as usize);
         let id = u64_at(&buf, il.id as usize) as i64;
         let gil_holder = match (gil_current, il.gil) {
+            // no holder to name: `threadstate` says why (and reads a GIL turned back on)
+            _ if self.layout.free_threaded => None,
             (Some(cur), _) => Some(cur),
             (None, Some(g)) => {
                 let gil = u64_at(&buf, g.pointer as usize);
