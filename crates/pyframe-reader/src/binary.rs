@@ -7,6 +7,7 @@ use std::fs::File;
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
 use crate::error::{Error, Result};
+use crate::layout;
 use crate::platform::Mapping;
 
 /// Addresses in the target (load bias applied) of the symbols the reader uses.
@@ -37,6 +38,9 @@ pub struct PythonBinary {
     pub version_strings: Vec<String>,
     /// The target's writable mappings of this file (for the 3.13+ cookie scan).
     pub writable: Vec<(u64, u64)>,
+    /// A free-threaded build (PEP 703, the `t` ABI flag): read only with a free-threaded
+    /// table (`layout::for_build`).
+    pub free_threaded: bool,
 }
 
 /// Version `(3, minor)` from names like `python3.10`, `libpython3.10.so.1.0`,
@@ -239,18 +243,18 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
     }
     // A free-threaded build (PEP 703: `--disable-gil`, the `t` ABI flag) lays out every
     // object differently (a larger header: `ob_tid`, `ob_ref_local`, `ob_ref_shared`);
-    // refuse it by name here rather than misread it as a torn read later. Its biased
-    // reference counting symbol catches a renamed binary too: the static symbols are looked
-    // at only where the name does not rule it out (no free-threaded build before 3.13).
+    // know it by name here, so that it is read with its own table or refused, never misread
+    // as a torn read of a GIL build later. Its biased reference counting symbol catches a
+    // renamed binary too: the static symbols are looked at only where the name does not
+    // rule it out (no free-threaded build before 3.13).
     let free_threaded = free_threaded_name(&path)
         || brc
         || (!static_pass
             && name_version.is_none_or(|v| v >= (3, 13))
             && obj.symbols().any(|s| s.name() == Ok(FREE_THREADED_SYMBOL)));
-    if free_threaded {
-        let v = name_version.map_or_else(|| "3.13+".to_string(), |(a, b)| format!("{a}.{b}"));
+    if let Some((a, b)) = name_version.filter(|&v| free_threaded && !layout::has_free_threaded(v)) {
         return Err(Error::UnsupportedVersion {
-            version: format!("{v}t (a free-threaded build)"),
+            version: format!("{a}.{b}t (a free-threaded build)"),
         });
     }
     let Some(load_bias) = load_bias(&obj, m.path.as_deref(), maps) else {
@@ -294,6 +298,7 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
             Vec::new()
         },
         writable,
+        free_threaded,
     }))
 }
 

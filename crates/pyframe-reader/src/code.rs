@@ -9,7 +9,7 @@ use std::sync::Arc;
 use protocol::Frame;
 
 use crate::error::MemoryError;
-use crate::layout::{Layout, OB_SIZE, OB_TYPE};
+use crate::layout::Layout;
 use crate::linetable::LineTable;
 use crate::memory::{i32_at, u64_at, MemResult, Memory};
 use crate::objects::{read_bytes, read_str, Kind, Types};
@@ -58,7 +58,7 @@ impl Identity {
     fn of(layout: &Layout, head: &[u8]) -> Identity {
         let c = &layout.code;
         Identity {
-            ob_type: u64_at(head, OB_TYPE as usize),
+            ob_type: u64_at(head, layout.object.ob_type as usize),
             filename: u64_at(head, c.filename as usize),
             name: u64_at(head, c.name as usize),
             qualname: c.qualname.map_or(0, |q| u64_at(head, q as usize)),
@@ -176,7 +176,7 @@ impl CodeCache {
         let code_units = layout
             .code
             .code_adaptive
-            .map(|_| u64_at(head, OB_SIZE as usize));
+            .map(|_| u64_at(head, layout.object.ob_size as usize));
         let first_traceable = layout
             .code
             .first_traceable

@@ -11,10 +11,18 @@ pub enum Error {
     #[error("process {pid} does not look like a CPython process: {reason}")]
     NotPython { pid: u32, reason: String },
     #[error(
-        "CPython {version} is not supported (pystackd knows {}, GIL builds)",
-        crate::layout::supported()
+        "CPython {version} is not supported (pystackd knows {} GIL builds and free-threaded {})",
+        crate::layout::supported(),
+        crate::layout::supported_free_threaded()
     )]
     UnsupportedVersion { version: String },
+    /// A feature this build cannot be read for (the stacks of it can).
+    #[error("{what} is not supported on CPython {version}: {why}")]
+    UnsupportedFeature {
+        what: &'static str,
+        version: String,
+        why: &'static str,
+    },
     #[error("process {pid} exited while being read")]
     ProcessExited { pid: u32 },
     /// The target changed under us on every retry (torn reads of a running process).
@@ -47,7 +55,9 @@ impl Error {
             Error::PermissionDenied { .. } | Error::Memory(MemoryError::PermissionDenied) => {
                 K::PermissionDenied
             }
-            Error::UnsupportedVersion { .. } => K::UnsupportedVersion,
+            Error::UnsupportedVersion { .. } | Error::UnsupportedFeature { .. } => {
+                K::UnsupportedVersion
+            }
             Error::ProcessExited { .. } | Error::Memory(MemoryError::Gone) => K::ProcessExited,
             Error::Inconsistent { .. } => K::Inconsistent,
             Error::Binary { .. } => K::BadBinary,

@@ -83,7 +83,9 @@ impl ThreadNames {
         threads: &[(u64, u64)],
     ) -> &NameMap {
         let now = Instant::now();
-        if self.bench == BenchMode::Off {
+        // values.rs reads the GIL builds' object header only: a free-threaded build's
+        // threads keep their OS names rather than names read at the wrong offsets
+        if self.bench == BenchMode::Off || layout.free_threaded {
             return &self.empty;
         }
         let fresh = self.bench == BenchMode::Cached

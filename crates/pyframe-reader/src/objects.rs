@@ -3,7 +3,7 @@
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::error::MemoryError;
-use crate::layout::{Layout, OB_SIZE, OB_TYPE};
+use crate::layout::Layout;
 use crate::memory::{u32_at, u64_at, MemResult, Memory, MemoryExt};
 
 /// Limits that keep a garbage pointer from becoming a huge read.
@@ -159,7 +159,13 @@ pub fn read_str(
     let mut head = [0u8; 80];
     let head = &mut head[..(u.compact_data as usize).min(80)];
     mem.read(addr, head)?;
-    types.expect(mem, layout, Kind::Str, addr, u64_at(head, OB_TYPE as usize))?;
+    types.expect(
+        mem,
+        layout,
+        Kind::Str,
+        addr,
+        u64_at(head, layout.object.ob_type as usize),
+    )?;
     let shape = str_shape(layout, addr, head)?;
     if shape.len > MAX_STRING_CHARS {
         return Err(MemoryError::Invalid(format!(
@@ -217,16 +223,18 @@ pub fn read_bytes(
     types: &mut Types,
     addr: u64,
 ) -> MemResult<Vec<u8>> {
-    let mut head = [0u8; 24];
-    mem.read(addr, &mut head)?;
+    let o = layout.object;
+    let mut head = [0u8; 40];
+    let head = &mut head[..o.ob_size as usize + 8];
+    mem.read(addr, head)?;
     types.expect(
         mem,
         layout,
         Kind::Bytes,
         addr,
-        u64_at(&head, OB_TYPE as usize),
+        u64_at(head, o.ob_type as usize),
     )?;
-    let len = u64_at(&head, OB_SIZE as usize);
+    let len = u64_at(head, o.ob_size as usize);
     if len > MAX_BYTES {
         return Err(MemoryError::Invalid(format!(
             "bytes at {addr:#x} claims {len} bytes"

@@ -153,20 +153,24 @@ impl PythonProcess {
                 binary.path
             ),
         })?;
-        let version = version::detect(&mem, &binary, runtime).ok_or_else(|| Error::NotPython {
-            pid,
-            reason: format!("cannot tell the Python version of {}", binary.path),
-        })?;
-        if version.free_threaded {
-            return Err(Error::UnsupportedVersion {
-                version: format!("{} (free-threaded)", version.text),
-            });
-        }
-        let mut layout = *layout::for_version(version.major, version.minor).ok_or_else(|| {
-            Error::UnsupportedVersion {
-                version: version.text.clone(),
-            }
-        })?;
+        let mut version =
+            version::detect(&mem, &binary, runtime).ok_or_else(|| Error::NotPython {
+                pid,
+                reason: format!("cannot tell the Python version of {}", binary.path),
+            })?;
+        // `Py_Version` does not say; the file (name, biased reference counting) does
+        version.free_threaded |= binary.free_threaded;
+        let mut layout = *layout::for_build(version.major, version.minor, version.free_threaded)
+            .ok_or_else(|| Error::UnsupportedVersion {
+                version: if version.free_threaded {
+                    format!(
+                        "{}.{}t (a free-threaded build)",
+                        version.major, version.minor
+                    )
+                } else {
+                    version.text.clone()
+                },
+            })?;
         let mut warnings = Vec::new();
         // 3.13+: the target describes its own layout; prefer it, and say where the
         // built-in table disagrees (a distro patch or a version we have not seen)
@@ -176,8 +180,12 @@ impl PythonProcess {
                 .read(runtime, &mut buf)
                 .map_err(|e| e.to_string())
                 .and_then(|_| {
-                    debug_offsets::parse(&buf, (version.major, version.minor))
-                        .map_err(|e| e.to_string())
+                    debug_offsets::parse(
+                        &buf,
+                        (version.major, version.minor),
+                        version.free_threaded,
+                    )
+                    .map_err(|e| e.to_string())
                 }) {
                 Ok(parsed) => {
                     let (merged, diffs) = debug_offsets::apply(&layout, &parsed);
@@ -236,6 +244,19 @@ impl PythonProcess {
     }
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+    /// An error naming `what` when the target is a free-threaded build, which the
+    /// probe-time capture (crates/capture) cannot read: it knows the GIL builds' object
+    /// header only.
+    pub fn refuse_free_threaded(&self, what: &'static str) -> Result<()> {
+        if !self.layout.free_threaded {
+            return Ok(());
+        }
+        Err(Error::UnsupportedFeature {
+            what,
+            version: format!("{} (free-threaded)", self.version.text),
+            why: "the probe-time capture reads GIL builds only (`pystackd stack`, `record` and `top` read it)",
+        })
     }
     /// Address of `_PyRuntime` in the target.
     pub fn runtime_address(&self) -> u64 {
@@ -301,6 +322,14 @@ impl PythonProcess {
         held: bool,
         states: bool,
     ) -> Result<ProcessStack> {
+        if opts.locals && self.layout.free_threaded {
+            // values.rs knows the GIL builds' object header only
+            return Err(Error::UnsupportedFeature {
+                what: "--locals",
+                version: format!("{} (free-threaded)", self.version.text),
+                why: "values are read on GIL builds only; read the stacks without --locals",
+            });
+        }
         let _stopped = if opts.pause && !held {
             // attached before: a process that is gone now has exited
             Some(platform::stop(self.pid).map_err(|e| match e {
@@ -907,6 +936,7 @@ mod tests {
             name_version: Some((3, 14)),
             version_strings: Vec::new(),
             writable,
+            free_threaded: false,
         }
     }
 

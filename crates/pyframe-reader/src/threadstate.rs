@@ -20,6 +20,8 @@ pub struct GilRead {
     pub locked: bool,
     /// `switch_number`, where the table knows its place.
     pub switches: Option<u64>,
+    /// False only on a free-threaded build running without its GIL (`enabled` 0).
+    pub enabled: bool,
 }
 
 /// The GIL at `base`: one copy of its first fields (they share a cache line).
@@ -33,16 +35,23 @@ pub fn read_gil(mem: &dyn Memory, layout: &Layout, base: u64) -> MemResult<GilRe
             layout.gil_fields.locked,
         ),
     };
-    let end = [holder + 8, locked + 4, switch.map_or(0, |s| s + 8)]
-        .into_iter()
-        .max()
-        .unwrap_or(0);
+    let enabled = layout.gil_fields.enabled;
+    let end = [
+        holder + 8,
+        locked + 4,
+        switch.map_or(0, |s| s + 8),
+        enabled.map_or(0, |e| e + 4),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0);
     let b = mem.read_vec(base, end as usize, 256)?;
     Ok(GilRead {
         holder: u64_at(&b, holder as usize),
         // -1 before the GIL is created: nobody holds it
         locked: i32_at(&b, locked as usize) == 1,
         switches: switch.map(|s| u64_at(&b, s as usize)),
+        enabled: enabled.is_none_or(|e| i32_at(&b, e as usize) != 0),
     })
 }
 
@@ -62,6 +71,9 @@ pub fn read_gils(
         })
         .collect()
 }
+
+/// `gil_unknown` of every thread of a free-threaded build running without its GIL.
+pub const NO_GIL: &str = "free-threaded: no GIL";
 
 /// What the reader knows of one thread besides its `ThreadStack`.
 #[derive(Debug, Clone, Copy)]
@@ -143,6 +155,14 @@ fn holds_gil(x: &ThreadGil, gils: &GilReads) -> (Option<bool>, Option<String>) {
         (Some(Err(e)), _) | (_, Some(Err(e))) => return (None, Some(e.clone())),
         _ => return (None, Some("the GIL was not read".into())),
     };
+    // a free-threaded build without its GIL: threads run Python in parallel, nobody holds
+    // one (`holds_gil` stays null and says so)
+    if !first.enabled && !last.enabled {
+        return (None, Some(NO_GIL.into()));
+    }
+    if first.enabled != last.enabled {
+        return (None, Some("the GIL was turned on during the read".into()));
+    }
     if first != last {
         return (
             None,

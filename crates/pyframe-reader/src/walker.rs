@@ -9,7 +9,7 @@ use protocol::Frame;
 use crate::code::CodeCache;
 use crate::error::MemoryError;
 use crate::layout::{
-    CurrentFrame, FrameLayout, FrameWords, Layout, GIL_LAST_HOLDER, GIL_SWITCH_NUMBER, OB_TYPE,
+    CurrentFrame, FrameLayout, FrameWords, Layout, GIL_LAST_HOLDER, GIL_SWITCH_NUMBER,
     STACK_CHUNK_DATA, STACK_CHUNK_PREVIOUS, STACK_CHUNK_TOP,
 };
 use crate::memory::{i32_at, u32_at, u64_at, u8_at, MemResult, Memory, MemoryExt};
@@ -177,6 +177,8 @@ impl<'a> Walker<'a> {
         let next = u64_at(&buf, il.next as usize);
         let id = u64_at(&buf, il.id as usize) as i64;
         let gil_holder = match (gil_current, il.gil) {
+            // no holder to name: `threadstate` says why (and reads a GIL turned back on)
+            _ if self.layout.free_threaded => None,
             (Some(cur), _) => Some(cur),
             (None, Some(g)) => {
                 let gil = u64_at(&buf, g.pointer as usize);
@@ -197,7 +199,11 @@ impl<'a> Walker<'a> {
             (None, Some(g)) => Some(u64_at(&buf, g.pointer as usize)).filter(|&p| p != 0),
             _ => None,
         };
+        // A free-threaded build's threads run Python without taking the GIL (3.13t turns
+        // it on and off at run time): an unchanged GIL shows none of them still, every one
+        // is re-read (docs/consistency.md).
         let gil_fields = match (self.layout.runtime.gil, il.gil) {
+            _ if self.layout.free_threaded => None,
             (Some(off), _) => Some(self.runtime.wrapping_add(off)),
             (None, Some(g)) if g.switch_number.is_some() => {
                 Some(u64_at(&buf, g.pointer as usize)).filter(|&p| p != 0)
@@ -399,7 +405,7 @@ impl<'a> Walker<'a> {
                 self.layout,
                 Kind::Frame,
                 addr,
-                u64_at(&buf, OB_TYPE as usize),
+                u64_at(&buf, self.layout.object.ob_type as usize),
             )?;
             let code = self.codes.get(
                 self.mem,
@@ -412,7 +418,11 @@ impl<'a> Walker<'a> {
             shown.push((addr, u64_at(&buf, fl.code as usize)));
             let back = u64_at(&buf, fl.back as usize);
             let mut w = Witness::new(addr)
-                .field(OB_TYPE, 8, u64_at(&buf, OB_TYPE as usize))
+                .field(
+                    self.layout.object.ob_type,
+                    8,
+                    u64_at(&buf, self.layout.object.ob_type as usize),
+                )
                 .field(fl.back, 8, back)
                 .field(fl.code, 8, u64_at(&buf, fl.code as usize))
                 .field(fl.live.offset(), 1, live as u64);

@@ -1,6 +1,7 @@
 //! Reads the statically initialised `_Py_DebugOffsets` at the start of the
 //! `.PyRuntime` section of real 3.13+ interpreters (every 3.13+ build of
-//! tests/pythons/list: pyenv's libpython, the Debian 3.13/3.14/3.15 binaries), parses it,
+//! tests/pythons/list: pyenv's libpython, the Debian 3.13/3.14/3.15 binaries, the
+//! free-threaded 3.13t of tests/pythons/build-cpython ft), parses it,
 //! and checks that our tables agree with every offset the interpreter states about itself.
 
 use object::{Object, ObjectSection};
@@ -38,12 +39,17 @@ struct Target {
     elf: PathBuf,
     /// A way to run that interpreter.
     python: PathBuf,
+    free_threaded: bool,
 }
 
 /// Every 3.13+ build once (a Debian build's `-direct` twin is the same file).
 fn targets() -> Result<Vec<Target>, testkit::Skip> {
     let mut v = Vec::new();
-    for i in testkit::pythons::pythons(&Want::at_least("3.13"))? {
+    let ft = testkit::pythons::pythons(&Want::any().free_threaded())?;
+    for i in testkit::pythons::pythons(&Want::at_least("3.13"))?
+        .into_iter()
+        .chain(ft)
+    {
         if i.is_twin() {
             continue;
         }
@@ -53,6 +59,7 @@ fn targets() -> Result<Vec<Target>, testkit::Skip> {
             minor: i.version.1,
             elf,
             python: i.command.clone(),
+            free_threaded: i.free_threaded(),
         });
     }
     Ok(v)
@@ -70,7 +77,7 @@ fn tables_agree_with_the_interpreters_own_debug_offsets() {
                 continue;
             }
         };
-        let parsed = match debug_offsets::parse(&bytes, (3, t.minor)) {
+        let parsed = match debug_offsets::parse(&bytes, (3, t.minor), t.free_threaded) {
             Ok(p) => p,
             Err(e) => {
                 failures.push(format!("{}: parse: {e}", t.label));
@@ -96,7 +103,7 @@ fn tables_agree_with_the_interpreters_own_debug_offsets() {
             .iter()
             .filter(|(s, _)| parsed.get(*s).is_some())
             .count();
-        let table = layout::for_version(3, t.minor).expect("table");
+        let table = layout::for_build(3, t.minor, t.free_threaded).expect("table");
         let (applied, diffs) = debug_offsets::apply(table, &parsed);
         eprintln!(
             "{}: version {:#x}, {carried} values carried, {} differences",
@@ -117,8 +124,15 @@ fn tables_agree_with_the_interpreters_own_debug_offsets() {
             ));
         }
         // A wrong expected version is rejected, not misread.
-        if debug_offsets::parse(&bytes, (3, t.minor + 1)).is_ok() {
+        if debug_offsets::parse(&bytes, (3, t.minor + 1), t.free_threaded).is_ok() {
             failures.push(format!("{}: parsed as 3.{}", t.label, t.minor + 1));
+        }
+        // So is the other kind of build (a free-threaded one read as a GIL one).
+        if debug_offsets::parse(&bytes, (3, t.minor), !t.free_threaded).is_ok() {
+            failures.push(format!(
+                "{}: parsed with free_threaded = {}",
+                t.label, !t.free_threaded
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -179,6 +179,7 @@ struct Build {
     binary: PathBuf,
     debug_dir: Option<PathBuf>,
     label: String,
+    free_threaded: bool,
 }
 
 fn builds() -> Result<Vec<Build>, testkit::Skip> {
@@ -190,6 +191,18 @@ fn builds() -> Result<Vec<Build>, testkit::Skip> {
             binary: lib,
             debug_dir: None,
             label: i.label.clone(),
+            free_threaded: false,
+        });
+    }
+    // the free-threaded build of tests/pythons/build-cpython ft (built with debug info)
+    for i in testkit::pythons::pythons(&Want::any().free_threaded())? {
+        let lib = i.runtime_elf().unwrap_or_else(|e| panic!("{e}"));
+        v.push(Build {
+            minor: i.version.1,
+            binary: lib,
+            debug_dir: None,
+            label: i.label.clone(),
+            free_threaded: true,
         });
     }
     // Debian's stripped 3.14+ builds, with the debug files tests/run fetches
@@ -205,6 +218,7 @@ fn builds() -> Result<Vec<Build>, testkit::Skip> {
                 binary,
                 debug_dir: Some(debug),
                 label: format!("{} + dbg", i.label),
+                free_threaded: false,
             });
         } else {
             testkit::Skip::new(format!(
@@ -494,9 +508,35 @@ fn check_layout(c: &mut Checker, t: &Layout) {
     c.bit("unicode.ascii_bit", u.ascii_bit, ASCII, "state.ascii");
     c.offset("bytes.size", t.bytes.size, VAROBJ, "ob_size");
     c.offset("bytes.data", t.bytes.data, BYTES, "ob_sval");
-    c.offset("OB_SIZE", layout::OB_SIZE, VAROBJ, "ob_size");
-    c.offset("OB_TYPE", layout::OB_TYPE, "PyObject", "ob_type");
+    c.offset("object.ob_size", t.object.ob_size, VAROBJ, "ob_size");
+    c.offset("object.ob_type", t.object.ob_type, "PyObject", "ob_type");
+    if !t.free_threaded {
+        c.offset("OB_SIZE", layout::OB_SIZE, VAROBJ, "ob_size");
+        c.offset("OB_TYPE", layout::OB_TYPE, "PyObject", "ob_type");
+    }
     c.offset("type_tp_name", t.type_tp_name, TYPE, "tp_name");
+    match t.code.frame_words {
+        Some(layout::FrameWords::Field(o)) => c.offset("code.frame_words", o, CODE, "co_framesize"),
+        Some(layout::FrameWords::Sum {
+            nlocalsplus,
+            stacksize,
+            ..
+        }) => {
+            c.offset(
+                "code.frame_words.nlocalsplus",
+                nlocalsplus,
+                CODE,
+                "co_nlocalsplus",
+            );
+            c.offset(
+                "code.frame_words.stacksize",
+                stacksize,
+                CODE,
+                "co_stacksize",
+            );
+        }
+        None => {}
+    }
     check_values(c, t);
 }
 
@@ -638,61 +678,84 @@ fn check_values(c: &mut Checker, t: &Layout) {
             }
         }
     }
+    // the `obj` constants are the GIL builds' (values.rs reads only those): a free-threaded
+    // build has every one of these fields its larger object header further in
+    let hs = t.object.ob_type - layout::OB_TYPE;
     c.offset(
         "obj::FLOAT_VALUE",
-        obj::FLOAT_VALUE,
+        obj::FLOAT_VALUE + hs,
         "PyFloatObject",
         "ob_fval",
     );
     // `Py_complex` is `{double real; double imag;}` (a typedef gdb does not expand)
     c.offset(
         "obj::COMPLEX_REAL",
-        obj::COMPLEX_REAL,
+        obj::COMPLEX_REAL + hs,
         "PyComplexObject",
         "cval",
     );
     c.offset(
         "obj::COMPLEX_IMAG - 8",
-        obj::COMPLEX_IMAG - 8,
+        obj::COMPLEX_IMAG - 8 + hs,
         "PyComplexObject",
         "cval",
     );
     c.offset(
         "obj::LIST_ITEMS",
-        obj::LIST_ITEMS,
+        obj::LIST_ITEMS + hs,
         "PyListObject",
         "ob_item",
     );
-    c.offset("obj::DICT_USED", obj::DICT_USED, "PyDictObject", "ma_used");
-    c.offset("obj::DICT_KEYS", obj::DICT_KEYS, "PyDictObject", "ma_keys");
+    c.offset(
+        "obj::DICT_USED",
+        obj::DICT_USED + hs,
+        "PyDictObject",
+        "ma_used",
+    );
+    c.offset(
+        "obj::DICT_KEYS",
+        obj::DICT_KEYS + hs,
+        "PyDictObject",
+        "ma_keys",
+    );
     c.offset(
         "obj::DICT_VALUES",
-        obj::DICT_VALUES,
+        obj::DICT_VALUES + hs,
         "PyDictObject",
         "ma_values",
     );
-    c.offset("obj::SET_USED", obj::SET_USED, "PySetObject", "used");
-    c.offset("obj::SET_MASK", obj::SET_MASK, "PySetObject", "mask");
-    c.offset("obj::SET_TABLE", obj::SET_TABLE, "PySetObject", "table");
-    c.offset("obj::CELL_REF", obj::CELL_REF, "PyCellObject", "ob_ref");
-    c.offset("obj::TYPE_FLAGS", obj::TYPE_FLAGS, TYPE, "tp_flags");
-    c.offset("obj::TYPE_DICT", obj::TYPE_DICT, TYPE, "tp_dict");
+    c.offset("obj::SET_USED", obj::SET_USED + hs, "PySetObject", "used");
+    c.offset("obj::SET_MASK", obj::SET_MASK + hs, "PySetObject", "mask");
+    c.offset(
+        "obj::SET_TABLE",
+        obj::SET_TABLE + hs,
+        "PySetObject",
+        "table",
+    );
+    c.offset(
+        "obj::CELL_REF",
+        obj::CELL_REF + hs,
+        "PyCellObject",
+        "ob_ref",
+    );
+    c.offset("obj::TYPE_FLAGS", obj::TYPE_FLAGS + hs, TYPE, "tp_flags");
+    c.offset("obj::TYPE_DICT", obj::TYPE_DICT + hs, TYPE, "tp_dict");
     // thread names: a module's dict, a class's instance attributes
     c.offset(
         "obj::TYPE_BASICSIZE",
-        obj::TYPE_BASICSIZE,
+        obj::TYPE_BASICSIZE + hs,
         TYPE,
         "tp_basicsize",
     );
     c.offset(
         "obj::TYPE_DICTOFFSET",
-        obj::TYPE_DICTOFFSET,
+        obj::TYPE_DICTOFFSET + hs,
         TYPE,
         "tp_dictoffset",
     );
     c.offset(
         "obj::MODULE_DICT",
-        obj::MODULE_DICT,
+        obj::MODULE_DICT + hs,
         "PyModuleObject",
         "md_dict",
     );
@@ -741,7 +804,8 @@ fn tables_match_dwarf() {
     let builds = require!(builds());
     let mut failures = Vec::new();
     for b in &builds {
-        let table = layout::for_version(3, b.minor).expect("a table for every checked version");
+        let table = layout::for_build(3, b.minor, b.free_threaded)
+            .expect("a table for every checked version");
         let mut types: Vec<(&str, String)> = [
             RUNTIME,
             INTERP,

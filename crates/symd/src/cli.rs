@@ -284,7 +284,9 @@ pub fn run() -> ExitCode {
             crate::annotate::run(&a, &global)
         }
         Command::Probe(a) => crate::probe::run(&a),
-        Command::Trace(a) => crate::trace::run(&a),
+        Command::Trace(a) => {
+            crate::probe::refuse_free_threaded_trace(a.pid).unwrap_or_else(|| crate::trace::run(&a))
+        }
         Command::AccessCheck { uid, gid, userns } => {
             crate::daemon::checker::child_main(uid, gid, userns.as_deref())
         }

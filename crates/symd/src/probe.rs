@@ -16,6 +16,10 @@ pub fn run(args: &ProbeArgs) -> ExitCode {
             return ExitCode::from(exit::for_reader_error(&e));
         }
     };
+    if let Err(e) = process.refuse_free_threaded("pystackd probe") {
+        eprintln!("pystackd: {e}");
+        return ExitCode::from(exit::for_reader_error(&e));
+    }
     let os = match args.emit {
         EmitArg::Bpftrace => capture::Os::Linux,
         EmitArg::Dtrace => capture::Os::Illumos,
@@ -106,4 +110,16 @@ pub struct ProbeArgs {
     /// dtrace: the probe description the clauses are for [default: pid$target::malloc:entry].
     #[arg(long, value_name = "DESCRIPTION")]
     pub probe: Option<String>,
+}
+
+/// `pystackd trace` of a free-threaded build: refused by name before the capture starts
+/// (crates/symd/src/trace reads through the capture, which knows GIL builds only). `None`
+/// lets trace go on, reporting any attach error itself.
+pub fn refuse_free_threaded_trace(pid: u32) -> Option<ExitCode> {
+    let e = PythonProcess::attach(pid)
+        .ok()?
+        .refuse_free_threaded("pystackd trace")
+        .err()?;
+    eprintln!("pystackd: {e}");
+    Some(ExitCode::from(exit::for_reader_error(&e)))
 }

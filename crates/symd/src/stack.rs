@@ -319,6 +319,8 @@ pub fn state_text(t: &protocol::ThreadStack) -> Option<String> {
     match (t.holds_gil, &st.gil_unknown) {
         (Some(true), _) => parts.push("holds the GIL".into()),
         (Some(false), _) => parts.push("holds no GIL".into()),
+        // a free-threaded build's threads: a fact, not a failed read
+        (None, Some(why)) if why == pyframe_reader::threadstate::NO_GIL => parts.push(why.clone()),
         (None, Some(why)) => parts.push(format!("GIL unknown: {why}")),
         (None, None) => {}
     }

@@ -91,7 +91,9 @@ impl Interpreter {
         format!("{}.{}", self.version.0, self.version.1)
     }
 
-    /// Within 3.8..3.15, and a GIL build.
+    /// Within 3.8..3.15, and a GIL build (free-threaded builds are read only in part:
+    /// their stacks, not `--locals`, thread names or `trace`; see
+    /// [`all_with_free_threaded`]).
     pub fn supported(&self) -> bool {
         self.version >= SUPPORTED.0 && self.version <= SUPPORTED.1 && !self.free_threaded()
     }
@@ -303,6 +305,23 @@ pub fn distinct_builds() -> Result<Vec<Interpreter>, Skip> {
     Ok(all()?.into_iter().filter(|i| !i.is_twin()).collect())
 }
 
+/// [`all`] and the free-threaded builds (3.13t), for tests of what pystackd reads on
+/// those too (`stack` without `--locals`); `--locals`, thread names and `trace` refuse or
+/// skip them, so [`all`] leaves them out. No free-threaded build in the list is a printed
+/// skip of that part (a failure under PYSTACKD_STRICT=1).
+pub fn all_with_free_threaded() -> Result<Vec<Interpreter>, Skip> {
+    let mut v = all()?;
+    let ft = matching(&Want::any().free_threaded());
+    if ft.is_empty() {
+        Skip::new(
+            "no free-threaded build in tests/pythons/list (run tests/pythons/build-cpython ft)",
+        )
+        .report();
+    }
+    v.extend(ft);
+    Ok(v)
+}
+
 /// Every listed interpreter that fits `want`, in the list's order (not strict-checked: an
 /// empty answer is the caller's to judge; see [`python`]).
 pub fn matching(want: &Want) -> Vec<Interpreter> {
@@ -474,7 +493,8 @@ impl Want {
         self.usable_by_others = Some(false);
         self
     }
-    /// A free-threaded build (unsupported for now; without this, none is ever given).
+    /// A free-threaded build (read in part, see [`all_with_free_threaded`]; without this,
+    /// none is ever given).
     pub fn free_threaded(mut self) -> Want {
         self.free_threaded = true;
         self.unsupported = true;

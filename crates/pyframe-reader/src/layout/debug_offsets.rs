@@ -27,8 +27,12 @@ pub enum DebugOffsetsError {
     UnsupportedVersion { major: u8, minor: u8 },
     #[error("_Py_DebugOffsets says version {found:#x}, expected {}.{}", expected.0, expected.1)]
     VersionMismatch { expected: (u8, u8), found: u64 },
-    #[error("_Py_DebugOffsets describes a free-threaded build (not supported)")]
-    FreeThreaded,
+    #[error(
+        "_Py_DebugOffsets describes a {} build, the binary a {} one",
+        if *target { "free-threaded" } else { "GIL" },
+        if *target { "GIL" } else { "free-threaded" }
+    )]
+    FreeThreaded { target: bool },
     #[error("_Py_DebugOffsets field {field} = {value} is implausible (limit {limit})")]
     Implausible {
         field: &'static str,
@@ -382,7 +386,13 @@ pub fn peek_version(buf: &[u8]) -> Result<u64, DebugOffsetsError> {
 
 /// Parses the `_Py_DebugOffsets` at the start of `buf` for a target believed to be
 /// `expected` (major, minor).
-pub fn parse(buf: &[u8], expected: (u8, u8)) -> Result<DebugOffsets, DebugOffsetsError> {
+/// `free_threaded`: whether the target is a free-threaded build (its `_Py_DebugOffsets`
+/// must say the same).
+pub fn parse(
+    buf: &[u8],
+    expected: (u8, u8),
+    free_threaded: bool,
+) -> Result<DebugOffsets, DebugOffsetsError> {
     let version_hex = peek_version(buf)?;
     if split_version(version_hex) != expected {
         return Err(DebugOffsetsError::VersionMismatch {
@@ -401,8 +411,10 @@ pub fn parse(buf: &[u8], expected: (u8, u8)) -> Result<DebugOffsets, DebugOffset
             have: buf.len(),
         });
     }
-    if read_u64(buf, FREE_THREADED_AT) != Some(0) {
-        return Err(DebugOffsetsError::FreeThreaded);
+    if (read_u64(buf, FREE_THREADED_AT) != Some(0)) != free_threaded {
+        return Err(DebugOffsetsError::FreeThreaded {
+            target: !free_threaded,
+        });
     }
     let mut values = [None; SLOT_COUNT];
     for &(slot, at) in format.slots {
@@ -693,7 +705,7 @@ mod tests {
             let absent = usize::from(f.version < (3, 15)) + usize::from(f.version < (3, 14));
             assert!(n == SLOT_COUNT - absent, "{:?}: {n} slots", f.version);
             let buf = plausible(f);
-            parse(&buf, f.version).expect("plausible buffer parses");
+            parse(&buf, f.version, false).expect("plausible buffer parses");
         }
     }
 
@@ -703,21 +715,30 @@ mod tests {
         let mut buf = plausible(f);
         buf[0] = b'y';
         assert!(matches!(
-            parse(&buf, (3, 14)),
+            parse(&buf, (3, 14), false),
             Err(DebugOffsetsError::BadCookie { .. })
         ));
         let buf = plausible(f);
         assert!(matches!(
-            parse(&buf, (3, 13)),
+            parse(&buf, (3, 13), false),
             Err(DebugOffsetsError::VersionMismatch { .. })
         ));
         let mut buf = plausible(f);
         buf[FREE_THREADED_AT] = 1;
-        assert_eq!(parse(&buf, (3, 14)), Err(DebugOffsetsError::FreeThreaded));
+        assert_eq!(
+            parse(&buf, (3, 14), false),
+            Err(DebugOffsetsError::FreeThreaded { target: true })
+        );
+        assert!(parse(&buf, (3, 14), true).is_ok());
+        let buf = plausible(f);
+        assert_eq!(
+            parse(&buf, (3, 14), true),
+            Err(DebugOffsetsError::FreeThreaded { target: false })
+        );
         let mut buf = plausible(&V3_13);
         buf[VERSION_AT + 2] = 12; // claims 3.12
         assert!(matches!(
-            parse(&buf, (3, 12)),
+            parse(&buf, (3, 12), false),
             Err(DebugOffsetsError::UnsupportedVersion { .. })
         ));
     }
@@ -735,7 +756,7 @@ mod tests {
                 buf[at..at + 8].copy_from_slice(&bad.to_le_bytes());
                 assert!(
                     matches!(
-                        parse(&buf, f.version),
+                        parse(&buf, f.version, false),
                         Err(DebugOffsetsError::Implausible { .. })
                     ),
                     "{:?} {slot:?}",
@@ -751,7 +772,7 @@ mod tests {
             let buf = plausible(f);
             for len in 0..f.size {
                 assert!(
-                    parse(&buf[..len], f.version).is_err(),
+                    parse(&buf[..len], f.version, false).is_err(),
                     "{:?} len {len}",
                     f.version
                 );
@@ -782,7 +803,7 @@ mod tests {
                     };
                     buf[at..at + 8].copy_from_slice(&v.to_le_bytes());
                 }
-                if let Ok(p) = parse(&buf, f.version) {
+                if let Ok(p) = parse(&buf, f.version, false) {
                     for t in super::super::ALL {
                         let _ = apply(t, &p);
                     }
@@ -795,7 +816,7 @@ mod tests {
     fn apply_reports_each_difference() {
         let table = super::super::for_version(3, 14).expect("3.14 table");
         let buf = plausible(&V3_14);
-        let p = parse(&buf, (3, 14)).unwrap();
+        let p = parse(&buf, (3, 14), false).unwrap();
         let (out, diffs) = apply(table, &p);
         assert_eq!(out.interp.next, 16);
         assert_eq!(out.type_tp_name, 16);

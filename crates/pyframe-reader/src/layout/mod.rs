@@ -12,6 +12,7 @@ mod v3_10;
 mod v3_11;
 mod v3_12;
 mod v3_13;
+mod v3_13t;
 mod v3_14;
 mod v3_15;
 mod v3_8;
@@ -31,6 +32,10 @@ pub struct Layout {
     pub bytes: BytesLayout,
     /// `PyTypeObject.tp_name` (type validation by name when a type symbol is missing).
     pub type_tp_name: u64,
+    /// A free-threaded build (PEP 703, `--disable-gil`): a larger object header, no GIL.
+    pub free_threaded: bool,
+    /// Where every object's `ob_type` and `ob_size` are.
+    pub object: ObjectHeader,
     /// What `stack --locals` needs: fast locals, their names, built-in value objects.
     pub values: ValuesLayout,
     /// What a thread's GIL state is read from (`stack`'s `holds_gil`, `waiting_for_gil`).
@@ -50,6 +55,10 @@ pub struct GilFields {
     /// 3.13 only: `PyThreadState._status.holds_gil` as (offset of `_status`, bit): set by
     /// the thread after taking the GIL, cleared before dropping it.
     pub tstate_holds_gil: Option<(u64, u32)>,
+    /// Free-threaded builds: `enabled` (int), 0 while the GIL is off (the default; it is
+    /// turned on at run time by `PYTHON_GIL=1` or by importing an extension module that
+    /// does not declare itself free-threading safe).
+    pub enabled: Option<u64>,
 }
 
 /// Where a frame's local variables are and how the built-in objects `--locals` shows
@@ -463,6 +472,85 @@ pub fn for_version(major: u8, minor: u8) -> Option<&'static Layout> {
     ALL.iter().copied().find(|l| l.version == (major, minor))
 }
 
-/// Fields common to every version since 3.8: `PyObject.ob_type`, `PyVarObject.ob_size`.
+/// Free-threaded builds with a table (3.14t has none: no build of it here to check one
+/// against, and its structs differ from 3.13t's).
+pub const FREE_THREADED: &[&Layout] = &[&v3_13t::LAYOUT];
+
+/// The free-threaded versions with a table, as messages print them ("3.13t").
+pub fn supported_free_threaded() -> String {
+    let v: Vec<String> = FREE_THREADED
+        .iter()
+        .map(|l| format!("{}.{}t", l.version.0, l.version.1))
+        .collect();
+    v.join(", ")
+}
+
+/// Whether `(major, minor)` has a free-threaded table.
+pub fn has_free_threaded(version: (u8, u8)) -> bool {
+    FREE_THREADED.iter().any(|l| l.version == version)
+}
+
+/// The table for a GIL or a free-threaded build of `major.minor`.
+pub fn for_build(major: u8, minor: u8, free_threaded: bool) -> Option<&'static Layout> {
+    if free_threaded {
+        FREE_THREADED
+            .iter()
+            .copied()
+            .find(|l| l.version == (major, minor))
+    } else {
+        for_version(major, minor)
+    }
+}
+
+/// Fields common to every GIL build since 3.8: `PyObject.ob_type`, `PyVarObject.ob_size`.
 pub const OB_TYPE: u64 = 8;
 pub const OB_SIZE: u64 = 16;
+
+/// `PyObject.ob_type` and `PyVarObject.ob_size` (Include/object.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectHeader {
+    pub ob_type: u64,
+    pub ob_size: u64,
+}
+
+impl ObjectHeader {
+    /// `ob_refcnt`, `ob_type`.
+    pub const GIL: ObjectHeader = ObjectHeader {
+        ob_type: OB_TYPE,
+        ob_size: OB_SIZE,
+    };
+    /// Free-threaded builds: `ob_tid`, `_padding`, `ob_mutex`, `ob_gc_bits`,
+    /// `ob_ref_local`, `ob_ref_shared`, then `ob_type`.
+    pub const FREE_THREADED: ObjectHeader = ObjectHeader {
+        ob_type: 24,
+        ob_size: 32,
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 3.13t has a table of its own; 3.14t none (refused by name: `binary.rs`), and no GIL
+    /// lookup ever answers with a free-threaded table.
+    #[test]
+    fn free_threaded_tables() {
+        let t = for_build(3, 13, true).expect("3.13t");
+        assert!(t.free_threaded && t.object == ObjectHeader::FREE_THREADED);
+        assert!(!for_version(3, 13).unwrap().free_threaded);
+        assert!(ALL
+            .iter()
+            .all(|l| !l.free_threaded && l.object == ObjectHeader::GIL));
+        assert!(for_build(3, 14, true).is_none() && !has_free_threaded((3, 14)));
+        assert_eq!(supported_free_threaded(), "3.13t");
+        let e = crate::error::Error::UnsupportedVersion {
+            version: "3.14t (a free-threaded build)".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "CPython 3.14t (a free-threaded build) is not supported (pystackd knows 3.8 to 3.15 \
+             GIL builds and free-threaded 3.13t)"
+        );
+        assert_eq!(e.kind(), protocol::ErrorKind::UnsupportedVersion);
+    }
+}

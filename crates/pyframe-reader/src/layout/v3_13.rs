@@ -93,6 +93,8 @@ pub const LAYOUT: Layout = Layout {
     bytes: BytesLayout { size: 16, data: 32 },
     // `PyTypeObject.tp_name` (Include/cpython/object.h)
     type_tp_name: 24,
+    free_threaded: false,
+    object: ObjectHeader::GIL,
     // fast locals, local names, built-in objects (`stack --locals`)
     values: ValuesLayout {
         // `localsplus`
@@ -148,5 +150,6 @@ pub const LAYOUT: Layout = Layout {
         waits: Some((32, 208)),
         // `PyThreadState._status.holds_gil` (Include/cpython/pystate.h)
         tstate_holds_gil: Some((32, 5)),
+        enabled: None,
     },
 };

@@ -73,6 +73,8 @@ pub const LAYOUT: Layout = Layout {
     bytes: BytesLayout { size: 16, data: 32 },
     // `PyTypeObject.tp_name` (Include/cpython/object.h)
     type_tp_name: 24,
+    free_threaded: false,
+    object: ObjectHeader::GIL,
     // fast locals, local names, built-in objects (`stack --locals`)
     values: ValuesLayout {
         // `f_localsplus`
@@ -108,5 +110,6 @@ pub const LAYOUT: Layout = Layout {
         waits: Some((32, 208)),
         // no `_status.holds_gil` before 3.13
         tstate_holds_gil: None,
+        enabled: None,
     },
 };
