@@ -697,10 +697,15 @@ fn breakpoint_removal_is_reported() {
         )),
         "{stderr}"
     );
-    // the kernel agrees: marker_b kept firing, marker_a stopped (a firing or two may have
-    // been queued in the output when the byte was written)
+    // the kernel agrees: marker_b kept firing, marker_a stopped. The two are called equally
+    // often; what marker_a shows afterwards is what was queued when the byte was written
+    // (the direct engine reads its ring every 20 ms: a few firings), not a twentieth of
+    // marker_b's
     assert!(b_after >= 50, "marker_b after the removal: {b_after}");
-    assert!(a_after <= 5, "marker_a after the removal: {a_after}");
+    assert!(
+        a_after * 20 <= b_after,
+        "marker_a after the removal: {a_after} (marker_b {b_after})"
+    );
 }
 
 /// `pystackd probe --emit bpftrace` pasted into a hand-written script: its `pyframes=` lines
