@@ -106,8 +106,8 @@ pub enum Command {
     /// bpftrace or D script (exact frames at the moment a probe fires).
     #[command(after_help = PROBE_HELP)]
     Probe(ProbeArgs),
-    /// Trace a process with bpftrace: native stacks with the Python frames read at the moment
-    /// each probe fired.
+    /// Trace a process (pystackd's own BPF programs, or bpftrace): native stacks with the
+    /// Python frames read at the moment each probe fired.
     #[command(after_help = crate::trace::HELP)]
     Trace(crate::trace::TraceArgs),
     /// Internal: the daemon's access checker for one uid (docs/service.md).

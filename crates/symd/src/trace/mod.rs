@@ -106,7 +106,8 @@ pub struct TraceArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = TraceOutput::Text)]
     pub output: TraceOutput,
-    /// Print the generated bpftrace program and exit.
+    /// Print the program and exit (the BPF listing; bpftrace's program with --engine
+    /// bpftrace).
     #[arg(long)]
     pub print_program: bool,
     /// Python frames to capture at most (deeper stacks are marked truncated).
@@ -120,7 +121,8 @@ pub struct TraceArgs {
     /// bpftrace probe), `auto` (direct when it takes every probe given).
     #[arg(long, value_enum, default_value_t = Engine::Auto)]
     pub engine: Engine,
-    /// bpftrace probes, e.g. `uprobe:/path/lib.so:func`, `profile:hz:99`.
+    /// Probes, in bpftrace's names: `profile:hz:99`, `uprobe:/path/lib.so:func`,
+    /// `tracepoint:syscalls:sys_enter_write` (any bpftrace probe with --engine bpftrace).
     #[arg(required = true, value_name = "PROBE")]
     pub probes: Vec<String>,
 }
