@@ -47,12 +47,17 @@ fn plan_interpreter_agrees_with_walker() {
             let plan = Plan::for_process(&process, Os::Linux, capture::plan::MAX_DEPTH).unwrap();
             // stop the target: the walker and the plan must see the same memory
             let guard = pyframe_reader::platform::stop(target.pid()).expect("stop target");
+            // read as held stopped: the unpaused re-read checks are for a running target
+            // (one stopped in the middle of a frame push read as "moved", every attempt)
             let stack = process
-                .stack(&StackOptions {
-                    pause: false,
-                    tid: None,
-                    locals: false,
-                })
+                .stack_held(
+                    &guard,
+                    &StackOptions {
+                        pause: false,
+                        tid: None,
+                        locals: false,
+                    },
+                )
                 .expect("walker reads the stopped target");
             let mut resolver = Resolver::new(process.layout());
             for t in &stack.threads {
