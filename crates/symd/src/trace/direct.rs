@@ -157,8 +157,14 @@ fn kernel_fail(e: bpf::Error) -> Failure {
     )
 }
 
-/// Create the maps, render and load one program per probe, open and attach its events.
-pub fn load(plan: &Plan, pid: u32, probes: Vec<DirectProbe>) -> Result<Loaded, Failure> {
+/// Create the maps, render and load one program per probe (`fsbase`: [`fsbase_offset`], for
+/// plans that match threads on it), open and attach its events.
+pub fn load(
+    plan: &Plan,
+    pid: u32,
+    probes: Vec<DirectProbe>,
+    fsbase: Option<u32>,
+) -> Result<Loaded, Failure> {
     let record = ebpf::record_size(plan, true);
     let scratch = bpf::Map::create(
         bpf::MapKind::PerCpuArray,
@@ -183,7 +189,6 @@ pub fn load(plan: &Plan, pid: u32, probes: Vec<DirectProbe>) -> Result<Loaded, F
         ring: ring_map.fd(),
         counters: counters.fd(),
     };
-    let fsbase = fsbase_offset(plan).map_err(|e| fail(exit::TRACER_REFUSED, e, None))?;
     let mut programs = Vec::new();
     let mut events = Vec::new();
     for (i, p) in probes.iter().enumerate() {
@@ -349,7 +354,7 @@ pub fn run(
 
 /// `--print-program`: each probe's bytecode, as it would be loaded (map descriptors are
 /// given at load time; the listing shows placeholders 1001-1003).
-pub fn listing(plan: &Plan, pid: u32, probes: &[DirectProbe]) -> String {
+pub fn listing(plan: &Plan, pid: u32, probes: &[DirectProbe], fsbase: Option<u32>) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let maps = ebpf::Maps {
@@ -357,7 +362,6 @@ pub fn listing(plan: &Plan, pid: u32, probes: &[DirectProbe]) -> String {
         ring: 1002,
         counters: 1003,
     };
-    let fsbase = fsbase_offset(plan).ok().flatten();
     for (i, p) in probes.iter().enumerate() {
         let _ = writeln!(
             s,

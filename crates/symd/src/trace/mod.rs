@@ -501,20 +501,20 @@ struct Ran {
 /// Which engine runs the capture.
 enum Chosen {
     #[cfg(target_os = "linux")]
-    Direct(Vec<direct::DirectProbe>),
+    /// The probes, and the kernel's `thread.fsbase` offset where the plan needs it (the
+    /// kernel's BTF is parsed once).
+    Direct(Vec<direct::DirectProbe>, Option<u32>),
     Bpftrace,
 }
 
 fn choose(args: &TraceArgs, plan: &Plan) -> Result<Chosen, Failure> {
     #[cfg(target_os = "linux")]
     {
-        let direct = direct::parse_probes(&args.probes).and_then(|probes| {
-            direct::fsbase_offset(plan)?;
-            Ok(probes)
-        });
+        let direct = direct::parse_probes(&args.probes)
+            .and_then(|probes| Ok((probes, direct::fsbase_offset(plan)?)));
         match (args.engine, direct) {
             (Engine::Bpftrace, _) => Ok(Chosen::Bpftrace),
-            (_, Ok(probes)) => Ok(Chosen::Direct(probes)),
+            (_, Ok((probes, fsbase))) => Ok(Chosen::Direct(probes, fsbase)),
             (Engine::Direct, Err(why)) => Err(fail(
                 exit::TRACER_REFUSED,
                 format!("--engine direct cannot run this trace: {why}"),
@@ -547,7 +547,9 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
     if args.print_program {
         match &chosen {
             #[cfg(target_os = "linux")]
-            Chosen::Direct(probes) => print!("{}", direct::listing(&plan, args.pid, probes)),
+            Chosen::Direct(probes, fsbase) => {
+                print!("{}", direct::listing(&plan, args.pid, probes, *fsbase))
+            }
             Chosen::Bpftrace => print!(
                 "{}",
                 capture::bpftrace::render_program(
@@ -619,9 +621,9 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
     };
     let ran = match chosen {
         #[cfg(target_os = "linux")]
-        Chosen::Direct(probes) => {
+        Chosen::Direct(probes, fsbase) => {
             let breakpoints = Breakpoints::locate(args.pid, &args.probes);
-            let loaded = direct::load(&plan, args.pid, probes)?;
+            let loaded = direct::load(&plan, args.pid, probes, fsbase)?;
             let o = direct::run(loaded, args.pid, duration, breakpoints, &mut finish)?;
             Ran {
                 fired: Some(o.fired.iter().sum()),
