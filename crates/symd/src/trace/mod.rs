@@ -545,21 +545,18 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
     let duration = Duration::from_secs_f64(args.duration.clamp(0.01, 1e7));
     let chosen = choose(args, &plan)?;
     if args.print_program {
-        match &chosen {
+        let program = match &chosen {
             #[cfg(target_os = "linux")]
-            Chosen::Direct(probes, fsbase) => {
-                print!("{}", direct::listing(&plan, args.pid, probes, *fsbase))
-            }
-            Chosen::Bpftrace => print!(
-                "{}",
-                capture::bpftrace::render_program(
-                    &plan,
-                    args.pid,
-                    &args.probes,
-                    duration.as_nanos().min(u128::from(u64::MAX)) as u64,
-                )
+            Chosen::Direct(probes, fsbase) => direct::listing(&plan, args.pid, probes, *fsbase),
+            Chosen::Bpftrace => capture::bpftrace::render_program(
+                &plan,
+                args.pid,
+                &args.probes,
+                duration.as_nanos().min(u128::from(u64::MAX)) as u64,
             ),
-        }
+        };
+        // a closed pipe (`| head`) is fine
+        let _ = std::io::stdout().write_all(program.as_bytes());
         return Ok(exit::OK);
     }
     let bpftrace_path = find_in_path("bpftrace");
