@@ -271,6 +271,25 @@ impl<'a> BlockCache<'a> {
 
 impl Memory for BlockCache<'_> {
     fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> MemResult<()> {
+        // the blocks not held yet, fetched in one batched read (many small objects spread
+        // over the heap: one system call instead of one per block)
+        let mut missing: Vec<u64> = {
+            let st = self.lock();
+            reqs.iter()
+                .filter(|(a, b)| !b.is_empty() && a.checked_add(b.len() as u64).is_some())
+                .flat_map(|(a, b)| {
+                    let first = a & !(BLOCK as u64 - 1);
+                    let last = (a + b.len() as u64 - 1) & !(BLOCK as u64 - 1);
+                    (first..=last).step_by(BLOCK)
+                })
+                .filter(|p| !st.held.contains_key(p))
+                .collect()
+        };
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.len() > 1 && missing.len() + self.lock().held.len() <= MAX_BLOCKS {
+            self.prefetch(&missing);
+        }
         // every block here was read during this walk: as fresh as a new read
         for (addr, buf) in reqs.iter_mut() {
             self.read(*addr, buf)?;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::layout::{obj, Layout};
-use crate::memory::{Memory, MemoryExt};
+use crate::memory::{Block, BlockCache, Memory, MemoryExt};
 use crate::values::{TypeCache, ValueReader};
 
 /// Entries of `_active` read at most.
@@ -72,7 +72,8 @@ struct Last {
 
 impl ThreadNames {
     /// The names (by ident) of interpreter `interp`'s threads `threads`, each given as
-    /// (ident, OS tid or else its thread state's address). The last map is reused while it
+    /// (ident, OS tid or else its thread state's address). `spare`: block buffers to read
+    /// into (a walk's, handed back filled with other data) rather than fresh pages. The last map is reused while it
     /// is fresh ([`NAMES_TTL`]) and was read for every one of these threads.
     pub fn names(
         &mut self,
@@ -81,6 +82,7 @@ impl ThreadNames {
         types: &mut TypeCache,
         interp: u64,
         threads: &[(u64, u64)],
+        spare: &mut Vec<Block>,
     ) -> &NameMap {
         let now = Instant::now();
         // values.rs reads the GIL builds' object header only: a free-threaded build's
@@ -101,8 +103,9 @@ impl ThreadNames {
             });
         if !fresh {
             self.reads += 1;
-            let mut r = ValueReader::new(mem, layout, types);
-            let names = self.read(&mut r, mem, layout, interp).unwrap_or_default();
+            let names = self
+                .read(mem, layout, types, interp, spare)
+                .unwrap_or_default();
             let old = self.last.get(&interp).map(|l| &l.known);
             let known = threads
                 .iter()
@@ -129,21 +132,36 @@ impl ThreadNames {
     }
 
     /// Two reads that agree, each from `sys.modules` on (a `threading` reloaded between
-    /// them has a new `_active`), or `None`.
+    /// them has a new `_active`), or `None`. Each read goes through its own block cache:
+    /// the first follows the pointers (a block read once however many objects it holds),
+    /// the second starts by reading every block the first used in one batch, so that it
+    /// sees the process after the first read ended, in a window of one system call.
     fn read(
         &mut self,
-        r: &mut ValueReader,
         mem: &dyn Memory,
         layout: &Layout,
+        types: &mut TypeCache,
         interp: u64,
+        spare: &mut Vec<Block>,
     ) -> Option<NameMap> {
         for _ in 0..ATTEMPTS {
             // a lookup can fail on a dict being resized (sys.modules during an import):
             // tried again like a disagreement
-            let first = locate(r, mem, layout, interp);
-            let a = first.and_then(|d| read_once(r, d));
-            let second = locate(r, mem, layout, interp);
-            match (a, second.and_then(|d| read_once(r, d))) {
+            let one = BlockCache::with_spare(mem, std::mem::take(spare));
+            let (first, a) = {
+                let mut r = ValueReader::with_live(&one, mem, layout, types);
+                let first = locate(&mut r, &one, layout, interp);
+                (first, first.and_then(|d| read_once(&mut r, d)))
+            };
+            let touched = one.touched();
+            let two = BlockCache::with_spare(mem, one.into_spare());
+            two.prefetch(&touched);
+            let mut r = ValueReader::with_live(&two, mem, layout, types);
+            let second = locate(&mut r, &two, layout, interp);
+            let b = second.and_then(|d| read_once(&mut r, d));
+            drop(r);
+            *spare = two.into_spare();
+            match (a, b) {
                 (Some(a), Some(b)) if first == second && a == b => {
                     return Some(a.into_iter().map(|(id, _, n)| (id, n)).collect())
                 }

@@ -681,6 +681,7 @@ impl PythonProcess {
                 &mut self.value_types,
                 interp,
                 &ids,
+                &mut self.spare_blocks,
             );
             for (id, _) in ids {
                 if let Some(n) = map.get(&id) {

@@ -403,12 +403,60 @@ impl<'a> ValueReader<'a> {
                 }
             }
         }
-        let i = keys.iter().position(|&k| self.str_is(k, name))?;
+        let i = match self.find_ascii_key(keys, name) {
+            Some(found) => found?,
+            None => keys.iter().position(|&k| self.str_is(k, name))?,
+        };
         if self.cache.interned.len() < 64 {
             self.cache.interned.insert(name.to_string(), keys[i]);
         }
         self.checked_keys.push(keys[i]);
         Some(i)
+    }
+
+    /// [`Self::find_key`] for an ASCII `name` in one vectored read: every key's header and
+    /// first bytes at once, compared here (a module dict like `sys.modules` has hundreds of
+    /// keys: two reads each one by one). `None` when the batch could not be read (a key
+    /// at the end of a mapping) or `name` is not ASCII: the caller compares one by one.
+    fn find_ascii_key(&mut self, keys: &[u64], name: &str) -> Option<Option<usize>> {
+        let u = &self.layout.unicode;
+        let want = name.as_bytes();
+        if !name.is_ascii() || keys.len() < 4 {
+            return None;
+        }
+        // an ASCII str equal to `name` is compact and ASCII (CPython keeps strs in their
+        // narrowest kind): its text starts at `ascii_data`
+        let span = (u.ascii_data as usize + want.len()).max(u.state as usize + 4);
+        let mut bufs = vec![0u8; span * keys.len()];
+        {
+            let mut reqs: Vec<(u64, &mut [u8])> = keys
+                .iter()
+                .copied()
+                .zip(bufs.chunks_mut(span))
+                .filter(|(k, _)| *k != 0 && k.is_multiple_of(8))
+                .collect();
+            // from the process, a few bytes per key, not through a block cache (a block
+            // per key): a key is an immutable str (a freed and reused one is what the
+            // callers' second read catches)
+            self.live.read_many(&mut reqs).ok()?;
+        }
+        for (i, (&k, head)) in keys.iter().zip(bufs.chunks(span)).enumerate() {
+            if k == 0 || !k.is_multiple_of(8) {
+                continue;
+            }
+            let Ok(shape) = crate::objects::str_shape(self.layout, k, head) else {
+                continue;
+            };
+            let at = shape.data as usize;
+            if shape.ascii
+                && shape.len == want.len() as u64
+                && head.get(at..at + want.len()) == Some(want)
+                && self.type_of(k).ok().and_then(|t| t.builtin) == Some(Builtin::Str)
+            {
+                return Some(Some(i));
+            }
+        }
+        Some(None)
     }
 
     /// Whether the object at `k` is a `str` equal to `name` (its length compared first).

@@ -22,6 +22,7 @@ fn names(mem: &Snapshot, l: &layout::Layout, interp: u64) -> usize {
             &mut TypeCache::default(),
             interp,
             &[(1, 10), (2, 20)],
+            &mut Vec::new(),
         )
         .len();
     assert!(n <= MAX_THREADS);

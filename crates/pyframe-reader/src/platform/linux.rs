@@ -367,8 +367,7 @@ pub fn threads(pid: u32) -> Result<Vec<u64>> {
 }
 
 pub fn thread_name(pid: u32, tid: u64) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
-        .ok()
+    read_short(&format!("/proc/{pid}/task/{tid}/comm"))
         .map(|s| s.trim_end_matches('\n').to_string())
 }
 
@@ -753,11 +752,30 @@ pub fn thread_state(pid: u32, tid: u64, paused: bool) -> super::OsThreadState {
     use super::OsThreadState as S;
     const TRIES: usize = 3;
     let base = format!("/proc/{pid}/task/{tid}");
+    // stat is read before and after the others through one descriptor (pread at 0 reads
+    // the file anew)
+    let stat_file = match std::fs::File::open(format!("{base}/stat")) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return S::Unknown("the thread ended".to_string())
+        }
+        Err(e) => return S::Unknown(format!("{base}/stat: {e}")),
+    };
     let letter = || -> std::result::Result<u8, String> {
-        let stat = std::fs::read(format!("{base}/stat")).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => "the thread ended".to_string(),
-            _ => format!("{base}/stat: {e}"),
-        })?;
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 1024];
+        let n = stat_file
+            .read_at(&mut buf, 0)
+            .map_err(|e| match e.raw_os_error() {
+                // ESRCH: the thread ended after the open
+                Some(libc::ESRCH) => "the thread ended".to_string(),
+                _ => format!("{base}/stat: {e}"),
+            })?;
+        if n == 0 {
+            // a task that ended after the open reads as empty
+            return Err("the thread ended".to_string());
+        }
+        let stat = &buf[..n];
         stat.iter()
             .rposition(|&b| b == b')')
             .and_then(|c| stat.get(c + 2).copied())
@@ -771,10 +789,9 @@ pub fn thread_state(pid: u32, tid: u64, paused: bool) -> super::OsThreadState {
         // "running", "-1 SP PC" (asleep or stopped outside a system call) or
         // "NR ARG1..ARG6 SP PC"; unreadable without ptrace rights (the state letter alone
         // is then all there is)
-        let sys = std::fs::read_to_string(format!("{base}/syscall")).ok();
+        let sys = read_short(&format!("{base}/syscall"));
         let wchan = if state_is_asleep(before) && !paused {
-            std::fs::read_to_string(format!("{base}/wchan"))
-                .ok()
+            read_short(&format!("{base}/wchan"))
                 .map(|w| w.trim().to_string())
                 .filter(|w| !w.is_empty() && w != "0")
         } else {
@@ -843,6 +860,16 @@ pub fn thread_state(pid: u32, tid: u64, paused: bool) -> super::OsThreadState {
         }
     }
     S::Unknown(format!("its state changed during each of {TRIES} reads"))
+}
+
+/// A short `/proc` text file (a thread's `syscall`, `wchan`, `comm`: one line, well under
+/// 512 bytes) in one `read`, without the size probe and the read to EOF of `fs::read`:
+/// a stack read opens several per thread. `None` when it cannot be read or is longer.
+fn read_short(path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut buf = [0u8; 512];
+    let n = std::fs::File::open(path).ok()?.read(&mut buf).ok()?;
+    (n < buf.len()).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 #[derive(Debug, PartialEq, Eq)]
