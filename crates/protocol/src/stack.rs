@@ -210,9 +210,12 @@ pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
     // fast path on bytes: C0 controls and DEL are single bytes, C1 controls (U+0080..U+009F)
     // are 0xC2 0x80..0x9F in UTF-8
     let b = s.as_bytes();
-    let has_control = b.iter().enumerate().any(|(i, &c)| {
-        c < 0x20 || c == 0x7f || (c == 0xc2 && matches!(b.get(i + 1), Some(0x80..=0x9f)))
-    });
+    // a plain scan first (it vectorizes: every frame's names go through here), the pair
+    // check only where a 0xC2 lead byte is
+    let has_control = b.iter().any(|&c| c < 0x20 || c == 0x7f || c == 0xc2)
+        && b.iter().enumerate().any(|(i, &c)| {
+            c < 0x20 || c == 0x7f || (c == 0xc2 && matches!(b.get(i + 1), Some(0x80..=0x9f)))
+        });
     if !has_control {
         return std::borrow::Cow::Borrowed(s);
     }

@@ -219,10 +219,27 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
     const FREE_THREADED_SYMBOL: &str = "_Py_brc_merge_refcounts";
     let mut brc = false;
     let mut static_pass = false;
-    for s in obj.dynamic_symbols() {
-        if let Ok(n) = s.name() {
-            fill(&mut syms, n, s.address());
-            brc |= n == FREE_THREADED_SYMBOL;
+    const WANTED: [&str; 7] = [
+        "_PyRuntime",
+        "Py_Version",
+        "PyCode_Type",
+        "PyFrame_Type",
+        "PyUnicode_Type",
+        "PyBytes_Type",
+        FREE_THREADED_SYMBOL,
+    ];
+    if let Some(found) = lookup_dynamic(&obj, &data, &WANTED) {
+        for (n, addr) in WANTED.iter().zip(found) {
+            let Some(addr) = addr else { continue };
+            fill(&mut syms, n, addr);
+            brc |= *n == FREE_THREADED_SYMBOL;
+        }
+    } else {
+        for s in obj.dynamic_symbols() {
+            if let Ok(n) = s.name() {
+                fill(&mut syms, n, s.address());
+                brc |= n == FREE_THREADED_SYMBOL;
+            }
         }
     }
     if syms.py_runtime.is_none() || syms.code_type.is_none() {
@@ -300,6 +317,55 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
         writable,
         free_threaded,
     }))
+}
+
+/// The addresses of the defined dynamic symbols `names`, looked up in the file's ELF hash
+/// table (`.gnu.hash`, else `.hash`): a lookup each, where a pass over libpython's ~10,000
+/// dynamic symbols cost a quarter of a whole `pystackd stack`. `None` when there is no
+/// hash table to use (the caller walks the symbols).
+fn lookup_dynamic(obj: &object::File, data: &[u8], names: &[&str]) -> Option<Vec<Option<u64>>> {
+    use object::read::elf::Sym as _;
+    let object::File::Elf64(elf) = obj else {
+        return None;
+    };
+    let endian = elf.endian();
+    let sections = elf.elf_section_table();
+    let symbols = elf.elf_dynamic_symbol_table();
+    if symbols.is_empty() {
+        return None;
+    }
+    let versions = sections.versions(endian, data).ok()?.unwrap_or_default();
+    let gnu = sections.gnu_hash(endian, data).ok()?;
+    let sysv = match gnu {
+        Some(_) => None,
+        None => Some(sections.hash(endian, data).ok()??),
+    };
+    Some(
+        names
+            .iter()
+            .map(|n| {
+                let n = n.as_bytes();
+                let found = match (&gnu, &sysv) {
+                    (Some((h, _)), _) => h.find(
+                        endian,
+                        n,
+                        object::elf::gnu_hash(n),
+                        None,
+                        symbols,
+                        &versions,
+                    ),
+                    (None, Some((h, _))) => {
+                        h.find(endian, n, object::elf::hash(n), None, symbols, &versions)
+                    }
+                    (None, None) => None,
+                };
+                found
+                    .filter(|(_, sym)| !sym.is_undefined(endian))
+                    .map(|(_, sym)| sym.st_value(endian).into())
+                    .filter(|&a: &u64| a != 0)
+            })
+            .collect(),
+    )
 }
 
 /// Load bias from the file's PT_LOAD segments and the target's mappings of the file:
