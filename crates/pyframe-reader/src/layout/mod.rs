@@ -511,6 +511,9 @@ pub const OB_SIZE: u64 = 16;
 pub struct ObjectHeader {
     pub ob_type: u64,
     pub ob_size: u64,
+    /// Free-threaded builds: `ob_mutex` (a `PyMutex`, one byte, bit 0 `_Py_LOCKED`), the
+    /// per-object lock a list, dict or set is updated under (`Py_BEGIN_CRITICAL_SECTION`).
+    pub mutex: Option<u64>,
 }
 
 impl ObjectHeader {
@@ -518,13 +521,35 @@ impl ObjectHeader {
     pub const GIL: ObjectHeader = ObjectHeader {
         ob_type: OB_TYPE,
         ob_size: OB_SIZE,
+        mutex: None,
     };
-    /// Free-threaded builds: `ob_tid`, `_padding`, `ob_mutex`, `ob_gc_bits`,
-    /// `ob_ref_local`, `ob_ref_shared`, then `ob_type`.
+    /// Free-threaded builds (3.13t, 3.14t: Include/object.h under `Py_GIL_DISABLED`):
+    /// `uintptr_t ob_tid` (0), `uint16_t _padding` (8), `PyMutex ob_mutex` (10),
+    /// `uint8_t ob_gc_bits` (11), `uint32_t ob_ref_local` (12), `Py_ssize_t ob_ref_shared`
+    /// (16), then `ob_type` (24) and `ob_size` (32).
     pub const FREE_THREADED: ObjectHeader = ObjectHeader {
         ob_type: 24,
         ob_size: 32,
+        mutex: Some(10),
     };
+
+    /// Where a field that the [`obj`] constants (and other GIL-build offsets of a built-in
+    /// object's own fields) place at `gil_offset` is in this build: every field after the
+    /// header is the header's extra length further in (checked against the free-threaded
+    /// build's DWARF in `tests/layout_dwarf.rs`).
+    pub const fn at(self, gil_offset: u64) -> u64 {
+        gil_offset + self.ob_type - OB_TYPE
+    }
+
+    /// Where the words of an object that only its owner changes start: the reference
+    /// counts of a free-threaded header (before `ob_type`) move whenever any thread takes a
+    /// reference, so a re-read compares from `ob_type` on there.
+    pub const fn stable_from(self) -> u64 {
+        match self.mutex {
+            Some(_) => self.ob_type,
+            None => 0,
+        }
+    }
 }
 
 #[cfg(test)]
