@@ -322,14 +322,6 @@ impl PythonProcess {
         held: bool,
         states: bool,
     ) -> Result<ProcessStack> {
-        if opts.locals && self.layout.free_threaded {
-            // values.rs knows the GIL builds' object header only
-            return Err(Error::UnsupportedFeature {
-                what: "--locals",
-                version: format!("{} (free-threaded)", self.version.text),
-                why: "values are read on GIL builds only; read the stacks without --locals",
-            });
-        }
         let _stopped = if opts.pause && !held {
             // attached before: a process that is gone now has exited
             Some(platform::stop(self.pid).map_err(|e| match e {
@@ -471,7 +463,9 @@ impl PythonProcess {
                 last: threadstate::read_gils(&self.mem, &self.layout, &bases),
             };
             threadstate::classify(&self.layout, &mut threads, &extra, os, &gils);
-            if opts.locals {
+            // (free-threaded builds: values.rs marked each value from its containers' own
+            // locks; a GIL, even one turned back on, does not cover their updates)
+            if opts.locals && !self.layout.free_threaded {
                 // a value showing a mutable container's items is marked, or its mark cleared
                 let switches_after = platform::context_switches(self.pid);
                 let mark = threadstate::mid_update(
