@@ -189,10 +189,27 @@ impl PythonProcess {
                 }) {
                 Ok(parsed) => {
                     let (merged, diffs) = debug_offsets::apply(&layout, &parsed);
+                    let cross = debug_offsets::cross_check(&layout, &parsed);
+                    // a table never run (3.14t): refused where the target says otherwise
+                    let wrong = debug_offsets::unconfirmed(&layout, &parsed);
+                    if layout::headers_only(&layout) && !wrong.is_empty() {
+                        return Err(Error::UnsupportedVersion {
+                            version: format!("{}.{}t (a free-threaded build whose _Py_DebugOffsets disagrees with pystackd's table, derived from the {}.{} headers: {})", version.major, version.minor, version.major, version.minor, wrong.join("; ")),
+                        });
+                    }
+                    warnings.extend(cross.iter().map(|d| {
+                        format!("_Py_DebugOffsets of the target differs from the built-in {}.{} table: {d} (the table's is used)", version.major, version.minor)
+                    }));
                     layout = merged;
                     warnings.extend(diffs.into_iter().map(|d| {
                         format!("_Py_DebugOffsets of the target differs from the built-in {}.{} table: {d} (using the target's)", version.major, version.minor)
                     }));
+                }
+                // a table never run (3.14t) is used only as the target confirms it
+                Err(e) if layout::headers_only(&layout) => {
+                    return Err(Error::UnsupportedVersion {
+                        version: format!("{}.{}t (a free-threaded build whose _Py_DebugOffsets could not be read to check pystackd's table against: {e})", version.major, version.minor),
+                    })
                 }
                 Err(e) => warnings.push(format!("ignoring the target's _Py_DebugOffsets: {e}")),
             }
