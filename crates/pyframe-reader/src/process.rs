@@ -481,7 +481,7 @@ impl PythonProcess {
             };
             threadstate::classify(&self.layout, &mut threads, &extra, os, &gils);
             // (free-threaded builds: values.rs marked each value from its containers' own
-            // locks; a GIL, even one turned back on, does not cover their updates)
+            // locks, which every update holds, with the GIL on or off)
             if opts.locals && !self.layout.free_threaded {
                 // a value showing a mutable container's items is marked, or its mark cleared
                 let switches_after = platform::context_switches(self.pid);
