@@ -162,7 +162,9 @@ fn locate(r: &mut ValueReader, mem: &dyn Memory, layout: &Layout, interp: u64) -
         return None;
     }
     let module = r.dict_get_str(modules, "threading").ok()??;
-    let globals = mem.read_u64(module.wrapping_add(layout.object.at(obj::MODULE_DICT))).ok()?;
+    let globals = mem
+        .read_u64(module.wrapping_add(layout.object.at(obj::MODULE_DICT)))
+        .ok()?;
     if !r.is_dict(globals) {
         return None;
     }

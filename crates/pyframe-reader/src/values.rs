@@ -300,7 +300,9 @@ impl<'a> ValueReader<'a> {
         if !t.heap {
             return Ok(None);
         }
-        let tp = self.m().read_u64(obj.wrapping_add(self.layout.object.ob_type))?;
+        let tp = self
+            .m()
+            .read_u64(obj.wrapping_add(self.layout.object.ob_type))?;
         let v = &self.layout.values;
         let end = (self.f(obj::TYPE_DICTOFFSET) + 8).max(v.cached_keys + 8) as usize;
         let head = self.m().read_vec(tp, end, 4096)?;
@@ -439,7 +441,9 @@ impl<'a> ValueReader<'a> {
         if obj == 0 || !obj.is_multiple_of(8) {
             return Err(invalid(format!("bad object pointer {obj:#x}")));
         }
-        let tp = self.m().read_u64(obj.wrapping_add(self.layout.object.ob_type))?;
+        let tp = self
+            .m()
+            .read_u64(obj.wrapping_add(self.layout.object.ob_type))?;
         if let Some(t) = self.cache.statics.get(&tp) {
             return Ok(t.clone());
         }
@@ -576,11 +580,14 @@ impl<'a> ValueReader<'a> {
                 .m()
                 .read_array::<8>(o + self.f(obj::FLOAT_VALUE))
                 .map(|b| out.push_str(&float_repr(f64::from_le_bytes(b), true))),
-            Some(Builtin::Complex) => self.m().read_array::<16>(o + self.f(obj::COMPLEX_REAL)).map(|b| {
-                let re = f64::from_le_bytes(b[..8].try_into().unwrap());
-                let im = f64::from_le_bytes(b[8..].try_into().unwrap());
-                out.push_str(&complex_repr(re, im))
-            }),
+            Some(Builtin::Complex) => self
+                .m()
+                .read_array::<16>(o + self.f(obj::COMPLEX_REAL))
+                .map(|b| {
+                    let re = f64::from_le_bytes(b[..8].try_into().unwrap());
+                    let im = f64::from_le_bytes(b[8..].try_into().unwrap());
+                    out.push_str(&complex_repr(re, im))
+                }),
             Some(Builtin::Str) => self.str_points(o, MAX_CHARS).map(|(cps, len)| {
                 let cut = len > MAX_CHARS as u64;
                 *trunc |= cut;
@@ -602,7 +609,10 @@ impl<'a> ValueReader<'a> {
                 Ok(())
             }
             Some(Builtin::Cell) | None => {
-                let tp = self.m().read_u64(o + self.layout.object.ob_type).unwrap_or(0);
+                let tp = self
+                    .m()
+                    .read_u64(o + self.layout.object.ob_type)
+                    .unwrap_or(0);
                 let name = if t.heap {
                     match self.module_of(tp, &t).as_str() {
                         "" | "builtins" => t.name.clone(),

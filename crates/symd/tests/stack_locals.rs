@@ -187,7 +187,9 @@ fn mutated_dicts_are_never_torn_and_mid_update_lists_are_marked() {
     let mut list = require!(testkit::pythons::distinct_builds());
     // the free-threaded build: the mutator runs in parallel with the reads, and each
     // container is updated under its own lock (docs/consistency.md)
-    list.extend(testkit::pythons::matching(&testkit::Want::any().free_threaded()));
+    list.extend(testkit::pythons::matching(
+        &testkit::Want::any().free_threaded(),
+    ));
     let mut failures = Vec::new();
     let mut summary = Vec::new();
     let mut mixtures = Vec::new();

@@ -156,7 +156,9 @@ fn renames_and_new_threads_show_on_an_attached_reader() {
     use pyframe_reader::names::NAMES_TTL;
     use std::time::{Duration, Instant};
     let mut list = require!(testkit::pythons::distinct_builds());
-    list.extend(testkit::pythons::matching(&testkit::Want::any().free_threaded()));
+    list.extend(testkit::pythons::matching(
+        &testkit::Want::any().free_threaded(),
+    ));
     let mut failures = Vec::new();
     let mut tested = Vec::new();
     for i in &list {

@@ -700,12 +700,24 @@ pub fn cross_check(table: &Layout, parsed: &DebugOffsets) -> Vec<String> {
             "tstate.datastack.chunk",
             table.tstate.datastack.map_or(0, |d| d.chunk),
         ),
-        (FrameLocalsplus, "values.frame_localsplus", v.frame_localsplus),
-        (FrameTlbcIndex, "frame.tlbc.frame_index", tlbc.map_or(0, |t| t.frame_index)),
+        (
+            FrameLocalsplus,
+            "values.frame_localsplus",
+            v.frame_localsplus,
+        ),
+        (
+            FrameTlbcIndex,
+            "frame.tlbc.frame_index",
+            tlbc.map_or(0, |t| t.frame_index),
+        ),
         (CodeArgcount, "values.code.argcount", argcount),
         (CodeLocalsplusnames, "values.code.names", names),
         (CodeLocalspluskinds, "values.code.kinds", kinds),
-        (CodeTlbc, "frame.tlbc.code_array", tlbc.map_or(0, |t| t.code_array)),
+        (
+            CodeTlbc,
+            "frame.tlbc.code_array",
+            tlbc.map_or(0, |t| t.code_array),
+        ),
         (ObjectObType, "object.ob_type", o.ob_type),
         (TypeTpFlags, "obj::TYPE_FLAGS", o.at(obj::TYPE_FLAGS)),
         (TupleObItem, "values.tuple_items", v.tuple_items),
@@ -1090,7 +1102,12 @@ mod tests {
             (UnicodeAsciiSize, 56),
         ];
         for &(slot, v) in values {
-            let at = V3_14.slots.iter().find(|s| s.0 == slot).expect("3.14 slot").1;
+            let at = V3_14
+                .slots
+                .iter()
+                .find(|s| s.0 == slot)
+                .expect("3.14 slot")
+                .1;
             buf[at..at + 8].copy_from_slice(&v.to_le_bytes());
         }
         buf
@@ -1108,7 +1125,10 @@ mod tests {
             (out.runtime.interpreters_head, out.interp.threads_head),
             (808, 7344)
         );
-        assert_eq!(out.interp.gil.map(|g| (g.last_holder, g.locked)), Some((16, 24)));
+        assert_eq!(
+            out.interp.gil.map(|g| (g.last_holder, g.locked)),
+            Some((16, 24))
+        );
         assert!(out.interp.gil.is_some_and(|g| g.switch_number == Some(32)));
         // a GIL build's block is not read as a free-threaded one
         assert!(parse(&plausible(&V3_14), (3, 14), true).is_err());
@@ -1129,7 +1149,10 @@ mod tests {
             b[at..at + 8].copy_from_slice(&u64::to_le_bytes(v));
             let p = parse(&b, (3, 14), true).expect("parses");
             let wrong = unconfirmed(t, &p);
-            assert!(wrong.iter().any(|d| d.starts_with(what)), "{what}: {wrong:?}");
+            assert!(
+                wrong.iter().any(|d| d.starts_with(what)),
+                "{what}: {wrong:?}"
+            );
         }
     }
 
