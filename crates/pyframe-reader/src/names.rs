@@ -85,9 +85,7 @@ impl ThreadNames {
         spare: &mut Vec<Block>,
     ) -> &NameMap {
         let now = Instant::now();
-        // values.rs reads the GIL builds' object header only: a free-threaded build's
-        // threads keep their OS names rather than names read at the wrong offsets
-        if self.bench == BenchMode::Off || layout.free_threaded {
+        if self.bench == BenchMode::Off {
             return &self.empty;
         }
         let fresh = self.bench == BenchMode::Cached
@@ -182,7 +180,9 @@ fn locate(r: &mut ValueReader, mem: &dyn Memory, layout: &Layout, interp: u64) -
         return None;
     }
     let module = r.dict_get_str(modules, "threading").ok()??;
-    let globals = mem.read_u64(module.wrapping_add(obj::MODULE_DICT)).ok()?;
+    let globals = mem
+        .read_u64(module.wrapping_add(layout.object.at(obj::MODULE_DICT)))
+        .ok()?;
     if !r.is_dict(globals) {
         return None;
     }

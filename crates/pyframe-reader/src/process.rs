@@ -189,10 +189,27 @@ impl PythonProcess {
                 }) {
                 Ok(parsed) => {
                     let (merged, diffs) = debug_offsets::apply(&layout, &parsed);
+                    let cross = debug_offsets::cross_check(&layout, &parsed);
+                    // a table never run (3.14t): refused where the target says otherwise
+                    let wrong = debug_offsets::unconfirmed(&layout, &parsed);
+                    if layout::headers_only(&layout) && !wrong.is_empty() {
+                        return Err(Error::UnsupportedVersion {
+                            version: format!("{}.{}t (a free-threaded build whose _Py_DebugOffsets disagrees with pystackd's table, derived from the {}.{} headers: {})", version.major, version.minor, version.major, version.minor, wrong.join("; ")),
+                        });
+                    }
+                    warnings.extend(cross.iter().map(|d| {
+                        format!("_Py_DebugOffsets of the target differs from the built-in {}.{} table: {d} (the table's is used)", version.major, version.minor)
+                    }));
                     layout = merged;
                     warnings.extend(diffs.into_iter().map(|d| {
                         format!("_Py_DebugOffsets of the target differs from the built-in {}.{} table: {d} (using the target's)", version.major, version.minor)
                     }));
+                }
+                // a table never run (3.14t) is used only as the target confirms it
+                Err(e) if layout::headers_only(&layout) => {
+                    return Err(Error::UnsupportedVersion {
+                        version: format!("{}.{}t (a free-threaded build whose _Py_DebugOffsets could not be read to check pystackd's table against: {e})", version.major, version.minor),
+                    })
                 }
                 Err(e) => warnings.push(format!("ignoring the target's _Py_DebugOffsets: {e}")),
             }
@@ -322,14 +339,6 @@ impl PythonProcess {
         held: bool,
         states: bool,
     ) -> Result<ProcessStack> {
-        if opts.locals && self.layout.free_threaded {
-            // values.rs knows the GIL builds' object header only
-            return Err(Error::UnsupportedFeature {
-                what: "--locals",
-                version: format!("{} (free-threaded)", self.version.text),
-                why: "values are read on GIL builds only; read the stacks without --locals",
-            });
-        }
         let _stopped = if opts.pause && !held {
             // attached before: a process that is gone now has exited
             Some(platform::stop(self.pid).map_err(|e| match e {
@@ -471,7 +480,9 @@ impl PythonProcess {
                 last: threadstate::read_gils(&self.mem, &self.layout, &bases),
             };
             threadstate::classify(&self.layout, &mut threads, &extra, os, &gils);
-            if opts.locals {
+            // (free-threaded builds: values.rs marked each value from its containers' own
+            // locks, which every update holds, with the GIL on or off)
+            if opts.locals && !self.layout.free_threaded {
                 // a value showing a mutable container's items is marked, or its mark cleared
                 let switches_after = platform::context_switches(self.pid);
                 let mark = threadstate::mid_update(

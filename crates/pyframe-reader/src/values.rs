@@ -16,7 +16,6 @@ use crate::error::MemoryError;
 use crate::layout::{
     obj, CodeLocalsLayout, DictLayout, InstanceDict, Layout, LongLayout, SplitValues,
 };
-use crate::layout::{OB_SIZE, OB_TYPE};
 use crate::memory::{u64_at, u8_at, MemResult, Memory, MemoryExt};
 
 /// Containers nested deeper than this show as `[…]`.
@@ -34,6 +33,8 @@ const MAX_SLOTS: u64 = 4096;
 /// Dict/set entries scanned at most for the shown items (deleted entries are skipped).
 const MAX_SCAN: u64 = 4096;
 pub const CHANGED: &str = "<changed while read>";
+/// `mid_update` of a free-threaded build's value read while a container's lock was held.
+pub const LOCK_HELD: &str = "read while a thread held its lock";
 
 use crate::layout::obj::{
     CO_FAST_CELL, CO_FAST_FREE, CO_FAST_HIDDEN, CO_VARARGS, CO_VARKEYWORDS, HEAPTYPE,
@@ -47,6 +48,9 @@ pub struct Repr {
     pub truncated: bool,
     /// The text shows a mutable container's items (a `list`, `dict` or `set`, at any depth).
     pub mutable: bool,
+    /// Free-threaded builds: such a container was read while its own lock was held (a
+    /// thread was updating it: the value may be half updated).
+    pub locked: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +120,8 @@ pub struct ValueReader<'a> {
     checked_keys: Vec<u64>,
     /// The value being rendered showed a mutable container's items (see [`Repr::mutable`]).
     mutable: bool,
+    /// ... one read while its lock was held (see [`Repr::locked`]).
+    locked: bool,
 }
 
 fn invalid(msg: String) -> MemoryError {
@@ -146,7 +152,13 @@ impl<'a> ValueReader<'a> {
             bad_item: false,
             checked_keys: Vec::new(),
             mutable: false,
+            locked: false,
         }
+    }
+
+    /// Where a built-in object's field at `gil_offset` in a GIL build is in this one.
+    fn f(&self, gil_offset: u64) -> u64 {
+        self.layout.object.at(gil_offset)
     }
 
     fn m(&self) -> &'a dyn Memory {
@@ -190,16 +202,19 @@ impl<'a> ValueReader<'a> {
                     text: format!("<unreadable object at {obj:#x}>"),
                     truncated: false,
                     mutable: false,
+                    locked: false,
                 }
             }
         };
         self.mutable = false;
+        self.locked = false;
         self.render(obj, 0, &mut out, &mut truncated);
         Repr {
             type_name,
             text: out,
             truncated,
             mutable: self.mutable,
+            locked: self.locked,
         }
     }
 
@@ -285,13 +300,15 @@ impl<'a> ValueReader<'a> {
         if !t.heap {
             return Ok(None);
         }
-        let tp = self.m().read_u64(obj.wrapping_add(OB_TYPE))?;
+        let tp = self
+            .m()
+            .read_u64(obj.wrapping_add(self.layout.object.ob_type))?;
         let v = &self.layout.values;
-        let end = (obj::TYPE_DICTOFFSET + 8).max(v.cached_keys + 8) as usize;
+        let end = (self.f(obj::TYPE_DICTOFFSET) + 8).max(v.cached_keys + 8) as usize;
         let head = self.m().read_vec(tp, end, 4096)?;
-        let flags = u64_at(&head, obj::TYPE_FLAGS as usize);
-        let basicsize = u64_at(&head, obj::TYPE_BASICSIZE as usize);
-        let dictoffset = u64_at(&head, obj::TYPE_DICTOFFSET as usize) as i64;
+        let flags = u64_at(&head, self.f(obj::TYPE_FLAGS) as usize);
+        let basicsize = u64_at(&head, self.f(obj::TYPE_BASICSIZE) as usize);
+        let dictoffset = u64_at(&head, self.f(obj::TYPE_DICTOFFSET) as usize) as i64;
         let keys = u64_at(&head, v.cached_keys as usize);
         let at = |off: i64| obj.wrapping_add_signed(off);
         let dict = match v.instance_dict {
@@ -472,7 +489,9 @@ impl<'a> ValueReader<'a> {
         if obj == 0 || !obj.is_multiple_of(8) {
             return Err(invalid(format!("bad object pointer {obj:#x}")));
         }
-        let tp = self.m().read_u64(obj.wrapping_add(OB_TYPE))?;
+        let tp = self
+            .m()
+            .read_u64(obj.wrapping_add(self.layout.object.ob_type))?;
         if let Some(t) = self.cache.statics.get(&tp) {
             return Ok(t.clone());
         }
@@ -482,10 +501,11 @@ impl<'a> ValueReader<'a> {
         if tp == 0 || !tp.is_multiple_of(8) {
             return Err(invalid(format!("bad type pointer {tp:#x}")));
         }
-        let mut head = [0u8; (obj::TYPE_DICT + 8) as usize];
-        self.m().read(tp, &mut head)?;
+        let head = self
+            .m()
+            .read_vec(tp, (self.f(obj::TYPE_DICT) + 8) as usize, 512)?;
         let name = self.cstr(u64_at(&head, self.layout.type_tp_name as usize), 200)?;
-        let flags = u64_at(&head, obj::TYPE_FLAGS as usize);
+        let flags = u64_at(&head, self.f(obj::TYPE_FLAGS) as usize);
         let heap = flags & HEAPTYPE != 0;
         let builtin = if heap {
             None
@@ -529,7 +549,7 @@ impl<'a> ValueReader<'a> {
             name,
             builtin,
             heap,
-            dict: u64_at(&head, obj::TYPE_DICT as usize),
+            dict: u64_at(&head, self.f(obj::TYPE_DICT) as usize),
         };
         if heap {
             if self.heap.len() < 4096 {
@@ -606,13 +626,16 @@ impl<'a> ValueReader<'a> {
             Some(Builtin::Int) => self.int(o, out, trunc),
             Some(Builtin::Float) => self
                 .m()
-                .read_array::<8>(o + obj::FLOAT_VALUE)
+                .read_array::<8>(o + self.f(obj::FLOAT_VALUE))
                 .map(|b| out.push_str(&float_repr(f64::from_le_bytes(b), true))),
-            Some(Builtin::Complex) => self.m().read_array::<16>(o + obj::COMPLEX_REAL).map(|b| {
-                let re = f64::from_le_bytes(b[..8].try_into().unwrap());
-                let im = f64::from_le_bytes(b[8..].try_into().unwrap());
-                out.push_str(&complex_repr(re, im))
-            }),
+            Some(Builtin::Complex) => self
+                .m()
+                .read_array::<16>(o + self.f(obj::COMPLEX_REAL))
+                .map(|b| {
+                    let re = f64::from_le_bytes(b[..8].try_into().unwrap());
+                    let im = f64::from_le_bytes(b[8..].try_into().unwrap());
+                    out.push_str(&complex_repr(re, im))
+                }),
             Some(Builtin::Str) => self.str_points(o, MAX_CHARS).map(|(cps, len)| {
                 let cut = len > MAX_CHARS as u64;
                 *trunc |= cut;
@@ -634,7 +657,10 @@ impl<'a> ValueReader<'a> {
                 Ok(())
             }
             Some(Builtin::Cell) | None => {
-                let tp = self.m().read_u64(o + OB_TYPE).unwrap_or(0);
+                let tp = self
+                    .m()
+                    .read_u64(o + self.layout.object.ob_type)
+                    .unwrap_or(0);
                 let name = if t.heap {
                     match self.module_of(tp, &t).as_str() {
                         "" | "builtins" => t.name.clone(),
@@ -672,7 +698,7 @@ impl<'a> ValueReader<'a> {
     fn int_head(&self, o: u64) -> MemResult<(bool, u64, u64)> {
         Ok(match self.layout.values.long {
             LongLayout::SignedSize { digits } => {
-                let size = self.m().read_u64(o + OB_SIZE)? as i64;
+                let size = self.m().read_u64(o + self.layout.object.ob_size)? as i64;
                 (size < 0, size.unsigned_abs(), o + digits)
             }
             LongLayout::Tagged { tag, digits } => {
@@ -732,7 +758,7 @@ impl<'a> ValueReader<'a> {
     }
 
     fn bytes_prefix(&self, o: u64) -> MemResult<(Vec<u8>, u64)> {
-        let len = self.m().read_u64(o + OB_SIZE)?;
+        let len = self.m().read_u64(o + self.layout.object.ob_size)?;
         if len > 1 << 40 {
             return Err(invalid(format!("bytes at {o:#x} too long")));
         }
@@ -780,6 +806,7 @@ impl<'a> ValueReader<'a> {
             let (n, ref items) = before.items;
             if n == 0 {
                 if self.live(|r| r.snapshot(o, b)).ok().as_ref() == Some(&before) {
+                    self.locked |= mutable && self.held(&before.words);
                     self.fresh = was_fresh;
                     out.push_str(match b {
                         Builtin::Tuple => "()",
@@ -811,6 +838,15 @@ impl<'a> ValueReader<'a> {
             let (s2, _) = self.live(|r| r.items_text(o, b, n, items, depth, open, close));
             if s1 != s2 || self.live(|r| r.snapshot(o, b)).ok().as_ref() != Some(&before) {
                 continue;
+            }
+            // free-threaded: its lock held at every read (equal snapshots) is a thread in
+            // the middle of updating it; it soon lets go, else the value is marked
+            if mutable && self.held(&before.words) {
+                if attempt + 1 < ATTEMPTS {
+                    std::thread::yield_now();
+                    continue;
+                }
+                self.locked = true;
             }
             self.fresh = was_fresh;
             out.push_str(&s1);
@@ -856,19 +892,44 @@ impl<'a> ValueReader<'a> {
         (s, t)
     }
 
+    /// The first words of the object at `o`, as many as a GIL build's `gil_len` cover.
+    /// A free-threaded header's thread id and reference counts (which any thread moves by
+    /// taking a reference) read as 0, its `ob_mutex` as its `_Py_LOCKED` bit alone: what
+    /// a re-read compares is the container's own state and whether its lock was held.
+    fn head(&self, o: u64, gil_len: u64) -> MemResult<Vec<u8>> {
+        let h = self.layout.object;
+        let mut head = self.m().read_vec(o, self.f(gil_len) as usize, 128)?;
+        if let Some(m) = h.mutex {
+            let bit = head[m as usize] & 1;
+            head[..h.stable_from() as usize].fill(0);
+            head[m as usize] = bit;
+        }
+        Ok(head)
+    }
+
+    /// Whether a [`ValueReader::head`] shows the object's lock held (free-threaded builds:
+    /// a thread inside a critical section on it, which every update of a list, dict or
+    /// set runs in).
+    fn held(&self, head: &[u8]) -> bool {
+        self.layout
+            .object
+            .mutex
+            .is_some_and(|m| head.get(m as usize).is_some_and(|b| b & 1 != 0))
+    }
+
     /// What a container holds now: its length and the first items (dict: key, value),
     /// plus the raw words compared by the re-read.
     fn snapshot(&mut self, o: u64, b: Builtin) -> MemResult<Snap> {
         match b {
             Builtin::Tuple | Builtin::List => {
-                let head = self.m().read_array::<40>(o)?;
-                let n = u64_at(&head, OB_SIZE as usize);
+                let head = self.head(o, 40)?;
+                let n = u64_at(&head, self.layout.object.ob_size as usize);
                 if n > 1 << 40 {
                     return Err(invalid(format!("sequence at {o:#x} too long")));
                 }
                 let shown = (n as usize).min(MAX_ITEMS);
                 let items_at = if b == Builtin::List {
-                    u64_at(&head, obj::LIST_ITEMS as usize)
+                    u64_at(&head, self.f(obj::LIST_ITEMS) as usize)
                 } else {
                     o + self.layout.values.tuple_items
                 };
@@ -876,26 +937,26 @@ impl<'a> ValueReader<'a> {
                 let items = raw.chunks_exact(8).map(|c| (u64_at(c, 0), 0)).collect();
                 Ok(Snap {
                     items: (n as usize, items),
-                    words: head.to_vec(),
+                    words: head,
                 })
             }
             Builtin::Dict => {
                 let (words, items) = self.dict_items(o, MAX_ITEMS)?;
-                let n = u64_at(&words, obj::DICT_USED as usize) as usize;
+                let n = u64_at(&words, self.f(obj::DICT_USED) as usize) as usize;
                 Ok(Snap {
                     items: (n, items),
                     words,
                 })
             }
             _ => {
-                let head = self.m().read_array::<48>(o)?;
-                let used = u64_at(&head, obj::SET_USED as usize);
-                let mask = u64_at(&head, obj::SET_MASK as usize);
-                let table = u64_at(&head, obj::SET_TABLE as usize);
+                let head = self.head(o, 48)?;
+                let used = u64_at(&head, self.f(obj::SET_USED) as usize);
+                let mask = u64_at(&head, self.f(obj::SET_MASK) as usize);
+                let table = u64_at(&head, self.f(obj::SET_TABLE) as usize);
                 if mask > 1 << 32 || used > mask + 1 {
                     return Err(invalid(format!("set at {o:#x} has mask {mask}")));
                 }
-                let mut words = head.to_vec();
+                let mut words = head;
                 let mut items = Vec::new();
                 let mut i = 0;
                 while i <= mask && i < MAX_SCAN && items.len() < MAX_ITEMS {
@@ -926,11 +987,11 @@ impl<'a> ValueReader<'a> {
 
     /// The dict's head words and its first `max` (key, value) pairs in iteration order.
     fn dict_items(&mut self, d: u64, max: usize) -> MemResult<DictRead> {
-        let head = self.m().read_array::<48>(d)?;
-        let used = u64_at(&head, obj::DICT_USED as usize);
-        let keys = u64_at(&head, obj::DICT_KEYS as usize);
-        let values = u64_at(&head, obj::DICT_VALUES as usize);
-        let mut words = head.to_vec();
+        let head = self.head(d, 48)?;
+        let used = u64_at(&head, self.f(obj::DICT_USED) as usize);
+        let keys = u64_at(&head, self.f(obj::DICT_KEYS) as usize);
+        let values = u64_at(&head, self.f(obj::DICT_VALUES) as usize);
+        let mut words = head;
         let mut items = Vec::new();
         if used > 1 << 40 {
             return Err(invalid(format!("dict at {d:#x} claims {used} items")));
@@ -1088,7 +1149,7 @@ impl<'a> ValueReader<'a> {
     /// Names and kinds of a code object's fast locals.
     pub fn local_names(&mut self, code: u64) -> MemResult<Vec<(String, LocalKind)>> {
         let strs = |r: &mut Self, tuple: u64| -> MemResult<Vec<String>> {
-            let n = r.m().read_u64(tuple + OB_SIZE)?;
+            let n = r.m().read_u64(tuple + r.layout.object.ob_size)?;
             if n > MAX_SLOTS {
                 return Err(invalid(format!("names tuple at {tuple:#x} of {n}")));
             }
@@ -1151,7 +1212,7 @@ impl<'a> ValueReader<'a> {
                 );
                 let n = strs(self, self.m().read_u64(code + names)?)?;
                 let kb = self.m().read_u64(code + kinds)?;
-                let len = self.m().read_u64(kb + OB_SIZE)?;
+                let len = self.m().read_u64(kb + self.layout.object.ob_size)?;
                 if len != n.len() as u64 {
                     return Err(invalid(format!(
                         "code {code:#x}: {len} kinds for {} names",
@@ -1350,7 +1411,7 @@ impl<'a> ValueReader<'a> {
                 // a cell or free variable's slot holds its cell (an argument's slot on
                 // 3.11+ too once the function made its cell)
                 if self.type_of(v).ok().and_then(|t| t.builtin) == Some(Builtin::Cell) {
-                    v = self.m().read_u64(v + obj::CELL_REF).unwrap_or(0);
+                    v = self.m().read_u64(v + self.f(obj::CELL_REF)).unwrap_or(0);
                 }
             }
             if v == 0 {
@@ -1363,9 +1424,18 @@ impl<'a> ValueReader<'a> {
                 type_name: r.type_name,
                 repr: r.text,
                 truncated: r.truncated,
-                // a placeholder: the caller knows who held the GIL during the read
-                // and fills this in, or clears it
-                mid_update: r.mutable.then(MidUpdate::default),
+                // GIL builds: a placeholder, the caller knows who held the GIL during
+                // the read and fills this in, or clears it. Free-threaded builds update a
+                // list, dict or set under its own lock: marked where that was held
+                // (docs/consistency.md, "Values on a free-threaded build")
+                mid_update: if self.layout.object.mutex.is_some() {
+                    r.locked.then(|| MidUpdate {
+                        thread: None,
+                        reason: LOCK_HELD.into(),
+                    })
+                } else {
+                    r.mutable.then(MidUpdate::default)
+                },
             });
         }
         out

@@ -437,6 +437,25 @@ impl<'a> Walker<'a> {
     }
 
     /// Data-stack words a frame of the code object at `code` takes, if the layout says.
+    /// 3.14t: where copy `index` of the code at `code` starts (copy 0 is
+    /// `co_code_adaptive`; the others are `co_tlbc->entries[index]`).
+    fn tlbc_start(&self, code: u64, index: i32, array: u64, adaptive: u64) -> MemResult<u64> {
+        if index == 0 {
+            return Ok(code.wrapping_add(adaptive));
+        }
+        let arr = self.mem.read_u64(code.wrapping_add(array))?;
+        let size = if arr == 0 { 0 } else { self.mem.read_u64(arr)? };
+        if index < 0 || index as u64 >= size.min(1 << 16) {
+            return Err(invalid(format!(
+                "code {code:#x}: bytecode copy {index} of {size}"
+            )));
+        }
+        self.mem.read_u64(
+            arr.wrapping_add(crate::layout::CODE_ARRAY_ENTRIES)
+                .wrapping_add(index as u64 * 8),
+        )
+    }
+
     fn code_frame_words(&mut self, code: u64) -> MemResult<Option<u64>> {
         let Some(fw) = self.layout.code.frame_words else {
             return Ok(None);
@@ -607,7 +626,17 @@ impl<'a> Walker<'a> {
                 .codes
                 .get(self.mem, self.layout, self.types, code_addr)?;
             let instr = u64_at(&buf, fl.instr as usize);
-            let start = code_addr.wrapping_add(code_adaptive);
+            let start = match fl.tlbc {
+                // 3.14t: the thread's own copy of the bytecode (layout::ThreadLocalBytecode)
+                Some(t) => {
+                    let index = crate::memory::i32_at(&buf, t.frame_index as usize);
+                    if let Some(w) = self.witnesses.last_mut() {
+                        *w = w.field(t.frame_index, 4, u64::from(index as u32));
+                    }
+                    self.tlbc_start(code_addr, index, t.code_array, code_adaptive)?
+                }
+                None => code_addr.wrapping_add(code_adaptive),
+            };
             let units = (instr as i64).wrapping_sub(start as i64) / 2;
             if let Some(n) = code.code_units {
                 if units > n as i64 || units < -1 {

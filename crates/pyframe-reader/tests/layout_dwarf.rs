@@ -510,6 +510,11 @@ fn check_layout(c: &mut Checker, t: &Layout) {
     c.offset("bytes.data", t.bytes.data, BYTES, "ob_sval");
     c.offset("object.ob_size", t.object.ob_size, VAROBJ, "ob_size");
     c.offset("object.ob_type", t.object.ob_type, "PyObject", "ob_type");
+    // the per-object lock `--locals` reads on a free-threaded build (none with a GIL)
+    match t.object.mutex {
+        Some(m) => c.offset("object.mutex", m, "PyObject", "ob_mutex"),
+        None => c.absent("object.mutex", "PyObject", "ob_mutex"),
+    }
     if !t.free_threaded {
         c.offset("OB_SIZE", layout::OB_SIZE, VAROBJ, "ob_size");
         c.offset("OB_TYPE", layout::OB_TYPE, "PyObject", "ob_type");

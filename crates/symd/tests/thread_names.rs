@@ -2,7 +2,8 @@
 //! `threading.Thread(name=...)`, a name set after start), and the OS's name for a thread
 //! `threading` does not know (`_thread.start_new_thread`), with `os_name` always the OS's.
 //! Ground truth: `tests/targets/names_target.py`'s own view of its threads, on every
-//! interpreter `tests/pythons/list` offers, read directly, through the daemon and as text.
+//! interpreter `tests/pythons/list` offers (the free-threaded build included), read directly,
+//! through the daemon and as text.
 
 use std::process::Command;
 
@@ -120,7 +121,8 @@ fn check(i: &Interpreter, daemon: &Daemon) -> Result<usize, String> {
 
 #[test]
 fn threading_names_equal_the_targets_own() {
-    let list = require!(testkit::pythons::all());
+    // the free-threaded build too: its objects' fields sit behind a longer header
+    let list = require!(testkit::pythons::all_with_free_threaded());
     let daemon = Daemon::start(None);
     let mut tested = Vec::new();
     let mut failures = Vec::new();
@@ -153,7 +155,10 @@ fn threading_names_equal_the_targets_own() {
 fn renames_and_new_threads_show_on_an_attached_reader() {
     use pyframe_reader::names::NAMES_TTL;
     use std::time::{Duration, Instant};
-    let list = require!(testkit::pythons::distinct_builds());
+    let mut list = require!(testkit::pythons::distinct_builds());
+    list.extend(testkit::pythons::matching(
+        &testkit::Want::any().free_threaded(),
+    ));
     let mut failures = Vec::new();
     let mut tested = Vec::new();
     for i in &list {

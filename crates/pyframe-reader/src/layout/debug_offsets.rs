@@ -89,9 +89,44 @@ pub enum Slot {
     UnicodeAsciiSize,
     /// `sizeof(PyCompactUnicodeObject)`, 3.15+.
     UnicodeCompactSize,
+    // The rest (3.14's format) are not read into the layout by [`apply`]: [`cross_check`]
+    // compares them with the table, whose values for them come from the headers.
+    /// `offsetof(struct _gil_runtime_state, enabled)` (0: the first member, or no member).
+    InterpGilEnabled,
+    TstateDatastackChunk,
+    FrameLocalsplus,
+    /// `_PyInterpreterFrame.tlbc_index`, 0 on a GIL build (no such member).
+    FrameTlbcIndex,
+    CodeArgcount,
+    CodeLocalsplusnames,
+    CodeLocalspluskinds,
+    /// `PyCodeObject.co_tlbc`, 0 on a GIL build (no such member).
+    CodeTlbc,
+    ObjectSize,
+    ObjectObType,
+    TypeTpFlags,
+    TupleSize,
+    TupleObItem,
+    ListSize,
+    ListObItem,
+    SetSize,
+    SetUsed,
+    SetTable,
+    SetMask,
+    DictSize,
+    DictMaKeys,
+    DictMaValues,
+    FloatSize,
+    FloatObFval,
+    LongSize,
+    LongLvTag,
+    LongObDigit,
 }
 
-const SLOT_COUNT: usize = Slot::UnicodeCompactSize as usize + 1;
+const SLOT_COUNT: usize = Slot::LongObDigit as usize + 1;
+/// The slots only 3.14's format lists here ([`cross_check`]).
+#[cfg(test)]
+const CROSS_SLOTS: usize = Slot::LongObDigit as usize - Slot::InterpGilEnabled as usize + 1;
 
 impl Slot {
     /// The member's path in `struct _Py_DebugOffsets` (as gdb's `ptype /o` names it).
@@ -137,6 +172,33 @@ impl Slot {
             UnicodeLength => "unicode_object.length",
             UnicodeAsciiSize => "unicode_object.asciiobject_size",
             UnicodeCompactSize => "unicode_object.compactunicodeobject_size",
+            InterpGilEnabled => "interpreter_state.gil_runtime_state_enabled",
+            TstateDatastackChunk => "thread_state.datastack_chunk",
+            FrameLocalsplus => "interpreter_frame.localsplus",
+            FrameTlbcIndex => "interpreter_frame.tlbc_index",
+            CodeArgcount => "code_object.argcount",
+            CodeLocalsplusnames => "code_object.localsplusnames",
+            CodeLocalspluskinds => "code_object.localspluskinds",
+            CodeTlbc => "code_object.co_tlbc",
+            ObjectSize => "pyobject.size",
+            ObjectObType => "pyobject.ob_type",
+            TypeTpFlags => "type_object.tp_flags",
+            TupleSize => "tuple_object.size",
+            TupleObItem => "tuple_object.ob_item",
+            ListSize => "list_object.size",
+            ListObItem => "list_object.ob_item",
+            SetSize => "set_object.size",
+            SetUsed => "set_object.used",
+            SetTable => "set_object.table",
+            SetMask => "set_object.mask",
+            DictSize => "dict_object.size",
+            DictMaKeys => "dict_object.ma_keys",
+            DictMaValues => "dict_object.ma_values",
+            FloatSize => "float_object.size",
+            FloatObFval => "float_object.ob_fval",
+            LongSize => "long_object.size",
+            LongLvTag => "long_object.lv_tag",
+            LongObDigit => "long_object.ob_digit",
         }
     }
 
@@ -146,7 +208,20 @@ impl Slot {
         use Slot::*;
         match self {
             RuntimeSize | InterpSize | TstateSize | FrameSize | CodeSize | TypeSize | BytesSize
-            | UnicodeSize => None,
+            | UnicodeSize | ObjectSize | TupleSize | ListSize | SetSize | DictSize | FloatSize
+            | LongSize => None,
+            InterpGilEnabled => Some(InterpSize),
+            TstateDatastackChunk => Some(TstateSize),
+            FrameLocalsplus | FrameTlbcIndex => Some(FrameSize),
+            CodeArgcount | CodeLocalsplusnames | CodeLocalspluskinds | CodeTlbc => Some(CodeSize),
+            ObjectObType => Some(ObjectSize),
+            TypeTpFlags => Some(TypeSize),
+            TupleObItem => Some(TupleSize),
+            ListObItem => Some(ListSize),
+            SetUsed | SetTable | SetMask => Some(SetSize),
+            DictMaKeys | DictMaValues => Some(DictSize),
+            FloatObFval => Some(FloatSize),
+            LongLvTag | LongObDigit => Some(LongSize),
             RuntimeInterpretersHead => Some(RuntimeSize),
             InterpId
             | InterpNext
@@ -275,6 +350,44 @@ const V3_14: Format = Format {
         (UnicodeState, 624),
         (UnicodeLength, 632),
         (UnicodeAsciiSize, 640),
+        // the rest of 3.14's sections, in its struct's order: interpreter_state (..., sysdict
+        // 104, builtins 112, ceval_gil, gil_runtime_state, gil_runtime_state_enabled, ...),
+        // thread_state (..., native_thread_id, datastack_chunk, status),
+        // interpreter_frame {size, previous, executable, instr_ptr, localsplus, owner,
+        // stackpointer, tlbc_index}, code_object {size, filename, name, qualname,
+        // linetable, firstlineno, argcount, localsplusnames, localspluskinds,
+        // co_code_adaptive, co_tlbc}, pyobject {size, ob_type}, type_object {size,
+        // tp_name, tp_repr, tp_flags}, tuple_object, list_object {size, ob_item, ob_size},
+        // set_object {size, used, table, mask}, dict_object {size, ma_keys, ma_values},
+        // float_object {size, ob_fval}, long_object {size, lv_tag, ob_digit}, then
+        // bytes_object at 592 (checked against 3.14's DWARF in tests/layout_dwarf.rs)
+        (InterpGilEnabled, 136),
+        (TstateDatastackChunk, 232),
+        (FrameLocalsplus, 280),
+        (FrameTlbcIndex, 304),
+        (CodeArgcount, 360),
+        (CodeLocalsplusnames, 368),
+        (CodeLocalspluskinds, 376),
+        (CodeTlbc, 392),
+        (ObjectSize, 400),
+        (ObjectObType, 408),
+        (TypeTpFlags, 440),
+        (TupleSize, 448),
+        (TupleObItem, 456),
+        (ListSize, 472),
+        (ListObItem, 480),
+        (SetSize, 496),
+        (SetUsed, 504),
+        (SetTable, 512),
+        (SetMask, 520),
+        (DictSize, 528),
+        (DictMaKeys, 536),
+        (DictMaValues, 544),
+        (FloatSize, 552),
+        (FloatObFval, 560),
+        (LongSize, 568),
+        (LongLvTag, 576),
+        (LongObDigit, 584),
     ],
 };
 
@@ -554,6 +667,95 @@ pub fn apply(table: &Layout, parsed: &DebugOffsets) -> (Layout, Vec<String>) {
     (out, d)
 }
 
+/// The fields of `table` that the target's offsets state but [`apply`] does not take over
+/// (the object header and built-in objects `--locals` reads, the frame's fast locals and
+/// bytecode copy, the data stack): each one where they differ
+/// (`"object.ob_type: table 24, target 8"`). Only slots the target's format has.
+pub fn cross_check(table: &Layout, parsed: &DebugOffsets) -> Vec<String> {
+    use super::{obj, CodeLocalsLayout, LongLayout};
+    let o = table.object;
+    let v = &table.values;
+    let (argcount, names, kinds) = match v.code {
+        CodeLocalsLayout::Kinds {
+            argcount,
+            names,
+            kinds,
+            ..
+        } => (argcount, names, kinds),
+        CodeLocalsLayout::Varnames { argcount, .. } => (argcount, 0, 0),
+    };
+    let (tag, digits) = match v.long {
+        LongLayout::Tagged { tag, digits } => (tag, digits),
+        LongLayout::SignedSize { digits } => (o.ob_size, digits),
+    };
+    let tlbc = match table.frame {
+        FrameLayout::Interpreter(f) => f.tlbc,
+        FrameLayout::Object(_) => None,
+    };
+    let gil_enabled = table.gil_fields.enabled.unwrap_or(0);
+    let want: [(Slot, &str, u64); 21] = [
+        (InterpGilEnabled, "gil_fields.enabled", gil_enabled),
+        (
+            TstateDatastackChunk,
+            "tstate.datastack.chunk",
+            table.tstate.datastack.map_or(0, |d| d.chunk),
+        ),
+        (
+            FrameLocalsplus,
+            "values.frame_localsplus",
+            v.frame_localsplus,
+        ),
+        (
+            FrameTlbcIndex,
+            "frame.tlbc.frame_index",
+            tlbc.map_or(0, |t| t.frame_index),
+        ),
+        (CodeArgcount, "values.code.argcount", argcount),
+        (CodeLocalsplusnames, "values.code.names", names),
+        (CodeLocalspluskinds, "values.code.kinds", kinds),
+        (
+            CodeTlbc,
+            "frame.tlbc.code_array",
+            tlbc.map_or(0, |t| t.code_array),
+        ),
+        (ObjectObType, "object.ob_type", o.ob_type),
+        (TypeTpFlags, "obj::TYPE_FLAGS", o.at(obj::TYPE_FLAGS)),
+        (TupleObItem, "values.tuple_items", v.tuple_items),
+        (ListObItem, "obj::LIST_ITEMS", o.at(obj::LIST_ITEMS)),
+        (SetUsed, "obj::SET_USED", o.at(obj::SET_USED)),
+        (SetTable, "obj::SET_TABLE", o.at(obj::SET_TABLE)),
+        (SetMask, "obj::SET_MASK", o.at(obj::SET_MASK)),
+        (DictMaKeys, "obj::DICT_KEYS", o.at(obj::DICT_KEYS)),
+        (DictMaValues, "obj::DICT_VALUES", o.at(obj::DICT_VALUES)),
+        (FloatObFval, "obj::FLOAT_VALUE", o.at(obj::FLOAT_VALUE)),
+        (LongLvTag, "values.long.tag", tag),
+        (LongObDigit, "values.long.digits", digits),
+        (ListSize, "sizeof(PyListObject)", o.at(obj::LIST_ITEMS) + 16),
+    ];
+    want.iter()
+        .filter_map(|&(slot, name, t)| {
+            let got = parsed.get(slot)?;
+            (got != t).then(|| format!("{name}: table {t}, target {got}"))
+        })
+        .collect()
+}
+
+/// For a table derived from headers only ([`super::headers_only`]): every value the
+/// target states that differs from the table, outside the fields such a table takes from
+/// the target ([`super::FROM_TARGET`]). Not empty: the table is not this build's.
+pub fn unconfirmed(table: &Layout, parsed: &DebugOffsets) -> Vec<String> {
+    let (_, diffs) = apply(table, parsed);
+    diffs
+        .into_iter()
+        .filter(|d| {
+            !super::FROM_TARGET
+                .iter()
+                .any(|f| d.strip_prefix(f).is_some_and(|r| r.starts_with(':')))
+        })
+        .chain(cross_check(table, parsed))
+        .collect()
+}
+
 /// Overrides one field from its slot, noting a difference.
 fn set(diffs: &mut Vec<String>, name: &str, field: &mut u64, value: Option<u64>) {
     if let Some(v) = value {
@@ -597,7 +799,7 @@ fn apply_gil(d: &mut Vec<String>, out: &mut Layout, parsed: &DebugOffsets) {
                 Some(target.last_holder),
             );
             set(d, "interp.gil.locked", &mut gil.locked, Some(target.locked));
-            if d.iter().any(|x| x.starts_with("interp.gil")) {
+            if d.iter().any(|x| gil_struct_differs(x)) {
                 gil.switch_number = None;
             }
         }
@@ -607,10 +809,16 @@ fn apply_gil(d: &mut Vec<String>, out: &mut Layout, parsed: &DebugOffsets) {
         }
     }
     // the rest of the table's GIL struct is not trusted where the target's disagrees
-    if d.iter().any(|x| x.starts_with("interp.gil")) {
+    if d.iter().any(|x| gil_struct_differs(x)) {
         out.gil_fields.waits = None;
         out.gil_fields.locked = target.locked;
     }
+}
+
+/// A difference inside `struct _gil_runtime_state` (where the interpreter keeps its
+/// pointer to it says nothing of the struct's own layout).
+fn gil_struct_differs(diff: &str) -> bool {
+    diff.starts_with("interp.gil") && !diff.starts_with("interp.gil.pointer")
 }
 
 /// A `u64` field of the layout a slot overrides: one line per field, where a new field
@@ -702,7 +910,9 @@ mod tests {
             }
             // Every slot but the 3.15-only compact size and the 3.14+ sys.modules is present.
             let n = f.slots.len();
-            let absent = usize::from(f.version < (3, 15)) + usize::from(f.version < (3, 14));
+            let absent = usize::from(f.version < (3, 15))
+                + usize::from(f.version < (3, 14))
+                + if f.version == (3, 14) { 0 } else { CROSS_SLOTS };
             assert!(n == SLOT_COUNT - absent, "{:?}: {n} slots", f.version);
             let buf = plausible(f);
             parse(&buf, f.version, false).expect("plausible buffer parses");
@@ -809,6 +1019,140 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// What a 3.14t build's `_Py_DebugOffsets` states, from the 3.14 headers under
+    /// `Py_GIL_DISABLED` (the derivations are in `v3_14t.rs`): the runtime's and
+    /// interpreter's offsets are arbitrary here (the table takes them from the target).
+    fn block_3_14t() -> Vec<u8> {
+        let mut buf = plausible(&V3_14);
+        buf[FREE_THREADED_AT] = 1;
+        let values: &[(Slot, u64)] = &[
+            (RuntimeSize, 1 << 20),
+            (RuntimeInterpretersHead, 808),
+            (InterpSize, 1 << 16),
+            (InterpId, 7280),
+            (InterpNext, 7272),
+            (InterpThreadsHead, 7344),
+            (InterpImportsModules, 7688),
+            (InterpCevalGil, 16),
+            (InterpGilRuntimeState, 9000),
+            (InterpGilEnabled, 0),
+            (InterpGilHolder, 9016),
+            (InterpGilLocked, 9024),
+            (TstateSize, 4096),
+            (TstateNext, 8),
+            (TstateInterp, 16),
+            (TstateCurrentFrame, 72),
+            (TstateThreadId, 152),
+            (TstateNativeThreadId, 160),
+            (TstateDatastackChunk, 232),
+            // `_PyInterpreterFrame`: localsplus[1] ends at 88
+            (FrameSize, 88),
+            (FramePrevious, 8),
+            (FrameExecutable, 0),
+            (FrameInstrPtr, 56),
+            (FrameLocalsplus, 80),
+            (FrameOwner, 78),
+            (FrameTlbcIndex, 72),
+            (CodeSize, 240),
+            (CodeFilename, 128),
+            (CodeName, 136),
+            (CodeQualname, 144),
+            (CodeLinetable, 152),
+            (CodeFirstlineno, 84),
+            (CodeArgcount, 68),
+            (CodeLocalsplusnames, 112),
+            (CodeLocalspluskinds, 120),
+            (CodeAdaptive, 232),
+            (CodeTlbc, 224),
+            // `PyObject` under `Py_GIL_DISABLED`: 32 bytes, `ob_type` at 24
+            (ObjectSize, 32),
+            (ObjectObType, 24),
+            (TypeSize, 4096),
+            (TypeTpName, 40),
+            (TypeTpFlags, 184),
+            // `PyTupleObject`: ob_size 32, ob_hash 40, ob_item[1] 48
+            (TupleSize, 56),
+            (TupleObItem, 48),
+            // `PyListObject`: ob_item 40, allocated 48
+            (ListSize, 56),
+            (ListObItem, 40),
+            // `PySetObject`: fill 32, used 40, mask 48, table 56, ..., smalltable, weakreflist
+            (SetSize, 216),
+            (SetUsed, 40),
+            (SetTable, 56),
+            (SetMask, 48),
+            // `PyDictObject`: ma_used 32, _ma_watcher_tag 40, ma_keys 48, ma_values 56
+            (DictSize, 64),
+            (DictMaKeys, 48),
+            (DictMaValues, 56),
+            (FloatSize, 40),
+            (FloatObFval, 32),
+            (LongSize, 48),
+            (LongLvTag, 32),
+            (LongObDigit, 40),
+            (BytesSize, 56),
+            (BytesObSize, 32),
+            (BytesObSval, 48),
+            (UnicodeSize, 88),
+            (UnicodeState, 48),
+            (UnicodeLength, 32),
+            (UnicodeAsciiSize, 56),
+        ];
+        for &(slot, v) in values {
+            let at = V3_14
+                .slots
+                .iter()
+                .find(|s| s.0 == slot)
+                .expect("3.14 slot")
+                .1;
+            buf[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        buf
+    }
+
+    #[test]
+    fn a_3_14t_block_confirms_the_headers_table_or_refuses_it() {
+        let t = super::super::for_build(3, 14, true).expect("3.14t table");
+        let buf = block_3_14t();
+        let p = parse(&buf, (3, 14), true).expect("a 3.14t block parses");
+        assert_eq!(unconfirmed(t, &p), Vec::<String>::new());
+        // the interpreter's offsets come from the target
+        let (out, _) = apply(t, &p);
+        assert_eq!(
+            (out.runtime.interpreters_head, out.interp.threads_head),
+            (808, 7344)
+        );
+        assert_eq!(
+            out.interp.gil.map(|g| (g.last_holder, g.locked)),
+            Some((16, 24))
+        );
+        assert!(out.interp.gil.is_some_and(|g| g.switch_number == Some(32)));
+        // a GIL build's block is not read as a free-threaded one
+        assert!(parse(&plausible(&V3_14), (3, 14), true).is_err());
+        assert!(parse(&buf, (3, 14), false).is_err());
+        // any value the table derives and the target states otherwise refuses it
+        for (slot, v, what) in [
+            (ObjectObType, 8, "object.ob_type"),
+            (UnicodeState, 32, "unicode.state"),
+            (FrameOwner, 74, "frame.owner"),
+            (FrameTlbcIndex, 0, "frame.tlbc.frame_index"),
+            (CodeAdaptive, 224, "code.code_adaptive"),
+            (DictMaKeys, 32, "obj::DICT_KEYS"),
+            (TstateDatastackChunk, 240, "tstate.datastack.chunk"),
+            (InterpGilHolder, 9008, "interp.gil.last_holder"),
+        ] {
+            let mut b = buf.clone();
+            let at = V3_14.slots.iter().find(|s| s.0 == slot).unwrap().1;
+            b[at..at + 8].copy_from_slice(&u64::to_le_bytes(v));
+            let p = parse(&b, (3, 14), true).expect("parses");
+            let wrong = unconfirmed(t, &p);
+            assert!(
+                wrong.iter().any(|d| d.starts_with(what)),
+                "{what}: {wrong:?}"
+            );
         }
     }
 

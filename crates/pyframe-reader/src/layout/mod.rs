@@ -14,6 +14,7 @@ mod v3_12;
 mod v3_13;
 mod v3_13t;
 mod v3_14;
+mod v3_14t;
 mod v3_15;
 mod v3_8;
 mod v3_9;
@@ -366,9 +367,25 @@ pub struct InterpreterFrameLayout {
     pub first_non_python_owner: Option<u8>,
     /// `FRAME_OWNED_BY_GENERATOR`: generator frames are never incomplete.
     pub generator_owner: u8,
+    /// 3.14+ free-threaded builds: the thread-local bytecode copy `instr_ptr` points into.
+    pub tlbc: Option<ThreadLocalBytecode>,
     /// Bytes to read to cover every field above.
     pub size: u64,
 }
+
+/// Thread-local bytecode (3.14t, `Py_GIL_DISABLED`): a thread that specialises code runs
+/// its own copy of the bytecode, copy `tlbc_index` of the code's `co_tlbc` array (copy 0
+/// is `co_code_adaptive` itself), so its `instr_ptr` is relative to that copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadLocalBytecode {
+    /// `_PyInterpreterFrame.tlbc_index` (int32_t).
+    pub frame_index: u64,
+    /// `PyCodeObject.co_tlbc` (`_PyCodeArray *`: `Py_ssize_t size; char *entries[]`).
+    pub code_array: u64,
+}
+
+/// `_PyCodeArray.entries` (Include/internal/pycore_code.h): after its `Py_ssize_t size`.
+pub const CODE_ARRAY_ENTRIES: u64 = 8;
 
 /// `PyCodeObject` (`Include/cpython/code.h`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -472,9 +489,29 @@ pub fn for_version(major: u8, minor: u8) -> Option<&'static Layout> {
     ALL.iter().copied().find(|l| l.version == (major, minor))
 }
 
-/// Free-threaded builds with a table (3.14t has none: no build of it here to check one
-/// against, and its structs differ from 3.13t's).
-pub const FREE_THREADED: &[&Layout] = &[&v3_13t::LAYOUT];
+/// Free-threaded builds with a table. 3.14t's is derived from the 3.14 headers and not
+/// run here: see [`headers_only`].
+pub const FREE_THREADED: &[&Layout] = &[&v3_13t::LAYOUT, &v3_14t::LAYOUT];
+
+/// A table derived from headers only, never checked against a build of its version (no
+/// DWARF, no running interpreter here): 3.14t. A target is read with it only when its own
+/// `_Py_DebugOffsets` is read and agrees with every value of the table it states
+/// (`debug_offsets::cross_check`, and [`debug_offsets::apply`]'s differences outside
+/// [`FROM_TARGET`]); else it is refused, never misread.
+pub fn headers_only(l: &Layout) -> bool {
+    *l == v3_14t::LAYOUT
+}
+
+/// The fields a [`headers_only`] table takes from the target's `_Py_DebugOffsets`
+/// instead of stating them (as [`debug_offsets::apply`] names them).
+pub const FROM_TARGET: &[&str] = &[
+    "runtime.interpreters_head",
+    "interp.next",
+    "interp.threads_head",
+    "interp.id",
+    "interp.modules",
+    "interp.gil.pointer",
+];
 
 /// The free-threaded versions with a table, as messages print them ("3.13t").
 pub fn supported_free_threaded() -> String {
@@ -511,6 +548,9 @@ pub const OB_SIZE: u64 = 16;
 pub struct ObjectHeader {
     pub ob_type: u64,
     pub ob_size: u64,
+    /// Free-threaded builds: `ob_mutex` (a `PyMutex`, one byte, bit 0 `_Py_LOCKED`), the
+    /// per-object lock a list, dict or set is updated under (`Py_BEGIN_CRITICAL_SECTION`).
+    pub mutex: Option<u64>,
 }
 
 impl ObjectHeader {
@@ -518,21 +558,43 @@ impl ObjectHeader {
     pub const GIL: ObjectHeader = ObjectHeader {
         ob_type: OB_TYPE,
         ob_size: OB_SIZE,
+        mutex: None,
     };
-    /// Free-threaded builds: `ob_tid`, `_padding`, `ob_mutex`, `ob_gc_bits`,
-    /// `ob_ref_local`, `ob_ref_shared`, then `ob_type`.
+    /// Free-threaded builds (3.13t, 3.14t: Include/object.h under `Py_GIL_DISABLED`):
+    /// `uintptr_t ob_tid` (0), `uint16_t _padding` (8), `PyMutex ob_mutex` (10),
+    /// `uint8_t ob_gc_bits` (11), `uint32_t ob_ref_local` (12), `Py_ssize_t ob_ref_shared`
+    /// (16), then `ob_type` (24) and `ob_size` (32).
     pub const FREE_THREADED: ObjectHeader = ObjectHeader {
         ob_type: 24,
         ob_size: 32,
+        mutex: Some(10),
     };
+
+    /// Where a field that the [`obj`] constants (and other GIL-build offsets of a built-in
+    /// object's own fields) place at `gil_offset` is in this build: every field after the
+    /// header is the header's extra length further in (checked against the free-threaded
+    /// build's DWARF in `tests/layout_dwarf.rs`).
+    pub const fn at(self, gil_offset: u64) -> u64 {
+        gil_offset + self.ob_type - OB_TYPE
+    }
+
+    /// Where the words of an object that only its owner changes start: the reference
+    /// counts of a free-threaded header (before `ob_type`) move whenever any thread takes a
+    /// reference, so a re-read compares from `ob_type` on there.
+    pub const fn stable_from(self) -> u64 {
+        match self.mutex {
+            Some(_) => self.ob_type,
+            None => 0,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// 3.13t has a table of its own; 3.14t none (refused by name: `binary.rs`), and no GIL
-    /// lookup ever answers with a free-threaded table.
+    /// 3.13t and 3.14t (headers only) have tables of their own; 3.15t none (refused by name:
+    /// `binary.rs`), and no GIL lookup ever answers with a free-threaded table.
     #[test]
     fn free_threaded_tables() {
         let t = for_build(3, 13, true).expect("3.13t");
@@ -541,15 +603,19 @@ mod tests {
         assert!(ALL
             .iter()
             .all(|l| !l.free_threaded && l.object == ObjectHeader::GIL));
-        assert!(for_build(3, 14, true).is_none() && !has_free_threaded((3, 14)));
-        assert_eq!(supported_free_threaded(), "3.13t");
+        let t = for_build(3, 14, true).expect("3.14t");
+        assert!(t.free_threaded && t.object == ObjectHeader::FREE_THREADED && headers_only(t));
+        assert!(!headers_only(for_build(3, 13, true).unwrap()));
+        assert!(ALL.iter().all(|l| !headers_only(l)));
+        assert!(for_build(3, 15, true).is_none() && !has_free_threaded((3, 15)));
+        assert_eq!(supported_free_threaded(), "3.13t, 3.14t");
         let e = crate::error::Error::UnsupportedVersion {
-            version: "3.14t (a free-threaded build)".into(),
+            version: "3.15t (a free-threaded build)".into(),
         };
         assert_eq!(
             e.to_string(),
-            "CPython 3.14t (a free-threaded build) is not supported (pystackd knows 3.8 to 3.15 \
-             GIL builds and free-threaded 3.13t)"
+            "CPython 3.15t (a free-threaded build) is not supported (pystackd knows 3.8 to 3.15 \
+             GIL builds and free-threaded 3.13t, 3.14t)"
         );
         assert_eq!(e.kind(), protocol::ErrorKind::UnsupportedVersion);
     }

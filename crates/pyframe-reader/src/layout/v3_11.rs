@@ -56,6 +56,7 @@ pub const LAYOUT: Layout = Layout {
         first_non_python_owner: None,
         // `enum _frameowner`: FRAME_OWNED_BY_GENERATOR
         generator_owner: 1,
+        tlbc: None,
         size: 72,
     }),
     // `PyCodeObject` (Include/cpython/code.h)

@@ -59,6 +59,7 @@ pub const LAYOUT: Layout = Layout {
         first_non_python_owner: Some(3),
         // `enum _frameowner`: FRAME_OWNED_BY_GENERATOR
         generator_owner: 1,
+        tlbc: None,
         size: 72,
     }),
     // `PyCodeObject` (Include/cpython/code.h)

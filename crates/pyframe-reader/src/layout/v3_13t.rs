@@ -68,6 +68,7 @@ pub const LAYOUT: Layout = Layout {
         first_non_python_owner: Some(3),
         // `enum _frameowner`: FRAME_OWNED_BY_GENERATOR
         generator_owner: 1,
+        tlbc: None,
         size: 72,
     }),
     // `PyCodeObject` (Include/cpython/code.h)
@@ -114,12 +115,13 @@ pub const LAYOUT: Layout = Layout {
         // where an instance keeps its attributes (`threading` names read `Thread._name`)
         instance_dict: InstanceDict::Inline {
             // `Py_TPFLAGS_MANAGED_DICT`, `Py_TPFLAGS_INLINE_VALUES` (Include/object.h);
-            // `MANAGED_DICT_OFFSET` (obj - 3 words), `_PyObject_InlineValues` (obj +
-            // tp_basicsize), `PyDictValues.valid` (Include/internal/pycore_object.h,
-            // pycore_dict.h)
+            // `MANAGED_DICT_OFFSET` is obj - 1 word under `Py_GIL_DISABLED` (no
+            // `PyGC_Head` before the pre-header: `_PyType_PreHeaderSize` counts it only
+            // with the GIL; Include/internal/pycore_object.h), `_PyObject_InlineValues`
+            // (obj + tp_basicsize), `PyDictValues.valid` (pycore_dict.h)
             flag: 1 << 4,
             inline_flag: 1 << 2,
-            dict: -24,
+            dict: -8,
             valid: 3,
         },
         // `PyCodeObject`: co_argcount, co_kwonlyargcount, co_flags, co_localsplusnames,

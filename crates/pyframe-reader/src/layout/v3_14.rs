@@ -61,6 +61,7 @@ pub const LAYOUT: Layout = Layout {
         first_non_python_owner: Some(3),
         // `enum _frameowner`: FRAME_OWNED_BY_GENERATOR
         generator_owner: 1,
+        tlbc: None,
         size: 80,
     }),
     // `PyCodeObject` (Include/cpython/code.h)
