@@ -91,9 +91,8 @@ impl Interpreter {
         format!("{}.{}", self.version.0, self.version.1)
     }
 
-    /// Within 3.8..3.15, and a GIL build (free-threaded builds are read only in part:
-    /// their stacks, not `--locals`, thread names or `trace`; see
-    /// [`all_with_free_threaded`]).
+    /// Within 3.8..3.15, and a GIL build (free-threaded builds are read except by `trace`
+    /// and `probe`: tests that cover them ask for [`all_with_free_threaded`]).
     pub fn supported(&self) -> bool {
         self.version >= SUPPORTED.0 && self.version <= SUPPORTED.1 && !self.free_threaded()
     }
@@ -306,9 +305,9 @@ pub fn distinct_builds() -> Result<Vec<Interpreter>, Skip> {
 }
 
 /// [`all`] and the free-threaded builds (3.13t), for tests of what pystackd reads on
-/// those too (`stack` without `--locals`); `--locals`, thread names and `trace` refuse or
-/// skip them, so [`all`] leaves them out. No free-threaded build in the list is a printed
-/// skip of that part (a failure under PYSTACKD_STRICT=1).
+/// those too (stacks, `--locals`, thread names); `trace` and `probe` refuse them, so
+/// [`all`] leaves them out. No free-threaded build in the list is a printed skip of that
+/// part (a failure under PYSTACKD_STRICT=1).
 pub fn all_with_free_threaded() -> Result<Vec<Interpreter>, Skip> {
     let mut v = all()?;
     let ft = matching(&Want::any().free_threaded());
