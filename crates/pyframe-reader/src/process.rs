@@ -627,7 +627,14 @@ impl PythonProcess {
     fn finish_threads(&mut self, mut raw: Vec<RawThread>, warnings: &mut Vec<String>) -> Vec<ThreadStack> {
         let tid_in_block =
             self.layout.tstate.native_thread_id.is_none() && self.pthread_tid_offset.is_some();
-        let (starting, mut ended) = left_out(&mut raw, tid_in_block);
+        let (mut starting, mut ended) = left_out(&mut raw, tid_in_block);
+        // 3.11+: a new thread stores `thread_id`, then `native_thread_id`, when it binds
+        // its state: between the two it has no tid to show yet
+        let binding: std::collections::HashSet<(i64, u64)> = raw
+            .iter()
+            .filter(|t| t.frames.is_empty() && t.thread_id != 0 && t.native_thread_id == Some(0))
+            .map(|t| (t.interpreter_id, t.thread_id))
+            .collect();
         let need_map: Vec<u64> = raw
             .iter()
             .filter(|t| t.native_thread_id.unwrap_or(0) == 0)
@@ -729,6 +736,15 @@ impl PythonProcess {
         // witnessed): one read from a list that changed meanwhile may be a state freed with
         // its thread. Its tid must still be one of the target's threads (3.14: 1 read of
         // ~1,300 of a churning target showed a tid no thread had during the read).
+        if !binding.is_empty() {
+            let n = threads.len();
+            threads.retain(|t| {
+                !t.frames.is_empty()
+                    || t.os_tid.is_some()
+                    || !binding.contains(&(t.interpreter_id, t.thread_id))
+            });
+            starting += n - threads.len();
+        }
         if threads.iter().any(|t| t.frames.is_empty() && t.os_tid.is_some()) {
             if let Ok(live) = platform::threads(self.pid) {
                 let n = threads.len();

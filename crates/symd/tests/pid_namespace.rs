@@ -426,17 +426,32 @@ fn every_thread_has_its_os_tid_through_churn() {
                 .flatten()
                 .filter(|w| w.as_str().is_some_and(|w| w.contains("left out")))
                 .count();
-            // a thread caught in `threading`'s bootstrap logs its tid a moment later
-            std::thread::sleep(Duration::from_millis(20));
-            let since = churn_log(&log, log_from);
-            let all_roles = churn_log(&log, 0);
+            // A thread caught before its first line (in `threading`'s bootstrap, or waiting
+            // for the GIL to write it) logs its tid later: the log is read again until it
+            // says, for 3 s at most.
+            let (mut since, mut all_roles) = (churn_log(&log, log_from), churn_log(&log, 0));
+            let mut logged = |role: Option<&str>, tid: u64| {
+                let deadline = Instant::now() + Duration::from_secs(3);
+                loop {
+                    let found = match role {
+                        None => since.iter().any(|(_, t)| *t == tid),
+                        Some(r) => all_roles.iter().any(|(rr, t)| rr == r && *t == tid),
+                    };
+                    if found || Instant::now() > deadline {
+                        return found;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                    since = churn_log(&log, log_from);
+                    all_roles = churn_log(&log, 0);
+                }
+            };
             for th in v["threads"].as_array().unwrap() {
                 threads += 1;
                 let Some(tid) = th["os_tid"].as_u64() else {
                     nulls.push(th.clone());
                     continue;
                 };
-                if !before.contains(&tid) && !since.iter().any(|(_, t)| *t == tid) {
+                if !before.contains(&tid) && !logged(None, tid) {
                     unreal.push(th.clone());
                 }
                 if th["interpreter_id"] != 0 {
@@ -457,7 +472,7 @@ fn every_thread_has_its_os_tid_through_churn() {
                 };
                 checked_roles += 1;
                 assert!(
-                    all_roles.iter().any(|(r, t)| r == role && *t == tid),
+                    logged(Some(role), tid),
                     "{}: a thread running {funcs:?} reported as tid {tid}, which the target never logged as its `{role}` thread: {th}",
                     py.label
                 );
