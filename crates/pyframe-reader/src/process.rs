@@ -624,7 +624,11 @@ impl PythonProcess {
         })
     }
 
-    fn finish_threads(&mut self, mut raw: Vec<RawThread>, warnings: &mut Vec<String>) -> Vec<ThreadStack> {
+    fn finish_threads(
+        &mut self,
+        mut raw: Vec<RawThread>,
+        warnings: &mut Vec<String>,
+    ) -> Vec<ThreadStack> {
         let tid_in_block =
             self.layout.tstate.native_thread_id.is_none() && self.pthread_tid_offset.is_some();
         let (mut starting, mut ended) = left_out(&mut raw, tid_in_block);
@@ -745,7 +749,10 @@ impl PythonProcess {
             });
             starting += n - threads.len();
         }
-        if threads.iter().any(|t| t.frames.is_empty() && t.os_tid.is_some()) {
+        if threads
+            .iter()
+            .any(|t| t.frames.is_empty() && t.os_tid.is_some())
+        {
             if let Ok(live) = platform::threads(self.pid) {
                 let n = threads.len();
                 threads.retain(|t| {
