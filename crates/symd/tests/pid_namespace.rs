@@ -503,3 +503,64 @@ fn every_thread_has_its_os_tid_through_churn() {
         );
     }
 }
+
+/// Issue 16 part 4: a client in a PID namespace of its own asks the host's daemon. Its
+/// pids name other processes there (its pid 1 is the host's init), so the daemon refuses
+/// with a clear error (exit 10) instead of reading whatever process has that number here;
+/// the same daemon still answers a client on the host.
+#[test]
+fn daemon_refuses_a_client_in_another_pid_namespace() {
+    require!(namespace_ok());
+    let py = require!(testkit::python(&Want::any()));
+    let mut target = Command::new(&py.command)
+        .args([
+            "-c",
+            "import time; print('READY', flush=True); time.sleep(60)",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(target.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "READY");
+    let d = Daemon::start(None);
+    let sock = d.socket.to_str().unwrap().to_string();
+    let bin = pystackd_bin();
+    let host_pid = target.id().to_string();
+    // the client asks for pid 1 (its own namespace's first process), then for the host pid
+    // of the target
+    let script = format!(
+        "{bin} stack --socket {sock} 1; echo \"rc=$?\"; {bin} stack --socket {sock} {host_pid}; echo \"rc=$?\";"
+    );
+    let out = Command::new("unshare")
+        .args(["-fp", "--mount-proc", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        text.matches("rc=10").count(),
+        2,
+        "stdout: {text}\nstderr: {err}"
+    );
+    assert_eq!(
+        err.matches("the client is in another PID namespace than the daemon")
+            .count(),
+        2,
+        "{err}"
+    );
+    assert!(
+        !text.contains("Thread "),
+        "a namespaced client got a stack: {text}"
+    );
+    let out = d.cli(&["stack", &host_pid]);
+    assert!(out.status.success(), "host client: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("<module>"),
+        "{out:?}"
+    );
+    let _ = target.kill();
+    let _ = target.wait();
+}
