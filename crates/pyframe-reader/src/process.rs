@@ -456,7 +456,7 @@ impl PythonProcess {
             self.locals_blocks = cached.touched();
             self.locals_spare = cached.into_spare();
         }
-        let mut threads = self.finish_threads(raw);
+        let mut threads = self.finish_threads(raw, &mut warnings);
         let extra: Vec<threadstate::ThreadGil> = threads
             .iter()
             .map(|t| {
@@ -635,10 +635,21 @@ impl PythonProcess {
         })
     }
 
-    fn finish_threads(&mut self, mut raw: Vec<RawThread>) -> Vec<ThreadStack> {
-        // a thread state not bound to a thread yet (3.12+: `thread_id` 0 until the new
-        // thread starts) is no thread: nothing runs on it and it has no OS tid
-        raw.retain(|t| t.thread_id != 0 || !t.frames.is_empty());
+    fn finish_threads(
+        &mut self,
+        mut raw: Vec<RawThread>,
+        warnings: &mut Vec<String>,
+    ) -> Vec<ThreadStack> {
+        let tid_in_block =
+            self.layout.tstate.native_thread_id.is_none() && self.pthread_tid_offset.is_some();
+        let (mut starting, mut ended) = left_out(&mut raw, tid_in_block);
+        // 3.11+: a new thread stores `thread_id`, then `native_thread_id`, when it binds
+        // its state: between the two it has no tid to show yet
+        let binding: std::collections::HashSet<(i64, u64)> = raw
+            .iter()
+            .filter(|t| t.frames.is_empty() && t.thread_id != 0 && t.native_thread_id == Some(0))
+            .map(|t| (t.interpreter_id, t.thread_id))
+            .collect();
         let need_map: Vec<u64> = raw
             .iter()
             .filter(|t| t.native_thread_id.unwrap_or(0) == 0)
@@ -700,7 +711,8 @@ impl PythonProcess {
                 }
             }
         }
-        raw.into_iter()
+        let mut threads: Vec<ThreadStack> = raw
+            .into_iter()
             .map(|t| {
                 let os_tid = match t.native_thread_id {
                     Some(n) if n != 0 => host_of(n),
@@ -735,7 +747,39 @@ impl PythonProcess {
                     frames: t.frames,
                 }
             })
-            .collect()
+            .collect();
+        // A frameless thread state is not re-read after the walk (nothing of it is
+        // witnessed): one read from a list that changed meanwhile may be a state freed with
+        // its thread. Its tid must still be one of the target's threads (3.14: 1 read of
+        // ~1,300 of a churning target showed a tid no thread had during the read).
+        if !binding.is_empty() {
+            let n = threads.len();
+            threads.retain(|t| {
+                !t.frames.is_empty()
+                    || t.os_tid.is_some()
+                    || !binding.contains(&(t.interpreter_id, t.thread_id))
+            });
+            starting += n - threads.len();
+        }
+        if threads
+            .iter()
+            .any(|t| t.frames.is_empty() && t.os_tid.is_some())
+        {
+            if let Ok(live) = platform::threads(self.pid) {
+                let n = threads.len();
+                threads.retain(|t| {
+                    !t.frames.is_empty() || t.os_tid.is_none_or(|tid| live.contains(&tid))
+                });
+                ended += n - threads.len();
+            }
+        }
+        if starting + ended > 0 {
+            warnings.push(format!(
+                "{} thread state(s) left out, no OS thread runs them: {starting} of threads not started yet, {ended} of threads that ended during the read",
+                starting + ended
+            ));
+        }
+        threads
     }
 
     /// Benchmarks only: read the `threading` names as `mode` says instead of through
@@ -889,6 +933,38 @@ fn prefetch_order(hot: &[u64], entries: &[u64]) -> Vec<u64> {
 /// An entry pointer (`entries`) whose block the batch (`prefetched`, sorted; empty when
 /// there was none or it failed, and every block was then read in walk order) did not hold:
 /// it was read on demand, after frames the batch held.
+/// Leaves out the thread states no OS thread runs (issue 16), and counts them as (not
+/// started yet, ended):
+/// - `_thread.start_new_thread` links the new thread's state before the thread exists.
+///   From 3.12 its `thread_id` is 0 until the thread binds it; up to 3.11 it holds its
+///   creator's `pthread_self()` (3.11 also its `native_thread_id`), so it reads as a
+///   frameless twin of the creator, which has frames (it is in `Thread.start()`).
+/// - Before 3.11 (`tid_in_block`: the tid comes from glibc's `struct pthread`), a
+///   frameless state whose block held no tid: its thread exited (the kernel clears it).
+fn left_out(raw: &mut Vec<RawThread>, tid_in_block: bool) -> (usize, usize) {
+    let running: std::collections::HashSet<(u64, u64)> = raw
+        .iter()
+        .filter(|t| !t.frames.is_empty())
+        .map(|t| (t.interp, t.thread_id))
+        .collect();
+    let (mut starting, mut ended) = (0, 0);
+    raw.retain(|t| {
+        if !t.frames.is_empty() {
+            return true;
+        }
+        if t.thread_id == 0 || running.contains(&(t.interp, t.thread_id)) {
+            starting += 1;
+            false
+        } else if tid_in_block && t.native_thread_id.is_none() {
+            ended += 1;
+            false
+        } else {
+            true
+        }
+    });
+    (starting, ended)
+}
+
 fn late_entry(entries: &[u64], prefetched: &[u64]) -> Option<u64> {
     if prefetched.is_empty() {
         return None;

@@ -429,11 +429,18 @@ const GLIBC_TID_OFFSET: usize = 0x2d0;
 /// `threading` preallocates for a thread not started yet) and blocks of threads that
 /// ended (tid cleared, memory reused) must not spoil it: the offset where the most
 /// distinct threads hold distinct live tids wins. Cached per process by the caller.
+///
+/// 0 is never a tid, though `/proc` shows it: a task being reaped is still listed, with
+/// `NSpid: 0`, and a thread that ended has 0 in its block (the kernel clears it on exit,
+/// `CLONE_CHILD_CLEARTID`). Counted as a live tid, two ended threads' zeros made glibc's
+/// offset look ambiguous, and a flag word holding 0 in one block won: every tid of that
+/// process was then a flag's value (2, 128) or missing (issue 16).
 pub fn calibrate_pthread_tid_offset(pid: u32, mem: &dyn Memory, thread_ids: &[u64]) -> Option<u64> {
     let ns: std::collections::HashSet<u64> = thread_ns_tids(pid)
         .ok()?
         .into_iter()
         .map(|(_, n)| n)
+        .filter(|&n| n != 0)
         .collect();
     const SPAN: usize = 0x800;
     let mut ids: Vec<u64> = thread_ids.iter().copied().filter(|&t| t != 0).collect();

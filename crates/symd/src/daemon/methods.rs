@@ -31,6 +31,9 @@ pub async fn dispatch(
     method: &str,
     params: Option<Value>,
 ) -> RpcResult<Value> {
+    if !matches!(method, methods::VERSION | methods::STATUS) {
+        same_pid_namespace(&peer)?;
+    }
     match method {
         methods::VERSION => {
             no_params(method, params)?;
@@ -123,6 +126,29 @@ pub async fn dispatch(
             ),
         )),
     }
+}
+
+/// Pids are numbers of one PID namespace: a client in another one (`unshare -p`, a
+/// container) means a different process by the same number (its pid 1 is the daemon's
+/// init), and the pids and tids of an answer would be the daemon's. Refused rather than
+/// read: the wrong process, or a stack under numbers the client cannot use. A peer
+/// whose pid the kernel could not give in the daemon's namespace (pid 0: the client is
+/// in a namespace above or beside the daemon's) is refused alike.
+fn same_pid_namespace(peer: &PeerCredentials) -> RpcResult<()> {
+    let foreign = match peer.pid {
+        Some(p) => pyframe_reader::platform::pid_namespace(p).is_some(),
+        None => cfg!(target_os = "linux"),
+    };
+    if !foreign {
+        return Ok(());
+    }
+    Err(RpcError::of(
+        ErrorKind::InvalidRequest,
+        "the client is in another PID namespace than the daemon, where its pids name other \
+         processes: run pystackd with `--no-daemon` there, or ask from the daemon's namespace \
+         (the host's pid of the process)"
+            .to_string(),
+    ))
 }
 
 fn to_value(v: impl Serialize) -> RpcResult<Value> {
