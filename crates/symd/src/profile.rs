@@ -3,8 +3,8 @@
 //! lines or pprof. Shared by `pystackd record` and the daemon's `profile` methods.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::io::{self, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::{escape_control, ThreadStack};
@@ -37,7 +37,7 @@ pub struct Profile {
     by_content: HashMap<FrameKey, u32>,
     /// (name address, file address, line) → frame id; holds the names it keys by, so an
     /// address cannot be reused for another name while it is a key.
-    by_address: HashMap<(usize, usize, Option<u32>), (u32, Arc<str>, Arc<str>)>,
+    by_address: HashMap<AddressKey, (u32, Arc<str>, Arc<str>)>,
     /// Threads by (id, name): a renamed thread is a new entry (its label changes).
     threads: Vec<ThreadSamples>,
     /// Stacks as [thread entry, frame ids outermost first], indexed by stack id, and their
@@ -47,6 +47,9 @@ pub struct Profile {
     counts: Vec<u64>,
     scratch: Vec<u32>,
 }
+
+/// A frame by the addresses of its name and file (the reader shares them per code object).
+type AddressKey = (usize, usize, Option<u32>);
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct FrameKey {
@@ -195,7 +198,10 @@ impl Profile {
             }
             *merged.entry(line).or_default() += n;
         }
-        let mut v: Vec<String> = merged.into_iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let mut v: Vec<String> = merged
+            .into_iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
         v.sort();
         v
     }
