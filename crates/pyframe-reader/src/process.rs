@@ -94,6 +94,8 @@ pub struct PythonProcess {
     /// The `threading` module's thread names, re-read when a thread appears or after
     /// [`crate::names::NAMES_TTL`].
     thread_names: ThreadNames,
+    /// Attempts the last read made (1 when its first walk held still).
+    last_attempts: u32,
 }
 
 const NAME_TTL: Duration = Duration::from_secs(1);
@@ -240,6 +242,7 @@ impl PythonProcess {
             pid_ns: platform::pid_namespace(pid),
             value_types: TypeCache::default(),
             thread_names: ThreadNames::default(),
+            last_attempts: 0,
             warnings,
         })
     }
@@ -608,6 +611,7 @@ impl PythonProcess {
             };
             self.hot_blocks = cached.touched();
             self.spare_blocks = cached.into_spare();
+            self.last_attempts = attempts;
             match walked {
                 Ok(t) => return Ok(t),
                 Err(MemoryError::Gone) => return Err(Error::ProcessExited { pid: self.pid }),
@@ -799,6 +803,11 @@ impl PythonProcess {
             code_objects: self.codes.len(),
             bytes: self.codes.bytes(),
         }
+    }
+
+    /// How many walks the last read made (1: its first walk held still, or it was paused).
+    pub fn last_attempts(&self) -> u32 {
+        self.last_attempts
     }
 
     /// The memory of the target (for tools and tests).

@@ -134,7 +134,13 @@ impl Builder {
     }
 
     /// One sample of a thread: frames innermost first as (function, file, line).
+    #[cfg(test)]
     pub fn add(&mut self, thread: &str, frames: &[(&str, &str, Option<u32>)]) {
+        self.add_n(thread, frames, 1);
+    }
+
+    /// `n` samples of a thread with the same frames.
+    pub fn add_n(&mut self, thread: &str, frames: &[(&str, &str, Option<u32>)], n: i64) {
         let mut ids = Vec::with_capacity(frames.len());
         for &(name, file, line) in frames {
             let key = (name.to_string(), file.to_string());
@@ -174,12 +180,12 @@ impl Builder {
         }
         let t = self.string(thread);
         match self.samples.get(&(ids.clone(), t)) {
-            Some(&i) => self.p.sample[i].value[0] += 1,
+            Some(&i) => self.p.sample[i].value[0] += n,
             None => {
                 self.samples.insert((ids.clone(), t), self.p.sample.len());
                 self.p.sample.push(Sample {
                     location_id: ids,
-                    value: vec![1],
+                    value: vec![n],
                     label: vec![Label {
                         key: self.thread_key,
                         str: t,

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::{escape_control, ThreadStack};
@@ -22,27 +23,53 @@ pub enum RecordFormat {
     Pprof,
 }
 
-/// What a recording saw.
+/// What a recording saw. A sample costs a few hash lookups and no allocation once its
+/// stack has been seen: frames are interned to ids (by the address of the reader's shared
+/// names first, then by content), a stack to an id, and nothing is formatted until the
+/// profile is written (formatting every frame of every sample was most of `record`'s CPU).
 pub struct Profile {
-    /// Folded stack (outermost first) → samples.
-    counts: HashMap<String, u64>,
-    /// Per thread: its label and its samples as frame-index paths (speedscope).
+    period_ns: i64,
+    time_nanos: i64,
+    /// Whether the folded lines start with the thread (`--threads`).
+    per_thread: bool,
+    /// Distinct frames (by content), indexed by frame id.
+    frames: Vec<FrameKey>,
+    by_content: HashMap<FrameKey, u32>,
+    /// (name address, file address, line) → frame id; holds the names it keys by, so an
+    /// address cannot be reused for another name while it is a key.
+    by_address: HashMap<AddressKey, (u32, Arc<str>, Arc<str>)>,
+    /// Threads by (id, name): a renamed thread is a new entry (its label changes).
     threads: Vec<ThreadSamples>,
-    thread_index: HashMap<u64, usize>,
-    frames: Vec<SpeedscopeFrame>,
-    frame_index: HashMap<(String, String, Option<u32>), usize>,
-    pprof: crate::pprof::Builder,
+    /// Stacks as [thread entry, frame ids outermost first], indexed by stack id, and their
+    /// sample counts.
+    stacks: Vec<Box<[u32]>>,
+    stack_index: HashMap<Box<[u32]>, u32>,
+    counts: Vec<u64>,
+    scratch: Vec<u32>,
+}
+
+/// A frame by the addresses of its name and file (the reader shares them per code object).
+type AddressKey = (usize, usize, Option<u32>);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct FrameKey {
+    name: Arc<str>,
+    file: Arc<str>,
+    line: Option<u32>,
 }
 
 struct ThreadSamples {
-    name: String,
-    samples: Vec<Vec<usize>>,
+    key: u64,
+    name: Option<String>,
+    label: String,
+    /// Stack ids in the order sampled (speedscope).
+    samples: Vec<u32>,
 }
 
 #[derive(Serialize)]
-struct SpeedscopeFrame {
-    name: String,
-    file: String,
+struct SpeedscopeFrame<'a> {
+    name: &'a str,
+    file: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     line: Option<u32>,
 }
@@ -55,86 +82,142 @@ pub fn thread_label(t: &ThreadStack) -> String {
     }
 }
 
+fn address(s: &Arc<str>) -> usize {
+    Arc::as_ptr(s) as *const u8 as usize
+}
+
 impl Profile {
     pub fn new(period_ns: i64) -> Profile {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
         Profile {
-            counts: HashMap::new(),
-            threads: Vec::new(),
-            thread_index: HashMap::new(),
+            period_ns,
+            time_nanos: now,
+            per_thread: false,
             frames: Vec::new(),
-            frame_index: HashMap::new(),
-            pprof: crate::pprof::Builder::new(period_ns, now),
+            by_content: HashMap::new(),
+            by_address: HashMap::new(),
+            threads: Vec::new(),
+            stacks: Vec::new(),
+            stack_index: HashMap::new(),
+            counts: Vec::new(),
+            scratch: Vec::new(),
         }
+    }
+
+    fn frame_id(&mut self, name: &Arc<str>, file: &Arc<str>, line: Option<u32>) -> u32 {
+        let akey = (address(name), address(file), line);
+        if let Some(&(id, _, _)) = self.by_address.get(&akey) {
+            return id;
+        }
+        let key = FrameKey {
+            name: name.clone(),
+            file: file.clone(),
+            line,
+        };
+        let next = self.frames.len() as u32;
+        let id = *self.by_content.entry(key.clone()).or_insert(next);
+        if id == next {
+            self.frames.push(key);
+        }
+        self.by_address
+            .insert(akey, (id, name.clone(), file.clone()));
+        id
+    }
+
+    fn thread_entry(&mut self, t: &ThreadStack) -> u32 {
+        let key = t.os_tid.unwrap_or(t.thread_id);
+        if let Some(i) = self
+            .threads
+            .iter()
+            .rposition(|e| e.key == key && e.name.as_deref() == t.name.as_deref())
+        {
+            return i as u32;
+        }
+        self.threads.push(ThreadSamples {
+            key,
+            name: t.name.clone(),
+            label: thread_label(t),
+            samples: Vec::new(),
+        });
+        (self.threads.len() - 1) as u32
     }
 
     pub fn add(&mut self, t: &ThreadStack, per_thread: bool) {
         if t.frames.is_empty() {
             return;
         }
-        let innermost_first: Vec<(&str, &str, Option<u32>)> = t
-            .frames
-            .iter()
-            .map(|f| {
-                (
-                    f.qualname.as_deref().unwrap_or(&f.function),
-                    &*f.filename,
-                    f.line,
-                )
-            })
-            .collect();
-        self.pprof.add(&thread_label(t), &innermost_first);
-        let mut folded = String::new();
-        if per_thread {
-            folded.push_str(&thread_label(t).replace(';', ":"));
-        }
-        let mut path = Vec::with_capacity(t.frames.len());
+        self.per_thread = per_thread;
+        let thread = self.thread_entry(t);
+        let mut ids = std::mem::take(&mut self.scratch);
+        ids.clear();
+        ids.push(thread);
         for f in t.frames.iter().rev() {
-            let name = f.qualname.as_deref().unwrap_or(&f.function);
-            let frame = match f.line {
-                Some(l) => format!("{name} ({}:{l})", f.filename),
-                None => format!("{name} ({})", f.filename),
-            };
-            if !folded.is_empty() {
-                folded.push(';');
-            }
-            // `;` separates frames and a newline ends the line
-            folded.push_str(&escape_control(&frame).replace(';', ":"));
-            let key = (name.to_string(), f.filename.to_string(), f.line);
-            let next = self.frames.len();
-            let idx = *self.frame_index.entry(key).or_insert(next);
-            if idx == next {
-                self.frames.push(SpeedscopeFrame {
-                    name: name.to_string(),
-                    file: f.filename.to_string(),
-                    line: f.line,
-                });
-            }
-            path.push(idx);
+            let name = f.qualname.as_ref().unwrap_or(&f.function);
+            ids.push(self.frame_id(name, &f.filename, f.line));
         }
-        *self.counts.entry(folded).or_default() += 1;
-        let key = t.os_tid.unwrap_or(t.thread_id);
-        let next = self.threads.len();
-        let ti = *self.thread_index.entry(key).or_insert(next);
-        if ti == next {
-            self.threads.push(ThreadSamples {
-                name: thread_label(t),
-                samples: Vec::new(),
-            });
-        }
-        self.threads[ti].samples.push(path);
+        let sid = match self.stack_index.get(&ids[..]) {
+            Some(&sid) => sid,
+            None => {
+                let sid = self.stacks.len() as u32;
+                let key: Box<[u32]> = ids.as_slice().into();
+                self.stacks.push(key.clone());
+                self.stack_index.insert(key, sid);
+                self.counts.push(0);
+                sid
+            }
+        };
+        self.scratch = ids;
+        self.counts[sid as usize] += 1;
+        self.threads[thread as usize].samples.push(sid);
+    }
+
+    /// A frame as the folded lines show it (`;` separates frames, a newline ends a line).
+    fn folded_frame(f: &FrameKey) -> String {
+        let frame = match f.line {
+            Some(l) => format!("{} ({}:{l})", f.name, f.file),
+            None => format!("{} ({})", f.name, f.file),
+        };
+        escape_control(&frame).replace(';', ":")
     }
 
     fn folded_lines(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .counts
-            .iter()
+        let texts: Vec<String> = self.frames.iter().map(Self::folded_frame).collect();
+        let mut merged: HashMap<String, u64> = HashMap::new();
+        for (stack, &n) in self.stacks.iter().zip(&self.counts) {
+            let mut line = String::new();
+            if self.per_thread {
+                line.push_str(&self.threads[stack[0] as usize].label.replace(';', ":"));
+            }
+            for &f in &stack[1..] {
+                if !line.is_empty() {
+                    line.push(';');
+                }
+                line.push_str(&texts[f as usize]);
+            }
+            *merged.entry(line).or_default() += n;
+        }
+        let mut v: Vec<String> = merged
+            .into_iter()
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
         v.sort();
         v
+    }
+
+    fn pprof(&self) -> crate::pprof::Builder {
+        let mut b = crate::pprof::Builder::new(self.period_ns, self.time_nanos);
+        let mut frames = Vec::new();
+        for (stack, &n) in self.stacks.iter().zip(&self.counts) {
+            frames.clear();
+            frames.extend(stack[1..].iter().rev().map(|&f| {
+                let f = &self.frames[f as usize];
+                (&*f.name, &*f.file, f.line)
+            }));
+            b.add_n(&self.threads[stack[0] as usize].label, &frames, n as i64);
+        }
+        b
     }
 
     pub fn write(
@@ -145,7 +228,7 @@ impl Profile {
         out: &mut dyn Write,
     ) -> io::Result<()> {
         match format {
-            RecordFormat::Pprof => self.pprof.write(duration.as_nanos() as i64, out),
+            RecordFormat::Pprof => self.pprof().write(duration.as_nanos() as i64, out),
             RecordFormat::Folded => {
                 for l in self.folded_lines() {
                     writeln!(out, "{l}")?;
@@ -168,24 +251,45 @@ impl Profile {
                 inferno::flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), out)
             }
             RecordFormat::Speedscope => {
-                let profiles: Vec<serde_json::Value> = self
-                    .threads
+                // one profile per thread id, in the order first seen (a renamed thread keeps
+                // its first label)
+                let mut order: Vec<u64> = Vec::new();
+                for t in &self.threads {
+                    if !order.contains(&t.key) {
+                        order.push(t.key);
+                    }
+                }
+                let profiles: Vec<serde_json::Value> = order
                     .iter()
-                    .map(|t| {
+                    .map(|&key| {
+                        let entries = self.threads.iter().filter(|t| t.key == key);
+                        let name = &self.threads.iter().find(|t| t.key == key).unwrap().label;
+                        let samples: Vec<&[u32]> = entries
+                            .flat_map(|t| t.samples.iter().map(|&s| &self.stacks[s as usize][1..]))
+                            .collect();
                         serde_json::json!({
                             "type": "sampled",
-                            "name": t.name,
+                            "name": name,
                             "unit": "none",
                             "startValue": 0,
-                            "endValue": t.samples.len(),
-                            "samples": t.samples,
-                            "weights": vec![1; t.samples.len()],
+                            "endValue": samples.len(),
+                            "samples": samples,
+                            "weights": vec![1; samples.len()],
                         })
+                    })
+                    .collect();
+                let frames: Vec<SpeedscopeFrame> = self
+                    .frames
+                    .iter()
+                    .map(|f| SpeedscopeFrame {
+                        name: &f.name,
+                        file: &f.file,
+                        line: f.line,
                     })
                     .collect();
                 let doc = serde_json::json!({
                     "$schema": "https://www.speedscope.app/file-format-schema.json",
-                    "shared": { "frames": self.frames },
+                    "shared": { "frames": frames },
                     "profiles": profiles,
                     "name": format!("pystackd record: process {pid}"),
                     "activeProfileIndex": 0,

@@ -207,11 +207,13 @@ pub fn run(args: &RecordArgs, global: &Global) -> ExitCode {
     }
     eprintln!(
         "pystackd record: {} samples in {secs:.1} s ({:.0}/s of {} requested), {} dropped as \
-         torn reads, {} idle thread samples left out{}; {ended_by}; wrote {}",
+         torn reads ({} read again after a torn first walk), {} idle thread samples left \
+         out{}; {ended_by}; wrote {}",
         samples,
         samples as f64 / secs,
         args.rate,
         dropped,
+        sampler.retried,
         idle_skipped,
         if args.idle { " (none: --idle)" } else { "" },
         args.output.display()

@@ -3,8 +3,20 @@
 //! counted, the end of the run (duration, Ctrl-C, the process exiting, an error) reported.
 //!
 //! Each sample is one read of the process. Without `--pause` the target keeps running and a
-//! read it moved under is retried and, if it never holds still, dropped and counted (the
-//! reader's own check, docs/consistency.md): a sample is always a stack the program had.
+//! read it moved under is retried at once and, if it never holds still, dropped and counted
+//! (the reader's own check, docs/consistency.md): a sample is always a stack the program had.
+//! Retried at once, a torn read is taken at the first moment after its scheduled one when
+//! the thread held still for one read: across a change from one function to another that
+//! moves a sample to the other side as often in one direction as in the other, so shares
+//! stay unbiased while a read is shorter than what it samples. Dropping torn reads instead
+//! would not: it removes the moments next to a change, which a function called briefly
+//! between others has more of (measured, issue 13: a 3.14 target spending 75 % of its time
+//! in the longer of two functions came out 79.5-80.4 % with 13 % of reads dropped, 72-79 %
+//! retried). Both are counted and said: `dropped`, `retried`.
+//!
+//! The interval between reads is drawn evenly between half and one and a half of the
+//! period: a fixed period can lock onto a target whose loop repeats at a near multiple of
+//! it and sample one phase of that loop only.
 //! With `--pause` every thread is stopped for each read: exact, and slower for the target.
 
 use std::collections::HashSet;
@@ -169,6 +181,8 @@ pub struct Sampler {
     pub samples: u64,
     /// Reads the target moved under, dropped as torn.
     pub dropped: u64,
+    /// Reads that gave a stack only after a first walk the target moved under.
+    pub retried: u64,
     /// Thread stacks left out as idle.
     pub idle_skipped: u64,
 }
@@ -190,6 +204,7 @@ impl Sampler {
             interrupted: false,
             samples: 0,
             dropped: 0,
+            retried: 0,
             idle_skipped: 0,
         })
     }
@@ -247,7 +262,7 @@ impl Sampler {
             });
         }
         // a rate the machine cannot keep: sample as fast as it can, never in a burst
-        self.next = (self.next + self.interval).max(now);
+        self.next = (self.next + self.interval.mul_f64(0.5 + fastrand::f64())).max(now);
         let want_idle = !self.settings.idle || self.settings.classify_idle;
         let idle = want_idle.then(|| self.states.idle());
         let opts = StackOptions {
@@ -258,6 +273,9 @@ impl Sampler {
         match self.process.stack_without_states(&opts) {
             Ok(stack) => {
                 self.samples += 1;
+                if self.process.last_attempts() > 1 {
+                    self.retried += 1;
+                }
                 let sample = Sample {
                     stack,
                     idle,
