@@ -447,8 +447,21 @@ fn share_case(py: &Interpreter, pause: bool) -> Result<String, String> {
     let total = worker as f64 + dropped;
     // the same bound with and without --pause (issue 13: unpaused shares were once let off
     // by 15 points, as a bias toward the longer path; see sample.rs for what was measured)
-    let bound = 8.0 + 100.0 * dropped / total;
-    let said = format!("{said} ({dropped} reads dropped as torn: bound {bound:.1} points)");
+    // A sampler starved of CPU (a loaded machine: other test binaries, builds) takes its
+    // samples in clusters whenever it gets a core, not spread over the run: both modes then
+    // miss by up to 10 points (issue 13: pyenv-3.12 --pause 78.8 against 71.0 at 20-70 of
+    // 200 samples/s). Below 70 % of the requested samples the bound widens by 7 points,
+    // said in the message.
+    let starved = total < 0.7 * 600.0;
+    let bound = 8.0 + 100.0 * dropped / total + if starved { 7.0 } else { 0.0 };
+    let said = format!(
+        "{said} ({dropped} reads dropped as torn{}: bound {bound:.1} points)",
+        if starved {
+            format!("; starved: {total} of 600 samples taken")
+        } else {
+            String::new()
+        }
+    );
     if (shown.0 - measured.0).abs() > bound || (shown.1 - measured.1).abs() > bound {
         return Err(format!("{said}; stderr: {err}"));
     }
