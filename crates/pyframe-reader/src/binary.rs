@@ -361,7 +361,7 @@ fn lookup_dynamic(obj: &object::File, data: &[u8], names: &[&str]) -> Option<Vec
                 };
                 found
                     .filter(|(_, sym)| !sym.is_undefined(endian))
-                    .map(|(_, sym)| sym.st_value(endian).into())
+                    .map(|(_, sym)| sym.st_value(endian))
                     .filter(|&a: &u64| a != 0)
             })
             .collect(),
