@@ -33,6 +33,10 @@ pub struct ThreadStack {
     /// Kernel thread id (Linux LWP / illumos LWP id), what DTrace, bpftrace and perf call `tid`,
     /// as the reader's PID namespace numbers it (the host's, for a target in a container).
     pub os_tid: Option<u64>,
+    /// With `os_tid` null: why the OS thread is not known (a subinterpreter's thread state
+    /// that any thread may run, 3.8-3.12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_tid_unknown: Option<String>,
     /// The thread id in the target's own PID namespace (what the application itself sees,
     /// `threading.get_native_id()`), only when it differs from `os_tid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -100,6 +100,12 @@ pub struct PythonProcess {
 
 const NAME_TTL: Duration = Duration::from_secs(1);
 
+/// Why a subinterpreter's thread state is shown without an OS thread (`os_tid_unknown`).
+pub const LENT: &str =
+    "CPython up to 3.12 runs a subinterpreter (`_xxsubinterpreters.run_string`) \
+    in a thread state that keeps its creator's thread id on whichever thread runs it: which OS \
+    thread runs it is not recorded";
+
 fn map_mem_err(pid: u32, e: MemoryError) -> Error {
     match e {
         MemoryError::Gone => Error::ProcessExited { pid },
@@ -715,10 +721,22 @@ impl PythonProcess {
                 }
             }
         }
+        let lent = self.lent_states(&raw, |t| match t.native_thread_id {
+            Some(n) if n != 0 => host_of(n),
+            _ => mapped.get(&t.thread_id).copied(),
+        });
+        if !lent.is_empty() {
+            warnings.push(format!(
+                "{} thread state(s) of subinterpreters shown without an OS thread: {LENT}",
+                lent.len()
+            ));
+        }
         let mut threads: Vec<ThreadStack> = raw
             .into_iter()
             .map(|t| {
+                let lent = lent.contains(&t.tstate);
                 let os_tid = match t.native_thread_id {
+                    _ if lent => None,
                     Some(n) if n != 0 => host_of(n),
                     _ => mapped.get(&t.thread_id).copied(),
                 };
@@ -736,13 +754,17 @@ impl PythonProcess {
                     }
                     e.1.clone()
                 });
+                // (a lent state's `threading` entry is keyed by its creator's id, not by
+                // the thread that runs it)
                 let name = py_names
                     .remove(&(t.interp, t.thread_id))
+                    .filter(|_| !lent)
                     .or_else(|| os_name.clone());
                 ThreadStack {
                     interpreter_id: t.interpreter_id,
                     thread_id: t.thread_id,
                     os_tid,
+                    os_tid_unknown: lent.then(|| LENT.to_string()),
                     ns_tid,
                     name,
                     os_name,
@@ -784,6 +806,38 @@ impl PythonProcess {
             ));
         }
         threads
+    }
+
+    /// The thread states (by address) of subinterpreters whose ids do not say which OS
+    /// thread runs them: on builds that lend a subinterpreter's thread state to whichever
+    /// thread runs it (`ThreadStateLayout::lent_states`), one whose thread id (`tid_of`) a
+    /// state of another interpreter also claims. Its creator's id names a thread that runs
+    /// the main interpreter's state (or another one's), and the thread running it may be
+    /// any other: shown with `os_tid` null and [`LENT`] rather than under a thread that
+    /// may not run it. (Nested on the thread it names, it is dropped to null too: nothing
+    /// in memory tells the two cases apart.)
+    fn lent_states(
+        &self,
+        raw: &[RawThread],
+        tid_of: impl Fn(&RawThread) -> Option<u64>,
+    ) -> std::collections::HashSet<u64> {
+        let mut lent = std::collections::HashSet::new();
+        if !self.layout.tstate.lent_states || raw.iter().all(|t| t.interpreter_id == 0) {
+            return lent;
+        }
+        let tids: Vec<Option<u64>> = raw.iter().map(&tid_of).collect();
+        for (i, t) in raw.iter().enumerate() {
+            let Some(tid) = tids[i] else { continue };
+            let shared = raw
+                .iter()
+                .zip(&tids)
+                .any(|(o, &ot)| ot == Some(tid) && o.interpreter_id != t.interpreter_id);
+            // the main interpreter's states are made by `threading` on their own threads
+            if shared && t.interpreter_id != 0 {
+                lent.insert(t.tstate);
+            }
+        }
+        lent
     }
 
     /// Benchmarks only: read the `threading` names as `mode` says instead of through

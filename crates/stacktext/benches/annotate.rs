@@ -47,6 +47,7 @@ fn source() -> Cached {
             interpreter_id: 0,
             thread_id: tid,
             os_tid: Some(tid),
+            os_tid_unknown: None,
             ns_tid: None,
             name: None,
             os_name: None,

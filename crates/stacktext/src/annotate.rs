@@ -813,7 +813,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         if !target.captured.is_empty() {
             // the frames the probe captured, resolved: no later read of the thread
             return match self.source.captured(p, target.tid, &target.captured) {
-                Ok(t) => PyRead::Captured(t),
+                Ok(t) => PyRead::Captured(Box::new(t)),
                 Err(e) => PyRead::Failed(Unmatched::Source(e.to_string())),
             };
         }
@@ -847,7 +847,7 @@ impl<'s, W: Write, S: StackSource + ?Sized> Annotator<'s, W, S> {
         let (mut threads, captured) = match read {
             PyRead::Skip(status) => return Outcome::bare(status),
             PyRead::Threads(t) => (t, false),
-            PyRead::Captured(t) => (vec![t], true),
+            PyRead::Captured(t) => (vec![*t], true),
             PyRead::Failed(e) => return self.unannotated(e),
         };
         // a capture is the firing thread's own: nothing to pick
@@ -1097,7 +1097,7 @@ enum PyRead {
     Skip(Status),
     Threads(Vec<ThreadStack>),
     /// The firing thread's frames as the probe captured them, resolved.
-    Captured(ThreadStack),
+    Captured(Box<ThreadStack>),
     Failed(Unmatched),
 }
 

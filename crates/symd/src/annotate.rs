@@ -128,6 +128,7 @@ fn resolve_capture(
         interpreter_id: 0,
         thread_id: 0,
         os_tid: tid,
+        os_tid_unknown: None,
         ns_tid: None,
         name: None,
         os_name: None,

@@ -635,6 +635,7 @@ mod tests {
             interpreter_id: 0,
             thread_id: 1,
             os_tid: Some(1),
+            os_tid_unknown: None,
             ns_tid: None,
             name: None,
             os_name: None,

@@ -323,8 +323,9 @@ fn protocol_no_such_thread() -> i64 {
     -32009
 }
 
-/// Threads started and ended all the time, and (3.8-3.11: `_xxsubinterpreters`) a
-/// subinterpreter run by a thread of its own. Every thread writes `ROLE TID` (its kernel
+/// Threads started and ended all the time, and a subinterpreter (created by the main
+/// thread; `_xxsubinterpreters` up to 3.12, `_interpreters` from 3.13) run by a thread of
+/// its own. Every thread writes `ROLE TID` (its kernel
 /// tid, `threading.get_native_id()`) to the log file named by argv[1] as its first act.
 const CHURN_TARGET: &str = r#"import threading, time, sys, os
 log = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
@@ -333,11 +334,17 @@ def say(role):
     os.write(log, ("%s %d\n" % (role, threading.get_native_id())).encode())
 say("main")
 try:
-    import _xxsubinterpreters as subi
+    import _xxsubinterpreters as subi  # 3.8-3.12
+    run_sub = subi.run_string
+except ImportError:
+    try:
+        import _interpreters as subi  # 3.13+
+        run_sub = subi.exec
+    except ImportError:
+        subi = None
+if subi is not None:
     sid = subi.create()
-    subi.run_string(sid, "x = 1")
-except Exception:
-    subi = None
+    run_sub(sid, "x = 1")
 def short():
     say("short")
     time.sleep(0.0005)
@@ -351,7 +358,7 @@ def sub_loop():
     say("sub")
     # a thread that keeps running code in the subinterpreter
     while True:
-        subi.run_string(sid, "import time; time.sleep(0.01)")
+        run_sub(sid, "import time\ndef in_sub():\n    time.sleep(0.01)\nin_sub()")
 for _ in range(2):
     threading.Thread(target=churn, daemon=True).start()
 if subi is not None:
@@ -385,6 +392,12 @@ fn tasks(pid: u32) -> std::collections::HashSet<u64> {
 /// `churn`, `sub_loop`, `short` or the main `<module>` has the tid the target logged for
 /// that role. Thread states no OS thread runs (a thread not started yet, or ended during
 /// the read) are left out and counted in `warnings`.
+///
+/// The subinterpreter's code (`in_sub`) runs on the `sub` thread. From 3.13 its thread
+/// state carries that thread's tid, and must. Up to 3.12 CPython lends it the
+/// interpreter's thread state made by the main thread, which keeps the main thread's ids:
+/// it must then come without an OS tid and say why (`os_tid_unknown`), never as the main
+/// thread's.
 #[test]
 fn every_thread_has_its_os_tid_through_churn() {
     let pys = require!(pythons::distinct_builds());
@@ -410,6 +423,7 @@ fn every_thread_has_its_os_tid_through_churn() {
         let (mut ok, mut threads, mut nulls, mut left_out) = (0, 0, Vec::new(), 0);
         let mut unreal = Vec::new();
         let mut checked_roles = 0;
+        let (mut lent, mut sub_checked) = (0, 0);
         for _ in 0..100 {
             let log_from = std::fs::metadata(&log).unwrap().len() as usize;
             let before = tasks(pid);
@@ -447,22 +461,39 @@ fn every_thread_has_its_os_tid_through_churn() {
             };
             for th in v["threads"].as_array().unwrap() {
                 threads += 1;
-                let Some(tid) = th["os_tid"].as_u64() else {
-                    nulls.push(th.clone());
-                    continue;
-                };
-                if !before.contains(&tid) && !logged(None, tid) {
-                    unreal.push(th.clone());
-                }
-                if th["interpreter_id"] != 0 {
-                    continue;
-                }
                 let funcs: Vec<&str> = th["frames"]
                     .as_array()
                     .unwrap()
                     .iter()
                     .filter_map(|f| f["function"].as_str())
                     .collect();
+                let Some(tid) = th["os_tid"].as_u64() else {
+                    if th["interpreter_id"] != 0 && th["os_tid_unknown"].is_string() {
+                        assert!(
+                            py.version <= (3, 12),
+                            "{}: a subinterpreter's thread without its OS tid: {th}",
+                            py.label
+                        );
+                        lent += 1;
+                    } else {
+                        nulls.push(th.clone());
+                    }
+                    continue;
+                };
+                if !before.contains(&tid) && !logged(None, tid) {
+                    unreal.push(th.clone());
+                }
+                if th["interpreter_id"] != 0 {
+                    if funcs.contains(&"in_sub") {
+                        sub_checked += 1;
+                        assert!(
+                            logged(Some("sub"), tid),
+                            "{}: the subinterpreter's code, which only the `sub` thread runs, reported as tid {tid}: {th}",
+                            py.label
+                        );
+                    }
+                    continue;
+                }
                 let role = match funcs.as_slice() {
                     [.., "<module>"] => "main",
                     f if f.contains(&"short") => "short",
@@ -481,11 +512,25 @@ fn every_thread_has_its_os_tid_through_churn() {
         let _ = child.kill();
         let _ = child.wait();
         eprintln!(
-            "{}: {ok} reads, {threads} threads ({checked_roles} checked against their role's tid), {} without an OS tid, {} with a tid the target did not have, {left_out} reads leaving out thread states no OS thread runs",
+            "{}: {ok} reads, {threads} threads ({checked_roles} checked against their role's tid, {sub_checked} running the subinterpreter against the `sub` thread's), {} without an OS tid, {lent} lent subinterpreter states without one (said why), {} with a tid the target did not have, {left_out} reads leaving out thread states no OS thread runs",
             py.label,
             nulls.len(),
             unreal.len()
         );
+        // the subinterpreter was seen: lent (up to 3.12) or on its own thread (3.13+)
+        if py.version <= (3, 12) {
+            assert!(
+                lent > 0,
+                "{}: the lent subinterpreter state was never seen",
+                py.label
+            );
+        } else {
+            assert!(
+                sub_checked > 0,
+                "{}: the subinterpreter was never seen running",
+                py.label
+            );
+        }
         assert!(ok >= 50, "{}: only {ok} of 100 reads succeeded", py.label);
         assert!(
             nulls.is_empty(),

@@ -275,6 +275,11 @@ pub struct ThreadStateLayout {
     /// `tracing` (int, ≤3.10): non-zero while the thread runs a trace or profile
     /// function, the one time a frame on its chain may legitimately not be executing.
     pub tracing: Option<u64>,
+    /// Whether a subinterpreter's thread state may run on a thread other than the one its
+    /// ids name: up to 3.12, `_xxsubinterpreters.run_string` switches the calling thread to
+    /// the interpreter's head thread state, which keeps its creator's `thread_id` and
+    /// `native_thread_id`; from 3.13 `_interpreters.exec` binds a new state to the caller.
+    pub lent_states: bool,
     /// `datastack_chunk`, `datastack_top`, `datastack_limit` (3.11+): the live part of
     /// the current data-stack chunk, where the thread's frames are.
     pub datastack: Option<DataStackLayout>,

@@ -33,6 +33,8 @@ pub const LAYOUT: Layout = Layout {
         thread_id: 152,
         native_thread_id: Some(160),
         tracing: None,
+        // `_xxsubinterpreters.run_string` runs the interpreter's head state on any thread
+        lent_states: true,
         // `datastack_chunk`, `datastack_top`, `datastack_limit`
         datastack: Some(DataStackLayout {
             chunk: 296,

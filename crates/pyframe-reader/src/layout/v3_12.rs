@@ -40,6 +40,8 @@ pub const LAYOUT: Layout = Layout {
         thread_id: 136,
         native_thread_id: Some(144),
         tracing: None,
+        // `_xxsubinterpreters.run_string` runs the interpreter's head state on any thread
+        lent_states: true,
         // `datastack_chunk`, `datastack_top`, `datastack_limit`
         datastack: Some(DataStackLayout {
             chunk: 232,

@@ -38,6 +38,8 @@ pub const LAYOUT: Layout = Layout {
         thread_id: 152,
         native_thread_id: Some(160),
         tracing: None,
+        // `_interpreters.exec` binds a state of its own to the calling thread
+        lent_states: false,
         // `datastack_chunk`, `datastack_top`, `datastack_limit`
         datastack: Some(DataStackLayout {
             chunk: 232,

@@ -31,6 +31,8 @@ pub const LAYOUT: Layout = Layout {
         native_thread_id: None,
         // `tracing`
         tracing: Some(44),
+        // `_xxsubinterpreters.run_string` runs the interpreter's head state on any thread
+        lent_states: true,
         datastack: None,
     },
     // `struct _frame` (Include/frameobject.h)

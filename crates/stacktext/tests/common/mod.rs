@@ -27,6 +27,7 @@ pub fn thread(os_tid: Option<u64>, frames: Vec<Frame>) -> ThreadStack {
         interpreter_id: 0,
         thread_id: os_tid.unwrap_or(1),
         os_tid,
+        os_tid_unknown: None,
         ns_tid: None,
         name: None,
         os_name: None,
