@@ -275,11 +275,13 @@ impl<'a> Walker<'a> {
         if let (None, Some(off), true) =
             (tl.native_thread_id, self.pthread_tid_offset, thread_id != 0)
         {
-            // an unreadable or cleared tid (a thread that ended) leaves the later mapping
+            // an unreadable or cleared tid (a thread that ended) leaves the later mapping.
+            // A cleared one is witnessed too: the block may be a copy taken before a new
+            // thread reused it (glibc caches stacks), and must read back 0 after the walk
             if let Ok(v) = self.mem.read_i32(thread_id.wrapping_add(off)) {
+                self.witnesses
+                    .push(Witness::new(thread_id).field(off, 4, v as u32 as u64));
                 if v > 0 {
-                    self.witnesses
-                        .push(Witness::new(thread_id).field(off, 4, v as u32 as u64));
                     native_thread_id = Some(v as u64);
                 }
             }
