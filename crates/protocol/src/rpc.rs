@@ -288,6 +288,9 @@ pub struct ProfileParams {
     /// One root per thread in folded and flame graph output.
     #[serde(default)]
     pub threads: bool,
+    /// Count only the thread holding the GIL (refused for a free-threaded build).
+    #[serde(default)]
+    pub gil: bool,
 }
 
 fn default_rate() -> u32 {
@@ -355,6 +358,10 @@ pub struct ProfileResult {
     pub dropped: u64,
     /// Thread stacks left out as idle.
     pub idle_skipped: u64,
+    /// With `gil`: thread samples left out as not holding the GIL, or with its state
+    /// unknown (torn under the read).
+    #[serde(default)]
+    pub gil_skipped: u64,
     /// Seconds sampled so far.
     pub elapsed: f64,
     pub rate_requested: u32,

@@ -13,8 +13,9 @@ pub struct Identity {
     pub pid: u32,
     /// In the OS's units (Linux: clock ticks since boot; illumos: `pr_start`).
     pub start_time: u64,
-    /// Device and inode of the executable (`None` where the OS gives none: illumos).
-    exe: Option<(u64, u64)>,
+    /// The image it runs (`platform::exe_identity`; `None` where the OS gives none:
+    /// illumos).
+    exe: Option<(u64, u64, u64)>,
     handle: Option<ProcessHandle>,
 }
 
@@ -88,5 +89,37 @@ mod tests {
         child.wait().unwrap();
         assert!(!id.alive());
         assert!(!id.is_same());
+    }
+
+    /// A process that execs the very file it runs is another image (a reloader's
+    /// `os.execv(sys.executable, ...)`): the same pid, start time and executable.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_exec_of_the_same_file_is_another_image() {
+        let dir = std::env::temp_dir().join(format!("pystackd-exec-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        // the child waits for the file, then execs /bin/sh again
+        let script = format!(
+            "while [ ! -e {0} ]; do sleep 0.01; done; exec /bin/sh -c 'sleep 30'",
+            dir.display()
+        );
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", &script])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let id = Identity::of(child.id()).unwrap();
+        assert!(id.is_same(), "before the exec");
+        std::fs::write(&dir, b"go").unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut seen = false;
+        while std::time::Instant::now() < until && !seen {
+            seen = !id.is_same();
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = std::fs::remove_file(&dir);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(seen, "the exec of /bin/sh by /bin/sh was not told apart");
     }
 }

@@ -17,7 +17,7 @@ use crate::stack::StackArgs;
     about = "Readable Python stacks for native stack traces of CPython processes"
 )]
 pub struct Cli {
-    /// stack, annotate: read processes directly even when the daemon is running.
+    /// stack, annotate, record: read processes directly even when the daemon is running.
     #[arg(long)]
     pub no_daemon: bool,
     /// The daemon's socket [default: $PYSTACKD_SOCKET, else /run/pystackd/pystackd.sock
@@ -257,8 +257,8 @@ pub fn run() -> ExitCode {
         )
     {
         eprintln!(
-            "pystackd: --no-daemon applies to stack and annotate only: this subcommand talks to \
-             the daemon (or is the daemon)"
+            "pystackd: --no-daemon applies to stack, annotate, record and top only: this \
+             subcommand talks to the daemon (or is the daemon)"
         );
         return ExitCode::from(crate::exit::USAGE);
     }
@@ -270,7 +270,13 @@ pub fn run() -> ExitCode {
             };
             crate::stack::run(&args, &global)
         }
-        Command::Record(args) => crate::record::run(&args, &global),
+        Command::Record(args) => {
+            let global = Global {
+                no_daemon: global.no_daemon || args.no_daemon,
+                ..global
+            };
+            crate::record::run(&args, &global)
+        }
         Command::Top(args) => crate::top::run(&args),
         Command::Serve(args) => {
             crate::daemon::run(socket, args.config.as_deref(), args.log_level.as_deref())

@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod daemon;
 mod exit;
+mod family;
 mod held;
 // The daemon's OS layer (peer credentials, privilege, access rule, default paths):
 // the only module of this crate with `cfg(target_os)`.

@@ -32,6 +32,8 @@ pub struct Profile {
     time_nanos: i64,
     /// Whether the folded lines start with the thread (`--threads`).
     per_thread: bool,
+    /// Whether they start with the process (`--subprocesses`).
+    per_process: bool,
     /// Distinct frames (by content), indexed by frame id.
     frames: Vec<FrameKey>,
     by_content: HashMap<FrameKey, u32>,
@@ -61,6 +63,10 @@ struct FrameKey {
 struct ThreadSamples {
     key: u64,
     name: Option<String>,
+    /// With `--subprocesses`: the process's root label (`process PID (command)`).
+    process: Option<Arc<str>>,
+    /// `thread NAME (TID)` alone.
+    thread_label: String,
     label: String,
     /// Stack ids in the order sampled (speedscope).
     samples: Vec<u32>,
@@ -95,6 +101,7 @@ impl Profile {
             period_ns,
             time_nanos: now,
             per_thread: false,
+            per_process: false,
             frames: Vec::new(),
             by_content: HashMap::new(),
             by_address: HashMap::new(),
@@ -126,30 +133,44 @@ impl Profile {
         id
     }
 
-    fn thread_entry(&mut self, t: &ThreadStack) -> u32 {
+    fn thread_entry(&mut self, process: Option<&Arc<str>>, t: &ThreadStack) -> u32 {
         let key = t.os_tid.unwrap_or(t.thread_id);
-        if let Some(i) = self
-            .threads
-            .iter()
-            .rposition(|e| e.key == key && e.name.as_deref() == t.name.as_deref())
-        {
+        if let Some(i) = self.threads.iter().rposition(|e| {
+            e.key == key
+                && e.name.as_deref() == t.name.as_deref()
+                && e.process.as_deref() == process.map(|p| &**p)
+        }) {
             return i as u32;
         }
+        let thread_label = thread_label(t);
+        let label = match process {
+            Some(p) => format!("{}: {thread_label}", escape_control(p)),
+            None => thread_label.clone(),
+        };
         self.threads.push(ThreadSamples {
             key,
             name: t.name.clone(),
-            label: thread_label(t),
+            process: process.cloned(),
+            thread_label,
+            label,
             samples: Vec::new(),
         });
         (self.threads.len() - 1) as u32
     }
 
     pub fn add(&mut self, t: &ThreadStack, per_thread: bool) {
+        self.add_in(None, t, per_thread)
+    }
+
+    /// [`Profile::add`] of a thread of one of several processes (`--subprocesses`): the
+    /// folded lines and the flame graph get one root per process, `label`.
+    pub fn add_in(&mut self, process: Option<&Arc<str>>, t: &ThreadStack, per_thread: bool) {
         if t.frames.is_empty() {
             return;
         }
         self.per_thread = per_thread;
-        let thread = self.thread_entry(t);
+        self.per_process |= process.is_some();
+        let thread = self.thread_entry(process, t);
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
         ids.push(thread);
@@ -187,8 +208,16 @@ impl Profile {
         let mut merged: HashMap<String, u64> = HashMap::new();
         for (stack, &n) in self.stacks.iter().zip(&self.counts) {
             let mut line = String::new();
+            let thread = &self.threads[stack[0] as usize];
+            if self.per_process {
+                let p = thread.process.as_deref().unwrap_or("process ?");
+                line.push_str(&escape_control(p).replace(';', ":"));
+            }
             if self.per_thread {
-                line.push_str(&self.threads[stack[0] as usize].label.replace(';', ":"));
+                if !line.is_empty() {
+                    line.push(';');
+                }
+                line.push_str(&thread.thread_label.replace(';', ":"));
             }
             for &f in &stack[1..] {
                 if !line.is_empty() {

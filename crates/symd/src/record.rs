@@ -15,8 +15,9 @@ use protocol::ErrorKind;
 
 use crate::client::{Client, ClientError, Global};
 use crate::exit;
+use crate::family::{Family, FamilyEvent};
 use crate::profile::{Profile, RecordFormat};
-use crate::sample::{self, End, Event, Sampler};
+use crate::sample::{self, End};
 
 #[derive(clap::Args, Debug)]
 pub struct RecordArgs {
@@ -51,6 +52,17 @@ pub struct RecordArgs {
     /// One root per thread (`thread NAME (TID)`), so threads are told apart.
     #[arg(long)]
     pub threads: bool,
+    /// Count only the thread holding the GIL at each sample: where the interpreter spends
+    /// its one CPU (refused for free-threaded builds, which have no GIL).
+    #[arg(long)]
+    pub gil: bool,
+    /// Also sample every process the target starts (and those start), one root per
+    /// process (`process PID (command)`); read directly, not through the daemon.
+    #[arg(long)]
+    pub subprocesses: bool,
+    /// Read the process directly even when the daemon is running.
+    #[arg(long)]
+    pub no_daemon: bool,
     /// Start this program and sample it until it exits, after `--` (`-- python3 app.py`).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -63,6 +75,8 @@ Samples every thread's Python stack of a running process and writes a profile:
   pystackd record --pid 4242 --rate 1000 --threads -o p.folded
   pystackd record --pid 4242 --duration 30 -o cpu.pprof; go tool pprof -top cpu.pprof
   pystackd record -o profile.svg -- python3 app.py --port 8080   start it, sample until it exits
+  pystackd record --subprocesses -o p.svg -- ./run-workers.sh    a launcher and every Python it starts
+  pystackd record --pid 4242 --gil -o gil.svg             only the thread holding the GIL
 
 Each sample is one read of the process's memory while it runs: a read the target moved under
 is retried and, if it never holds still, dropped and counted, never recorded wrong
@@ -78,8 +92,16 @@ longest session (1,000,000 samples, at most an hour).
 With -- COMMAND, the program is started with pystackd's terminal, environment and working
 directory, and sampled from the moment its interpreter has a thread (the process must become
 CPython itself, within 5 s: a shell script that execs python works, one that runs python as a
-child does not). Ctrl-C reaches it too. Its exit status is printed; when --duration ends
-first, the file is written and pystackd waits for the program to exit.
+child needs --subprocesses). Ctrl-C reaches it too. Its exit status is printed; when
+--duration ends first, the file is written and pystackd waits for the program to exit.
+
+--subprocesses looks for new children every 0.1 s (a process that lives shorter can be
+missed) and follows each one that is CPython, at the same rate, until it exits; one that
+runs exec is followed as its new program. Each process is its own root in the profile. The
+recording ends when every process followed and the one named have exited.
+
+--gil counts, in each sample, only the thread the read saw holding the GIL; a thread whose
+GIL state changed under the read is left out and counted (never guessed).
 
 Exit status: 0 written, 1 could not write the output or start COMMAND, 3 no such process,
 4 not a CPython process (COMMAND: it is then stopped), 5 permission denied, 6 unsupported
@@ -116,7 +138,7 @@ pub fn run(args: &RecordArgs, global: &Global) -> ExitCode {
     // The daemon when it answers (it reads what the caller may read, root or not); the
     // process directly when there is none. A started COMMAND is the caller's own child:
     // read directly.
-    if let (Some(pid), false) = (args.pid, global.no_daemon) {
+    if let (Some(pid), false, false) = (args.pid, global.no_daemon, args.subprocesses) {
         match via_daemon(args, pid, format, &global.socket, file) {
             Ok(code) => return code,
             // not running: directly, with the file opened again
@@ -126,7 +148,7 @@ pub fn run(args: &RecordArgs, global: &Global) -> ExitCode {
     let mut started_child = None;
     let pid = match (args.pid, args.command.first()) {
         (Some(pid), _) => pid,
-        (None, Some(_)) => match start_command(&args.command) {
+        (None, Some(_)) => match start_command(&args.command, args.subprocesses) {
             Ok(c) => {
                 let pid = c.child.id();
                 started_child = Some(c);
@@ -140,14 +162,16 @@ pub fn run(args: &RecordArgs, global: &Global) -> ExitCode {
         // clap requires one of them
         (None, None) => return ExitCode::from(exit::USAGE),
     };
-    let mut sampler = match Sampler::attach(sample::Settings {
+    let settings = sample::Settings {
         pid,
         rate: args.rate,
         duration: args.duration.map(Duration::from_secs_f64),
         pause: args.pause,
         idle: args.idle,
         classify_idle: false,
-    }) {
+        gil: args.gil,
+    };
+    let mut family = match Family::attach(settings, args.subprocesses) {
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_file(&args.output);
@@ -158,31 +182,41 @@ pub fn run(args: &RecordArgs, global: &Global) -> ExitCode {
         }
     };
     let sigint = sample::catch_sigint();
-    let started = sampler.started();
+    let started = family.started();
     let progress = io::stderr().is_terminal();
     let mut last_progress = started;
-    let mut profile = Profile::new(sampler.interval().as_nanos() as i64);
+    let mut profile = Profile::new(family.interval().as_nanos() as i64);
     let end = loop {
-        match sampler.next_event() {
-            Event::Wait(d) => std::thread::sleep(d),
-            Event::Sample(s) => {
+        match family.next_event() {
+            FamilyEvent::Wait(d) => std::thread::sleep(d),
+            FamilyEvent::Sample(process, s) => {
+                let process = args.subprocesses.then_some(&process);
                 for t in s.counted() {
-                    profile.add(t, args.threads);
+                    profile.add_in(process, t, args.threads);
                 }
             }
-            Event::End(end) => break end,
+            FamilyEvent::Note(n) => {
+                let clear = if progress { "\r\x1b[K" } else { "" };
+                eprintln!("{clear}pystackd record: {n}");
+            }
+            FamilyEvent::End(end) => break end,
         }
         if progress && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             let secs = started.elapsed().as_secs_f64();
+            let c = family.counts();
             eprint!(
                 "\rpystackd record: {} samples in {secs:.0} s ({:.0}/s), {} dropped as torn   ",
-                sampler.samples,
-                sampler.samples as f64 / secs,
-                sampler.dropped
+                c.samples,
+                c.samples as f64 / secs,
+                c.dropped
             );
         }
     };
+    // notes of the last moments (a process that exited)
+    for n in family.take_notes() {
+        eprintln!("pystackd record: {n}");
+    }
     drop(sigint);
     if let End::Error(e) = &end {
         eprintln!("pystackd record: {e}");
@@ -196,7 +230,8 @@ pub fn run(args: &RecordArgs, global: &Global) -> ExitCode {
     if progress {
         eprintln!();
     }
-    let (samples, dropped, idle_skipped) = (sampler.samples, sampler.dropped, sampler.idle_skipped);
+    let c = family.counts();
+    let (samples, dropped, idle_skipped) = (c.samples, c.dropped, c.idle_skipped);
     let mut out = BufWriter::new(file);
     if let Err(e) = profile
         .write(format, pid, started.elapsed(), &mut out)
@@ -205,15 +240,34 @@ pub fn run(args: &RecordArgs, global: &Global) -> ExitCode {
         eprintln!("pystackd record: writing {}: {e}", args.output.display());
         return ExitCode::from(exit::FAILURE);
     }
+    let gil = if args.gil {
+        format!(
+            ", {} thread samples not holding the GIL and {} whose GIL state changed under the \
+             read left out (--gil)",
+            c.not_gil_skipped, c.gil_unknown_skipped
+        )
+    } else {
+        String::new()
+    };
+    let processes = if args.subprocesses {
+        format!(" of {} processes", family.followed)
+    } else {
+        String::new()
+    };
     eprintln!(
-        "pystackd record: {} samples in {secs:.1} s ({:.0}/s of {} requested), {} dropped as \
-         torn reads ({} read again after a torn first walk), {} idle thread samples left \
-         out{}; {ended_by}; wrote {}",
+        "pystackd record: {} samples{processes} in {secs:.1} s ({:.0}/s of {} requested{}), {} \
+         dropped as torn reads ({} read again after a torn first walk), {} idle thread \
+         samples left out{}{gil}; {ended_by}; wrote {}",
         samples,
         samples as f64 / secs,
         args.rate,
+        if args.subprocesses {
+            " per process"
+        } else {
+            ""
+        },
         dropped,
-        sampler.retried,
+        c.retried,
         idle_skipped,
         if args.idle { " (none: --idle)" } else { "" },
         args.output.display()
@@ -268,7 +322,7 @@ const COMMAND_START: Duration = Duration::from_secs(5);
 
 /// Starts COMMAND and waits until its process is CPython with a thread state (the moment
 /// sampling can begin), or fails with the exit status to return.
-fn start_command(command: &[String]) -> Result<StartedCommand, u8> {
+fn start_command(command: &[String], subprocesses: bool) -> Result<StartedCommand, u8> {
     let program = command[0].clone();
     let child = match std::process::Command::new(&program)
         .args(&command[1..])
@@ -281,6 +335,10 @@ fn start_command(command: &[String]) -> Result<StartedCommand, u8> {
         }
     };
     let mut started = StartedCommand { child, program };
+    if subprocesses {
+        // the command need not be CPython itself: its children are followed
+        return Ok(started);
+    }
     let pid = started.child.id();
     let deadline = Instant::now() + COMMAND_START;
     let mut last_error = None;
@@ -368,6 +426,7 @@ fn via_daemon(
             idle: args.idle,
             pause: args.pause,
             threads: args.threads,
+            gil: args.gil,
         }),
     ) {
         Ok(s) => s,
@@ -447,7 +506,7 @@ fn via_daemon(
     };
     eprintln!(
         "pystackd record: {} samples in {:.1} s ({:.0}/s of {} requested), {} dropped as torn \
-         reads, {} idle thread samples left out{}; {ended_by}; through the daemon; wrote {}",
+         reads, {} idle thread samples left out{}{}; {ended_by}; through the daemon; wrote {}",
         result.samples,
         result.elapsed,
         result.rate_achieved,
@@ -455,6 +514,14 @@ fn via_daemon(
         result.dropped,
         result.idle_skipped,
         if args.idle { " (none: --idle)" } else { "" },
+        if args.gil {
+            format!(
+                ", {} thread samples not holding the GIL (or not known to) left out",
+                result.gil_skipped
+            )
+        } else {
+            String::new()
+        },
         args.output.display()
     );
     if result.samples == 0 && result.state == ProfileState::Exited {

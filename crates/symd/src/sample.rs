@@ -75,6 +75,9 @@ pub struct Settings {
     /// Tell idle threads apart even with `idle` (costs a look at every thread's state per
     /// sample; `top` shows the counts).
     pub classify_idle: bool,
+    /// Count only the thread holding the GIL (`--gil`): where the interpreter itself spends
+    /// its time, as one CPU would see it.
+    pub gil: bool,
 }
 
 /// Checks `--rate` and `--duration`; the message names the subcommand.
@@ -129,6 +132,7 @@ pub struct Sample {
     /// Kernel thread ids of the threads idle at the read (when told apart).
     idle: Option<HashSet<u64>>,
     keep_idle: bool,
+    gil_only: bool,
 }
 
 impl Sample {
@@ -139,12 +143,30 @@ impl Sample {
         }
     }
 
-    /// The threads this sample counts: all of them with `--idle`, else those not idle.
+    /// The threads this sample counts: all of them with `--idle`, else those not idle;
+    /// with `--gil` only the one the read saw holding the GIL (a thread whose GIL state
+    /// could not be read consistently is not counted: it is not known to hold it).
     pub fn counted(&self) -> impl Iterator<Item = &ThreadStack> {
-        self.stack
-            .threads
-            .iter()
-            .filter(move |t| self.keep_idle || !self.is_idle(t))
+        self.stack.threads.iter().filter(move |t| {
+            (self.keep_idle || !self.is_idle(t)) && (!self.gil_only || t.holds_gil == Some(true))
+        })
+    }
+
+    /// With `--gil`: threads left out because they did not hold the GIL, and those whose
+    /// GIL state was unknown.
+    fn gil_left_out(&self) -> (u64, u64) {
+        if !self.gil_only {
+            return (0, 0);
+        }
+        let (mut not, mut unknown) = (0, 0);
+        for t in &self.stack.threads {
+            match t.holds_gil {
+                Some(true) => {}
+                Some(false) => not += 1,
+                None => unknown += 1,
+            }
+        }
+        (not, unknown)
     }
 
     /// How many threads were idle (0 when not told apart).
@@ -185,12 +207,24 @@ pub struct Sampler {
     pub retried: u64,
     /// Thread stacks left out as idle.
     pub idle_skipped: u64,
+    /// With `--gil`: thread stacks left out as not holding the GIL, and as holding it or
+    /// not unknown (its state torn under the read).
+    pub not_gil_skipped: u64,
+    pub gil_unknown_skipped: u64,
 }
 
 impl Sampler {
     /// Attaches the process; the clock starts now.
     pub fn attach(settings: Settings) -> Result<Sampler, pyframe_reader::Error> {
         let process = PythonProcess::attach(settings.pid)?;
+        if settings.gil && process.layout().free_threaded {
+            return Err(pyframe_reader::Error::UnsupportedFeature {
+                what: "--gil",
+                version: format!("{} (free-threaded)", process.version()),
+                why: "a free-threaded build has no GIL: every thread runs Python at once \
+                      (leave out --gil; --idle off already counts only running threads)",
+            });
+        }
         let started = Instant::now();
         Ok(Sampler {
             process,
@@ -206,6 +240,8 @@ impl Sampler {
             dropped: 0,
             retried: 0,
             idle_skipped: 0,
+            not_gil_skipped: 0,
+            gil_unknown_skipped: 0,
         })
     }
 
@@ -280,10 +316,14 @@ impl Sampler {
                     stack,
                     idle,
                     keep_idle: self.settings.idle,
+                    gil_only: self.settings.gil,
                 };
                 if !self.settings.idle {
                     self.idle_skipped += sample.idle_threads() as u64;
                 }
+                let (not, unknown) = sample.gil_left_out();
+                self.not_gil_skipped += not;
+                self.gil_unknown_skipped += unknown;
                 Event::Sample(sample)
             }
             Err(e) => match e.kind() {

@@ -321,6 +321,7 @@ pub fn run(args: &TopArgs) -> ExitCode {
         pause: args.pause,
         idle: args.idle,
         classify_idle: true,
+        gil: false,
     }) {
         Ok(s) => s,
         Err(e) => return ExitCode::from(sample::report_attach_error("top", &e)),

@@ -486,11 +486,38 @@ fn every_thread_has_its_os_tid_through_churn() {
                 if th["interpreter_id"] != 0 {
                     if funcs.contains(&"in_sub") {
                         sub_checked += 1;
-                        assert!(
-                            logged(Some("sub"), tid),
-                            "{}: the subinterpreter's code, which only the `sub` thread runs, reported as tid {tid}: {th}",
-                            py.label
-                        );
+                        if !logged(Some("sub"), tid) {
+                            // every thread of this read and every role the target logged,
+                            // to tell which thread the tid belongs to
+                            let all: Vec<String> = v["threads"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|t| {
+                                    format!(
+                                        "interp {} tid {} thread_id {} {:?}",
+                                        t["interpreter_id"],
+                                        t["os_tid"],
+                                        t["thread_id"],
+                                        t["frames"]
+                                            .as_array()
+                                            .unwrap()
+                                            .iter()
+                                            .filter_map(|f| f["function"].as_str())
+                                            .collect::<Vec<_>>()
+                                    )
+                                })
+                                .collect();
+                            panic!(
+                                "{}: the subinterpreter's code, which only the `sub` thread runs, reported as tid {tid}: {th}\nthe read: {all:#?}\nwarnings: {}\nlogged: {:?}",
+                                py.label,
+                                v["warnings"],
+                                churn_log(&log, 0)
+                                    .into_iter()
+                                    .filter(|(r, _)| r != "short")
+                                    .collect::<Vec<_>>()
+                            );
+                        }
                     }
                     continue;
                 }

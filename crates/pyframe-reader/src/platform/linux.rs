@@ -714,13 +714,25 @@ impl ProcessHandle {
     }
 }
 
-/// Device and inode of the executable the process runs now (`/proc/PID/exe`, the
-/// link followed): changes when the process execs, unlike its pid and start time.
-pub fn exe_identity(pid: u32) -> Option<(u64, u64)> {
+/// The image the process runs now: device and inode of its executable (`/proc/PID/exe`,
+/// the link followed) and the address of its `AT_RANDOM` bytes from `/proc/PID/auxv`
+/// (0 when unreadable). Changes when the process execs, unlike its pid and start time,
+/// even when it execs the same file again (a reloader's `os.execv(sys.executable, ...)`):
+/// each exec builds a new initial stack at a new random address.
+pub fn exe_identity(pid: u32) -> Option<(u64, u64, u64)> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}/exe"))
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
+    let m = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    Some((m.dev(), m.ino(), auxv_random(pid).unwrap_or(0)))
+}
+
+/// `AT_RANDOM` (25) of `/proc/PID/auxv`: (type, value) pairs of 8 bytes each.
+fn auxv_random(pid: u32) -> Option<u64> {
+    const AT_RANDOM: u64 = 25;
+    let b = std::fs::read(format!("/proc/{pid}/auxv")).ok()?;
+    b.chunks_exact(16).find_map(|e| {
+        let t = u64::from_ne_bytes(e[..8].try_into().ok()?);
+        (t == AT_RANDOM).then(|| u64::from_ne_bytes(e[8..].try_into().unwrap_or_default()))
+    })
 }
 
 /// Each thread's count of times it was switched onto a CPU (the third field of

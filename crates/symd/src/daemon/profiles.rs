@@ -51,6 +51,7 @@ struct Inner {
     samples: u64,
     dropped: u64,
     idle_skipped: u64,
+    gil_skipped: u64,
     started: Instant,
     /// When sampling ended.
     ended: Option<Instant>,
@@ -106,6 +107,7 @@ impl Sessions {
             pause: p.pause,
             idle: p.idle,
             classify_idle: false,
+            gil: p.gil,
         })
         .map_err(|e| super::methods::reader_error(&e))?;
         // the process attached must be the one authorized
@@ -151,6 +153,7 @@ impl Sessions {
                     samples: 0,
                     dropped: 0,
                     idle_skipped: 0,
+                    gil_skipped: 0,
                     started: sampler.started(),
                     ended: None,
                     error: None,
@@ -219,12 +222,20 @@ impl Session {
                 Event::End(end) => break end,
             }
             let mut i = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            (i.samples, i.dropped, i.idle_skipped) =
-                (sampler.samples, sampler.dropped, sampler.idle_skipped);
+            (i.samples, i.dropped, i.idle_skipped, i.gil_skipped) = (
+                sampler.samples,
+                sampler.dropped,
+                sampler.idle_skipped,
+                sampler.not_gil_skipped + sampler.gil_unknown_skipped,
+            );
         };
         let mut i = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        (i.samples, i.dropped, i.idle_skipped) =
-            (sampler.samples, sampler.dropped, sampler.idle_skipped);
+        (i.samples, i.dropped, i.idle_skipped, i.gil_skipped) = (
+            sampler.samples,
+            sampler.dropped,
+            sampler.idle_skipped,
+            sampler.not_gil_skipped + sampler.gil_unknown_skipped,
+        );
         i.ended = Some(Instant::now());
         i.state = match end {
             End::Duration => ProfileState::Done,
@@ -283,6 +294,7 @@ impl Session {
             samples: i.samples,
             dropped: i.dropped,
             idle_skipped: i.idle_skipped,
+            gil_skipped: i.gil_skipped,
             elapsed: elapsed.as_secs_f64(),
             rate_requested: self.rate,
             rate_achieved: i.samples as f64 / elapsed.as_secs_f64().max(1e-9),

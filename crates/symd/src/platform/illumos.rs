@@ -314,6 +314,29 @@ impl ThreadStates {
     }
 }
 
+/// The processes `pid` started that still run: every `/proc` entry whose `pr_ppid` is
+/// `pid` (illumos has no per-process list of children).
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out: Vec<u32> = std::fs::read_dir("/proc")
+        .map(|all| {
+            all.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&p| parent_pid(p) == Some(pid))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_unstable();
+    out
+}
+
+/// The command line of `pid` as `ps` shows it (`pr_psargs` of `/proc/PID/psinfo`, the
+/// first 80 bytes).
+pub fn command_line(pid: u32) -> Option<String> {
+    let b = std::fs::read(format!("/proc/{pid}/psinfo")).ok()?;
+    let p = pyframe_reader::platform::illumos_procfs::parse_psinfo(&b)?;
+    (!p.psargs.is_empty()).then_some(p.psargs)
+}
+
 /// `pr_ppid` of `/proc/PID/psinfo`.
 pub(super) fn parent_pid(pid: u32) -> Option<u32> {
     let b = std::fs::read(format!("/proc/{pid}/psinfo")).ok()?;

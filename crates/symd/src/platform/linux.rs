@@ -459,6 +459,48 @@ pub fn executable(pid: u32) -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
+/// The processes `pid` started that still run (its threads' `/proc/PID/task/TID/children`;
+/// a kernel without that file: every process whose parent is `pid`, from `/proc`).
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut found_file = false;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let path = t.path().join("children");
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                found_file = true;
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    if !found_file {
+        if let Ok(all) = std::fs::read_dir("/proc") {
+            out.extend(
+                all.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                    .filter(|&p| parent_pid(p) == Some(pid)),
+            );
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The command line of `pid`, its arguments joined by spaces (`/proc/PID/cmdline`).
+pub fn command_line(pid: u32) -> Option<String> {
+    let b = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let text: Vec<String> = b
+        .split(|&c| c == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    (!text.is_empty()).then(|| text.join(" "))
+}
+
 /// Default directory of the daemon's socket.
 pub const DEFAULT_RUN_DIR: &str = "/run/pystackd";
 

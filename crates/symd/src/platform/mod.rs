@@ -68,6 +68,8 @@ const INTERFACE: () = {
     let _: fn(&mut ThreadStates) -> std::collections::HashSet<u64> = ThreadStates::idle;
     let _: fn(u64) -> Option<u32> = pid_of_tid;
     let _: fn(u32) -> Option<String> = executable;
+    let _: fn(u32) -> Vec<u32> = children;
+    let _: fn(u32) -> Option<String> = command_line;
     let _: &str = DEFAULT_RUN_DIR;
 };
 

@@ -1,0 +1,230 @@
+//! `pystackd record --subprocesses` and `--gil` (issue 13), against real programs whose
+//! ground truth comes from themselves: which process ran which role (each worker logs its
+//! own pid), and which thread can hold the GIL (one hashes in C with the GIL released, a
+//! path only that thread takes).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use testkit::{pystackd_bin, require, Interpreter, TempDir};
+
+/// `name (file:line)` → name.
+fn frame_name(f: &str) -> Option<&str> {
+    Some(f.rsplit_once(" (")?.0)
+}
+
+/// The worker functions each role may be in, innermost last (`<module>` > spin > leaf).
+fn leaf_of(role: &str) -> &'static str {
+    match role {
+        "a" => "work_a",
+        "pre" => "before_exec",
+        _ => "work_b",
+    }
+}
+
+fn follow_case(py: &Interpreter, tmp: &TempDir) -> Result<String, String> {
+    let log = tmp.path().join(format!("{}.log", py.label));
+    let out = tmp.path().join(format!("{}.folded", py.label));
+    let worker = testkit::targets_dir().join("family_worker.py");
+    // a launcher that is not Python: two workers, one of which execs itself
+    let script = format!(
+        "{py} {w} a 1.5 {log} & {py} {w} exec 1.5 {log} & wait",
+        py = py.command.display(),
+        w = worker.display(),
+        log = log.display()
+    );
+    let o = Command::new(pystackd_bin())
+        .args(["record", "--subprocesses", "--rate", "200", "-o"])
+        .arg(&out)
+        .args(["--", "/bin/sh", "-c", &script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    if o.status.code() != Some(0) {
+        return Err(format!("exit {:?}: {err}", o.status.code()));
+    }
+    // the ground truth: role → pid, from the workers themselves
+    let roles: HashMap<String, u32> = std::fs::read_to_string(&log)
+        .map_err(|e| format!("{}: {e}", log.display()))?
+        .lines()
+        .filter_map(|l| {
+            let (r, p) = l.split_once(' ')?;
+            Some((r.to_string(), p.parse().ok()?))
+        })
+        .collect();
+    for r in ["a", "pre", "b"] {
+        if !roles.contains_key(r) {
+            return Err(format!("the {r} worker never logged: {roles:?}; {err}"));
+        }
+    }
+    if roles["pre"] != roles["b"] {
+        return Err(format!("the exec changed the pid? {roles:?}"));
+    }
+    if !err.contains("ran another program (exec)") {
+        return Err(format!("the exec was not told: {err}"));
+    }
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let mut busy: HashMap<&str, u64> = HashMap::new();
+    let mut root_role: HashMap<String, &str> = HashMap::new();
+    for line in text.lines() {
+        let (stack, n) = line.rsplit_once(' ').ok_or(format!("bad line {line:?}"))?;
+        let n: u64 = n.parse().map_err(|_| format!("bad count {line:?}"))?;
+        let (root, rest) = stack.split_once(';').ok_or(format!("no root: {line:?}"))?;
+        // `process PID (command)`: the pid and the role its command line names
+        let pid: u32 = root
+            .strip_prefix("process ")
+            .and_then(|r| r.split_once(' '))
+            .and_then(|(p, _)| p.parse().ok())
+            .ok_or(format!("root {root:?} is not a process"))?;
+        // the role by the pid the workers logged; the exec'd one keeps its pid: by its
+        // leaf function (a line above the leaves fits either), and one root must never
+        // hold both
+        let role = if pid == roles["a"] {
+            "a"
+        } else if pid == roles["pre"] {
+            if rest.contains("before_exec (") {
+                "pre"
+            } else if rest.contains("work_b (") {
+                "b"
+            } else {
+                continue;
+            }
+        } else {
+            return Err(format!("{root:?}: no worker had pid {pid} ({roles:?})"));
+        };
+        if let Some(other) = root_role.insert(root.to_string(), role) {
+            if other != role {
+                return Err(format!(
+                    "{root:?} holds both the {other} and the {role} program"
+                ));
+            }
+        }
+        let own: Vec<&str> = rest
+            .split(';')
+            .filter(|f| f.contains("family_worker.py:"))
+            .filter_map(frame_name)
+            .collect();
+        let path = ["<module>", "spin", leaf_of(role)];
+        if !path.starts_with(&own) || (own.is_empty() && rest.contains("family_worker.py")) {
+            return Err(format!("not a path of the {role} worker: {line}"));
+        }
+        if own.len() == 3 {
+            *busy.entry(role).or_default() += n;
+        }
+    }
+    for r in ["a", "pre", "b"] {
+        if busy.get(r).copied().unwrap_or(0) < 5 {
+            return Err(format!(
+                "{} samples of the {r} worker in {}: {busy:?}; {err}",
+                busy.get(r).copied().unwrap_or(0),
+                leaf_of(r)
+            ));
+        }
+    }
+    Ok(format!("{busy:?}"))
+}
+
+/// A launcher shell (not CPython) starts two workers on every interpreter; one execs the
+/// same interpreter again. Every sample sits under the root of the process that ran it
+/// (by the pids the workers logged), every stack is a path of that worker's role, the
+/// exec is said and the program after it followed as a new root.
+#[test]
+fn subprocesses_are_followed_each_under_its_own_root() {
+    let list = require!(testkit::pythons::distinct_builds());
+    let tmp = TempDir::new("record-follow");
+    let mut failures = Vec::new();
+    for py in &list {
+        // a loaded machine can starve one worker of samples: one more try
+        let r = follow_case(py, &tmp).or_else(|e| {
+            eprintln!("[{}] first try: {e}", py.label);
+            follow_case(py, &tmp)
+        });
+        match r {
+            Ok(s) => eprintln!("record --subprocesses [{}]: busy samples {s}", py.label),
+            Err(e) => failures.push(format!("[{}] {e}", py.label)),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Samples per thread function in folded lines.
+fn count(text: &str, func: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.contains(&format!(";{func} (")) || l.starts_with(&format!("{func} (")))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
+
+/// `--gil` keeps only the thread holding the GIL: the hashing thread, on the CPU as much
+/// as the Python one but in C with the GIL released, nearly vanishes; without `--gil` it
+/// is there. A free-threaded build refuses `--gil` (exit 6, said).
+#[test]
+fn gil_counts_only_the_thread_holding_it() {
+    let list = require!(testkit::pythons::all_with_free_threaded());
+    let tmp = TempDir::new("record-gil");
+    let mut failures = Vec::new();
+    for py in &list {
+        let mut child = Command::new(&py.command)
+            .arg(testkit::targets_dir().join("gil_target.py"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert_eq!(first.trim(), "READY", "{}", py.label);
+        let pid = child.id().to_string();
+        let run = |gil: bool| {
+            let out = tmp.path().join(format!("{}-{gil}.folded", py.label));
+            let mut args = vec!["record", "--no-daemon", "--pid", &pid, "--rate", "200"];
+            args.extend(["--duration", "1.5"]);
+            if gil {
+                args.push("--gil");
+            }
+            let o = Command::new(pystackd_bin())
+                .args(&args)
+                .arg("-o")
+                .arg(&out)
+                .output()
+                .unwrap();
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            (o, text)
+        };
+        let (o, with) = run(true);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        if py.free_threaded() {
+            if o.status.code() != Some(6) || !err.contains("no GIL") {
+                failures.push(format!(
+                    "[{}] --gil on a free-threaded build: exit {:?}: {err}",
+                    py.label,
+                    o.status.code()
+                ));
+            }
+        } else {
+            let (o2, without) = run(false);
+            let err2 = String::from_utf8_lossy(&o2.stderr);
+            let (h, p) = (count(&with, "hash_loop"), count(&with, "py_loop"));
+            let (h2, p2) = (count(&without, "hash_loop"), count(&without, "py_loop"));
+            eprintln!(
+                "record --gil [{}]: with --gil hash_loop {h}, py_loop {p}; without: {h2}, {p2}",
+                py.label
+            );
+            if o.status.code() != Some(0) || o2.status.code() != Some(0) {
+                failures.push(format!("[{}] exit: {err} / {err2}", py.label));
+            } else if !err.contains("not holding the GIL") {
+                failures.push(format!("[{}] --gil summary says nothing: {err}", py.label));
+            } else if p < 20 || h2 < 20 || h * 4 > p || h * 4 > h2 {
+                // the hasher holds the GIL only between two hashes (a few Python lines)
+                failures.push(format!(
+                    "[{}] with --gil hash_loop {h}, py_loop {p}; without: {h2}, {p2}",
+                    py.label
+                ));
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
