@@ -60,6 +60,11 @@ pub struct RecordArgs {
     /// process (`process PID (command)`); read directly, not through the daemon.
     #[arg(long)]
     pub subprocesses: bool,
+    /// Native frames too: each sample stops the process (as --pause), unwinds every thread
+    /// and puts its Python frames in place of the eval-loop frames running them, like
+    /// `stack --native`; read directly, not through the daemon.
+    #[arg(long)]
+    pub native: bool,
     /// Read the process directly even when the daemon is running.
     #[arg(long)]
     pub no_daemon: bool,
@@ -77,6 +82,7 @@ Samples every thread's Python stack of a running process and writes a profile:
   pystackd record -o profile.svg -- python3 app.py --port 8080   start it, sample until it exits
   pystackd record --subprocesses -o p.svg -- ./run-workers.sh    a launcher and every Python it starts
   pystackd record --pid 4242 --gil -o gil.svg             only the thread holding the GIL
+  pystackd record --pid 4242 --native -o n.svg            C frames too, Python in place of the eval loop
 
 Each sample is one read of the process's memory while it runs: a read the target moved under
 is retried and, if it never holds still, dropped and counted, never recorded wrong
@@ -102,6 +108,12 @@ recording ends when every process followed and the one named have exited.
 
 --gil counts, in each sample, only the thread the read saw holding the GIL; a thread whose
 GIL state changed under the read is left out and counted (never guessed).
+
+--native stops the process for every sample (ptrace, as --pause: exact, and each sample
+costs the target about a millisecond), unwinds each Python thread's native stack with its
+CFI (.eh_frame/.debug_frame) and names the frames from the symbol tables; each eval-loop
+frame is replaced by the Python frames it runs. Threads the interpreter does not know are
+left out. Rates above a few hundred per second are not reached.
 
 Exit status: 0 written, 1 could not write the output or start COMMAND, 3 no such process,
 4 not a CPython process (COMMAND: it is then stopped), 5 permission denied, 6 unsupported
@@ -138,7 +150,9 @@ pub fn run(args: &RecordArgs, global: &Global) -> ExitCode {
     // The daemon when it answers (it reads what the caller may read, root or not); the
     // process directly when there is none. A started COMMAND is the caller's own child:
     // read directly.
-    if let (Some(pid), false, false) = (args.pid, global.no_daemon, args.subprocesses) {
+    if let (Some(pid), false, false) =
+        (args.pid, global.no_daemon, args.subprocesses || args.native)
+    {
         match via_daemon(args, pid, format, &global.socket, file) {
             Ok(code) => return code,
             // not running: directly, with the file opened again
@@ -166,10 +180,11 @@ pub fn run(args: &RecordArgs, global: &Global) -> ExitCode {
         pid,
         rate: args.rate,
         duration: args.duration.map(Duration::from_secs_f64),
-        pause: args.pause,
+        pause: args.pause || args.native,
         idle: args.idle,
         classify_idle: false,
         gil: args.gil,
+        native: args.native,
     };
     let mut family = match Family::attach(settings, args.subprocesses) {
         Ok(s) => s,

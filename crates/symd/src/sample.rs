@@ -21,6 +21,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protocol::{ErrorKind, ProcessStack, ThreadStack};
@@ -78,6 +79,9 @@ pub struct Settings {
     /// Count only the thread holding the GIL (`--gil`): where the interpreter itself spends
     /// its time, as one CPU would see it.
     pub gil: bool,
+    /// Native frames too (`--native`): every sample stops the process (as `pause`), unwinds
+    /// each thread and puts its Python frames in place of the eval-loop frames that run them.
+    pub native: bool,
 }
 
 /// Checks `--rate` and `--duration`; the message names the subcommand.
@@ -191,6 +195,10 @@ pub enum Event {
 /// The sampling loop's state: the attached process, the clock and the counters.
 pub struct Sampler {
     process: PythonProcess,
+    /// With `native`: the symbolizer (its caches last the recording) and each native
+    /// address's frame name and module, shared between samples so that a profile interns
+    /// them by address.
+    native: Option<(symbolize::Symbolizer, NativeNames)>,
     states: crate::platform::ThreadStates,
     settings: Settings,
     interval: Duration,
@@ -226,7 +234,14 @@ impl Sampler {
             });
         }
         let started = Instant::now();
+        let native = settings.native.then(|| {
+            (
+                symbolize::Symbolizer::new(symbolize::Config::from_env()),
+                NativeNames::default(),
+            )
+        });
         Ok(Sampler {
+            native,
             process,
             states: crate::platform::ThreadStates::new(settings.pid),
             settings,
@@ -306,7 +321,15 @@ impl Sampler {
             tid: None,
             locals: false,
         };
-        match self.process.stack_without_states(&opts) {
+        let read = match &mut self.native {
+            Some((symbolizer, names)) => {
+                let pid = self.settings.pid;
+                crate::stack_native::read_process(&mut self.process, symbolizer, pid, None, false)
+                    .map(|n| names.merge(n))
+            }
+            None => self.process.stack_without_states(&opts),
+        };
+        match read {
             Ok(stack) => {
                 self.samples += 1;
                 if self.process.last_attempts() > 1 {
@@ -340,6 +363,99 @@ impl Sampler {
                     Event::End(End::Error(e))
                 }
             },
+        }
+    }
+}
+
+/// Frame names of native addresses, kept for a recording (bounded: cleared when full).
+#[derive(Default)]
+pub struct NativeNames {
+    by_address: std::collections::HashMap<u64, (Arc<str>, Arc<str>)>,
+}
+
+impl NativeNames {
+    const MAX: usize = 200_000;
+
+    fn frame(&mut self, f: &crate::stack_native::NativeFrame) -> protocol::Frame {
+        if self.by_address.len() >= Self::MAX {
+            self.by_address.clear();
+        }
+        let (function, filename) = self
+            .by_address
+            .entry(f.address)
+            .or_insert_with(|| {
+                let name: Arc<str> = match &f.symbol {
+                    Some(s) => s.as_str().into(),
+                    None => format!("{:#x}", f.address).into(),
+                };
+                let module: Arc<str> = f.module.as_deref().unwrap_or("?").into();
+                (name, module)
+            })
+            .clone();
+        protocol::Frame {
+            function,
+            qualname: None,
+            filename,
+            line: None,
+            first_line: 0,
+            entry: false,
+            locals: None,
+        }
+    }
+
+    /// A native read as Python-shaped thread stacks: each thread's native frames, innermost
+    /// first, with the Python frames in place of the eval-loop frame that runs them. Python
+    /// frames no eval frame was found for (a build whose eval loop has no symbol) go on top
+    /// of the native ones under a frame that says so, never placed where they were not seen.
+    /// Threads the interpreter does not know are left out, as without `--native`.
+    fn merge(&mut self, n: crate::stack_native::NativeStack) -> ProcessStack {
+        let threads = n
+            .threads
+            .into_iter()
+            .filter(|t| t.python_thread)
+            .map(|t| {
+                let mut frames = Vec::with_capacity(t.frames.len() * 2);
+                if !t.unplaced_python.is_empty() {
+                    frames.extend(t.unplaced_python.iter().cloned());
+                    frames.push(protocol::Frame {
+                        function: "(Python frames not placed in the native stack)".into(),
+                        qualname: None,
+                        filename: "pystackd".into(),
+                        line: None,
+                        first_line: 0,
+                        entry: false,
+                        locals: None,
+                    });
+                }
+                for f in &t.frames {
+                    if f.python.is_empty() {
+                        frames.push(self.frame(f));
+                    } else {
+                        frames.extend(f.python.iter().cloned());
+                    }
+                }
+                ThreadStack {
+                    interpreter_id: 0,
+                    thread_id: t.os_tid,
+                    os_tid: Some(t.os_tid),
+                    os_tid_unknown: None,
+                    ns_tid: None,
+                    name: t.name,
+                    os_name: None,
+                    holds_gil: t.holds_gil,
+                    state: Default::default(),
+                    frames,
+                }
+            })
+            .collect();
+        ProcessStack {
+            pid: n.pid,
+            python_version: n.python_version,
+            python_binary: n.python_binary,
+            pid_ns: None,
+            ns_pid: None,
+            threads,
+            warnings: n.warnings,
         }
     }
 }

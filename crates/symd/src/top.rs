@@ -322,6 +322,7 @@ pub fn run(args: &TopArgs) -> ExitCode {
         idle: args.idle,
         classify_idle: true,
         gil: false,
+        native: false,
     }) {
         Ok(s) => s,
         Err(e) => return ExitCode::from(sample::report_attach_error("top", &e)),

@@ -228,3 +228,103 @@ fn gil_counts_only_the_thread_holding_it() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `--native` on every interpreter: every sample's root is native (the program's or a
+/// thread's start), the hashing thread's samples show the C hashing code above its Python
+/// frame `hash_loop` (the only Python path that calls hashlib), and the Python thread's
+/// `py_loop` never has hashing code above it.
+#[test]
+fn native_frames_sit_where_python_calls_them() {
+    let list = require!(testkit::pythons::distinct_builds());
+    let tmp = TempDir::new("record-native");
+    let mut failures = Vec::new();
+    let hashing = |f: &str| {
+        let l = f.to_ascii_lowercase();
+        ["sha", "evp", "digest", "hacl"]
+            .iter()
+            .any(|k| l.contains(k))
+    };
+    for py in &list {
+        let mut child = Command::new(&py.command)
+            .arg(testkit::targets_dir().join("gil_target.py"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert_eq!(first.trim(), "READY", "{}", py.label);
+        let out = tmp.path().join(format!("{}.folded", py.label));
+        let o = Command::new(pystackd_bin())
+            .args(["record", "--native", "--pid", &child.id().to_string()])
+            .args(["--rate", "100", "--duration", "1.5", "-o"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let err = String::from_utf8_lossy(&o.stderr);
+        if o.status.code() != Some(0) {
+            failures.push(format!("[{}] exit {:?}: {err}", py.label, o.status.code()));
+            continue;
+        }
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let (mut hashed, mut hash_samples, mut py_samples) = (0u64, 0u64, 0u64);
+        for line in text.lines() {
+            let Some((stack, n)) = line.rsplit_once(' ') else {
+                failures.push(format!("[{}] bad line {line:?}", py.label));
+                continue;
+            };
+            let n: u64 = n.parse().unwrap_or(0);
+            let frames: Vec<&str> = stack.split(';').collect();
+            if frames[0].contains(".py:") || frames[0].contains("<frozen") {
+                failures.push(format!("[{}] a Python frame at the root: {line}", py.label));
+            }
+            // the C code a Python frame called: the frames above it, or, where the eval
+            // loop could not be named (a stripped build without its debug file), every
+            // native frame of a sample that says its Python frames are not placed
+            let unplaced = stack.contains("(Python frames not placed in the native stack)");
+            let called = |name: &str| -> Option<Vec<&str>> {
+                let i = frames
+                    .iter()
+                    .position(|f| f.starts_with(&format!("{name} (")))?;
+                Some(if unplaced {
+                    frames
+                        .iter()
+                        .copied()
+                        .filter(|f| !f.contains(".py:"))
+                        .collect()
+                } else {
+                    frames[i + 1..].to_vec()
+                })
+            };
+            if let Some(c) = called("hash_loop") {
+                hash_samples += n;
+                if c.iter().any(|f| hashing(f)) {
+                    hashed += n;
+                }
+            }
+            if let Some(c) = called("py_loop") {
+                py_samples += n;
+                if let Some(f) = c.iter().find(|f| hashing(f)) {
+                    failures.push(format!(
+                        "[{}] hashing code {f:?} above py_loop, which never hashes: {line}",
+                        py.label
+                    ));
+                }
+            }
+        }
+        eprintln!(
+            "record --native [{}]: hash_loop {hash_samples} samples ({hashed} in hashing code), py_loop {py_samples}",
+            py.label
+        );
+        if hashed < 10 || py_samples < 10 {
+            failures.push(format!(
+                "[{}] hash_loop {hash_samples} ({hashed} hashing), py_loop {py_samples}: {err}",
+                py.label
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -108,6 +108,7 @@ impl Sessions {
             idle: p.idle,
             classify_idle: false,
             gil: p.gil,
+            native: false,
         })
         .map_err(|e| super::methods::reader_error(&e))?;
         // the process attached must be the one authorized
