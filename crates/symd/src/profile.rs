@@ -16,7 +16,9 @@ pub enum RecordFormat {
     Flamegraph,
     /// speedscope's JSON file format (https://www.speedscope.app), one profile per thread.
     Speedscope,
-    /// `frame;frame;... count` lines, outermost first (flamegraph.pl, inferno, ...).
+    /// `frame;frame;... count` lines, outermost first (flamegraph.pl, inferno, ...); `raw`
+    /// is another name for it (py-spy's).
+    #[value(alias = "raw")]
     Folded,
     /// pprof's gzipped `profile.proto` (`go tool pprof`, continuous-profiling backends),
     /// with a `thread` label per sample.

@@ -163,7 +163,13 @@ impl Sample {
             return (0, 0);
         }
         let (mut not, mut unknown) = (0, 0);
-        for t in &self.stack.threads {
+        // those left out as idle are counted there, not twice
+        for t in self
+            .stack
+            .threads
+            .iter()
+            .filter(|t| self.keep_idle || !self.is_idle(t))
+        {
             match t.holds_gil {
                 Some(true) => {}
                 Some(false) => not += 1,

@@ -310,3 +310,57 @@ fn record_goes_through_the_daemon() {
     assert_eq!(o.status.code(), Some(5), "{err}");
     assert!(!out.exists(), "a file was left behind");
 }
+
+/// `gil: true` through the real daemon: the thread hashing in C with the GIL released
+/// (gil_target.py's `hash_loop`, on the CPU as much as the Python thread) is left out and
+/// counted in `gil_skipped`; the Python thread holding the GIL is kept.
+#[test]
+fn a_gil_session_keeps_only_the_gil_holder() {
+    use std::io::{BufRead, BufReader};
+    let py = require!(testkit::python(&Want::at_least("3.8").pyenv()));
+    let mut child = std::process::Command::new(&py.command)
+        .arg(testkit::targets_dir().join("gil_target.py"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first.trim(), "READY");
+    let d = Daemon::start(None);
+    let mut c = d.connect();
+    let count = |text: &str, f: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.contains(&format!("{f} (")))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .sum()
+    };
+    let mut run = |gil: bool| {
+        let s = c.ok(
+            "profile",
+            json!({"pid": child.id(), "rate": 200, "duration": 1.5, "gil": gil}),
+        );
+        wait_result(&mut c, s["session"].as_u64().unwrap(), "folded")
+    };
+    let with = run(true);
+    let without = run(false);
+    let _ = child.kill();
+    let _ = child.wait();
+    let (wt, wo) = (
+        with["data"].as_str().unwrap_or(""),
+        without["data"].as_str().unwrap_or(""),
+    );
+    let (h, p) = (count(wt, "hash_loop"), count(wt, "py_loop"));
+    let (h2, p2) = (count(wo, "hash_loop"), count(wo, "py_loop"));
+    eprintln!(
+        "daemon gil [{}]: with hash_loop {h} py_loop {p} (gil_skipped {}); without {h2} {p2}",
+        py.label, with["gil_skipped"]
+    );
+    assert!(
+        p >= 20 && h2 >= 20 && h * 4 <= p && h * 4 <= h2,
+        "{with}\n{without}"
+    );
+    assert!(with["gil_skipped"].as_u64().unwrap_or(0) >= 20, "{with}");
+    assert_eq!(without["gil_skipped"].as_u64(), Some(0), "{without}");
+}
