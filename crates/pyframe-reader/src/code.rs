@@ -136,6 +136,47 @@ impl CodeCache {
         )))
     }
 
+    /// Fetch, in two batched reads, what decoding these code objects will read: their
+    /// heads, then the first bytes of their name, qualified name, file name and line
+    /// table. Through a walk's block cache this turns one read per object touched into
+    /// two for all of them (a cold `stack` of 40 frames made ~70 reads of one block
+    /// each). Only a hint: what fails is read again, and checked, when decoded.
+    pub fn prefetch(&self, mem: &dyn Memory, layout: &Layout, addrs: &[u64]) {
+        let addrs: Vec<u64> = addrs
+            .iter()
+            .copied()
+            .filter(|a| *a != 0 && a % 8 == 0 && !self.map.contains_key(a))
+            .collect();
+        if addrs.len() < 2 {
+            return;
+        }
+        let size = (layout.code.size as usize).clamp(24, 256);
+        let mut heads = vec![0u8; size * addrs.len()];
+        {
+            let mut reqs: Vec<(u64, &mut [u8])> =
+                addrs.iter().copied().zip(heads.chunks_mut(size)).collect();
+            if mem.read_many(&mut reqs).is_err() {
+                return;
+            }
+        }
+        let mut ptrs: Vec<u64> = Vec::with_capacity(addrs.len() * 4);
+        for head in heads.chunks(size) {
+            let id = Identity::of(layout, head);
+            ptrs.extend([id.filename, id.name, id.linetable]);
+            if layout.code.qualname.is_some() {
+                ptrs.push(id.qualname);
+            }
+        }
+        ptrs.retain(|p| *p != 0 && p % 8 == 0);
+        ptrs.sort_unstable();
+        ptrs.dedup();
+        const PEEK: usize = 64;
+        let mut bufs = vec![0u8; PEEK * ptrs.len()];
+        let mut reqs: Vec<(u64, &mut [u8])> =
+            ptrs.iter().copied().zip(bufs.chunks_mut(PEEK)).collect();
+        let _ = mem.read_many(&mut reqs);
+    }
+
     /// The decoded code object at `addr`, from the cache when still valid.
     pub fn get(
         &mut self,

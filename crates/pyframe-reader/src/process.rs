@@ -465,7 +465,8 @@ impl PythonProcess {
             self.locals_blocks = cached.touched();
             self.locals_spare = cached.into_spare();
         }
-        let mut threads = self.finish_threads(raw, &mut warnings);
+        // with the thread states, each OS name comes from the same `stat` read
+        let mut threads = self.finish_threads(raw, &mut warnings, !states);
         let extra: Vec<threadstate::ThreadGil> = threads
             .iter()
             .map(|t| {
@@ -482,7 +483,21 @@ impl PythonProcess {
             .collect();
         if states {
             let first = threadstate::read_gils(&self.mem, &self.layout, &bases);
-            let os = threadstate::os_states(self.pid, &threads, opts.pause);
+            let named = threadstate::os_states(self.pid, &threads, opts.pause);
+            let mut os = Vec::with_capacity(named.len());
+            for (t, (state, comm)) in threads.iter_mut().zip(named) {
+                // the OS name left for this read (finish_threads): from the same `stat`
+                if t.os_name.is_none() {
+                    if let (Some(tid), Some(c)) = (t.os_tid, &comm) {
+                        self.names.insert(tid, (Instant::now(), Some(c.clone())));
+                    }
+                    if t.name.is_none() {
+                        t.name = comm.clone();
+                    }
+                    t.os_name = comm;
+                }
+                os.push(state);
+            }
             let gils = threadstate::GilReads {
                 before: gil_before,
                 first,
@@ -645,10 +660,12 @@ impl PythonProcess {
         })
     }
 
+    /// `read_names`: read each OS name not cached (else the caller fills them in).
     fn finish_threads(
         &mut self,
         mut raw: Vec<RawThread>,
         warnings: &mut Vec<String>,
+        read_names: bool,
     ) -> Vec<ThreadStack> {
         let tid_in_block =
             self.layout.tstate.native_thread_id.is_none() && self.pthread_tid_offset.is_some();
@@ -745,6 +762,14 @@ impl PythonProcess {
                     .filter(|&n| Some(n) != os_tid);
                 let os_name = os_tid.and_then(|tid| {
                     let pid = self.pid;
+                    if !read_names {
+                        // a fresh cached name, else the caller's `stat` read gives it
+                        return self
+                            .names
+                            .get(&tid)
+                            .filter(|e| now.duration_since(e.0) <= NAME_TTL)
+                            .and_then(|e| e.1.clone());
+                    }
                     let e = self
                         .names
                         .entry(tid)

@@ -276,13 +276,21 @@ pub fn mid_update(
     None
 }
 
-/// The OS state of each thread (by its `os_tid`), in order.
-pub fn os_states(pid: u32, threads: &[ThreadStack], paused: bool) -> Vec<OsThreadState> {
+/// The OS state of each thread (by its `os_tid`), in order, and its OS name where the
+/// same read gave it.
+pub fn os_states(
+    pid: u32,
+    threads: &[ThreadStack],
+    paused: bool,
+) -> Vec<(OsThreadState, Option<String>)> {
     threads
         .iter()
         .map(|t| match t.os_tid {
-            Some(tid) => platform::thread_state(pid, tid, paused),
-            None => OsThreadState::Unknown("its OS thread id is not known".into()),
+            Some(tid) => platform::thread_state_named(pid, tid, paused),
+            None => (
+                OsThreadState::Unknown("its OS thread id is not known".into()),
+                None,
+            ),
         })
         .collect()
 }

@@ -553,6 +553,34 @@ impl<'a> Walker<'a> {
     }
 
     /// 3.11+: `_PyInterpreterFrame` chain; entry frames close each eval call's group.
+    /// Before a 3.11+ chain is walked: its code objects the cache does not hold, found by
+    /// a quick pass over the chain's links (in the data stack: blocks the walk reads
+    /// anyway), fetched in batches ([`CodeCache::prefetch`]). Only a hint: the walk
+    /// reads and checks everything itself.
+    fn prefetch_codes(&mut self, mut addr: u64) {
+        const LOOK: usize = 1024;
+        let FrameLayout::Interpreter(fl) = self.layout.frame else {
+            return;
+        };
+        let mut buf = vec![0u8; fl.size as usize];
+        let mut codes = Vec::new();
+        let mut n = 0;
+        while addr != 0 && n < LOOK {
+            if self.mem.read(addr, &mut buf).is_err() {
+                break;
+            }
+            let owner = u8_at(&buf, fl.owner as usize);
+            if fl.first_non_python_owner.is_none_or(|m| owner < m) {
+                codes.push(u64_at(&buf, fl.code as usize) & !fl.code_tag_mask);
+            }
+            addr = u64_at(&buf, fl.previous as usize);
+            n += 1;
+        }
+        codes.sort_unstable();
+        codes.dedup();
+        self.codes.prefetch(self.mem, self.layout, &codes);
+    }
+
     fn interpreter_frames(
         &mut self,
         mut addr: u64,
@@ -562,6 +590,7 @@ impl<'a> Walker<'a> {
         let FrameLayout::Interpreter(fl) = self.layout.frame else {
             unreachable!()
         };
+        self.prefetch_codes(addr);
         let code_adaptive = self.layout.code.code_adaptive.unwrap_or(0);
         let mut frames: Vec<Frame> = Vec::with_capacity(64);
         let mut seen = frame_set();

@@ -141,13 +141,23 @@ fn shares_case(py: &testkit::Interpreter, pause: bool) -> Result<String, String>
         100.0 * (after.heavy_s - before.heavy_s) / wall,
         100.0 * (after.light_s - before.light_s) / wall,
     );
-    let (Some(shown_heavy), Some(shown_light)) = (last.own("heavy"), last.own("light")) else {
+    let (Some(own_heavy), Some(own_light)) = (last.own("heavy"), last.own("light")) else {
         return fail("heavy or light missing".into());
     };
+    // total %: run is on the worker's stack in every one of its samples
+    let run_total = match last.rows.iter().find(|r| r.4.starts_with("run (")) {
+        Some(r) if r.1 >= own_heavy + own_light - 0.5 && r.1 > 0.0 => r.1,
+        _ => return fail("run's total % below heavy's and light's own".into()),
+    };
+    // the target measures the worker's own time: shares of the worker's samples (the
+    // reporter thread, running now and then, takes a few % of all samples, more on a
+    // loaded machine, where one CI run showed heavy 61.1 % of all samples and 76.4 %
+    // measured)
+    let (shown_heavy, shown_light) = (100.0 * own_heavy / run_total, 100.0 * own_light / run_total);
     let said = format!(
         "{label}: measured by the target ({} rounds in {wall:.2} s): heavy {heavy:.1} %, \
-         light {light:.1} %; shown over the run: heavy {shown_heavy:.1} %, light \
-         {shown_light:.1} %",
+         light {light:.1} %; shown over the run (of the worker's samples): heavy \
+         {shown_heavy:.1} %, light {shown_light:.1} %",
         after.rounds - before.rounds
     );
     if shown_heavy <= shown_light
@@ -155,11 +165,6 @@ fn shares_case(py: &testkit::Interpreter, pause: bool) -> Result<String, String>
         || (shown_light - light).abs() > 15.0
     {
         return fail(said);
-    }
-    // total %: run is on the worker's stack in every one of its samples
-    match last.rows.iter().find(|r| r.4.starts_with("run (")) {
-        Some(r) if r.1 >= shown_heavy + shown_light - 0.5 => {}
-        _ => return fail("run's total % below heavy's and light's own".into()),
     }
     Ok(said)
 }

@@ -323,6 +323,15 @@ pub fn state_is_asleep(sname: u8) -> bool {
 /// the reads is read again, `Unknown` when it moved each time. System calls are named where
 /// `illumos_procfs::syscall_name` knows them, else given by number. `paused`: this read holds the LWP stopped,
 /// and what counts is whether it was in a system call when stopped.
+/// [`thread_state`] and the LWP's name.
+pub fn thread_state_named(
+    pid: u32,
+    tid: u64,
+    paused: bool,
+) -> (super::OsThreadState, Option<String>) {
+    (thread_state(pid, tid, paused), thread_name(pid, tid))
+}
+
 pub fn thread_state(pid: u32, tid: u64, paused: bool) -> super::OsThreadState {
     use super::OsThreadState as S;
     const TRIES: usize = 3;

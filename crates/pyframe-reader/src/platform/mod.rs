@@ -52,6 +52,7 @@ const INTERFACE: () = {
     let _: fn(&ProcessHandle) -> bool = ProcessHandle::exited;
     let _: fn(u32) -> Option<(u64, u64, u64)> = exe_identity;
     let _: fn(u32, u64, bool) -> OsThreadState = thread_state;
+    let _: fn(u32, u64, bool) -> (OsThreadState, Option<String>) = thread_state_named;
     let _: fn(u8) -> bool = state_is_asleep;
     let _: fn(u32) -> HashMap<u64, u64> = context_switches;
 };
