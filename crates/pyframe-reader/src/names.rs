@@ -194,6 +194,13 @@ fn locate(r: &mut ValueReader, mem: &dyn Memory, layout: &Layout, interp: u64) -
 /// reads agree only on the same objects). `None` when the dict itself could not be read.
 fn read_once(r: &mut ValueReader, active: u64) -> Option<Vec<(u64, u64, String)>> {
     let items = r.dict_entries(active, MAX_THREADS).ok()?;
+    // every key and `Thread` object in one batched read (then each object's attributes)
+    let heads: Vec<(u64, usize)> = items
+        .iter()
+        .flat_map(|&(k, t)| [(k, 32), (t, 64)])
+        .filter(|&(a, _)| a != 0 && a % 8 == 0)
+        .collect();
+    r.prefetch(&heads);
     let mut out = Vec::with_capacity(items.len());
     for (k, thread) in items {
         let Ok(Some(ident)) = r.int_u64(k) else {

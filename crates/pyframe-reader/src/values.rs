@@ -161,6 +161,25 @@ impl<'a> ValueReader<'a> {
         self.layout.object.at(gil_offset)
     }
 
+    /// Fetch these (address, length) ranges in one batched read, as a hint for what the
+    /// reads that follow will touch (through a block cache: their blocks are then held);
+    /// what fails is simply read again later.
+    pub fn prefetch(&self, ranges: &[(u64, usize)]) {
+        let total: usize = ranges.iter().map(|r| r.1).sum();
+        if ranges.len() < 2 || total > 1 << 20 {
+            return;
+        }
+        let mut bufs = vec![0u8; total];
+        let mut reqs: Vec<(u64, &mut [u8])> = Vec::with_capacity(ranges.len());
+        let mut rest = &mut bufs[..];
+        for &(a, n) in ranges {
+            let (b, r) = rest.split_at_mut(n);
+            reqs.push((a, b));
+            rest = r;
+        }
+        let _ = self.m().read_many(&mut reqs);
+    }
+
     fn m(&self) -> &'a dyn Memory {
         if self.fresh {
             self.live
