@@ -316,18 +316,8 @@ fn record_goes_through_the_daemon() {
 /// counted in `gil_skipped`; the Python thread holding the GIL is kept.
 #[test]
 fn a_gil_session_keeps_only_the_gil_holder() {
-    use std::io::{BufRead, BufReader};
     let py = require!(testkit::python(&Want::at_least("3.8").pyenv()));
-    let mut child = std::process::Command::new(&py.command)
-        .arg(testkit::targets_dir().join("gil_target.py"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert_eq!(first.trim(), "READY");
+    let mut child = testkit::spawn_ready(&py, "gil_target.py", &[]);
     let d = Daemon::start(None);
     let mut c = d.connect();
     let count = |text: &str, f: &str| -> u64 {

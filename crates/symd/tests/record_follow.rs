@@ -4,8 +4,7 @@
 //! path only that thread takes).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use testkit::{pystackd_bin, require, Interpreter, TempDir};
 
@@ -165,16 +164,7 @@ fn gil_counts_only_the_thread_holding_it() {
     let tmp = TempDir::new("record-gil");
     let mut failures = Vec::new();
     for py in &list {
-        let mut child = Command::new(&py.command)
-            .arg(testkit::targets_dir().join("gil_target.py"))
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        assert_eq!(first.trim(), "READY", "{}", py.label);
+        let mut child = testkit::spawn_ready(py, "gil_target.py", &[]);
         let pid = child.id().to_string();
         let run = |gil: bool| {
             let out = tmp.path().join(format!("{}-{gil}.folded", py.label));
@@ -245,16 +235,7 @@ fn native_frames_sit_where_python_calls_them() {
             .any(|k| l.contains(k))
     };
     for py in &list {
-        let mut child = Command::new(&py.command)
-            .arg(testkit::targets_dir().join("gil_target.py"))
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        assert_eq!(first.trim(), "READY", "{}", py.label);
+        let mut child = testkit::spawn_ready(py, "gil_target.py", &[]);
         let out = tmp.path().join(format!("{}.folded", py.label));
         let o = Command::new(pystackd_bin())
             .args(["record", "--native", "--pid", &child.id().to_string()])

@@ -60,7 +60,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 pub use pythons::{python, Interpreter, Want};
-pub use target::{FrameTruth, GroundTruth, LocalTruth, SelfCheck, Target, ThreadTruth};
+pub use target::{
+    spawn_ready, FrameTruth, GroundTruth, LocalTruth, SelfCheck, Target, ThreadTruth,
+};
 pub use user::{RunAs, TestUser};
 
 /// Whether `PYSTACKD_STRICT=1`: a missing prerequisite fails the test instead of skipping it.

@@ -396,3 +396,32 @@ fn private_dir() -> Result<PathBuf, String> {
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(dir)
 }
+
+/// A program of tests/targets (or a path) that prints `READY` when set up, started under
+/// `interp` with `args` (no ground-truth file), returned once it said so. Panics with what
+/// it printed instead. The caller kills and reaps it.
+pub fn spawn_ready(interp: &Interpreter, script: &str, args: &[&str]) -> Child {
+    let path = if Path::new(script).is_absolute() {
+        PathBuf::from(script)
+    } else {
+        crate::targets_dir().join(script)
+    };
+    let mut child = Command::new(&interp.command)
+        .arg(&path)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: starting {}: {e}", interp.label, path.display()));
+    let mut first = String::new();
+    let read = BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut first);
+    if read.is_err() || first.trim() != "READY" {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{}: {} printed {first:?} instead of READY",
+            interp.label,
+            path.display()
+        );
+    }
+    child
+}
