@@ -16,10 +16,12 @@ pub enum RecordFormat {
     Flamegraph,
     /// speedscope's JSON file format (https://www.speedscope.app), one profile per thread.
     Speedscope,
-    /// `frame;frame;... count` lines, outermost first (flamegraph.pl, inferno, ...); `raw`
-    /// is another name for it (py-spy's).
-    #[value(alias = "raw")]
+    /// `frame;frame;... count` lines, outermost first (flamegraph.pl, inferno, ...).
     Folded,
+    /// Every sample of every thread, one JSON object per line, in the order taken: its
+    /// time, process, thread, whether it held the GIL and was idle, its frames outermost
+    /// first (.jsonl).
+    Raw,
     /// pprof's gzipped `profile.proto` (`go tool pprof`, continuous-profiling backends),
     /// with a `thread` label per sample.
     Pprof,
@@ -50,6 +52,20 @@ pub struct Profile {
     stack_index: HashMap<Box<[u32]>, u32>,
     counts: Vec<u64>,
     scratch: Vec<u32>,
+    /// With `--format raw`: every sample in the order taken.
+    raw: Option<Vec<RawSample>>,
+    /// The (thread entry, stack id) the last add counted, if it counted one.
+    last: Option<(u32, u32)>,
+}
+
+/// One thread's sample as `--format raw` writes it.
+struct RawSample {
+    /// Since the recording started.
+    at: Duration,
+    thread: u32,
+    stack: u32,
+    holds_gil: Option<bool>,
+    idle: bool,
 }
 
 /// A frame by the addresses of its name and file (the reader shares them per code object).
@@ -112,6 +128,8 @@ impl Profile {
             stack_index: HashMap::new(),
             counts: Vec::new(),
             scratch: Vec::new(),
+            raw: None,
+            last: None,
         }
     }
 
@@ -194,6 +212,69 @@ impl Profile {
         self.scratch = ids;
         self.counts[sid as usize] += 1;
         self.threads[thread as usize].samples.push(sid);
+        self.last = Some((thread, sid));
+    }
+
+    /// Keep every sample with its time and state too (`--format raw`).
+    pub fn keep_samples(&mut self) {
+        self.raw.get_or_insert_with(Vec::new);
+    }
+
+    /// [`Profile::add_in`] of a sample taken `at` after the start, `idle` or not.
+    pub fn add_sample(
+        &mut self,
+        process: Option<&Arc<str>>,
+        t: &ThreadStack,
+        per_thread: bool,
+        at: Duration,
+        idle: bool,
+    ) {
+        self.last = None;
+        self.add_in(process, t, per_thread);
+        if let (Some(raw), Some((thread, stack))) = (self.raw.as_mut(), self.last) {
+            raw.push(RawSample {
+                at,
+                thread,
+                stack,
+                holds_gil: t.holds_gil,
+                idle,
+            });
+        }
+    }
+
+    /// `--format raw`: one JSON object per sample.
+    fn write_raw(&self, pid: u32, out: &mut dyn Write) -> io::Result<()> {
+        let frames: Vec<serde_json::Value> = self
+            .frames
+            .iter()
+            .map(|f| serde_json::json!({"function": &*f.name, "file": &*f.file, "line": f.line}))
+            .collect();
+        for s in self.raw.iter().flatten() {
+            let th = &self.threads[s.thread as usize];
+            let pid = th
+                .process
+                .as_deref()
+                .and_then(|p| p.strip_prefix("process "))
+                .and_then(|p| p.split(' ').next())
+                .and_then(|p| p.parse::<u32>().ok())
+                .unwrap_or(pid);
+            let stack: Vec<&serde_json::Value> = self.stacks[s.stack as usize][1..]
+                .iter()
+                .map(|&f| &frames[f as usize])
+                .collect();
+            let line = serde_json::json!({
+                "time": s.at.as_secs_f64(),
+                "pid": pid,
+                "os_tid": (th.key <= u64::from(u32::MAX)).then_some(th.key),
+                "thread": th.name,
+                "holds_gil": s.holds_gil,
+                "idle": s.idle,
+                "frames": stack,
+            });
+            serde_json::to_writer(&mut *out, &line)?;
+            writeln!(out)?;
+        }
+        Ok(())
     }
 
     /// A frame as the folded lines show it (`;` separates frames, a newline ends a line).
@@ -260,6 +341,7 @@ impl Profile {
     ) -> io::Result<()> {
         match format {
             RecordFormat::Pprof => self.pprof().write(duration.as_nanos() as i64, out),
+            RecordFormat::Raw => self.write_raw(pid, out),
             RecordFormat::Folded => {
                 for l in self.folded_lines() {
                     writeln!(out, "{l}")?;

@@ -33,7 +33,7 @@ pub struct RecordArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
     /// Output format [default: from the file name: .svg flame graph, .json speedscope,
-    /// .pprof/.pb/.gz pprof, anything else folded].
+    /// .pprof/.pb/.gz pprof, .jsonl raw, anything else folded].
     #[arg(long, value_enum)]
     pub format: Option<RecordFormat>,
     /// Samples per second.
@@ -83,6 +83,7 @@ Samples every thread's Python stack of a running process and writes a profile:
   pystackd record --subprocesses -o p.svg -- ./run-workers.sh    a launcher and every Python it starts
   pystackd record --pid 4242 --gil -o gil.svg             only the thread holding the GIL
   pystackd record --pid 4242 --native -o n.svg            C frames too, Python in place of the eval loop
+  pystackd record --pid 4242 --duration 5 -o s.jsonl      every sample: time, thread, GIL, idle, frames
 
 Each sample is one read of the process's memory while it runs: a read the target moved under
 is retried and, if it never holds still, dropped and counted, never recorded wrong
@@ -125,6 +126,7 @@ fn format_of(args: &RecordArgs) -> RecordFormat {
             Some("svg") => RecordFormat::Flamegraph,
             Some("json") => RecordFormat::Speedscope,
             Some("pprof" | "pb" | "gz") => RecordFormat::Pprof,
+            Some("jsonl") => RecordFormat::Raw,
             _ => RecordFormat::Folded,
         })
 }
@@ -150,9 +152,9 @@ pub fn run(args: &RecordArgs, global: &Global) -> ExitCode {
     // The daemon when it answers (it reads what the caller may read, root or not); the
     // process directly when there is none. A started COMMAND is the caller's own child:
     // read directly.
-    if let (Some(pid), false, false) =
-        (args.pid, global.no_daemon, args.subprocesses || args.native)
-    {
+    // the daemon's sessions are per process, Python frames only, in its four formats
+    let direct_only = args.subprocesses || args.native || format == RecordFormat::Raw;
+    if let (Some(pid), false, false) = (args.pid, global.no_daemon, direct_only) {
         match via_daemon(args, pid, format, &global.socket, file) {
             Ok(code) => return code,
             // not running: directly, with the file opened again
@@ -201,13 +203,17 @@ pub fn run(args: &RecordArgs, global: &Global) -> ExitCode {
     let progress = io::stderr().is_terminal();
     let mut last_progress = started;
     let mut profile = Profile::new(family.interval().as_nanos() as i64);
+    if format == RecordFormat::Raw {
+        profile.keep_samples();
+    }
     let end = loop {
         match family.next_event() {
             FamilyEvent::Wait(d) => std::thread::sleep(d),
             FamilyEvent::Sample(process, s) => {
                 let process = args.subprocesses.then_some(&process);
+                let at = started.elapsed();
                 for t in s.counted() {
-                    profile.add_in(process, t, args.threads);
+                    profile.add_sample(process, t, args.threads, at, s.is_idle(t));
                 }
             }
             FamilyEvent::Note(n) => {
@@ -458,6 +464,8 @@ fn via_daemon(
         RecordFormat::Speedscope => ProfileFormat::Speedscope,
         RecordFormat::Flamegraph => ProfileFormat::Flamegraph,
         RecordFormat::Pprof => ProfileFormat::Pprof,
+        // read directly (`direct_only`): not a format of the daemon's
+        RecordFormat::Raw => return Err(file),
     };
     let ask = ProfileResultParams {
         session: started.session,

@@ -309,3 +309,84 @@ fn native_frames_sit_where_python_calls_them() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `--format raw` (`.jsonl`): every sample of every thread on its own line, in the order
+/// taken, with its time, thread, GIL and idle state and frames; what the target states
+/// about itself holds in each: the thread named `hasher` runs `hash_loop`, the main thread
+/// `py_loop`, and only one thread holds the GIL at a time.
+#[test]
+fn raw_samples_carry_time_thread_gil_and_idle_state() {
+    let py = require!(testkit::python(&testkit::Want::at_least("3.12")));
+    let tmp = TempDir::new("record-raw");
+    let mut child = testkit::spawn_ready(&py, "gil_target.py", &[]);
+    let out = tmp.path().join("s.jsonl");
+    let o = Command::new(pystackd_bin())
+        .args([
+            "record",
+            "--no-daemon",
+            "--idle",
+            "--pid",
+            &child.id().to_string(),
+        ])
+        .args(["--rate", "200", "--duration", "1", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let (mut last, mut n, mut hasher, mut main) = (0.0f64, 0, 0, 0);
+    let mut holders: HashMap<String, u32> = HashMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let t = v["time"].as_f64().unwrap();
+        assert!(t >= last && t < 30.0, "time {t} after {last}: {line}");
+        last = t;
+        n += 1;
+        assert!(v["idle"].is_boolean() && v["os_tid"].is_u64(), "{line}");
+        assert_eq!(v["pid"].as_u64(), Some(u64::from(child.id())), "{line}");
+        let funcs: Vec<&str> = v["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["function"].as_str())
+            .collect();
+        match v["thread"].as_str() {
+            Some("hasher") => {
+                assert!(
+                    funcs.contains(&"hash_loop") && !funcs.contains(&"py_loop"),
+                    "{line}"
+                );
+                hasher += 1;
+            }
+            Some("MainThread") => {
+                assert!(
+                    funcs.contains(&"py_loop") && !funcs.contains(&"hash_loop"),
+                    "{line}"
+                );
+                main += 1;
+            }
+            other => panic!("thread {other:?}: {line}"),
+        }
+        if v["holds_gil"] == true {
+            *holders.entry(format!("{t}")).or_default() += 1;
+        }
+    }
+    eprintln!(
+        "raw [{}]: {n} lines, hasher {hasher}, main {main}",
+        py.label
+    );
+    assert!(
+        hasher >= 20 && main >= 20,
+        "{n} lines: hasher {hasher}, main {main}"
+    );
+    // the threads of one read share its time: two GIL holders in one read would be wrong
+    assert!(holders.values().all(|&c| c == 1), "{holders:?}");
+}
