@@ -206,6 +206,11 @@ impl Family {
                 i += 1;
             }
         }
+        // bounded: processes that ended are forgotten once many have been seen
+        if self.tried.len() > 4096 {
+            self.tried
+                .retain(|k, _| pyframe_reader::platform::start_time(k.0).ok() == Some(k.1));
+        }
         let mut candidates = self.descendants();
         candidates.push(self.root);
         let remaining = self
@@ -218,19 +223,19 @@ impl Family {
             if self.members.iter().any(|m| m.pid == pid) {
                 continue;
             }
-            let Ok(identity) = Identity::of(pid) else {
+            // a process left alone costs two small reads per look, not an attach
+            let Ok(start_time) = pyframe_reader::platform::start_time(pid) else {
                 continue;
             };
-            let key = (
-                pid,
-                identity.start_time,
-                pyframe_reader::platform::exe_identity(pid),
-            );
+            let key = (pid, start_time, pyframe_reader::platform::exe_identity(pid));
             let tries = self.tried.entry(key).or_insert(0);
             if *tries >= START_TRIES {
                 continue;
             }
             *tries += 1;
+            let Ok(identity) = Identity::expect(pid, start_time) else {
+                continue;
+            };
             let settings = Settings {
                 pid,
                 duration: remaining,
