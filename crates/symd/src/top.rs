@@ -55,6 +55,10 @@ pub struct TopArgs {
     /// The column to sort by (on the terminal: the o and t keys).
     #[arg(long, value_enum, default_value_t = SortBy::Own)]
     pub sort: SortBy,
+    /// Count only the thread holding the GIL at each sample (refused for free-threaded
+    /// builds, which have no GIL).
+    #[arg(long)]
+    pub gil: bool,
 }
 
 pub const TOP_HELP: &str = "\
@@ -321,7 +325,7 @@ pub fn run(args: &TopArgs) -> ExitCode {
         pause: args.pause,
         idle: args.idle,
         classify_idle: true,
-        gil: false,
+        gil: args.gil,
         native: false,
     }) {
         Ok(s) => s,

@@ -386,3 +386,49 @@ fn the_target_exiting_ends_the_view() {
     assert!(last.title.contains("whole run") && last.title.contains("the process exited"));
     assert!(last.own("heavy").is_some(), "{out}");
 }
+
+/// `top --gil`: only the thread holding the GIL is counted. gil_target.py's `hasher` thread
+/// is on the CPU hashing in C with the GIL released (its `hash_loop` is the only Python
+/// path that hashes): it has a large share without --gil and next to none with it.
+#[test]
+fn gil_view_counts_only_the_gil_holder() {
+    let py = require!(testkit::python(&testkit::Want::at_least("3.12").pyenv()));
+    let mut child = testkit::spawn_ready(&py, "gil_target.py", &[]);
+    let pid = child.id().to_string();
+    let run = |gil: bool| {
+        let mut args = vec!["--pid", pid.as_str(), "--duration", "1.5", "--rate", "200"];
+        if gil {
+            args.push("--gil");
+        }
+        let o = top(&args);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let t = tables(&out);
+        let last = t.last().expect("no table");
+        (
+            last.own("hash_loop").unwrap_or(0.0),
+            last.own("py_loop").unwrap_or(0.0),
+        )
+    };
+    let (h_gil, p_gil) = run(true);
+    let (h, p) = run(false);
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!(
+        "top --gil [{}]: hash_loop {h_gil:.1} %, py_loop {p_gil:.1} %; without: {h:.1} %, {p:.1} %",
+        py.label
+    );
+    assert!(
+        h >= 20.0 && p >= 20.0,
+        "without --gil: hash_loop {h} %, py_loop {p} %"
+    );
+    assert!(
+        h_gil <= 5.0 && p_gil >= 90.0,
+        "with --gil: hash_loop {h_gil} %, py_loop {p_gil} %"
+    );
+}
