@@ -80,10 +80,10 @@ Samples every thread's Python stack of a running process and writes a profile:
   pystackd record --pid 4242 --rate 1000 --threads -o p.folded
   pystackd record --pid 4242 --duration 30 -o cpu.pprof; go tool pprof -top cpu.pprof
   pystackd record -o profile.svg -- python3 app.py --port 8080   start it, sample until it exits
-  pystackd record --subprocesses -o p.svg -- ./run-workers.sh    a launcher and every Python it starts
+  pystackd record --subprocesses -o p.svg -- ./workers.sh   a launcher and the Pythons it starts
   pystackd record --pid 4242 --gil -o gil.svg             only the thread holding the GIL
-  pystackd record --pid 4242 --native -o n.svg            C frames too, Python in place of the eval loop
-  pystackd record --pid 4242 --duration 5 -o s.jsonl      every sample: time, thread, GIL, idle, frames
+  pystackd record --pid 4242 --native -o n.svg            C frames too, Python in their place
+  pystackd record --pid 4242 --duration 5 -o s.jsonl      every sample (time, thread, GIL, idle)
 
 Each sample is one read of the process's memory while it runs: a read the target moved under
 is retried and, if it never holds still, dropped and counted, never recorded wrong
