@@ -13,9 +13,10 @@ pub struct Identity {
     pub pid: u32,
     /// In the OS's units (Linux: clock ticks since boot; illumos: `pr_start`).
     pub start_time: u64,
-    /// The image it runs (`platform::exe_identity`; `None` where the OS gives none:
-    /// illumos).
-    exe: Option<(u64, u64, u64)>,
+    /// Device and inode of the executable (`None` where the OS gives none: illumos).
+    exe: Option<(u64, u64)>,
+    /// `platform::exec_token` when taken: tells a later exec of the same file apart.
+    token: Option<u64>,
     handle: Option<ProcessHandle>,
 }
 
@@ -27,10 +28,12 @@ impl Identity {
         // still the same after it was opened.
         let handle = ProcessHandle::open(pid).ok();
         let exe = platform::exe_identity(pid);
+        let token = platform::exec_token(pid);
         let id = Identity {
             pid,
             start_time,
             exe,
+            token,
             handle,
         };
         if !id.alive() {
@@ -61,6 +64,13 @@ impl Identity {
     /// the same executable (an exec keeps pid and start time).
     pub fn is_same(&self) -> bool {
         self.alive() && platform::exe_identity(self.pid) == self.exe
+    }
+
+    /// [`is_same`](Self::is_same), and no exec since, not even of the same file (one
+    /// more small read: for those who name a program image, as `record --subprocesses`
+    /// does per root; a reader finds its addresses wrong after such an exec anyway).
+    pub fn is_same_image(&self) -> bool {
+        self.is_same() && platform::exec_token(self.pid) == self.token
     }
 
     /// Whether a live handle (pidfd) answers [`alive`](Self::alive) without reading
@@ -109,12 +119,12 @@ mod tests {
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(100));
         let id = Identity::of(child.id()).unwrap();
-        assert!(id.is_same(), "before the exec");
+        assert!(id.is_same_image(), "before the exec");
         std::fs::write(&dir, b"go").unwrap();
         let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let mut seen = false;
         while std::time::Instant::now() < until && !seen {
-            seen = !id.is_same();
+            seen = !id.is_same_image();
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         let _ = std::fs::remove_file(&dir);

@@ -23,8 +23,8 @@ pub const RESCAN: Duration = Duration::from_millis(100);
 /// Looks at a child that is not (yet) CPython before it is left alone.
 const START_TRIES: u32 = 20;
 
-/// A process image: pid, start time and `exe_identity`.
-type ImageKey = (u32, u64, Option<(u64, u64, u64)>);
+/// A process image: pid, start time, `exe_identity` and `exec_token`.
+type ImageKey = (u32, u64, Option<(u64, u64)>, Option<u64>);
 
 struct Member {
     pid: u32,
@@ -101,7 +101,7 @@ pub fn process_label(pid: u32) -> String {
 
 /// Whether the process still runs, but another image (exec).
 fn ran_exec(id: &Identity) -> bool {
-    id.alive() && !id.is_same()
+    id.alive() && !id.is_same_image()
 }
 
 impl Family {
@@ -227,7 +227,12 @@ impl Family {
             let Ok(start_time) = pyframe_reader::platform::start_time(pid) else {
                 continue;
             };
-            let key = (pid, start_time, pyframe_reader::platform::exe_identity(pid));
+            let key = (
+                pid,
+                start_time,
+                pyframe_reader::platform::exe_identity(pid),
+                pyframe_reader::platform::exec_token(pid),
+            );
             let tries = self.tried.entry(key).or_insert(0);
             if *tries >= START_TRIES {
                 continue;

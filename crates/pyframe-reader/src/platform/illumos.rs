@@ -308,7 +308,12 @@ impl ProcessHandle {
 
 /// illumos has no cheap, stable identity of a process's executable image here: the
 /// cache tells processes apart by pid and start time only (an exec keeps both).
-pub fn exe_identity(_pid: u32) -> Option<(u64, u64, u64)> {
+pub fn exe_identity(_pid: u32) -> Option<(u64, u64)> {
+    None
+}
+
+/// No per-exec token read here: an exec of the same file is not told apart on illumos.
+pub fn exec_token(_pid: u32) -> Option<u64> {
     None
 }
 

@@ -740,19 +740,21 @@ impl ProcessHandle {
     }
 }
 
-/// The image the process runs now: device and inode of its executable (`/proc/PID/exe`,
-/// the link followed) and the address of its `AT_RANDOM` bytes from `/proc/PID/auxv`
-/// (0 when unreadable). Changes when the process execs, unlike its pid and start time,
-/// even when it execs the same file again (a reloader's `os.execv(sys.executable, ...)`):
-/// each exec builds a new initial stack at a new random address.
-pub fn exe_identity(pid: u32) -> Option<(u64, u64, u64)> {
+/// Device and inode of the executable the process runs now (`/proc/PID/exe`, the
+/// link followed): changes when the process execs another file, unlike its pid and start
+/// time.
+pub fn exe_identity(pid: u32) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
-    Some((m.dev(), m.ino(), auxv_random(pid).unwrap_or(0)))
+    std::fs::metadata(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
-/// `AT_RANDOM` (25) of `/proc/PID/auxv`: (type, value) pairs of 8 bytes each.
-fn auxv_random(pid: u32) -> Option<u64> {
+/// What tells one exec of a process from the next, even of the same file (a reloader's
+/// `os.execv(sys.executable, ...)`): the address of its `AT_RANDOM` bytes, on the initial
+/// stack each exec builds at a new random place (`AT_RANDOM` (25) of `/proc/PID/auxv`,
+/// (type, value) pairs of 8 bytes). `None` when unreadable.
+pub fn exec_token(pid: u32) -> Option<u64> {
     const AT_RANDOM: u64 = 25;
     let b = std::fs::read(format!("/proc/{pid}/auxv")).ok()?;
     b.chunks_exact(16).find_map(|e| {
