@@ -149,6 +149,12 @@ impl<'a> Walker<'a> {
             Some(off) => Some(self.mem.read_u64(runtime.wrapping_add(off))?),
             None => None,
         };
+        // Every link the walk follows is witnessed too (outside every thread's span, so
+        // always read back): a list caught while a thread state is linked in or out can
+        // read short (a new head whose `next` is not stored yet, a freed state's), and a
+        // walk of it would leave out threads that ran all along (one CI run: 3.9, a walk
+        // that saw 2 of 9 thread states). A head that changed is not a torn read: the walk
+        // saw the list as it was before an insertion.
         let mut out = Vec::new();
         let mut seen = HashSet::default();
         let mut interp = head;
@@ -222,6 +228,8 @@ impl<'a> Walker<'a> {
         let mut threads = Vec::new();
         let mut seen = HashSet::default();
         let mut t = u64_at(&buf, il.threads_head as usize);
+        self.witnesses
+            .push(Witness::new(interp).field(il.next, 8, next));
         while t != 0 {
             if !seen.insert(t) || seen.len() > MAX_THREADS {
                 return Err(invalid(format!("thread list loops at {t:#x}")));
@@ -240,6 +248,9 @@ impl<'a> Walker<'a> {
                 });
             }
             threads.extend(thread);
+            // after the thread's span: checked even when the thread itself is not
+            self.witnesses
+                .push(Witness::new(t).field(self.layout.tstate.next, 8, next));
             t = next;
         }
         // the list is newest first; the main thread reads better first
