@@ -136,6 +136,11 @@ impl CodeCache {
         )))
     }
 
+    /// Whether the code object at `addr` is cached (its identity is checked when used).
+    pub fn holds(&self, addr: u64) -> bool {
+        self.map.contains_key(&addr)
+    }
+
     /// Fetch, in two batched reads, what decoding these code objects will read: their
     /// heads, then the first bytes of their name, qualified name, file name and line
     /// table. Through a walk's block cache this turns one read per object touched into

@@ -149,12 +149,6 @@ impl<'a> Walker<'a> {
             Some(off) => Some(self.mem.read_u64(runtime.wrapping_add(off))?),
             None => None,
         };
-        // Every link the walk follows is witnessed too (outside every thread's span, so
-        // always read back): a list caught while a thread state is linked in or out can
-        // read short (a new head whose `next` is not stored yet, a freed state's), and a
-        // walk of it would leave out threads that ran all along (one CI run: 3.9, a walk
-        // that saw 2 of 9 thread states). A head that changed is not a torn read: the walk
-        // saw the list as it was before an insertion.
         let mut out = Vec::new();
         let mut seen = HashSet::default();
         let mut interp = head;
@@ -228,6 +222,12 @@ impl<'a> Walker<'a> {
         let mut threads = Vec::new();
         let mut seen = HashSet::default();
         let mut t = u64_at(&buf, il.threads_head as usize);
+        // Every list link the walk follows is witnessed (outside every thread's span, so
+        // always read back): a list caught while a thread state is linked in or out can
+        // read short (a new head whose `next` is not stored yet, a freed state's), and a
+        // walk of it would leave out threads that ran all along (one CI run: 3.9, a walk
+        // that saw 2 of 9 thread states). A head that changed is not a torn read: the walk
+        // saw the list as it was before an insertion.
         self.witnesses
             .push(Witness::new(interp).field(il.next, 8, next));
         while t != 0 {
@@ -563,7 +563,6 @@ impl<'a> Walker<'a> {
         Ok(false)
     }
 
-    /// 3.11+: `_PyInterpreterFrame` chain; entry frames close each eval call's group.
     /// Before a 3.11+ chain is walked: its code objects the cache does not hold, found by
     /// a quick pass over the chain's links (in the data stack: blocks the walk reads
     /// anyway), fetched in batches ([`CodeCache::prefetch`]). Only a hint: the walk
@@ -582,7 +581,13 @@ impl<'a> Walker<'a> {
             }
             let owner = u8_at(&buf, fl.owner as usize);
             if fl.first_non_python_owner.is_none_or(|m| owner < m) {
-                codes.push(u64_at(&buf, fl.code as usize) & !fl.code_tag_mask);
+                let code = u64_at(&buf, fl.code as usize) & !fl.code_tag_mask;
+                // a warm chain (a sampler's every read): its innermost code is known, and
+                // the pass would be the walk done twice
+                if codes.is_empty() && self.codes.holds(code) {
+                    return;
+                }
+                codes.push(code);
             }
             addr = u64_at(&buf, fl.previous as usize);
             n += 1;
@@ -592,6 +597,7 @@ impl<'a> Walker<'a> {
         self.codes.prefetch(self.mem, self.layout, &codes);
     }
 
+    /// 3.11+: `_PyInterpreterFrame` chain; entry frames close each eval call's group.
     fn interpreter_frames(
         &mut self,
         mut addr: u64,

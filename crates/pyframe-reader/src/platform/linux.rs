@@ -806,16 +806,16 @@ pub fn thread_state_named(
     tid: u64,
     paused: bool,
 ) -> (super::OsThreadState, Option<String>) {
-    let comm = std::cell::RefCell::new(None);
-    let state = thread_state_inner(pid, tid, paused, &comm);
-    (state, comm.into_inner())
+    let mut comm = None;
+    let state = thread_state_inner(pid, tid, paused, &mut comm);
+    (state, comm)
 }
 
 fn thread_state_inner(
     pid: u32,
     tid: u64,
     paused: bool,
-    comm: &std::cell::RefCell<Option<String>>,
+    comm: &mut Option<String>,
 ) -> super::OsThreadState {
     use super::OsThreadState as S;
     const TRIES: usize = 3;
@@ -829,7 +829,7 @@ fn thread_state_inner(
         }
         Err(e) => return S::Unknown(format!("{base}/stat: {e}")),
     };
-    let letter = || -> std::result::Result<u8, String> {
+    let mut letter = || -> std::result::Result<u8, String> {
         use std::os::unix::fs::FileExt;
         let mut buf = [0u8; 1024];
         let n = stat_file
@@ -848,8 +848,7 @@ fn thread_state_inner(
         // `PID (comm) S ...`: the name between the first `(` and the last `)`
         if let (Some(open), Some(close)) = (stat.iter().position(|&b| b == b'('), close) {
             if open < close {
-                *comm.borrow_mut() =
-                    Some(String::from_utf8_lossy(&stat[open + 1..close]).into_owned());
+                *comm = Some(String::from_utf8_lossy(&stat[open + 1..close]).into_owned());
             }
         }
         close
