@@ -56,6 +56,7 @@ fn plan_interpreter_agrees_with_walker() {
                         pause: false,
                         tid: None,
                         locals: false,
+                        skip_tids: Vec::new(),
                     },
                 )
                 .expect("walker reads the stopped target");

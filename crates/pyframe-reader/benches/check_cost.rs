@@ -18,6 +18,7 @@ fn median_read_us(p: &mut PythonProcess, reads: usize, tid: Option<u64>) -> f64 
         pause: false,
         tid,
         locals: false,
+        skip_tids: Vec::new(),
     };
     let mut ns: Vec<u64> = (0..reads)
         .map(|_| {
@@ -70,6 +71,7 @@ fn main() {
                 pause: false,
                 tid,
                 locals: false,
+                skip_tids: Vec::new(),
             })
             .expect("warm-up");
         }

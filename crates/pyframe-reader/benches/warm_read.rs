@@ -54,6 +54,7 @@ fn bench(c: &mut Criterion) {
                 pause: false,
                 tid,
                 locals: false,
+                skip_tids: Vec::new(),
             })
             .unwrap()
         })

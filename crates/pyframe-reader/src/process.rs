@@ -1,7 +1,7 @@
 //! A Python process attached for reading: where its interpreter is, which layout it
 //! uses, and the per-process caches. This is the reader's public entry point.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use protocol::{ProcessStack, ThreadStack};
@@ -38,6 +38,9 @@ pub struct StackOptions {
     pub tid: Option<u64>,
     /// Also read every frame's arguments and local variables (`Frame::locals`).
     pub locals: bool,
+    /// Leave out these OS thread ids (ours): their frames are not read (a sampler that
+    /// drops idle threads need not read them). How many were: [`PythonProcess::last_skipped`].
+    pub skip_tids: Vec<u64>,
 }
 
 /// Sizes of the per-process caches.
@@ -96,6 +99,8 @@ pub struct PythonProcess {
     thread_names: ThreadNames,
     /// Attempts the last read made (1 when its first walk held still).
     last_attempts: u32,
+    /// Threads the last read left out as `StackOptions::skip_tids` asked.
+    last_skipped: usize,
 }
 
 const NAME_TTL: Duration = Duration::from_secs(1);
@@ -103,8 +108,10 @@ const NAME_TTL: Duration = Duration::from_secs(1);
 /// Why a subinterpreter's thread state is shown without an OS thread (`os_tid_unknown`).
 pub const LENT: &str =
     "CPython up to 3.12 runs a subinterpreter (`_xxsubinterpreters.run_string`) \
-    in a thread state that keeps its creator's thread id on whichever thread runs it: which OS \
-    thread runs it is not recorded";
+    in a thread state that keeps its creator's thread id on whichever thread runs it. \
+    3.10-3.12: the thread is found where the state's eval loop sits on its C stack, \
+    which shows while that thread sleeps or is stopped (not this time: it was running, \
+    or the state ran no Python; --pause stops it); 3.8/3.9 record nothing that tells";
 
 fn map_mem_err(pid: u32, e: MemoryError) -> Error {
     match e {
@@ -249,6 +256,7 @@ impl PythonProcess {
             value_types: TypeCache::default(),
             thread_names: ThreadNames::default(),
             last_attempts: 0,
+            last_skipped: 0,
             warnings,
         })
     }
@@ -313,7 +321,25 @@ impl PythonProcess {
     /// Read every thread's stack (or one thread's, see [`StackOptions::tid`], our tid or
     /// the target's namespace tid; ours wins where a number is both).
     pub fn stack(&mut self, opts: &StackOptions) -> Result<ProcessStack> {
-        self.stack_inner(opts, false, true)
+        let mut stack = self.stack_inner(opts, false, true)?;
+        // 3.10-3.12: the thread running a lent subinterpreter state shows only while it
+        // sleeps (`lent_runners`); caught running, two more whole reads may catch it asleep
+        // (a one-shot read, not a sample: no moment is preferred over another)
+        let unplaced = |s: &ProcessStack| {
+            s.threads
+                .iter()
+                .any(|t| t.os_tid_unknown.is_some() && !t.frames.is_empty())
+        };
+        if self.layout.tstate.cframe.is_some() && !opts.pause {
+            for _ in 0..2 {
+                if !unplaced(&stack) {
+                    break;
+                }
+                std::thread::yield_now();
+                stack = self.stack_inner(opts, false, true)?;
+            }
+        }
+        Ok(stack)
     }
 
     /// [`PythonProcess::stack`] without each thread's state (`ThreadStack::state`, and
@@ -367,7 +393,19 @@ impl PythonProcess {
                 .copied()
                 .unwrap_or((tid, tid))
         });
-        let mut raw = self.read_consistent(want, opts.pause)?;
+        // the target's memory numbers threads as its own namespace does
+        let skip: HashSet<u64> = if opts.skip_tids.is_empty() {
+            HashSet::new()
+        } else if self.pid_ns.is_some() {
+            let pairs: HashMap<u64, u64> = self.ns_tids().into_iter().collect();
+            opts.skip_tids
+                .iter()
+                .filter_map(|t| pairs.get(t).copied())
+                .collect()
+        } else {
+            opts.skip_tids.iter().copied().collect()
+        };
+        let mut raw = self.read_consistent(want, &skip, opts.pause)?;
         let mut warnings = self.warnings.clone();
         // the GILs, read before the values, and again around the OS states after them
         let mut bases: Vec<u64> = raw.iter().filter_map(|t| t.gil).collect();
@@ -541,7 +579,13 @@ impl PythonProcess {
     }
 
     /// `tid`: only this thread, as (our tid, its namespace tid).
-    fn read_consistent(&mut self, tid: Option<(u64, u64)>, paused: bool) -> Result<Vec<RawThread>> {
+    /// `skip`: threads (the target's namespace tids) whose frames are not read.
+    fn read_consistent(
+        &mut self,
+        tid: Option<(u64, u64)>,
+        skip: &HashSet<u64>,
+        paused: bool,
+    ) -> Result<Vec<RawThread>> {
         let mut last = String::new();
         // one thread wanted: recognise it before reading its frames. Without
         // `native_thread_id` the pthread → LWP offset tells (found once per process).
@@ -552,13 +596,18 @@ impl PythonProcess {
             && !self.calibration_tried
         {
             self.calibration_tried = true;
-            let all = self.read_consistent(None, paused)?;
+            let all = self.read_consistent(None, &HashSet::new(), paused)?;
             let ids: Vec<u64> = all.iter().map(|t| t.thread_id).collect();
             platform::os_thread_ids(self.pid, &self.mem, &ids, &mut self.pthread_tid_offset);
         }
         let pid = self.pid;
         let offset = self.pthread_tid_offset;
-        let filter = move |mem: &dyn Memory, thread_id: u64, native: Option<u64>| -> bool {
+        let skipped = std::cell::Cell::new(0usize);
+        let filter = |mem: &dyn Memory, thread_id: u64, native: Option<u64>| -> bool {
+            if native.is_some_and(|n| skip.contains(&n)) {
+                skipped.set(skipped.get() + 1);
+                return false;
+            }
             let Some((host, ns)) = tid else { return true };
             match native {
                 // the target's memory numbers threads as its own namespace does
@@ -575,6 +624,7 @@ impl PythonProcess {
         {
             let attempt = attempts;
             attempts += 1;
+            skipped.set(0);
             self.codes.begin_walk();
             let cached = BlockCache::with_spare(&self.mem, std::mem::take(&mut self.spare_blocks));
             // One batch, copied in the order given: each thread's innermost-frame pointer
@@ -633,6 +683,7 @@ impl PythonProcess {
             self.hot_blocks = cached.touched();
             self.spare_blocks = cached.into_spare();
             self.last_attempts = attempts;
+            self.last_skipped = skipped.get();
             match walked {
                 Ok(t) => return Ok(t),
                 Err(MemoryError::Gone) => return Err(Error::ProcessExited { pid: self.pid }),
@@ -738,22 +789,25 @@ impl PythonProcess {
                 }
             }
         }
-        let lent = self.lent_states(&raw, |t| match t.native_thread_id {
+        let tid_of = |t: &RawThread| match t.native_thread_id {
             Some(n) if n != 0 => host_of(n),
             _ => mapped.get(&t.thread_id).copied(),
-        });
-        if !lent.is_empty() {
+        };
+        let lent = self.lent_states(&raw, tid_of);
+        let runners = self.lent_runners(&raw, &lent, tid_of);
+        if lent.len() > runners.len() {
             warnings.push(format!(
                 "{} thread state(s) of subinterpreters shown without an OS thread: {LENT}",
-                lent.len()
+                lent.len() - runners.len()
             ));
         }
         let mut threads: Vec<ThreadStack> = raw
             .into_iter()
             .map(|t| {
+                let runner = runners.get(&t.tstate).copied();
                 let lent = lent.contains(&t.tstate);
                 let os_tid = match t.native_thread_id {
-                    _ if lent => None,
+                    _ if lent => runner,
                     Some(n) if n != 0 => host_of(n),
                     _ => mapped.get(&t.thread_id).copied(),
                 };
@@ -789,7 +843,7 @@ impl PythonProcess {
                     interpreter_id: t.interpreter_id,
                     thread_id: t.thread_id,
                     os_tid,
-                    os_tid_unknown: lent.then(|| LENT.to_string()),
+                    os_tid_unknown: (lent && runner.is_none()).then(|| LENT.to_string()),
                     ns_tid,
                     name,
                     os_name,
@@ -865,6 +919,82 @@ impl PythonProcess {
         lent
     }
 
+    /// 3.10-3.12: the OS thread running each lent state (by address) that runs Python,
+    /// where that shows. Its `cframe` (witnessed by the walk) points at its eval loop's
+    /// `_PyCFrame` local, so into the live part of the running thread's C stack: between
+    /// that thread's stack pointer and its stack top (glibc puts a thread's `struct
+    /// pthread`, which its `thread_id` points to, at the top of its stack; the main
+    /// thread's top is its stack pointer at exec). Thread stacks are disjoint, so at most
+    /// one thread's live stack holds it; the other states' threads are the candidates.
+    /// A thread's stack pointer shows only while it sleeps or is stopped: a runner caught
+    /// running stays unknown. Not used for states whose thread ids are their own.
+    fn lent_runners(
+        &self,
+        raw: &[RawThread],
+        lent: &std::collections::HashSet<u64>,
+        tid_of: impl Fn(&RawThread) -> Option<u64>,
+    ) -> HashMap<u64, u64> {
+        let mut runners = HashMap::new();
+        let wanted: Vec<(u64, u64)> = raw
+            .iter()
+            .filter(|t| lent.contains(&t.tstate))
+            .filter_map(|t| Some((t.tstate, t.running_cframe?)))
+            .collect();
+        if wanted.is_empty() {
+            return runners;
+        }
+        // (tid, stack top) of every thread that runs a state of its own
+        let mut owners: Vec<(u64, u64)> = Vec::new();
+        let mut main_top = None;
+        for t in raw.iter().filter(|t| !lent.contains(&t.tstate)) {
+            let Some(tid) = tid_of(t) else { continue };
+            let top = if tid == u64::from(self.pid) {
+                *main_top.get_or_insert_with(|| platform::main_stack_top(self.pid))
+            } else {
+                Some(t.thread_id)
+            };
+            if let Some(top) = top.filter(|&top| top != 0) {
+                if !owners.contains(&(tid, top)) {
+                    owners.push((tid, top));
+                }
+            }
+        }
+        let mut sp: HashMap<u64, Option<u64>> = HashMap::new();
+        let main = u64::from(self.pid);
+        for (tstate, cf) in wanted {
+            // of the other threads only the one whose stack top is the nearest above can
+            // hold it (any other's top would lie inside that one's stack); and the main
+            // thread, whose top is not its `struct pthread`
+            let nearest = owners
+                .iter()
+                .filter(|&&(tid, top)| tid != main && cf < top)
+                .min_by_key(|&&(_, top)| top);
+            let main_owner = owners.iter().find(|&&(tid, top)| tid == main && cf < top);
+            let holders: Vec<u64> = nearest
+                .into_iter()
+                .chain(main_owner)
+                .filter(|&&(tid, top)| {
+                    // a thread caught running may be asleep a moment later: any moment
+                    // after the walk tells, as the frame was still there at its end
+                    let sp = *sp.entry(tid).or_insert_with(|| {
+                        (0..3).find_map(|i| {
+                            if i > 0 {
+                                std::thread::yield_now();
+                            }
+                            platform::stack_pointer(self.pid, tid)
+                        })
+                    });
+                    sp.is_some_and(|sp| sp <= cf && top - sp < 1 << 32)
+                })
+                .map(|&(tid, _)| tid)
+                .collect();
+            if let [tid] = holders[..] {
+                runners.insert(tstate, tid);
+            }
+        }
+        runners
+    }
+
     /// Benchmarks only: read the `threading` names as `mode` says instead of through
     /// their cache, to measure what they cost.
     #[doc(hidden)]
@@ -887,6 +1017,11 @@ impl PythonProcess {
     /// How many walks the last read made (1: its first walk held still, or it was paused).
     pub fn last_attempts(&self) -> u32 {
         self.last_attempts
+    }
+
+    /// Threads the last read left out as [`StackOptions::skip_tids`] asked.
+    pub fn last_skipped(&self) -> usize {
+        self.last_skipped
     }
 
     /// The memory of the target (for tools and tests).

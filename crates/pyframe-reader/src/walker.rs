@@ -38,10 +38,13 @@ pub struct RawThread {
     pub frames: Vec<Frame>,
     /// Per frame, the address of the frame and of its code object (`--locals` reads there).
     pub frame_addrs: Vec<(u64, u64)>,
+    /// 3.10-3.12, a subinterpreter's state running Python: where its `cframe` points, on
+    /// the C stack of the thread running it (witnessed).
+    pub running_cframe: Option<u64>,
 }
 
 /// Decides from `(memory, thread_id, native_thread_id)` whether a thread's frames are read.
-pub type ThreadFilter = dyn Fn(&dyn Memory, u64, Option<u64>) -> bool;
+pub type ThreadFilter<'f> = dyn Fn(&dyn Memory, u64, Option<u64>) -> bool + 'f;
 
 pub struct Walker<'a> {
     pub mem: &'a dyn Memory,
@@ -50,7 +53,7 @@ pub struct Walker<'a> {
     pub codes: &'a mut CodeCache,
     /// Only threads for which this returns true (given `thread_id` and
     /// `native_thread_id`) have their frames read; the others are skipped entirely.
-    pub want: Option<&'a ThreadFilter>,
+    pub want: Option<&'a ThreadFilter<'a>>,
     /// Every pointer and field the walk followed, as read (see [`crate::witness`]): the
     /// caller reads them again after the walk and retries when any changed.
     pub witnesses: Vec<Witness>,
@@ -274,6 +277,7 @@ impl<'a> Walker<'a> {
             CurrentFrame::Direct(o) => offs.push(o),
             CurrentFrame::ViaCFrame { cframe, .. } => offs.push(cframe),
         }
+        offs.extend(tl.cframe.map(|c| c.cframe));
         let buf = self.mem.read_vec(t, struct_span(&offs), 1 << 20)?;
         if u64_at(&buf, tl.interp as usize) != interp {
             return Err(invalid(format!(
@@ -303,6 +307,19 @@ impl<'a> Walker<'a> {
                 return Ok((next, None));
             }
         }
+        // a subinterpreter's state may be lent to any thread (`lent_states`): where its
+        // eval loop's `_PyCFrame` is tells which (`PythonProcess::lent_runners`)
+        let running_cframe = match tl.cframe {
+            Some(c) if interp_id != 0 => {
+                let cf = u64_at(&buf, c.cframe as usize);
+                if matches!(tl.current_frame, CurrentFrame::Direct(_)) {
+                    // (3.11/3.12 witness it below, as the way to the frames)
+                    self.witnesses.push(Witness::new(t).field(c.cframe, 8, cf));
+                }
+                (cf != 0 && cf != t.wrapping_add(c.root)).then_some(cf)
+            }
+            _ => None,
+        };
         // where the innermost-frame pointer is (read again after the walk)
         let mut cur_field = 0;
         let frame = match tl.current_frame {
@@ -374,6 +391,7 @@ impl<'a> Walker<'a> {
                     .map(|(o, bit)| u32_at(&buf, o as usize) >> bit & 1 != 0),
                 frames,
                 frame_addrs,
+                running_cframe,
             }),
         ))
     }

@@ -420,6 +420,15 @@ fn check_layout(c: &mut Checker, t: &Layout) {
     if let Some(o) = t.tstate.tracing {
         c.offset("tstate.tracing", o, TSTATE, "tracing");
     }
+    match t.tstate.cframe {
+        Some(cf) => {
+            c.offset("tstate.cframe.cframe", cf.cframe, TSTATE, "cframe");
+            c.offset("tstate.cframe.root", cf.root, TSTATE, "root_cframe");
+        }
+        // (3.8/3.9 have neither; 3.13+ lend no states)
+        None if t.version <= (3, 9) => c.absent("tstate.cframe", TSTATE, "cframe"),
+        None => {}
+    }
     match t.tstate.datastack {
         Some(d) => {
             c.offset("tstate.datastack.chunk", d.chunk, TSTATE, "datastack_chunk");

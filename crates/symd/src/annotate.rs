@@ -155,6 +155,7 @@ impl StackSource for LiveSource {
             pause: false,
             tid: None,
             locals: false,
+            skip_tids: Vec::new(),
         }) {
             Ok(s) => Ok(s.threads),
             Err(e) => {

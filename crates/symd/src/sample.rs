@@ -137,6 +137,8 @@ pub struct Sample {
     idle: Option<HashSet<u64>>,
     keep_idle: bool,
     gil_only: bool,
+    /// Idle threads whose frames were not read at all (dropped anyway).
+    unread_idle: usize,
 }
 
 impl Sample {
@@ -181,11 +183,13 @@ impl Sample {
 
     /// How many threads were idle (0 when not told apart).
     pub fn idle_threads(&self) -> usize {
-        self.stack
-            .threads
-            .iter()
-            .filter(|t| self.is_idle(t))
-            .count()
+        self.unread_idle
+            + self
+                .stack
+                .threads
+                .iter()
+                .filter(|t| self.is_idle(t))
+                .count()
     }
 }
 
@@ -322,10 +326,17 @@ impl Sampler {
         self.next = (self.next + self.interval.mul_f64(0.5 + fastrand::f64())).max(now);
         let want_idle = !self.settings.idle || self.settings.classify_idle;
         let idle = want_idle.then(|| self.states.idle());
+        // idle threads' frames would be dropped: not read at all (the check that a read
+        // is one moment covers the threads read; an idle thread left out is not shown)
+        let skip_tids = match &idle {
+            Some(set) if !self.settings.idle => set.iter().copied().collect(),
+            _ => Vec::new(),
+        };
         let opts = StackOptions {
             pause: self.settings.pause,
             tid: None,
             locals: false,
+            skip_tids,
         };
         let read = match &mut self.native {
             Some((symbolizer, names)) => {
@@ -341,11 +352,17 @@ impl Sampler {
                 if self.process.last_attempts() > 1 {
                     self.retried += 1;
                 }
+                let unread_idle = if self.native.is_some() {
+                    0
+                } else {
+                    self.process.last_skipped()
+                };
                 let sample = Sample {
                     stack,
                     idle,
                     keep_idle: self.settings.idle,
                     gil_only: self.settings.gil,
+                    unread_idle,
                 };
                 if !self.settings.idle {
                     self.idle_skipped += sample.idle_threads() as u64;

@@ -82,6 +82,7 @@ fn read_one(
                 pause: args.pause,
                 tid,
                 locals: args.locals,
+                skip_tids: Vec::new(),
             })
         })
         .map_err(|e| ReadError {

@@ -184,6 +184,7 @@ pub fn read_process(
             pause: true,
             tid: None,
             locals: false,
+            skip_tids: Vec::new(),
         },
     )?;
     let cfi = ProcessCfi {

@@ -92,6 +92,7 @@ fn reads_of_exiting_processes_say_exited() {
                 pause,
                 tid: None,
                 locals: false,
+                skip_tids: Vec::new(),
             };
             // read until the target has exited and been seen to
             let last = loop {

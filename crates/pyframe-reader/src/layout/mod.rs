@@ -280,9 +280,21 @@ pub struct ThreadStateLayout {
     /// the interpreter's head thread state, which keeps its creator's `thread_id` and
     /// `native_thread_id`; from 3.13 `_interpreters.exec` binds a new state to the caller.
     pub lent_states: bool,
+    /// `cframe` and `root_cframe` (3.10-3.12): while the state runs Python, `cframe`
+    /// points at the eval loop's `_PyCFrame` local, on the C stack of the thread running
+    /// it; otherwise at the state's own `root_cframe`. How the thread running a lent state
+    /// is found.
+    pub cframe: Option<CFrameFields>,
     /// `datastack_chunk`, `datastack_top`, `datastack_limit` (3.11+): the live part of
     /// the current data-stack chunk, where the thread's frames are.
     pub datastack: Option<DataStackLayout>,
+}
+
+/// `PyThreadState.cframe` and `.root_cframe` offsets (3.10-3.12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CFrameFields {
+    pub cframe: u64,
+    pub root: u64,
 }
 
 /// Where a 3.11+ thread's data stack is (`PyThreadState` fields, pointers).

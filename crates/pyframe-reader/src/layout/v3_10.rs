@@ -33,6 +33,10 @@ pub const LAYOUT: Layout = Layout {
         tracing: Some(44),
         // `_xxsubinterpreters.run_string` runs the interpreter's head state on any thread
         lent_states: true,
+        cframe: Some(CFrameFields {
+            cframe: 48,
+            root: 264,
+        }),
         datastack: None,
     },
     // `struct _frame` (Include/cpython/frameobject.h)

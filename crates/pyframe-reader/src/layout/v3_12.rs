@@ -42,6 +42,10 @@ pub const LAYOUT: Layout = Layout {
         tracing: None,
         // `_xxsubinterpreters.run_string` runs the interpreter's head state on any thread
         lent_states: true,
+        cframe: Some(CFrameFields {
+            cframe: 56,
+            root: 272,
+        }),
         // `datastack_chunk`, `datastack_top`, `datastack_limit`
         datastack: Some(DataStackLayout {
             chunk: 232,

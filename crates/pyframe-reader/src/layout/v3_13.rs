@@ -39,6 +39,7 @@ pub const LAYOUT: Layout = Layout {
         tracing: None,
         // `_interpreters.exec` binds a state of its own to the calling thread
         lent_states: false,
+        cframe: None,
         // `datastack_chunk`, `datastack_top`, `datastack_limit`
         datastack: Some(DataStackLayout {
             chunk: 232,

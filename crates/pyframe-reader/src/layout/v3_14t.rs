@@ -69,6 +69,7 @@ pub const LAYOUT: Layout = Layout {
         tracing: None,
         // `_interpreters.exec` binds a state of its own to the calling thread
         lent_states: false,
+        cframe: None,
         datastack: Some(DataStackLayout {
             chunk: 232,
             top: 240,

@@ -33,6 +33,7 @@ pub const LAYOUT: Layout = Layout {
         tracing: Some(44),
         // `_xxsubinterpreters.run_string` runs the interpreter's head state on any thread
         lent_states: true,
+        cframe: None,
         datastack: None,
     },
     // `struct _frame` (Include/frameobject.h)

@@ -176,6 +176,18 @@ pub fn threads(pid: u32) -> Result<Vec<u64>> {
 }
 
 /// `pthread_setname_np` name of an LWP (`/proc/PID/lwp/N/lwpname`), `None` if unnamed.
+/// Thread `tid`'s stack pointer while it sleeps or is stopped. Not read on illumos yet
+/// (`lwpstatus`'s `pr_reg` would give it for a stopped LWP): a lent subinterpreter
+/// state's thread stays unknown there, and says so.
+pub fn stack_pointer(_pid: u32, _tid: u64) -> Option<u64> {
+    None
+}
+
+/// The main thread's stack top (not read on illumos yet, see [`stack_pointer`]).
+pub fn main_stack_top(_pid: u32) -> Option<u64> {
+    None
+}
+
 pub fn thread_name(pid: u32, tid: u64) -> Option<String> {
     let f = File::open(proc_path(pid, &format!("lwp/{tid}/lwpname"))).ok()?;
     let mut b = Vec::new();

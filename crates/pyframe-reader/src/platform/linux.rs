@@ -321,6 +321,30 @@ pub fn start_time(pid: u32) -> Result<u64> {
         })
 }
 
+/// Where thread `tid`'s stack pointer is while it sleeps or is stopped (`/proc/PID/task/
+/// TID/syscall`, whose last two fields are the stack and instruction pointers); `None`
+/// while it runs: the kernel shows a running thread's registers to no one.
+pub fn stack_pointer(pid: u32, tid: u64) -> Option<u64> {
+    let line = read_short(&format!("/proc/{pid}/task/{tid}/syscall"))?;
+    let f: Vec<&str> = line.split_whitespace().collect();
+    // "running", "-1 SP PC" or "NR ARG1..ARG6 SP PC"
+    if f.len() < 3 {
+        return None;
+    }
+    u64::from_str_radix(f[f.len() - 2].trim_start_matches("0x"), 16).ok()
+}
+
+/// The main thread's stack top: the stack pointer at exec (field 28 of `/proc/PID/stat`,
+/// `startstack`); every frame the main thread pushes is below it.
+pub fn main_stack_top(pid: u32) -> Option<u64> {
+    let stat = read_proc(pid, "stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace()
+        .nth(25)
+        .and_then(|v| v.parse().ok())
+        .filter(|&v| v != 0)
+}
+
 /// Whether process `pid` is gone or a zombie (exited, not yet reaped: it maps nothing and
 /// cannot be attached to, which must be reported as an exit, not as "not Python").
 pub fn has_exited(pid: u32) -> bool {
@@ -980,6 +1004,44 @@ fn parse_syscall(line: &str) -> SyscallLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `PythonProcess::lent_runners` relies on: a sleeping thread's live stack, from
+    /// its stack pointer up to its `struct pthread`, holds its locals.
+    #[test]
+    fn a_sleeping_threads_locals_lie_between_its_stack_pointer_and_its_pthread() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let local = 0u64;
+            // SAFETY: plain calls without arguments
+            let (tid, me) = unsafe { (libc::gettid() as u64, libc::pthread_self() as u64) };
+            tx.send((tid, me, std::hint::black_box(&local) as *const u64 as u64))
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        });
+        let (tid, me, local) = rx.recv().unwrap();
+        let pid = std::process::id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let sp = loop {
+            if let Some(sp) = stack_pointer(pid, tid) {
+                break sp;
+            }
+            assert!(std::time::Instant::now() < deadline, "never seen asleep");
+            std::thread::yield_now();
+        };
+        assert!(
+            sp <= local && local < me,
+            "sp {sp:#x} local {local:#x} pthread {me:#x}"
+        );
+        t.join().unwrap();
+        // the main thread's top is in its stack mapping, above where this process started
+        let top = main_stack_top(pid).expect("startstack");
+        let maps = parse_maps(pid, &read_proc(pid, "maps").unwrap());
+        let stack = maps
+            .iter()
+            .find(|m| m.path.as_deref() == Some("[stack]"))
+            .unwrap();
+        assert!(stack.start < top && top < stack.end, "{top:#x} {stack:?}");
+    }
 
     #[test]
     fn syscall_lines() {

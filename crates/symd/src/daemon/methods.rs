@@ -581,6 +581,7 @@ fn read_stack(
         pause: p.pause,
         tid: p.tid,
         locals: p.locals,
+        skip_tids: Vec::new(),
     };
     match entry.read(process, &opts) {
         Read::Stack(s) => match p.tid.and_then(|t| crate::stack::missing_thread(&s, t)) {
