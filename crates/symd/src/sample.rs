@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{ErrorKind, ProcessStack, ThreadStack};
+use protocol::{ErrorKind, ProcessStack, RunState, ThreadStack};
 use pyframe_reader::{PythonProcess, StackOptions};
 
 /// Set by SIGINT: end the run.
@@ -181,6 +181,12 @@ impl Sample {
         (not, unknown)
     }
 
+    /// How many Python threads the read saw (those whose frames were not read as idle
+    /// included).
+    pub fn threads(&self) -> usize {
+        self.stack.threads.len() + self.unread_idle
+    }
+
     /// How many threads were idle (0 when not told apart).
     pub fn idle_threads(&self) -> usize {
         self.unread_idle
@@ -325,7 +331,12 @@ impl Sampler {
         // a rate the machine cannot keep: sample as fast as it can, never in a burst
         self.next = (self.next + self.interval.mul_f64(0.5 + fastrand::f64())).max(now);
         let want_idle = !self.settings.idle || self.settings.classify_idle;
-        let idle = want_idle.then(|| self.states.idle());
+        // Stopped for the read (--pause, --native), a thread is idle or not by what it was
+        // doing when stopped (the reader's thread states, read under the stop): a look
+        // before the stop may come just after the last one ended, while every thread
+        // restarts the system call the stop broke off and shows as running
+        let stopped = self.settings.pause || self.native.is_some();
+        let idle = (want_idle && !stopped).then(|| self.states.idle());
         // idle threads' frames would be dropped: not read at all (the check that a read
         // is one moment covers the threads read; an idle thread left out is not shown)
         let skip_tids = match &idle {
@@ -344,10 +355,28 @@ impl Sampler {
                 crate::stack_native::read_process(&mut self.process, symbolizer, pid, None, false)
                     .map(|n| names.merge(n))
             }
+            None if stopped => self.process.stack(&opts),
             None => self.process.stack_without_states(&opts),
         };
         match read {
             Ok(stack) => {
+                let idle = match idle {
+                    Some(set) => Some(set),
+                    None if want_idle => Some(
+                        stack
+                            .threads
+                            .iter()
+                            .filter(|t| {
+                                matches!(
+                                    t.state.state,
+                                    Some(RunState::Blocked | RunState::WaitingForGil)
+                                )
+                            })
+                            .filter_map(|t| t.os_tid)
+                            .collect(),
+                    ),
+                    None => None,
+                };
                 self.samples += 1;
                 if self.process.last_attempts() > 1 {
                     self.retried += 1;
@@ -407,9 +436,11 @@ impl NativeNames {
             .by_address
             .entry(f.address)
             .or_insert_with(|| {
+                // no symbol: `[unknown]` in its module (perf's convention), so that its
+                // time adds up per module instead of splitting over every address
                 let name: Arc<str> = match &f.symbol {
                     Some(s) => s.as_str().into(),
-                    None => format!("{:#x}", f.address).into(),
+                    None => "[unknown]".into(),
                 };
                 let module: Arc<str> = f.module.as_deref().unwrap_or("?").into();
                 (name, module)
@@ -466,7 +497,7 @@ impl NativeNames {
                     name: t.name,
                     os_name: None,
                     holds_gil: t.holds_gil,
-                    state: Default::default(),
+                    state: t.state,
                     frames,
                 }
             })

@@ -66,6 +66,10 @@ pub struct NativeThread {
     /// Why the unwind stopped: `end` (the outermost frame), `limit`, `unmapped`,
     /// `sp_not_increasing`, `read_failed`, `unsupported`, `registers` (unreadable).
     pub stop: String,
+    /// What the thread was doing when stopped (the reader's classification), for the
+    /// samplers' idle test; not in the JSON.
+    #[serde(skip)]
+    pub state: protocol::ThreadState,
 }
 
 /// The whole process.
@@ -221,6 +225,7 @@ pub fn read_process(
             frames,
             unplaced_python: Vec::new(),
             stop,
+            state: pyt.map(|p| p.state.clone()).unwrap_or_default(),
         };
         if let Some(pyt) = pyt {
             place(&mut thread, pyt);

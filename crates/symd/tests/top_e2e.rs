@@ -432,3 +432,91 @@ fn gil_view_counts_only_the_gil_holder() {
         "with --gil: hash_loop {h_gil} %, py_loop {p_gil} %"
     );
 }
+
+/// `--native`: the hashing thread's time is in C code that only `hash_loop` calls (the
+/// target hashes in one place); its rows are `name (module)`, and `hash_loop` counts in
+/// total, not in own (its own code is not running while C hashes). `py_loop`'s own time
+/// stays with it or the eval loop's C it runs in.
+#[test]
+fn native_view_shows_the_c_code_python_calls() {
+    let py = require!(testkit::python(&testkit::Want::at_least("3.12").pyenv()));
+    let mut child = testkit::spawn_ready(&py, "gil_target.py", &[]);
+    let pid = child.id().to_string();
+    let o = top(&[
+        "--pid",
+        pid.as_str(),
+        "--duration",
+        "2",
+        "--rate",
+        "100",
+        "--native",
+    ]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let t = tables(&out);
+    let last = t.last().expect("no table");
+    let hashing = |label: &str| {
+        let name = label.split(' ').next().unwrap_or("").to_ascii_lowercase();
+        ["sha", "evp", "digest", "hacl"]
+            .iter()
+            .any(|k| name.contains(k))
+    };
+    // OpenSSL's inner hashing functions have no symbols here: `[unknown] (…libcrypto…)`
+    let c_hash = |label: &str| hashing(label) || label.contains("libcrypto");
+    let c_hash_own: f64 = last.rows.iter().filter(|r| c_hash(&r.4)).map(|r| r.0).sum();
+    let hash_loop = last
+        .rows
+        .iter()
+        .find(|r| r.4.starts_with("hash_loop ("))
+        .unwrap_or_else(|| panic!("no hash_loop row:\n{out}"));
+    eprintln!(
+        "top --native [{}]: hashing C code own {c_hash_own:.1} %, hash_loop own {:.1} % total {:.1} %",
+        py.label, hash_loop.0, hash_loop.1
+    );
+    // native rows name a module, not a file:line
+    let native_row = last
+        .rows
+        .iter()
+        .find(|r| c_hash(&r.4))
+        .unwrap_or_else(|| panic!("no hashing C function:\n{out}"));
+    assert!(
+        !native_row.4.contains(".py:"),
+        "a C function shown with a Python file: {}",
+        native_row.4
+    );
+    assert!(
+        c_hash_own >= 20.0,
+        "hashing C code own {c_hash_own} %:\n{out}"
+    );
+    // a thread asleep in a futex wait (the GIL's, here) is idle and left out: classified
+    // by what it was doing when stopped, not by a look just after the previous stop
+    // (when every thread restarts its broken-off system call and shows as running). A
+    // thread on its way into the wait, not yet asleep, counts: a few samples at most.
+    let futex_wait: f64 = last
+        .rows
+        .iter()
+        .filter(|r| r.4.starts_with("__futex_abstimed_wait"))
+        .map(|r| r.0)
+        .sum();
+    assert!(
+        futex_wait <= 3.0,
+        "idle futex waits counted: {futex_wait} %:\n{out}"
+    );
+    assert!(
+        hash_loop.1 >= 20.0,
+        "hash_loop total {} %:\n{out}",
+        hash_loop.1
+    );
+    assert!(
+        hash_loop.0 <= 5.0,
+        "hash_loop own {} %:\n{out}",
+        hash_loop.0
+    );
+}
