@@ -279,13 +279,26 @@ fn parse_map_lines<'a>(
 /// on the mapped file itself (`/proc/PID/map_files/START-END`: an interpreter deleted or
 /// replaced since the process started, as after an upgrade; opening it needs
 /// CAP_SYS_ADMIN, so root or the daemon).
+///
+/// Only files mapped executable somewhere (ELF objects: all that the reader and the
+/// symbolizer open) are checked; a data file's path (a locale archive, a cache, a
+/// memory-mapped file of the program's) is left as it is, unchecked: one `statx` each saved.
 pub fn mappings(pid: u32) -> Result<Vec<Mapping>> {
     use std::os::unix::fs::MetadataExt;
     let text = read_proc(pid, "maps")?;
     let mut checked: HashMap<String, bool> = HashMap::new();
-    Ok(parse_map_lines(pid, &text)
+    let parsed: Vec<(Mapping, Option<MappedFile>)> = parse_map_lines(pid, &text).collect();
+    let code: std::collections::HashSet<&str> = parsed
+        .iter()
+        .filter(|(m, _)| m.exec)
+        .filter_map(|(m, _)| m.path.as_deref())
+        .collect();
+    let code: std::collections::HashSet<String> = code.into_iter().map(str::to_string).collect();
+    Ok(parsed
+        .into_iter()
         .map(|(mut m, file)| {
-            if let (Some(f), Some(path)) = (file, m.open_path.as_ref()) {
+            let is_code = m.path.as_ref().is_some_and(|p| code.contains(p));
+            if let (Some(f), Some(path), true) = (file, m.open_path.as_ref(), is_code) {
                 let key = path.display().to_string();
                 let intact = !f.deleted
                     && *checked.entry(key).or_insert_with(|| {
