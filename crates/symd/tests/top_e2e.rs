@@ -79,6 +79,20 @@ fn top(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A plain `top` run that must succeed: its output and its last table.
+fn last_table(args: &[&str]) -> (String, Table) {
+    let o = top(args);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let last = tables(&out).pop().expect("no table");
+    (out, last)
+}
+
 fn spawn(tmp: &TempDir) -> Option<(Target, std::path::PathBuf)> {
     let py = match testkit::python(&testkit::Want::any()) {
         Ok(p) => p,
@@ -400,16 +414,7 @@ fn gil_view_counts_only_the_gil_holder() {
         if gil {
             args.push("--gil");
         }
-        let o = top(&args);
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{out}{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let t = tables(&out);
-        let last = t.last().expect("no table");
+        let (_, last) = last_table(&args);
         (
             last.own("hash_loop").unwrap_or(0.0),
             last.own("py_loop").unwrap_or(0.0),
@@ -442,7 +447,7 @@ fn native_view_shows_the_c_code_python_calls() {
     let py = require!(testkit::python(&testkit::Want::at_least("3.12").pyenv()));
     let mut child = testkit::spawn_ready(&py, "gil_target.py", &[]);
     let pid = child.id().to_string();
-    let o = top(&[
+    let (out, last) = last_table(&[
         "--pid",
         pid.as_str(),
         "--duration",
@@ -453,15 +458,6 @@ fn native_view_shows_the_c_code_python_calls() {
     ]);
     let _ = child.kill();
     let _ = child.wait();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{out}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let t = tables(&out);
-    let last = t.last().expect("no table");
     let hashing = |label: &str| {
         let name = label.split(' ').next().unwrap_or("").to_ascii_lowercase();
         ["sha", "evp", "digest", "hacl"]
