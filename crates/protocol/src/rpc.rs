@@ -291,6 +291,10 @@ pub struct ProfileParams {
     /// Count only the thread holding the GIL (refused for a free-threaded build).
     #[serde(default)]
     pub gil: bool,
+    /// Native frames too, with the Python frames in place of the eval-loop frames that run
+    /// them (`record --native`): every sample stops the process, as `pause`.
+    #[serde(default)]
+    pub native: bool,
 }
 
 fn default_rate() -> u32 {

@@ -62,7 +62,7 @@ pub struct RecordArgs {
     pub subprocesses: bool,
     /// Native frames too: each sample stops the process (as --pause), unwinds every thread
     /// and puts its Python frames in place of the eval-loop frames running them, like
-    /// `stack --native`; read directly, not through the daemon.
+    /// `stack --native` (through the daemon when it runs, as without it).
     #[arg(long)]
     pub native: bool,
     /// Read the process directly even when the daemon is running.
@@ -152,8 +152,8 @@ pub fn run(args: &RecordArgs, global: &Global) -> ExitCode {
     // The daemon when it answers (it reads what the caller may read, root or not); the
     // process directly when there is none. A started COMMAND is the caller's own child:
     // read directly.
-    // the daemon's sessions are per process, Python frames only, in its four formats
-    let direct_only = args.subprocesses || args.native || format == RecordFormat::Raw;
+    // the daemon's sessions are per process, in its four formats
+    let direct_only = args.subprocesses || format == RecordFormat::Raw;
     if let (Some(pid), false, false) = (args.pid, global.no_daemon, direct_only) {
         match via_daemon(args, pid, format, &global.socket, file) {
             Ok(code) => return code,
@@ -448,6 +448,7 @@ fn via_daemon(
             pause: args.pause,
             threads: args.threads,
             gil: args.gil,
+            native: args.native,
         }),
     ) {
         Ok(s) => s,

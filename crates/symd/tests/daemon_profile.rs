@@ -263,8 +263,9 @@ fn a_user_profiles_their_own_process_only() {
 }
 
 /// `pystackd record --pid` goes through the daemon when it runs: an unprivileged user
-/// records their own process (exit 0, the file holds only paths of the program) and is
-/// refused a root process (exit 5, no file), as their `pystackd stack` is.
+/// records their own process (exit 0, the file holds only paths of the program), with
+/// `--native` too, and is refused a root process (exit 5, no file), as their `pystackd
+/// stack` is.
 #[test]
 fn record_goes_through_the_daemon() {
     let user = require!(TestUser::create());
@@ -277,7 +278,7 @@ fn record_goes_through_the_daemon() {
         "pystackd-daemon-record-{}.folded",
         std::process::id()
     ));
-    let record = |pid: u32| {
+    let record_with = |pid: u32, extra: &[&str]| {
         run_as
             .command(testkit::pystackd_bin())
             .args([
@@ -289,6 +290,7 @@ fn record_goes_through_the_daemon() {
                 "--duration",
                 "1",
             ])
+            .args(extra)
             .arg("-o")
             .arg(&out)
             .arg("--socket")
@@ -296,6 +298,7 @@ fn record_goes_through_the_daemon() {
             .output()
             .unwrap()
     };
+    let record = |pid: u32| record_with(pid, &[]);
     let o = record(own.pid());
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{err}");
@@ -305,9 +308,37 @@ fn record_goes_through_the_daemon() {
     eprintln!("record through the daemon: {workers} worker stacks; {err}");
     assert!(workers >= 10, "{workers}: {err}");
     let _ = std::fs::remove_file(&out);
+    // --native too: the daemon stops the user's own process per sample; every stack has
+    // a native root, and its Python frames, taken out, are a path of the program
+    let o = record_with(own.pid(), &["--native"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("through the daemon"), "{err}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut python_only = String::new();
+    for line in text.lines() {
+        let (stack, n) = line.rsplit_once(' ').unwrap();
+        let frames: Vec<&str> = stack.split(';').collect();
+        assert!(
+            frame(frames[0]).is_none(),
+            "a Python frame at the root: {line}"
+        );
+        let py: Vec<&str> = frames.into_iter().filter(|f| frame(f).is_some()).collect();
+        if !py.is_empty() {
+            python_only.push_str(&format!("{} {n}\n", py.join(";")));
+        }
+    }
+    let native_workers = check_folded(own.truth(), &python_only).unwrap();
+    eprintln!("record --native through the daemon: {native_workers} worker stacks; {err}");
+    assert!(native_workers >= 10, "{native_workers}: {err}\n{text}");
+    let _ = std::fs::remove_file(&out);
     let o = record(root_target.pid());
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(5), "{err}");
+    assert!(!out.exists(), "a file was left behind");
+    let o = record_with(root_target.pid(), &["--native"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "--native: {err}");
     assert!(!out.exists(), "a file was left behind");
 }
 

@@ -102,7 +102,7 @@ pub async fn dispatch(
             let p: ProfileParams = parse_params(
                 method,
                 params,
-                r#"{"pid": 1234, "rate": 100, "duration": 10} (rate, idle, pause, threads optional)"#,
+                r#"{"pid": 1234, "rate": 100, "duration": 10} (rate, idle, pause, threads, gil, native optional)"#,
             )?;
             super::profiles::check(&p)?;
             let st = state.clone();

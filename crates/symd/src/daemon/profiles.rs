@@ -104,11 +104,11 @@ impl Sessions {
             pid: p.pid,
             rate: p.rate,
             duration: Some(Duration::from_secs_f64(p.duration)),
-            pause: p.pause,
+            pause: p.pause || p.native,
             idle: p.idle,
             classify_idle: false,
             gil: p.gil,
-            native: false,
+            native: p.native,
         })
         .map_err(|e| super::methods::reader_error(&e))?;
         // the process attached must be the one authorized
