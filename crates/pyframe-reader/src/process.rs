@@ -336,7 +336,12 @@ impl PythonProcess {
                     break;
                 }
                 std::thread::yield_now();
-                stack = self.stack_inner(opts, false, true)?;
+                // a retry that fails (torn, or the process gone) leaves the first read,
+                // which was true at its moment
+                match self.stack_inner(opts, false, true) {
+                    Ok(s) => stack = s,
+                    Err(_) => break,
+                }
             }
         }
         Ok(stack)
