@@ -743,7 +743,7 @@ fn probe_fragment_in_a_hand_written_script() {
             .split_once("// ---- BEGIN pystackd capture ----")
             .expect("the fragment has its two parts");
         let script = format!(
-            "{defs}\nuprobe:{}:marker_a /pid == {pid}/ {{\n{block}\n}}\ninterval:s:2 {{ exit(); }}\n",
+            "{defs}\nuprobe:{}:marker_a /pid == {pid}/ {{\n{block}\n}}\ninterval:s:4 {{ exit(); }}\n",
             lib.display()
         );
         let path = lib.with_file_name(format!("script-{pid}.bt"));
@@ -825,7 +825,7 @@ fn annotate_prints_captured_frames_as_exact_lines() {
         .split_once("// ---- BEGIN pystackd capture ----")
         .expect("the fragment has its two parts");
     let script = format!(
-        "{defs}\nuprobe:{}:marker_a /pid == {pid}/ {{\nprintf(\"pid=%d tid=%d\\n\", pid, tid);\n{block}\nprint(ustack(perf));\n}}\ninterval:s:2 {{ exit(); }}\n",
+        "{defs}\nuprobe:{}:marker_a /pid == {pid}/ {{\nprintf(\"pid=%d tid=%d\\n\", pid, tid);\n{block}\nprint(ustack(perf));\n}}\ninterval:s:4 {{ exit(); }}\n",
         lib.display()
     );
     let path = lib.with_file_name(format!("annotate-{pid}.bt"));
