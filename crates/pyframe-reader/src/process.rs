@@ -904,8 +904,8 @@ impl PythonProcess {
         &self,
         raw: &[RawThread],
         tid_of: impl Fn(&RawThread) -> Option<u64>,
-    ) -> std::collections::HashSet<u64> {
-        let mut lent = std::collections::HashSet::new();
+    ) -> HashSet<u64> {
+        let mut lent = HashSet::new();
         if !self.layout.tstate.lent_states || raw.iter().all(|t| t.interpreter_id == 0) {
             return lent;
         }
@@ -927,16 +927,15 @@ impl PythonProcess {
     /// 3.10-3.12: the OS thread running each lent state (by address) that runs Python,
     /// where that shows. Its `cframe` (witnessed by the walk) points at its eval loop's
     /// `_PyCFrame` local, so into the live part of the running thread's C stack: between
-    /// that thread's stack pointer and its stack top (glibc puts a thread's `struct
-    /// pthread`, which its `thread_id` points to, at the top of its stack; the main
-    /// thread's top is its stack pointer at exec). Thread stacks are disjoint, so at most
+    /// that thread's stack pointer and its stack top (`platform::stack_top`, from its
+    /// `thread_id`, which is `pthread_self()`). Thread stacks are disjoint, so at most
     /// one thread's live stack holds it; the other states' threads are the candidates.
     /// A thread's stack pointer shows only while it sleeps or is stopped: a runner caught
     /// running stays unknown. Not used for states whose thread ids are their own.
     fn lent_runners(
         &self,
         raw: &[RawThread],
-        lent: &std::collections::HashSet<u64>,
+        lent: &HashSet<u64>,
         tid_of: impl Fn(&RawThread) -> Option<u64>,
     ) -> HashMap<u64, u64> {
         let mut runners = HashMap::new();
@@ -950,18 +949,13 @@ impl PythonProcess {
         }
         // (tid, stack top) of every thread that runs a state of its own
         let mut owners: Vec<(u64, u64)> = Vec::new();
-        let mut main_top = None;
         for t in raw.iter().filter(|t| !lent.contains(&t.tstate)) {
             let Some(tid) = tid_of(t) else { continue };
-            let top = if tid == u64::from(self.pid) {
-                *main_top.get_or_insert_with(|| platform::main_stack_top(self.pid))
-            } else {
-                Some(t.thread_id)
-            };
-            if let Some(top) = top.filter(|&top| top != 0) {
-                if !owners.contains(&(tid, top)) {
-                    owners.push((tid, top));
-                }
+            if owners.iter().any(|&(o, _)| o == tid) {
+                continue;
+            }
+            if let Some(top) = platform::stack_top(self.pid, tid, t.thread_id) {
+                owners.push((tid, top));
             }
         }
         let mut sp: HashMap<u64, Option<u64>> = HashMap::new();
@@ -969,7 +963,7 @@ impl PythonProcess {
         for (tstate, cf) in wanted {
             // of the other threads only the one whose stack top is the nearest above can
             // hold it (any other's top would lie inside that one's stack); and the main
-            // thread, whose top is not its `struct pthread`
+            // thread, whose stack is not one the thread library gave it
             let nearest = owners
                 .iter()
                 .filter(|&&(tid, top)| tid != main && cf < top)

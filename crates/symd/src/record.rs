@@ -182,7 +182,7 @@ pub fn run(args: &RecordArgs, global: &Global) -> ExitCode {
         pid,
         rate: args.rate,
         duration: args.duration.map(Duration::from_secs_f64),
-        pause: args.pause || args.native,
+        pause: args.pause,
         idle: args.idle,
         classify_idle: false,
         gil: args.gil,

@@ -69,7 +69,7 @@ pub struct Settings {
     pub rate: u32,
     /// Stop after this long.
     pub duration: Option<Duration>,
-    /// Stop every thread for each read.
+    /// Stop every thread for each read (implied by `native`).
     pub pause: bool,
     /// Keep idle threads' stacks.
     pub idle: bool,
@@ -240,6 +240,11 @@ pub struct Sampler {
 impl Sampler {
     /// Attaches the process; the clock starts now.
     pub fn attach(settings: Settings) -> Result<Sampler, pyframe_reader::Error> {
+        // a native read stops the process: it is a paused read
+        let settings = Settings {
+            pause: settings.pause || settings.native,
+            ..settings
+        };
         let process = PythonProcess::attach(settings.pid)?;
         if settings.gil && process.layout().free_threaded {
             return Err(pyframe_reader::Error::UnsupportedFeature {
@@ -335,7 +340,7 @@ impl Sampler {
         // doing when stopped (the reader's thread states, read under the stop): a look
         // before the stop may come just after the last one ended, while every thread
         // restarts the system call the stop broke off and shows as running
-        let stopped = self.settings.pause || self.native.is_some();
+        let stopped = self.settings.pause;
         let idle = (want_idle && !stopped).then(|| self.states.idle());
         // idle threads' frames would be dropped: not read at all (the check that a read
         // is one moment covers the threads read; an idle thread left out is not shown)

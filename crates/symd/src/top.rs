@@ -332,7 +332,7 @@ pub fn run(args: &TopArgs) -> ExitCode {
         pid: args.pid,
         rate: args.rate,
         duration: args.duration.map(Duration::from_secs_f64),
-        pause: args.pause || args.native,
+        pause: args.pause,
         idle: args.idle,
         classify_idle: true,
         gil: args.gil,

@@ -183,8 +183,8 @@ pub fn stack_pointer(_pid: u32, _tid: u64) -> Option<u64> {
     None
 }
 
-/// The main thread's stack top (not read on illumos yet, see [`stack_pointer`]).
-pub fn main_stack_top(_pid: u32) -> Option<u64> {
+/// The top of thread `tid`'s C stack (not read on illumos yet, see [`stack_pointer`]).
+pub fn stack_top(_pid: u32, _tid: u64, _pthread_self: u64) -> Option<u64> {
     None
 }
 

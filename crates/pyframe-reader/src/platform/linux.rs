@@ -288,12 +288,11 @@ pub fn mappings(pid: u32) -> Result<Vec<Mapping>> {
     let text = read_proc(pid, "maps")?;
     let mut checked: HashMap<String, bool> = HashMap::new();
     let parsed: Vec<(Mapping, Option<MappedFile>)> = parse_map_lines(pid, &text).collect();
-    let code: std::collections::HashSet<&str> = parsed
+    let code: std::collections::HashSet<String> = parsed
         .iter()
         .filter(|(m, _)| m.exec)
-        .filter_map(|(m, _)| m.path.as_deref())
+        .filter_map(|(m, _)| m.path.clone())
         .collect();
-    let code: std::collections::HashSet<String> = code.into_iter().map(str::to_string).collect();
     Ok(parsed
         .into_iter()
         .map(|(mut m, file)| {
@@ -335,21 +334,27 @@ pub fn start_time(pid: u32) -> Result<u64> {
 }
 
 /// Where thread `tid`'s stack pointer is while it sleeps or is stopped (`/proc/PID/task/
-/// TID/syscall`, whose last two fields are the stack and instruction pointers); `None`
-/// while it runs: the kernel shows a running thread's registers to no one.
+/// TID/syscall`); `None` while it runs: the kernel shows a running thread's registers to
+/// no one.
 pub fn stack_pointer(pid: u32, tid: u64) -> Option<u64> {
-    let line = read_short(&format!("/proc/{pid}/task/{tid}/syscall"))?;
-    let f: Vec<&str> = line.split_whitespace().collect();
-    // "running", "-1 SP PC" or "NR ARG1..ARG6 SP PC"
-    if f.len() < 3 {
-        return None;
+    syscall_line_sp(&read_short(&format!("/proc/{pid}/task/{tid}/syscall"))?)
+}
+
+/// The top of thread `tid`'s C stack: its live part runs from its stack pointer up to
+/// here. glibc (and musl) put a thread's `struct pthread`, which `pthread_self()`
+/// (`pthread_self`) points to, at the top of the stack they give it; the main thread's
+/// stack is the process's own, whose top is the stack pointer at exec.
+pub fn stack_top(pid: u32, tid: u64, pthread_self: u64) -> Option<u64> {
+    if tid == u64::from(pid) {
+        main_stack_top(pid)
+    } else {
+        (pthread_self != 0).then_some(pthread_self)
     }
-    u64::from_str_radix(f[f.len() - 2].trim_start_matches("0x"), 16).ok()
 }
 
 /// The main thread's stack top: the stack pointer at exec (field 28 of `/proc/PID/stat`,
 /// `startstack`); every frame the main thread pushes is below it.
-pub fn main_stack_top(pid: u32) -> Option<u64> {
+fn main_stack_top(pid: u32) -> Option<u64> {
     let stat = read_proc(pid, "stat").ok()?;
     let rest = stat.rsplit_once(')')?.1;
     rest.split_whitespace()
@@ -991,6 +996,16 @@ enum SyscallLine {
     In(super::Syscall),
 }
 
+/// The stack pointer in a line of `/proc/PID/task/TID/syscall`: "-1 SP PC" or
+/// "NR ARG1..ARG6 SP PC" (the second field from the end); none in "running".
+fn syscall_line_sp(line: &str) -> Option<u64> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.len() < 3 {
+        return None;
+    }
+    u64::from_str_radix(f[f.len() - 2].trim_start_matches("0x"), 16).ok()
+}
+
 /// A line of `/proc/PID/task/TID/syscall`.
 fn parse_syscall(line: &str) -> SyscallLine {
     let mut f = line.split_whitespace();
@@ -1059,6 +1074,17 @@ mod tests {
     #[test]
     fn syscall_lines() {
         assert_eq!(parse_syscall("running\n"), SyscallLine::Running);
+        assert_eq!(syscall_line_sp("running\n"), None);
+        assert_eq!(
+            syscall_line_sp("-1 0x7ffd1a2b3c40 0x7f0011223344\n"),
+            Some(0x7ffd1a2b3c40)
+        );
+        assert_eq!(
+            syscall_line_sp(
+                "202 0x7f55aa001234 0x189 0x0 0x0 0x0 0xffffffff 0x7ffd1a2b3c40 0x7f0011223344\n"
+            ),
+            Some(0x7ffd1a2b3c40)
+        );
         assert_eq!(
             parse_syscall("-1 0x7ffd1a2b3c40 0x7f0011223344\n"),
             SyscallLine::User

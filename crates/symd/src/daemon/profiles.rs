@@ -104,7 +104,7 @@ impl Sessions {
             pid: p.pid,
             rate: p.rate,
             duration: Some(Duration::from_secs_f64(p.duration)),
-            pause: p.pause || p.native,
+            pause: p.pause,
             idle: p.idle,
             classify_idle: false,
             gil: p.gil,
