@@ -77,6 +77,10 @@ pub struct Walker<'a> {
     /// 3.11+: data-stack words per frame of each code object seen in this walk.
     frame_words: HashMap<u64, u64>,
     last_frame_words: (u64, u64),
+    /// Opcode addresses found to be call sites in this walk (a recursion asks for the same
+    /// few again and again). Only for one walk: a freed code object's memory can hold
+    /// other code later.
+    call_sites_seen: HashSet<u64>,
     /// Per walked thread: what in `witnesses` and `bounds` is its own, and the GIL it runs
     /// under (see [`ThreadSpan`]).
     pub spans: Vec<ThreadSpan>,
@@ -136,6 +140,7 @@ impl<'a> Walker<'a> {
             entries: Vec::new(),
             frame_words: HashMap::default(),
             last_frame_words: (0, 0),
+            call_sites_seen: HashSet::default(),
             spans: Vec::new(),
             runtime: 0,
         }
@@ -559,6 +564,39 @@ impl<'a> Walker<'a> {
         )))
     }
 
+    /// A frame with a callee it called inline must stand on an instruction that makes such
+    /// calls ([`crate::layout::CallSites`]): the opcode `back_units` before its position
+    /// `units` in its bytecode at `start`. Anything else is a frame read at another moment
+    /// than its callee (the re-read cannot tell when the thread rebuilt the same chain).
+    fn at_call_site(
+        &mut self,
+        addr: u64,
+        start: u64,
+        units: i64,
+        code_units: Option<u64>,
+        sites: crate::layout::CallSites,
+    ) -> MemResult<()> {
+        let at = units - sites.back_units as i64;
+        if at < 0 || code_units.is_some_and(|n| at as u64 >= n) {
+            return Err(invalid(format!(
+                "frame {addr:#x} has a callee but stands at unit {units} of its code, where no call is: the stack changed during the read"
+            )));
+        }
+        let opcode_at = start.wrapping_add(at as u64 * 2);
+        if self.call_sites_seen.contains(&opcode_at) {
+            return Ok(());
+        }
+        let opcode = self.mem.read_u8(opcode_at)?;
+        if sites.contains(opcode) {
+            self.call_sites_seen.insert(opcode_at);
+        } else {
+            return Err(invalid(format!(
+                "frame {addr:#x} has a callee but stands on opcode {opcode} (unit {at}), which calls none: the stack changed during the read"
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether the data-stack frame at `frame` is the first frame of a root chunk
     /// (`data[1]` of a page-aligned chunk with no previous one): the start of a data
     /// stack of its own (a thread's first frame, or a greenlet's).
@@ -652,6 +690,10 @@ impl<'a> Walker<'a> {
             if !innermost {
                 // the innermost frame's position moves while it runs (see witness.rs)
                 w = w.field(fl.instr, 8, u64_at(&buf, fl.instr as usize));
+                // and a caller must still be calling, not running again at the same place
+                if let Some(o) = fl.running_stacktop {
+                    w = w.field(o, 4, u64::from(u32_at(&buf, o as usize)));
+                }
             }
             innermost = false;
             self.witnesses.push(w);
@@ -713,6 +755,20 @@ impl<'a> Walker<'a> {
             }
             let entry = fl.is_entry.is_some_and(|o| u8_at(&buf, o as usize) != 0);
             let inner_called_inline = std::mem::replace(&mut called_inline, !entry);
+            // A frame read while it ran had no callee of its own then: the frame inside it
+            // is from another moment (a thread that returned to this frame and left the
+            // callee's bytes behind, read with this frame as it was later or earlier).
+            // The re-read cannot see it when the thread has since made the same calls
+            // again: the frames are rebuilt at the same addresses with the same values.
+            if inner_called_inline
+                && fl
+                    .running_stacktop
+                    .is_some_and(|o| i32_at(&buf, o as usize) == -1)
+            {
+                return Err(invalid(format!(
+                    "frame {addr:#x} was running when read but has a callee: the stack changed during the read"
+                )));
+            }
             if owner != fl.generator_owner && units < code.first_traceable as i64 {
                 // incomplete (not yet started, or an internal cleanup frame): CPython's
                 // tracebacks skip it; its eval call's grouping stays with the frames inside.
@@ -731,6 +787,11 @@ impl<'a> Walker<'a> {
                 }
                 addr = previous;
                 continue;
+            }
+            if inner_called_inline {
+                if let Some(sites) = fl.call_sites {
+                    self.at_call_site(addr, start, units, code.code_units, sites)?;
+                }
             }
             frames.push(code.frame(units * 2, entry));
             shown.push((addr, code_addr));

@@ -473,8 +473,14 @@ fn check_layout(c: &mut Checker, t: &Layout) {
                 Some(o) => c.offset("frame.is_entry", o, IFRAME, "is_entry"),
                 None => c.absent("frame.is_entry", IFRAME, "is_entry"),
             }
+            // the running mark is claimed only where `stacktop` is an int (3.12/3.13;
+            // 3.11's is one too but is not cleared, which DWARF cannot show)
+            if let Some(o) = f.running_stacktop {
+                c.offset("frame.running_stacktop", o, IFRAME, "stacktop");
+            }
             let mut ends = vec![f.previous + 8, f.code + 8, f.instr + 8, f.owner + 1];
             ends.extend(f.is_entry.map(|e| e + 1));
+            ends.extend(f.running_stacktop.map(|e| e + 4));
             c.covers("frame.size", f.size, IFRAME, &ends);
         }
     }

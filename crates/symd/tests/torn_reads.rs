@@ -223,3 +223,215 @@ fn unpaused_reads_of_a_recursing_target_are_never_impossible() {
     // and before the fixes in docs/consistency.md, 1 to 3 in 1,000,000 on 3.11/3.12.
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The walk's one-read contradiction checks on real frames. The re-read above cannot catch
+/// a thread that rebuilt the same chain at the same addresses between the walk and the
+/// re-read, so a caller read at a moment it had no callee must fail the walk by itself:
+/// on 3.12/3.13 a caller whose `stacktop` holds -1 (it was running), on 3.11/3.14/3.15 a
+/// caller that does not stand on an instruction that calls inline (`layout::CallSites`).
+///
+/// `inline_calls.py` blocks under a chain of every kind of inline call, warmed up. Read
+/// straight from its memory: every caller holds a stack depth / stands on a call-site
+/// opcode (the CPython behaviour the checks rely on), and an unpaused read returns the
+/// target's own stack (the checks refuse no real stack). Then the innermost frame with an
+/// inline callee (`inner`) is made to look as a torn read sees it (running; standing on its
+/// first instruction, a `LOAD_GLOBAL`, as the target's own `dis` places it): the read must be refused, naming that frame; put back,
+/// the read returns the target's stack again. With a `sys.monitoring` tool watching lines
+/// and calls (3.12+: instrumented opcodes), the read is exact too.
+#[test]
+fn a_caller_read_without_its_callee_is_refused() {
+    use pyframe_reader::code::CodeCache;
+    use pyframe_reader::layout::FrameLayout;
+    use pyframe_reader::objects::Types;
+    use pyframe_reader::walker::Walker;
+    use std::os::unix::fs::FileExt;
+
+    if let Err(s) = testkit::root("to write a blocked target's memory") {
+        s.report();
+        return;
+    }
+    let mut checked = Vec::new();
+    for interp in interpreters().iter().filter(|i| i.version >= (3, 11)) {
+        let target =
+            Target::try_spawn(interp, "inline_calls.py", &[]).unwrap_or_else(|e| panic!("{e}"));
+        let truth: Vec<(String, u32)> = target.main_frames();
+        let mut p = PythonProcess::attach(target.pid()).expect("attach");
+        let FrameLayout::Interpreter(fl) = p.layout().frame else {
+            panic!("[{}] 3.11+ without interpreter frames", interp.label)
+        };
+        let main_stack = |p: &mut PythonProcess| -> Result<Vec<(String, u32)>, Error> {
+            let s = p.stack_without_states(&StackOptions::default())?;
+            Ok(s.threads
+                .iter()
+                .find(|t| t.frames.iter().any(|f| &*f.function == "leaf"))
+                .expect("the main thread in leaf")
+                .frames
+                .iter()
+                .rev()
+                .map(|f| (f.function.to_string(), f.line.unwrap_or(0)))
+                .collect())
+        };
+        assert_eq!(
+            main_stack(&mut p).expect("unpaused read"),
+            truth,
+            "[{}]",
+            interp.label
+        );
+        let raw = {
+            let mut types = Types::default();
+            let mut codes = CodeCache::default();
+            let mut w = Walker::new(p.memory(), p.layout(), &mut types, &mut codes);
+            w.walk(p.runtime_address())
+                .expect("walk of a blocked target")
+        };
+        let main = raw
+            .iter()
+            .find(|t| t.frames.iter().any(|f| &*f.function == "leaf"))
+            .expect("a thread in leaf");
+        let mem = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{}/mem", target.pid()))
+            .expect("open /proc/PID/mem");
+        let read = |addr: u64, n: usize| {
+            let mut b = vec![0u8; n];
+            mem.read_exact_at(&mut b, addr).expect("read target memory");
+            b
+        };
+        let names: Vec<&str> = main.frames.iter().map(|f| &*f.function).collect();
+        // the innermost frame with a callee it called inline (`inner`, calling `leaf`)
+        let at = (1..names.len())
+            .find(|&i| !main.frames[i - 1].entry)
+            .expect("an inline call on the stack");
+        let victim_name = names[at];
+        let (victim, victim_code) = main.frame_addrs[at];
+        let code_start = victim_code + p.layout().code.code_adaptive.expect("3.11+ bytecode");
+        // (offset, bytes as found, bytes that make the frame look torn)
+        let (what, off, saved, torn) = if let Some(off) = fl.running_stacktop {
+            // every frame with a callee it called inline holds a stack depth; leaf, and
+            // a frame whose callee it entered through C, runs (in a C call)
+            let top = |a: u64| i32::from_le_bytes(read(a + off, 4).try_into().unwrap());
+            assert_eq!(
+                top(main.frame_addrs[0].0),
+                -1,
+                "[{}] leaf runs",
+                interp.label
+            );
+            for (i, &(a, _)) in main.frame_addrs.iter().enumerate().skip(1) {
+                if main.frames[i - 1].entry {
+                    assert_eq!(top(a), -1, "[{}] {} runs", interp.label, names[i]);
+                    continue;
+                }
+                assert!(
+                    top(a) >= 0,
+                    "[{}] {} holds stacktop {}",
+                    interp.label,
+                    names[i],
+                    top(a)
+                );
+            }
+            (
+                "stacktop",
+                off,
+                read(victim + off, 4),
+                (-1i32).to_le_bytes().to_vec(),
+            )
+        } else if let Some(sites) = fl.call_sites {
+            // every frame with a callee it called inline (not an entry frame: 3.11 makes
+            // some of these calls through C) stands on a call site
+            for (i, &(a, _)) in main.frame_addrs.iter().enumerate().skip(1) {
+                if main.frames[i - 1].entry {
+                    continue;
+                }
+                let instr = u64::from_le_bytes(read(a + fl.instr, 8).try_into().unwrap());
+                let op = read(instr - 2 * sites.back_units, 1)[0];
+                assert!(
+                    sites.contains(op),
+                    "[{}] {} stands on opcode {op}",
+                    interp.label,
+                    names[i]
+                );
+            }
+            let first = first_instruction(interp, victim_name);
+            let instr = code_start + first + 2 * sites.back_units;
+            (
+                "instruction",
+                fl.instr,
+                read(victim + fl.instr, 8),
+                instr.to_le_bytes().to_vec(),
+            )
+        } else {
+            panic!("[{}] a 3.11+ layout with neither check", interp.label)
+        };
+        mem.write_all_at(&torn, victim + off)
+            .expect("write the frame");
+        let refused = main_stack(&mut p);
+        mem.write_all_at(&saved, victim + off)
+            .expect("restore the frame");
+        match refused {
+            Err(Error::Inconsistent { last, .. }) => assert!(
+                last.contains(&format!("frame {victim:#x} ")) && last.contains("callee"),
+                "[{}] refused for another reason: {last}",
+                interp.label
+            ),
+            other => panic!(
+                "[{}] {victim_name} with a torn {what} was read as {other:?}",
+                interp.label
+            ),
+        }
+        assert_eq!(
+            main_stack(&mut p).expect("read after restoring"),
+            truth,
+            "[{}]",
+            interp.label
+        );
+        drop(target);
+        if interp.version >= (3, 12) {
+            // instrumented code (a debugger or coverage tool watching lines and calls)
+            let target = Target::try_spawn(interp, "inline_calls.py", &["--monitor"])
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut p = PythonProcess::attach(target.pid()).expect("attach");
+            assert_eq!(
+                main_stack(&mut p).expect("unpaused read of instrumented code"),
+                target.main_frames(),
+                "[{}] --monitor",
+                interp.label
+            );
+        }
+        checked.push(format!("{} ({what} of {victim_name})", interp.label));
+    }
+    eprintln!(
+        "torn callers refused, real ones read exactly: {}",
+        checked.join(", ")
+    );
+    if checked.is_empty() {
+        testkit::Skip::new("no 3.11+ interpreter in tests/pythons/list").report();
+    }
+}
+
+/// Byte offset of the first instruction after `RESUME` in `inline_calls.py`'s function
+/// `name`, as the interpreter's own `dis` places it.
+fn first_instruction(interp: &support::Interpreter, name: &str) -> u64 {
+    let path = testkit::targets_dir().join("inline_calls.py");
+    let script = format!(
+        "import dis\nsrc = open({path:?}).read()\nco = compile(src, {path:?}, 'exec')\n\
+         f = [c for c in co.co_consts if hasattr(c, 'co_name') and c.co_name == {name:?}][0]\n\
+         ins = list(dis.get_instructions(f))\n\
+         r = [i for i, x in enumerate(ins) if x.opname == 'RESUME'][0]\n\
+         print(ins[r + 1].offset)",
+        path = path.display().to_string(),
+    );
+    let out = std::process::Command::new(&interp.command)
+        .args(["-E", "-s", "-c", &script])
+        .output()
+        .expect("run the interpreter");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("an offset")
+}

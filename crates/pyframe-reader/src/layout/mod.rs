@@ -379,6 +379,15 @@ pub struct InterpreterFrameLayout {
     pub owner: u64,
     /// `is_entry` (bool, 3.11 only).
     pub is_entry: Option<u64>,
+    /// `stacktop` (int) where it marks a running frame (3.12, 3.13): `-1` from the moment
+    /// the frame (re)starts running (`_PyFrame_GetStackPointer`) until it calls a Python
+    /// function itself (`_PyFrame_SetStackPointer` in `DISPATCH_INLINED`). A frame read
+    /// with `-1` therefore had no callee of its own at that moment. 3.11 leaves the field
+    /// as it was and 3.14+ keep a `stackpointer` that is set but never cleared: `None`.
+    pub running_stacktop: Option<u64>,
+    /// Where no field marks a running frame: the instructions a frame can call a Python
+    /// function from in the same eval loop (see [`CallSites`]).
+    pub call_sites: Option<CallSites>,
     /// Owner values at or above this mark a frame that is not a Python frame (the C-stack
     /// shim / interpreter base frames of 3.12+). `None` on 3.11.
     pub first_non_python_owner: Option<u8>,
@@ -388,6 +397,31 @@ pub struct InterpreterFrameLayout {
     pub tlbc: Option<ThreadLocalBytecode>,
     /// Bytes to read to cover every field above.
     pub size: u64,
+}
+
+/// The instructions that push a Python frame in the same eval loop (an inline call), for
+/// the versions whose frames carry no running mark (`running_stacktop`). A frame whose
+/// callee it called inline stands on one of them for as long as the callee runs, so a
+/// frame read at any other instruction had no such callee at that moment: the frame inside
+/// it is from another moment. Each entry is a whole family (the base instruction with
+/// every specialised form: the bytes of one call site change between them as frames of
+/// the same code run it), plus the instrumented forms and the opcodes that hide the
+/// original one (`INSTRUMENTED_LINE`, `INSTRUMENTED_INSTRUCTION`, `ENTER_EXECUTOR`).
+/// Checked against each interpreter's own `opcode` metadata (tests/layout_opcodes.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallSites {
+    /// Code units from the frame's instruction pointer back to the opcode: 3.11's
+    /// `prev_instr` of a caller points at the last of the call's 4 cache units (`CALL` and
+    /// `BINARY_SUBSCR` alike), 3.13+'s `instr_ptr` at the opcode.
+    pub back_units: u64,
+    /// The opcodes, sorted.
+    pub opcodes: &'static [u8],
+}
+
+impl CallSites {
+    pub fn contains(&self, opcode: u8) -> bool {
+        self.opcodes.binary_search(&opcode).is_ok()
+    }
 }
 
 /// Thread-local bytecode (3.14t, `Py_GIL_DISABLED`): a thread that specialises code runs

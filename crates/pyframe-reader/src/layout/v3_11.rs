@@ -57,6 +57,14 @@ pub const LAYOUT: Layout = Layout {
         instr_is_prev: true,
         owner: 69,
         is_entry: Some(68),
+        // `stacktop` is left as it was when the frame resumes: no mark
+        running_stacktop: None,
+        // `CALL` (`CALL_ADAPTIVE`, `CALL_PY_EXACT_ARGS`, `CALL_PY_WITH_DEFAULTS`) and
+        // `BINARY_SUBSCR` (`BINARY_SUBSCR_GETITEM` and the rest of its family)
+        call_sites: Some(CallSites {
+            back_units: 4,
+            opcodes: &[17, 18, 19, 20, 21, 22, 23, 24, 25, 171],
+        }),
         // owners: THREAD=0, GENERATOR=1, FRAME_OBJECT=2; the frame a C call entered
         // the interpreter with is marked by `is_entry` instead
         first_non_python_owner: None,

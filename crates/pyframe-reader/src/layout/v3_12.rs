@@ -64,6 +64,10 @@ pub const LAYOUT: Layout = Layout {
         instr_is_prev: true,
         owner: 70,
         is_entry: None,
+        // `stacktop`: -1 while the frame runs
+        running_stacktop: Some(64),
+        // `running_stacktop` marks a running frame
+        call_sites: None,
         // `enum _frameowner`: FRAME_OWNED_BY_CSTACK = 3 marks the C-stack shim frame
         first_non_python_owner: Some(3),
         // `enum _frameowner`: FRAME_OWNED_BY_GENERATOR

@@ -60,6 +60,22 @@ pub const LAYOUT: Layout = Layout {
         instr_is_prev: false,
         owner: 74,
         is_entry: None,
+        // no field marks a running frame (see `running_stacktop`)
+        running_stacktop: None,
+        // the `CALL`, `CALL_KW`, `CALL_FUNCTION_EX`, `BINARY_OP` (`BINARY_OP_SUBSCR_GETITEM`),
+        // `LOAD_ATTR` (`_PROPERTY`, `_GETATTRIBUTE_OVERRIDDEN`), `FOR_ITER` (`_GEN`) and `SEND`
+        // (`_GEN`) families; `INSTRUMENTED_CALL`, `_CALL_KW`, `_CALL_FUNCTION_EX`, `_FOR_ITER`,
+        // `_LINE`, `_INSTRUCTION`; `ENTER_EXECUTOR`
+        call_sites: Some(CallSites {
+            back_units: 0,
+            opcodes: &[
+                3, 4, 44, 52, 55, 70, 80, 106, 129, 130, 131, 132, 133, 134, 135, 136, 137, 138,
+                139, 140, 141, 142, 143, 144, 145, 146, 147, 148, 149, 150, 151, 152, 153, 154,
+                155, 156, 157, 158, 159, 160, 161, 162, 163, 164, 165, 171, 172, 173, 174, 177,
+                178, 179, 180, 181, 182, 183, 184, 185, 186, 187, 188, 189, 197, 237, 238, 250,
+                251, 252, 254, 255,
+            ],
+        }),
         // `enum _frameowner`: FRAME_OWNED_BY_INTERPRETER = 3, FRAME_OWNED_BY_CSTACK = 4
         first_non_python_owner: Some(3),
         // `enum _frameowner`: FRAME_OWNED_BY_GENERATOR

@@ -90,6 +90,10 @@ pub const LAYOUT: Layout = Layout {
         instr_is_prev: false,
         owner: 78,
         is_entry: None,
+        // no field marks a running frame (see `running_stacktop`)
+        running_stacktop: None,
+        // 3.14's opcodes, unchecked here (no 3.14t interpreter to check them against)
+        call_sites: None,
         // `enum _frameowner` (pycore_interpframe_structs.h): as 3.14
         first_non_python_owner: Some(3),
         generator_owner: 1,

@@ -60,6 +60,19 @@ pub const LAYOUT: Layout = Layout {
         instr_is_prev: false,
         owner: 74,
         is_entry: None,
+        // no field marks a running frame (see `running_stacktop`)
+        running_stacktop: None,
+        // as 3.14 (`CALL_EX_PY`, `SEND_ASYNC_GEN`, `_VIRTUAL` forms added)
+        call_sites: Some(CallSites {
+            back_units: 0,
+            opcodes: &[
+                3, 4, 42, 50, 53, 68, 79, 105, 129, 130, 131, 132, 133, 134, 135, 136, 137, 138,
+                139, 140, 141, 142, 143, 144, 145, 146, 147, 148, 149, 150, 151, 152, 153, 154,
+                155, 156, 157, 158, 159, 160, 161, 162, 163, 164, 165, 166, 167, 168, 174, 175,
+                176, 177, 178, 183, 184, 185, 186, 187, 188, 189, 190, 191, 192, 193, 194, 195,
+                202, 203, 204, 236, 237, 249, 250, 251, 253, 254,
+            ],
+        }),
         // `enum _frameowner`: FRAME_OWNED_BY_INTERPRETER = 3 (no CSTACK owner any more)
         first_non_python_owner: Some(3),
         // `enum _frameowner`: FRAME_OWNED_BY_GENERATOR
