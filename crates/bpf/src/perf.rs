@@ -13,6 +13,9 @@ use crate::{Error, Program, Result};
 pub enum Probe {
     /// A timer on every online CPU, `hz` times a second (bpftrace's `profile:hz:N`).
     Profile { hz: u64 },
+    /// A timer of each of the threads `tids`, `hz` times per second of CPU time it uses
+    /// (it runs only while the thread does); threads they start later inherit theirs.
+    ThreadClock { hz: u64, tids: Vec<u32> },
     /// A breakpoint at byte `offset` of the file `path` (a uprobe; with `ret`, on the
     /// function's return), set in process `pid` only (all its threads: the kernel matches
     /// uprobe events on the address space).
@@ -107,6 +110,28 @@ impl PerfEvent {
                         Self::open(&mut attr, -1, cpu, &format!("profile:hz:{hz} on CPU {cpu}"))
                     })
                     .collect()
+            }
+            Probe::ThreadClock { hz, tids } => {
+                attr.type_ = sys::bindings::PERF_TYPE_SOFTWARE;
+                attr.config = u64::from(sys::bindings::PERF_COUNT_SW_TASK_CLOCK);
+                attr.set_freq(1);
+                attr.__bindgen_anon_1.sample_freq = *hz;
+                attr.set_inherit(1);
+                let mut events = Vec::with_capacity(tids.len());
+                for &tid in tids {
+                    match Self::open(
+                        &mut attr,
+                        tid as i32,
+                        -1,
+                        &format!("the clock of thread {tid}"),
+                    ) {
+                        Ok(e) => events.push(e),
+                        // a thread that ended since it was listed
+                        Err(e) if e.errno() == Some(libc::ESRCH) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(events)
             }
             Probe::Uprobe {
                 path,

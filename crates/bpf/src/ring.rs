@@ -85,13 +85,15 @@ impl RingBuffer {
         unsafe { &*(self.producer as *const AtomicU64) }
     }
 
-    /// Hand every committed record to `f`, in order; returns how many.
+    /// Hand every record committed when the call starts to `f`, in order; returns how
+    /// many. Records that come meanwhile wait for the next call: a producer faster than
+    /// `f` cannot keep the caller here.
     pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> usize {
         let mut n = 0;
         let mask = (self.size - 1) as u64;
         let mut cons = self.consumer_pos().load(Ordering::Acquire);
+        let prod = self.producer_pos().load(Ordering::Acquire);
         loop {
-            let prod = self.producer_pos().load(Ordering::Acquire);
             if cons >= prod {
                 break;
             }

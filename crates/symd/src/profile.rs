@@ -3,6 +3,9 @@
 //! lines or pprof. Shared by `pystackd record` and the daemon's `profile` methods.
 
 use std::collections::HashMap;
+
+// a profile hashes every frame of every sample: FxHash, not SipHash (no untrusted keys)
+use rustc_hash::FxHashMap;
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,16 +43,16 @@ pub struct Profile {
     per_process: bool,
     /// Distinct frames (by content), indexed by frame id.
     frames: Vec<FrameKey>,
-    by_content: HashMap<FrameKey, u32>,
+    by_content: FxHashMap<FrameKey, u32>,
     /// (name address, file address, line) → frame id; holds the names it keys by, so an
     /// address cannot be reused for another name while it is a key.
-    by_address: HashMap<AddressKey, (u32, Arc<str>, Arc<str>)>,
+    by_address: FxHashMap<AddressKey, (u32, Arc<str>, Arc<str>)>,
     /// Threads by (id, name): a renamed thread is a new entry (its label changes).
     threads: Vec<ThreadSamples>,
     /// Stacks as [thread entry, frame ids outermost first], indexed by stack id, and their
     /// sample counts.
     stacks: Vec<Box<[u32]>>,
-    stack_index: HashMap<Box<[u32]>, u32>,
+    stack_index: FxHashMap<Box<[u32]>, u32>,
     counts: Vec<u64>,
     scratch: Vec<u32>,
     /// With `--format raw`: every sample in the order taken.
@@ -121,11 +124,11 @@ impl Profile {
             per_thread: false,
             per_process: false,
             frames: Vec::new(),
-            by_content: HashMap::new(),
-            by_address: HashMap::new(),
+            by_content: FxHashMap::default(),
+            by_address: FxHashMap::default(),
             threads: Vec::new(),
             stacks: Vec::new(),
-            stack_index: HashMap::new(),
+            stack_index: FxHashMap::default(),
             counts: Vec::new(),
             scratch: Vec::new(),
             raw: None,
@@ -242,6 +245,29 @@ impl Profile {
         }
     }
 
+    /// The (thread, stack) the last sample added went to, if it was counted.
+    pub fn last_added(&self) -> Option<(u32, u32)> {
+        self.last
+    }
+
+    /// One more sample of a (thread, stack) seen before ([`Profile::last_added`]), taken `at`
+    /// after the start: a sampler that knows two samples are the same stack skips naming
+    /// its frames again.
+    pub fn add_again(&mut self, (thread, stack): (u32, u32), at: Duration, idle: bool) {
+        self.counts[stack as usize] += 1;
+        self.threads[thread as usize].samples.push(stack);
+        self.last = Some((thread, stack));
+        if let Some(raw) = self.raw.as_mut() {
+            raw.push(RawSample {
+                at,
+                thread,
+                stack,
+                holds_gil: None,
+                idle,
+            });
+        }
+    }
+
     /// `--format raw`: one JSON object per sample.
     fn write_raw(&self, pid: u32, out: &mut dyn Write) -> io::Result<()> {
         let frames: Vec<serde_json::Value> = self
@@ -281,6 +307,8 @@ impl Profile {
     fn folded_frame(f: &FrameKey) -> String {
         let frame = match f.line {
             Some(l) => format!("{} ({}:{l})", f.name, f.file),
+            // a frame of pystackd's own (a marked root) has no file
+            None if f.file.is_empty() => f.name.to_string(),
             None => format!("{} ({})", f.name, f.file),
         };
         escape_control(&frame).replace(';', ":")

@@ -19,6 +19,20 @@ use crate::family::{Family, FamilyEvent};
 use crate::profile::{Profile, RecordFormat};
 use crate::sample::{self, End};
 
+#[cfg(target_os = "linux")]
+mod kernel;
+
+/// How samples are taken (`--engine`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// Read the process's memory from pystackd, checked for consistency (or stopped with
+    /// --pause): every thread, idle ones too.
+    Read,
+    /// In the kernel, at each thread's CPU-time timer, by a BPF program (Linux, root):
+    /// exact, cheap, threads while they run only.
+    Kernel,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct RecordArgs {
     /// The CPython process to sample (or start one: `-- COMMAND ARGS`).
@@ -68,6 +82,15 @@ pub struct RecordArgs {
     /// Read the process directly even when the daemon is running.
     #[arg(long)]
     pub no_daemon: bool,
+    /// How samples are taken: `read` (pystackd reads the process, every thread) or
+    /// `kernel` (a BPF program at each thread's CPU-time timer, threads while they run
+    /// only; root, Linux).
+    #[arg(long, value_enum, default_value_t = Engine::Read)]
+    pub engine: Engine,
+    /// --engine kernel: Python frames captured per sample at most (a deeper stack is
+    /// recorded under a marked root).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=capture::plan::MAX_DEPTH as i64))]
+    pub depth: u32,
     /// Start this program and sample it until it exits, after `--` (`-- python3 app.py`).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -116,6 +139,15 @@ CFI (.eh_frame/.debug_frame) and names the frames from the symbol tables; each e
 frame is replaced by the Python frames it runs. Threads the interpreter does not know are
 left out. Rates above a few hundred per second are not reached.
 
+--engine kernel takes each sample in the kernel instead (Linux, root): every thread of the
+target gets a timer of its CPU time, --rate per second of CPU it uses, and when it fires a
+BPF program walks that thread's Python frames then and there, while the interrupt holds it
+(the capture of `pystackd trace --engine direct`). Every sample is exact, costs pystackd no
+system call, and tens of thousands per second are reached. It samples CPU time: a thread
+blocked or waiting for a CPU or the GIL is never sampled (so --idle, --gil and --pause do not
+apply, nor --native or --subprocesses yet). Stacks deeper than --depth (64) are recorded
+under a marked root. docs/record.md compares the two engines.
+
 Exit status: 0 written, 1 could not write the output or start COMMAND, 3 no such process,
 4 not a CPython process (COMMAND: it is then stopped), 5 permission denied, 6 unsupported
 version, 7 the process exited before the first sample.";
@@ -141,6 +173,13 @@ pub fn run(args: &RecordArgs, global: &Global) -> ExitCode {
         eprintln!("{msg}");
         return ExitCode::from(exit::USAGE);
     }
+    if let Some(flag) = kernel_conflicts(args) {
+        eprintln!(
+            "pystackd record: {flag} does not apply to --engine kernel (it samples threads \
+             running on a CPU, in the kernel, without stopping them; see --help)"
+        );
+        return ExitCode::from(exit::USAGE);
+    }
     let format = format_of(args);
     let mut file = match open_output(&args.output) {
         Ok(f) => f,
@@ -153,7 +192,8 @@ pub fn run(args: &RecordArgs, global: &Global) -> ExitCode {
     // process directly when there is none. A started COMMAND is the caller's own child:
     // read directly.
     // the daemon's sessions are per process, in its four formats
-    let direct_only = args.subprocesses || format == RecordFormat::Raw;
+    let direct_only =
+        args.subprocesses || format == RecordFormat::Raw || args.engine == Engine::Kernel;
     if let (Some(pid), false, false) = (args.pid, global.no_daemon, direct_only) {
         match via_daemon(args, pid, format, &global.socket, file) {
             Ok(code) => return code,
@@ -178,6 +218,25 @@ pub fn run(args: &RecordArgs, global: &Global) -> ExitCode {
         // clap requires one of them
         (None, None) => return ExitCode::from(exit::USAGE),
     };
+    if args.engine == Engine::Kernel {
+        #[cfg(target_os = "linux")]
+        let code = kernel::run(args, pid, format, file, started_child.is_some());
+        #[cfg(not(target_os = "linux"))]
+        let code = {
+            drop(file);
+            let _ = std::fs::remove_file(&args.output);
+            eprintln!("pystackd record: --engine kernel is Linux only (eBPF); use --engine read");
+            ExitCode::from(exit::USAGE)
+        };
+        if let Some(c) = started_child.as_mut() {
+            if code != ExitCode::from(exit::OK) {
+                c.stop();
+            } else {
+                report_child(c, pid, None);
+            }
+        }
+        return code;
+    }
     let settings = sample::Settings {
         pid,
         rate: args.rate,
@@ -294,24 +353,45 @@ pub fn run(args: &RecordArgs, global: &Global) -> ExitCode {
         args.output.display()
     );
     if let Some(c) = started_child.as_mut() {
-        let status = match child_status {
-            Some(s) => Some(s),
-            None => {
-                eprintln!(
-                    "pystackd record: waiting for {} (pid {pid}) to exit",
-                    c.program
-                );
-                c.child.wait().ok()
-            }
-        };
-        if let Some(s) = status {
-            eprintln!("pystackd record: {} {}", c.program, describe_status(s));
-        }
+        report_child(c, pid, child_status);
     }
     if samples == 0 && matches!(end, End::Exited) {
         return ExitCode::from(ErrorKind::ProcessExited.exit_code());
     }
     ExitCode::from(exit::OK)
+}
+
+/// Waits for a started program (its `status` if already reaped) and prints how it ended.
+fn report_child(c: &mut StartedCommand, pid: u32, status: Option<std::process::ExitStatus>) {
+    let status = match status.or_else(|| c.child.try_wait().ok().flatten()) {
+        Some(s) => Some(s),
+        None => {
+            eprintln!(
+                "pystackd record: waiting for {} (pid {pid}) to exit",
+                c.program
+            );
+            c.child.wait().ok()
+        }
+    };
+    if let Some(s) = status {
+        eprintln!("pystackd record: {} {}", c.program, describe_status(s));
+    }
+}
+
+/// Flags `--engine kernel` does not take, named, or `None`.
+fn kernel_conflicts(args: &RecordArgs) -> Option<&'static str> {
+    if args.engine != Engine::Kernel {
+        return None;
+    }
+    [
+        (args.pause, "--pause"),
+        (args.idle, "--idle"),
+        (args.gil, "--gil"),
+        (args.native, "--native"),
+        (args.subprocesses, "--subprocesses"),
+    ]
+    .into_iter()
+    .find_map(|(on, name)| on.then_some(name))
 }
 
 /// A program started by `record -- COMMAND`.

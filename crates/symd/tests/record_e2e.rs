@@ -73,24 +73,51 @@ fn record(pid: u32, args: &[&str], out: &std::path::Path) -> std::process::Outpu
         .unwrap()
 }
 
-fn case(py: &Interpreter, pause: bool) -> Result<u64, String> {
+/// How `record` takes its samples in a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The default: unpaused reads.
+    Read,
+    /// `--pause` (root).
+    Pause,
+    /// `--engine kernel` (root).
+    Kernel,
+}
+
+impl Mode {
+    const ALL: [Mode; 3] = [Mode::Read, Mode::Pause, Mode::Kernel];
+
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Mode::Read => &[],
+            Mode::Pause => &["--pause"],
+            // the targets recurse to 300: every frame captured
+            Mode::Kernel => &["--engine", "kernel", "--depth", "256"],
+        }
+    }
+}
+
+fn case(py: &Interpreter, mode: Mode) -> Result<u64, String> {
     // Depth 50-300, changing all the time: deep enough to move under every read, shallow
     // enough that an unpaused read of the debug build is caught still often enough to
     // give samples on a loaded machine (at depth 950 on 3.8-3.10 most reads move).
+    // (--engine kernel captures 256 frames at most: the stack stays below)
+    let max = if mode == Mode::Kernel { "240" } else { "300" };
     let target = Target::try_spawn(
         py,
         "recur_target.py",
-        &["--threads", "2", "--max-depth", "300"],
+        &["--threads", "2", "--max-depth", max],
     )?;
     let tmp = TempDir::new("record");
     let out = tmp.path().join("p.folded");
-    let mut args = vec!["--rate", "200"];
-    // unpaused, most reads of a moving stack are dropped (never recorded wrong): longer
-    args.extend(if pause {
-        ["--duration", "1", "--pause"]
-    } else {
-        ["--duration", "3", "--idle"]
-    });
+    // unpaused, most reads of a moving stack are dropped (never recorded wrong): longer;
+    // in the kernel, samples are cheap: many
+    let mut args = match mode {
+        Mode::Read => vec!["--rate", "200", "--duration", "3", "--idle"],
+        Mode::Pause => vec!["--rate", "200", "--duration", "1"],
+        Mode::Kernel => vec!["--rate", "2000", "--duration", "1"],
+    };
+    args.extend(mode.args());
     let o = record(target.pid(), &args, &out);
     let err = String::from_utf8_lossy(&o.stderr);
     if !o.status.success() {
@@ -113,12 +140,12 @@ fn every_recorded_stack_is_a_call_path_of_the_program() {
     let list = require!(testkit::pythons::distinct_builds());
     let mut failures = Vec::new();
     for py in &list {
-        for pause in [false, true] {
-            if pause && !testkit::is_root() {
+        for mode in Mode::ALL {
+            if mode != Mode::Read && !testkit::is_root() {
                 continue;
             }
-            match case(py, pause) {
-                Ok(n) => eprintln!("ok {} (pause {pause}): {n} worker samples valid", py.label),
+            match case(py, mode) {
+                Ok(n) => eprintln!("ok {} ({mode:?}): {n} worker samples valid", py.label),
                 Err(e) => failures.push(e),
             }
         }
@@ -379,18 +406,16 @@ fn own_times(path: &std::path::Path) -> (f64, f64, f64) {
 
 /// One interpreter: the share of the worker's samples in heavy() and light() against the
 /// share of its time the target measured in each, over the same seconds.
-fn share_case(py: &Interpreter, pause: bool) -> Result<String, String> {
+fn share_case(py: &Interpreter, mode: Mode) -> Result<String, String> {
     let tmp = TempDir::new("record-shares");
     let shares = tmp.path().join("shares.json");
     let target = Target::try_spawn(py, "top_target.py", &[shares.to_str().unwrap()])?;
-    let label = format!("{} (pause {pause})", py.label);
+    let label = format!("{} ({mode:?})", py.label);
     std::thread::sleep(Duration::from_millis(300)); // first rounds, reporter started
     let before = own_times(&shares);
     let out = tmp.path().join("p.folded");
     let mut args = vec!["--duration", "3", "--rate", "200"];
-    if pause {
-        args.push("--pause");
-    }
+    args.extend(mode.args());
     let o = record(target.pid(), &args, &out);
     std::thread::sleep(Duration::from_millis(700)); // a report written after the recording
     let after = own_times(&shares);
@@ -483,7 +508,9 @@ fn share_case(py: &Interpreter, pause: bool) -> Result<String, String> {
 }
 
 /// record's shares of time per path are the ones the target measures itself, on every
-/// provisioned build, unpaused and (as root) with --pause.
+/// provisioned build, unpaused and (as root) with --pause and with --engine kernel (the
+/// worker never blocks, so its CPU time is its wall time: the kernel engine's samples of
+/// CPU time measure the same shares).
 #[test]
 fn recorded_shares_match_what_the_target_measures() {
     let list = require!(testkit::pythons::distinct_builds());
@@ -493,16 +520,16 @@ fn recorded_shares_match_what_the_target_measures() {
             testkit::skip_case(format!("{}: not a supported build", py.label));
             continue;
         }
-        for pause in [false, true] {
-            if pause && !testkit::is_root() {
+        for mode in Mode::ALL {
+            if mode != Mode::Read && !testkit::is_root() {
                 continue;
             }
             // a statistical check on a shared machine: a miss is measured once more, on a
             // new target, and fails only when the second measurement misses too (CI saw
             // 8.4 points once, with no read dropped, while the machine ran other tests)
-            match share_case(py, pause).or_else(|first| {
+            match share_case(py, mode).or_else(|first| {
                 eprintln!("measured again: {first}");
-                share_case(py, pause).map_err(|second| format!("{first}\nthen: {second}"))
+                share_case(py, mode).map_err(|second| format!("{first}\nthen: {second}"))
             }) {
                 Ok(said) => eprintln!("ok {said}"),
                 Err(e) => failures.push(e),
@@ -608,4 +635,51 @@ fn a_started_command_is_recorded_until_it_exits() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot start /nonexistent/program"), "{err}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `--engine kernel`: the flags it cannot honour are refused before anything starts (exit 2,
+/// naming the flag, no file), and a target that exits mid-recording still gets its file.
+#[test]
+fn kernel_engine_refuses_what_it_cannot_do_and_survives_an_exit() {
+    require!(testkit::root("to load BPF programs"));
+    let py = require!(testkit::python(&testkit::Want::any()));
+    let tmp = TempDir::new("record-kernel");
+    // shallower than the 64 frames the engine captures by default
+    let mut target = Target::spawn(
+        &py,
+        "recur_target.py",
+        &["--threads", "1", "--max-depth", "50", "--min-depth", "10"],
+    );
+    for flag in ["--pause", "--idle", "--gil", "--native", "--subprocesses"] {
+        let out = tmp.path().join("refused.folded");
+        let o = record(target.pid(), &["--engine", "kernel", flag], &out);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flag}: {err}");
+        assert!(
+            err.contains(flag) && err.contains("--engine kernel"),
+            "{err}"
+        );
+        assert!(!out.exists(), "{flag}: a file was left behind");
+    }
+    let out = tmp.path().join("exit.folded");
+    let pid = target.pid();
+    let rec = std::thread::spawn(move || {
+        Command::new(pystackd_bin())
+            .args(["record", "--engine", "kernel", "--pid", &pid.to_string()])
+            .args(["--duration", "30", "--rate", "1000", "-o"])
+            .arg(&out)
+            .output()
+            .map(|o| (o, out))
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    target.kill();
+    let (o, out) = rec.join().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("the process exited"), "{err}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let truth = target.truth().clone();
+    let n = check_folded(&truth, &text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(n > 100, "{n} worker samples before the exit: {err}");
 }

@@ -34,6 +34,11 @@ pub enum Kind {
     Profile {
         hz: u64,
     },
+    /// `hz` per second of CPU time of each thread of the process (`record --engine kernel`;
+    /// not a probe name trace takes).
+    ThreadClock {
+        hz: u64,
+    },
     Uprobe {
         path: String,
         file_offset: u64,
@@ -131,14 +136,39 @@ pub struct Outcome {
     pub exited: bool,
     pub interrupted: bool,
     pub breakpoints: Breakpoints,
+    /// The programs' own run time in the kernel and their runs, `(ns, runs)`, when the
+    /// kernel counts it (`kernel.bpf_stats_enabled=1`).
+    pub in_kernel: Option<(u64, u64)>,
+}
+
+/// `(run_time_ns, run_cnt)` summed over `programs` (`/proc/self/fdinfo`), when the kernel
+/// keeps BPF run statistics.
+fn run_stats(programs: &[bpf::Program]) -> Option<(u64, u64)> {
+    let on = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").ok()?;
+    if on.trim() == "0" {
+        return None;
+    }
+    let (mut ns, mut runs) = (0u64, 0u64);
+    for p in programs {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", p.fd())).ok()?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        ns += field("run_time_ns:")?;
+        runs += field("run_cnt:")?;
+    }
+    Some((ns, runs))
 }
 
 /// Everything loaded and attached, not yet enabled.
 pub struct Loaded {
     probes: Vec<DirectProbe>,
     depth: u32,
+    user_stack: bool,
     // kept alive while the events run: dropping them detaches
-    _programs: Vec<bpf::Program>,
+    programs: Vec<bpf::Program>,
     events: Vec<bpf::PerfEvent>,
     counters: bpf::Map,
     _scratch: bpf::Map,
@@ -158,14 +188,16 @@ fn kernel_fail(e: bpf::Error) -> Failure {
 }
 
 /// Create the maps, render and load one program per probe (`fsbase`: [`fsbase_offset`], for
-/// plans that match threads on it), open and attach its events.
+/// plans that match threads on it), open and attach its events. `user_stack`: each firing
+/// also copies the thread's native stack (the kernel's frame-pointer walk).
 pub fn load(
     plan: &Plan,
     pid: u32,
     probes: Vec<DirectProbe>,
     fsbase: Option<u32>,
+    user_stack: bool,
 ) -> Result<Loaded, Failure> {
-    let record = ebpf::record_size(plan, true);
+    let record = ebpf::record_size(plan, user_stack);
     let scratch = bpf::Map::create(
         bpf::MapKind::PerCpuArray,
         4,
@@ -198,13 +230,29 @@ pub fn load(
             &ebpf::Options {
                 pid,
                 probe: i as u32,
-                user_stack: true,
+                user_stack,
                 fsbase_offset: fsbase,
             },
         )
         .map_err(|e| fail(exit::FAILURE, e.to_string(), None))?;
         let (prog_kind, probe) = match &p.kind {
             Kind::Profile { hz } => (bpf::ProgKind::PerfEvent, bpf::Probe::Profile { hz: *hz }),
+            Kind::ThreadClock { hz } => {
+                let tids = pyframe_reader::platform::threads(pid).map_err(|e| {
+                    fail(
+                        exit::FAILURE,
+                        format!("threads of process {pid}: {e}"),
+                        None,
+                    )
+                })?;
+                (
+                    bpf::ProgKind::PerfEvent,
+                    bpf::Probe::ThreadClock {
+                        hz: *hz,
+                        tids: tids.into_iter().map(|t| t as u32).collect(),
+                    },
+                )
+            }
             Kind::Uprobe {
                 path,
                 file_offset,
@@ -240,7 +288,8 @@ pub fn load(
     Ok(Loaded {
         probes,
         depth: plan.depth,
-        _programs: programs,
+        user_stack,
+        programs,
         events,
         counters,
         _scratch: scratch,
@@ -262,14 +311,24 @@ fn tracepoint_id(category: &str, name: &str) -> Result<u64, Failure> {
         })
 }
 
-/// Run the trace: enable the events, hand each record to `on_firing` as it comes, stop
-/// after `duration` (or when the process exits, or on Ctrl-C), then read what is queued.
+/// One firing as the ring buffer delivered it.
+pub struct Delivered {
+    pub done: Done,
+    /// A read failed in the probe: the capture stops there.
+    pub read_failed: bool,
+    /// `CLOCK_MONOTONIC` time of the firing, ns.
+    pub time_ns: u64,
+}
+
+/// Run the trace: enable the events, hand the records to `on_batch` as they come (each
+/// read of the ring, every 20 ms, in order), stop after `duration` (or when the process
+/// exits, or on Ctrl-C), then read what is queued.
 pub fn run(
     loaded: Loaded,
     pid: u32,
     duration: Duration,
     mut breakpoints: Breakpoints,
-    on_firing: &mut dyn FnMut(Done, bool),
+    on_batch: &mut dyn FnMut(Vec<Delivered>),
 ) -> Result<Outcome, Failure> {
     let mut ring = bpf::RingBuffer::new(&loaded.ring_map).map_err(kernel_fail)?;
     let memory = pyframe_reader::platform::open_memory(pid).ok();
@@ -281,12 +340,12 @@ pub fn run(
     let mut out = Outcome::default();
     let mut next_look = Instant::now();
     let depth = loaded.depth;
+    let user_stack = loaded.user_stack;
     let probes = &loaded.probes;
-    let mut handle = |bytes: &[u8], delivered: &mut u64| {
-        let Some(r) = ebpf::decode(bytes, depth, true) else {
+    let handle = |bytes: &[u8], batch: &mut Vec<Delivered>| {
+        let Some(r) = ebpf::decode(bytes, depth, user_stack) else {
             return;
         };
-        *delivered += 1;
         let native = match &r.user_stack {
             // a 0 ends a frame-pointer walk that ran into garbage: not a frame
             Ok(addrs) => addrs
@@ -305,13 +364,25 @@ pub fn run(
             .get(r.probe as usize)
             .map(|p| p.name.clone())
             .unwrap_or_default();
-        on_firing((u64::from(r.tid), probe, r.capture, native), r.read_failed);
+        batch.push(Delivered {
+            done: (u64::from(r.tid), probe, r.capture, native),
+            read_failed: r.read_failed,
+            time_ns: r.time_ns,
+        });
+    };
+    let mut drain = |ring: &mut bpf::RingBuffer, delivered: &mut u64| {
+        let mut batch = Vec::new();
+        ring.drain(|b| handle(b, &mut batch));
+        *delivered += batch.len() as u64;
+        if !batch.is_empty() {
+            on_batch(batch);
+        }
     };
     loop {
         // records come without wakeups (cheaper per firing): read on a timer; 16 MB hold
         // 20 ms of firings at 300,000 a second
         std::thread::sleep(DRAIN_EVERY);
-        ring.drain(|b| handle(b, &mut out.delivered));
+        drain(&mut ring, &mut out.delivered);
         let gone =
             !pyframe_reader::platform::exists(pid) || pyframe_reader::platform::has_exited(pid);
         if gone {
@@ -333,9 +404,11 @@ pub fn run(
     for ev in &loaded.events {
         let _ = ev.disable();
     }
+    out.in_kernel = run_stats(&loaded.programs);
     out.elapsed = start.elapsed().min(duration);
-    // what the probes queued before they were disabled
-    ring.drain(|b| handle(b, &mut out.delivered));
+    // what the probes queued before they were disabled (a ring read returns what was
+    // there when it began)
+    while ring_has_more(&mut ring, &mut drain, &mut out.delivered) {}
     let cpus = bpf::possible_cpus().unwrap_or(1);
     for i in 0..loaded.probes.len() {
         let (mut fired, mut lost) = (0u64, 0u64);
@@ -350,6 +423,17 @@ pub fn run(
     }
     out.breakpoints = breakpoints;
     Ok(out)
+}
+
+/// Read the ring once; whether it gave anything.
+fn ring_has_more(
+    ring: &mut bpf::RingBuffer,
+    drain: &mut dyn FnMut(&mut bpf::RingBuffer, &mut u64),
+    delivered: &mut u64,
+) -> bool {
+    let before = *delivered;
+    drain(ring, delivered);
+    *delivered > before
 }
 
 /// `--print-program`: each probe's bytecode, as it would be loaded (map descriptors are

@@ -20,7 +20,7 @@ use crate::exit;
 use crate::native::Names;
 
 #[cfg(target_os = "linux")]
-mod direct;
+pub(crate) mod direct;
 
 pub const HELP: &str = "\
 Each probe fires in process PID; in probe context, a BPF program walks the firing thread's
@@ -388,10 +388,10 @@ impl OutputParser {
     }
 }
 
-struct Failure {
-    status: u8,
-    message: String,
-    hint: Option<String>,
+pub(crate) struct Failure {
+    pub(crate) status: u8,
+    pub(crate) message: String,
+    pub(crate) hint: Option<String>,
 }
 
 fn fail(status: u8, message: impl Into<String>, hint: Option<&str>) -> Failure {
@@ -581,7 +581,7 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
     let mut sink = Sink::new(args);
     let mut names = Names::new();
     let pid = args.pid;
-    let mut finish = |(tid, probe, c, mut native): Done, read_failed: bool| {
+    let mut finish = |(tid, probe, c, mut native): Done, read_failed: bool, _time_ns: u64| {
         // the tracer gave addresses only: named here
         for f in native.iter_mut().filter(|f| f.symbol.is_none()) {
             if let Some(n) = names.name(pid, f.address) {
@@ -620,8 +620,12 @@ fn trace(args: &TraceArgs) -> Result<u8, Failure> {
         #[cfg(target_os = "linux")]
         Chosen::Direct(probes, fsbase) => {
             let breakpoints = Breakpoints::locate(args.pid, &args.probes);
-            let loaded = direct::load(&plan, args.pid, probes, fsbase)?;
-            let o = direct::run(loaded, args.pid, duration, breakpoints, &mut finish)?;
+            let loaded = direct::load(&plan, args.pid, probes, fsbase, true)?;
+            let o = direct::run(loaded, args.pid, duration, breakpoints, &mut |batch| {
+                for d in batch {
+                    finish(d.done, d.read_failed, d.time_ns)
+                }
+            })?;
             Ran {
                 fired: Some(o.fired.iter().sum()),
                 incomplete: 0,
@@ -731,7 +735,7 @@ fn run_bpftrace(
     plan: &Plan,
     duration: Duration,
     bpftrace: PathBuf,
-    finish: &mut dyn FnMut(Done, bool),
+    finish: &mut dyn FnMut(Done, bool, u64),
 ) -> Result<Ran, Failure> {
     let program = capture::bpftrace::render_program(
         plan,
@@ -885,11 +889,11 @@ fn run_bpftrace(
             }
         }
         if let Some(done) = parser.line(&line) {
-            finish(done, false);
+            finish(done, false, 0);
         }
     }
     if let Some(done) = parser.finish() {
-        finish(done, false);
+        finish(done, false, 0);
     }
     let status = child.wait();
     done.store(true, Ordering::Relaxed);
