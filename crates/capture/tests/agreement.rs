@@ -61,6 +61,8 @@ fn plan_interpreter_agrees_with_walker() {
                 )
                 .expect("walker reads the stopped target");
             let mut resolver = Resolver::new(process.layout());
+            // every capture with its resolution, for the batch check below
+            let mut all: Vec<(capture::Capture, Vec<Resolved>)> = Vec::new();
             for t in &stack.threads {
                 let key = match plan.thread_match {
                     ThreadMatch::NativeThreadId { .. } => t.os_tid.expect("native id"),
@@ -93,6 +95,7 @@ fn plan_interpreter_agrees_with_walker() {
                     continue;
                 }
                 let resolved = resolver.resolve(process.memory(), &captured);
+                all.push((captured.clone(), resolved.clone()));
                 let mut got = Vec::new();
                 for r in resolved {
                     match r {
@@ -122,6 +125,31 @@ fn plan_interpreter_agrees_with_walker() {
                     ));
                 }
                 compared += 1;
+            }
+            // the batch resolution (record --engine kernel: each code object read once)
+            // gives what one capture at a time gives, with a fresh resolver and a warm one,
+            // also for a capture whose code object's identity no longer matches
+            let changed = all
+                .iter()
+                .find(|(c, _)| !c.frames.is_empty())
+                .map(|(c, _)| {
+                    let mut c = c.clone();
+                    c.frames[0].ident ^= 1 << 48;
+                    let r = resolver.resolve(process.memory(), &c);
+                    (c, r)
+                });
+            all.extend(changed);
+            let refs: Vec<&capture::Capture> = all.iter().map(|(c, _)| c).collect();
+            let fresh = Resolver::new(process.layout()).resolve_batch(process.memory(), &refs);
+            let warm = resolver.resolve_batch(process.memory(), &refs);
+            for batch in [fresh, warm] {
+                for ((c, one), b) in all.iter().zip(&batch) {
+                    if one != b {
+                        failures.push(format!(
+                            "{label} {script}: batch resolution differs for {c:?}:\n one {one:?}\n batch {b:?}"
+                        ));
+                    }
+                }
             }
             // a code object "freed and reused": what the probe saw no longer matches
             if let Some(t) = stack.threads.iter().find(|t| !t.frames.is_empty()) {
