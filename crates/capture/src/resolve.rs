@@ -67,20 +67,8 @@ impl Resolver {
     /// Resolve every frame of `capture`, innermost first, in the same order. The outermost
     /// frame of an untruncated capture, and every frame before 3.11, is marked `entry`.
     pub fn resolve(&mut self, mem: &dyn Memory, capture: &Capture) -> Vec<Resolved> {
-        let every_frame_entry = matches!(self.layout.frame, FrameLayout::Object(_));
-        let n = capture.frames.len();
-        capture
-            .frames
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let entry = f.entry || every_frame_entry || (i + 1 == n && !capture.truncated);
-                match self.one(mem, f) {
-                    Ok(info) => Resolved::Frame(info.frame(f.offset, entry)),
-                    Err(m) => Resolved::Mismatch(m),
-                }
-            })
-            .collect()
+        let verified = self.verify_batch(mem, &[capture]);
+        self.resolve_with(&verified, capture)
     }
 
     /// Each distinct code object of `captures`, read and checked once (see
@@ -177,52 +165,6 @@ impl Resolver {
             }
         }
         now
-    }
-
-    fn one(&mut self, mem: &dyn Memory, f: &CapturedFrame) -> Result<Arc<CodeInfo>, Mismatch> {
-        let code = f.code;
-        let size = (self.layout.code.size as usize).clamp(24, 256);
-        let mut head = vec![0u8; size];
-        mem.read(code, &mut head)
-            .map_err(|_| Mismatch::Unreadable { code })?;
-        if !self.types.check(
-            mem,
-            &self.layout,
-            Kind::Code,
-            u64_at(&head, OB_TYPE as usize),
-        ) {
-            return Err(Mismatch::NotCode { code });
-        }
-        let c = &self.layout.code;
-        let now = ident_of(
-            u64_at(&head, c.name as usize),
-            i32_at(&head, c.firstlineno as usize),
-        );
-        if now != f.ident {
-            return Err(Mismatch::Identity {
-                code,
-                captured: f.ident,
-                now,
-            });
-        }
-        // the cache keys on the address: have it re-check the identity of what it holds
-        // (a different object may have lived here when it was decoded)
-        self.codes.begin_walk();
-        let mut info = self.get(mem, code)?;
-        if self.codes.verify_deferred(mem, &self.layout).is_err() {
-            info = self.get(mem, code)?;
-        }
-        if let Some(units) = info.code_units {
-            let u = f.offset / 2;
-            if u < -1 || u > units as i64 {
-                return Err(Mismatch::Offset {
-                    code,
-                    offset: f.offset,
-                    units,
-                });
-            }
-        }
-        Ok(info)
     }
 
     fn get(&mut self, mem: &dyn Memory, code: u64) -> Result<Arc<CodeInfo>, Mismatch> {

@@ -64,6 +64,35 @@ fn check_folded(truth: &GroundTruth, text: &str) -> Result<u64, String> {
     Ok(samples)
 }
 
+/// `record --pid` of `target` with `args` into `out`, the target killed after `after`: the
+/// recording's exit 0, its "the process exited", and the file's text (returned with stderr).
+fn record_until_killed(
+    target: &mut Target,
+    args: &[&str],
+    out: std::path::PathBuf,
+    after: Duration,
+) -> (String, String) {
+    let pid = target.pid();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let rec = std::thread::spawn(move || {
+        Command::new(pystackd_bin())
+            .args(["record", "--pid", &pid.to_string()])
+            .args(&args)
+            .args(["--duration", "30", "-o"])
+            .arg(&out)
+            .output()
+            .map(|o| (o, out))
+            .unwrap()
+    });
+    std::thread::sleep(after);
+    target.kill();
+    let (o, out) = rec.join().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("the process exited"), "{err}");
+    (std::fs::read_to_string(&out).unwrap(), err)
+}
+
 fn record(pid: u32, args: &[&str], out: &std::path::Path) -> std::process::Output {
     Command::new(pystackd_bin())
         .args(["record", "--pid", &pid.to_string(), "-o"])
@@ -233,29 +262,7 @@ fn bad_input_fails_clearly_and_an_exit_still_writes_the_file() {
     assert!(!gone.exists());
     // the target exits mid-recording: the file is written with what was seen
     let out = tmp.path().join("exit.folded");
-    let pid = target.pid();
-    let rec = std::thread::spawn(move || {
-        Command::new(pystackd_bin())
-            .args([
-                "record",
-                "--pid",
-                &pid.to_string(),
-                "--duration",
-                "30",
-                "-o",
-            ])
-            .arg(&out)
-            .output()
-            .map(|o| (o, out))
-            .unwrap()
-    });
-    std::thread::sleep(Duration::from_millis(700));
-    target.kill();
-    let (o, out) = rec.join().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{err}");
-    assert!(err.contains("the process exited"), "{err}");
-    let text = std::fs::read_to_string(&out).unwrap();
+    let (text, err) = record_until_killed(&mut target, &[], out, Duration::from_millis(700));
     assert!(text.lines().count() > 0, "nothing written: {err}");
 }
 
@@ -662,23 +669,12 @@ fn kernel_engine_refuses_what_it_cannot_do_and_survives_an_exit() {
         assert!(!out.exists(), "{flag}: a file was left behind");
     }
     let out = tmp.path().join("exit.folded");
-    let pid = target.pid();
-    let rec = std::thread::spawn(move || {
-        Command::new(pystackd_bin())
-            .args(["record", "--engine", "kernel", "--pid", &pid.to_string()])
-            .args(["--duration", "30", "--rate", "1000", "-o"])
-            .arg(&out)
-            .output()
-            .map(|o| (o, out))
-            .unwrap()
-    });
-    std::thread::sleep(Duration::from_millis(1500));
-    target.kill();
-    let (o, out) = rec.join().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{err}");
-    assert!(err.contains("the process exited"), "{err}");
-    let text = std::fs::read_to_string(&out).unwrap();
+    let (text, err) = record_until_killed(
+        &mut target,
+        &["--engine", "kernel", "--rate", "1000"],
+        out,
+        Duration::from_millis(1500),
+    );
     let truth = target.truth().clone();
     let n = check_folded(&truth, &text).unwrap_or_else(|e| panic!("{e}"));
     assert!(n > 100, "{n} worker samples before the exit: {err}");
