@@ -117,7 +117,8 @@ stderr; Ctrl-C ends the recording and still writes the file, and so does the tar
 With --pid, record goes through the daemon (pystackd serve) when it runs, as stack does: an
 unprivileged user records what they could read themselves (--no-daemon reads directly).
 Without --duration a session there lasts until Ctrl-C, the process exiting, or the daemon's
-longest session (1,000,000 samples, at most an hour).
+longest session (1,000,000 samples, at most an hour). --engine kernel always samples
+directly (it loads a BPF program: root).
 
 With -- COMMAND, the program is started with pystackd's terminal, environment and working
 directory, and sampled from the moment its interpreter has a thread (the process must become

@@ -270,10 +270,11 @@ fn header(pid: u32, sampler: &Sampler, rate: u32, stats: &Stats, whole: bool) ->
     (
         format!(
             "process {pid} (Python {}): {achieved} samples/s of {rate} requested, {} samples, \
-             {} torn reads dropped",
+             {} torn reads dropped ({} read again after a torn first walk)",
             sampler.version(),
             sampler.samples,
             sampler.dropped,
+            sampler.retried,
         ),
         format!(
             "{} threads ({} idle, {})",

@@ -174,9 +174,24 @@ fn shares_case(py: &testkit::Interpreter, pause: bool) -> Result<String, String>
          {shown_heavy:.1} %, light {shown_light:.1} %",
         after.rounds - before.rounds
     );
+    // Unpaused reads retried after a torn first walk are taken at the first moment the
+    // thread held still, more often inside the longer path (docs/record.md): the bound
+    // widens by their share of the samples, as record's does (CI once saw Debian 3.14 at
+    // 90.7 % against 74.7 % measured, 0.7 points past a fixed 15)
+    let count = |key: &str| -> f64 {
+        last.title
+            .split(key)
+            .next()
+            .and_then(|h| h.rsplit([' ', '(']).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (samples, retried) = (count(" samples,"), count(" read again"));
+    let bound = 15.0 + 100.0 * retried / samples.max(1.0);
+    let said = format!("{said} ({retried} of {samples} reads read again: bound {bound:.1} points)");
     if shown_heavy <= shown_light
-        || (shown_heavy - heavy).abs() > 15.0
-        || (shown_light - light).abs() > 15.0
+        || (shown_heavy - heavy).abs() > bound
+        || (shown_light - light).abs() > bound
     {
         return fail(said);
     }
