@@ -539,6 +539,14 @@ fn trace_failure_statuses() {
 /// of user frames has been seen closing its own descriptors and then never ending (a run
 /// of this suite waited 26 minutes; docs/trace.md). After 30 s it gets SIGINT (it prints
 /// what it has and exits), 10 s later SIGKILL. `symbols`: let it name user frames.
+/// The end of a hand-written script's probe block: the script exits after 200 firings (its
+/// `interval:s:20` only guards against a target that stops calling). A fixed duration
+/// counted from bpftrace's start was not enough under load: attaching took most of 2 s and
+/// then, once, most of 4 s (16 and 12 firings of the 20 required), while a run normally
+/// sees 150 a second.
+const ENOUGH: &str =
+    "@pystackd_fired++;\nif (@pystackd_fired >= 200) { delete(@pystackd_fired); exit(); }\n";
+
 fn bpftrace(path: &std::path::Path, symbols: bool) -> std::process::Output {
     let mut cmd = Command::new("timeout");
     cmd.args(["-s", "INT", "-k", "10", "30", "bpftrace"])
@@ -743,7 +751,7 @@ fn probe_fragment_in_a_hand_written_script() {
             .split_once("// ---- BEGIN pystackd capture ----")
             .expect("the fragment has its two parts");
         let script = format!(
-            "{defs}\nuprobe:{}:marker_a /pid == {pid}/ {{\n{block}\n}}\ninterval:s:4 {{ exit(); }}\n",
+            "{defs}\nuprobe:{}:marker_a /pid == {pid}/ {{\n{block}\n{ENOUGH}}}\ninterval:s:20 {{ exit(); }}\n",
             lib.display()
         );
         let path = lib.with_file_name(format!("script-{pid}.bt"));
@@ -825,7 +833,7 @@ fn annotate_prints_captured_frames_as_exact_lines() {
         .split_once("// ---- BEGIN pystackd capture ----")
         .expect("the fragment has its two parts");
     let script = format!(
-        "{defs}\nuprobe:{}:marker_a /pid == {pid}/ {{\nprintf(\"pid=%d tid=%d\\n\", pid, tid);\n{block}\nprint(ustack(perf));\n}}\ninterval:s:4 {{ exit(); }}\n",
+        "{defs}\nuprobe:{}:marker_a /pid == {pid}/ {{\nprintf(\"pid=%d tid=%d\\n\", pid, tid);\n{block}\nprint(ustack(perf));\n{ENOUGH}}}\ninterval:s:20 {{ exit(); }}\n",
         lib.display()
     );
     let path = lib.with_file_name(format!("annotate-{pid}.bt"));
