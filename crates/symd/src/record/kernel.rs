@@ -319,11 +319,7 @@ impl ThreadNames {
         let pid = self.pid;
         self.names
             .entry(tid)
-            .or_insert_with(|| {
-                std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
-                    .ok()
-                    .map(|s| s.trim_end_matches('\n').to_string())
-            })
+            .or_insert_with(|| pyframe_reader::platform::thread_name(pid, tid))
             .clone()
     }
 }
