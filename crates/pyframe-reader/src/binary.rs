@@ -2,7 +2,6 @@
 //! or `libpython3.X.so` of an `--enable-shared` build): found from the target's
 //! mappings, read with the `object` crate for the symbols the reader needs.
 
-use std::fs::File;
 
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
@@ -20,7 +19,29 @@ pub struct Symbols {
     pub frame_type: Option<u64>,
     pub unicode_type: Option<u64>,
     pub bytes_type: Option<u64>,
+    /// The builtin types whose objects the reader takes apart (`PyDict_Type`, `PyLong_Type`,
+    /// ...), by their Python name: an object whose type pointer is one of these is of that
+    /// type without reading the type object and its name out of the target (three or more
+    /// reads of a one-shot `stack`'s thread names). A type missing here is read as before.
+    pub builtin_types: Vec<(&'static str, u64)>,
 }
+
+/// C symbol → Python name of the static builtin types in [`Symbols::builtin_types`].
+const BUILTIN_TYPES: [(&str, &str); 13] = [
+    ("PyLong_Type", "int"),
+    ("PyBool_Type", "bool"),
+    ("PyFloat_Type", "float"),
+    ("PyComplex_Type", "complex"),
+    ("PyUnicode_Type", "str"),
+    ("PyBytes_Type", "bytes"),
+    ("PyTuple_Type", "tuple"),
+    ("PyList_Type", "list"),
+    ("PyDict_Type", "dict"),
+    ("PySet_Type", "set"),
+    ("PyFrozenSet_Type", "frozenset"),
+    ("_PyNone_Type", "NoneType"),
+    ("PyCell_Type", "cell"),
+];
 
 /// The interpreter's object file as mapped in the target.
 #[derive(Debug, Clone)]
@@ -168,13 +189,12 @@ pub fn find_python(pid: u32, maps: &[Mapping]) -> Result<PythonBinary> {
 }
 
 fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
-    let open_path = m.open_path.as_ref().expect("candidates have open paths");
     let path = m.path.clone().unwrap_or_default();
     let bin_err = |detail: String| Error::Binary {
         path: path.clone(),
         detail,
     };
-    let file = File::open(open_path).map_err(|e| {
+    let file = crate::platform::open_mapping(m).map_err(|e| {
         if e.kind() == std::io::ErrorKind::PermissionDenied {
             Error::PermissionDenied {
                 pid: 0,
@@ -200,6 +220,19 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
         .map(|s| (s.address(), s.size()));
     let mut syms = Symbols::default();
     fn fill(syms: &mut Symbols, name: &str, addr: u64) {
+        if addr == 0 {
+            return;
+        }
+        // (the guard: a symbol-table pass calls this for every symbol)
+        if let Some(&(_, py)) = name
+            .ends_with("_Type")
+            .then(|| BUILTIN_TYPES.iter().find(|(c, _)| *c == name))
+            .flatten()
+        {
+            if !syms.builtin_types.iter().any(|(n, _)| *n == py) {
+                syms.builtin_types.push((py, addr));
+            }
+        }
         let slot = match name {
             "_PyRuntime" => &mut syms.py_runtime,
             "Py_Version" => &mut syms.py_version,
@@ -209,7 +242,7 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
             "PyBytes_Type" => &mut syms.bytes_type,
             _ => return,
         };
-        if slot.is_none() && addr != 0 {
+        if slot.is_none() {
             *slot = Some(addr);
         }
     }
@@ -219,17 +252,18 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
     const FREE_THREADED_SYMBOL: &str = "_Py_brc_merge_refcounts";
     let mut brc = false;
     let mut static_pass = false;
-    const WANTED: [&str; 7] = [
+    let wanted: Vec<&str> = [
         "_PyRuntime",
         "Py_Version",
         "PyCode_Type",
         "PyFrame_Type",
-        "PyUnicode_Type",
-        "PyBytes_Type",
         FREE_THREADED_SYMBOL,
-    ];
-    if let Some(found) = lookup_dynamic(&obj, &data, &WANTED) {
-        for (n, addr) in WANTED.iter().zip(found) {
+    ]
+    .into_iter()
+    .chain(BUILTIN_TYPES.iter().map(|(c, _)| *c))
+    .collect();
+    if let Some(found) = lookup_dynamic(&obj, &data, &wanted) {
+        for (n, addr) in wanted.iter().zip(found) {
             let Some(addr) = addr else { continue };
             fill(&mut syms, n, addr);
             brc |= *n == FREE_THREADED_SYMBOL;
@@ -287,6 +321,11 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
         frame_type: rebase(syms.frame_type),
         unicode_type: rebase(syms.unicode_type),
         bytes_type: rebase(syms.bytes_type),
+        builtin_types: syms
+            .builtin_types
+            .iter()
+            .map(|&(n, a)| (n, a.wrapping_add(load_bias)))
+            .collect(),
     };
     let mut writable: Vec<(u64, u64)> = maps
         .iter()

@@ -231,6 +231,7 @@ impl PythonProcess {
         }
         let s = &binary.symbols;
         let types = Types::new(s.code_type, s.frame_type, s.unicode_type, s.bytes_type);
+        let value_types = TypeCache::with_builtins(&s.builtin_types);
         Ok(PythonProcess {
             pid,
             start_time,
@@ -253,7 +254,7 @@ impl PythonProcess {
             unchecked: false,
             names: HashMap::new(),
             pid_ns: platform::pid_namespace(pid),
-            value_types: TypeCache::default(),
+            value_types,
             thread_names: ThreadNames::default(),
             last_attempts: 0,
             last_skipped: 0,

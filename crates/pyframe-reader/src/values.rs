@@ -94,6 +94,51 @@ pub struct TypeCache {
     interned: HashMap<String, u64>,
 }
 
+impl TypeCache {
+    /// A cache that knows the static builtin types at these addresses (Python name, type
+    /// object address in the target: the interpreter's `PyDict_Type`, `PyLong_Type`, ... by
+    /// their symbols), so that their objects are recognised without reading the type
+    /// object and its name. Names that are not builtin types here are ignored.
+    pub fn with_builtins(types: &[(&str, u64)]) -> Self {
+        let mut c = TypeCache::default();
+        for &(name, addr) in types {
+            if let Some(b) = builtin_named(name) {
+                c.statics.insert(
+                    addr,
+                    TypeInfo {
+                        name: name.to_string(),
+                        builtin: Some(b),
+                        heap: false,
+                        // (only a heap type's dict is ever looked into)
+                        dict: 0,
+                    },
+                );
+            }
+        }
+        c
+    }
+}
+
+/// The builtin type a static type named `name` is.
+fn builtin_named(name: &str) -> Option<Builtin> {
+    Some(match name {
+        "int" => Builtin::Int,
+        "bool" => Builtin::Bool,
+        "float" => Builtin::Float,
+        "complex" => Builtin::Complex,
+        "str" => Builtin::Str,
+        "bytes" => Builtin::Bytes,
+        "tuple" => Builtin::Tuple,
+        "list" => Builtin::List,
+        "dict" => Builtin::Dict,
+        "set" => Builtin::Set,
+        "frozenset" => Builtin::FrozenSet,
+        "NoneType" => Builtin::None,
+        "cell" => Builtin::Cell,
+        _ => return None,
+    })
+}
+
 /// Reads and renders values of one process for one stack read.
 pub struct ValueReader<'a> {
     /// Where values are read first: a block cache of the whole `--locals` read (one batched
@@ -526,44 +571,7 @@ impl<'a> ValueReader<'a> {
         let name = self.cstr(u64_at(&head, self.layout.type_tp_name as usize), 200)?;
         let flags = u64_at(&head, self.f(obj::TYPE_FLAGS) as usize);
         let heap = flags & HEAPTYPE != 0;
-        let builtin = if heap {
-            None
-        } else {
-            Some(match name.as_str() {
-                "int" => Builtin::Int,
-                "bool" => Builtin::Bool,
-                "float" => Builtin::Float,
-                "complex" => Builtin::Complex,
-                "str" => Builtin::Str,
-                "bytes" => Builtin::Bytes,
-                "tuple" => Builtin::Tuple,
-                "list" => Builtin::List,
-                "dict" => Builtin::Dict,
-                "set" => Builtin::Set,
-                "frozenset" => Builtin::FrozenSet,
-                "NoneType" => Builtin::None,
-                "cell" => Builtin::Cell,
-                _ => Builtin::Cell,
-            })
-            .filter(|_| {
-                matches!(
-                    name.as_str(),
-                    "int"
-                        | "bool"
-                        | "float"
-                        | "complex"
-                        | "str"
-                        | "bytes"
-                        | "tuple"
-                        | "list"
-                        | "dict"
-                        | "set"
-                        | "frozenset"
-                        | "NoneType"
-                        | "cell"
-                )
-            })
-        };
+        let builtin = if heap { None } else { builtin_named(&name) };
         let info = TypeInfo {
             name,
             builtin,

@@ -74,7 +74,30 @@ impl ProcessMaps {
     pub fn for_pid(pid: u32) -> Result<ProcessMaps> {
         let maps = pyframe_reader::platform::mappings(pid)
             .map_err(|source| Error::Mappings { pid, source })?;
-        let mut pm = ProcessMaps::from_regions(maps.iter().map(Region::from).collect());
+        // the path each object file is opened by, checked to name the very file mapped
+        // (once per file, and only object files: a mapping of data is never opened here)
+        let code: std::collections::HashSet<&str> = maps
+            .iter()
+            .filter(|m| m.exec)
+            .filter_map(|m| m.path.as_deref())
+            .collect();
+        // (keyed by the file as mapped too: a path can name two files mapped at once)
+        let mut checked: std::collections::HashMap<(&str, Option<(u64, u64)>), Option<PathBuf>> =
+            Default::default();
+        let regions = maps
+            .iter()
+            .map(|m| {
+                let mut r = Region::from(m);
+                if let Some(p) = m.path.as_deref().filter(|p| code.contains(p)) {
+                    r.open_path = checked
+                        .entry((p, m.mapped.as_ref().map(|f| (f.dev, f.inode))))
+                        .or_insert_with(|| pyframe_reader::platform::checked_open_path(m))
+                        .clone();
+                }
+                r
+            })
+            .collect();
+        let mut pm = ProcessMaps::from_regions(regions);
         pm.pid = Some(pid);
         Ok(pm)
     }

@@ -145,6 +145,10 @@ fn address_in(
             if p == path {
                 return true;
             }
+            // the file as the kernel mapped it, where the OS says (no statx)
+            if let (Some(f), Some(id)) = (&m.mapped, identity) {
+                return (f.dev, f.inode) == id;
+            }
             *same_file.entry(p).or_insert_with(|| {
                 let opened = m.open_path.as_deref().unwrap_or(Path::new(p));
                 match (identity, std::fs::metadata(opened)) {

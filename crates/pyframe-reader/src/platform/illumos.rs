@@ -149,6 +149,17 @@ pub fn is_kernel_thread(pid: u32) -> bool {
     psinfo(pid).is_ok_and(|p| p.nlwp > 0 && mappings(pid).is_ok_and(|m| m.is_empty()))
 }
 
+/// Opens the file mapped at `m`: `/proc/PID/path` and `/proc/PID/object` name the mapped
+/// object itself.
+pub fn open_mapping(m: &Mapping) -> io::Result<File> {
+    File::open(m.open_path.as_ref().ok_or(ErrorKind::NotFound)?)
+}
+
+/// The path that opens the file mapped at `m` (already the mapped object itself here).
+pub fn checked_open_path(m: &Mapping) -> Option<std::path::PathBuf> {
+    m.open_path.clone()
+}
+
 pub fn mappings(pid: u32) -> Result<Vec<Mapping>> {
     let maps = procfs::parse_prmaps(&read_proc_bytes(pid, "map")?);
     Ok(procfs::mappings_from_prmaps(pid, &maps, |name| {

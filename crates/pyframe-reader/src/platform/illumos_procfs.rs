@@ -105,6 +105,8 @@ pub fn mappings_from_prmaps(
                 exec: m.mflags & MA_EXEC != 0,
                 path,
                 open_path,
+                // /proc/PID/path and /proc/PID/object open the mapped object itself
+                mapped: None,
             }
         })
         .collect()

@@ -205,21 +205,13 @@ fn read_proc_text(path: &str) -> io::Result<String> {
 
 /// Parse `/proc/PID/maps` text.
 pub fn parse_maps(pid: u32, text: &str) -> Vec<Mapping> {
-    parse_map_lines(pid, text).map(|(m, _)| m).collect()
-}
-
-/// What a maps line says about the mapped file beyond its path: device and inode as the
-/// kernel mapped it, and whether that file has been deleted since.
-struct MappedFile {
-    dev: u64,
-    inode: u64,
-    deleted: bool,
+    parse_map_lines(pid, text).collect()
 }
 
 fn parse_map_lines<'a>(
     pid: u32,
     text: &'a str,
-) -> impl Iterator<Item = (Mapping, Option<MappedFile>)> + 'a {
+) -> impl Iterator<Item = Mapping> + 'a {
     text.lines().filter_map(move |line| {
         let mut it = line.splitn(6, ' ');
         let (Some(range), Some(perms), Some(offset), Some(dev), Some(inode)) =
@@ -241,79 +233,84 @@ fn parse_map_lines<'a>(
         let file_path = path
             .filter(|p| p.starts_with('/'))
             .map(|p| p.strip_suffix(" (deleted)").unwrap_or(p).to_string());
-        // the target may live in another mount namespace: its root, as it sees it
-        let open_path = file_path
-            .as_ref()
-            .map(|p| PathBuf::from(format!("/proc/{pid}/root{p}")));
-        let file = file_path.as_ref().and_then(|_| {
+        let by_handle = || PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
+        let identity = || -> Option<(u64, u64)> {
             let (maj, min) = dev.split_once(':')?;
             let (maj, min) = (
                 u32::from_str_radix(maj, 16).ok()?,
                 u32::from_str_radix(min, 16).ok()?,
             );
-            Some(MappedFile {
-                dev: libc::makedev(maj, min),
-                inode: inode.trim().parse().ok()?,
-                deleted,
-            })
-        });
+            Some((libc::makedev(maj, min), inode.trim().parse().ok()?))
+        };
+        let (open_path, mapped) = match &file_path {
+            None => (None, None),
+            // its name names nothing or another file now: only the kernel's handle opens it
+            Some(_) if deleted => (Some(by_handle()), None),
+            // the target may live in another mount namespace: its root, as it sees it
+            Some(p) => (
+                Some(PathBuf::from(format!("/proc/{pid}/root{p}"))),
+                identity().map(|(dev, inode)| super::MappedFile {
+                    dev,
+                    inode,
+                    by_handle: by_handle(),
+                }),
+            ),
+        };
         // pseudo paths like [heap] stay in `path`, but only real files get open_path
-        Some((
-            Mapping {
-                start,
-                end,
-                offset,
-                read: p.first() == Some(&b'r'),
-                write: p.get(1) == Some(&b'w'),
-                exec: p.get(2) == Some(&b'x'),
-                path: path.map(str::to_string),
-                open_path,
-            },
-            file,
-        ))
+        Some(Mapping {
+            start,
+            end,
+            offset,
+            read: p.first() == Some(&b'r'),
+            write: p.get(1) == Some(&b'w'),
+            exec: p.get(2) == Some(&b'x'),
+            path: path.map(str::to_string),
+            open_path,
+            mapped,
+        })
     })
 }
 
-/// The mappings, each file mapping with a path that opens the file that is mapped: the
-/// path when it still names that file (same device and inode), else the kernel's handle
-/// on the mapped file itself (`/proc/PID/map_files/START-END`: an interpreter deleted or
-/// replaced since the process started, as after an upgrade; opening it needs
-/// CAP_SYS_ADMIN, so root or the daemon).
-///
-/// Only files mapped executable somewhere (ELF objects: all that the reader and the
-/// symbolizer open) are checked; a data file's path (a locale archive, a cache, a
-/// memory-mapped file of the program's) is left as it is, unchecked: one `statx` each saved.
+/// The mappings, each file mapping with a path to open the file that is mapped by: its
+/// name in the target's root (not checked here, see [`open_mapping`]), or the kernel's
+/// handle on a deleted one.
 pub fn mappings(pid: u32) -> Result<Vec<Mapping>> {
+    Ok(parse_map_lines(pid, &read_proc(pid, "maps")?).collect())
+}
+
+/// Opens the very file mapped at `m`: by its name when that still names it (same device
+/// and inode, checked on the open file), else through the kernel's handle on the mapped
+/// file (`/proc/PID/map_files/START-END`: an interpreter deleted or replaced since the
+/// process started, as after an upgrade; opening it needs CAP_SYS_ADMIN, so root or the
+/// daemon).
+pub fn open_mapping(m: &Mapping) -> io::Result<std::fs::File> {
     use std::os::unix::fs::MetadataExt;
-    let text = read_proc(pid, "maps")?;
-    let mut checked: HashMap<String, bool> = HashMap::new();
-    let parsed: Vec<(Mapping, Option<MappedFile>)> = parse_map_lines(pid, &text).collect();
-    let code: std::collections::HashSet<String> = parsed
-        .iter()
-        .filter(|(m, _)| m.exec)
-        .filter_map(|(m, _)| m.path.clone())
-        .collect();
-    Ok(parsed
-        .into_iter()
-        .map(|(mut m, file)| {
-            let is_code = m.path.as_ref().is_some_and(|p| code.contains(p));
-            if let (Some(f), Some(path), true) = (file, m.open_path.as_ref(), is_code) {
-                let key = path.display().to_string();
-                let intact = !f.deleted
-                    && *checked.entry(key).or_insert_with(|| {
-                        std::fs::metadata(path)
-                            .is_ok_and(|md| md.dev() == f.dev && md.ino() == f.inode)
-                    });
-                if !intact {
-                    m.open_path = Some(PathBuf::from(format!(
-                        "/proc/{pid}/map_files/{:x}-{:x}",
-                        m.start, m.end
-                    )));
-                }
-            }
-            m
-        })
-        .collect())
+    let path = m.open_path.as_ref().ok_or(ErrorKind::NotFound)?;
+    let Some(f) = &m.mapped else {
+        return std::fs::File::open(path);
+    };
+    match std::fs::File::open(path) {
+        Ok(file)
+            if file
+                .metadata()
+                .is_ok_and(|md| md.dev() == f.dev && md.ino() == f.inode) =>
+        {
+            Ok(file)
+        }
+        _ => std::fs::File::open(&f.by_handle),
+    }
+}
+
+/// A path that opens the very file mapped at `m` (as [`open_mapping`] opens it), for a
+/// caller that opens it later by path.
+pub fn checked_open_path(m: &Mapping) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let path = m.open_path.as_ref()?;
+    let Some(f) = &m.mapped else {
+        return Some(path.clone());
+    };
+    let intact = std::fs::metadata(path).is_ok_and(|md| md.dev() == f.dev && md.ino() == f.inode);
+    Some(if intact { path.clone() } else { f.by_handle.clone() })
 }
 
 /// Start time in clock ticks since boot (field 22 of `/proc/PID/stat`): with the pid

@@ -36,6 +36,8 @@ const INTERFACE: () = {
     let _: fn(u32) -> bool = has_exited;
     let _: fn(u32) -> bool = is_kernel_thread;
     let _: fn(u32) -> Result<Vec<Mapping>> = mappings;
+    let _: fn(&Mapping) -> std::io::Result<std::fs::File> = open_mapping;
+    let _: fn(&Mapping) -> Option<PathBuf> = checked_open_path;
     let _: fn(u32) -> Result<u64> = start_time;
     let _: fn(u32) -> Result<Vec<u64>> = threads;
     let _: fn(u32, u64) -> Option<String> = thread_name;
@@ -137,7 +139,22 @@ pub struct Mapping {
     pub path: Option<String>,
     /// A path this process can open to read the mapped object (`/proc/PID/root/...`,
     /// `/proc/PID/path/...`): the target may live in another mount namespace or zone.
+    /// On Linux not yet checked to name the very file mapped (a `statx` each, and most
+    /// mappings are never opened): open it with [`open_mapping`], or take
+    /// [`checked_open_path`].
     pub open_path: Option<PathBuf>,
+    /// Linux: the mapped file as the kernel mapped it, to check `open_path` against.
+    pub mapped: Option<MappedFile>,
+}
+
+/// A mapped file as the kernel names it: device and inode, and a path that opens that
+/// very file whatever its name names now (Linux: `/proc/PID/map_files/START-END`; opening
+/// it needs CAP_SYS_ADMIN, so root or the daemon).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedFile {
+    pub dev: u64,
+    pub inode: u64,
+    pub by_handle: PathBuf,
 }
 
 impl Mapping {
