@@ -208,52 +208,38 @@ pub fn parse_maps(pid: u32, text: &str) -> Vec<Mapping> {
     parse_map_lines(pid, text).collect()
 }
 
-fn parse_map_lines<'a>(
-    pid: u32,
-    text: &'a str,
-) -> impl Iterator<Item = Mapping> + 'a {
-    text.lines().filter_map(move |line| {
-        let mut it = line.splitn(6, ' ');
+fn parse_map_lines<'a>(pid: u32, text: &'a str) -> impl Iterator<Item = Mapping> + 'a {
+    // "START-END PERMS OFFSET MAJ:MIN INODE   PATH": on bytes, and only the path copied (a
+    // one-shot `stack` parses every line of the target's maps)
+    text.split('\n').filter_map(move |line| {
+        let b = line.as_bytes();
+        let mut f = b.splitn(6, |&c| c == b' ');
         let (Some(range), Some(perms), Some(offset), Some(dev), Some(inode)) =
-            (it.next(), it.next(), it.next(), it.next(), it.next())
+            (f.next(), f.next(), f.next(), f.next(), f.next())
         else {
             return None;
         };
-        let path = it.next().map(str::trim_start).filter(|p| !p.is_empty());
-        let (s, e) = range.split_once('-')?;
-        let (Ok(start), Ok(end), Ok(offset)) = (
-            u64::from_str_radix(s, 16),
-            u64::from_str_radix(e, 16),
-            u64::from_str_radix(offset, 16),
-        ) else {
-            return None;
-        };
-        let p = perms.as_bytes();
+        let dash = range.iter().position(|&c| c == b'-')?;
+        let (start, end, offset) = (hex(&range[..dash])?, hex(&range[dash + 1..])?, hex(offset)?);
+        // the path is padded with spaces (and may hold spaces itself)
+        let rest = f.next().unwrap_or(&[]);
+        let pad = rest.iter().take_while(|&&c| c == b' ').count();
+        let path = (pad < rest.len()).then(|| &line[line.len() - (rest.len() - pad)..]);
         let deleted = path.is_some_and(|p| p.ends_with(" (deleted)"));
-        let file_path = path
-            .filter(|p| p.starts_with('/'))
-            .map(|p| p.strip_suffix(" (deleted)").unwrap_or(p).to_string());
-        let by_handle = || PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
         let identity = || -> Option<(u64, u64)> {
-            let (maj, min) = dev.split_once(':')?;
-            let (maj, min) = (
-                u32::from_str_radix(maj, 16).ok()?,
-                u32::from_str_radix(min, 16).ok()?,
-            );
-            Some((libc::makedev(maj, min), inode.trim().parse().ok()?))
+            let colon = dev.iter().position(|&c| c == b':')?;
+            let (maj, min) = (hex(&dev[..colon])?, hex(&dev[colon + 1..])?);
+            let inode = std::str::from_utf8(inode).ok()?.parse().ok()?;
+            Some((libc::makedev(maj as u32, min as u32), inode))
         };
-        let (open_path, mapped) = match &file_path {
+        let (open_path, mapped) = match path.filter(|p| p.starts_with('/')) {
             None => (None, None),
             // its name names nothing or another file now: only the kernel's handle opens it
-            Some(_) if deleted => (Some(by_handle()), None),
+            Some(_) if deleted => (Some(map_files_path(pid, start, end)), None),
             // the target may live in another mount namespace: its root, as it sees it
             Some(p) => (
                 Some(PathBuf::from(format!("/proc/{pid}/root{p}"))),
-                identity().map(|(dev, inode)| super::MappedFile {
-                    dev,
-                    inode,
-                    by_handle: by_handle(),
-                }),
+                identity().map(|(dev, inode)| super::MappedFile { dev, inode, pid }),
             ),
         };
         // pseudo paths like [heap] stay in `path`, but only real files get open_path
@@ -261,13 +247,23 @@ fn parse_map_lines<'a>(
             start,
             end,
             offset,
-            read: p.first() == Some(&b'r'),
-            write: p.get(1) == Some(&b'w'),
-            exec: p.get(2) == Some(&b'x'),
+            read: perms.first() == Some(&b'r'),
+            write: perms.get(1) == Some(&b'w'),
+            exec: perms.get(2) == Some(&b'x'),
             path: path.map(str::to_string),
             open_path,
             mapped,
         })
+    })
+}
+
+/// A hexadecimal field of a maps line (at most 64 bits).
+fn hex(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |v, &c| {
+        Some(v << 4 | u64::from((c as char).to_digit(16)?))
     })
 }
 
@@ -297,8 +293,13 @@ pub fn open_mapping(m: &Mapping) -> io::Result<std::fs::File> {
         {
             Ok(file)
         }
-        _ => std::fs::File::open(&f.by_handle),
+        _ => std::fs::File::open(map_files_path(f.pid, m.start, m.end)),
     }
+}
+
+/// The kernel's handle on the file mapped at `start..end` of process `pid`.
+fn map_files_path(pid: u32, start: u64, end: u64) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"))
 }
 
 /// A path that opens the very file mapped at `m` (as [`open_mapping`] opens it), for a
@@ -310,7 +311,11 @@ pub fn checked_open_path(m: &Mapping) -> Option<PathBuf> {
         return Some(path.clone());
     };
     let intact = std::fs::metadata(path).is_ok_and(|md| md.dev() == f.dev && md.ino() == f.inode);
-    Some(if intact { path.clone() } else { f.by_handle.clone() })
+    Some(if intact {
+        path.clone()
+    } else {
+        map_files_path(f.pid, m.start, m.end)
+    })
 }
 
 /// Start time in clock ticks since boot (field 22 of `/proc/PID/stat`): with the pid
@@ -1157,6 +1162,65 @@ mod tests {
         assert_eq!(m[1].offset, 0x1000);
         assert_eq!(m[2].path.as_deref(), Some("[stack]"));
         assert_eq!(m[2].open_path, None);
+        // the file as mapped, to check the path against when it is opened
+        assert_eq!(
+            m[0].mapped,
+            Some(super::super::MappedFile {
+                dev: libc::makedev(0xfd, 0),
+                inode: 1234,
+                pid: 42
+            })
+        );
+        assert_eq!((m[1].mapped.clone(), m[2].mapped.clone()), (None, None));
+        // a path with spaces; a deleted file opens only through the kernel's handle
+        let text = "1000-2000 r-xp 00000000 08:01 77 /opt/my app/libpython3.12.so\n\
+                    3000-4000 r-xp 00001000 08:01 78 /usr/bin/py thon (deleted)\n";
+        let m = parse_maps(7, text);
+        assert_eq!(m[0].path.as_deref(), Some("/opt/my app/libpython3.12.so"));
+        assert_eq!(
+            m[0].open_path,
+            Some(PathBuf::from("/proc/7/root/opt/my app/libpython3.12.so"))
+        );
+        assert_eq!(m[1].path.as_deref(), Some("/usr/bin/py thon (deleted)"));
+        assert_eq!(
+            m[1].open_path,
+            Some(PathBuf::from("/proc/7/map_files/3000-4000"))
+        );
+        assert_eq!((m[1].mapped.clone(), m[1].offset), (None, 0x1000));
+        assert_eq!(hex(b"ffffffffffffffff"), Some(u64::MAX));
+        assert_eq!((hex(b""), hex(b"1ffffffffffffffff"), hex(b"12g")), (None, None, None));
+    }
+
+    #[test]
+    fn a_mapped_file_opens_as_the_file_mapped() {
+        use std::os::unix::fs::MetadataExt;
+        // this test binary's own mappings: its name still names it
+        let maps = mappings(std::process::id()).unwrap();
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let m = maps
+            .iter()
+            .find(|m| m.path.as_deref() == exe.to_str())
+            .expect("the executable is mapped");
+        let f = m.mapped.as_ref().expect("a file mapping has its identity");
+        let md = open_mapping(m).unwrap().metadata().unwrap();
+        assert_eq!((md.dev(), md.ino()), (f.dev, f.inode));
+        assert_eq!(checked_open_path(m), m.open_path);
+        // a name that names another file now: the kernel's handle (root has CAP_SYS_ADMIN)
+        let mut moved = m.clone();
+        moved.mapped = Some(super::super::MappedFile {
+            inode: f.inode ^ 1,
+            ..f.clone()
+        });
+        assert_eq!(
+            checked_open_path(&moved),
+            Some(map_files_path(f.pid, m.start, m.end))
+        );
+        if nix::unistd::geteuid().is_root() {
+            let md = open_mapping(&moved).unwrap().metadata().unwrap();
+            assert_eq!((md.dev(), md.ino()), (f.dev, f.inode));
+        } else {
+            eprintln!("skipped opening /proc/self/map_files: needs CAP_SYS_ADMIN");
+        }
     }
 
     #[test]

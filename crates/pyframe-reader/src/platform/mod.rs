@@ -147,14 +147,14 @@ pub struct Mapping {
     pub mapped: Option<MappedFile>,
 }
 
-/// A mapped file as the kernel names it: device and inode, and a path that opens that
-/// very file whatever its name names now (Linux: `/proc/PID/map_files/START-END`; opening
-/// it needs CAP_SYS_ADMIN, so root or the daemon).
+/// A mapped file as the kernel names it: device and inode, and the process that maps it
+/// (Linux: whose `/proc/PID/map_files/START-END` opens that very file whatever its name
+/// names now; opening it needs CAP_SYS_ADMIN, so root or the daemon).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappedFile {
     pub dev: u64,
     pub inode: u64,
-    pub by_handle: PathBuf,
+    pub pid: u32,
 }
 
 impl Mapping {
