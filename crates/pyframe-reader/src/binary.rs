@@ -194,7 +194,7 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
         path: path.clone(),
         detail,
     };
-    let file = crate::platform::open_mapping(m).map_err(|e| {
+    let (file, md) = crate::platform::open_mapping(m).map_err(|e| {
         if e.kind() == std::io::ErrorKind::PermissionDenied {
             Error::PermissionDenied {
                 pid: 0,
@@ -209,7 +209,10 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
     })?;
     // SAFETY: read-only private mapping of a file we only read; a concurrent truncation
     // would fault, as for any mmap reader (the interpreter itself has the file mapped).
-    let data = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| bin_err(e.to_string()))?;
+    // (its length from the open's own fstat: no second one)
+    let len = usize::try_from(md.len()).map_err(|e| bin_err(e.to_string()))?;
+    let data = unsafe { memmap2::MmapOptions::new().len(len).map(&file) }
+        .map_err(|e| bin_err(e.to_string()))?;
     let obj = match object::File::parse(&*data) {
         Ok(o) => o,
         Err(_) => return Ok(None), // not an object file we understand

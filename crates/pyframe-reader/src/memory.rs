@@ -188,6 +188,9 @@ struct Blocks {
     /// (3.8-3.10 frames are spread over the heap) cost more than the consistency check.
     /// A buffer is only ever served after a read filled it whole.
     spare: Vec<Block>,
+    /// While [`BlockCache::speculate`] runs: the blocks reads wanted and did not find (the
+    /// read fails instead of fetching them).
+    wanted: Option<Vec<u64>>,
 }
 
 impl Blocks {
@@ -196,7 +199,8 @@ impl Blocks {
     }
 }
 
-const BLOCK: usize = 4096;
+/// The size of a block ([`Block`]).
+pub const BLOCK: usize = 4096;
 /// Blocks kept per walk (bounded memory on garbage chains).
 const MAX_BLOCKS: usize = 4096;
 
@@ -214,13 +218,16 @@ impl<'a> BlockCache<'a> {
             state: std::sync::Mutex::new(Blocks {
                 held: Default::default(),
                 spare,
+                wanted: None,
             }),
         }
     }
 
     /// Every buffer of this walk, for the next one.
     pub fn into_spare(self) -> Vec<Block> {
-        let Blocks { held, mut spare } = self.state.into_inner().unwrap_or_else(|e| e.into_inner());
+        let Blocks {
+            held, mut spare, ..
+        } = self.state.into_inner().unwrap_or_else(|e| e.into_inner());
         spare.extend(held.into_values());
         spare.truncate(MAX_BLOCKS);
         spare
@@ -261,6 +268,23 @@ impl<'a> BlockCache<'a> {
         }
     }
 
+    /// Runs `f` with reads that do not fetch: a read of a block not held fails, and its
+    /// address is noted. Returns the blocks `f` wanted, for one batched
+    /// [`BlockCache::prefetch`]. Lets independent pointer chains (each thread's object,
+    /// then its attributes, then their values) be followed together, one batched read
+    /// per link instead of one read per chain per link: what `f` computes is thrown away
+    /// (a read that failed may have looked like "not found"), only its reads count.
+    pub fn speculate(&self, f: impl FnOnce()) -> Vec<u64> {
+        self.lock().wanted = Some(Vec::new());
+        f();
+        let mut st = self.lock();
+        let mut wanted = st.wanted.take().unwrap_or_default();
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted.truncate(MAX_BLOCKS.saturating_sub(st.held.len()));
+        wanted
+    }
+
     /// Addresses of the blocks this walk read.
     pub fn touched(&self) -> Vec<u64> {
         let mut v: Vec<u64> = self.lock().held.keys().copied().collect();
@@ -287,6 +311,12 @@ impl Memory for BlockCache<'_> {
         };
         missing.sort_unstable();
         missing.dedup();
+        if let Some(w) = self.lock().wanted.as_mut() {
+            if !missing.is_empty() {
+                w.extend_from_slice(&missing);
+                return Err(not_held(missing[0]));
+            }
+        }
         if missing.len() > 1 && missing.len() + self.lock().held.len() <= MAX_BLOCKS {
             self.prefetch(&missing);
         }
@@ -307,6 +337,10 @@ impl Memory for BlockCache<'_> {
             });
         };
         if buf.is_empty() || end - first > 2 * BLOCK as u64 {
+            if self.lock().wanted.is_some() {
+                // (a long read is made when it is really made)
+                return Err(not_held(first));
+            }
             return self.inner.read(addr, buf);
         }
         let mut st = self.lock();
@@ -314,6 +348,10 @@ impl Memory for BlockCache<'_> {
         let mut done = 0usize;
         while pos < end {
             if !st.held.contains_key(&pos) {
+                if let Some(w) = st.wanted.as_mut() {
+                    w.push(pos);
+                    return Err(not_held(pos));
+                }
                 if st.held.len() >= MAX_BLOCKS {
                     drop(st);
                     return self.inner.read(addr, buf);
@@ -340,6 +378,11 @@ impl Memory for BlockCache<'_> {
         }
         Ok(())
     }
+}
+
+/// What a read during [`BlockCache::speculate`] fails with.
+fn not_held(block: u64) -> MemoryError {
+    MemoryError::Invalid(format!("block {block:#x} not read yet (speculating)"))
 }
 
 #[cfg(test)]

@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::layout::{obj, Layout};
-use crate::memory::{Block, BlockCache, Memory, MemoryExt};
+use crate::memory::{Block, BlockCache, Memory, MemoryExt, BLOCK};
 use crate::values::{TypeCache, ValueReader};
+
+/// The dict keys looked up on the way to the names.
+const KEYS: [&str; 3] = ["threading", "_active", "_name"];
 
 /// Entries of `_active` read at most.
 pub const MAX_THREADS: usize = 1024;
@@ -149,14 +152,23 @@ impl ThreadNames {
             let (first, a) = {
                 let mut r = ValueReader::with_live(&one, mem, layout, types);
                 let first = locate(&mut r, &one, layout, interp);
-                (first, first.and_then(|d| read_once(&mut r, d)))
+                (first, first.and_then(|d| read_once(&mut r, d, Some(&one))))
             };
-            let touched = one.touched();
+            let mut touched = one.touched();
+            // the keys looked up were compared as read straight from the process (not
+            // through `one`): their blocks are read back too (the second read checks them)
+            touched.extend(
+                KEYS.iter()
+                    .filter_map(|k| types.interned(k))
+                    .map(|a| a & !(BLOCK as u64 - 1)),
+            );
+            touched.sort_unstable();
+            touched.dedup();
             let two = BlockCache::with_spare(mem, one.into_spare());
             two.prefetch(&touched);
             let mut r = ValueReader::with_live(&two, mem, layout, types);
             let second = locate(&mut r, &two, layout, interp);
-            let b = second.and_then(|d| read_once(&mut r, d));
+            let b = second.and_then(|d| read_once(&mut r, d, None));
             drop(r);
             *spare = two.into_spare();
             match (a, b) {
@@ -179,20 +191,26 @@ fn locate(r: &mut ValueReader, mem: &dyn Memory, layout: &Layout, interp: u64) -
     if modules == 0 || !r.is_dict(modules) {
         return None;
     }
-    let module = r.dict_get_str(modules, "threading").ok()??;
+    let module = r.dict_get_str(modules, KEYS[0]).ok()??;
     let globals = mem
         .read_u64(module.wrapping_add(layout.object.at(obj::MODULE_DICT)))
         .ok()?;
     if !r.is_dict(globals) {
         return None;
     }
-    let active = r.dict_get_str(globals, "_active").ok()??;
+    let active = r.dict_get_str(globals, KEYS[1]).ok()??;
     r.is_dict(active).then_some(active)
 }
 
 /// One read of `_active`: (ident, `Thread` object, name) in the dict's order (so that two
 /// reads agree only on the same objects). `None` when the dict itself could not be read.
-fn read_once(r: &mut ValueReader, active: u64) -> Option<Vec<(u64, u64, String)>> {
+/// `cache`: the block cache `r` reads through, when the reads of each thread's chain
+/// (its `Thread`'s attributes, then the name) are to be batched across threads.
+fn read_once(
+    r: &mut ValueReader,
+    active: u64,
+    cache: Option<&BlockCache>,
+) -> Option<Vec<(u64, u64, String)>> {
     let items = r.dict_entries(active, MAX_THREADS).ok()?;
     // every key and `Thread` object in one batched read (then each object's attributes)
     let heads: Vec<(u64, usize)> = items
@@ -201,17 +219,31 @@ fn read_once(r: &mut ValueReader, active: u64) -> Option<Vec<(u64, u64, String)>
         .filter(|&(a, _)| a != 0 && a % 8 == 0)
         .collect();
     r.prefetch(&heads);
-    let mut out = Vec::with_capacity(items.len());
-    for (k, thread) in items {
-        let Ok(Some(ident)) = r.int_u64(k) else {
-            continue;
-        };
-        let Ok(Some(name)) = r.instance_attr(thread, "_name") else {
-            continue;
-        };
-        if let Ok(Some(text)) = r.str_limited(name, MAX_NAME_CHARS) {
-            out.push((ident, thread, text));
+    let one = |r: &mut ValueReader, k: u64, thread: u64| -> Option<(u64, u64, String)> {
+        let ident = r.int_u64(k).ok()??;
+        let name = r.instance_attr(thread, KEYS[2]).ok()??;
+        let text = r.str_limited(name, MAX_NAME_CHARS).ok()??;
+        Some((ident, thread, text))
+    };
+    // the threads' chains followed together: each link of all of them in one batched
+    // read (a chain is a few links long: bounded)
+    if let Some(cache) = cache.filter(|_| items.len() > 1) {
+        for _ in 0..6 {
+            let wanted = cache.speculate(|| {
+                for &(k, thread) in &items {
+                    one(r, k, thread);
+                }
+            });
+            if wanted.is_empty() {
+                break;
+            }
+            cache.prefetch(&wanted);
         }
     }
-    Some(out)
+    Some(
+        items
+            .into_iter()
+            .filter_map(|(k, thread)| one(r, k, thread))
+            .collect(),
+    )
 }

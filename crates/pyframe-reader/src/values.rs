@@ -119,6 +119,13 @@ impl TypeCache {
     }
 }
 
+impl TypeCache {
+    /// The `str` object last found equal to the key `name` in a dict lookup, if any.
+    pub fn interned(&self, name: &str) -> Option<u64> {
+        self.interned.get(name).copied()
+    }
+}
+
 /// The builtin type a static type named `name` is.
 fn builtin_named(name: &str) -> Option<Builtin> {
     Some(match name {
@@ -532,12 +539,22 @@ impl<'a> ValueReader<'a> {
             if shape.ascii
                 && shape.len == want.len() as u64
                 && head.get(at..at + want.len()) == Some(want)
-                && self.type_of(k).ok().and_then(|t| t.builtin) == Some(Builtin::Str)
+                && self.is_str_head(k, head)
             {
                 return Some(Some(i));
             }
         }
         Some(None)
+    }
+
+    /// Whether the object at `k`, whose first bytes are `head`, is a `str`: by the type
+    /// pointer in `head` when it is a type known already (no read), else read.
+    fn is_str_head(&mut self, k: u64, head: &[u8]) -> bool {
+        let tp = u64_at(head, self.layout.object.ob_type as usize);
+        match self.cache.statics.get(&tp) {
+            Some(t) => t.builtin == Some(Builtin::Str),
+            None => self.type_of(k).ok().and_then(|t| t.builtin) == Some(Builtin::Str),
+        }
     }
 
     /// Whether the object at `k` is a `str` equal to `name` (its length compared first).

@@ -151,8 +151,10 @@ pub fn is_kernel_thread(pid: u32) -> bool {
 
 /// Opens the file mapped at `m`: `/proc/PID/path` and `/proc/PID/object` name the mapped
 /// object itself.
-pub fn open_mapping(m: &Mapping) -> io::Result<File> {
-    File::open(m.open_path.as_ref().ok_or(ErrorKind::NotFound)?)
+pub fn open_mapping(m: &Mapping) -> io::Result<(File, std::fs::Metadata)> {
+    let file = File::open(m.open_path.as_ref().ok_or(ErrorKind::NotFound)?)?;
+    let md = file.metadata()?;
+    Ok((file, md))
 }
 
 /// The path that opens the file mapped at `m` (already the mapped object itself here).

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::ptrace;
@@ -26,10 +26,12 @@ pub struct ProcessMemory {
 }
 
 pub fn open_memory(pid: u32) -> Result<ProcessMemory> {
-    if !exists(pid) {
-        return Err(Error::NoSuchProcess { pid });
-    }
-    let mem_file = File::open(format!("/proc/{pid}/mem")).ok();
+    // (reads go through process_vm_readv; the file is the fallback where that is refused)
+    let mem_file = match File::open(format!("/proc/{pid}/mem")) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(Error::NoSuchProcess { pid }),
+        Err(_) => None,
+    };
     let m = ProcessMemory {
         pid,
         use_file: AtomicBool::new(false),
@@ -179,10 +181,29 @@ fn read_proc(pid: u32, what: &str) -> Result<String> {
 
 /// A `/proc` text file whole, in reads of at least 16 KiB: `fs::read_to_string` asks for
 /// the size first (`/proc` says 0) and then reads in growing pieces from 32 bytes, ten
-/// system calls for a process's `maps` where two do.
+/// system calls for a process's `maps` where two do. A `stat` file is one record, made
+/// whole at its first read: a read that did not fill the buffer was all of it (a file of
+/// many records, like `maps`, can return less before its end: read to the end).
 fn read_proc_text(path: &str) -> io::Result<String> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
+    if path.ends_with("/stat") {
+        let mut buf = vec![0u8; 4096];
+        let n = loop {
+            match f.read(&mut buf) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        if n < buf.len() {
+            buf.truncate(n);
+            return String::from_utf8(buf).map_err(|e| io::Error::new(ErrorKind::InvalidData, e));
+        }
+        // (longer than any stat line: read on as any file)
+        buf.truncate(n);
+        f.read_to_end(&mut buf)?;
+        return String::from_utf8(buf).map_err(|e| io::Error::new(ErrorKind::InvalidData, e));
+    }
     let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
     loop {
         if buf.capacity() - buf.len() < 4096 {
@@ -279,21 +300,20 @@ pub fn mappings(pid: u32) -> Result<Vec<Mapping>> {
 /// file (`/proc/PID/map_files/START-END`: an interpreter deleted or replaced since the
 /// process started, as after an upgrade; opening it needs CAP_SYS_ADMIN, so root or the
 /// daemon).
-pub fn open_mapping(m: &Mapping) -> io::Result<std::fs::File> {
+pub fn open_mapping(m: &Mapping) -> io::Result<(std::fs::File, std::fs::Metadata)> {
     use std::os::unix::fs::MetadataExt;
+    let open = |path: &Path| {
+        let file = std::fs::File::open(path)?;
+        let md = file.metadata()?;
+        Ok::<_, io::Error>((file, md))
+    };
     let path = m.open_path.as_ref().ok_or(ErrorKind::NotFound)?;
     let Some(f) = &m.mapped else {
-        return std::fs::File::open(path);
+        return open(path);
     };
-    match std::fs::File::open(path) {
-        Ok(file)
-            if file
-                .metadata()
-                .is_ok_and(|md| md.dev() == f.dev && md.ino() == f.inode) =>
-        {
-            Ok(file)
-        }
-        _ => std::fs::File::open(map_files_path(f.pid, m.start, m.end)),
+    match open(path) {
+        Ok((file, md)) if md.dev() == f.dev && md.ino() == f.inode => Ok((file, md)),
+        _ => open(&map_files_path(f.pid, m.start, m.end)),
     }
 }
 
@@ -1202,7 +1222,7 @@ mod tests {
             .find(|m| m.path.as_deref() == exe.to_str())
             .expect("the executable is mapped");
         let f = m.mapped.as_ref().expect("a file mapping has its identity");
-        let md = open_mapping(m).unwrap().metadata().unwrap();
+        let md = open_mapping(m).unwrap().1;
         assert_eq!((md.dev(), md.ino()), (f.dev, f.inode));
         assert_eq!(checked_open_path(m), m.open_path);
         // a name that names another file now: the kernel's handle (root has CAP_SYS_ADMIN)
@@ -1216,7 +1236,7 @@ mod tests {
             Some(map_files_path(f.pid, m.start, m.end))
         );
         if nix::unistd::geteuid().is_root() {
-            let md = open_mapping(&moved).unwrap().metadata().unwrap();
+            let md = open_mapping(&moved).unwrap().0.metadata().unwrap();
             assert_eq!((md.dev(), md.ino()), (f.dev, f.inode));
         } else {
             eprintln!("skipped opening /proc/self/map_files: needs CAP_SYS_ADMIN");
