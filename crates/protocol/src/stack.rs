@@ -218,12 +218,12 @@ pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
     // each 16-byte piece without an early exit, so that it vectorizes (every frame's names
     // go through here: 2.5 times faster than `any` on file names)
     let has_control = b.chunks(16).any(|piece| {
-        piece
-            .iter()
-            .fold(false, |hit, &c| hit | (c < 0x20) | (c == 0x7f) | (c == 0xc2))
+        piece.iter().fold(false, |hit, &c| {
+            hit | (c < 0x20) | (c == 0x7f) | (c == 0xc2)
+        })
     }) && b.iter().enumerate().any(|(i, &c)| {
-            c < 0x20 || c == 0x7f || (c == 0xc2 && matches!(b.get(i + 1), Some(0x80..=0x9f)))
-        });
+        c < 0x20 || c == 0x7f || (c == 0xc2 && matches!(b.get(i + 1), Some(0x80..=0x9f)))
+    });
     if !has_control {
         return std::borrow::Cow::Borrowed(s);
     }

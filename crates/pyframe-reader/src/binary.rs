@@ -2,7 +2,6 @@
 //! or `libpython3.X.so` of an `--enable-shared` build): found from the target's
 //! mappings, read with the `object` crate for the symbols the reader needs.
 
-
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
 use crate::error::{Error, Result};

@@ -651,6 +651,9 @@ impl PythonProcess {
             cached.prefetch(&order);
             let prefetched = cached.touched();
             let mut w = Walker::new(&cached, &self.layout, &mut self.types, &mut self.codes);
+            // nothing fetched in advance (a first read): each level of the threads' ways to
+            // their frames in one batch
+            w.cold = prefetched.is_empty().then_some(&cached);
             w.want = Some(&filter);
             w.stopped = paused;
             w.pthread_tid_offset = offset;

@@ -85,6 +85,10 @@ pub struct Walker<'a> {
     /// under (see [`ThreadSpan`]).
     pub spans: Vec<ThreadSpan>,
     runtime: u64,
+    /// A cold walk (nothing fetched in advance): the block cache `mem` is, to fetch every
+    /// thread's way to its innermost frame a level at a time for all threads together
+    /// (one batched read per level instead of one read per thread per level).
+    pub cold: Option<&'a crate::memory::BlockCache<'a>>,
 }
 
 /// The part of a walk's witnesses and bounds that belongs to one thread.
@@ -143,6 +147,57 @@ impl<'a> Walker<'a> {
             call_sites_seen: HashSet::default(),
             spans: Vec::new(),
             runtime: 0,
+            cold: None,
+        }
+    }
+
+    /// Cold walks: each thread state's innermost-frame pointer and the block of the frame
+    /// it points to, fetched for all the threads of the list at `head` at once, a level at
+    /// a time (the entry pointers first, then the frames: as the walk itself reads them).
+    /// Only fills the cache; the walk reads and checks everything as always.
+    fn fetch_entries(&self, cache: &crate::memory::BlockCache, head: u64) {
+        let tl = &self.layout.tstate;
+        // the list itself: each state's `next` is in its own block (read one by one, as the
+        // walk would)
+        let mut states = Vec::new();
+        let mut t = head;
+        while t != 0 && states.len() < 64 && !states.contains(&t) {
+            states.push(t);
+            let Ok(next) = self.mem.read_u64(t.wrapping_add(tl.next)) else {
+                break;
+            };
+            t = next;
+        }
+        if states.len() < 2 {
+            return;
+        }
+        let entry = |t: u64| -> MemResult<()> {
+            let frame = match tl.current_frame {
+                CurrentFrame::Direct(o) => self.mem.read_u64(t.wrapping_add(o))?,
+                CurrentFrame::ViaCFrame {
+                    cframe,
+                    current_frame,
+                } => match self.mem.read_u64(t.wrapping_add(cframe))? {
+                    0 => 0,
+                    cf => self.mem.read_u64(cf.wrapping_add(current_frame))?,
+                },
+            };
+            if frame != 0 {
+                self.mem.read_u64(frame)?;
+            }
+            Ok(())
+        };
+        // (at most two levels: the `_PyCFrame` on the C stack, then the frame)
+        for _ in 0..2 {
+            let wanted = cache.speculate(|| {
+                for &t in &states {
+                    let _ = entry(t);
+                }
+            });
+            if wanted.is_empty() {
+                break;
+            }
+            cache.prefetch(&wanted);
         }
     }
 
@@ -238,6 +293,9 @@ impl<'a> Walker<'a> {
         // saw the list as it was before an insertion.
         self.witnesses
             .push(Witness::new(interp).field(il.next, 8, next));
+        if let Some(cache) = self.cold {
+            self.fetch_entries(cache, t);
+        }
         while t != 0 {
             if !seen.insert(t) || seen.len() > MAX_THREADS {
                 return Err(invalid(format!("thread list loops at {t:#x}")));

@@ -82,8 +82,8 @@ impl ProcessMaps {
             .filter_map(|m| m.path.as_deref())
             .collect();
         // (keyed by the file as mapped too: a path can name two files mapped at once)
-        let mut checked: std::collections::HashMap<(&str, Option<(u64, u64)>), Option<PathBuf>> =
-            Default::default();
+        type FileKey<'m> = (&'m str, Option<(u64, u64)>);
+        let mut checked: std::collections::HashMap<FileKey, Option<PathBuf>> = Default::default();
         let regions = maps
             .iter()
             .map(|m| {

@@ -246,6 +246,8 @@ impl Profile {
     }
 
     /// The (thread, stack) the last sample added went to, if it was counted.
+    // (used by the kernel engine, Linux only)
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub fn last_added(&self) -> Option<(u32, u32)> {
         self.last
     }
@@ -253,6 +255,7 @@ impl Profile {
     /// One more sample of a (thread, stack) seen before ([`Profile::last_added`]), taken `at`
     /// after the start: a sampler that knows two samples are the same stack skips naming
     /// its frames again.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub fn add_again(&mut self, (thread, stack): (u32, u32), at: Duration, idle: bool) {
         self.counts[stack as usize] += 1;
         self.threads[thread as usize].samples.push(stack);

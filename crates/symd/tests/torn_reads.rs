@@ -7,7 +7,8 @@
 //! callee of the one outside it, every frame but the innermost stands on one of its call lines,
 //! and it is no deeper than the program recurses. Anything else (a chain cut short, a frame
 //! reused for another call, `recur_b` inside `recur_b`) is a torn read that was returned as a
-//! success: any one fails the test.
+//! success: any one fails the test. One read in 100 is the first walk of a fresh attach (a
+//! one-shot `stack`'s, which fetches differently: nothing is known in advance).
 //!
 //! The number of reads is `PYSTACKD_TORN_READS`, spread over every interpreter
 //! `tests/pythons/list` finds, each 3.11+ interpreter taking six shares to a 3.8-3.10 one's
@@ -34,6 +35,8 @@ struct Tally {
     impossible: u64,
     frames: u64,
     deepest: usize,
+    /// Reads that were a fresh attach's first walk.
+    cold: u64,
     examples: Vec<String>,
 }
 
@@ -102,11 +105,22 @@ fn hammer(interp: &support::Interpreter, reads: u64, tally: &mut Tally) -> Resul
     let mut p = PythonProcess::attach(target.pid()).map_err(|e| format!("attach: {e}"))?;
     let opts = StackOptions::default();
     let workers = truth.worker_threads.unwrap_or(0) as usize;
-    for _ in 0..reads {
+    for n in 0..reads {
         tally.reads += 1;
+        // every 100th read is the first walk of a fresh attach, as a one-shot `stack`
+        // makes it (nothing fetched in advance: the threads' ways to their frames are
+        // fetched a level at a time for all threads together)
+        let mut fresh;
+        let reader = if n % 100 == 99 {
+            tally.cold += 1;
+            fresh = PythonProcess::attach(target.pid()).map_err(|e| format!("attach: {e}"))?;
+            &mut fresh
+        } else {
+            &mut p
+        };
         // the walk's consistency is checked here, not the thread states (a few /proc
         // reads per thread, which would make this test's million reads much slower)
-        match p.stack_without_states(&opts) {
+        match reader.stack_without_states(&opts) {
             Ok(s) => {
                 tally.ok += 1;
                 if s.threads.len() != workers + 1 {
@@ -166,9 +180,10 @@ fn unpaused_reads_of_a_recursing_target_are_never_impossible() {
         let r = hammer(interp, each, &mut t);
         let took = start.elapsed();
         eprintln!(
-            "torn reads [{}]: {} reads in {:.1} s ({:.0} us each), {} ok, {} refused as inconsistent ({:.2} %), {} impossible; {} frames checked, deepest {}",
+            "torn reads [{}]: {} reads ({} first walks of a fresh attach) in {:.1} s ({:.0} us each), {} ok, {} refused as inconsistent ({:.2} %), {} impossible; {} frames checked, deepest {}",
             interp.label,
             t.reads,
+            t.cold,
             took.as_secs_f64(),
             took.as_secs_f64() * 1e6 / t.reads.max(1) as f64,
             t.ok,

@@ -1208,7 +1208,10 @@ mod tests {
         );
         assert_eq!((m[1].mapped.clone(), m[1].offset), (None, 0x1000));
         assert_eq!(hex(b"ffffffffffffffff"), Some(u64::MAX));
-        assert_eq!((hex(b""), hex(b"1ffffffffffffffff"), hex(b"12g")), (None, None, None));
+        assert_eq!(
+            (hex(b""), hex(b"1ffffffffffffffff"), hex(b"12g")),
+            (None, None, None)
+        );
     }
 
     #[test]
