@@ -23,6 +23,9 @@ pub struct Symbols {
     /// type without reading the type object and its name out of the target (three or more
     /// reads of a one-shot `stack`'s thread names). A type missing here is read as before.
     pub builtin_types: Vec<(&'static str, u64)>,
+    /// `_Py_HashSecret`: the keys of the interpreter's `str` hash, so that a dict can be
+    /// probed for a key as CPython does (a slot or two) instead of comparing every key.
+    pub hash_secret: Option<u64>,
 }
 
 /// C symbol → Python name of the static builtin types in [`Symbols::builtin_types`].
@@ -217,9 +220,7 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
         Err(_) => return Ok(None), // not an object file we understand
     };
     let name_version = version_from_name(&path);
-    let section = obj
-        .section_by_name(".PyRuntime")
-        .map(|s| (s.address(), s.size()));
+    let section = section_named(&obj, &data, ".PyRuntime");
     let mut syms = Symbols::default();
     fn fill(syms: &mut Symbols, name: &str, addr: u64) {
         if addr == 0 {
@@ -242,6 +243,7 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
             "PyFrame_Type" => &mut syms.frame_type,
             "PyUnicode_Type" => &mut syms.unicode_type,
             "PyBytes_Type" => &mut syms.bytes_type,
+            "_Py_HashSecret" => &mut syms.hash_secret,
             _ => return,
         };
         if slot.is_none() {
@@ -259,6 +261,7 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
         "Py_Version",
         "PyCode_Type",
         "PyFrame_Type",
+        "_Py_HashSecret",
         FREE_THREADED_SYMBOL,
     ]
     .into_iter()
@@ -304,7 +307,7 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
         || brc
         || (!static_pass
             && name_version.is_none_or(|v| v >= (3, 13))
-            && obj.symbols().any(|s| s.name() == Ok(FREE_THREADED_SYMBOL)));
+            && has_static_symbol(&obj, &data, FREE_THREADED_SYMBOL));
     if let Some((a, b)) = name_version.filter(|&v| free_threaded && !layout::has_free_threaded(v)) {
         return Err(Error::UnsupportedVersion {
             version: format!("{a}.{b}t (a free-threaded build)"),
@@ -328,6 +331,7 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
             .iter()
             .map(|&(n, a)| (n, a.wrapping_add(load_bias)))
             .collect(),
+        hash_secret: rebase(syms.hash_secret),
     };
     let mut writable: Vec<(u64, u64)> = maps
         .iter()
@@ -365,7 +369,7 @@ fn inspect(m: &Mapping, maps: &[Mapping]) -> Result<Option<PythonBinary>> {
 /// dynamic symbols cost a quarter of a whole `pystackd stack`. `None` when there is no
 /// hash table to use (the caller walks the symbols).
 fn lookup_dynamic(obj: &object::File, data: &[u8], names: &[&str]) -> Option<Vec<Option<u64>>> {
-    use object::read::elf::Sym as _;
+    use object::read::elf::{SectionHeader as _, Sym as _};
     let object::File::Elf64(elf) = obj else {
         return None;
     };
@@ -375,38 +379,137 @@ fn lookup_dynamic(obj: &object::File, data: &[u8], names: &[&str]) -> Option<Vec
     if symbols.is_empty() {
         return None;
     }
-    let versions = sections.versions(endian, data).ok()?.unwrap_or_default();
-    let gnu = sections.gnu_hash(endian, data).ok()?;
-    let sysv = match gnu {
-        Some(_) => None,
-        None => Some(sections.hash(endian, data).ok()??),
+    let strings = sections
+        .section(symbols.string_section())
+        .ok()?
+        .data(endian, data)
+        .ok()?;
+    // a symbol of a hidden version is not the one a `dlsym` would find
+    let versym = sections.gnu_versym(endian, data).ok()?.map(|(v, _)| v);
+    let visible =
+        |i: usize| versym.is_none_or(|v| v.get(i).is_some_and(|x| x.0.get(endian) & 0x8000 == 0));
+    let found = |i: usize, n: &[u8]| -> Option<u64> {
+        let sym = symbols.symbol(object::SymbolIndex(i)).ok()?;
+        (name_at(strings, sym.st_name(endian) as usize, n)
+            && visible(i)
+            && !sym.is_undefined(endian))
+        .then(|| sym.st_value(endian))
+        .filter(|&a| a != 0)
     };
+    let gnu = sections
+        .iter()
+        .find(|s| s.sh_type(endian) == object::elf::SHT_GNU_HASH)
+        .and_then(|s| s.data(endian, data).ok());
+    if let Some(raw) = gnu {
+        // `.gnu.hash` (ELF64): nbuckets, symoffset, bloom words, bloom shift; the bloom
+        // words (u64), the buckets (u32: a chain's first symbol), the chain values (u32:
+        // each symbol's hash, the low bit marking a chain's end)
+        use object::Endian as _;
+        let word = |i: usize| -> Option<u32> {
+            let b = raw.get(i * 4..i * 4 + 4)?;
+            Some(endian.read_u32_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let (nbuckets, base, nbloom) = (word(0)? as usize, word(1)? as usize, word(2)? as usize);
+        let buckets = 4usize.checked_add(nbloom.checked_mul(2)?)?;
+        let chains = buckets.checked_add(nbuckets)?;
+        if nbuckets == 0 || raw.len() < chains * 4 {
+            return None;
+        }
+        return Some(
+            names
+                .iter()
+                .map(|n| {
+                    let n = n.as_bytes();
+                    let hash = object::elf::gnu_hash(n);
+                    let mut i = word(buckets + hash as usize % nbuckets)? as usize;
+                    if i < base {
+                        return None;
+                    }
+                    // (bounded by the table: a value past its end ends the chain)
+                    while let Some(v) = word(chains + (i - base)) {
+                        if v | 1 == hash | 1 {
+                            if let Some(a) = found(i, n) {
+                                return Some(a);
+                            }
+                        }
+                        if v & 1 != 0 {
+                            break;
+                        }
+                        i += 1;
+                    }
+                    None
+                })
+                .collect(),
+        );
+    }
+    // SysV hash only (rare): object's lookup
+    let versions = sections.versions(endian, data).ok()?.unwrap_or_default();
+    let (h, _) = sections.hash(endian, data).ok()??;
     Some(
         names
             .iter()
             .map(|n| {
                 let n = n.as_bytes();
-                let found = match (&gnu, &sysv) {
-                    (Some((h, _)), _) => h.find(
-                        endian,
-                        n,
-                        object::elf::gnu_hash(n),
-                        None,
-                        symbols,
-                        &versions,
-                    ),
-                    (None, Some((h, _))) => {
-                        h.find(endian, n, object::elf::hash(n), None, symbols, &versions)
-                    }
-                    (None, None) => None,
-                };
-                found
+                h.find(endian, n, object::elf::hash(n), None, symbols, &versions)
                     .filter(|(_, sym)| !sym.is_undefined(endian))
                     .map(|(_, sym)| sym.st_value(endian))
                     .filter(|&a: &u64| a != 0)
             })
             .collect(),
     )
+}
+
+/// Whether the NUL-terminated string at `off` in `table` is `name`, compared in place.
+/// object's string lookups find the NUL with the memchr crate, whose first call detects
+/// the CPU's features: CPUID instructions, each a trap to the hypervisor on a VM (about
+/// 90 µs of a one-shot `stack`'s 1.8 ms here). Nothing else on that path calls it.
+fn name_at(table: &[u8], off: usize, name: &[u8]) -> bool {
+    off.checked_add(name.len())
+        .is_some_and(|end| table.get(off..end) == Some(name) && table.get(end) == Some(&0))
+}
+
+/// Whether the static symbol table (`.symtab`) has a symbol named `name` (compared in
+/// place: `name_at`).
+fn has_static_symbol(obj: &object::File, data: &[u8], name: &str) -> bool {
+    use object::read::elf::{SectionHeader as _, Sym as _};
+    use object::{Object as _, ObjectSymbol as _};
+    let object::File::Elf64(elf) = obj else {
+        return obj.symbols().any(|s| s.name() == Ok(name));
+    };
+    let endian = elf.endian();
+    let symtab = elf.elf_symbol_table();
+    let Ok(strings) = elf
+        .elf_section_table()
+        .section(symtab.string_section())
+        .and_then(|s| s.data(endian, data))
+    else {
+        return false;
+    };
+    symtab
+        .symbols()
+        .iter()
+        .any(|s| name_at(strings, s.st_name(endian) as usize, name.as_bytes()))
+}
+
+/// Address and size of the section named `name` (names compared in place: `name_at`).
+fn section_named(obj: &object::File, data: &[u8], name: &str) -> Option<(u64, u64)> {
+    use object::read::elf::{FileHeader as _, SectionHeader as _};
+    use object::{Object as _, ObjectSection as _};
+    let object::File::Elf64(elf) = obj else {
+        return obj.section_by_name(name).map(|s| (s.address(), s.size()));
+    };
+    let endian = elf.endian();
+    let sections = elf.elf_section_table();
+    let idx = elf.elf_header().shstrndx(endian, data).ok()?;
+    let names = sections
+        .section(object::SectionIndex(idx as usize))
+        .ok()?
+        .data(endian, data)
+        .ok()?;
+    sections
+        .iter()
+        .find(|s| name_at(names, s.sh_name(endian) as usize, name.as_bytes()))
+        .map(|s| (s.sh_addr(endian), s.sh_size(endian)))
 }
 
 /// Load bias from the file's PT_LOAD segments and the target's mappings of the file:

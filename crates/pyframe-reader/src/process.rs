@@ -232,7 +232,8 @@ impl PythonProcess {
         }
         let s = &binary.symbols;
         let types = Types::new(s.code_type, s.frame_type, s.unicode_type, s.bytes_type);
-        let value_types = TypeCache::with_builtins(&s.builtin_types);
+        let value_types = TypeCache::with_builtins(&s.builtin_types)
+            .with_str_hash(s.hash_secret, (version.major, version.minor) >= (3, 11));
         Ok(PythonProcess {
             pid,
             start_time,
@@ -1004,6 +1005,14 @@ impl PythonProcess {
     #[doc(hidden)]
     pub fn thread_names_mode_for_benchmarks(&mut self, mode: crate::names::BenchMode) {
         self.thread_names.bench = mode;
+    }
+
+    /// Tests only: the hash of the `str` `name` as pystackd computes the target's (from its
+    /// `_Py_HashSecret`), to compare with the target's own `hash(name)`; `None` without
+    /// the secret's symbol.
+    #[doc(hidden)]
+    pub fn str_hash_for_tests(&mut self, name: &str) -> Option<i64> {
+        ValueReader::new(&self.mem, &self.layout, &mut self.value_types).str_hash(name)
     }
 
     /// How many times the `threading` names were read rather than taken from the cache.

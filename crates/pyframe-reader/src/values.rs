@@ -92,6 +92,17 @@ pub struct TypeCache {
     names: HashMap<u64, (u64, Names)>,
     /// The `str` object last found equal to a looked-up key (`ValueReader::find_key`).
     interned: HashMap<String, u64>,
+    /// The interpreter's `str` hash, to probe a dict for a key (`ValueReader::dict_probe`).
+    str_hash: Option<StrHash>,
+}
+
+/// Where the target's `_Py_HashSecret` is and which SipHash its `str` hash runs (CPython's
+/// default: SipHash-2-4 up to 3.10, SipHash-1-3 from 3.11); its keys once read.
+#[derive(Debug, Clone, Copy)]
+struct StrHash {
+    secret: u64,
+    sip13: bool,
+    keys: Option<(u64, u64)>,
 }
 
 impl TypeCache {
@@ -120,6 +131,20 @@ impl TypeCache {
 }
 
 impl TypeCache {
+    /// Lets dict lookups probe the hash table as CPython does (the slots of the key's hash,
+    /// a read or two) instead of comparing every key: `secret` is the address of the
+    /// target's `_Py_HashSecret`, `sip13` whether its `str` hash is SipHash-1-3 (3.11+)
+    /// rather than SipHash-2-4. A build with another hash finds nothing by probing and
+    /// falls back to comparing keys, as without this.
+    pub fn with_str_hash(mut self, secret: Option<u64>, sip13: bool) -> Self {
+        self.str_hash = secret.map(|secret| StrHash {
+            secret,
+            sip13,
+            keys: None,
+        });
+        self
+    }
+
     /// The `str` object last found equal to the key `name` in a dict lookup, if any.
     pub fn interned(&self, name: &str) -> Option<u64> {
         self.interned.get(name).copied()
@@ -308,9 +333,141 @@ impl<'a> ValueReader<'a> {
         if t.builtin != Some(Builtin::Dict) && !t.heap {
             return Err(invalid(format!("{dict:#x} is not a dict")));
         }
+        if let Some(v) = self.dict_probe(dict, key)? {
+            return Ok(Some(v));
+        }
         let (_, items) = self.dict_items(dict, MAX_SCAN as usize)?;
         let keys: Vec<u64> = items.iter().map(|i| i.0).collect();
         Ok(self.find_key(&keys, key).map(|i| items[i].1))
+    }
+
+    /// CPython's hash of the ASCII `str` `name` in the target, when its hash secret is known
+    /// (`_Py_HashBytes`: SipHash of the characters' bytes, keyed by `_Py_HashSecret`; -1 is
+    /// -2). The secret is read once from the process (it is set at start-up).
+    pub(crate) fn str_hash(&mut self, name: &str) -> Option<i64> {
+        use std::hash::Hasher as _;
+        let h = self.cache.str_hash.as_mut()?;
+        let (k0, k1) = match h.keys {
+            Some(k) => k,
+            None => {
+                let b = self.live.read_array::<16>(h.secret).ok()?;
+                let k = (u64_at(&b, 0), u64_at(&b, 8));
+                h.keys = Some(k);
+                k
+            }
+        };
+        if name.is_empty() {
+            return Some(0);
+        }
+        let x = if h.sip13 {
+            let mut s = siphasher::sip::SipHasher13::new_with_keys(k0, k1);
+            s.write(name.as_bytes());
+            s.finish()
+        } else {
+            let mut s = siphasher::sip::SipHasher24::new_with_keys(k0, k1);
+            s.write(name.as_bytes());
+            s.finish()
+        } as i64;
+        Some(if x == -1 { -2 } else { x })
+    }
+
+    /// The value under the ASCII `str` key `name` in the combined dict at `d`, found as
+    /// CPython's lookup finds it: the index slots the key's hash leads to, then the entry
+    /// they name, whose key is compared. `None` when not found this way (no hash secret, a
+    /// split dict, an empty slot reached: a key missing or a build hashing otherwise):
+    /// the caller then compares every key, so that "absent" is never this probe's word.
+    fn dict_probe(&mut self, d: u64, name: &str) -> MemResult<Option<u64>> {
+        /// Slots tried before giving up (a full table would loop).
+        const MAX_PROBES: u64 = 64;
+        if !name.is_ascii() {
+            return Ok(None);
+        }
+        let Some(hash) = self.str_hash(name) else {
+            return Ok(None);
+        };
+        let head = self.head(d, 48)?;
+        let keys = u64_at(&head, self.f(obj::DICT_KEYS) as usize);
+        if u64_at(&head, self.f(obj::DICT_VALUES) as usize) != 0 || keys == 0 {
+            return Ok(None);
+        }
+        // (slot mask, index width, first index, first entry, entry size, key and value
+        // offsets, whether entries hold the hash)
+        let (mask, width, index, entries, esize, koff, voff, hashed) = match self.layout.values.dict
+        {
+            DictLayout::Sized { size, indices, .. } => {
+                let kh = self.m().read_array::<48>(keys)?;
+                let n = u64_at(&kh, size as usize);
+                if !n.is_power_of_two() || n > 1 << 40 {
+                    return Ok(None);
+                }
+                let w = match n {
+                    0..=0xff => 1,
+                    0x100..=0xffff => 2,
+                    0x1_0000..=0xffff_ffff => 4,
+                    _ => 8,
+                };
+                let index = keys + indices;
+                (n - 1, w, index, index + n * w, 24, 8, 16, true)
+            }
+            DictLayout::Log2 {
+                log2_size,
+                log2_index_bytes,
+                kind,
+                indices,
+                ..
+            } => {
+                let kh = self.m().read_array::<40>(keys)?;
+                let ls = u8_at(&kh, log2_size as usize);
+                let lib = u8_at(&kh, log2_index_bytes as usize);
+                if ls > 40 || lib < ls || lib - ls > 3 {
+                    return Ok(None);
+                }
+                let general = u8_at(&kh, kind as usize) == 0;
+                let (esize, koff, voff) = if general { (24, 8, 16) } else { (16, 0, 8) };
+                let index = keys + indices;
+                let w = 1u64 << (lib - ls);
+                (
+                    (1u64 << ls) - 1,
+                    w,
+                    index,
+                    index + (1u64 << lib),
+                    esize,
+                    koff,
+                    voff,
+                    general,
+                )
+            }
+        };
+        let mut perturb = hash as u64;
+        let mut i = hash as u64 & mask;
+        for _ in 0..=mask.min(MAX_PROBES) {
+            let mut raw = [0u8; 8];
+            self.m()
+                .read(index + i * width, &mut raw[..width as usize])?;
+            let ix = match width {
+                1 => i64::from(raw[0] as i8),
+                2 => i64::from(i16::from_le_bytes([raw[0], raw[1]])),
+                4 => i64::from(i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]])),
+                _ => i64::from_le_bytes(raw),
+            };
+            // -1: an empty slot ends the probe; -2: a deleted entry's, skipped
+            if ix == -1 {
+                return Ok(None);
+            }
+            if ix >= 0 {
+                let mut e = [0u8; 24];
+                let e = &mut e[..esize as usize];
+                self.m().read(entries + ix as u64 * esize, e)?;
+                let k = u64_at(e, koff as usize);
+                if k != 0 && (!hashed || u64_at(e, 0) as i64 == hash) && self.str_is(k, name) {
+                    let v = u64_at(e, voff as usize);
+                    return Ok((v != 0).then_some(v));
+                }
+            }
+            perturb >>= 5;
+            i = (i.wrapping_mul(5).wrapping_add(perturb).wrapping_add(1)) & mask;
+        }
+        Ok(None)
     }
 
     /// Whether the object at `obj` is a `dict` (not a subclass).
