@@ -589,6 +589,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn names_compared_in_place() {
+        let t = b"\0_PyRuntime\0Py_Version\0tail";
+        assert!(name_at(t, 1, b"_PyRuntime"));
+        assert!(name_at(t, 12, b"Py_Version"));
+        // a prefix, a longer name, a string not ended by NUL, offsets past the end
+        assert!(!name_at(t, 1, b"_PyRun"));
+        assert!(!name_at(t, 12, b"Py_Version2"));
+        assert!(!name_at(t, 23, b"tail"));
+        assert!(!name_at(t, 40, b"x"));
+        assert!(!name_at(t, usize::MAX, b"x"));
+        assert!(name_at(t, 0, b""));
+    }
+
+    #[test]
     fn names() {
         assert_eq!(
             version_from_name("/usr/lib/libpython3.10.so.1.0"),
