@@ -232,8 +232,8 @@ impl PythonProcess {
         }
         let s = &binary.symbols;
         let types = Types::new(s.code_type, s.frame_type, s.unicode_type, s.bytes_type);
-        let value_types = TypeCache::with_builtins(&s.builtin_types)
-            .with_str_hash(s.hash_secret, (version.major, version.minor) >= (3, 11));
+        let value_types =
+            TypeCache::with_builtins(&s.builtin_types).with_hash_secret(s.hash_secret);
         Ok(PythonProcess {
             pid,
             start_time,

@@ -14,7 +14,7 @@ use protocol::{Local, LocalKind, MidUpdate};
 
 use crate::error::MemoryError;
 use crate::layout::{
-    obj, CodeLocalsLayout, DictLayout, InstanceDict, Layout, LongLayout, SplitValues,
+    obj, CodeLocalsLayout, DictLayout, InstanceDict, Layout, LongLayout, SplitValues, StrHash,
 };
 use crate::memory::{u64_at, u8_at, MemResult, Memory, MemoryExt};
 
@@ -93,15 +93,13 @@ pub struct TypeCache {
     /// The `str` object last found equal to a looked-up key (`ValueReader::find_key`).
     interned: HashMap<String, u64>,
     /// The interpreter's `str` hash, to probe a dict for a key (`ValueReader::dict_probe`).
-    str_hash: Option<StrHash>,
+    hash_secret: Option<HashSecret>,
 }
 
-/// Where the target's `_Py_HashSecret` is and which SipHash its `str` hash runs (CPython's
-/// default: SipHash-2-4 up to 3.10, SipHash-1-3 from 3.11); its keys once read.
+/// Where the target's `_Py_HashSecret` is; its keys once read.
 #[derive(Debug, Clone, Copy)]
-struct StrHash {
-    secret: u64,
-    sip13: bool,
+struct HashSecret {
+    at: u64,
     keys: Option<(u64, u64)>,
 }
 
@@ -133,15 +131,11 @@ impl TypeCache {
 impl TypeCache {
     /// Lets dict lookups probe the hash table as CPython does (the slots of the key's hash,
     /// a read or two) instead of comparing every key: `secret` is the address of the
-    /// target's `_Py_HashSecret`, `sip13` whether its `str` hash is SipHash-1-3 (3.11+)
-    /// rather than SipHash-2-4. A build with another hash finds nothing by probing and
-    /// falls back to comparing keys, as without this.
-    pub fn with_str_hash(mut self, secret: Option<u64>, sip13: bool) -> Self {
-        self.str_hash = secret.map(|secret| StrHash {
-            secret,
-            sip13,
-            keys: None,
-        });
+    /// target's `_Py_HashSecret` (the hash function is the layout's `values.str_hash`). A
+    /// build hashing otherwise finds nothing by probing and falls back to comparing keys,
+    /// as without this.
+    pub fn with_hash_secret(mut self, secret: Option<u64>) -> Self {
+        self.hash_secret = secret.map(|at| HashSecret { at, keys: None });
         self
     }
 
@@ -346,11 +340,11 @@ impl<'a> ValueReader<'a> {
     /// -2). The secret is read once from the process (it is set at start-up).
     pub(crate) fn str_hash(&mut self, name: &str) -> Option<i64> {
         use std::hash::Hasher as _;
-        let h = self.cache.str_hash.as_mut()?;
+        let h = self.cache.hash_secret.as_mut()?;
         let (k0, k1) = match h.keys {
             Some(k) => k,
             None => {
-                let b = self.live.read_array::<16>(h.secret).ok()?;
+                let b = self.live.read_array::<16>(h.at).ok()?;
                 let k = (u64_at(&b, 0), u64_at(&b, 8));
                 h.keys = Some(k);
                 k
@@ -359,14 +353,17 @@ impl<'a> ValueReader<'a> {
         if name.is_empty() {
             return Some(0);
         }
-        let x = if h.sip13 {
-            let mut s = siphasher::sip::SipHasher13::new_with_keys(k0, k1);
-            s.write(name.as_bytes());
-            s.finish()
-        } else {
-            let mut s = siphasher::sip::SipHasher24::new_with_keys(k0, k1);
-            s.write(name.as_bytes());
-            s.finish()
+        let x = match self.layout.values.str_hash {
+            StrHash::SipHash13 => {
+                let mut s = siphasher::sip::SipHasher13::new_with_keys(k0, k1);
+                s.write(name.as_bytes());
+                s.finish()
+            }
+            StrHash::SipHash24 => {
+                let mut s = siphasher::sip::SipHasher24::new_with_keys(k0, k1);
+                s.write(name.as_bytes());
+                s.finish()
+            }
         } as i64;
         Some(if x == -1 { -2 } else { x })
     }
@@ -390,54 +387,21 @@ impl<'a> ValueReader<'a> {
         if u64_at(&head, self.f(obj::DICT_VALUES) as usize) != 0 || keys == 0 {
             return Ok(None);
         }
-        // (slot mask, index width, first index, first entry, entry size, key and value
-        // offsets, whether entries hold the hash)
-        let (mask, width, index, entries, esize, koff, voff, hashed) = match self.layout.values.dict
-        {
-            DictLayout::Sized { size, indices, .. } => {
-                let kh = self.m().read_array::<48>(keys)?;
-                let n = u64_at(&kh, size as usize);
-                if !n.is_power_of_two() || n > 1 << 40 {
-                    return Ok(None);
-                }
-                let w = match n {
-                    0..=0xff => 1,
-                    0x100..=0xffff => 2,
-                    0x1_0000..=0xffff_ffff => 4,
-                    _ => 8,
-                };
-                let index = keys + indices;
-                (n - 1, w, index, index + n * w, 24, 8, 16, true)
-            }
-            DictLayout::Log2 {
-                log2_size,
-                log2_index_bytes,
-                kind,
-                indices,
-                ..
-            } => {
-                let kh = self.m().read_array::<40>(keys)?;
-                let ls = u8_at(&kh, log2_size as usize);
-                let lib = u8_at(&kh, log2_index_bytes as usize);
-                if ls > 40 || lib < ls || lib - ls > 3 {
-                    return Ok(None);
-                }
-                let general = u8_at(&kh, kind as usize) == 0;
-                let (esize, koff, voff) = if general { (24, 8, 16) } else { (16, 0, 8) };
-                let index = keys + indices;
-                let w = 1u64 << (lib - ls);
-                (
-                    (1u64 << ls) - 1,
-                    w,
-                    index,
-                    index + (1u64 << lib),
-                    esize,
-                    koff,
-                    voff,
-                    general,
-                )
-            }
-        };
+        let KeysShape {
+            slots,
+            width,
+            index,
+            entries,
+            esize,
+            koff,
+            voff,
+            hashed,
+            ..
+        } = self.keys_shape(keys)?;
+        if !slots.is_power_of_two() || !matches!(width, 1 | 2 | 4 | 8) {
+            return Ok(None);
+        }
+        let mask = slots - 1;
         let mut perturb = hash as u64;
         let mut i = hash as u64 & mask;
         for _ in 0..=mask.min(MAX_PROBES) {
@@ -1186,6 +1150,75 @@ impl<'a> ValueReader<'a> {
         }
     }
 
+    /// Where the parts of the `PyDictKeysObject` at `keys` are (its header read once):
+    /// what both a walk over its entries and a probe of its hash index need.
+    fn keys_shape(&mut self, keys: u64) -> MemResult<KeysShape> {
+        Ok(match self.layout.values.dict {
+            DictLayout::Sized {
+                size,
+                nentries,
+                indices,
+            } => {
+                let kh = self.m().read_array::<48>(keys)?;
+                let dk_size = u64_at(&kh, size as usize);
+                if dk_size > 1 << 40 {
+                    return Err(invalid(format!("dict keys at {keys:#x} size {dk_size}")));
+                }
+                // (CPython's DK_IXSIZE)
+                let width = match dk_size {
+                    0..=0xff => 1,
+                    0x100..=0xffff => 2,
+                    0x1_0000..=0xffff_ffff => 4,
+                    _ => 8,
+                };
+                KeysShape {
+                    slots: dk_size,
+                    width,
+                    index: keys + indices,
+                    entries: keys + indices + dk_size * width,
+                    esize: 24,
+                    koff: 8,
+                    voff: 16,
+                    hashed: true,
+                    nentries: u64_at(&kh, nentries as usize),
+                    head: kh.to_vec(),
+                }
+            }
+            DictLayout::Log2 {
+                log2_size,
+                log2_index_bytes,
+                kind,
+                nentries,
+                indices,
+                values: _,
+            } => {
+                let kh = self.m().read_array::<40>(keys)?;
+                let lib = u8_at(&kh, log2_index_bytes as usize);
+                if lib > 40 {
+                    return Err(invalid(format!(
+                        "dict keys at {keys:#x} index bytes 2^{lib}"
+                    )));
+                }
+                let ls = u8_at(&kh, log2_size as usize);
+                let general = u8_at(&kh, kind as usize) == 0;
+                let (esize, koff, voff) = if general { (24, 8, 16) } else { (16, 0, 8) };
+                KeysShape {
+                    // (0: sizes that do not fit, for a probe to refuse)
+                    slots: if ls <= lib { 1u64 << ls } else { 0 },
+                    width: if ls <= lib { 1u64 << (lib - ls) } else { 0 },
+                    index: keys + indices,
+                    entries: keys + indices + (1u64 << lib),
+                    esize,
+                    koff,
+                    voff,
+                    hashed: general,
+                    nentries: u64_at(&kh, nentries as usize),
+                    head: kh.to_vec(),
+                }
+            }
+        })
+    }
+
     /// The dict's head words and its first `max` (key, value) pairs in iteration order.
     fn dict_items(&mut self, d: u64, max: usize) -> MemResult<DictRead> {
         let head = self.head(d, 48)?;
@@ -1197,94 +1230,44 @@ impl<'a> ValueReader<'a> {
         if used > 1 << 40 {
             return Err(invalid(format!("dict at {d:#x} claims {used} items")));
         }
-        // (entry size, key offset, value offset, first entry, entry count)
-        let (esize, koff, voff, entries, nentries, order): (u64, u64, u64, u64, u64, SplitOrder) =
-            match self.layout.values.dict {
-                DictLayout::Sized {
-                    size,
-                    nentries,
-                    indices,
-                } => {
-                    let kh = self.m().read_array::<48>(keys)?;
-                    let dk_size = u64_at(&kh, size as usize);
-                    let ib = match dk_size {
-                        0..=0xff => 1,
-                        0x100..=0xffff => 2,
-                        0x1_0000..=0xffff_ffff => 4,
-                        _ => 8,
-                    };
-                    if dk_size > 1 << 40 {
-                        return Err(invalid(format!("dict keys at {keys:#x} size {dk_size}")));
+        let shape = self.keys_shape(keys)?;
+        words.extend_from_slice(&shape.head);
+        let KeysShape {
+            esize,
+            koff,
+            voff,
+            entries,
+            nentries,
+            ..
+        } = shape;
+        let order = match self.layout.values.dict {
+            DictLayout::Sized { .. } if values != 0 => SplitOrder::KeyOrder,
+            DictLayout::Log2 { values: split, .. } if values != 0 => {
+                let n = used.min(max as u64) as usize;
+                let idx = match split {
+                    SplitValues::OrderBefore => {
+                        let raw = self.m().read_vec(values - 2 - n as u64, n, 256)?;
+                        // the i-th index is the byte at -3-i
+                        raw.iter().rev().copied().collect::<Vec<u8>>()
                     }
-                    words.extend_from_slice(&kh);
-                    let order = if values != 0 {
-                        SplitOrder::KeyOrder
-                    } else {
-                        SplitOrder::Combined
-                    };
-                    (
-                        24,
-                        8,
-                        16,
-                        keys + indices + dk_size * ib,
-                        u64_at(&kh, nentries as usize),
-                        order,
-                    )
-                }
-                DictLayout::Log2 {
-                    log2_size: _,
-                    log2_index_bytes,
-                    kind,
-                    nentries,
-                    indices,
-                    values: split,
-                } => {
-                    let kh = self.m().read_array::<40>(keys)?;
-                    let lib = u8_at(&kh, log2_index_bytes as usize);
-                    if lib > 40 {
-                        return Err(invalid(format!(
-                            "dict keys at {keys:#x} index bytes 2^{lib}"
-                        )));
+                    SplitValues::Header {
+                        capacity,
+                        size: _,
+                        values: vals,
+                    } => {
+                        let cap = u64::from(self.m().read_u8(values + capacity)?);
+                        self.m().read_vec(values + vals + cap * 8, n, 256)?
                     }
-                    words.extend_from_slice(&kh);
-                    let general = u8_at(&kh, kind as usize) == 0;
-                    let (esize, koff, voff) = if general { (24, 8, 16) } else { (16, 0, 8) };
-                    let order = if values == 0 {
-                        SplitOrder::Combined
-                    } else {
-                        let n = used.min(max as u64) as usize;
-                        let idx = match split {
-                            SplitValues::OrderBefore => {
-                                let raw = self.m().read_vec(values - 2 - n as u64, n, 256)?;
-                                // the i-th index is the byte at -3-i
-                                raw.iter().rev().copied().collect::<Vec<u8>>()
-                            }
-                            SplitValues::Header {
-                                capacity,
-                                size: _,
-                                values: vals,
-                            } => {
-                                let cap = u64::from(self.m().read_u8(values + capacity)?);
-                                self.m().read_vec(values + vals + cap * 8, n, 256)?
-                            }
-                        };
-                        let base = match split {
-                            SplitValues::OrderBefore => values,
-                            SplitValues::Header { values: vals, .. } => values + vals,
-                        };
-                        words.extend_from_slice(&idx);
-                        SplitOrder::Indexed(base, idx)
-                    };
-                    (
-                        esize,
-                        koff,
-                        voff,
-                        keys + indices + (1u64 << lib),
-                        u64_at(&kh, nentries as usize),
-                        order,
-                    )
-                }
-            };
+                };
+                let base = match split {
+                    SplitValues::OrderBefore => values,
+                    SplitValues::Header { values: vals, .. } => values + vals,
+                };
+                words.extend_from_slice(&idx);
+                SplitOrder::Indexed(base, idx)
+            }
+            _ => SplitOrder::Combined,
+        };
         if nentries > 1 << 40 {
             return Err(invalid(format!(
                 "dict keys at {keys:#x} {nentries} entries"
@@ -1654,6 +1637,26 @@ pub struct Unchecked {
 
 /// A dict's raw words (compared by the re-read) and its first (key, value) pairs.
 type DictRead = (Vec<u8>, Vec<(u64, u64)>);
+
+/// A dict's keys object, located ([`ValueReader::keys_shape`]).
+struct KeysShape {
+    /// Slots of the hash index (`DK_SIZE`) and the bytes of each (`DK_IXSIZE`).
+    slots: u64,
+    width: u64,
+    /// The first index slot and the first entry.
+    index: u64,
+    entries: u64,
+    /// An entry's size and where its key and value are in it.
+    esize: u64,
+    koff: u64,
+    voff: u64,
+    /// Whether entries hold the key's hash (`PyDictKeyEntry`, not `PyDictUnicodeEntry`).
+    hashed: bool,
+    /// `dk_nentries`.
+    nentries: u64,
+    /// The header as read (part of what a read of the dict is checked by).
+    head: Vec<u8>,
+}
 
 enum SplitOrder {
     Combined,

@@ -19,7 +19,9 @@ fn names(mem: &Snapshot, l: &layout::Layout, interp: u64) -> usize {
         .names(
             mem,
             l,
-            &mut TypeCache::default(),
+            // (a hash secret inside the garbage: lookups probe the garbage's hash
+            // indexes before comparing its keys)
+            &mut TypeCache::default().with_hash_secret(Some(BASE)),
             interp,
             &[(1, 10), (2, 20)],
             &mut Vec::new(),

@@ -79,8 +79,20 @@ pub struct ValuesLayout {
     /// `PyHeapTypeObject.ht_cached_keys`: the keys an instance's split values (3.11+: its
     /// values without a dict object) are indexed by.
     pub cached_keys: u64,
+    /// The function CPython's `str` hash runs (`Py_HASH_ALGORITHM`'s default), keyed by
+    /// `_Py_HashSecret`: what a dict's hash index is probed with.
+    pub str_hash: StrHash,
     /// Where an instance of a class keeps its attributes.
     pub instance_dict: InstanceDict,
+}
+
+/// `Py_HASH_ALGORITHM`'s default: SipHash-2-4 up to 3.10, SipHash-1-3 from 3.11 (a build
+/// configured otherwise is still read: a probe that finds nothing falls back to comparing
+/// every key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrHash {
+    SipHash24,
+    SipHash13,
 }
 
 /// Where an instance of a heap type keeps its attributes (`__dict__`). A type without the

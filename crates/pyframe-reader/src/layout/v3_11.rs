@@ -119,6 +119,7 @@ pub const LAYOUT: Layout = Layout {
         // `PyHeapTypeObject.ht_cached_keys` (Include/cpython/object.h)
         cached_keys: 872,
         // where an instance keeps its attributes (`threading` names read `Thread._name`)
+        str_hash: StrHash::SipHash13,
         instance_dict: InstanceDict::Managed {
             // `Py_TPFLAGS_MANAGED_DICT`; `_PyObject_ManagedDictPointer` (obj - 3 words),
             // `_PyObject_ValuesPointer` (obj - 4 words), Include/internal/pycore_object.h

@@ -117,6 +117,7 @@ pub const LAYOUT: Layout = Layout {
         // `PyHeapTypeObject.ht_cached_keys` (Include/cpython/object.h)
         cached_keys: 880,
         // where an instance keeps its attributes (`threading` names read `Thread._name`)
+        str_hash: StrHash::SipHash13,
         instance_dict: InstanceDict::Tagged {
             // `Py_TPFLAGS_MANAGED_DICT`; `_PyObject_DictOrValuesPointer` (obj - 3 words):
             // a `PyDictOrValues`, the values pointer - 1 when bit 0 is set

@@ -120,6 +120,7 @@ pub const LAYOUT: Layout = Layout {
         // `PyHeapTypeObject.ht_cached_keys` (Include/cpython/object.h)
         cached_keys: 896,
         // where an instance keeps its attributes (`threading` names read `Thread._name`)
+        str_hash: StrHash::SipHash13,
         instance_dict: InstanceDict::Inline {
             // `Py_TPFLAGS_MANAGED_DICT`, `Py_TPFLAGS_INLINE_VALUES` (Include/object.h);
             // `MANAGED_DICT_OFFSET` is obj - 1 word under `Py_GIL_DISABLED` (no

@@ -150,6 +150,7 @@ pub const LAYOUT: Layout = Layout {
         // `PyHeapTypeObject.ht_cached_keys`: 3.14's 880 + 16 (its `unique_id` under
         // `Py_GIL_DISABLED` comes after it); not stated by `_Py_DebugOffsets`
         cached_keys: 896,
+        str_hash: StrHash::SipHash13,
         instance_dict: InstanceDict::Inline {
             // `Py_TPFLAGS_MANAGED_DICT`, `Py_TPFLAGS_INLINE_VALUES` (Include/object.h);
             // `MANAGED_DICT_OFFSET` -1 word under `Py_GIL_DISABLED` (pycore_object.h),

@@ -122,6 +122,7 @@ pub const LAYOUT: Layout = Layout {
         // `PyHeapTypeObject.ht_cached_keys` (Include/cpython/object.h)
         cached_keys: 888,
         // where an instance keeps its attributes (`threading` names read `Thread._name`)
+        str_hash: StrHash::SipHash13,
         instance_dict: InstanceDict::Inline {
             // `Py_TPFLAGS_MANAGED_DICT`, `Py_TPFLAGS_INLINE_VALUES` (Include/object.h);
             // `MANAGED_DICT_OFFSET` (obj - 3 words), `_PyObject_InlineValues` (obj +

@@ -86,6 +86,7 @@ pub const LAYOUT: Layout = Layout {
         // `PyHeapTypeObject.ht_cached_keys` (Include/cpython/object.h)
         cached_keys: 864,
         // where an instance keeps its attributes (`threading` names read `Thread._name`)
+        str_hash: StrHash::SipHash24,
         instance_dict: InstanceDict::DictOffset,
         // `PyCodeObject`: co_argcount, co_kwonlyargcount, co_flags, co_varnames,
         // co_cellvars, co_freevars
